@@ -1,0 +1,11 @@
+/**
+ * @drawdown/core: the pure ledger. No I/O and no runtime dependencies; the clock and the
+ * id generator are passed in, so every function here is deterministic and property-tested.
+ */
+export * from "./amount.js";
+export * from "./burndown.js";
+export * from "./journal.js";
+export * from "./ledger.js";
+export * from "./model.js";
+export * from "./result.js";
+export * from "./time.js";
