@@ -45,15 +45,19 @@ export function scopeAdmits(scope: readonly string[] | null, action: string | nu
   return false;
 }
 
-/** True when a grant can be drawn at `now` for `action`. */
-export function isEligible(grant: Grant, action: string | null, now: number): boolean {
+/** True when a grant holds credits usable at `now` for some action: active, effective, unexpired. */
+export function isDrawableNow(grant: Grant, now: number): boolean {
   return (
     grant.status === "active" &&
     grant.remaining > 0n &&
     grant.effectiveAt <= now &&
-    (grant.expiresAt === null || now < grant.expiresAt) &&
-    scopeAdmits(grant.scope, action)
+    (grant.expiresAt === null || now < grant.expiresAt)
   );
+}
+
+/** True when a grant can be drawn at `now` for `action`. */
+export function isEligible(grant: Grant, action: string | null, now: number): boolean {
+  return isDrawableNow(grant, now) && scopeAdmits(grant.scope, action);
 }
 
 /** True when a grant is active but its expiry has passed: it awaits breakage. */

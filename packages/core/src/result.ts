@@ -14,7 +14,9 @@ export type LedgerErrorCode =
   | "expiry_not_extendable"
   | "transaction_not_reversible"
   | "transaction_already_reversed"
-  | "wallet_mismatch";
+  | "wallet_mismatch"
+  | "not_found"
+  | "already_exists";
 
 /** A business failure: a stable code, a message a person can act on, optional details. */
 export interface LedgerError {

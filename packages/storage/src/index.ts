@@ -1,0 +1,9 @@
+/**
+ * @drawdown/storage: the ledger on PostgreSQL's dialect, embedded (PGlite) or served
+ * (PostgreSQL 15+), with the same migrations and queries on both.
+ */
+export * from "./ids.js";
+export * from "./migrations.js";
+export * from "./records.js";
+export * from "./sql.js";
+export * from "./store.js";

@@ -1,0 +1,238 @@
+import type { SqlClient } from "./sql.js";
+
+/** One schema change. Versions are applied in order, each exactly once. */
+export interface Migration {
+  readonly version: number;
+  readonly name: string;
+  readonly sql: string;
+}
+
+/**
+ * The ordered migrations, the same on PGlite and PostgreSQL. Never edit one that has
+ * shipped: add the next version.
+ */
+export const MIGRATIONS: readonly Migration[] = [
+  {
+    version: 1,
+    name: "ledger",
+    sql: /* sql */ `
+CREATE TABLE tenants (
+  id text PRIMARY KEY,
+  name text NOT NULL,
+  environment text NOT NULL CHECK (environment IN ('live', 'test')),
+  created_at timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE api_keys (
+  id text PRIMARY KEY,
+  tenant_id text NOT NULL REFERENCES tenants (id),
+  kind text NOT NULL CHECK (kind IN ('secret', 'restricted')),
+  customer_id text,
+  name text NOT NULL,
+  prefix text NOT NULL,
+  hash text NOT NULL UNIQUE,
+  created_at timestamptz NOT NULL DEFAULT now(),
+  revoked_at timestamptz,
+  CHECK ((kind = 'restricted') = (customer_id IS NOT NULL))
+);
+
+CREATE TABLE customers (
+  tenant_id text NOT NULL REFERENCES tenants (id),
+  id text NOT NULL,
+  external_id text,
+  kind text NOT NULL CHECK (kind IN ('individual', 'organization')),
+  name text,
+  metadata jsonb NOT NULL DEFAULT '{}',
+  created_at timestamptz NOT NULL,
+  PRIMARY KEY (tenant_id, id),
+  UNIQUE (tenant_id, external_id)
+);
+
+CREATE TABLE subjects (
+  tenant_id text NOT NULL,
+  id text NOT NULL,
+  customer_id text NOT NULL,
+  kind text NOT NULL CHECK (kind IN ('member', 'agent', 'workflow')),
+  external_id text,
+  name text,
+  metadata jsonb NOT NULL DEFAULT '{}',
+  created_at timestamptz NOT NULL,
+  PRIMARY KEY (tenant_id, id),
+  FOREIGN KEY (tenant_id, customer_id) REFERENCES customers (tenant_id, id),
+  UNIQUE (tenant_id, customer_id, external_id)
+);
+
+CREATE TABLE wallets (
+  tenant_id text NOT NULL,
+  id text NOT NULL,
+  customer_id text NOT NULL,
+  member_id text,
+  balance numeric(38, 0) NOT NULL DEFAULT 0,
+  created_at timestamptz NOT NULL,
+  PRIMARY KEY (tenant_id, id),
+  FOREIGN KEY (tenant_id, customer_id) REFERENCES customers (tenant_id, id),
+  FOREIGN KEY (tenant_id, member_id) REFERENCES subjects (tenant_id, id)
+);
+-- One pool wallet per customer, one wallet per member.
+CREATE UNIQUE INDEX wallets_owner ON wallets (tenant_id, customer_id, coalesce(member_id, ''));
+
+CREATE TABLE grants (
+  tenant_id text NOT NULL,
+  id text NOT NULL,
+  wallet_id text NOT NULL,
+  customer_id text NOT NULL,
+  amount numeric(38, 0) NOT NULL CHECK (amount > 0),
+  remaining numeric(38, 0) NOT NULL CHECK (remaining >= 0 AND remaining <= amount),
+  source text NOT NULL CHECK (source IN ('plan', 'purchase', 'top_up', 'gift', 'promo', 'contract', 'rollover', 'adjustment')),
+  cost_basis numeric(38, 0) NOT NULL CHECK (cost_basis >= 0),
+  currency text CHECK (currency ~ '^[A-Z]{3}$'),
+  effective_at timestamptz NOT NULL,
+  expires_at timestamptz CHECK (expires_at IS NULL OR expires_at > effective_at),
+  priority integer NOT NULL CHECK (priority BETWEEN 0 AND 100),
+  scope text[],
+  metadata jsonb NOT NULL DEFAULT '{}',
+  status text NOT NULL CHECK (status IN ('active', 'voided', 'expired')),
+  status_at timestamptz,
+  created_at timestamptz NOT NULL,
+  PRIMARY KEY (tenant_id, id),
+  FOREIGN KEY (tenant_id, wallet_id) REFERENCES wallets (tenant_id, id)
+);
+CREATE INDEX grants_by_wallet ON grants (tenant_id, wallet_id, id);
+CREATE INDEX grants_drawable ON grants (tenant_id, wallet_id) WHERE status = 'active' AND remaining > 0;
+
+CREATE TABLE grant_changes (
+  tenant_id text NOT NULL,
+  id text NOT NULL,
+  grant_id text NOT NULL,
+  kind text NOT NULL CHECK (kind IN ('expiry_extended')),
+  from_expires_at timestamptz,
+  to_expires_at timestamptz,
+  reason text NOT NULL,
+  at timestamptz NOT NULL,
+  PRIMARY KEY (tenant_id, id),
+  FOREIGN KEY (tenant_id, grant_id) REFERENCES grants (tenant_id, id)
+);
+
+CREATE TABLE journal_transactions (
+  tenant_id text NOT NULL,
+  id text NOT NULL,
+  seq bigint GENERATED ALWAYS AS IDENTITY,
+  customer_id text NOT NULL,
+  kind text NOT NULL,
+  reason text,
+  action text,
+  reverses_id text,
+  posted_at timestamptz NOT NULL,
+  PRIMARY KEY (tenant_id, id),
+  -- A transaction is reversed at most once.
+  UNIQUE (tenant_id, reverses_id)
+);
+CREATE INDEX journal_transactions_seq ON journal_transactions (tenant_id, seq);
+
+CREATE TABLE journal_entries (
+  tenant_id text NOT NULL,
+  tx_id text NOT NULL,
+  idx integer NOT NULL,
+  seq bigint NOT NULL,
+  account text NOT NULL,
+  wallet_id text,
+  grant_id text,
+  unit text NOT NULL,
+  amount numeric(38, 0) NOT NULL CHECK (amount <> 0),
+  PRIMARY KEY (tenant_id, tx_id, idx),
+  FOREIGN KEY (tenant_id, tx_id) REFERENCES journal_transactions (tenant_id, id),
+  CHECK ((account = 'grant') = (grant_id IS NOT NULL AND wallet_id IS NOT NULL))
+);
+CREATE INDEX journal_entries_wallet ON journal_entries (tenant_id, wallet_id, seq) WHERE wallet_id IS NOT NULL;
+CREATE INDEX journal_entries_grant ON journal_entries (tenant_id, grant_id) WHERE grant_id IS NOT NULL;
+
+-- Invariant 2: the journal is append-only. The database refuses edits, whatever the caller.
+CREATE FUNCTION drawdown_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  RAISE EXCEPTION 'the journal is append-only: % on % refused', TG_OP, TG_TABLE_NAME;
+END $$;
+CREATE TRIGGER journal_transactions_append_only BEFORE UPDATE OR DELETE ON journal_transactions
+  FOR EACH ROW EXECUTE FUNCTION drawdown_append_only();
+CREATE TRIGGER journal_entries_append_only BEFORE UPDATE OR DELETE ON journal_entries
+  FOR EACH ROW EXECUTE FUNCTION drawdown_append_only();
+
+CREATE TABLE idempotency_keys (
+  tenant_id text NOT NULL,
+  key text NOT NULL,
+  fingerprint text NOT NULL,
+  outcome text,
+  created_at timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (tenant_id, key)
+);
+`,
+  },
+];
+
+/** Thrown when the database's schema is newer than this build knows. */
+export class SchemaTooNew extends Error {
+  override name = "SchemaTooNew";
+}
+
+const LOCK = "SELECT pg_advisory_xact_lock(hashtext('drawdown.migrate:' || current_schema()))";
+const TABLE = `CREATE TABLE IF NOT EXISTS schema_migrations (
+  version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`;
+
+/**
+ * Applies every pending migration in one transaction, under an advisory lock keyed by the
+ * schema, so two migrators at once never collide: the second waits, then finds nothing to do.
+ * Returns the versions it applied.
+ */
+export async function migrate(
+  db: SqlClient,
+  migrations: readonly Migration[] = MIGRATIONS,
+): Promise<number[]> {
+  return db.transaction(async (tx) => {
+    await tx.query(LOCK);
+    await tx.query(TABLE);
+    const { rows } = await tx.query<{ version: number }>("SELECT version FROM schema_migrations");
+    const done = new Set(rows.map((r) => Number(r.version)));
+    const latest = Math.max(0, ...migrations.map((m) => m.version));
+    if ([...done].some((v) => v > latest)) {
+      throw new SchemaTooNew(`The database has migrations newer than ${latest}; upgrade Drawdown.`);
+    }
+    const applied: number[] = [];
+    for (const m of [...migrations].sort((a, b) => a.version - b.version)) {
+      if (done.has(m.version)) continue;
+      // Statements one by one: the extended protocol of both drivers takes one statement at a time.
+      for (const statement of splitStatements(m.sql)) await tx.query(statement);
+      await tx.query("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", [m.version, m.name]);
+      applied.push(m.version);
+    }
+    return applied;
+  });
+}
+
+/** Versions not yet applied (empty when the schema is current). */
+export async function pendingMigrations(
+  db: SqlClient,
+  migrations: readonly Migration[] = MIGRATIONS,
+): Promise<number[]> {
+  const exists = await db.query<{ t: string | null }>("SELECT to_regclass('schema_migrations')::text AS t");
+  if (!exists.rows[0]?.t) return migrations.map((m) => m.version);
+  const { rows } = await db.query<{ version: number }>("SELECT version FROM schema_migrations");
+  const done = new Set(rows.map((r) => Number(r.version)));
+  return migrations.map((m) => m.version).filter((v) => !done.has(v));
+}
+
+/** Splits a migration script on semicolons at line ends, keeping `$$` bodies whole. */
+export function splitStatements(script: string): string[] {
+  const out: string[] = [];
+  let current = "";
+  let inBody = false;
+  for (const line of script.split("\n")) {
+    if (line.trim().startsWith("--") && !inBody) continue;
+    current += line + "\n";
+    if ((line.match(/\$\$/g) ?? []).length % 2 === 1) inBody = !inBody;
+    if (!inBody && line.trimEnd().endsWith(";")) {
+      out.push(current.trim());
+      current = "";
+    }
+  }
+  if (current.trim()) out.push(current.trim());
+  return out;
+}

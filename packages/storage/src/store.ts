@@ -1,0 +1,950 @@
+import {
+  accountName,
+  applyEffect,
+  type Context,
+  combine,
+  compareBurnOrder,
+  type DebitInput,
+  type DrawSource,
+  debit,
+  type Effect,
+  expireDue,
+  extendExpiry,
+  fail,
+  type Grant,
+  type GrantInput,
+  grantDeltas,
+  type IdGenerator,
+  invariant,
+  isDrawableNow,
+  issueGrant,
+  ok,
+  type Result,
+  reverse,
+  voidGrant,
+  walletDeltas,
+} from "@drawdown/core";
+import { hashKey, newKeySecret } from "./ids.js";
+import {
+  type ApiKey,
+  type Customer,
+  type GrantRecord,
+  type Metadata,
+  type Page,
+  type Subject,
+  type Tenant,
+  type TransactionRecord,
+  toApiKey,
+  toCustomer,
+  toEntry,
+  toGrant,
+  toSubject,
+  toTenant,
+  toTransaction,
+  toWallet,
+  type WalletRecord,
+} from "./records.js";
+import type { Row, SqlClient, SqlExecutor } from "./sql.js";
+
+/** The clock and id generator the store gives the core. Injected so tests control time. */
+export interface StoreOptions {
+  readonly clock?: () => number;
+  readonly newId: IdGenerator;
+}
+
+/** What an idempotent write returns: its outcome, and whether it is a replay of the first. */
+export type IdempotentResult<T> =
+  | { readonly kind: "fresh" | "replayed"; readonly outcome: T }
+  | { readonly kind: "conflict" };
+
+/** A wallet's balance, read from materialized rows: the cost does not grow with the journal. */
+export interface Balance {
+  readonly walletId: string;
+  readonly customerId: string;
+  readonly memberId: string | null;
+  /** Sum of the wallet's grants' remaining amounts (equal to the journal, invariant 3). */
+  readonly total: bigint;
+  /** What can be drawn now: effective, unexpired grants (minus pending holds, once holds exist). */
+  readonly available: bigint;
+  /** Remaining in grants not yet effective. */
+  readonly pending: bigint;
+  /** Remaining in grants past their expiry that await breakage. */
+  readonly expired: bigint;
+  /** The grants holding credits, in burn-down order. */
+  readonly grants: GrantRecord[];
+  /** Available credits per scope; `null` scope is usable for every action. */
+  readonly scopes: { readonly scope: readonly string[] | null; readonly available: bigint }[];
+}
+
+/** One disagreement found by {@link Store.reconcile}. */
+export interface Difference {
+  readonly kind: "wallet" | "grant" | "transaction";
+  readonly tenantId: string;
+  readonly id: string;
+  readonly message: string;
+}
+
+/** The outcome of a reconcile: what was checked and every difference found. */
+export interface ReconcileReport {
+  readonly wallets: number;
+  readonly grants: number;
+  readonly transactions: number;
+  readonly differences: Difference[];
+}
+
+const GRANT_COLUMNS =
+  "id, wallet_id, customer_id, amount, remaining, source, cost_basis, currency, effective_at, expires_at, priority, scope, metadata, status, status_at, created_at";
+
+const iso = (ms: number | null): string | null => (ms === null ? null : new Date(ms).toISOString());
+
+/**
+ * The storage layer: tenancy, keys, customers, wallets and the ledger's writes on
+ * PostgreSQL's dialect (PGlite or PostgreSQL).
+ *
+ * Every write runs in one transaction confined to one customer. A ledger write locks the
+ * wallets it touches in id order, loads their drawable grants, lets the pure core plan the
+ * effect, and writes it with set-based SQL. The core never sees the database; the store
+ * never decides a balance.
+ */
+export class Store {
+  readonly #clock: () => number;
+  readonly #newId: IdGenerator;
+
+  constructor(
+    readonly db: SqlClient,
+    options: StoreOptions,
+  ) {
+    this.#clock = options.clock ?? Date.now;
+    this.#newId = options.newId;
+  }
+
+  /** Now, as the injected clock says. */
+  now(): number {
+    return this.#clock();
+  }
+
+  #ctx(): Context {
+    return { now: this.#clock(), newId: this.#newId };
+  }
+
+  // ---------------------------------------------------------------- idempotency
+
+  /**
+   * Runs `fn` in one transaction, recording its outcome under `key` in the same
+   * transaction (invariant 5). The same key with the same fingerprint returns the stored
+   * outcome and runs nothing; with another fingerprint it is a conflict. Without a key,
+   * `fn` just runs in a transaction. `fn` must return failures before writing anything.
+   */
+  async idempotent<T>(
+    tenantId: string,
+    key: string | null,
+    fingerprint: string,
+    fn: (tx: SqlExecutor) => Promise<T>,
+  ): Promise<IdempotentResult<T>> {
+    return this.db.transaction(async (tx) => {
+      if (key !== null) {
+        const inserted = await tx.query(
+          "INSERT INTO idempotency_keys (tenant_id, key, fingerprint) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING key",
+          [tenantId, key, fingerprint],
+        );
+        if (inserted.rowCount === 0) {
+          const { rows } = await tx.query<{ fingerprint: string; outcome: string | null }>(
+            "SELECT fingerprint, outcome FROM idempotency_keys WHERE tenant_id = $1 AND key = $2",
+            [tenantId, key],
+          );
+          const first = rows[0];
+          invariant(first && first.outcome !== null, "a committed idempotency key has an outcome");
+          if (first.fingerprint !== fingerprint) return { kind: "conflict" as const };
+          return { kind: "replayed" as const, outcome: JSON.parse(first.outcome) as T };
+        }
+      }
+      const outcome = await fn(tx);
+      if (key !== null) {
+        await tx.query("UPDATE idempotency_keys SET outcome = $3 WHERE tenant_id = $1 AND key = $2", [
+          tenantId,
+          key,
+          JSON.stringify(outcome),
+        ]);
+      }
+      return { kind: "fresh" as const, outcome };
+    });
+  }
+
+  // ---------------------------------------------------------------- tenants and keys
+
+  /** Creates a tenant (one environment). */
+  async createTenant(name: string, environment: "live" | "test"): Promise<Tenant> {
+    const { rows } = await this.db.query(
+      "INSERT INTO tenants (id, name, environment, created_at) VALUES ($1, $2, $3, $4) RETURNING *",
+      [this.#newId("ten"), name, environment, iso(this.now())],
+    );
+    return toTenant(rows[0]!);
+  }
+
+  async getTenant(id: string): Promise<Tenant | null> {
+    const { rows } = await this.db.query("SELECT * FROM tenants WHERE id = $1", [id]);
+    return rows[0] ? toTenant(rows[0]) : null;
+  }
+
+  async listTenants(): Promise<Tenant[]> {
+    const { rows } = await this.db.query("SELECT * FROM tenants ORDER BY created_at, id");
+    return rows.map(toTenant);
+  }
+
+  /**
+   * Creates an API key and returns its secret, the only time it exists in clear.
+   * A restricted key names the one customer it may read.
+   */
+  async createApiKey(
+    tenantId: string,
+    input: { kind: "secret" | "restricted"; name: string; customerId?: string | null },
+    ex: SqlExecutor = this.db,
+  ): Promise<Result<{ key: ApiKey; secret: string }>> {
+    const tenant = await this.getTenant(tenantId);
+    if (!tenant) return fail("not_found", `No tenant ${tenantId}.`);
+    const customerId = input.kind === "restricted" ? (input.customerId ?? null) : null;
+    if (input.kind === "restricted") {
+      if (!customerId || !(await this.#customerExists(ex, tenantId, customerId))) {
+        return fail(
+          "not_found",
+          `No customer ${customerId ?? "(none given)"}; a restricted key reads one customer.`,
+        );
+      }
+    }
+    const secret = newKeySecret(tenant.environment, input.kind);
+    const { rows } = await ex.query(
+      `INSERT INTO api_keys (id, tenant_id, kind, customer_id, name, prefix, hash, created_at)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *`,
+      [
+        this.#newId("key"),
+        tenantId,
+        input.kind,
+        customerId,
+        input.name,
+        secret.slice(0, 14),
+        hashKey(secret),
+        iso(this.now()),
+      ],
+    );
+    return ok({ key: toApiKey(rows[0]!), secret });
+  }
+
+  /** Finds the live (unrevoked) key for a secret, or null. */
+  async authenticate(secret: string): Promise<{ key: ApiKey; tenant: Tenant } | null> {
+    const { rows } = await this.db.query(
+      `SELECT k.*, t.name AS tenant_name, t.environment, t.created_at AS tenant_created_at
+       FROM api_keys k JOIN tenants t ON t.id = k.tenant_id WHERE k.hash = $1 AND k.revoked_at IS NULL`,
+      [hashKey(secret)],
+    );
+    const r = rows[0];
+    if (!r) return null;
+    return {
+      key: toApiKey(r),
+      tenant: toTenant({
+        id: r.tenant_id,
+        name: r.tenant_name,
+        environment: r.environment,
+        created_at: r.tenant_created_at,
+      }),
+    };
+  }
+
+  async listApiKeys(tenantId: string): Promise<ApiKey[]> {
+    const { rows } = await this.db.query(
+      "SELECT * FROM api_keys WHERE tenant_id = $1 ORDER BY created_at, id",
+      [tenantId],
+    );
+    return rows.map(toApiKey);
+  }
+
+  /** Revokes a key; it stops working at once. Revoking twice is harmless. */
+  async revokeApiKey(tenantId: string, keyId: string, ex: SqlExecutor = this.db): Promise<Result<ApiKey>> {
+    const { rows } = await ex.query(
+      "UPDATE api_keys SET revoked_at = coalesce(revoked_at, $3) WHERE tenant_id = $1 AND id = $2 RETURNING *",
+      [tenantId, keyId, iso(this.now())],
+    );
+    return rows[0] ? ok(toApiKey(rows[0])) : fail("not_found", `No API key ${keyId}.`);
+  }
+
+  // ---------------------------------------------------------------- customers, subjects, wallets
+
+  async #customerExists(ex: SqlExecutor, tenantId: string, id: string): Promise<boolean> {
+    const { rowCount } = await ex.query("SELECT 1 FROM customers WHERE tenant_id = $1 AND id = $2", [
+      tenantId,
+      id,
+    ]);
+    return rowCount > 0;
+  }
+
+  /** Creates a customer and its pool wallet. `external_id` is unique per tenant. */
+  async createCustomer(
+    ex: SqlExecutor,
+    tenantId: string,
+    input: { externalId?: string | null; kind: Customer["kind"]; name?: string | null; metadata?: Metadata },
+  ): Promise<Result<Customer>> {
+    const id = this.#newId("cus");
+    const walletId = this.#newId("wal");
+    const now = iso(this.now());
+    const inserted = await ex.query(
+      `INSERT INTO customers (tenant_id, id, external_id, kind, name, metadata, created_at)
+       VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (tenant_id, external_id) DO NOTHING RETURNING *`,
+      [
+        tenantId,
+        id,
+        input.externalId ?? null,
+        input.kind,
+        input.name ?? null,
+        JSON.stringify(input.metadata ?? {}),
+        now,
+      ],
+    );
+    if (inserted.rowCount === 0) {
+      return fail("already_exists", `A customer with external_id "${input.externalId}" already exists.`);
+    }
+    await ex.query(
+      "INSERT INTO wallets (tenant_id, id, customer_id, member_id, created_at) VALUES ($1, $2, $3, NULL, $4)",
+      [tenantId, walletId, id, now],
+    );
+    return ok(toCustomer({ ...inserted.rows[0]!, wallet_id: walletId }));
+  }
+
+  static readonly #CUSTOMER_SELECT = `SELECT c.*, w.id AS wallet_id FROM customers c
+    JOIN wallets w ON w.tenant_id = c.tenant_id AND w.customer_id = c.id AND w.member_id IS NULL`;
+
+  async getCustomer(tenantId: string, id: string): Promise<Customer | null> {
+    const { rows } = await this.db.query(`${Store.#CUSTOMER_SELECT} WHERE c.tenant_id = $1 AND c.id = $2`, [
+      tenantId,
+      id,
+    ]);
+    return rows[0] ? toCustomer(rows[0]) : null;
+  }
+
+  /** Customers in id order, `limit` at a time after the cursor id. */
+  async listCustomers(
+    tenantId: string,
+    page: { after?: string | null; limit: number },
+    externalId?: string | null,
+  ): Promise<Page<Customer>> {
+    const { rows } = await this.db.query(
+      `${Store.#CUSTOMER_SELECT} WHERE c.tenant_id = $1 AND ($2::text IS NULL OR c.id > $2)
+       AND ($4::text IS NULL OR c.external_id = $4) ORDER BY c.id LIMIT $3`,
+      [tenantId, page.after ?? null, page.limit + 1, externalId ?? null],
+    );
+    return paginate(rows.map(toCustomer), page.limit, (c) => c.id);
+  }
+
+  /** Adds a member, agent or workflow to a customer. */
+  async createSubject(
+    ex: SqlExecutor,
+    tenantId: string,
+    input: {
+      customerId: string;
+      kind: Subject["kind"];
+      externalId?: string | null;
+      name?: string | null;
+      metadata?: Metadata;
+    },
+  ): Promise<Result<Subject>> {
+    if (!(await this.#customerExists(ex, tenantId, input.customerId)))
+      return fail("not_found", `No customer ${input.customerId}.`);
+    const { rows, rowCount } = await ex.query(
+      `INSERT INTO subjects (tenant_id, id, customer_id, kind, external_id, name, metadata, created_at)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (tenant_id, customer_id, external_id) DO NOTHING RETURNING *`,
+      [
+        tenantId,
+        this.#newId("sub"),
+        input.customerId,
+        input.kind,
+        input.externalId ?? null,
+        input.name ?? null,
+        JSON.stringify(input.metadata ?? {}),
+        iso(this.now()),
+      ],
+    );
+    if (rowCount === 0)
+      return fail(
+        "already_exists",
+        `This customer already has a subject with external_id "${input.externalId}".`,
+      );
+    return ok(toSubject(rows[0]!));
+  }
+
+  async getSubject(tenantId: string, id: string): Promise<Subject | null> {
+    const { rows } = await this.db.query("SELECT * FROM subjects WHERE tenant_id = $1 AND id = $2", [
+      tenantId,
+      id,
+    ]);
+    return rows[0] ? toSubject(rows[0]) : null;
+  }
+
+  async listSubjects(
+    tenantId: string,
+    customerId: string,
+    page: { after?: string | null; limit: number },
+  ): Promise<Page<Subject>> {
+    const { rows } = await this.db.query(
+      `SELECT * FROM subjects WHERE tenant_id = $1 AND customer_id = $2 AND ($3::text IS NULL OR id > $3) ORDER BY id LIMIT $4`,
+      [tenantId, customerId, page.after ?? null, page.limit + 1],
+    );
+    return paginate(rows.map(toSubject), page.limit, (s) => s.id);
+  }
+
+  /** Creates a member's own wallet; the customer's pool wallet exists from the start. */
+  async createMemberWallet(
+    ex: SqlExecutor,
+    tenantId: string,
+    customerId: string,
+    memberId: string,
+  ): Promise<Result<WalletRecord>> {
+    const { rows: subjects } = await ex.query("SELECT * FROM subjects WHERE tenant_id = $1 AND id = $2", [
+      tenantId,
+      memberId,
+    ]);
+    const subject = subjects[0] ? toSubject(subjects[0]) : null;
+    if (!subject || subject.customerId !== customerId)
+      return fail("not_found", `Customer ${customerId} has no member ${memberId}.`);
+    if (subject.kind !== "member")
+      return fail("invalid_argument", `Subject ${memberId} is a ${subject.kind}; only members hold wallets.`);
+    const { rows, rowCount } = await ex.query(
+      `INSERT INTO wallets (tenant_id, id, customer_id, member_id, created_at) VALUES ($1, $2, $3, $4, $5)
+       ON CONFLICT DO NOTHING RETURNING *`,
+      [tenantId, this.#newId("wal"), customerId, memberId, iso(this.now())],
+    );
+    if (rowCount === 0) return fail("already_exists", `Member ${memberId} already has a wallet.`);
+    return ok(toWallet(rows[0]!));
+  }
+
+  async getWallet(tenantId: string, id: string, ex: SqlExecutor = this.db): Promise<WalletRecord | null> {
+    const { rows } = await ex.query("SELECT * FROM wallets WHERE tenant_id = $1 AND id = $2", [tenantId, id]);
+    return rows[0] ? toWallet(rows[0]) : null;
+  }
+
+  async listWallets(tenantId: string, customerId: string): Promise<WalletRecord[]> {
+    const { rows } = await this.db.query(
+      "SELECT * FROM wallets WHERE tenant_id = $1 AND customer_id = $2 ORDER BY member_id NULLS FIRST, id",
+      [tenantId, customerId],
+    );
+    return rows.map(toWallet);
+  }
+
+  // ---------------------------------------------------------------- the ledger's writes
+
+  /**
+   * The one write pipeline: lock the wallet (and, for a member, the pool) in id order, load
+   * their drawable grants plus any named ones, expire what is due, let the core plan, write.
+   * On a failure nothing is written.
+   */
+  async #mutate(
+    ex: SqlExecutor,
+    tenantId: string,
+    walletId: string,
+    extraGrantIds: readonly string[],
+    plan: (
+      ctx: Context,
+      state: { wallet: WalletRecord; sources: DrawSource[]; grants: Map<string, Grant> },
+    ) => Result<Effect> | Promise<Result<Effect>>,
+  ): Promise<Result<Effect>> {
+    const wallet = await this.getWallet(tenantId, walletId, ex);
+    if (!wallet) return fail("not_found", `No wallet ${walletId}.`);
+    const ids = [wallet.id];
+    if (wallet.memberId !== null) {
+      const pool = await ex.query(
+        "SELECT id FROM wallets WHERE tenant_id = $1 AND customer_id = $2 AND member_id IS NULL",
+        [tenantId, wallet.customerId],
+      );
+      ids.push(String(pool.rows[0]!.id));
+    }
+    // Lock in a fixed order so two writers never deadlock.
+    const locked = await ex.query(
+      "SELECT id FROM wallets WHERE tenant_id = $1 AND id = ANY($2::text[]) ORDER BY id FOR UPDATE",
+      [tenantId, ids],
+    );
+    invariant(locked.rowCount === ids.length, "every wallet to lock exists");
+    const { rows } = await ex.query(
+      `SELECT ${GRANT_COLUMNS} FROM grants WHERE tenant_id = $1
+       AND wallet_id = ANY($2::text[]) AND ((status = 'active' AND remaining > 0) OR id = ANY($3::text[]))`,
+      [tenantId, ids, extraGrantIds],
+    );
+    const loaded = rows.map(toGrant);
+    const ctx = this.#ctx();
+    const expiry = expireDue(ctx, wallet.customerId, loaded);
+    const grants = applyEffect(new Map(loaded.map((g) => [g.id, g])), expiry);
+    const sources = ids.map((id) => ({
+      walletId: id,
+      grants: [...grants.values()].filter((g) => g.walletId === id),
+    }));
+    const result = await plan(ctx, { wallet, sources, grants });
+    if (!result.ok) return result;
+    const effect = combine(expiry, result.value);
+    await this.#write(ex, tenantId, wallet.customerId, effect);
+    return ok(effect);
+  }
+
+  /** Writes an effect with set-based SQL. Grant and wallet amounts change only by journal entries. */
+  async #write(ex: SqlExecutor, tenantId: string, customerId: string, effect: Effect): Promise<void> {
+    for (const g of effect.newGrants) {
+      await ex.query(
+        `INSERT INTO grants (tenant_id, id, wallet_id, customer_id, amount, remaining, source, cost_basis, currency,
+           effective_at, expires_at, priority, scope, metadata, status, created_at)
+         VALUES ($1, $2, $3, $4, $5, 0, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`,
+        [
+          tenantId,
+          g.id,
+          g.walletId,
+          customerId,
+          g.amount.toString(),
+          g.source,
+          g.costBasis.toString(),
+          g.currency,
+          iso(g.effectiveAt),
+          iso(g.expiresAt),
+          g.priority,
+          g.scope,
+          JSON.stringify(g.metadata),
+          g.status,
+          iso(g.createdAt),
+        ],
+      );
+    }
+    if (effect.transactions.length > 0) {
+      const txs = effect.transactions;
+      const inserted = await ex.query<{ id: string; seq: string }>(
+        `INSERT INTO journal_transactions (tenant_id, id, customer_id, kind, reason, action, reverses_id, posted_at)
+         SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::timestamptz[])
+         RETURNING id, seq`,
+        [
+          tenantId,
+          txs.map((t) => t.id),
+          txs.map((t) => t.customerId),
+          txs.map((t) => t.kind),
+          txs.map((t) => t.reason),
+          txs.map((t) => t.action),
+          txs.map((t) => t.reversesId),
+          txs.map((t) => iso(t.postedAt)),
+        ],
+      );
+      const seqOf = new Map(inserted.rows.map((r) => [String(r.id), String(r.seq)]));
+      const cols = { tx: [] as string[], idx: [] as number[], seq: [] as string[], account: [] as string[] };
+      const more = {
+        wallet: [] as (string | null)[],
+        grant: [] as (string | null)[],
+        unit: [] as string[],
+        amount: [] as string[],
+      };
+      for (const t of txs) {
+        t.entries.forEach((e, i) => {
+          cols.tx.push(t.id);
+          cols.idx.push(i);
+          cols.seq.push(seqOf.get(t.id)!);
+          cols.account.push(accountName(e.account));
+          more.wallet.push(e.account.kind === "grant" ? e.account.walletId : null);
+          more.grant.push(e.account.kind === "grant" ? e.account.grantId : null);
+          more.unit.push(e.unit);
+          more.amount.push(e.amount.toString());
+        });
+      }
+      await ex.query(
+        `INSERT INTO journal_entries (tenant_id, tx_id, idx, seq, account, wallet_id, grant_id, unit, amount)
+         SELECT $1, * FROM unnest($2::text[], $3::int[], $4::bigint[], $5::text[], $6::text[], $7::text[], $8::text[], $9::numeric[])`,
+        [
+          tenantId,
+          cols.tx,
+          cols.idx,
+          cols.seq,
+          cols.account,
+          more.wallet,
+          more.grant,
+          more.unit,
+          more.amount,
+        ],
+      );
+      const entries = txs.flatMap((t) => t.entries);
+      const byGrant = grantDeltas(entries);
+      if (byGrant.size > 0) {
+        await ex.query(
+          `UPDATE grants g SET remaining = g.remaining + d.delta
+           FROM unnest($2::text[], $3::numeric[]) AS d(id, delta) WHERE g.tenant_id = $1 AND g.id = d.id`,
+          [tenantId, [...byGrant.keys()], [...byGrant.values()].map(String)],
+        );
+      }
+      const byWallet = walletDeltas(entries);
+      if (byWallet.size > 0) {
+        await ex.query(
+          `UPDATE wallets w SET balance = w.balance + d.delta
+           FROM unnest($2::text[], $3::numeric[]) AS d(id, delta) WHERE w.tenant_id = $1 AND w.id = d.id`,
+          [tenantId, [...byWallet.keys()], [...byWallet.values()].map(String)],
+        );
+      }
+    }
+    for (const c of effect.statusChanges) {
+      const { rowCount } = await ex.query(
+        "UPDATE grants SET status = $3, status_at = $4 WHERE tenant_id = $1 AND id = $2 AND status = 'active'",
+        [tenantId, c.grantId, c.status, iso(this.now())],
+      );
+      // Invariant 7: a grant leaves `active` exactly once; the wallet lock makes this hold.
+      invariant(rowCount === 1, `grant ${c.grantId} changed status twice`);
+    }
+    for (const c of effect.grantChanges) {
+      await ex.query(
+        `INSERT INTO grant_changes (tenant_id, id, grant_id, kind, from_expires_at, to_expires_at, reason, at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+        [tenantId, c.id, c.grantId, c.kind, iso(c.from), iso(c.to), c.reason, iso(c.at)],
+      );
+      await ex.query("UPDATE grants SET expires_at = $3 WHERE tenant_id = $1 AND id = $2", [
+        tenantId,
+        c.grantId,
+        iso(c.to),
+      ]);
+    }
+  }
+
+  /** Issues a grant (or, with kind `adjustment.credit`, a credit adjustment) into a wallet. */
+  async createGrant(
+    ex: SqlExecutor,
+    tenantId: string,
+    input: GrantInput,
+    options: { kind?: "grant" | "adjustment.credit"; reason?: string | null } = {},
+  ): Promise<Result<{ grant: GrantRecord; transactionId: string }>> {
+    const wallet = await this.getWallet(tenantId, input.walletId, ex);
+    if (!wallet) return fail("not_found", `No wallet ${input.walletId}.`);
+    const r = await this.#mutate(ex, tenantId, input.walletId, [], (ctx) =>
+      issueGrant(ctx, wallet.customerId, input, options),
+    );
+    if (!r.ok) return r;
+    const grant = r.value.newGrants[0]!;
+    const tx = r.value.transactions[r.value.transactions.length - 1]!;
+    return ok({ grant: { ...grant, customerId: wallet.customerId, statusAt: null }, transactionId: tx.id });
+  }
+
+  async #grantWallet(ex: SqlExecutor, tenantId: string, grantId: string): Promise<string | null> {
+    const { rows } = await ex.query("SELECT wallet_id FROM grants WHERE tenant_id = $1 AND id = $2", [
+      tenantId,
+      grantId,
+    ]);
+    return rows[0] ? String(rows[0].wallet_id) : null;
+  }
+
+  /** Voids a grant: its remainder leaves the wallet for the `voided` account. */
+  async voidGrant(
+    ex: SqlExecutor,
+    tenantId: string,
+    grantId: string,
+    reason: string | null,
+  ): Promise<Result<GrantRecord>> {
+    const walletId = await this.#grantWallet(ex, tenantId, grantId);
+    if (!walletId) return fail("not_found", `No grant ${grantId}.`);
+    const r = await this.#mutate(ex, tenantId, walletId, [grantId], (ctx, s) =>
+      voidGrant(ctx, s.wallet.customerId, s.grants.get(grantId)!, reason),
+    );
+    if (!r.ok) return r;
+    return ok((await this.getGrant(tenantId, grantId, ex))!);
+  }
+
+  /** Extends a grant's expiry (or removes it with `null`), recorded with its reason. */
+  async extendGrantExpiry(
+    ex: SqlExecutor,
+    tenantId: string,
+    grantId: string,
+    expiresAt: number | null,
+    reason: string,
+  ): Promise<Result<GrantRecord>> {
+    const walletId = await this.#grantWallet(ex, tenantId, grantId);
+    if (!walletId) return fail("not_found", `No grant ${grantId}.`);
+    const r = await this.#mutate(ex, tenantId, walletId, [grantId], (ctx, s) =>
+      extendExpiry(ctx, s.grants.get(grantId)!, expiresAt, reason),
+    );
+    if (!r.ok) return r;
+    return ok((await this.getGrant(tenantId, grantId, ex))!);
+  }
+
+  /** Debits a wallet in burn-down order: usage (`debit`) or a manual `adjustment.debit`. */
+  async debitWallet(
+    ex: SqlExecutor,
+    tenantId: string,
+    walletId: string,
+    input: Omit<DebitInput, "customerId">,
+  ): Promise<Result<TransactionRecord>> {
+    const r = await this.#mutate(ex, tenantId, walletId, input.grantId ? [input.grantId] : [], (ctx, s) =>
+      debit(ctx, s.sources, { ...input, customerId: s.wallet.customerId }),
+    );
+    if (!r.ok) return r;
+    const tx = r.value.transactions[r.value.transactions.length - 1]!;
+    return ok((await this.getTransaction(tenantId, tx.id, ex))!);
+  }
+
+  /** Reverses a debit with a new, negating transaction; the original stays. */
+  async reverseTransaction(
+    ex: SqlExecutor,
+    tenantId: string,
+    txId: string,
+    reason: string,
+  ): Promise<Result<TransactionRecord>> {
+    const original = await this.getTransaction(tenantId, txId, ex);
+    if (!original) return fail("not_found", `No transaction ${txId}.`);
+    const walletIds = [
+      ...new Set(original.entries.flatMap((e) => (e.account.kind === "grant" ? [e.account.walletId] : []))),
+    ].sort();
+    if (walletIds.length === 0)
+      return reverse(this.#ctx(), original, new Map(), false, reason) as Result<never>;
+    // A member's debit may touch the pool too; locking the member's wallet locks both.
+    const anchor = await this.#anchorWallet(ex, tenantId, walletIds);
+    const grantIds = [...grantDeltas(original.entries).keys()];
+    const r = await this.#mutate(ex, tenantId, anchor, grantIds, async (ctx, s) => {
+      const done = await ex.query(
+        "SELECT 1 FROM journal_transactions WHERE tenant_id = $1 AND reverses_id = $2",
+        [tenantId, txId],
+      );
+      return reverse(ctx, original, s.grants, done.rowCount > 0, reason);
+    });
+    if (!r.ok) return r;
+    const tx = r.value.transactions[r.value.transactions.length - 1]!;
+    return ok((await this.getTransaction(tenantId, tx.id, ex))!);
+  }
+
+  async #anchorWallet(ex: SqlExecutor, tenantId: string, walletIds: string[]): Promise<string> {
+    const { rows } = await ex.query(
+      "SELECT id FROM wallets WHERE tenant_id = $1 AND id = ANY($2::text[]) ORDER BY member_id NULLS LAST, id LIMIT 1",
+      [tenantId, walletIds],
+    );
+    return String(rows[0]!.id);
+  }
+
+  // ---------------------------------------------------------------- reads
+
+  async getGrant(tenantId: string, id: string, ex: SqlExecutor = this.db): Promise<GrantRecord | null> {
+    const { rows } = await ex.query(`SELECT ${GRANT_COLUMNS} FROM grants WHERE tenant_id = $1 AND id = $2`, [
+      tenantId,
+      id,
+    ]);
+    return rows[0] ? toGrant(rows[0]) : null;
+  }
+
+  /** A grant's recorded changes (expiry extensions), oldest first. */
+  async grantHistory(tenantId: string, grantId: string) {
+    const { rows } = await this.db.query(
+      "SELECT * FROM grant_changes WHERE tenant_id = $1 AND grant_id = $2 ORDER BY at, id",
+      [tenantId, grantId],
+    );
+    return rows.map((r) => ({
+      id: String(r.id),
+      kind: String(r.kind) as "expiry_extended",
+      from: r.from_expires_at ? new Date(r.from_expires_at as string).getTime() : null,
+      to: r.to_expires_at ? new Date(r.to_expires_at as string).getTime() : null,
+      reason: String(r.reason),
+      at: new Date(r.at as string).getTime(),
+    }));
+  }
+
+  /** Grants of a wallet or of a customer, in id order. */
+  async listGrants(
+    tenantId: string,
+    filter: { walletId?: string | null; customerId?: string | null; status?: string | null },
+    page: { after?: string | null; limit: number },
+  ): Promise<Page<GrantRecord>> {
+    const { rows } = await this.db.query(
+      `SELECT ${GRANT_COLUMNS} FROM grants WHERE tenant_id = $1
+       AND ($2::text IS NULL OR wallet_id = $2) AND ($3::text IS NULL OR customer_id = $3)
+       AND ($4::text IS NULL OR status = $4) AND ($5::text IS NULL OR id > $5)
+       ORDER BY id LIMIT $6`,
+      [
+        tenantId,
+        filter.walletId ?? null,
+        filter.customerId ?? null,
+        filter.status ?? null,
+        page.after ?? null,
+        page.limit + 1,
+      ],
+    );
+    return paginate(rows.map(toGrant), page.limit, (g) => g.id);
+  }
+
+  /**
+   * A wallet's balance from materialized rows: the wallet and its grants holding credits.
+   * Its cost is independent of the journal's length.
+   */
+  async balance(tenantId: string, walletId: string): Promise<Balance | null> {
+    const wallet = await this.getWallet(tenantId, walletId);
+    if (!wallet) return null;
+    const { rows } = await this.db.query(
+      `SELECT ${GRANT_COLUMNS} FROM grants WHERE tenant_id = $1 AND wallet_id = $2 AND status = 'active' AND remaining > 0`,
+      [tenantId, walletId],
+    );
+    const now = this.now();
+    const grants = rows.map(toGrant);
+    let available = 0n;
+    let pending = 0n;
+    let expired = 0n;
+    const scopes = new Map<string, { scope: readonly string[] | null; available: bigint }>();
+    for (const g of grants) {
+      if (isDrawableNow(g, now)) {
+        available += g.remaining;
+        const key = JSON.stringify(g.scope);
+        const s = scopes.get(key) ?? { scope: g.scope, available: 0n };
+        scopes.set(key, { scope: s.scope, available: s.available + g.remaining });
+      } else if (g.expiresAt !== null && g.expiresAt <= now) expired += g.remaining;
+      else pending += g.remaining;
+    }
+    grants.sort(compareBurnOrder);
+    return {
+      walletId: wallet.id,
+      customerId: wallet.customerId,
+      memberId: wallet.memberId,
+      total: wallet.balance,
+      available,
+      pending,
+      expired,
+      grants,
+      scopes: [...scopes.values()].sort((a, b) =>
+        a.scope === null
+          ? 1
+          : b.scope === null
+            ? -1
+            : JSON.stringify(a.scope) < JSON.stringify(b.scope)
+              ? -1
+              : 1,
+      ),
+    };
+  }
+
+  async getTransaction(
+    tenantId: string,
+    id: string,
+    ex: SqlExecutor = this.db,
+  ): Promise<TransactionRecord | null> {
+    const { rows } = await ex.query("SELECT * FROM journal_transactions WHERE tenant_id = $1 AND id = $2", [
+      tenantId,
+      id,
+    ]);
+    if (!rows[0]) return null;
+    const entries = await ex.query(
+      "SELECT * FROM journal_entries WHERE tenant_id = $1 AND tx_id = $2 ORDER BY idx",
+      [tenantId, id],
+    );
+    return toTransaction(rows[0], entries.rows.map(toEntry));
+  }
+
+  /**
+   * The journal, oldest first, filtered by wallet, customer and time, paged by position.
+   * A wallet filter returns the transactions with an entry on one of its grants.
+   */
+  async listJournal(
+    tenantId: string,
+    filter: {
+      walletId?: string | null;
+      customerId?: string | null;
+      from?: number | null;
+      to?: number | null;
+    },
+    page: { after?: string | null; limit: number },
+  ): Promise<Page<TransactionRecord>> {
+    const { rows } = await this.db.query(
+      `SELECT t.* FROM journal_transactions t WHERE t.tenant_id = $1
+       AND ($2::text IS NULL OR t.seq IN (SELECT e.seq FROM journal_entries e WHERE e.tenant_id = $1 AND e.wallet_id = $2))
+       AND ($3::text IS NULL OR t.customer_id = $3)
+       AND ($4::timestamptz IS NULL OR t.posted_at >= $4) AND ($5::timestamptz IS NULL OR t.posted_at < $5)
+       AND ($6::bigint IS NULL OR t.seq > $6)
+       ORDER BY t.seq LIMIT $7`,
+      [
+        tenantId,
+        filter.walletId ?? null,
+        filter.customerId ?? null,
+        iso(filter.from ?? null),
+        iso(filter.to ?? null),
+        page.after ?? null,
+        page.limit + 1,
+      ],
+    );
+    const ids = rows.slice(0, page.limit).map((r) => String(r.id));
+    const entries = await this.db.query(
+      "SELECT * FROM journal_entries WHERE tenant_id = $1 AND tx_id = ANY($2::text[]) ORDER BY tx_id, idx",
+      [tenantId, ids],
+    );
+    const byTx = new Map<string, Row[]>();
+    for (const e of entries.rows) {
+      const list = byTx.get(String(e.tx_id)) ?? [];
+      list.push(e);
+      byTx.set(String(e.tx_id), list);
+    }
+    const txs = rows.map((r) => toTransaction(r, (byTx.get(String(r.id)) ?? []).map(toEntry)));
+    return paginate(txs, page.limit, (t) => t.seq);
+  }
+
+  /**
+   * Recomputes every wallet and grant from the journal and compares (invariants 1 and 3):
+   * each wallet's materialized balance against its grants and against its journal entries,
+   * each grant's remaining against its entries, and each transaction's sum per unit.
+   * Restricted to one tenant when `tenantId` is given.
+   */
+  async reconcile(tenantId: string | null = null): Promise<ReconcileReport> {
+    const differences: Difference[] = [];
+    const wallets = await this.db.query(
+      `SELECT w.tenant_id, w.id, w.balance::text AS balance, coalesce(g.total, 0)::text AS grants, coalesce(j.total, 0)::text AS journal
+       FROM wallets w
+       LEFT JOIN (SELECT tenant_id, wallet_id, sum(remaining) AS total FROM grants GROUP BY 1, 2) g
+         ON g.tenant_id = w.tenant_id AND g.wallet_id = w.id
+       LEFT JOIN (SELECT tenant_id, wallet_id, sum(amount) AS total FROM journal_entries WHERE account = 'grant' GROUP BY 1, 2) j
+         ON j.tenant_id = w.tenant_id AND j.wallet_id = w.id
+       WHERE $1::text IS NULL OR w.tenant_id = $1`,
+      [tenantId],
+    );
+    for (const w of wallets.rows) {
+      if (w.balance !== w.grants || w.balance !== w.journal) {
+        differences.push({
+          kind: "wallet",
+          tenantId: String(w.tenant_id),
+          id: String(w.id),
+          message: `balance ${w.balance} units, grants hold ${w.grants}, journal says ${w.journal}`,
+        });
+      }
+    }
+    const grants = await this.db.query(
+      `SELECT g.tenant_id, g.id, g.remaining::text AS remaining, coalesce(j.total, 0)::text AS journal
+       FROM grants g
+       LEFT JOIN (SELECT tenant_id, grant_id, sum(amount) AS total FROM journal_entries WHERE grant_id IS NOT NULL GROUP BY 1, 2) j
+         ON j.tenant_id = g.tenant_id AND j.grant_id = g.id
+       WHERE $1::text IS NULL OR g.tenant_id = $1`,
+      [tenantId],
+    );
+    for (const g of grants.rows) {
+      if (g.remaining !== g.journal) {
+        differences.push({
+          kind: "grant",
+          tenantId: String(g.tenant_id),
+          id: String(g.id),
+          message: `remaining ${g.remaining} units, journal says ${g.journal}`,
+        });
+      }
+    }
+    const unbalanced = await this.db.query(
+      `SELECT t.tenant_id, t.id, coalesce(sum(e.amount), 0)::text AS total, count(e.idx)::int AS entries
+       FROM journal_transactions t LEFT JOIN journal_entries e ON e.tenant_id = t.tenant_id AND e.tx_id = t.id
+       WHERE $1::text IS NULL OR t.tenant_id = $1
+       GROUP BY t.tenant_id, t.id, e.unit HAVING coalesce(sum(e.amount), 0) <> 0 OR count(e.idx) < 2`,
+      [tenantId],
+    );
+    for (const t of unbalanced.rows) {
+      differences.push({
+        kind: "transaction",
+        tenantId: String(t.tenant_id),
+        id: String(t.id),
+        message: `entries sum to ${t.total} units over ${t.entries} entries`,
+      });
+    }
+    const count = await this.db.query(
+      "SELECT count(*)::int AS n FROM journal_transactions WHERE $1::text IS NULL OR tenant_id = $1",
+      [tenantId],
+    );
+    return {
+      wallets: wallets.rowCount,
+      grants: grants.rowCount,
+      transactions: Number(count.rows[0]!.n),
+      differences,
+    };
+  }
+}
+
+function paginate<T>(rows: T[], limit: number, cursorOf: (item: T) => string): Page<T> {
+  const items = rows.slice(0, limit);
+  const last = items[items.length - 1];
+  return { items, next: rows.length > limit && last !== undefined ? cursorOf(last) : null };
+}
