@@ -181,8 +181,8 @@ export class Store {
     return toTenant(rows[0]!);
   }
 
-  async getTenant(id: string): Promise<Tenant | null> {
-    const { rows } = await this.db.query("SELECT * FROM tenants WHERE id = $1", [id]);
+  async getTenant(id: string, ex: SqlExecutor = this.db): Promise<Tenant | null> {
+    const { rows } = await ex.query("SELECT * FROM tenants WHERE id = $1", [id]);
     return rows[0] ? toTenant(rows[0]) : null;
   }
 
@@ -200,7 +200,7 @@ export class Store {
     input: { kind: "secret" | "restricted"; name: string; customerId?: string | null },
     ex: SqlExecutor = this.db,
   ): Promise<Result<{ key: ApiKey; secret: string }>> {
-    const tenant = await this.getTenant(tenantId);
+    const tenant = await this.getTenant(tenantId, ex);
     if (!tenant) return fail("not_found", `No tenant ${tenantId}.`);
     const customerId = input.kind === "restricted" ? (input.customerId ?? null) : null;
     if (input.kind === "restricted") {
@@ -875,9 +875,9 @@ export class Store {
    * each grant's remaining against its entries, and each transaction's sum per unit.
    * Restricted to one tenant when `tenantId` is given.
    */
-  async reconcile(tenantId: string | null = null): Promise<ReconcileReport> {
+  async reconcile(tenantId: string | null = null, ex: SqlExecutor = this.db): Promise<ReconcileReport> {
     const differences: Difference[] = [];
-    const wallets = await this.db.query(
+    const wallets = await ex.query(
       `SELECT w.tenant_id, w.id, w.balance::text AS balance, coalesce(g.total, 0)::text AS grants, coalesce(j.total, 0)::text AS journal
        FROM wallets w
        LEFT JOIN (SELECT tenant_id, wallet_id, sum(remaining) AS total FROM grants GROUP BY 1, 2) g
@@ -897,7 +897,7 @@ export class Store {
         });
       }
     }
-    const grants = await this.db.query(
+    const grants = await ex.query(
       `SELECT g.tenant_id, g.id, g.remaining::text AS remaining, coalesce(j.total, 0)::text AS journal
        FROM grants g
        LEFT JOIN (SELECT tenant_id, grant_id, sum(amount) AS total FROM journal_entries WHERE grant_id IS NOT NULL GROUP BY 1, 2) j
@@ -915,7 +915,7 @@ export class Store {
         });
       }
     }
-    const unbalanced = await this.db.query(
+    const unbalanced = await ex.query(
       `SELECT t.tenant_id, t.id, coalesce(sum(e.amount), 0)::text AS total, count(e.idx)::int AS entries
        FROM journal_transactions t LEFT JOIN journal_entries e ON e.tenant_id = t.tenant_id AND e.tx_id = t.id
        WHERE $1::text IS NULL OR t.tenant_id = $1
@@ -930,7 +930,7 @@ export class Store {
         message: `entries sum to ${t.total} units over ${t.entries} entries`,
       });
     }
-    const count = await this.db.query(
+    const count = await ex.query(
       "SELECT count(*)::int AS n FROM journal_transactions WHERE $1::text IS NULL OR tenant_id = $1",
       [tenantId],
     );

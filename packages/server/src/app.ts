@@ -1,0 +1,241 @@
+import { createHash, randomBytes } from "node:crypto";
+import type { ApiKey, Store } from "@drawdown/storage";
+import Fastify, {
+  type FastifyError,
+  type FastifyInstance,
+  type FastifyReply,
+  type FastifyRequest,
+} from "fastify";
+import type { Config } from "./config.js";
+import { ApiError, type ApiErrorCode, type Problem, problem } from "./errors.js";
+import { buildOpenApi } from "./openapi.js";
+import { renderReference } from "./reference.js";
+import { type Reply, ROUTES, type Route } from "./routes.js";
+
+declare module "fastify" {
+  interface FastifyRequest {
+    auth?: { key: ApiKey; tenantId: string };
+  }
+}
+
+/** What the app needs: the store, and the parts of the configuration the HTTP layer uses. */
+export interface AppOptions {
+  readonly store: Store;
+  readonly config: Pick<Config, "bodyLimit" | "logRequests">;
+}
+
+const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/;
+
+/** A stable fingerprint of a POST: method, path and canonical JSON body. */
+function fingerprint(method: string, path: string, body: unknown): string {
+  const canonical = (v: unknown): unknown => {
+    if (Array.isArray(v)) return v.map(canonical);
+    if (v !== null && typeof v === "object") {
+      return Object.fromEntries(
+        Object.keys(v as object)
+          .sort()
+          .map((k) => [k, canonical((v as Record<string, unknown>)[k])]),
+      );
+    }
+    return v;
+  };
+  return createHash("sha256")
+    .update(`${method} ${path}\n${JSON.stringify(canonical(body ?? null))}`)
+    .digest("hex");
+}
+
+function sendProblem(reply: FastifyReply, p: Problem): FastifyReply {
+  return reply.code(p.status).type("application/problem+json").send(p);
+}
+
+/** Fastify's own errors, mapped to our codes. */
+function codeOf(error: FastifyError): { code: ApiErrorCode; detail: string } {
+  switch (error.code) {
+    case "FST_ERR_CTP_BODY_TOO_LARGE":
+      return { code: "payload_too_large", detail: "The request body is larger than this server accepts." };
+    case "FST_ERR_CTP_INVALID_MEDIA_TYPE":
+      return { code: "unsupported_media_type", detail: "Send JSON with Content-Type: application/json." };
+    case "FST_ERR_CTP_EMPTY_JSON_BODY":
+      return { code: "malformed_json", detail: "The body is empty; send a JSON object." };
+    case "FST_ERR_CTP_INVALID_CONTENT_LENGTH":
+      return { code: "malformed_json", detail: "Content-Length does not match the body." };
+    default:
+      if (error instanceof SyntaxError || error.code === "FST_ERR_CTP_INVALID_JSON_BODY") {
+        return { code: "malformed_json", detail: `The body is not valid JSON: ${error.message}` };
+      }
+      if ((error.statusCode ?? 500) === 400 && /JSON|prototype|constructor/i.test(error.message)) {
+        return { code: "malformed_json", detail: error.message };
+      }
+      return {
+        code: "internal_error",
+        detail: "Something went wrong on our side; the request id helps us find it.",
+      };
+  }
+}
+
+/** Turns Ajv's messages into ones a person can act on, with the field's path. */
+function validationErrors(error: FastifyError): { path: string; message: string }[] {
+  return (error.validation ?? []).map((v) => {
+    const where = (error.validationContext ?? "body") + (v.instancePath || "");
+    const params = v.params as Record<string, unknown>;
+    if (v.keyword === "additionalProperties") {
+      return {
+        path: `${where}/${String(params.additionalProperty)}`,
+        message: `unknown field "${String(params.additionalProperty)}"`,
+      };
+    }
+    if (v.keyword === "required") {
+      return {
+        path: `${where}/${String(params.missingProperty)}`,
+        message: `"${String(params.missingProperty)}" is required`,
+      };
+    }
+    return { path: where, message: v.message ?? "is invalid" };
+  });
+}
+
+/**
+ * Builds the HTTP app: authentication, validation, idempotency and the problem+json
+ * mapping around the route table. The handlers know nothing of HTTP beyond their reply.
+ */
+export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
+  const { store, config } = options;
+  const app = Fastify({
+    bodyLimit: config.bodyLimit,
+    logger: config.logRequests ? { level: "info" } : false,
+    genReqId: () => `req_${randomBytes(12).toString("hex")}`,
+    requestIdHeader: false,
+    ajv: {
+      // Strict: no silent coercion, no silently dropped fields, no defaults filled in.
+      customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: false, allErrors: true },
+    },
+    return503OnClosing: true,
+  });
+
+  app.addHook("onRequest", async (req, reply) => {
+    reply.header("request-id", req.id);
+  });
+
+  app.setNotFoundHandler((req, reply) =>
+    sendProblem(
+      reply,
+      problem("route_not_found", `No route ${req.method} ${req.url.split("?")[0]}; see /reference.`, req.id),
+    ),
+  );
+
+  app.setErrorHandler((error: FastifyError, req, reply) => {
+    if (error instanceof ApiError)
+      return sendProblem(reply, problem(error.code, error.message, req.id, error.extra));
+    if (error.validation) {
+      const errors = validationErrors(error);
+      return sendProblem(
+        reply,
+        problem("validation_failed", errors.map((e) => `${e.path}: ${e.message}`).join("; "), req.id, {
+          errors,
+        }),
+      );
+    }
+    const { code, detail } = codeOf(error);
+    if (code === "internal_error") req.log.error(error);
+    if (code === "internal_error" && !config.logRequests) console.error(error);
+    return sendProblem(reply, problem(code, detail, req.id));
+  });
+
+  // The machine-readable and the human-readable reference, both public.
+  const openapi = buildOpenApi(ROUTES);
+  const referenceHtml = renderReference(openapi);
+  app.get("/v1/openapi.json", async () => openapi);
+  app.get("/reference", async (_req, reply) => reply.type("text/html; charset=utf-8").send(referenceHtml));
+  app.get("/health", async () => ({ ok: true }));
+
+  for (const r of ROUTES) register(app, store, r);
+  return app;
+}
+
+async function authenticate(store: Store, req: FastifyRequest): Promise<{ key: ApiKey; tenantId: string }> {
+  const header = req.headers.authorization;
+  const match = typeof header === "string" ? /^Bearer (\S+)$/.exec(header) : null;
+  if (!match) throw new ApiError("unauthorized", "Send your API key as 'Authorization: Bearer <key>'.");
+  const secret = match[1]!;
+  if (secret.length > 200) throw new ApiError("unauthorized", "This API key is not valid, or was revoked.");
+  const found = await store.authenticate(secret);
+  if (!found) throw new ApiError("unauthorized", "This API key is not valid, or was revoked.");
+  return { key: found.key, tenantId: found.tenant.id };
+}
+
+function register(app: FastifyInstance, store: Store, r: Route): void {
+  app.route({
+    method: r.method,
+    url: r.url,
+    schema: {
+      ...(r.params ? { params: r.params } : {}),
+      ...(r.query ? { querystring: r.query } : {}),
+      ...(r.body ? { body: r.body } : {}),
+    },
+    // Authenticate before validating, so an anonymous caller learns nothing about the schema.
+    onRequest: async (req) => {
+      req.auth = await authenticate(store, req);
+      if (r.access === "secret" && req.auth.key.kind !== "secret") {
+        throw new ApiError("forbidden", "This needs a secret key; restricted keys only read their customer.");
+      }
+    },
+    preValidation: async (req) => {
+      // A POST without a body is an empty object (void, revoke, reconcile need none).
+      if (r.method === "POST" && req.body === undefined) req.body = {};
+      if (r.method === "GET" && req.query === undefined) (req as { query: unknown }).query = {};
+    },
+    handler: async (req, reply) => {
+      const auth = req.auth!;
+      const base = {
+        tenantId: auth.tenantId,
+        key: auth.key,
+        requestId: req.id,
+        params: req.params as never,
+        query: (req.query ?? {}) as never,
+        body: req.body as never,
+        store,
+      };
+      let out: Reply;
+      if (r.method === "GET") {
+        out = await r.handle({ ...base, tx: store.db });
+      } else {
+        const header = req.headers["idempotency-key"];
+        const key = typeof header === "string" ? header : null;
+        if (header !== undefined && (key === null || !IDEMPOTENCY_KEY.test(key))) {
+          throw new ApiError(
+            "invalid_idempotency_key",
+            "Idempotency-Key must be 1 to 255 visible ASCII characters.",
+          );
+        }
+        const path = req.url.split("?")[0]!;
+        const result = await store.idempotent(
+          auth.tenantId,
+          key,
+          fingerprint(r.method, path, req.body),
+          async (tx) => {
+            try {
+              return await r.handle({ ...base, tx });
+            } catch (error) {
+              // A business failure is this request's result too: stored, and replayed on retry.
+              if (error instanceof ApiError) {
+                const p = problem(error.code, error.message, req.id, error.extra);
+                return { status: p.status, body: p, problem: true } satisfies Reply;
+              }
+              throw error;
+            }
+          },
+        );
+        if (result.kind === "conflict") {
+          throw new ApiError(
+            "idempotency_key_reused",
+            "This Idempotency-Key was used with a different request; use a new key for a new request.",
+          );
+        }
+        if (result.kind === "replayed") reply.header("idempotent-replayed", "true");
+        out = result.outcome;
+      }
+      if (out.problem) return sendProblem(reply, out.body as Problem);
+      return reply.code(out.status).send(out.body);
+    },
+  });
+}

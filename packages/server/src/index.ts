@@ -1,0 +1,8 @@
+/** @drawdown/server: the HTTP API over the store. */
+export { type AppOptions, buildApp } from "./app.js";
+export { type Config, loadConfig } from "./config.js";
+export { seedDemo } from "./demo.js";
+export { type ApiErrorCode, ERRORS, type Problem } from "./errors.js";
+export { buildOpenApi } from "./openapi.js";
+export { ROUTES } from "./routes.js";
+export { MigrationsPending, openDatabase, type RunningServer, startServer } from "./server.js";

@@ -1,0 +1,72 @@
+import { mkdirSync } from "node:fs";
+import {
+  createIdGenerator,
+  migrate,
+  openPglite,
+  openPostgres,
+  pendingMigrations,
+  type SqlClient,
+  Store,
+} from "@drawdown/storage";
+import type { FastifyInstance } from "fastify";
+import { buildApp } from "./app.js";
+import type { Config } from "./config.js";
+
+/** Thrown at start when PostgreSQL's schema is behind: run `drawdown migrate` first. */
+export class MigrationsPending extends Error {
+  override name = "MigrationsPending";
+}
+
+/**
+ * Opens the configured database. The embedded PGlite database is migrated here, at start;
+ * PostgreSQL is migrated by `drawdown migrate` (a deploy step), and a server refuses to
+ * start on a schema that is behind.
+ */
+export async function openDatabase(
+  config: Pick<Config, "databaseUrl" | "dataDir" | "poolSize">,
+): Promise<SqlClient> {
+  if (config.databaseUrl === null) {
+    mkdirSync(config.dataDir, { recursive: true });
+    const db = await openPglite(config.dataDir);
+    await migrate(db);
+    return db;
+  }
+  const db = await openPostgres(config.databaseUrl, { max: config.poolSize });
+  const pending = await pendingMigrations(db);
+  if (pending.length > 0) {
+    await db.close();
+    throw new MigrationsPending(
+      `The database needs migrations ${pending.join(", ")}; run \`drawdown migrate\` first.`,
+    );
+  }
+  return db;
+}
+
+/** A running server. */
+export interface RunningServer {
+  readonly url: string;
+  readonly app: FastifyInstance;
+  readonly store: Store;
+  close(): Promise<void>;
+}
+
+/** Opens the database, builds the app and listens. */
+export async function startServer(
+  config: Config,
+  options: { clock?: () => number } = {},
+): Promise<RunningServer> {
+  const db = await openDatabase(config);
+  const clock = options.clock ?? Date.now;
+  const store = new Store(db, { clock, newId: createIdGenerator(clock) });
+  const app = await buildApp({ store, config });
+  const address = await app.listen({ host: config.host, port: config.port });
+  return {
+    url: address.replace("[::1]", "localhost"),
+    app,
+    store,
+    close: async () => {
+      await app.close();
+      await db.close();
+    },
+  };
+}
