@@ -1,3 +1,4 @@
+import { minAmount } from "./amount.js";
 import type { Grant } from "./model.js";
 
 /**
@@ -109,7 +110,7 @@ export function planDraws(
     const eligible = source.grants.filter((g) => isEligible(g, action, now)).sort(compareBurnOrder);
     for (const grant of eligible) {
       if (left === 0n) break;
-      const take = grant.remaining < left ? grant.remaining : left;
+      const take = minAmount(grant.remaining, left);
       draws.push({ grantId: grant.id, walletId: source.walletId, amount: take });
       left -= take;
     }

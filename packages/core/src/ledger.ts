@@ -1,4 +1,4 @@
-import { inRange } from "./amount.js";
+import { formatAmount, inRange } from "./amount.js";
 import { type DrawSource, isDueToExpire, planDraws, SCOPE_PATTERN } from "./burndown.js";
 import { assertBalanced, entry, grantAccount, grantDeltas } from "./journal.js";
 import type { Entry, Grant, GrantSource, IdGenerator, JournalTransaction, TransactionKind } from "./model.js";
@@ -97,6 +97,12 @@ function checkReason(reason: string | null | undefined, required: boolean): Resu
   return ok(reason);
 }
 
+/**
+ * A time must be whole epoch milliseconds: NaN compares false with everything, so a grant
+ * expiring at NaN would never expire and never be drawn.
+ */
+const isEpochMs = (t: number): boolean => Number.isSafeInteger(t);
+
 /** Validates the fields of a new grant and fills its defaults. */
 export function validateGrantInput(ctx: Context, input: GrantInput): Result<Omit<Grant, "id" | "createdAt">> {
   if (input.amount <= 0n || !inRange(input.amount))
@@ -113,6 +119,9 @@ export function validateGrantInput(ctx: Context, input: GrantInput): Result<Omit
   }
   const effectiveAt = input.effectiveAt ?? ctx.now;
   const expiresAt = input.expiresAt ?? null;
+  if (!isEpochMs(effectiveAt) || (expiresAt !== null && !isEpochMs(expiresAt))) {
+    return fail("invalid_argument", "effective_at and expires_at must be whole epoch milliseconds.");
+  }
   if (expiresAt !== null && expiresAt <= effectiveAt) {
     return fail("invalid_argument", "expires_at must be after effective_at.");
   }
@@ -290,6 +299,9 @@ export function extendExpiry(
   if (!why.ok) return why;
   const active = checkActive(grant, ctx.now);
   if (!active.ok) return active;
+  if (expiresAt !== null && !isEpochMs(expiresAt)) {
+    return fail("invalid_argument", "expires_at must be whole epoch milliseconds.");
+  }
   if (grant.expiresAt === null) {
     return fail("expiry_not_extendable", `Grant ${grant.id} never expires; there is nothing to extend.`);
   }
@@ -350,8 +362,8 @@ export function debit(ctx: Context, sources: readonly DrawSource[], input: Debit
   if (plan.shortfall > 0n) {
     const available = input.amount - plan.shortfall;
     return fail("insufficient_credits", "The wallet does not hold enough eligible credits for this debit.", {
-      requested: input.amount.toString(),
-      available: available.toString(),
+      requested: formatAmount(input.amount),
+      available: formatAmount(available),
     });
   }
   const counter = input.kind === "debit" ? "consumption" : "adjustments";

@@ -36,7 +36,7 @@ export interface Grant {
   readonly source: GrantSource;
   /** Money paid per credit, at the same fixed scale as amounts; 0 for free credits. */
   readonly costBasis: bigint;
-  /** ISO 4217 code of the cost basis; null when the cost basis is zero. */
+  /** ISO 4217 code of the cost basis; required when the cost basis is above zero. */
   readonly currency: string | null;
   readonly effectiveAt: number;
   /** Null: never expires. Otherwise strictly after effectiveAt. */
@@ -97,7 +97,7 @@ export interface JournalTransaction {
   readonly kind: TransactionKind;
   readonly customerId: string;
   readonly postedAt: number;
-  /** Required for adjustments, voids and reversals; why a person moved credits. */
+  /** Why a person moved credits: required for adjustments, extensions and reversals, optional for voids. */
   readonly reason: string | null;
   /** Set on a reversal: the transaction it undoes. */
   readonly reversesId: string | null;

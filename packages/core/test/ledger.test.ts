@@ -147,6 +147,11 @@ describe("issueGrant", () => {
     expectFail(issueGrant(ctx(), CUS, input({ expiresAt: NOW - 1 })), "invalid_argument");
     expectFail(issueGrant(ctx(), CUS, input({ expiresAt: NOW })), "invalid_argument");
     expectFail(
+      issueGrant(ctx(), CUS, input({ effectiveAt: NOW - 100, expiresAt: NOW })),
+      "invalid_argument",
+      /past/,
+    );
+    expectFail(
       issueGrant(ctx(), CUS, input({ effectiveAt: NOW - 100, expiresAt: NOW - 1 })),
       "invalid_argument",
       /past/,
@@ -394,12 +399,12 @@ describe("debit", () => {
       debit(ctx(), [wallet([g1, g2, g3])], { customerId: CUS, amount: 21n, action: "chat", kind: "debit" }),
       "insufficient_credits",
     );
-    assert.deepEqual(err.details, { requested: "21", available: "20" });
+    assert.deepEqual(err.details, { requested: "0.000000021", available: "0.00000002" });
     const none = expectFail(
       debit(ctx(), [wallet([g2])], { customerId: CUS, amount: 1n, action: null, kind: "debit" }),
       "insufficient_credits",
     );
-    assert.deepEqual(none.details, { requested: "1", available: "0" });
+    assert.deepEqual(none.details, { requested: "0.000000001", available: "0" });
     const empty = expectFail(
       debit(ctx(), [], { customerId: CUS, amount: 1n, action: null, kind: "debit" }),
       "insufficient_credits",
@@ -513,7 +518,15 @@ describe("reverse", () => {
   ).transactions[0]!;
 
   test("negates the entries in a new transaction that names the original", () => {
-    const effect = okValue(reverse(ctx(), original, grants, false, "refund"));
+    const effect = okValue(
+      reverse(
+        ctxAt(NOW, () => "txn_reversal"),
+        original,
+        grants,
+        false,
+        "refund",
+      ),
+    );
     const tx = effect.transactions[0]!;
     assert.equal(tx.kind, "reversal");
     assert.equal(tx.reversesId, original.id);
