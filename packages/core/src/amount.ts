@@ -41,6 +41,17 @@ export interface AmountRules {
  * parseAmount("1e3")   // { ok: false, error: { code: "invalid_amount", ... } }
  */
 export function parseAmount(text: string, rules: AmountRules = {}): Result<bigint> {
+  return parseDecimal(text, SCALE, rules);
+}
+
+/**
+ * Parses a decimal string into an integer at `scale` decimals, with the rules of
+ * {@link parseAmount} (which is `parseDecimal(text, SCALE)`). Rates use a finer scale.
+ *
+ * @example
+ * parseDecimal("0.000000125", 12) // { ok: true, value: 125_000n }
+ */
+export function parseDecimal(text: string, scale: number, rules: AmountRules = {}): Result<bigint> {
   if (typeof text !== "string") return fail("invalid_amount", "An amount must be a decimal string.");
   const match = DECIMAL.exec(text);
   if (!match) {
@@ -50,13 +61,13 @@ export function parseAmount(text: string, rules: AmountRules = {}): Result<bigin
     );
   }
   const [, sign = "", whole = "0", fraction = ""] = match;
-  if (fraction.length > SCALE) {
-    return fail("invalid_amount", `"${text}" has ${fraction.length} decimals; at most ${SCALE} are allowed.`);
+  if (fraction.length > scale) {
+    return fail("invalid_amount", `"${text}" has ${fraction.length} decimals; at most ${scale} are allowed.`);
   }
   if (whole.length > MAX_INTEGER_DIGITS) {
     return fail("invalid_amount", `"${text}" is out of range; at most ${MAX_INTEGER_DIGITS} integer digits.`);
   }
-  const magnitude = BigInt(whole) * UNIT + BigInt(fraction.padEnd(SCALE, "0") || "0");
+  const magnitude = BigInt(whole) * 10n ** BigInt(scale) + BigInt(fraction.padEnd(scale, "0") || "0");
   const value = sign === "-" ? -magnitude : magnitude;
   if (value === 0n) {
     if (sign === "-") return fail("invalid_amount", `"${text}": write zero as "0".`);
@@ -74,11 +85,32 @@ export function parseAmount(text: string, rules: AmountRules = {}): Result<bigin
  * formatAmount(-1n)             // "-0.000000001"
  */
 export function formatAmount(units: bigint): string {
-  const negative = units < 0n;
-  const magnitude = negative ? -units : units;
-  const whole = magnitude / UNIT;
-  const fraction = (magnitude % UNIT).toString().padStart(SCALE, "0").replace(/0+$/, "");
+  return formatDecimal(units, SCALE);
+}
+
+/** Formats an integer at `scale` decimals canonically, e.g. `formatDecimal(125_000n, 12)` is "0.000000125". */
+export function formatDecimal(value: bigint, scale: number): string {
+  const negative = value < 0n;
+  const magnitude = negative ? -value : value;
+  const one = 10n ** BigInt(scale);
+  const whole = magnitude / one;
+  const fraction = scale === 0 ? "" : (magnitude % one).toString().padStart(scale, "0").replace(/0+$/, "");
   return (negative ? "-" : "") + whole.toString() + (fraction ? "." + fraction : "");
+}
+
+/**
+ * Divides and rounds half away from zero: the one rounding rule of Drawdown (invariant 8).
+ *
+ * @example
+ * divRound(5n, 2n)  // 3n
+ * divRound(-5n, 2n) // -3n
+ */
+export function divRound(numerator: bigint, denominator: bigint): bigint {
+  if (denominator <= 0n) throw new RangeError("divRound needs a positive denominator");
+  const negative = numerator < 0n;
+  const magnitude = negative ? -numerator : numerator;
+  const q = (magnitude * 2n + denominator) / (denominator * 2n);
+  return negative ? -q : q;
 }
 
 /** Converts whole credits to units, e.g. `credits(25n)` is 25 credits. */

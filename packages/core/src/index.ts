@@ -7,5 +7,6 @@ export * from "./burndown.js";
 export * from "./journal.js";
 export * from "./ledger.js";
 export * from "./model.js";
+export * from "./rating.js";
 export * from "./result.js";
 export * from "./time.js";

@@ -16,7 +16,9 @@ export type LedgerErrorCode =
   | "transaction_already_reversed"
   | "wallet_mismatch"
   | "not_found"
-  | "already_exists";
+  | "already_exists"
+  | "unknown_action"
+  | "invalid_rate_card";
 
 /** A business failure: a stable code, a message a person can act on, optional details. */
 export interface LedgerError {

@@ -31,6 +31,8 @@ export const ERRORS: Readonly<Record<ApiErrorCode, { status: number; title: stri
   invalid_cursor: { status: 400, title: "Invalid cursor" },
   invalid_idempotency_key: { status: 400, title: "Invalid idempotency key" },
   wallet_mismatch: { status: 400, title: "Grant not in wallet" },
+  unknown_action: { status: 400, title: "Unknown action" },
+  invalid_rate_card: { status: 400, title: "Invalid rate card" },
   unauthorized: { status: 401, title: "Unauthorized" },
   insufficient_credits: { status: 402, title: "Insufficient credits" },
   forbidden: { status: 403, title: "Forbidden" },
