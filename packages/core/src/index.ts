@@ -10,3 +10,4 @@ export * from "./model.js";
 export * from "./rating.js";
 export * from "./result.js";
 export * from "./time.js";
+export * from "./usage.js";

@@ -31,11 +31,21 @@ export function assertBalanced(tx: JournalTransaction): void {
   invariant(isBalanced(tx.entries), `transaction ${tx.id} (${tx.kind}) does not balance`);
 }
 
-/** Net change per wallet: the sum of the transaction's entries on that wallet's grants. */
+/** Net change per wallet: the sum of the transaction's entries on that wallet's grants and overdraft. */
 export function walletDeltas(entries: readonly Entry[]): Map<string, bigint> {
   const deltas = new Map<string, bigint>();
   for (const e of entries) {
-    if (e.account.kind === "grant")
+    if (e.account.kind !== "system")
+      deltas.set(e.account.walletId, (deltas.get(e.account.walletId) ?? 0n) + e.amount);
+  }
+  return deltas;
+}
+
+/** Net change of each wallet's overdraft account (negative: more owed). */
+export function overdraftDeltas(entries: readonly Entry[]): Map<string, bigint> {
+  const deltas = new Map<string, bigint>();
+  for (const e of entries) {
+    if (e.account.kind === "overdraft")
       deltas.set(e.account.walletId, (deltas.get(e.account.walletId) ?? 0n) + e.amount);
   }
   return deltas;
@@ -51,5 +61,6 @@ export function grantDeltas(entries: readonly Entry[]): Map<string, bigint> {
   return deltas;
 }
 
-/** A stable text name for an account, as stored: `grant` for grants, the system name otherwise. */
-export const accountName = (account: Account): string => (account.kind === "grant" ? "grant" : account.name);
+/** A stable text name for an account, as stored: `grant`, `overdraft`, or the system account's name. */
+export const accountName = (account: Account): string =>
+  account.kind === "system" ? account.name : account.kind;

@@ -223,8 +223,24 @@ export function issueGrant(
  * (invariant 7: the status change happens once, so a grant never expires twice).
  */
 export function expireDue(ctx: Context, customerId: string, grants: readonly Grant[]): Effect {
-  const due = grants.filter((g) => isDueToExpire(g, ctx.now)).sort((a, b) => (a.id < b.id ? -1 : 1));
-  if (due.length === 0) return EMPTY;
+  const due = expireDueEntries(grants, ctx.now);
+  if (due.grantIds.length === 0) return EMPTY;
+  return {
+    ...EMPTY,
+    transactions: due.entries.length > 0 ? [makeTx(ctx, "expire", customerId, due.entries)] : [],
+    statusChanges: due.grantIds.map((grantId) => ({ grantId, status: "expired" as const })),
+  };
+}
+
+/**
+ * The grants due to expire at `now` (in id order) and the entries moving their remainders
+ * to breakage (empty when nothing remains).
+ */
+export function expireDueEntries(
+  grants: readonly Grant[],
+  now: number,
+): { grantIds: string[]; entries: Entry[] } {
+  const due = grants.filter((g) => isDueToExpire(g, now)).sort((a, b) => (a.id < b.id ? -1 : 1));
   const entries: Entry[] = [];
   let total = 0n;
   for (const g of due) {
@@ -234,11 +250,7 @@ export function expireDue(ctx: Context, customerId: string, grants: readonly Gra
     }
   }
   if (total > 0n) entries.push(entry({ kind: "system", name: "breakage" }, total));
-  return {
-    ...EMPTY,
-    transactions: total > 0n ? [makeTx(ctx, "expire", customerId, entries)] : [],
-    statusChanges: due.map((g) => ({ grantId: g.id, status: "expired" as const })),
-  };
+  return { grantIds: due.map((g) => g.id), entries };
 }
 
 function checkActive(grant: Grant, now: number): Result<null> {

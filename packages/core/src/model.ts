@@ -7,7 +7,7 @@
 export type IdGenerator = (prefix: IdPrefix) => string;
 
 /** Id prefixes tell a reader what an id names. */
-export type IdPrefix = "ten" | "key" | "cus" | "sub" | "wal" | "grt" | "txn" | "chg";
+export type IdPrefix = "ten" | "key" | "cus" | "sub" | "wal" | "grt" | "txn" | "chg" | "rcd" | "rcv" | "ctv";
 
 /** Where a grant's credits came from. */
 export const GRANT_SOURCES = [
@@ -64,9 +64,13 @@ export interface Wallet {
 export const SYSTEM_ACCOUNTS = ["issuance", "consumption", "adjustments", "breakage", "voided"] as const;
 export type SystemAccount = (typeof SYSTEM_ACCOUNTS)[number];
 
-/** One side of an entry: a grant of a wallet, or a system account. */
+/**
+ * One side of an entry: a grant of a wallet, a wallet's overdraft (credits owed beyond its
+ * grants under a soft cap; its entries are negative while owed), or a system account.
+ */
 export type Account =
   | { readonly kind: "grant"; readonly grantId: string; readonly walletId: string }
+  | { readonly kind: "overdraft"; readonly walletId: string }
   | { readonly kind: "system"; readonly name: SystemAccount };
 
 /** Units of value a journal can carry. Entries balance per unit. */
@@ -83,6 +87,7 @@ export interface Entry {
 export const TRANSACTION_KINDS = [
   "grant",
   "debit",
+  "usage",
   "adjustment.debit",
   "adjustment.credit",
   "void",

@@ -18,7 +18,13 @@ export type LedgerErrorCode =
   | "not_found"
   | "already_exists"
   | "unknown_action"
-  | "invalid_rate_card";
+  | "invalid_rate_card"
+  | "rate_card_overlap"
+  | "no_rate_card"
+  | "event_id_reused"
+  | "event_too_old"
+  | "event_in_future"
+  | "invalid_event";
 
 /** A business failure: a stable code, a message a person can act on, optional details. */
 export interface LedgerError {

@@ -1,4 +1,4 @@
-import { formatAmount, formatTimestamp } from "@drawdown/core";
+import { accountName, formatAmount, formatTimestamp } from "@drawdown/core";
 import type {
   ApiKey,
   Balance,
@@ -87,8 +87,8 @@ export const transactionView = (t: TransactionRecord) => ({
   action: t.action,
   reverses_id: t.reversesId,
   entries: t.entries.map((e) => ({
-    account: e.account.kind === "grant" ? "grant" : e.account.name,
-    wallet_id: e.account.kind === "grant" ? e.account.walletId : null,
+    account: accountName(e.account),
+    wallet_id: e.account.kind === "system" ? null : e.account.walletId,
     grant_id: e.account.kind === "grant" ? e.account.grantId : null,
     unit: e.unit,
     amount: formatAmount(e.amount),

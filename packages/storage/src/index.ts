@@ -3,6 +3,8 @@
  * (PostgreSQL 15+), with the same migrations and queries on both.
  */
 export * from "./ids.js";
+export * from "./ingest.js";
+export * from "./metering.js";
 export * from "./migrations.js";
 export * from "./records.js";
 export * from "./sql.js";

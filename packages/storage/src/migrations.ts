@@ -166,6 +166,121 @@ CREATE TABLE idempotency_keys (
 );
 `,
   },
+  {
+    version: 2,
+    name: "metering",
+    sql: /* sql */ `
+-- Overage: a soft cap lets a wallet owe credits down to its floor; the balance is grants minus overdraft.
+ALTER TABLE wallets ADD COLUMN overdraft numeric(38, 0) NOT NULL DEFAULT 0 CHECK (overdraft >= 0);
+ALTER TABLE wallets ADD COLUMN overage_mode text NOT NULL DEFAULT 'hard_cap' CHECK (overage_mode IN ('hard_cap', 'soft_cap'));
+ALTER TABLE wallets ADD COLUMN overage_floor numeric(38, 0) NOT NULL DEFAULT 0 CHECK (overage_floor <= 0);
+ALTER TABLE wallets ADD CONSTRAINT wallets_floor CHECK (balance >= overage_floor);
+
+CREATE TABLE rate_cards (
+  tenant_id text NOT NULL REFERENCES tenants (id),
+  id text NOT NULL,
+  name text NOT NULL,
+  is_default boolean NOT NULL DEFAULT false,
+  created_at timestamptz NOT NULL,
+  PRIMARY KEY (tenant_id, id),
+  UNIQUE (tenant_id, name)
+);
+CREATE UNIQUE INDEX rate_cards_default ON rate_cards (tenant_id) WHERE is_default;
+
+-- Versions are immutable; each is in force from effective_at until the next one's.
+CREATE TABLE rate_card_versions (
+  tenant_id text NOT NULL,
+  id text NOT NULL,
+  rate_card_id text NOT NULL,
+  version integer NOT NULL CHECK (version > 0),
+  effective_at timestamptz NOT NULL,
+  content text NOT NULL,
+  created_at timestamptz NOT NULL,
+  seq bigint GENERATED ALWAYS AS IDENTITY,
+  PRIMARY KEY (tenant_id, id),
+  FOREIGN KEY (tenant_id, rate_card_id) REFERENCES rate_cards (tenant_id, id),
+  UNIQUE (tenant_id, rate_card_id, version),
+  UNIQUE (tenant_id, rate_card_id, effective_at)
+);
+
+CREATE TABLE cost_table_versions (
+  tenant_id text NOT NULL REFERENCES tenants (id),
+  id text NOT NULL,
+  version integer NOT NULL CHECK (version > 0),
+  effective_at timestamptz NOT NULL,
+  currency text NOT NULL CHECK (currency ~ '^[A-Z]{3}$'),
+  content text NOT NULL,
+  created_at timestamptz NOT NULL,
+  seq bigint GENERATED ALWAYS AS IDENTITY,
+  PRIMARY KEY (tenant_id, id),
+  UNIQUE (tenant_id, version),
+  UNIQUE (tenant_id, effective_at)
+);
+
+-- A customer's contract: which card, a pinned version or the latest, and override lines.
+CREATE TABLE customer_pricing (
+  tenant_id text NOT NULL,
+  customer_id text NOT NULL,
+  rate_card_id text,
+  pinned_version_id text,
+  overrides text,
+  updated_at timestamptz NOT NULL,
+  PRIMARY KEY (tenant_id, customer_id),
+  FOREIGN KEY (tenant_id, customer_id) REFERENCES customers (tenant_id, id),
+  FOREIGN KEY (tenant_id, rate_card_id) REFERENCES rate_cards (tenant_id, id),
+  FOREIGN KEY (tenant_id, pinned_version_id) REFERENCES rate_card_versions (tenant_id, id)
+);
+
+-- Every accepted event, once: its id is deduplicated per tenant forever (the primary key).
+CREATE TABLE usage_events (
+  tenant_id text NOT NULL,
+  event_id text NOT NULL,
+  seq bigint GENERATED ALWAYS AS IDENTITY,
+  fingerprint text NOT NULL,
+  customer_id text NOT NULL,
+  subject_id text,
+  action text NOT NULL,
+  dimensions json NOT NULL,
+  quantities json NOT NULL,
+  time timestamptz NOT NULL,
+  status text NOT NULL CHECK (status IN ('succeeded', 'failed')),
+  run_id text,
+  outcome text NOT NULL CHECK (outcome IN ('charged', 'zero', 'unpaid')),
+  credits numeric(38, 0) NOT NULL CHECK (credits >= 0),
+  drawn numeric(38, 0) NOT NULL CHECK (drawn >= 0),
+  overdraft numeric(38, 0) NOT NULL CHECK (overdraft >= 0),
+  unpaid numeric(38, 0) NOT NULL CHECK (unpaid >= 0),
+  reason text,
+  wallet_id text NOT NULL,
+  rate_card_version_id text NOT NULL,
+  rating json NOT NULL,
+  cost numeric(38, 0),
+  cost_currency text,
+  cost_version_id text,
+  reported_cost boolean NOT NULL,
+  revenue numeric(38, 0) NOT NULL,
+  revenue_currency text,
+  tx_id text,
+  received_at timestamptz NOT NULL,
+  PRIMARY KEY (tenant_id, event_id),
+  CHECK (credits = drawn + overdraft + unpaid),
+  CHECK (status = 'succeeded' OR credits = 0)
+);
+CREATE INDEX usage_events_customer_time ON usage_events (tenant_id, customer_id, time);
+CREATE INDEX usage_events_time ON usage_events (tenant_id, time);
+CREATE INDEX usage_events_run ON usage_events (tenant_id, run_id) WHERE run_id IS NOT NULL;
+
+-- Quantity used per customer, period (UTC month) and line: what volume tiers count on.
+CREATE TABLE usage_counters (
+  tenant_id text NOT NULL,
+  customer_id text NOT NULL,
+  period timestamptz NOT NULL,
+  line_id text NOT NULL,
+  quantity numeric(38, 0) NOT NULL CHECK (quantity >= 0),
+  PRIMARY KEY (tenant_id, customer_id, period, line_id)
+);
+`,
+  },
 ];
 
 /** Thrown when the database's schema is newer than this build knows. */

@@ -153,7 +153,9 @@ export const toEntry = (r: Row): Entry => ({
   account:
     r.account === "grant"
       ? { kind: "grant", grantId: str(r.grant_id), walletId: str(r.wallet_id) }
-      : { kind: "system", name: r.account as SystemAccount },
+      : r.account === "overdraft"
+        ? { kind: "overdraft", walletId: str(r.wallet_id) }
+        : { kind: "system", name: r.account as SystemAccount },
   amount: big(r.amount),
   unit: "credit",
 });

@@ -11,6 +11,7 @@ import {
   expireDue,
   extendExpiry,
   fail,
+  formatAmount,
   type Grant,
   type GrantInput,
   grantDeltas,
@@ -18,7 +19,9 @@ import {
   invariant,
   isDrawableNow,
   issueGrant,
+  MAX_AMOUNT,
   ok,
+  overdraftDeltas,
   type Result,
   reverse,
   voidGrant,
@@ -116,6 +119,11 @@ export class Store {
   ) {
     this.#clock = options.clock ?? Date.now;
     this.#newId = options.newId;
+  }
+
+  /** The injected id generator (for the storage layer's other writers). */
+  get newId(): IdGenerator {
+    return this.#newId;
   }
 
   /** Now, as the injected clock says. */
@@ -476,12 +484,16 @@ export class Store {
     const result = await plan(ctx, { wallet, sources, grants });
     if (!result.ok) return result;
     const effect = combine(expiry, result.value);
-    await this.#write(ex, tenantId, wallet.customerId, effect);
+    await this.writeEffect(ex, tenantId, wallet.customerId, effect);
     return ok(effect);
   }
 
-  /** Writes an effect with set-based SQL. Grant and wallet amounts change only by journal entries. */
-  async #write(ex: SqlExecutor, tenantId: string, customerId: string, effect: Effect): Promise<void> {
+  /**
+   * Writes an effect with set-based SQL. Grant remainders, wallet balances and overdrafts
+   * change only by journal entries, so they cannot disagree with the journal. The caller
+   * holds the locks of every wallet the effect touches (storage-internal).
+   */
+  async writeEffect(ex: SqlExecutor, tenantId: string, customerId: string, effect: Effect): Promise<void> {
     for (const g of effect.newGrants) {
       await ex.query(
         `INSERT INTO grants (tenant_id, id, wallet_id, customer_id, amount, remaining, source, cost_basis, currency,
@@ -537,7 +549,7 @@ export class Store {
           cols.idx.push(i);
           cols.seq.push(seqOf.get(t.id)!);
           cols.account.push(accountName(e.account));
-          more.wallet.push(e.account.kind === "grant" ? e.account.walletId : null);
+          more.wallet.push(e.account.kind === "system" ? null : e.account.walletId);
           more.grant.push(e.account.kind === "grant" ? e.account.grantId : null);
           more.unit.push(e.unit);
           more.amount.push(e.amount.toString());
@@ -569,10 +581,17 @@ export class Store {
       }
       const byWallet = walletDeltas(entries);
       if (byWallet.size > 0) {
+        const owed = overdraftDeltas(entries);
+        const ids = [...byWallet.keys()];
         await ex.query(
-          `UPDATE wallets w SET balance = w.balance + d.delta
-           FROM unnest($2::text[], $3::numeric[]) AS d(id, delta) WHERE w.tenant_id = $1 AND w.id = d.id`,
-          [tenantId, [...byWallet.keys()], [...byWallet.values()].map(String)],
+          `UPDATE wallets w SET balance = w.balance + d.delta, overdraft = w.overdraft - d.owed
+           FROM unnest($2::text[], $3::numeric[], $4::numeric[]) AS d(id, delta, owed) WHERE w.tenant_id = $1 AND w.id = d.id`,
+          [
+            tenantId,
+            ids,
+            ids.map((id) => String(byWallet.get(id))),
+            ids.map((id) => String(owed.get(id) ?? 0n)),
+          ],
         );
       }
     }
@@ -607,6 +626,12 @@ export class Store {
   ): Promise<Result<{ grant: GrantRecord; transactionId: string }>> {
     const wallet = await this.getWallet(tenantId, input.walletId, ex);
     if (!wallet) return fail("not_found", `No wallet ${input.walletId}.`);
+    // A balance travels as an amount too: it must stay within the range one can be written in.
+    if (wallet.balance + input.amount > MAX_AMOUNT)
+      return fail(
+        "invalid_amount",
+        `This grant would take wallet ${wallet.id} beyond the largest balance, ${formatAmount(MAX_AMOUNT)} credits.`,
+      );
     const r = await this.#mutate(ex, tenantId, input.walletId, [], (ctx) =>
       issueGrant(ctx, wallet.customerId, input, options),
     );
@@ -664,6 +689,8 @@ export class Store {
     walletId: string,
     input: Omit<DebitInput, "customerId">,
   ): Promise<Result<TransactionRecord>> {
+    if (input.grantId && !(await this.getGrant(tenantId, input.grantId, ex)))
+      return fail("not_found", `No grant ${input.grantId}.`);
     const r = await this.#mutate(ex, tenantId, walletId, input.grantId ? [input.grantId] : [], (ctx, s) =>
       debit(ctx, s.sources, { ...input, customerId: s.wallet.customerId }),
     );
@@ -878,22 +905,24 @@ export class Store {
   async reconcile(tenantId: string | null = null, ex: SqlExecutor = this.db): Promise<ReconcileReport> {
     const differences: Difference[] = [];
     const wallets = await ex.query(
-      `SELECT w.tenant_id, w.id, w.balance::text AS balance, coalesce(g.total, 0)::text AS grants, coalesce(j.total, 0)::text AS journal
+      `SELECT w.tenant_id, w.id, w.balance::text AS balance, (coalesce(g.total, 0) - w.overdraft)::text AS grants,
+         coalesce(j.total, 0)::text AS journal, w.overdraft::text AS overdraft, (-coalesce(j.owed, 0))::text AS journal_owed
        FROM wallets w
        LEFT JOIN (SELECT tenant_id, wallet_id, sum(remaining) AS total FROM grants GROUP BY 1, 2) g
          ON g.tenant_id = w.tenant_id AND g.wallet_id = w.id
-       LEFT JOIN (SELECT tenant_id, wallet_id, sum(amount) AS total FROM journal_entries WHERE account = 'grant' GROUP BY 1, 2) j
+       LEFT JOIN (SELECT tenant_id, wallet_id, sum(amount) AS total, sum(amount) FILTER (WHERE account = 'overdraft') AS owed
+                  FROM journal_entries WHERE wallet_id IS NOT NULL GROUP BY 1, 2) j
          ON j.tenant_id = w.tenant_id AND j.wallet_id = w.id
        WHERE $1::text IS NULL OR w.tenant_id = $1`,
       [tenantId],
     );
     for (const w of wallets.rows) {
-      if (w.balance !== w.grants || w.balance !== w.journal) {
+      if (w.balance !== w.grants || w.balance !== w.journal || w.overdraft !== w.journal_owed) {
         differences.push({
           kind: "wallet",
           tenantId: String(w.tenant_id),
           id: String(w.id),
-          message: `balance ${w.balance} units, grants hold ${w.grants}, journal says ${w.journal}`,
+          message: `balance ${w.balance} units, grants minus overdraft ${w.grants}, journal says ${w.journal}; overdraft ${w.overdraft}, journal owes ${w.journal_owed}`,
         });
       }
     }

@@ -1,0 +1,393 @@
+import { divRound, SCALE } from "./amount.js";
+import { type Draw, planDraws } from "./burndown.js";
+import { assertBalanced, entry, grantAccount } from "./journal.js";
+import { expireDueEntries } from "./ledger.js";
+import type { Entry, Grant, IdGenerator, JournalTransaction } from "./model.js";
+import { type RateCardContent, type RateLine, type Rating, rateEvent } from "./rating.js";
+import { fail, ok, type Result } from "./result.js";
+
+/**
+ * Metering's pure core: a batch of usage events, in arrival order, is rated and drawn down
+ * against the locked state of the wallets it touches. The storage writer loads the state,
+ * calls {@link planUsage} once per batch, and writes the plan in one transaction.
+ */
+
+/** How long after its own time an event is still accepted: 7 days. */
+export const LATE_GRACE_MS = 7 * 86_400_000;
+/** How far ahead of the server's clock an event's time may be: 5 minutes of clock skew. */
+export const FUTURE_SKEW_MS = 5 * 60_000;
+
+/** What happens when credits do not cover a charge. */
+export type OverageMode = "hard_cap" | "soft_cap";
+
+/** A wallet's overage policy. `floor` (≤ 0) is how low a soft cap lets the balance go. */
+export interface OveragePolicy {
+  readonly mode: OverageMode;
+  readonly floor: bigint;
+}
+
+/** A usage event, parsed: quantities at 9 decimals, time in epoch milliseconds. */
+export interface UsageEvent {
+  readonly id: string;
+  readonly customerId: string;
+  readonly subjectId: string | null;
+  readonly action: string;
+  readonly dimensions: Readonly<Record<string, string>>;
+  readonly quantities: Readonly<Record<string, bigint>>;
+  readonly time: number;
+  readonly status: "succeeded" | "failed";
+  readonly runId: string | null;
+  /** A cost the caller measured itself, in money units at 9 decimals; used instead of the cost table. */
+  readonly reportedCost: bigint | null;
+}
+
+/** A locked wallet as usage sees it. */
+export interface UsageWallet {
+  readonly id: string;
+  readonly customerId: string;
+  readonly memberId: string | null;
+  /** Credits owed beyond the grants (soft cap), ≥ 0. The balance is grants minus this. */
+  readonly overdraft: bigint;
+  readonly policy: OveragePolicy;
+}
+
+/** The rate card in force for a customer at a time, with its contract overrides. */
+export interface PricingAt {
+  readonly versionId: string;
+  readonly content: RateCardContent;
+  readonly overrides: readonly RateLine[];
+}
+
+/** A cost table version: money per unit, priced like rate lines. */
+export interface CostTableAt {
+  readonly versionId: string;
+  readonly currency: string;
+  readonly lines: readonly RateLine[];
+}
+
+/** Everything a batch is planned against. */
+export interface UsageState {
+  readonly wallets: ReadonlyMap<string, UsageWallet>;
+  readonly grants: ReadonlyMap<string, Grant>;
+  readonly poolWallet: ReadonlyMap<string, string>;
+  readonly memberWallet: ReadonlyMap<string, string>;
+  readonly subjects: ReadonlyMap<string, { readonly customerId: string; readonly kind: string }>;
+  readonly pricingAt: (customerId: string, time: number) => PricingAt | null;
+  readonly costAt: (time: number) => CostTableAt | null;
+  /** Period usage per {@link usageKey}, in quantity units. */
+  readonly usage: ReadonlyMap<string, bigint>;
+}
+
+/** The calendar month (UTC) an event's time falls in, as its first millisecond: tiers count per period. */
+export function periodStart(time: number): number {
+  const d = new Date(time);
+  return Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), 1);
+}
+
+/** The key of a customer's period usage of one line. */
+export const usageKey = (customerId: string, period: number, lineId: string): string =>
+  `${customerId}|${period}|${lineId}`;
+
+/** An accepted event's outcome. */
+export interface Accepted {
+  readonly kind: "accepted";
+  readonly event: UsageEvent;
+  readonly versionId: string;
+  readonly rating: Rating;
+  /** The wallet the subject pays from (its member wallet, or the customer's pool). */
+  readonly walletId: string;
+  /** Credits drawn from grants. */
+  readonly drawn: bigint;
+  /** Credits put on the overdraft under a soft cap. */
+  readonly overdraft: bigint;
+  /** Credits the hard cap or the floor refused: charged to nobody, recorded. */
+  readonly unpaid: bigint;
+  readonly draws: readonly Draw[];
+  /** The money the drawn credits were bought for (their cost basis), at 9 decimals; null when nothing paid was drawn. */
+  readonly revenue: bigint;
+  readonly revenueCurrency: string | null;
+  /** Cost of goods sold, at 9 decimals, from the report or the cost table; null when unknown. */
+  readonly cost: bigint | null;
+  readonly costCurrency: string | null;
+  readonly costVersionId: string | null;
+  /** Why the charge is zero or unpaid; null for a paid charge. */
+  readonly reason: string | null;
+  /** The transaction the charge is journaled in; null when nothing moved. */
+  readonly transactionId: string | null;
+}
+
+/** A rejected event: nothing recorded. */
+export interface Rejected {
+  readonly kind: "rejected";
+  readonly event: UsageEvent;
+  readonly code: "not_found" | "unknown_action" | "event_too_old" | "event_in_future" | "no_rate_card";
+  readonly message: string;
+}
+
+export type UsageOutcome = Accepted | Rejected;
+
+/** A batch's plan: outcomes in order, the journal, and the counters to bump. */
+export interface UsagePlan {
+  readonly outcomes: readonly UsageOutcome[];
+  readonly transactions: readonly JournalTransaction[];
+  /** Grants that expired before the batch drew (their breakage is in `transactions`). */
+  readonly expired: readonly string[];
+  readonly overdraftDeltas: ReadonlyMap<string, bigint>;
+  readonly usageDeltas: ReadonlyMap<string, bigint>;
+}
+
+/** Checks an event's time against the clock: not beyond the skew ahead, not beyond the grace behind. */
+export function checkEventTime(time: number, now: number): Result<null> {
+  if (time > now + FUTURE_SKEW_MS) {
+    return fail(
+      "event_in_future",
+      "The event's time is more than 5 minutes in the future; check the sender's clock.",
+    );
+  }
+  if (time < now - LATE_GRACE_MS) {
+    return fail("event_too_old", "The event is older than the 7-day grace window for late events.");
+  }
+  return ok(null);
+}
+
+const reject = (event: UsageEvent, code: Rejected["code"], message: string): Rejected => ({
+  kind: "rejected",
+  event,
+  code,
+  message,
+});
+
+/**
+ * Plans a batch of new (already deduplicated) events in arrival order. Each event is rated by
+ * the version in force at its own time, then drawn from its wallet chain by the burn-down
+ * order; what grants cannot cover follows the pool's overage policy. Each customer's charges
+ * become one balanced `usage` transaction; the plan never mutates its inputs.
+ */
+export function planUsage(
+  ctx: { now: number; newId: IdGenerator },
+  state: UsageState,
+  events: readonly UsageEvent[],
+): UsagePlan {
+  const grants = new Map(state.grants);
+  const overdraft = new Map<string, bigint>();
+  const usage = new Map(state.usage);
+  const usageDeltas = new Map<string, bigint>();
+  const transactions: JournalTransaction[] = [];
+  const expired: string[] = [];
+
+  // Expire what is due first, per customer, so no expired credit is drawn.
+  const byCustomer = new Map<string, Grant[]>();
+  for (const g of grants.values()) {
+    const w = state.wallets.get(g.walletId);
+    if (!w) continue;
+    byCustomer.set(w.customerId, [...(byCustomer.get(w.customerId) ?? []), g]);
+  }
+  for (const [customerId, list] of [...byCustomer.entries()].sort(([a], [b]) => (a < b ? -1 : 1))) {
+    const due = expireDueEntries(list, ctx.now);
+    if (due.grantIds.length === 0) continue;
+    for (const id of due.grantIds) {
+      const g = grants.get(id)!;
+      grants.set(id, { ...g, remaining: 0n, status: "expired" });
+      expired.push(id);
+    }
+    if (due.entries.length > 0) transactions.push(journal(ctx, "expire", customerId, due.entries));
+  }
+
+  type Charges = {
+    grant: Map<string, bigint>;
+    overdraft: Map<string, bigint>;
+    total: bigint;
+    outcomes: number[];
+  };
+  const charges = new Map<string, Charges>();
+  const outcomes: UsageOutcome[] = [];
+  for (const event of events) {
+    const time = checkEventTime(event.time, ctx.now);
+    if (!time.ok) {
+      outcomes.push(reject(event, time.error.code as Rejected["code"], time.error.message));
+      continue;
+    }
+    const pool = state.poolWallet.get(event.customerId);
+    if (pool === undefined) {
+      outcomes.push(reject(event, "not_found", `No customer ${event.customerId}.`));
+      continue;
+    }
+    let walletChain = [pool];
+    if (event.subjectId !== null) {
+      const subject = state.subjects.get(event.subjectId);
+      if (!subject || subject.customerId !== event.customerId) {
+        outcomes.push(
+          reject(event, "not_found", `Customer ${event.customerId} has no subject ${event.subjectId}.`),
+        );
+        continue;
+      }
+      const own = state.memberWallet.get(event.subjectId);
+      if (own !== undefined) walletChain = [own, pool];
+    }
+    const pricing = state.pricingAt(event.customerId, event.time);
+    if (!pricing) {
+      outcomes.push(reject(event, "no_rate_card", "No rate card version is in force at the event's time."));
+      continue;
+    }
+    const period = periodStart(event.time);
+    const rated = rateEvent(
+      pricing.content,
+      pricing.overrides,
+      event,
+      (lineId) => usage.get(usageKey(event.customerId, period, lineId)) ?? 0n,
+    );
+    if (!rated.ok) {
+      outcomes.push(reject(event, "unknown_action", rated.error.message));
+      continue;
+    }
+    const rating = rated.value;
+    for (const line of rating.lines) {
+      const key = usageKey(event.customerId, period, line.lineId);
+      usage.set(key, (usage.get(key) ?? 0n) + line.amount);
+      usageDeltas.set(key, (usageDeltas.get(key) ?? 0n) + line.amount);
+    }
+    const cost = costOf(state, event);
+    const base = {
+      kind: "accepted" as const,
+      event,
+      versionId: pricing.versionId,
+      rating,
+      walletId: walletChain[0]!,
+      cost: cost?.amount ?? null,
+      costCurrency: cost?.currency ?? null,
+      costVersionId: cost?.versionId ?? null,
+    };
+    if (rating.credits === 0n) {
+      outcomes.push({
+        ...base,
+        drawn: 0n,
+        overdraft: 0n,
+        unpaid: 0n,
+        draws: [],
+        revenue: 0n,
+        revenueCurrency: null,
+        reason: rating.reason,
+        transactionId: null,
+      });
+      continue;
+    }
+    const sources = walletChain.map((walletId) => ({
+      walletId,
+      grants: [...grants.values()].filter((g) => g.walletId === walletId),
+    }));
+    const plan = planDraws(sources, rating.credits, event.action, ctx.now);
+    const poolState = state.wallets.get(pool)!;
+    const owed = overdraft.get(pool) ?? poolState.overdraft;
+    let unpaid = 0n;
+    let toOverdraft = 0n;
+    if (plan.shortfall > 0n) {
+      const room = poolState.policy.mode === "soft_cap" ? -poolState.policy.floor - owed : 0n;
+      if (room >= plan.shortfall) toOverdraft = plan.shortfall;
+      else unpaid = rating.credits;
+    }
+    if (unpaid > 0n) {
+      outcomes.push({
+        ...base,
+        drawn: 0n,
+        overdraft: 0n,
+        unpaid,
+        draws: [],
+        revenue: 0n,
+        revenueCurrency: null,
+        reason: "insufficient_credits",
+        transactionId: null,
+      });
+      continue;
+    }
+    let revenue = 0n;
+    let revenueCurrency: string | null = null;
+    const c: Charges = charges.get(event.customerId) ?? {
+      grant: new Map(),
+      overdraft: new Map(),
+      total: 0n,
+      outcomes: [],
+    };
+    for (const d of plan.draws) {
+      const g = grants.get(d.grantId)!;
+      grants.set(d.grantId, { ...g, remaining: g.remaining - d.amount });
+      c.grant.set(d.grantId, (c.grant.get(d.grantId) ?? 0n) + d.amount);
+      revenue += d.amount * g.costBasis;
+      if (g.costBasis > 0n) revenueCurrency ??= g.currency;
+    }
+    if (toOverdraft > 0n) {
+      overdraft.set(pool, owed + toOverdraft);
+      c.overdraft.set(pool, (c.overdraft.get(pool) ?? 0n) + toOverdraft);
+    }
+    c.total += rating.credits;
+    c.outcomes.push(outcomes.length);
+    charges.set(event.customerId, c);
+    outcomes.push({
+      ...base,
+      drawn: rating.credits - toOverdraft,
+      overdraft: toOverdraft,
+      unpaid: 0n,
+      draws: plan.draws,
+      revenue: divRound(revenue, 10n ** BigInt(SCALE)),
+      revenueCurrency,
+      reason: null,
+      transactionId: null,
+    });
+  }
+
+  // One balanced transaction per customer carries its charges in this batch.
+  for (const [customerId, c] of [...charges.entries()].sort(([a], [b]) => (a < b ? -1 : 1))) {
+    const entries: Entry[] = [];
+    for (const [grantId, amount] of c.grant)
+      entries.push(entry(grantAccount(grantId, grants.get(grantId)!.walletId), -amount));
+    for (const [walletId, amount] of c.overdraft)
+      entries.push(entry({ kind: "overdraft", walletId }, -amount));
+    entries.push(entry({ kind: "system", name: "consumption" }, c.total));
+    const tx = journal(ctx, "usage", customerId, entries);
+    transactions.push(tx);
+    for (const i of c.outcomes) outcomes[i] = { ...(outcomes[i] as Accepted), transactionId: tx.id };
+  }
+
+  const overdraftDeltas = new Map<string, bigint>();
+  for (const [walletId, owed] of overdraft)
+    overdraftDeltas.set(walletId, owed - state.wallets.get(walletId)!.overdraft);
+  return { outcomes, transactions, expired, overdraftDeltas, usageDeltas };
+}
+
+function journal(
+  ctx: { now: number; newId: IdGenerator },
+  kind: "usage" | "expire",
+  customerId: string,
+  entries: Entry[],
+): JournalTransaction {
+  const tx: JournalTransaction = {
+    id: ctx.newId("txn"),
+    kind,
+    customerId,
+    postedAt: ctx.now,
+    reason: null,
+    reversesId: null,
+    action: null,
+    entries,
+  };
+  assertBalanced(tx);
+  return tx;
+}
+
+/** An event's cost: what it reported, else the cost table in force at its time. */
+function costOf(
+  state: UsageState,
+  event: UsageEvent,
+): { amount: bigint; currency: string; versionId: string | null } | null {
+  const table = state.costAt(event.time);
+  if (event.reportedCost !== null)
+    return { amount: event.reportedCost, currency: table?.currency ?? "USD", versionId: null };
+  if (!table) return null;
+  const rated = rateEvent(
+    { lines: table.lines, multipliers: [], nonBillable: [] },
+    [],
+    { ...event, status: "succeeded" },
+    () => 0n,
+  );
+  if (!rated.ok) return { amount: 0n, currency: table.currency, versionId: table.versionId };
+  return { amount: rated.value.credits, currency: table.currency, versionId: table.versionId };
+}

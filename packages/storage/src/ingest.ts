@@ -1,0 +1,433 @@
+import {
+  type Accepted,
+  type Effect,
+  formatAmount,
+  formatDecimal,
+  formatExact,
+  type Grant,
+  invariant,
+  periodStart,
+  planUsage,
+  QUANTITY_SCALE,
+  RATE_SCALE,
+  type UsageEvent,
+  type UsageOutcome,
+  type UsageWallet,
+  usageKey,
+} from "@drawdown/core";
+import { Metering } from "./metering.js";
+import { toGrant } from "./records.js";
+import type { SqlExecutor } from "./sql.js";
+import type { Store } from "./store.js";
+
+/** An event handed to the writer, with the fingerprint of its normalized body. */
+export interface IngestEvent {
+  readonly event: UsageEvent;
+  readonly fingerprint: string;
+}
+
+/** What was recorded for an event: its first result, returned again for duplicates. */
+export interface ChargeRecord {
+  readonly outcome: "charged" | "zero" | "unpaid";
+  readonly credits: bigint;
+  readonly drawn: bigint;
+  readonly overdraft: bigint;
+  readonly unpaid: bigint;
+  readonly reason: string | null;
+  readonly walletId: string;
+  readonly rateCardVersionId: string;
+  readonly transactionId: string | null;
+}
+
+/** The writer's answer for one event. */
+export type IngestResult =
+  | { readonly status: "accepted" | "duplicate"; readonly id: string; readonly charge: ChargeRecord }
+  | { readonly status: "rejected"; readonly id: string; readonly code: string; readonly message: string };
+
+/** Tuning of the group-commit writer. */
+export interface WriterOptions {
+  /** Most events in one database transaction. Default 5,000. */
+  readonly maxBatchEvents?: number;
+  /** Transactions in flight at once (1 on PGlite; 2 lets PostgreSQL overlap with Node). */
+  readonly concurrency?: number;
+}
+
+interface Pending {
+  readonly tenantId: string;
+  readonly events: readonly IngestEvent[];
+  readonly resolve: (results: IngestResult[]) => void;
+  readonly reject: (error: unknown) => void;
+}
+
+const RETRYABLE = new Set(["23505", "40001", "40P01"]);
+
+/**
+ * The group-commit writer of DESIGN.md: requests join a queue; the writer takes what is
+ * waiting (up to a maximum), and in ONE transaction locks the affected wallets in id order,
+ * drops duplicates, lets the pure core rate and draw every event in arrival order, writes
+ * with set-based SQL, commits, and only then answers each caller. A thousand events on one
+ * wallet cost one row lock per batch. No timer: while one batch commits, the next gathers.
+ */
+export class IngestWriter {
+  readonly #queue: Pending[] = [];
+  #running = 0;
+  readonly #maxBatch: number;
+  readonly #concurrency: number;
+
+  constructor(
+    private readonly store: Store,
+    private readonly metering: Metering,
+    options: WriterOptions = {},
+  ) {
+    this.#maxBatch = options.maxBatchEvents ?? 5000;
+    this.#concurrency = store.db.kind === "pglite" ? 1 : (options.concurrency ?? 2);
+  }
+
+  /** Queues events of one tenant; resolves with one result per event, in order, once durable. */
+  submit(tenantId: string, events: readonly IngestEvent[]): Promise<IngestResult[]> {
+    return new Promise((resolve, reject) => {
+      this.#queue.push({ tenantId, events, resolve, reject });
+      this.#kick();
+    });
+  }
+
+  #kick(): void {
+    while (this.#running < this.#concurrency && this.#queue.length > 0) {
+      const batch: Pending[] = [];
+      let size = 0;
+      while (
+        this.#queue.length > 0 &&
+        (batch.length === 0 || size + this.#queue[0]!.events.length <= this.#maxBatch)
+      ) {
+        const next = this.#queue.shift()!;
+        batch.push(next);
+        size += next.events.length;
+      }
+      this.#running++;
+      void this.#run(batch).finally(() => {
+        this.#running--;
+        this.#kick();
+      });
+    }
+  }
+
+  async #run(batch: Pending[]): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const results = await this.store.db.transaction(async (tx) => {
+          const out: IngestResult[][] = [];
+          const tenants = [...new Set(batch.map((p) => p.tenantId))].sort();
+          const byTenant = new Map<string, IngestResult[]>();
+          for (const tenantId of tenants) {
+            const items = batch.filter((p) => p.tenantId === tenantId).flatMap((p) => p.events);
+            byTenant.set(tenantId, await this.#process(tx, tenantId, items));
+          }
+          const cursors = new Map<string, number>();
+          for (const p of batch) {
+            const at = cursors.get(p.tenantId) ?? 0;
+            out.push(byTenant.get(p.tenantId)!.slice(at, at + p.events.length));
+            cursors.set(p.tenantId, at + p.events.length);
+          }
+          return out;
+        });
+        batch.forEach((p, i) => p.resolve(results[i]!));
+        return;
+      } catch (error) {
+        const code = (error as { code?: string }).code;
+        // A concurrent writer inserted the same event id (another customer) or a deadlock: retry.
+        if (code !== undefined && RETRYABLE.has(code) && attempt < 5) continue;
+        for (const p of batch) p.reject(error);
+        return;
+      }
+    }
+  }
+
+  /** One tenant's events in one transaction; returns a result per event, in order. */
+  async #process(ex: SqlExecutor, tenantId: string, items: readonly IngestEvent[]): Promise<IngestResult[]> {
+    const results: (IngestResult | null)[] = items.map(() => null);
+    // Duplicates inside the batch: the first occurrence is processed, later ones echo it.
+    const first = new Map<string, number>();
+    const echoes: number[] = [];
+    items.forEach((item, i) => {
+      if (first.has(item.event.id)) echoes.push(i);
+      else first.set(item.event.id, i);
+    });
+
+    const customerIds = [...new Set(items.map((i) => i.event.customerId))].sort();
+    const subjectIds = [
+      ...new Set(items.flatMap((i) => (i.event.subjectId === null ? [] : [i.event.subjectId]))),
+    ].sort();
+    // Lock every wallet the batch may draw from, in id order (the order every writer uses).
+    const locked = await ex.query(
+      `SELECT id, customer_id, member_id, overdraft::text AS overdraft, overage_mode, overage_floor::text AS overage_floor
+       FROM wallets WHERE tenant_id = $1 AND customer_id = ANY($2::text[]) AND (member_id IS NULL OR member_id = ANY($3::text[]))
+       ORDER BY id FOR UPDATE`,
+      [tenantId, customerIds, subjectIds],
+    );
+    const existing = await ex.query(
+      `SELECT event_id, fingerprint, outcome, credits::text AS credits, drawn::text AS drawn, overdraft::text AS overdraft,
+         unpaid::text AS unpaid, reason, wallet_id, rate_card_version_id, tx_id
+       FROM usage_events WHERE tenant_id = $1 AND event_id = ANY($2::text[])`,
+      [tenantId, [...first.keys()]],
+    );
+    const stored = new Map(existing.rows.map((r) => [String(r.event_id), r]));
+    const fresh: number[] = [];
+    for (const i of first.values()) {
+      const item = items[i]!;
+      const row = stored.get(item.event.id);
+      if (!row) fresh.push(i);
+      else if (row.fingerprint !== item.fingerprint) results[i] = reused(item.event.id);
+      else results[i] = { status: "duplicate", id: item.event.id, charge: chargeFromRow(row) };
+    }
+
+    if (fresh.length > 0) {
+      const wallets = new Map<string, UsageWallet>();
+      const poolWallet = new Map<string, string>();
+      const memberWallet = new Map<string, string>();
+      for (const r of locked.rows) {
+        const w: UsageWallet = {
+          id: String(r.id),
+          customerId: String(r.customer_id),
+          memberId: r.member_id === null ? null : String(r.member_id),
+          overdraft: BigInt(String(r.overdraft)),
+          policy: { mode: r.overage_mode as "hard_cap" | "soft_cap", floor: BigInt(String(r.overage_floor)) },
+        };
+        wallets.set(w.id, w);
+        if (w.memberId === null) poolWallet.set(w.customerId, w.id);
+        else memberWallet.set(w.memberId, w.id);
+      }
+      const subjects = new Map<string, { customerId: string; kind: string }>();
+      if (subjectIds.length > 0) {
+        const s = await ex.query(
+          "SELECT id, customer_id, kind FROM subjects WHERE tenant_id = $1 AND id = ANY($2::text[])",
+          [tenantId, subjectIds],
+        );
+        for (const r of s.rows)
+          subjects.set(String(r.id), { customerId: String(r.customer_id), kind: String(r.kind) });
+      }
+      const grantRows = await ex.query(
+        `SELECT id, wallet_id, customer_id, amount, remaining, source, cost_basis, currency, effective_at, expires_at, priority,
+           scope, metadata, status, status_at, created_at
+         FROM grants WHERE tenant_id = $1 AND wallet_id = ANY($2::text[]) AND status = 'active' AND remaining > 0`,
+        [tenantId, [...wallets.keys()]],
+      );
+      const grants = new Map<string, Grant>(grantRows.rows.map((r) => [String(r.id), toGrant(r)]));
+      const catalog = await this.metering.catalog(ex, tenantId);
+      const pricing = await this.metering.customerPricing(ex, tenantId, customerIds);
+      const usage = new Map<string, bigint>();
+      if (
+        catalog.tieredLines.size > 0 ||
+        [...pricing.values()].some((p) => p.overrideLines.some((l) => l.tiers))
+      ) {
+        const periods = [
+          ...new Set(fresh.map((i) => new Date(periodStart(items[i]!.event.time)).toISOString())),
+        ];
+        const u = await ex.query(
+          `SELECT customer_id, period, line_id, quantity::text AS quantity FROM usage_counters
+           WHERE tenant_id = $1 AND customer_id = ANY($2::text[]) AND period = ANY($3::timestamptz[])`,
+          [tenantId, customerIds, periods],
+        );
+        for (const r of u.rows) {
+          const period = r.period instanceof Date ? r.period.getTime() : Date.parse(String(r.period));
+          usage.set(usageKey(String(r.customer_id), period, String(r.line_id)), BigInt(String(r.quantity)));
+        }
+      }
+      const now = this.store.now();
+      const plan = planUsage(
+        { now, newId: this.store.newId },
+        {
+          wallets,
+          grants,
+          poolWallet,
+          memberWallet,
+          subjects,
+          pricingAt: (customerId, time) => Metering.pricingAt(catalog, pricing.get(customerId), time),
+          costAt: (time) => Metering.costAt(catalog, time),
+          usage,
+        },
+        fresh.map((i) => items[i]!.event),
+      );
+      const accepted: { outcome: Accepted; fingerprint: string }[] = [];
+      plan.outcomes.forEach((o, k) => {
+        const i = fresh[k]!;
+        results[i] = resultOf(o);
+        if (o.kind === "accepted") accepted.push({ outcome: o, fingerprint: items[i]!.fingerprint });
+      });
+      const effect: Effect = {
+        transactions: plan.transactions,
+        newGrants: [],
+        statusChanges: plan.expired.map((grantId) => ({ grantId, status: "expired" as const })),
+        grantChanges: [],
+      };
+      await this.store.writeEffect(ex, tenantId, "", effect);
+      await insertEvents(ex, tenantId, accepted, now);
+      const tiered = [...plan.usageDeltas].filter(([key]) => {
+        const lineId = key.slice(key.lastIndexOf("|") + 1);
+        return (
+          catalog.tieredLines.has(lineId) ||
+          [...pricing.values()].some((p) => p.overrideLines.some((l) => l.id === lineId && l.tiers))
+        );
+      });
+      if (tiered.length > 0) {
+        const parts = tiered.map(([key, delta]) => ({ key: key.split("|"), delta }));
+        await ex.query(
+          `INSERT INTO usage_counters (tenant_id, customer_id, period, line_id, quantity)
+           SELECT $1, * FROM unnest($2::text[], $3::timestamptz[], $4::text[], $5::numeric[])
+           ON CONFLICT (tenant_id, customer_id, period, line_id) DO UPDATE SET quantity = usage_counters.quantity + EXCLUDED.quantity`,
+          [
+            tenantId,
+            parts.map((p) => p.key[0]!),
+            parts.map((p) => new Date(Number(p.key[1])).toISOString()),
+            parts.map((p) => p.key[2]!),
+            parts.map((p) => p.delta.toString()),
+          ],
+        );
+      }
+    }
+
+    for (const i of echoes) {
+      const item = items[i]!;
+      const origin = results[first.get(item.event.id)!];
+      invariant(origin, "the first occurrence of an event has a result");
+      if (items[first.get(item.event.id)!]!.fingerprint !== item.fingerprint)
+        results[i] = reused(item.event.id);
+      else
+        results[i] =
+          origin.status === "rejected"
+            ? origin
+            : { status: "duplicate", id: item.event.id, charge: origin.charge };
+    }
+    return results.map((r) => {
+      invariant(r, "every event has a result");
+      return r;
+    });
+  }
+}
+
+const reused = (id: string): IngestResult => ({
+  status: "rejected",
+  id,
+  code: "event_id_reused",
+  message: `Event id "${id}" was already used with a different body; a new event needs a new id.`,
+});
+
+function outcomeKind(o: Accepted): ChargeRecord["outcome"] {
+  if (o.unpaid > 0n) return "unpaid";
+  return o.rating.credits === 0n ? "zero" : "charged";
+}
+
+function resultOf(o: UsageOutcome): IngestResult {
+  if (o.kind === "rejected") return { status: "rejected", id: o.event.id, code: o.code, message: o.message };
+  return {
+    status: "accepted",
+    id: o.event.id,
+    charge: {
+      outcome: outcomeKind(o),
+      credits: o.rating.credits,
+      drawn: o.drawn,
+      overdraft: o.overdraft,
+      unpaid: o.unpaid,
+      reason: o.reason,
+      walletId: o.walletId,
+      rateCardVersionId: o.versionId,
+      transactionId: o.transactionId,
+    },
+  };
+}
+
+function chargeFromRow(r: Record<string, unknown>): ChargeRecord {
+  return {
+    outcome: r.outcome as ChargeRecord["outcome"],
+    credits: BigInt(String(r.credits)),
+    drawn: BigInt(String(r.drawn)),
+    overdraft: BigInt(String(r.overdraft)),
+    unpaid: BigInt(String(r.unpaid)),
+    reason: r.reason === null ? null : String(r.reason),
+    walletId: String(r.wallet_id),
+    rateCardVersionId: String(r.rate_card_version_id),
+    transactionId: r.tx_id === null ? null : String(r.tx_id),
+  };
+}
+
+/** The stored explanation of a charge: every line with its quantity, rates, multiplier and exact credits, and the draws. */
+export function explain(o: Accepted): Record<string, unknown> {
+  const r = o.rating;
+  return {
+    multiplier: formatDecimal(r.multiplier, r.multiplierScale),
+    lines: r.lines.map((l) => ({
+      line_id: l.lineId,
+      quantity: l.quantity,
+      amount: formatDecimal(l.amount, QUANTITY_SCALE),
+      per: (10n ** BigInt(l.perExponent)).toString(),
+      pieces: l.pieces.map((p) => ({
+        quantity: formatDecimal(p.quantity, QUANTITY_SCALE),
+        rate: formatDecimal(p.rate, RATE_SCALE),
+      })),
+      credits: formatExact(l.exact, r.exactScale),
+      minimum_applied: l.minimumApplied,
+      free: l.free,
+      override: l.override,
+    })),
+    rounded: formatAmount(r.credits),
+    draws: o.draws.map((d) => ({
+      grant_id: d.grantId,
+      wallet_id: d.walletId,
+      credits: formatAmount(d.amount),
+    })),
+  };
+}
+
+async function insertEvents(
+  ex: SqlExecutor,
+  tenantId: string,
+  accepted: readonly { outcome: Accepted; fingerprint: string }[],
+  now: number,
+): Promise<void> {
+  if (accepted.length === 0) return;
+  const col = <T>(f: (a: { outcome: Accepted; fingerprint: string }) => T): T[] => accepted.map(f);
+  await ex.query(
+    `INSERT INTO usage_events (tenant_id, event_id, fingerprint, customer_id, subject_id, action, dimensions, quantities, time,
+       status, run_id, outcome, credits, drawn, overdraft, unpaid, reason, wallet_id, rate_card_version_id, rating, cost,
+       cost_currency, cost_version_id, reported_cost, revenue, revenue_currency, tx_id, received_at)
+     SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::json[], $8::json[],
+       $9::timestamptz[], $10::text[], $11::text[], $12::text[], $13::numeric[], $14::numeric[], $15::numeric[], $16::numeric[],
+       $17::text[], $18::text[], $19::text[], $20::json[], $21::numeric[], $22::text[], $23::text[], $24::boolean[],
+       $25::numeric[], $26::text[], $27::text[], $28::timestamptz[])`,
+    [
+      tenantId,
+      col((a) => a.outcome.event.id),
+      col((a) => a.fingerprint),
+      col((a) => a.outcome.event.customerId),
+      col((a) => a.outcome.event.subjectId),
+      col((a) => a.outcome.event.action),
+      col((a) => JSON.stringify(a.outcome.event.dimensions)),
+      col((a) =>
+        JSON.stringify(
+          Object.fromEntries(
+            Object.entries(a.outcome.event.quantities).map(([k, v]) => [k, formatDecimal(v, QUANTITY_SCALE)]),
+          ),
+        ),
+      ),
+      col((a) => new Date(a.outcome.event.time).toISOString()),
+      col((a) => a.outcome.event.status),
+      col((a) => a.outcome.event.runId),
+      col((a) => outcomeKind(a.outcome)),
+      col((a) => a.outcome.rating.credits.toString()),
+      col((a) => a.outcome.drawn.toString()),
+      col((a) => a.outcome.overdraft.toString()),
+      col((a) => a.outcome.unpaid.toString()),
+      col((a) => a.outcome.reason),
+      col((a) => a.outcome.walletId),
+      col((a) => a.outcome.versionId),
+      col((a) => JSON.stringify(explain(a.outcome))),
+      col((a) => (a.outcome.cost === null ? null : a.outcome.cost.toString())),
+      col((a) => a.outcome.costCurrency),
+      col((a) => a.outcome.costVersionId),
+      col((a) => a.outcome.event.reportedCost !== null),
+      col((a) => a.outcome.revenue.toString()),
+      col((a) => a.outcome.revenueCurrency),
+      col((a) => a.outcome.transactionId),
+      col(() => new Date(now).toISOString()),
+    ],
+  );
+}
