@@ -1,0 +1,744 @@
+import { formatAmount, parseDecimal, parseTimestamp, type RateCardInput } from "@drawdown/core";
+import type { ChargeRecord, IngestResult, RateCard, RateCardVersion } from "@drawdown/storage";
+import { Type } from "@sinclair/typebox";
+import { ApiError } from "./errors.js";
+import { MAX_BATCH_EVENTS, parseEvent } from "./events.js";
+import { type Reply, type Route, route } from "./routes.js";
+import * as S from "./schemas.js";
+
+/**
+ * Metering and rating endpoints: usage events (single and batch, native or CloudEvents),
+ * price explanations, rate cards and their versions, customer pricing, cost tables,
+ * overage policies, and the margin reports.
+ */
+
+const strict = { additionalProperties: false } as const;
+const Match = Type.Record(
+  Type.String({ pattern: "^[a-z][a-z0-9_]{0,63}$" }),
+  Type.String({ minLength: 1, maxLength: 100 }),
+  {
+    maxProperties: 10,
+    description: "Dimension filters: every one must equal the event's dimension.",
+  },
+);
+const Decimal = (description: string) => Type.String({ maxLength: 40, description });
+
+const RateLineWire = Type.Object(
+  {
+    id: Type.String({
+      minLength: 1,
+      maxLength: 64,
+      description: "Names the line; volume tiers count per line id.",
+    }),
+    action: Type.String({ maxLength: 100, description: 'An action or "prefix.*".' }),
+    match: Type.Optional(Match),
+    quantity: Type.String({ maxLength: 64, description: 'The quantity priced, e.g. "output_tokens".' }),
+    rate: Type.Optional(Decimal("Credits (or money, in a cost table) per `per` units; up to 12 decimals.")),
+    per: Type.Optional(
+      Type.String({ maxLength: 10, description: 'A power of ten: "1" (default), "1000", "1000000".' }),
+    ),
+    tiers: Type.Optional(
+      Type.Array(
+        Type.Object(
+          {
+            up_to: Type.Union([Decimal("Cumulative quantity in the period"), Type.Null()]),
+            rate: Decimal("Rate"),
+          },
+          strict,
+        ),
+        {
+          maxItems: 20,
+          description:
+            "Graduated by the customer's volume in the calendar month; the last tier has up_to null.",
+        },
+      ),
+    ),
+    minimum: Type.Optional(
+      Decimal("The least this line charges an event that has its quantity, in credits."),
+    ),
+    free: Type.Optional(Type.Boolean({ description: "A free action: rated and recorded at zero." })),
+  },
+  { ...strict, title: "RateLine" },
+);
+
+const RateCardContentWire = {
+  lines: Type.Array(RateLineWire, { maxItems: 1000 }),
+  multipliers: Type.Optional(
+    Type.Array(
+      Type.Object(
+        {
+          dimension: Type.String({ maxLength: 64 }),
+          value: Type.String({ maxLength: 100 }),
+          factor: Decimal('e.g. "6" or "1.5"'),
+        },
+        strict,
+      ),
+      {
+        maxItems: 50,
+        description: "Each matching dimension value multiplies the event's charge.",
+      },
+    ),
+  ),
+  non_billable: Type.Optional(
+    Type.Array(
+      Type.Object(
+        {
+          action: Type.String({ maxLength: 100 }),
+          match: Type.Optional(Match),
+          reason: Type.String({ minLength: 1, maxLength: 200 }),
+        },
+        strict,
+      ),
+      {
+        maxItems: 100,
+        description: "Events that match are recorded at zero with the reason.",
+      },
+    ),
+  ),
+};
+
+const RateCardVersionCreate = Type.Object(
+  {
+    effective_at: Type.Optional(S.Timestamp("When it takes effect: now (default) or later.")),
+    ...RateCardContentWire,
+  },
+  { ...strict, title: "RateCardVersionCreate" },
+);
+
+const ChargeView = Type.Object(
+  {
+    outcome: Type.Union([Type.Literal("charged"), Type.Literal("zero"), Type.Literal("unpaid")]),
+    credits: S.Amount("The rated charge, rounded once."),
+    drawn: S.Amount("Drawn from grants."),
+    overdraft: S.Amount("Owed under a soft cap."),
+    unpaid: S.Amount("Refused by the hard cap or the floor; recorded, charged to nobody."),
+    reason: Type.Union([Type.String(), Type.Null()], {
+      description: "failed, non_billable: …, free, insufficient_credits.",
+    }),
+    wallet_id: Type.String(),
+    rate_card_version_id: Type.String(),
+    transaction_id: Type.Union([Type.String(), Type.Null()]),
+  },
+  { title: "Charge" },
+);
+
+const EventResult = Type.Object(
+  {
+    id: Type.String(),
+    status: Type.Union([Type.Literal("accepted"), Type.Literal("duplicate"), Type.Literal("rejected")]),
+    charge: Type.Optional(ChargeView),
+    code: Type.Optional(Type.String()),
+    message: Type.Optional(Type.String()),
+  },
+  { title: "EventResult" },
+);
+
+const chargeView = (c: ChargeRecord) => ({
+  outcome: c.outcome,
+  credits: formatAmount(c.credits),
+  drawn: formatAmount(c.drawn),
+  overdraft: formatAmount(c.overdraft),
+  unpaid: formatAmount(c.unpaid),
+  reason: c.reason,
+  wallet_id: c.walletId,
+  rate_card_version_id: c.rateCardVersionId,
+  transaction_id: c.transactionId,
+});
+
+const resultView = (r: IngestResult) =>
+  r.status === "rejected"
+    ? { id: r.id, status: r.status, code: r.code, message: r.message }
+    : { id: r.id, status: r.status, charge: chargeView(r.charge) };
+
+const versionView = (v: RateCardVersion) => ({
+  object: "rate_card_version" as const,
+  id: v.id,
+  rate_card_id: v.rateCardId,
+  version: v.version,
+  effective_at: new Date(v.effectiveAt).toISOString(),
+  created_at: new Date(v.createdAt).toISOString(),
+  ...v.input,
+});
+
+const cardView = (c: RateCard, now: number) => {
+  const current = [...c.versions].reverse().find((v) => v.effectiveAt <= now) ?? null;
+  return {
+    object: "rate_card" as const,
+    id: c.id,
+    name: c.name,
+    is_default: c.isDefault,
+    created_at: new Date(c.createdAt).toISOString(),
+    current_version_id: current?.id ?? null,
+    versions: c.versions.map(versionView),
+  };
+};
+
+const VersionView = Type.Object(
+  {
+    object: Type.Literal("rate_card_version"),
+    id: Type.String(),
+    rate_card_id: Type.String(),
+    version: Type.Integer(),
+    effective_at: Type.String(),
+    created_at: Type.String(),
+    ...RateCardContentWire,
+  },
+  { title: "RateCardVersion" },
+);
+const CardView = Type.Object(
+  {
+    object: Type.Literal("rate_card"),
+    id: Type.String(),
+    name: Type.String(),
+    is_default: Type.Boolean(),
+    created_at: Type.String(),
+    current_version_id: Type.Union([Type.String(), Type.Null()]),
+    versions: Type.Array(VersionView),
+  },
+  { title: "RateCard" },
+);
+
+function timestampOrNull(text: string | undefined, field: string): number | null {
+  if (text === undefined) return null;
+  const t = parseTimestamp(text);
+  if (!t.ok) throw new ApiError("invalid_argument", `${field}: ${t.error.message}`);
+  return t.value;
+}
+
+function must<T>(
+  r:
+    | { ok: true; value: T }
+    | { ok: false; error: { code: string; message: string; details?: Readonly<Record<string, string>> } },
+): T {
+  if (!r.ok) throw ApiError.from(r.error as never);
+  return r.value;
+}
+
+const ok200 = (body: unknown): Reply => ({ status: 200, body });
+
+const MarginRow = Type.Object({
+  day: Type.String(),
+  key: Type.Union([Type.String(), Type.Null()]),
+  events: Type.Integer(),
+  credits: S.Amount("Credits charged (drawn plus overdraft)."),
+  unpaid: S.Amount("Charges refused by a cap, recorded unpaid."),
+  revenue: Type.String({ description: "Money the consumed credits were bought for (their cost basis)." }),
+  cost: Type.String({ description: "Cost of goods sold." }),
+  margin: Type.String({ description: "revenue − cost." }),
+});
+
+/** The metering endpoints, appended to the ledger's. */
+export const METERING_ROUTES: readonly Route[] = [
+  route({
+    method: "POST",
+    url: "/v1/events",
+    operationId: "ingestEvent",
+    tag: "Usage",
+    summary: "Record one usage event",
+    description:
+      "Rates the event by the rate card version in force at its time and draws its charge from the subject's wallet (a member's own, then the pool) in the same transaction. Deduplicated forever by id: a retry answers 200 with the first result. Accepts the native shape or CloudEvents 1.0 JSON. Late events are accepted for 7 days; events more than 5 minutes in the future are refused.",
+    access: "secret",
+    idempotencyKey: false,
+    body: Type.Unknown({
+      description:
+        "A UsageEvent, or a CloudEvent whose type is the action and whose data holds customer_id and quantities.",
+    }),
+    response: EventResult,
+    status: 201,
+    errors: [
+      "invalid_event",
+      "not_found",
+      "unknown_action",
+      "event_too_old",
+      "event_in_future",
+      "event_id_reused",
+      "no_rate_card",
+    ],
+    handle: async ({ writer, store, tenantId, body }) => {
+      const parsed = parseEvent(body, store.now());
+      if (!parsed.ok) throw new ApiError(parsed.error.code, parsed.error.message);
+      const [result] = await writer.submit(tenantId, [parsed.value]);
+      if (!result) throw new Error("the writer answered no result");
+      if (result.status === "rejected")
+        throw new ApiError(result.code as never, result.message, { details: { event_id: result.id } });
+      return { status: result.status === "duplicate" ? 200 : 201, body: resultView(result) };
+    },
+  }),
+  route({
+    method: "POST",
+    url: "/v1/events/batch",
+    operationId: "ingestEvents",
+    tag: "Usage",
+    summary: "Record a batch of usage events",
+    description: `Up to ${MAX_BATCH_EVENTS.toLocaleString("en")} events (8 MiB), native or CloudEvents, each answered on its own: accepted (with its charge), duplicate (the first result) or rejected (a code and a message). One bad event does not sink the batch. Send {"events": [...]}, or a bare CloudEvents batch array.`,
+    access: "secret",
+    idempotencyKey: false,
+    bodyLimit: 8 * 1024 * 1024,
+    body: Type.Unknown({
+      description:
+        '{"events": [UsageEvent | CloudEvent, ...]} or a JSON array (application/cloudevents-batch+json).',
+    }),
+    response: Type.Object({
+      object: Type.Literal("event_batch"),
+      accepted: Type.Integer(),
+      duplicates: Type.Integer(),
+      rejected: Type.Integer(),
+      credits: S.Amount(
+        "Credits charged by the accepted events (drawn plus overdraft; unpaid charges excluded).",
+      ),
+      results: Type.Array(EventResult),
+    }),
+    errors: ["invalid_event"],
+    handle: async ({ writer, store, tenantId, body }) => {
+      const list = Array.isArray(body)
+        ? body
+        : body !== null && typeof body === "object" && "events" in body
+          ? (body as { events: unknown }).events
+          : null;
+      if (!Array.isArray(list))
+        throw new ApiError("validation_failed", 'Send {"events": [...]} or a JSON array of events.');
+      if (list.length === 0 || list.length > MAX_BATCH_EVENTS) {
+        throw new ApiError(
+          "validation_failed",
+          `A batch holds 1 to ${MAX_BATCH_EVENTS} events; this one has ${list.length}.`,
+        );
+      }
+      const now = store.now();
+      const results: (ReturnType<typeof resultView> | null)[] = [];
+      const valid: { index: number; event: ReturnType<typeof parseEvent> & { ok: true } }[] = [];
+      list.forEach((raw, index) => {
+        const p = parseEvent(raw, now);
+        if (p.ok) {
+          valid.push({ index, event: p });
+          results.push(null);
+        } else {
+          const id =
+            raw !== null && typeof raw === "object" && typeof (raw as { id?: unknown }).id === "string"
+              ? (raw as { id: string }).id
+              : "";
+          results.push({ id, status: "rejected", code: p.error.code, message: p.error.message });
+        }
+      });
+      const written =
+        valid.length > 0
+          ? await writer.submit(
+              tenantId,
+              valid.map((v) => v.event.value),
+            )
+          : [];
+      let credits = 0n;
+      written.forEach((r, k) => {
+        results[valid[k]!.index] = resultView(r);
+        if (r.status === "accepted") credits += r.charge.drawn + r.charge.overdraft;
+      });
+      const final = results.map((r) => r!);
+      return ok200({
+        object: "event_batch",
+        accepted: final.filter((r) => r.status === "accepted").length,
+        duplicates: final.filter((r) => r.status === "duplicate").length,
+        rejected: final.filter((r) => r.status === "rejected").length,
+        credits: formatAmount(credits),
+        results: final,
+      });
+    },
+  }),
+  route({
+    method: "GET",
+    url: "/v1/events/:id",
+    operationId: "getEvent",
+    tag: "Usage",
+    summary: "Explain an event's charge",
+    description:
+      "The event as recorded and why it cost what it cost: the rate card version, each line with its quantity, tier pieces and rates, the multiplier, exact credits before the one rounding, the grants drawn, its cost and the revenue value of the credits.",
+    access: "read",
+    params: Type.Object({ id: Type.String({ minLength: 1, maxLength: 200 }) }, strict),
+    response: Type.Object(
+      { object: Type.Literal("event") },
+      { additionalProperties: true, title: "EventExplanation" },
+    ),
+    errors: ["not_found"],
+    handle: async ({ store, tenantId, key, params }) => {
+      const { rows } = await store.db.query(
+        "SELECT * FROM usage_events WHERE tenant_id = $1 AND event_id = $2",
+        [tenantId, params.id],
+      );
+      const r = rows[0];
+      if (!r || (key.customerId !== null && key.customerId !== r.customer_id))
+        throw new ApiError("not_found", `No event ${params.id}.`);
+      const money = (v: unknown) => (v === null ? null : formatAmount(BigInt(String(v))));
+      const revenue = BigInt(String(r.revenue));
+      const cost = r.cost === null ? null : BigInt(String(r.cost));
+      return ok200({
+        object: "event",
+        id: r.event_id,
+        customer_id: r.customer_id,
+        subject_id: r.subject_id,
+        action: r.action,
+        dimensions: typeof r.dimensions === "string" ? JSON.parse(r.dimensions) : r.dimensions,
+        quantities: typeof r.quantities === "string" ? JSON.parse(r.quantities) : r.quantities,
+        time: new Date(r.time as string).toISOString(),
+        status: r.status,
+        run_id: r.run_id,
+        received_at: new Date(r.received_at as string).toISOString(),
+        charge: {
+          outcome: r.outcome,
+          credits: money(r.credits),
+          drawn: money(r.drawn),
+          overdraft: money(r.overdraft),
+          unpaid: money(r.unpaid),
+          reason: r.reason,
+          wallet_id: r.wallet_id,
+          rate_card_version_id: r.rate_card_version_id,
+          transaction_id: r.tx_id,
+        },
+        explanation: typeof r.rating === "string" ? JSON.parse(r.rating) : r.rating,
+        cost:
+          cost === null
+            ? null
+            : {
+                amount: formatAmount(cost),
+                currency: r.cost_currency,
+                reported: r.reported_cost,
+                cost_table_version_id: r.cost_version_id,
+              },
+        revenue: { amount: formatAmount(revenue), currency: r.revenue_currency },
+        margin: cost === null ? null : formatAmount(revenue - cost),
+      });
+    },
+  }),
+  route({
+    method: "POST",
+    url: "/v1/rate_cards",
+    operationId: "createRateCard",
+    tag: "Rate cards",
+    summary: "Create a rate card",
+    description: "The tenant's first card is its default: customers without their own pricing follow it.",
+    access: "secret",
+    body: Type.Object(
+      { name: Type.String({ minLength: 1, maxLength: 100 }) },
+      { ...strict, title: "RateCardCreate" },
+    ),
+    response: CardView,
+    status: 201,
+    errors: ["already_exists"],
+    handle: async ({ metering, tx, tenantId, body, store }) => ({
+      status: 201,
+      body: cardView(must(await metering.createRateCard(tx, tenantId, body.name)), store.now()),
+    }),
+  }),
+  route({
+    method: "GET",
+    url: "/v1/rate_cards",
+    operationId: "listRateCards",
+    tag: "Rate cards",
+    summary: "List rate cards with their versions",
+    access: "secret",
+    response: S.ListOf(CardView),
+    errors: [],
+    handle: async ({ metering, store, tenantId }) => {
+      const catalog = await metering.catalog(store.db, tenantId);
+      return ok200({
+        object: "list",
+        data: [...catalog.cards.values()].map((c) => cardView(c, store.now())),
+        next_cursor: null,
+      });
+    },
+  }),
+  route({
+    method: "GET",
+    url: "/v1/rate_cards/:id",
+    operationId: "getRateCard",
+    tag: "Rate cards",
+    summary: "Get a rate card with its versions",
+    access: "secret",
+    params: S.IdParam("rcd", "rate card"),
+    response: CardView,
+    errors: ["not_found"],
+    handle: async ({ metering, store, tenantId, params }) => {
+      const card = (await metering.catalog(store.db, tenantId)).cards.get(params.id);
+      if (!card) throw new ApiError("not_found", `No rate card ${params.id}.`);
+      return ok200(cardView(card, store.now()));
+    },
+  }),
+  route({
+    method: "POST",
+    url: "/v1/rate_cards/:id/versions",
+    operationId: "publishRateCardVersion",
+    tag: "Rate cards",
+    summary: "Publish a rate card version",
+    description:
+      "A new, immutable version in force from effective_at (now or later, never backdated) until the next one: a price change without a deploy. Refused when it would not start after the latest version (rate_card_overlap) or when two lines could price the same quantity of one event with equal specificity (invalid_rate_card).",
+    access: "secret",
+    params: S.IdParam("rcd", "rate card"),
+    body: RateCardVersionCreate,
+    response: VersionView,
+    status: 201,
+    errors: ["not_found", "invalid_rate_card", "rate_card_overlap"],
+    handle: async ({ metering, tx, tenantId, params, body }) => {
+      const { effective_at, ...content } = body;
+      const v = must(
+        await metering.publishRateCardVersion(
+          tx,
+          tenantId,
+          params.id,
+          timestampOrNull(effective_at, "effective_at"),
+          content as RateCardInput,
+        ),
+      );
+      return { status: 201, body: versionView(v) };
+    },
+  }),
+  route({
+    method: "POST",
+    url: "/v1/customers/:id/pricing",
+    operationId: "setCustomerPricing",
+    tag: "Rate cards",
+    summary: "Set a customer's contract pricing",
+    description:
+      "Which card the customer follows (default: the tenant's default card), a pinned version (used whatever the event's time) or null to follow the version in force, and override lines that take precedence over the card's.",
+    access: "secret",
+    params: S.IdParam("cus", "customer"),
+    body: Type.Object(
+      {
+        rate_card_id: Type.Optional(Type.Union([S.Id("rcd", "The card to follow."), Type.Null()])),
+        pinned_version_id: Type.Optional(Type.Union([S.Id("rcv", "A version to pin."), Type.Null()])),
+        overrides: Type.Optional(Type.Array(RateLineWire, { maxItems: 200 })),
+      },
+      { ...strict, title: "CustomerPricing" },
+    ),
+    response: Type.Object({ object: Type.Literal("customer_pricing") }, { additionalProperties: true }),
+    errors: ["not_found", "invalid_rate_card"],
+    handle: async ({ metering, tx, tenantId, params, body }) => {
+      const p = must(
+        await metering.setCustomerPricing(tx, tenantId, params.id, {
+          rateCardId: body.rate_card_id ?? null,
+          pinnedVersionId: body.pinned_version_id ?? null,
+          overrides: (body.overrides ?? []) as never,
+        }),
+      );
+      return ok200({
+        object: "customer_pricing",
+        customer_id: p.customerId,
+        rate_card_id: p.rateCardId,
+        pinned_version_id: p.pinnedVersionId,
+        overrides: p.overrides,
+      });
+    },
+  }),
+  route({
+    method: "POST",
+    url: "/v1/cost_tables",
+    operationId: "publishCostTable",
+    tag: "Cost and margin",
+    summary: "Publish a cost table version",
+    description:
+      "Cost of goods sold per unit of each quantity, by action and dimensions (input and output tokens per model, tool calls, vector reads, orchestration), in one currency, effective-dated like rate cards.",
+    access: "secret",
+    body: Type.Object(
+      {
+        effective_at: Type.Optional(S.Timestamp("When it takes effect: now (default) or later.")),
+        currency: Type.String({ pattern: "^[A-Z]{3}$" }),
+        lines: Type.Array(RateLineWire, { maxItems: 1000 }),
+      },
+      { ...strict, title: "CostTableCreate" },
+    ),
+    response: Type.Object({ object: Type.Literal("cost_table_version") }, { additionalProperties: true }),
+    status: 201,
+    errors: ["invalid_rate_card", "rate_card_overlap"],
+    handle: async ({ metering, tx, tenantId, body }) => {
+      const v = must(
+        await metering.publishCostTable(
+          tx,
+          tenantId,
+          timestampOrNull(body.effective_at, "effective_at"),
+          body.currency,
+          { lines: body.lines as never },
+        ),
+      );
+      return {
+        status: 201,
+        body: {
+          object: "cost_table_version",
+          id: v.id,
+          version: v.version,
+          effective_at: new Date(v.effectiveAt).toISOString(),
+          currency: v.currency,
+          lines: v.input.lines,
+        },
+      };
+    },
+  }),
+  route({
+    method: "POST",
+    url: "/v1/wallets/:id/overage",
+    operationId: "setOveragePolicy",
+    tag: "Wallets",
+    summary: "Set a pool wallet's overage policy",
+    description:
+      "hard_cap (default): a charge the credits cannot cover is recorded unpaid. soft_cap: the balance may go down to floor (≤ 0); what is owed is the wallet's overdraft.",
+    access: "secret",
+    params: S.IdParam("wal", "wallet"),
+    body: Type.Object(
+      {
+        mode: Type.Union([Type.Literal("hard_cap"), Type.Literal("soft_cap")]),
+        floor: Type.Optional(Decimal('The lowest balance, ≤ 0, e.g. "-100". Default 0.')),
+      },
+      { ...strict, title: "OveragePolicy" },
+    ),
+    response: Type.Object({
+      object: Type.Literal("overage_policy"),
+      wallet_id: Type.String(),
+      mode: Type.String(),
+      floor: S.Amount(),
+    }),
+    errors: ["not_found", "invalid_argument", "invalid_amount"],
+    handle: async ({ metering, tx, tenantId, params, body }) => {
+      const floor =
+        body.floor === undefined
+          ? 0n
+          : must(parseDecimal(body.floor, 9, { allowNegative: true, allowZero: true }));
+      const p = must(await metering.setOveragePolicy(tx, tenantId, params.id, { mode: body.mode, floor }));
+      return ok200({
+        object: "overage_policy",
+        wallet_id: params.id,
+        mode: p.mode,
+        floor: formatAmount(p.floor),
+      });
+    },
+  }),
+  route({
+    method: "GET",
+    url: "/v1/reports/margin",
+    operationId: "marginReport",
+    tag: "Cost and margin",
+    summary: "Margin by day",
+    description:
+      "Per day (UTC) and per customer, action, model or run: events, credits charged, revenue (the cost basis of the credits consumed), cost and margin. Revenue and cost assume one currency per tenant.",
+    access: "secret",
+    query: Type.Object(
+      {
+        group_by: Type.Union(["customer", "action", "model", "run"].map((g) => Type.Literal(g))),
+        from: Type.Optional(S.Timestamp("Events at or after.")),
+        to: Type.Optional(S.Timestamp("Events before.")),
+        customer_id: Type.Optional(S.Id("cus", "Only this customer.")),
+      },
+      strict,
+    ),
+    response: Type.Object({
+      object: Type.Literal("margin_report"),
+      group_by: Type.String(),
+      rows: Type.Array(MarginRow),
+    }),
+    errors: ["invalid_argument"],
+    handle: async ({ store, tenantId, query }) => {
+      const column = {
+        customer: "customer_id",
+        action: "action",
+        model: "dimensions->>'model'",
+        run: "run_id",
+      }[query.group_by as "customer" | "action" | "model" | "run"];
+      const { rows } = await store.db.query(
+        `SELECT to_char(date_trunc('day', time AT TIME ZONE 'UTC'), 'YYYY-MM-DD') AS day, ${column} AS key, count(*)::int AS events,
+           sum(drawn + overdraft)::text AS credits, sum(unpaid)::text AS unpaid, sum(revenue)::text AS revenue, coalesce(sum(cost), 0)::text AS cost
+         FROM usage_events WHERE tenant_id = $1 AND ($2::timestamptz IS NULL OR time >= $2) AND ($3::timestamptz IS NULL OR time < $3)
+           AND ($4::text IS NULL OR customer_id = $4)
+         GROUP BY 1, 2 ORDER BY 1, 2`,
+        [
+          tenantId,
+          query.from === undefined ? null : new Date(timestampOrNull(query.from, "from")!).toISOString(),
+          query.to === undefined ? null : new Date(timestampOrNull(query.to, "to")!).toISOString(),
+          query.customer_id ?? null,
+        ],
+      );
+      return ok200({
+        object: "margin_report",
+        group_by: query.group_by,
+        rows: rows.map((r) => {
+          const revenue = BigInt(String(r.revenue));
+          const cost = BigInt(String(r.cost));
+          return {
+            day: String(r.day),
+            key: r.key === null ? null : String(r.key),
+            events: Number(r.events),
+            credits: formatAmount(BigInt(String(r.credits))),
+            unpaid: formatAmount(BigInt(String(r.unpaid))),
+            revenue: formatAmount(revenue),
+            cost: formatAmount(cost),
+            margin: formatAmount(revenue - cost),
+          };
+        }),
+      });
+    },
+  }),
+  route({
+    method: "GET",
+    url: "/v1/runs/:id",
+    operationId: "getRun",
+    tag: "Cost and margin",
+    summary: "A run's total cost and credits",
+    access: "read",
+    params: Type.Object({ id: Type.String({ minLength: 1, maxLength: 200 }) }, strict),
+    response: Type.Object(
+      { object: Type.Literal("run") },
+      { additionalProperties: true, title: "RunSummary" },
+    ),
+    errors: ["not_found"],
+    handle: async ({ store, tenantId, key, params }) => {
+      const { rows } = await store.db.query(
+        `SELECT customer_id, count(*)::int AS events, count(*) FILTER (WHERE status = 'failed')::int AS failed,
+           sum(drawn + overdraft)::text AS credits, sum(unpaid)::text AS unpaid, sum(revenue)::text AS revenue, coalesce(sum(cost), 0)::text AS cost,
+           min(time) AS started, max(time) AS ended
+         FROM usage_events WHERE tenant_id = $1 AND run_id = $2 GROUP BY customer_id`,
+        [tenantId, params.id],
+      );
+      const r = rows[0];
+      if (!r || (key.customerId !== null && key.customerId !== r.customer_id))
+        throw new ApiError("not_found", `No run ${params.id}.`);
+      const revenue = BigInt(String(r.revenue));
+      const cost = BigInt(String(r.cost));
+      return ok200({
+        object: "run",
+        id: params.id,
+        customer_id: r.customer_id,
+        events: r.events,
+        failed_events: r.failed,
+        credits: formatAmount(BigInt(String(r.credits))),
+        unpaid: formatAmount(BigInt(String(r.unpaid))),
+        revenue: formatAmount(revenue),
+        cost: formatAmount(cost),
+        margin: formatAmount(revenue - cost),
+        started_at: new Date(r.started as string).toISOString(),
+        ended_at: new Date(r.ended as string).toISOString(),
+      });
+    },
+  }),
+];
+
+/** The public view of a tenant's default rate card: consumption rates by action and model, as customers should see them. */
+export function publicRateCard(card: RateCard | undefined, now: number) {
+  if (!card) return null;
+  const current = [...card.versions].reverse().find((v) => v.effectiveAt <= now) ?? null;
+  const next = card.versions.find((v) => v.effectiveAt > now) ?? null;
+  const describe = (v: RateCardVersion) => ({
+    version: v.version,
+    effective_at: new Date(v.effectiveAt).toISOString(),
+    rates: v.input.lines.map((l) => ({
+      action: l.action,
+      model: l.match?.model ?? null,
+      match: l.match ?? {},
+      quantity: l.quantity,
+      rate: l.rate ?? null,
+      per: l.per ?? "1",
+      tiers: l.tiers ?? null,
+      minimum: l.minimum ?? null,
+      free: l.free ?? false,
+    })),
+    multipliers: v.input.multipliers ?? [],
+  });
+  return {
+    object: "public_rate_card",
+    name: card.name,
+    current: current ? describe(current) : null,
+    upcoming: next ? describe(next) : null,
+  };
+}
