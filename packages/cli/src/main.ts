@@ -137,6 +137,8 @@ async function main(argv: string[]): Promise<number> {
       const { db, store } = await open(config);
       try {
         if (sub === "create") {
+          if (values.customer && !values.restricted)
+            fail("--customer is for restricted keys; add --restricted");
           const r = await store.createApiKey(values.tenant, {
             kind: values.restricted ? "restricted" : "secret",
             name: values.name ?? "CLI key",

@@ -202,15 +202,23 @@ export function issueGrant(
   const kind = options.kind ?? "grant";
   const reason = checkReason(options.reason, kind === "adjustment.credit");
   if (!reason.ok) return reason;
+  if ((input.source === "adjustment") !== (kind === "adjustment.credit")) {
+    return fail(
+      "invalid_argument",
+      "Source adjustment is for credit adjustments (with their reason), and only for them.",
+    );
+  }
   const fields = validateGrantInput(ctx, input);
   if (!fields.ok) return fields;
   const grant: Grant = { ...fields.value, id: ctx.newId("grt"), createdAt: ctx.now };
+  // Manual corrections net in `adjustments`, both ways; everything else is issued.
+  const counter = kind === "adjustment.credit" ? "adjustments" : "issuance";
   const tx = makeTx(
     ctx,
     kind,
     customerId,
     [
-      entry({ kind: "system", name: "issuance" }, -grant.amount),
+      entry({ kind: "system", name: counter }, -grant.amount),
       entry(grantAccount(grant.id, grant.walletId), grant.amount),
     ],
     { reason: reason.value },

@@ -551,8 +551,14 @@ describe("reverse", () => {
   test("transaction_not_reversible for grant, void, expire and reversal transactions", () => {
     const issue = okValue(issueGrant(ctx(), CUS, input())).transactions[0]!;
     expectFail(reverse(ctx(), issue, grants, false, "x"), "transaction_not_reversible", /void the grant/);
-    const credit = okValue(issueGrant(ctx(), CUS, input(), { kind: "adjustment.credit", reason: "x" }))
-      .transactions[0]!;
+    const credit = okValue(
+      issueGrant(
+        ctx(),
+        CUS,
+        { ...input(), source: "adjustment" },
+        { kind: "adjustment.credit", reason: "x" },
+      ),
+    ).transactions[0]!;
     expectFail(reverse(ctx(), credit, grants, false, "x"), "transaction_not_reversible");
     const voided = okValue(voidGrant(ctx(), CUS, { ...g, remaining: 3n }, "x")).transactions[0]!;
     expectFail(reverse(ctx(), voided, grants, false, "x"), "transaction_not_reversible");

@@ -72,7 +72,8 @@ CREATE TABLE wallets (
   PRIMARY KEY (tenant_id, id),
   FOREIGN KEY (tenant_id, customer_id) REFERENCES customers (tenant_id, id),
   FOREIGN KEY (tenant_id, member_id) REFERENCES subjects (tenant_id, id)
-);
+) WITH (fillfactor = 70);
+-- fillfactor leaves room on each page so balance updates stay heap-only (no index writes).
 -- One pool wallet per customer, one wallet per member.
 CREATE UNIQUE INDEX wallets_owner ON wallets (tenant_id, customer_id, coalesce(member_id, ''));
 
@@ -96,9 +97,10 @@ CREATE TABLE grants (
   created_at timestamptz NOT NULL,
   PRIMARY KEY (tenant_id, id),
   FOREIGN KEY (tenant_id, wallet_id) REFERENCES wallets (tenant_id, id)
-);
+) WITH (fillfactor = 70);
 CREATE INDEX grants_by_wallet ON grants (tenant_id, wallet_id, id);
-CREATE INDEX grants_drawable ON grants (tenant_id, wallet_id) WHERE status = 'active' AND remaining > 0;
+-- No amount in the predicate: drawing a grant down stays a heap-only update.
+CREATE INDEX grants_active ON grants (tenant_id, wallet_id) WHERE status = 'active';
 
 CREATE TABLE grant_changes (
   tenant_id text NOT NULL,
@@ -118,15 +120,15 @@ CREATE TABLE journal_transactions (
   id text NOT NULL,
   seq bigint GENERATED ALWAYS AS IDENTITY,
   customer_id text NOT NULL,
-  kind text NOT NULL,
+  kind text NOT NULL CHECK (kind IN ('grant', 'debit', 'usage', 'adjustment.debit', 'adjustment.credit', 'void', 'expire', 'reversal')),
   reason text,
   action text,
   reverses_id text,
   posted_at timestamptz NOT NULL,
-  PRIMARY KEY (tenant_id, id),
-  -- A transaction is reversed at most once.
-  UNIQUE (tenant_id, reverses_id)
+  PRIMARY KEY (tenant_id, id)
 );
+-- A transaction is reversed at most once.
+CREATE UNIQUE INDEX journal_transactions_reverses ON journal_transactions (tenant_id, reverses_id) WHERE reverses_id IS NOT NULL;
 CREATE INDEX journal_transactions_seq ON journal_transactions (tenant_id, seq);
 
 CREATE TABLE journal_entries (
@@ -134,10 +136,10 @@ CREATE TABLE journal_entries (
   tx_id text NOT NULL,
   idx integer NOT NULL,
   seq bigint NOT NULL,
-  account text NOT NULL,
+  account text NOT NULL CHECK (account IN ('grant', 'overdraft', 'issuance', 'consumption', 'adjustments', 'breakage', 'voided')),
   wallet_id text,
   grant_id text,
-  unit text NOT NULL,
+  unit text NOT NULL CHECK (unit = 'credit'),
   amount numeric(38, 0) NOT NULL CHECK (amount <> 0),
   PRIMARY KEY (tenant_id, tx_id, idx),
   FOREIGN KEY (tenant_id, tx_id) REFERENCES journal_transactions (tenant_id, id),
@@ -154,6 +156,12 @@ END $$;
 CREATE TRIGGER journal_transactions_append_only BEFORE UPDATE OR DELETE ON journal_transactions
   FOR EACH ROW EXECUTE FUNCTION drawdown_append_only();
 CREATE TRIGGER journal_entries_append_only BEFORE UPDATE OR DELETE ON journal_entries
+  FOR EACH ROW EXECUTE FUNCTION drawdown_append_only();
+CREATE TRIGGER journal_transactions_no_truncate BEFORE TRUNCATE ON journal_transactions
+  FOR EACH STATEMENT EXECUTE FUNCTION drawdown_append_only();
+CREATE TRIGGER journal_entries_no_truncate BEFORE TRUNCATE ON journal_entries
+  FOR EACH STATEMENT EXECUTE FUNCTION drawdown_append_only();
+CREATE TRIGGER grant_changes_append_only BEFORE UPDATE OR DELETE ON grant_changes
   FOR EACH ROW EXECUTE FUNCTION drawdown_append_only();
 
 CREATE TABLE idempotency_keys (
@@ -232,43 +240,31 @@ CREATE TABLE customer_pricing (
 );
 
 -- Every accepted event, once: its id is deduplicated per tenant forever (the primary key).
+-- Columns that reports aggregate are columns; the rest of the record (dimensions,
+-- quantities, the explanation of the charge) is one json document, kept narrow for the hot path.
 CREATE TABLE usage_events (
   tenant_id text NOT NULL,
   event_id text NOT NULL,
-  seq bigint GENERATED ALWAYS AS IDENTITY,
   fingerprint text NOT NULL,
   customer_id text NOT NULL,
-  subject_id text,
   action text NOT NULL,
-  dimensions json NOT NULL,
-  quantities json NOT NULL,
+  model text,
   time timestamptz NOT NULL,
-  status text NOT NULL CHECK (status IN ('succeeded', 'failed')),
   run_id text,
   outcome text NOT NULL CHECK (outcome IN ('charged', 'zero', 'unpaid')),
   credits numeric(38, 0) NOT NULL CHECK (credits >= 0),
-  drawn numeric(38, 0) NOT NULL CHECK (drawn >= 0),
-  overdraft numeric(38, 0) NOT NULL CHECK (overdraft >= 0),
+  charged numeric(38, 0) NOT NULL CHECK (charged >= 0),
   unpaid numeric(38, 0) NOT NULL CHECK (unpaid >= 0),
-  reason text,
-  wallet_id text NOT NULL,
-  rate_card_version_id text NOT NULL,
-  rating json NOT NULL,
   cost numeric(38, 0),
-  cost_currency text,
-  cost_version_id text,
-  reported_cost boolean NOT NULL,
   revenue numeric(38, 0) NOT NULL,
-  revenue_currency text,
-  tx_id text,
-  received_at timestamptz NOT NULL,
+  detail json NOT NULL,
   PRIMARY KEY (tenant_id, event_id),
-  CHECK (credits = drawn + overdraft + unpaid),
-  CHECK (status = 'succeeded' OR credits = 0)
+  CHECK (credits = charged + unpaid),
+  CHECK (outcome <> 'zero' OR credits = 0)
 );
 CREATE INDEX usage_events_customer_time ON usage_events (tenant_id, customer_id, time);
-CREATE INDEX usage_events_time ON usage_events (tenant_id, time);
 CREATE INDEX usage_events_run ON usage_events (tenant_id, run_id) WHERE run_id IS NOT NULL;
+CREATE INDEX usage_events_time ON usage_events USING brin (time);
 
 -- Quantity used per customer, period (UTC month) and line: what volume tiers count on.
 CREATE TABLE usage_counters (
@@ -331,6 +327,10 @@ export async function pendingMigrations(
   if (!exists.rows[0]?.t) return migrations.map((m) => m.version);
   const { rows } = await db.query<{ version: number }>("SELECT version FROM schema_migrations");
   const done = new Set(rows.map((r) => Number(r.version)));
+  const latest = Math.max(0, ...migrations.map((m) => m.version));
+  if ([...done].some((v) => v > latest)) {
+    throw new SchemaTooNew(`The database has migrations newer than ${latest}; upgrade Drawdown.`);
+  }
   return migrations.map((m) => m.version).filter((v) => !done.has(v));
 }
 

@@ -171,7 +171,8 @@ export class Store {
         await tx.query("UPDATE idempotency_keys SET outcome = $3 WHERE tenant_id = $1 AND key = $2", [
           tenantId,
           key,
-          JSON.stringify(outcome),
+          // JSON has no `undefined`: store it as null, so a committed key always has an outcome.
+          JSON.stringify(outcome) ?? "null",
         ]);
       }
       return { kind: "fresh" as const, outcome };
@@ -468,13 +469,14 @@ export class Store {
       [tenantId, ids],
     );
     invariant(locked.rowCount === ids.length, "every wallet to lock exists");
+    const ctx = this.#ctx();
+    // Drawable grants, grants due to expire (even empty ones: their status changes once), named ones.
     const { rows } = await ex.query(
-      `SELECT ${GRANT_COLUMNS} FROM grants WHERE tenant_id = $1
-       AND wallet_id = ANY($2::text[]) AND ((status = 'active' AND remaining > 0) OR id = ANY($3::text[]))`,
-      [tenantId, ids, extraGrantIds],
+      `SELECT ${GRANT_COLUMNS} FROM grants WHERE tenant_id = $1 AND wallet_id = ANY($2::text[])
+       AND ((status = 'active' AND (remaining > 0 OR expires_at <= $4)) OR id = ANY($3::text[]))`,
+      [tenantId, ids, extraGrantIds, iso(ctx.now)],
     );
     const loaded = rows.map(toGrant);
-    const ctx = this.#ctx();
     const expiry = expireDue(ctx, wallet.customerId, loaded);
     const grants = applyEffect(new Map(loaded.map((g) => [g.id, g])), expiry);
     const sources = ids.map((id) => ({

@@ -1,0 +1,282 @@
+// npm run bench: Drawdown's ingestion benchmark against the real PostgreSQL.
+//
+// Starts the server (a child process) on a fresh database, drives it over HTTP from this
+// process, and measures in one run: batch ingestion spread over 10,000 wallets, batch
+// ingestion on one hot wallet, single-event requests at 50 concurrent clients, and a naive
+// ledger (one transaction per event: insert the event, update the balance) on the same
+// PostgreSQL. The last line printed is one JSON object with the figures and their ratios.
+import { spawn } from "node:child_process";
+import { once } from "node:events";
+import http from "node:http";
+import pg from "pg";
+
+const BASE_URL = process.env.DATABASE_URL || "postgres://postgres@127.0.0.1:5432/test";
+const SCALE = Number(process.env.BENCH_SCALE || "1");
+const WALLETS = 10_000;
+const BATCH = 1000;
+const SPREAD_BATCHES = Math.round(120 * SCALE);
+const HOT_BATCHES = Math.round(120 * SCALE);
+const SINGLE_EVENTS = Math.round(10_000 * SCALE);
+const NAIVE_EVENTS = Math.round(10_000 * SCALE);
+const CONCURRENT_BATCHES = 4;
+const SINGLE_CLIENTS = 50;
+
+const log = (...args) => console.error("[bench]", ...args);
+const dbName = `drawdown_bench_${process.pid}`;
+const admin = new pg.Client({ connectionString: BASE_URL });
+await admin.connect();
+await admin.query(`CREATE DATABASE ${dbName}`);
+const url = new URL(BASE_URL);
+url.pathname = `/${dbName}`;
+const DATABASE_URL = url.toString();
+
+let server;
+try {
+  // ---- schema and seed (through the CLI's migrate, then bulk SQL that keeps the journal balanced)
+  await run("node", ["packages/cli/dist/src/main.js", "migrate"], { DATABASE_URL });
+  const db = new pg.Pool({ connectionString: DATABASE_URL, max: 16 });
+  const { tenantId, key, customers, hot } = await seed(db);
+  log(`seeded ${WALLETS} wallets`);
+
+  // ---- the server, in its own process
+  server = spawn(process.execPath, ["packages/cli/dist/src/main.js", "serve"], {
+    env: { ...process.env, DATABASE_URL, PORT: "0", DRAWDOWN_POOL_SIZE: "8" },
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  const base = await new Promise((resolve, reject) => {
+    let out = "";
+    server.stdout.on("data", (d) => {
+      out += d;
+      const m = /listening on (http:\/\/\S+)/.exec(out);
+      if (m) resolve(m[1]);
+    });
+    server.on("exit", (code) => reject(new Error(`server exited ${code}`)));
+  });
+  const { hostname, port } = new URL(base);
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
+  const post = (path, body) =>
+    new Promise((resolve, reject) => {
+      const req = http.request(
+        {
+          hostname,
+          port,
+          path,
+          method: "POST",
+          agent,
+          headers: {
+            authorization: `Bearer ${key}`,
+            "content-type": "application/json",
+            "content-length": Buffer.byteLength(body),
+          },
+        },
+        (res) => {
+          const chunks = [];
+          res.on("data", (c) => chunks.push(c));
+          res.on("end", () =>
+            res.statusCode < 300
+              ? resolve(Buffer.concat(chunks))
+              : reject(new Error(`${res.statusCode} ${Buffer.concat(chunks)}`)),
+          );
+        },
+      );
+      req.on("error", reject);
+      req.end(body);
+    });
+
+  let seq = 0;
+  const event = (customer) =>
+    `{"id":"b${++seq}","customer_id":"${customer}","action":"chat.completion","dimensions":{"model":"gpt-4o"},"quantities":{"input_tokens":${1000 + (seq % 500)},"output_tokens":${200 + (seq % 100)}}}`;
+  const batchBody = (pick) => `{"events":[${Array.from({ length: BATCH }, () => event(pick())).join(",")}]}`;
+
+  async function batches(label, count, pick) {
+    const bodies = Array.from({ length: count }, () => batchBody(pick));
+    await post("/v1/events/batch", batchBody(pick)); // warm up
+    let next = 0;
+    let accepted = 0;
+    const started = process.hrtime.bigint();
+    await Promise.all(
+      Array.from({ length: CONCURRENT_BATCHES }, async () => {
+        while (next < bodies.length) {
+          const body = bodies[next++];
+          const res = JSON.parse(await post("/v1/events/batch", body));
+          accepted += res.accepted;
+        }
+      }),
+    );
+    const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+    log(`${label}: ${accepted} events in ${seconds.toFixed(2)} s`);
+    if (accepted !== count * BATCH) throw new Error(`${label}: ${accepted} of ${count * BATCH} accepted`);
+    return accepted / seconds;
+  }
+
+  const spread = await batches(
+    "spread over 10,000 wallets",
+    SPREAD_BATCHES,
+    () => customers[Math.floor(Math.random() * customers.length)],
+  );
+  const hotRate = await batches("one hot wallet", HOT_BATCHES, () => hot);
+
+  // ---- single events, 50 concurrent clients
+  const singles = Array.from({ length: SINGLE_EVENTS }, () =>
+    event(customers[Math.floor(Math.random() * customers.length)]),
+  );
+  let nextSingle = 0;
+  const singleStart = process.hrtime.bigint();
+  await Promise.all(
+    Array.from({ length: SINGLE_CLIENTS }, async () => {
+      while (nextSingle < singles.length) await post("/v1/events", singles[nextSingle++]);
+    }),
+  );
+  const singleSeconds = Number(process.hrtime.bigint() - singleStart) / 1e9;
+  const singleRate = SINGLE_EVENTS / singleSeconds;
+  log(`single events, ${SINGLE_CLIENTS} clients: ${SINGLE_EVENTS} in ${singleSeconds.toFixed(2)} s`);
+
+  // ---- the naive ledger: one transaction per event, same PostgreSQL, same concurrency as the single-event clients
+  await db.query(`CREATE TABLE naive_balances (id int PRIMARY KEY, balance numeric(38,0) NOT NULL CHECK (balance >= 0));
+    CREATE TABLE naive_events (id text PRIMARY KEY, wallet int NOT NULL, credits numeric(38,0) NOT NULL, at timestamptz NOT NULL DEFAULT now());
+    INSERT INTO naive_balances SELECT g, 1000000000000000 FROM generate_series(1, ${WALLETS}) g;`);
+  let nextNaive = 0;
+  const naiveStart = process.hrtime.bigint();
+  await Promise.all(
+    Array.from({ length: 16 }, async () => {
+      const c = await db.connect();
+      try {
+        while (nextNaive < NAIVE_EVENTS) {
+          const i = nextNaive++;
+          const wallet = 1 + Math.floor(Math.random() * WALLETS);
+          await c.query("BEGIN");
+          await c.query("INSERT INTO naive_events (id, wallet, credits) VALUES ($1, $2, $3)", [
+            `n${i}`,
+            wallet,
+            "4500000",
+          ]);
+          await c.query("UPDATE naive_balances SET balance = balance - $2 WHERE id = $1", [
+            wallet,
+            "4500000",
+          ]);
+          await c.query("COMMIT");
+        }
+      } finally {
+        c.release();
+      }
+    }),
+  );
+  const naiveSeconds = Number(process.hrtime.bigint() - naiveStart) / 1e9;
+  const naiveRate = NAIVE_EVENTS / naiveSeconds;
+  log(`naive ledger: ${NAIVE_EVENTS} in ${naiveSeconds.toFixed(2)} s`);
+
+  // ---- the ledger must still reconcile
+  const r = await run("node", ["packages/cli/dist/src/main.js", "reconcile"], { DATABASE_URL });
+  log(r.trim());
+  await db.end();
+  agent.destroy();
+
+  const round = (x) => Math.round(x);
+  console.log(
+    JSON.stringify({
+      ingest_events_per_s: round(spread),
+      hot_events_per_s: round(hotRate),
+      single_events_per_s: round(singleRate),
+      naive_events_per_s: round(naiveRate),
+      ratio_vs_naive: Number((spread / naiveRate).toFixed(2)),
+      hot_vs_spread: Number((hotRate / spread).toFixed(2)),
+      batch_size: BATCH,
+      wallets: WALLETS,
+    }),
+  );
+} finally {
+  if (server && server.exitCode === null) {
+    server.kill("SIGTERM");
+    await once(server, "exit").catch(() => undefined);
+  }
+  await admin.query(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`);
+  await admin.end();
+}
+
+async function run(cmd, args, env) {
+  const child = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "inherit"] });
+  let out = "";
+  child.stdout.on("data", (d) => (out += d));
+  const [code] = await once(child, "exit");
+  if (code !== 0) throw new Error(`${cmd} ${args.join(" ")} exited ${code}`);
+  return out;
+}
+
+async function seed(db) {
+  const now = new Date().toISOString();
+  const tenantId = "ten_bench";
+  await db.query("INSERT INTO tenants (id, name, environment, created_at) VALUES ($1, 'Bench', 'test', $2)", [
+    tenantId,
+    now,
+  ]);
+  const out = await run("node", ["packages/cli/dist/src/main.js", "keys", "create", "--tenant", tenantId], {
+    DATABASE_URL,
+  });
+  const key = out.trim();
+  const amount = "1000000000000000"; // a million credits per wallet
+  await db.query(
+    "INSERT INTO customers (tenant_id, id, kind, created_at) SELECT $1, 'cus_' || g, 'organization', $2 FROM generate_series(1, $3) g",
+    [tenantId, now, WALLETS],
+  );
+  await db.query(
+    "INSERT INTO wallets (tenant_id, id, customer_id, balance, created_at) SELECT $1, 'wal_' || g, 'cus_' || g, $2, $3 FROM generate_series(1, $4) g",
+    [tenantId, amount, now, WALLETS],
+  );
+  await db.query(
+    `INSERT INTO grants (tenant_id, id, wallet_id, customer_id, amount, remaining, source, cost_basis, currency, effective_at, priority, status, created_at)
+     SELECT $1, 'grt_' || g, 'wal_' || g, 'cus_' || g, $2, $2, 'purchase', 10000000, 'USD', $3, 50, 'active', $3 FROM generate_series(1, $4) g`,
+    [tenantId, amount, now, WALLETS],
+  );
+  await db.query(
+    `INSERT INTO journal_transactions (tenant_id, id, customer_id, kind, posted_at) SELECT $1, 'txn_' || g, 'cus_' || g, 'grant', $2 FROM generate_series(1, $3) g`,
+    [tenantId, now, WALLETS],
+  );
+  await db.query(
+    `INSERT INTO journal_entries (tenant_id, tx_id, idx, seq, account, wallet_id, grant_id, unit, amount)
+     SELECT $1, t.id, e.idx, t.seq, e.account, e.wallet_id, e.grant_id, 'credit', e.amount
+     FROM journal_transactions t, LATERAL (VALUES
+       (0, 'issuance', NULL, NULL, -$2::numeric),
+       (1, 'grant', 'wal_' || substr(t.id, 5), 'grt_' || substr(t.id, 5), $2::numeric)) AS e(idx, account, wallet_id, grant_id, amount)
+     WHERE t.tenant_id = $1`,
+    [tenantId, amount],
+  );
+  await publishRateCard();
+  return {
+    tenantId,
+    key,
+    customers: Array.from({ length: WALLETS }, (_, i) => `cus_${i + 1}`),
+    hot: "cus_1",
+  };
+
+  async function publishRateCard() {
+    // Through the storage layer, so the card is validated as the API would.
+    const { Store, Metering, openPostgres, createIdGenerator } = await import("@drawdown/storage");
+    const sql = await openPostgres(DATABASE_URL, { max: 1 });
+    const store = new Store(sql, { newId: createIdGenerator() });
+    const metering = new Metering(() => Date.now(), store.newId);
+    await sql.transaction(async (tx) => {
+      const card = await metering.createRateCard(tx, tenantId, "default");
+      await metering.publishRateCardVersion(tx, tenantId, card.value.id, null, {
+        lines: [
+          {
+            id: "in",
+            action: "chat.completion",
+            match: { model: "gpt-4o" },
+            quantity: "input_tokens",
+            rate: "0.0025",
+            per: "1000",
+          },
+          {
+            id: "out",
+            action: "chat.completion",
+            match: { model: "gpt-4o" },
+            quantity: "output_tokens",
+            rate: "0.01",
+            per: "1000",
+          },
+        ],
+      });
+    });
+    await sql.close();
+  }
+}
