@@ -1,1 +1,32 @@
-export {};
+/**
+ * @drawdown/sdk: the typed TypeScript client of the Drawdown API.
+ *
+ * @example
+ * import { Drawdown, toUnits } from "@drawdown/sdk";
+ * const dd = new Drawdown({ apiKey: process.env.DRAWDOWN_KEY!, baseUrl: "http://127.0.0.1:4020" });
+ * const b = await dd.wallets.balance("wal_01jd0s7k2mqx3v8r9t5w6y7z8a");
+ * console.log(b.available, toUnits(b.available));
+ */
+export { toCredits, toUnits, UNITS_PER_CREDIT } from "./amounts.js";
+export { Drawdown, type DrawdownOptions } from "./client.js";
+export {
+  API_ERROR_CODES,
+  API_ERROR_STATUS,
+  type ApiErrorCode,
+  DrawdownConnectionError,
+  DrawdownError,
+  type DrawdownErrorCode,
+  type FieldError,
+} from "./errors.js";
+export { ApiPromise, type ApiResponse } from "./http.js";
+export {
+  Adjustments,
+  ApiKeys,
+  Customers,
+  Grants,
+  paginate,
+  Subjects,
+  Transactions,
+  Wallets,
+} from "./resources.js";
+export type * from "./types.js";

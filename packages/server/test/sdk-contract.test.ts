@@ -1,0 +1,177 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import type * as Sdk from "@drawdown/sdk";
+import { API_ERROR_STATUS, Drawdown } from "@drawdown/sdk";
+import type { Static } from "@sinclair/typebox";
+import { type ApiErrorCode, ERRORS } from "../src/errors.js";
+import { ROUTES } from "../src/routes.js";
+import type * as S from "../src/schemas.js";
+import { routeOf } from "./support/contract.js";
+
+/**
+ * The SDK writes its own wire types (it never imports the server); this file proves they
+ * match the server's schemas, at compile time, and that the SDK has a method per route.
+ */
+
+type Equal<A, B> = (<T>() => T extends A ? 1 : 2) extends <T>() => T extends B ? 1 : 2 ? true : false;
+type Assignable<A, B> = [A] extends [B] ? true : false;
+/** Compiles only when given `true`. */
+const check = <T extends true>(_proof?: T): void => {};
+
+type Item<L> = L extends { data: (infer T)[] } ? T : never;
+
+// Responses: the same fields, and every SDK value is a valid wire value.
+check<Equal<keyof Sdk.Customer, keyof Static<typeof S.CustomerView>>>();
+check<Assignable<Sdk.Customer, Static<typeof S.CustomerView>>>();
+check<Equal<keyof Sdk.Subject, keyof Static<typeof S.SubjectView>>>();
+check<Assignable<Sdk.Subject, Static<typeof S.SubjectView>>>();
+check<Equal<keyof Sdk.Wallet, keyof Static<typeof S.WalletView>>>();
+check<Assignable<Sdk.Wallet, Static<typeof S.WalletView>>>();
+check<Equal<keyof Sdk.Grant, keyof Static<typeof S.GrantView>>>();
+check<Assignable<Sdk.Grant, Static<typeof S.GrantView>>>();
+check<Equal<keyof Sdk.GrantChange, keyof NonNullable<Static<typeof S.GrantView>["changes"]>[number]>>();
+check<Equal<keyof Sdk.GrantCreated, keyof Static<typeof S.GrantCreated>>>();
+check<Assignable<Sdk.GrantCreated, Static<typeof S.GrantCreated>>>();
+check<Equal<keyof Sdk.Entry, keyof Static<typeof S.EntryView>>>();
+check<Assignable<Sdk.Entry, Static<typeof S.EntryView>>>();
+check<Equal<keyof Sdk.Transaction, keyof Static<typeof S.TransactionView>>>();
+check<Assignable<Sdk.Transaction, Static<typeof S.TransactionView>>>();
+check<Equal<keyof Sdk.Balance, keyof Static<typeof S.BalanceView>>>();
+check<Equal<keyof Sdk.BalanceGrant, keyof Static<typeof S.BalanceView>["grants"][number]>>();
+check<Equal<keyof Sdk.ScopeBalance, keyof Static<typeof S.BalanceView>["scopes"][number]>>();
+check<Assignable<Sdk.Balance, Static<typeof S.BalanceView>>>();
+check<Equal<keyof Sdk.ReconcileReport, keyof Static<typeof S.ReconcileView>>>();
+check<Assignable<Sdk.ReconcileReport, Static<typeof S.ReconcileView>>>();
+check<Equal<keyof Sdk.ApiKey, keyof Static<typeof S.ApiKeyView>>>();
+check<Assignable<Sdk.ApiKey, Static<typeof S.ApiKeyView>>>();
+check<Equal<keyof Sdk.Problem, keyof Static<typeof S.ProblemView>>>();
+check<Equal<keyof Sdk.List<Sdk.Grant>, keyof Static<ReturnType<typeof S.ListOf<typeof S.GrantView>>>>>();
+check<Equal<Item<Sdk.List<Sdk.Grant>>, Sdk.Grant>>();
+
+// Request bodies: the same fields, and every valid wire body is accepted by the SDK as it is.
+check<Equal<keyof Sdk.CustomerCreateParams, keyof Static<typeof S.CustomerCreate>>>();
+check<Assignable<Static<typeof S.CustomerCreate>, Sdk.CustomerCreateParams>>();
+check<Equal<keyof Sdk.SubjectCreateParams, keyof Static<typeof S.SubjectCreate>>>();
+check<Assignable<Static<typeof S.SubjectCreate>, Sdk.SubjectCreateParams>>();
+check<Equal<keyof Sdk.WalletCreateParams, keyof Static<typeof S.WalletCreate>>>();
+check<Assignable<Static<typeof S.WalletCreate>, Sdk.WalletCreateParams>>();
+check<Equal<keyof Sdk.GrantCreateParams, keyof Static<typeof S.GrantCreate>>>();
+check<Assignable<Static<typeof S.GrantCreate>, Sdk.GrantCreateParams>>();
+check<Equal<keyof Sdk.CreditAdjustmentParams, keyof Static<typeof S.CreditAdjustment>>>();
+check<Assignable<Static<typeof S.CreditAdjustment>, Sdk.CreditAdjustmentParams>>();
+check<Equal<keyof Sdk.DebitAdjustmentParams, keyof Static<typeof S.DebitAdjustment>>>();
+check<Assignable<Static<typeof S.DebitAdjustment>, Sdk.DebitAdjustmentParams>>();
+check<Equal<keyof Sdk.GrantVoidParams, keyof Static<typeof S.GrantVoid>>>();
+check<Assignable<Static<typeof S.GrantVoid>, Sdk.GrantVoidParams>>();
+check<Equal<keyof Sdk.GrantExtendParams, keyof Static<typeof S.GrantExtend>>>();
+check<Assignable<Static<typeof S.GrantExtend>, Sdk.GrantExtendParams>>();
+check<Equal<keyof Sdk.ReversalParams, keyof Static<typeof S.Reversal>>>();
+check<Assignable<Static<typeof S.Reversal>, Sdk.ReversalParams>>();
+check<Equal<keyof Sdk.ApiKeyCreateParams, keyof Static<typeof S.ApiKeyCreate>>>();
+check<Assignable<Static<typeof S.ApiKeyCreate>, Sdk.ApiKeyCreateParams>>();
+
+// Paging: the same parameters (limit travels as text; the SDK takes a number).
+check<Equal<keyof Sdk.PageParams, keyof Static<typeof S.Page>>>();
+
+// Error codes: the SDK's union is the server's.
+check<Equal<Sdk.ApiErrorCode, ApiErrorCode>>();
+
+test("the SDK's error codes and statuses are the server's", () => {
+  const server = Object.fromEntries(Object.entries(ERRORS).map(([code, e]) => [code, e.status]));
+  assert.deepEqual({ ...API_ERROR_STATUS }, server);
+});
+
+test("the SDK calls every route, sending exactly the documented query parameters and body fields", async () => {
+  const sent: { method: string; path: string; query: string[]; body: string[] }[] = [];
+  const fetch = async (input: string | URL | Request, init?: RequestInit) => {
+    const url = new URL(String(input));
+    const body = typeof init?.body === "string" ? Object.keys(JSON.parse(init.body) as object) : [];
+    sent.push({
+      method: init?.method ?? "GET",
+      path: url.pathname,
+      query: [...url.searchParams.keys()],
+      body,
+    });
+    return new Response("{}", { status: 200, headers: { "content-type": "application/json" } });
+  };
+  const dd = new Drawdown({ apiKey: "k", baseUrl: "http://sdk.test", fetch });
+  // Every parameter set (Required<…>), so a field the SDK types but does not send shows up.
+  const page: Required<Sdk.PageParams> = { limit: 10, cursor: "c" };
+  const time = new Date(0);
+  const customerList: Required<Sdk.CustomerListParams> = { ...page, external_id: "x" };
+  const grantList: Required<Sdk.GrantListParams> = {
+    ...page,
+    wallet_id: "w",
+    customer_id: "c",
+    status: "active",
+  };
+  const txnList: Required<Sdk.TransactionListParams> = {
+    ...page,
+    wallet_id: "w",
+    customer_id: "c",
+    from: time,
+    to: time,
+  };
+  const customer: Required<Sdk.CustomerCreateParams> = {
+    kind: "individual",
+    external_id: "x",
+    name: "n",
+    metadata: {},
+  };
+  const subject: Required<Sdk.SubjectCreateParams> = {
+    kind: "member",
+    external_id: "x",
+    name: "n",
+    metadata: {},
+  };
+  const grantFields = { expires_at: time, priority: 1, scope: ["a"], metadata: {} };
+  const grant: Required<Sdk.GrantCreateParams> = {
+    ...grantFields,
+    wallet_id: "w",
+    amount: 1n,
+    source: "plan",
+    cost_basis: "0",
+    currency: "USD",
+    effective_at: time,
+  };
+  const credit: Required<Sdk.CreditAdjustmentParams> = { ...grantFields, amount: "1", reason: "r" };
+  const debit: Required<Sdk.DebitAdjustmentParams> = { amount: "1", reason: "r", action: "a", grant_id: "g" };
+  const key: Required<Sdk.ApiKeyCreateParams> = { kind: "restricted", name: "n", customer_id: "c" };
+  await Promise.all([
+    dd.customers.create(customer),
+    dd.customers.list(customerList),
+    dd.customers.get("cus_1"),
+    dd.subjects.create("cus_1", subject),
+    dd.subjects.list("cus_1", page),
+    dd.subjects.get("sub_1"),
+    dd.wallets.create({ customer_id: "c", member_id: "m" }),
+    dd.wallets.list("cus_1"),
+    dd.wallets.get("wal_1"),
+    dd.wallets.balance("wal_1"),
+    dd.adjustments.credit("wal_1", credit),
+    dd.adjustments.debit("wal_1", debit),
+    dd.grants.create(grant),
+    dd.grants.list(grantList),
+    dd.grants.get("grt_1"),
+    dd.grants.void("grt_1", { reason: "r" }),
+    dd.grants.extend("grt_1", { expires_at: null, reason: "r" }),
+    dd.transactions.list(txnList),
+    dd.transactions.get("txn_1"),
+    dd.transactions.reverse("txn_1", { reason: "r" }),
+    dd.reconcile(),
+    dd.apiKeys.create(key),
+    dd.apiKeys.list(),
+    dd.apiKeys.revoke("key_1"),
+  ]);
+  const called = new Set<string>();
+  for (const s of sent) {
+    const route = routeOf(s.method, s.path);
+    assert.ok(route, `${s.method} ${s.path} is no route`);
+    called.add(route.operationId);
+    const props = (schema: unknown) =>
+      Object.keys((schema as { properties?: Record<string, unknown> } | undefined)?.properties ?? {}).sort();
+    assert.deepEqual([...s.query].sort(), props(route.query), `${route.operationId}: query parameters`);
+    assert.deepEqual([...s.body].sort(), props(route.body), `${route.operationId}: body fields`);
+  }
+  assert.deepEqual([...called].sort(), ROUTES.map((r) => r.operationId).sort(), "one SDK call per route");
+});
