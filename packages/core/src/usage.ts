@@ -169,6 +169,9 @@ export function planUsage(
   events: readonly UsageEvent[],
 ): UsagePlan {
   const grants = new Map(state.grants);
+  // Grant ids per wallet, so drawing does not scan every loaded grant for each event.
+  const walletGrants = new Map<string, string[]>();
+  for (const g of grants.values()) walletGrants.set(g.walletId, [...(walletGrants.get(g.walletId) ?? []), g.id]);
   const overdraft = new Map<string, bigint>();
   const usage = new Map(state.usage);
   const usageDeltas = new Map<string, bigint>();
@@ -273,7 +276,7 @@ export function planUsage(
     }
     const sources = walletChain.map((walletId) => ({
       walletId,
-      grants: [...grants.values()].filter((g) => g.walletId === walletId),
+      grants: (walletGrants.get(walletId) ?? []).map((id) => grants.get(id)!),
     }));
     const plan = planDraws(sources, rating.credits, event.action, ctx.now);
     const poolState = state.wallets.get(pool)!;
