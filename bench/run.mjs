@@ -39,7 +39,9 @@ try {
   log(`seeded ${WALLETS} wallets`);
 
   // ---- the server, in its own process
-  server = spawn(process.execPath, ["packages/cli/dist/src/main.js", "serve"], {
+  // BENCH_NODE_FLAGS (e.g. "--cpu-prof") go to the server process, to profile it under load.
+  const flags = (process.env.BENCH_NODE_FLAGS || "").split(" ").filter(Boolean);
+  server = spawn(process.execPath, [...flags, "packages/cli/dist/src/main.js", "serve"], {
     env: { ...process.env, DATABASE_URL, PORT: "0", DRAWDOWN_POOL_SIZE: "8" },
     stdio: ["ignore", "pipe", "inherit"],
   });
@@ -232,8 +234,8 @@ async function seed(db) {
     [tenantId, now, WALLETS],
   );
   await db.query(
-    `INSERT INTO journal_entries (tenant_id, tx_id, idx, seq, account, wallet_id, grant_id, unit, amount)
-     SELECT $1, t.id, e.idx, t.seq, e.account, e.wallet_id, e.grant_id, 'credit', e.amount
+    `INSERT INTO journal_entries (tenant_id, tx_id, idx, account, wallet_id, grant_id, unit, amount)
+     SELECT $1, t.id, e.idx, e.account, e.wallet_id, e.grant_id, 'credit', e.amount
      FROM journal_transactions t, LATERAL (VALUES
        (0, 'issuance', NULL, NULL, -$2::numeric),
        (1, 'grant', 'wal_' || substr(t.id, 5), 'grt_' || substr(t.id, 5), $2::numeric)) AS e(idx, account, wallet_id, grant_id, amount)

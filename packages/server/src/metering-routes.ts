@@ -1,5 +1,5 @@
 import { formatAmount, parseDecimal, parseTimestamp, type RateCardInput } from "@drawdown/core";
-import type { ChargeRecord, IngestResult, RateCard, RateCardVersion } from "@drawdown/storage";
+import type { ChargeRecord, EventDetail, IngestResult, RateCard, RateCardVersion } from "@drawdown/storage";
 import { Type } from "@sinclair/typebox";
 import { ApiError } from "./errors.js";
 import { MAX_BATCH_EVENTS, parseEvent } from "./events.js";
@@ -17,6 +17,8 @@ const Match = Type.Record(
   Type.String({ pattern: "^[a-z][a-z0-9_]{0,63}$" }),
   Type.String({ minLength: 1, maxLength: 100 }),
   {
+    // A Record checks only the keys that match its pattern; this refuses the others.
+    additionalProperties: false,
     maxProperties: 10,
     description: "Dimension filters: every one must equal the event's dimension.",
   },
@@ -297,6 +299,11 @@ export const METERING_ROUTES: readonly Route[] = [
           : null;
       if (!Array.isArray(list))
         throw new ApiError("validation_failed", 'Send {"events": [...]} or a JSON array of events.');
+      const unknown = Array.isArray(body) ? [] : Object.keys(body as object).filter((k) => k !== "events");
+      if (unknown.length > 0)
+        throw new ApiError("validation_failed", `body/${unknown[0]}: unknown field "${unknown[0]}"`, {
+          errors: unknown.map((k) => ({ path: `body/${k}`, message: `unknown field "${k}"` })),
+        });
       if (list.length === 0 || list.length > MAX_BATCH_EVENTS) {
         throw new ApiError(
           "validation_failed",
@@ -365,43 +372,44 @@ export const METERING_ROUTES: readonly Route[] = [
       const r = rows[0];
       if (!r || (key.customerId !== null && key.customerId !== r.customer_id))
         throw new ApiError("not_found", `No event ${params.id}.`);
-      const money = (v: unknown) => (v === null ? null : formatAmount(BigInt(String(v))));
+      const d = (typeof r.detail === "string" ? JSON.parse(r.detail) : r.detail) as EventDetail;
+      const units = (v: unknown) => formatAmount(BigInt(String(v)));
       const revenue = BigInt(String(r.revenue));
       const cost = r.cost === null ? null : BigInt(String(r.cost));
       return ok200({
         object: "event",
         id: r.event_id,
         customer_id: r.customer_id,
-        subject_id: r.subject_id,
+        subject_id: d.subject_id,
         action: r.action,
-        dimensions: typeof r.dimensions === "string" ? JSON.parse(r.dimensions) : r.dimensions,
-        quantities: typeof r.quantities === "string" ? JSON.parse(r.quantities) : r.quantities,
+        dimensions: d.dimensions,
+        quantities: d.quantities,
         time: new Date(r.time as string).toISOString(),
-        status: r.status,
+        status: d.status,
         run_id: r.run_id,
-        received_at: new Date(r.received_at as string).toISOString(),
+        received_at: d.received_at,
         charge: {
           outcome: r.outcome,
-          credits: money(r.credits),
-          drawn: money(r.drawn),
-          overdraft: money(r.overdraft),
-          unpaid: money(r.unpaid),
-          reason: r.reason,
-          wallet_id: r.wallet_id,
-          rate_card_version_id: r.rate_card_version_id,
-          transaction_id: r.tx_id,
+          credits: units(r.credits),
+          drawn: units(d.drawn),
+          overdraft: units(d.overdraft),
+          unpaid: units(r.unpaid),
+          reason: d.reason,
+          wallet_id: d.wallet_id,
+          rate_card_version_id: d.rate_card_version_id,
+          transaction_id: d.transaction_id,
         },
-        explanation: typeof r.rating === "string" ? JSON.parse(r.rating) : r.rating,
+        explanation: d.explanation,
         cost:
           cost === null
             ? null
             : {
                 amount: formatAmount(cost),
-                currency: r.cost_currency,
-                reported: r.reported_cost,
-                cost_table_version_id: r.cost_version_id,
+                currency: d.cost_currency,
+                reported: d.reported_cost,
+                cost_table_version_id: d.cost_version_id,
               },
-        revenue: { amount: formatAmount(revenue), currency: r.revenue_currency },
+        revenue: { amount: formatAmount(revenue), currency: d.revenue_currency },
         margin: cost === null ? null : formatAmount(revenue - cost),
       });
     },
@@ -634,12 +642,12 @@ export const METERING_ROUTES: readonly Route[] = [
       const column = {
         customer: "customer_id",
         action: "action",
-        model: "dimensions->>'model'",
+        model: "model",
         run: "run_id",
       }[query.group_by as "customer" | "action" | "model" | "run"];
       const { rows } = await store.db.query(
         `SELECT to_char(date_trunc('day', time AT TIME ZONE 'UTC'), 'YYYY-MM-DD') AS day, ${column} AS key, count(*)::int AS events,
-           sum(drawn + overdraft)::text AS credits, sum(unpaid)::text AS unpaid, sum(revenue)::text AS revenue, coalesce(sum(cost), 0)::text AS cost
+           sum(charged)::text AS credits, sum(unpaid)::text AS unpaid, sum(revenue)::text AS revenue, coalesce(sum(cost), 0)::text AS cost
          FROM usage_events WHERE tenant_id = $1 AND ($2::timestamptz IS NULL OR time >= $2) AND ($3::timestamptz IS NULL OR time < $3)
            AND ($4::text IS NULL OR customer_id = $4)
          GROUP BY 1, 2 ORDER BY 1, 2`,
@@ -685,8 +693,8 @@ export const METERING_ROUTES: readonly Route[] = [
     errors: ["not_found"],
     handle: async ({ store, tenantId, key, params }) => {
       const { rows } = await store.db.query(
-        `SELECT customer_id, count(*)::int AS events, count(*) FILTER (WHERE status = 'failed')::int AS failed,
-           sum(drawn + overdraft)::text AS credits, sum(unpaid)::text AS unpaid, sum(revenue)::text AS revenue, coalesce(sum(cost), 0)::text AS cost,
+        `SELECT customer_id, count(*)::int AS events, count(*) FILTER (WHERE detail::json->>'status' = 'failed')::int AS failed,
+           sum(charged)::text AS credits, sum(unpaid)::text AS unpaid, sum(revenue)::text AS revenue, coalesce(sum(cost), 0)::text AS cost,
            min(time) AS started, max(time) AS ended
          FROM usage_events WHERE tenant_id = $1 AND run_id = $2 GROUP BY customer_id`,
         [tenantId, params.id],

@@ -135,17 +135,17 @@ CREATE TABLE journal_entries (
   tenant_id text NOT NULL,
   tx_id text NOT NULL,
   idx integer NOT NULL,
-  seq bigint NOT NULL,
   account text NOT NULL CHECK (account IN ('grant', 'overdraft', 'issuance', 'consumption', 'adjustments', 'breakage', 'voided')),
   wallet_id text,
   grant_id text,
   unit text NOT NULL CHECK (unit = 'credit'),
   amount numeric(38, 0) NOT NULL CHECK (amount <> 0),
+  -- No foreign key to the transaction: its check would lock every transaction row per entry on
+  -- the hot path. Both are written in one statement pair by one function; reconcile finds orphans.
   PRIMARY KEY (tenant_id, tx_id, idx),
-  FOREIGN KEY (tenant_id, tx_id) REFERENCES journal_transactions (tenant_id, id),
   CHECK ((account = 'grant') = (grant_id IS NOT NULL AND wallet_id IS NOT NULL))
 );
-CREATE INDEX journal_entries_wallet ON journal_entries (tenant_id, wallet_id, seq) WHERE wallet_id IS NOT NULL;
+CREATE INDEX journal_entries_wallet ON journal_entries (tenant_id, wallet_id, tx_id) WHERE wallet_id IS NOT NULL;
 CREATE INDEX journal_entries_grant ON journal_entries (tenant_id, grant_id) WHERE grant_id IS NOT NULL;
 
 -- Invariant 2: the journal is append-only. The database refuses edits, whatever the caller.
@@ -241,7 +241,8 @@ CREATE TABLE customer_pricing (
 
 -- Every accepted event, once: its id is deduplicated per tenant forever (the primary key).
 -- Columns that reports aggregate are columns; the rest of the record (dimensions,
--- quantities, the explanation of the charge) is one json document, kept narrow for the hot path.
+-- quantities, the explanation of the charge) is one JSON document stored as text: written
+-- once, read rarely, and not re-parsed by the database on the hot path.
 CREATE TABLE usage_events (
   tenant_id text NOT NULL,
   event_id text NOT NULL,
@@ -257,7 +258,7 @@ CREATE TABLE usage_events (
   unpaid numeric(38, 0) NOT NULL CHECK (unpaid >= 0),
   cost numeric(38, 0),
   revenue numeric(38, 0) NOT NULL,
-  detail json NOT NULL,
+  detail text NOT NULL,
   PRIMARY KEY (tenant_id, event_id),
   CHECK (credits = charged + unpaid),
   CHECK (outcome <> 'zero' OR credits = 0)

@@ -522,55 +522,36 @@ export class Store {
     }
     if (effect.transactions.length > 0) {
       const txs = effect.transactions;
-      const inserted = await ex.query<{ id: string; seq: string }>(
-        `INSERT INTO journal_transactions (tenant_id, id, customer_id, kind, reason, action, reverses_id, posted_at)
-         SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::timestamptz[])
-         RETURNING id, seq`,
-        [
+      // COPY, in order: each transaction's position (seq) follows the order of the effect.
+      await ex.copyFrom(
+        "journal_transactions",
+        ["tenant_id", "id", "customer_id", "kind", "reason", "action", "reverses_id", "posted_at"],
+        txs.map((t) => [
           tenantId,
-          txs.map((t) => t.id),
-          txs.map((t) => t.customerId),
-          txs.map((t) => t.kind),
-          txs.map((t) => t.reason),
-          txs.map((t) => t.action),
-          txs.map((t) => t.reversesId),
-          txs.map((t) => iso(t.postedAt)),
-        ],
+          t.id,
+          t.customerId,
+          t.kind,
+          t.reason,
+          t.action,
+          t.reversesId,
+          iso(t.postedAt),
+        ]),
       );
-      const seqOf = new Map(inserted.rows.map((r) => [String(r.id), String(r.seq)]));
-      const cols = { tx: [] as string[], idx: [] as number[], seq: [] as string[], account: [] as string[] };
-      const more = {
-        wallet: [] as (string | null)[],
-        grant: [] as (string | null)[],
-        unit: [] as string[],
-        amount: [] as string[],
-      };
-      for (const t of txs) {
-        t.entries.forEach((e, i) => {
-          cols.tx.push(t.id);
-          cols.idx.push(i);
-          cols.seq.push(seqOf.get(t.id)!);
-          cols.account.push(accountName(e.account));
-          more.wallet.push(e.account.kind === "system" ? null : e.account.walletId);
-          more.grant.push(e.account.kind === "grant" ? e.account.grantId : null);
-          more.unit.push(e.unit);
-          more.amount.push(e.amount.toString());
-        });
-      }
-      await ex.query(
-        `INSERT INTO journal_entries (tenant_id, tx_id, idx, seq, account, wallet_id, grant_id, unit, amount)
-         SELECT $1, * FROM unnest($2::text[], $3::int[], $4::bigint[], $5::text[], $6::text[], $7::text[], $8::text[], $9::numeric[])`,
-        [
-          tenantId,
-          cols.tx,
-          cols.idx,
-          cols.seq,
-          cols.account,
-          more.wallet,
-          more.grant,
-          more.unit,
-          more.amount,
-        ],
+      await ex.copyFrom(
+        "journal_entries",
+        ["tenant_id", "tx_id", "idx", "account", "wallet_id", "grant_id", "unit", "amount"],
+        txs.flatMap((t) =>
+          t.entries.map((e, i) => [
+            tenantId,
+            t.id,
+            String(i),
+            accountName(e.account),
+            e.account.kind === "system" ? null : e.account.walletId,
+            e.account.kind === "grant" ? e.account.grantId : null,
+            e.unit,
+            e.amount.toString(),
+          ]),
+        ),
       );
       const entries = txs.flatMap((t) => t.entries);
       const byGrant = grantDeltas(entries);
@@ -868,7 +849,7 @@ export class Store {
   ): Promise<Page<TransactionRecord>> {
     const { rows } = await this.db.query(
       `SELECT t.* FROM journal_transactions t WHERE t.tenant_id = $1
-       AND ($2::text IS NULL OR t.seq IN (SELECT e.seq FROM journal_entries e WHERE e.tenant_id = $1 AND e.wallet_id = $2))
+       AND ($2::text IS NULL OR t.id IN (SELECT e.tx_id FROM journal_entries e WHERE e.tenant_id = $1 AND e.wallet_id = $2))
        AND ($3::text IS NULL OR t.customer_id = $3)
        AND ($4::timestamptz IS NULL OR t.posted_at >= $4) AND ($5::timestamptz IS NULL OR t.posted_at < $5)
        AND ($6::bigint IS NULL OR t.seq > $6)
@@ -945,6 +926,20 @@ export class Store {
           message: `remaining ${g.remaining} units, journal says ${g.journal}`,
         });
       }
+    }
+    const orphans = await ex.query(
+      `SELECT DISTINCT e.tenant_id, e.tx_id FROM journal_entries e
+       WHERE ($1::text IS NULL OR e.tenant_id = $1)
+         AND NOT EXISTS (SELECT 1 FROM journal_transactions t WHERE t.tenant_id = e.tenant_id AND t.id = e.tx_id)`,
+      [tenantId],
+    );
+    for (const o of orphans.rows) {
+      differences.push({
+        kind: "transaction",
+        tenantId: String(o.tenant_id),
+        id: String(o.tx_id),
+        message: "entries belong to a transaction that does not exist",
+      });
     }
     const unbalanced = await ex.query(
       `SELECT t.tenant_id, t.id, coalesce(sum(e.amount), 0)::text AS total, count(e.idx)::int AS entries

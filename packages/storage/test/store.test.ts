@@ -1417,8 +1417,8 @@ for (const backend of backends()) {
           [tenantId, customer.id],
         );
         await store.db.query(
-          `INSERT INTO journal_entries (tenant_id, tx_id, idx, seq, account, unit, amount)
-           VALUES ($1, 'txn_bad', 0, 0, 'consumption', 'credit', 5)`,
+          `INSERT INTO journal_entries (tenant_id, tx_id, idx, account, unit, amount)
+           VALUES ($1, 'txn_bad', 0, 'consumption', 'credit', 5)`,
           [tenantId],
         );
         const report = await store.reconcile(tenantId);
