@@ -275,7 +275,8 @@ export function rateEvent(
       const shift = 10n ** BigInt(MAX_PER_EXPONENT - line.perExponent);
       for (const p of pieces) exact += p.quantity * p.rate * multiplier * shift;
     }
-    const floor = line.minimum * denominator;
+    // A minimum applies to an event that used the line's quantity; zero usage costs nothing.
+    const floor = amount > 0n ? line.minimum * denominator : 0n;
     const minimumApplied = !line.free && exact < floor;
     if (minimumApplied) exact = floor;
     if (!line.free) allFree = false;

@@ -171,7 +171,11 @@ export function planUsage(
   const grants = new Map(state.grants);
   // Grant ids per wallet, so drawing does not scan every loaded grant for each event.
   const walletGrants = new Map<string, string[]>();
-  for (const g of grants.values()) walletGrants.set(g.walletId, [...(walletGrants.get(g.walletId) ?? []), g.id]);
+  for (const g of grants.values()) {
+    const ids = walletGrants.get(g.walletId);
+    if (ids) ids.push(g.id);
+    else walletGrants.set(g.walletId, [g.id]);
+  }
   const overdraft = new Map<string, bigint>();
   const usage = new Map(state.usage);
   const usageDeltas = new Map<string, bigint>();
@@ -183,7 +187,9 @@ export function planUsage(
   for (const g of grants.values()) {
     const w = state.wallets.get(g.walletId);
     if (!w) continue;
-    byCustomer.set(w.customerId, [...(byCustomer.get(w.customerId) ?? []), g]);
+    const list = byCustomer.get(w.customerId);
+    if (list) list.push(g);
+    else byCustomer.set(w.customerId, [g]);
   }
   for (const [customerId, list] of [...byCustomer.entries()].sort(([a], [b]) => (a < b ? -1 : 1))) {
     const due = expireDueEntries(list, ctx.now);
@@ -244,11 +250,14 @@ export function planUsage(
       continue;
     }
     const rating = rated.value;
-    for (const line of rating.lines) {
-      const key = usageKey(event.customerId, period, line.lineId);
-      usage.set(key, (usage.get(key) ?? 0n) + line.amount);
-      usageDeltas.set(key, (usageDeltas.get(key) ?? 0n) + line.amount);
-    }
+    // Volume tiers count what was used and paid for (or free): an unpaid charge does not count.
+    const countUsage = () => {
+      for (const line of rating.lines) {
+        const key = usageKey(event.customerId, period, line.lineId);
+        usage.set(key, (usage.get(key) ?? 0n) + line.amount);
+        usageDeltas.set(key, (usageDeltas.get(key) ?? 0n) + line.amount);
+      }
+    };
     const cost = costOf(state, event);
     const base = {
       kind: "accepted" as const,
@@ -261,6 +270,7 @@ export function planUsage(
       costVersionId: cost?.versionId ?? null,
     };
     if (rating.credits === 0n) {
+      countUsage();
       outcomes.push({
         ...base,
         drawn: 0n,
@@ -302,6 +312,7 @@ export function planUsage(
       });
       continue;
     }
+    countUsage();
     let revenue = 0n;
     let revenueCurrency: string | null = null;
     const c: Charges = charges.get(event.customerId) ?? {
