@@ -1,5 +1,6 @@
 import { createHash, randomBytes } from "node:crypto";
-import type { ApiKey, Store } from "@drawdown/storage";
+import { type ApiKey, IngestWriter, Metering, type Store } from "@drawdown/storage";
+import { Type } from "@sinclair/typebox";
 import Fastify, {
   type FastifyError,
   type FastifyInstance,
@@ -8,6 +9,7 @@ import Fastify, {
 } from "fastify";
 import type { Config } from "./config.js";
 import { ApiError, type ApiErrorCode, type Problem, problem } from "./errors.js";
+import { METERING_ROUTES, publicRateCard } from "./metering-routes.js";
 import { buildOpenApi } from "./openapi.js";
 import { renderReference } from "./reference.js";
 import { type Reply, ROUTES, type Route } from "./routes.js";
@@ -21,10 +23,39 @@ declare module "fastify" {
 /** What the app needs: the store, and the parts of the configuration the HTTP layer uses. */
 export interface AppOptions {
   readonly store: Store;
+  /** Rate cards and pricing; built over the store when absent. */
+  readonly metering?: Metering;
+  /** The ingest writer; built over the store when absent. */
+  readonly writer?: IngestWriter;
   readonly config: Pick<Config, "bodyLimit" | "logRequests">;
 }
 
 const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/;
+
+/** The query schema of a route that takes none: an unknown parameter is an error, not ignored. */
+const NO_QUERY = Type.Object({}, { additionalProperties: false });
+
+/**
+ * The path of the first string (value or key) holding a NUL character, which PostgreSQL
+ * cannot store in text or jsonb. Iterative, so no input nests deep enough to overflow.
+ */
+function nulPath(root: unknown, rootPath: string): string | null {
+  const stack: [unknown, string][] = [[root, rootPath]];
+  while (stack.length > 0) {
+    const [value, path] = stack.pop()!;
+    if (typeof value === "string") {
+      if (value.includes("\u0000")) return path;
+    } else if (Array.isArray(value)) {
+      for (const [i, v] of value.entries()) stack.push([v, `${path}/${i}`]);
+    } else if (value !== null && typeof value === "object") {
+      for (const [k, v] of Object.entries(value)) {
+        if (k.includes("\u0000")) return `${path}/${k}`;
+        stack.push([v, `${path}/${k}`]);
+      }
+    }
+  }
+  return null;
+}
 
 /** A stable fingerprint of a POST: method, path and canonical JSON body. */
 function fingerprint(method: string, path: string, body: unknown): string {
@@ -110,7 +141,23 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
       customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: false, allErrors: true },
     },
     return503OnClosing: true,
+    // Path parameters as long as any schema admits reach validation, which answers for them.
+    routerOptions: { maxParamLength: 1000 },
+    // Errors found before routing (a malformed percent-escape, an overlong path): problems too.
+    frameworkErrors: (error, req, reply) => {
+      reply.header("request-id", req.id);
+      if (error.code === "FST_ERR_BAD_URL" || error.code === "FST_ERR_MAX_PARAM_LENGTH") {
+        const detail =
+          error.code === "FST_ERR_BAD_URL"
+            ? "The URL is not valid: a percent-escape is malformed."
+            : "A path parameter is longer than any this API takes.";
+        return sendProblem(reply, problem("validation_failed", detail, req.id));
+      }
+      return sendProblem(reply, problem("internal_error", "Something went wrong on our side.", req.id));
+    },
   });
+  // JSON only: Fastify would otherwise take text/plain bodies as strings.
+  app.removeContentTypeParser("text/plain");
 
   app.addHook("onRequest", async (req, reply) => {
     reply.header("request-id", req.id);
@@ -141,14 +188,38 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     return sendProblem(reply, problem(code, detail, req.id));
   });
 
+  const metering = options.metering ?? new Metering(() => store.now(), store.newId);
+  const services: Services = { store, metering, writer: options.writer ?? new IngestWriter(store, metering) };
   // The machine-readable and the human-readable reference, both public.
-  const openapi = buildOpenApi(ROUTES);
+  const openapi = buildOpenApi([...ROUTES, ...METERING_ROUTES]);
   const referenceHtml = renderReference(openapi);
   app.get("/v1/openapi.json", async () => openapi);
   app.get("/reference", async (_req, reply) => reply.type("text/html; charset=utf-8").send(referenceHtml));
   app.get("/health", async () => ({ ok: true }));
+  // Public and read-only: a tenant's current consumption rates, as its customers should see them.
+  app.get<{ Params: { tenant_id: string } }>("/v1/public/:tenant_id/rate_card", async (req, reply) => {
+    const tenantId = req.params.tenant_id;
+    const card = /^ten_[0-9a-z]{1,60}$/.test(tenantId)
+      ? (await metering.catalog(store.db, tenantId)).cards.get(
+          (await metering.catalog(store.db, tenantId)).defaultCardId ?? "",
+        )
+      : undefined;
+    const body = publicRateCard(card, store.now());
+    if (!body)
+      return sendProblem(
+        reply,
+        problem("not_found", `No published rate card for ${tenantId.slice(0, 64)}.`, req.id),
+      );
+    return body;
+  });
 
-  for (const r of ROUTES) register(app, store, r);
+  // CloudEvents content types carry JSON too.
+  app.addContentTypeParser(
+    ["application/cloudevents+json", "application/cloudevents-batch+json"],
+    { parseAs: "string" },
+    app.getDefaultJsonParser("error", "error"),
+  );
+  for (const r of [...ROUTES, ...METERING_ROUTES]) register(app, services, r);
   return app;
 }
 
@@ -163,13 +234,22 @@ async function authenticate(store: Store, req: FastifyRequest): Promise<{ key: A
   return { key: found.key, tenantId: found.tenant.id };
 }
 
-function register(app: FastifyInstance, store: Store, r: Route): void {
+/** What the handlers run on. */
+interface Services {
+  readonly store: Store;
+  readonly metering: Metering;
+  readonly writer: IngestWriter;
+}
+
+function register(app: FastifyInstance, services: Services, r: Route): void {
+  const { store } = services;
   app.route({
     method: r.method,
     url: r.url,
+    ...(r.bodyLimit ? { bodyLimit: r.bodyLimit } : {}),
     schema: {
       ...(r.params ? { params: r.params } : {}),
-      ...(r.query ? { querystring: r.query } : {}),
+      querystring: r.query ?? NO_QUERY,
       ...(r.body ? { body: r.body } : {}),
     },
     // Authenticate before validating, so an anonymous caller learns nothing about the schema.
@@ -184,6 +264,16 @@ function register(app: FastifyInstance, store: Store, r: Route): void {
       if (r.method === "POST" && req.body === undefined) req.body = {};
       if (r.method === "GET" && req.query === undefined) (req as { query: unknown }).query = {};
     },
+    // After validation (so the input has the schema's bounded shape), before any query runs.
+    preHandler: async (req) => {
+      const path =
+        nulPath(req.params, "params") ?? nulPath(req.query, "querystring") ?? nulPath(req.body, "body");
+      if (path !== null) {
+        throw new ApiError("validation_failed", `${path}: must not contain the NUL character (\\u0000).`, {
+          errors: [{ path, message: "must not contain the NUL character (\\u0000)" }],
+        });
+      }
+    },
     handler: async (req, reply) => {
       const auth = req.auth!;
       const base = {
@@ -193,10 +283,10 @@ function register(app: FastifyInstance, store: Store, r: Route): void {
         params: req.params as never,
         query: (req.query ?? {}) as never,
         body: req.body as never,
-        store,
+        ...services,
       };
       let out: Reply;
-      if (r.method === "GET") {
+      if (r.method === "GET" || r.idempotencyKey === false) {
         out = await r.handle({ ...base, tx: store.db });
       } else {
         const header = req.headers["idempotency-key"];
@@ -208,13 +298,16 @@ function register(app: FastifyInstance, store: Store, r: Route): void {
           );
         }
         const path = req.url.split("?")[0]!;
+        // What this request answers now; the idempotency record may keep less (no secrets).
+        let answer: Reply | undefined;
         const result = await store.idempotent(
           auth.tenantId,
           key,
           fingerprint(r.method, path, req.body),
           async (tx) => {
             try {
-              return await r.handle({ ...base, tx });
+              answer = await r.handle({ ...base, tx });
+              return r.stored ? { ...answer, body: r.stored(answer.body) } : answer;
             } catch (error) {
               // A business failure is this request's result too: stored, and replayed on retry.
               if (error instanceof ApiError) {
@@ -232,7 +325,7 @@ function register(app: FastifyInstance, store: Store, r: Route): void {
           );
         }
         if (result.kind === "replayed") reply.header("idempotent-replayed", "true");
-        out = result.outcome;
+        out = result.kind === "fresh" && answer ? answer : result.outcome;
       }
       if (out.problem) return sendProblem(reply, out.body as Problem);
       return reply.code(out.status).send(out.body);

@@ -17,6 +17,8 @@ const Dimensions = Type.Record(
   Type.String({ pattern: "^[a-z][a-z0-9_]{0,63}$" }),
   Type.String({ minLength: 1, maxLength: 200 }),
   {
+    // A Record checks only the keys that match its pattern; this refuses the others.
+    additionalProperties: false,
     maxProperties: 20,
     description: 'What the event was: {"model": "gpt-4o", "tier": "turbo", "feature": "summaries"}.',
   },
@@ -25,6 +27,7 @@ const Quantities = Type.Record(
   Type.String({ pattern: "^[a-z][a-z0-9_]{0,63}$" }),
   Type.Union([Type.String({ maxLength: 40 }), Type.Integer({ minimum: 0 })]),
   {
+    additionalProperties: false,
     minProperties: 1,
     maxProperties: 20,
     description:

@@ -25,7 +25,7 @@ const Match = Type.Record(
 );
 const Decimal = (description: string) => Type.String({ maxLength: 40, description });
 
-const RateLineWire = Type.Object(
+export const RateLineWire = Type.Object(
   {
     id: Type.String({
       minLength: 1,
@@ -99,7 +99,7 @@ const RateCardContentWire = {
   ),
 };
 
-const RateCardVersionCreate = Type.Object(
+export const RateCardVersionCreate = Type.Object(
   {
     effective_at: Type.Optional(S.Timestamp("When it takes effect: now (default) or later.")),
     ...RateCardContentWire,
@@ -107,7 +107,7 @@ const RateCardVersionCreate = Type.Object(
   { ...strict, title: "RateCardVersionCreate" },
 );
 
-const ChargeView = Type.Object(
+export const ChargeView = Type.Object(
   {
     outcome: Type.Union([Type.Literal("charged"), Type.Literal("zero"), Type.Literal("unpaid")]),
     credits: S.Amount("The rated charge, rounded once."),
@@ -124,7 +124,7 @@ const ChargeView = Type.Object(
   { title: "Charge" },
 );
 
-const EventResult = Type.Object(
+export const EventResult = Type.Object(
   {
     id: Type.String(),
     status: Type.Union([Type.Literal("accepted"), Type.Literal("duplicate"), Type.Literal("rejected")]),
@@ -175,7 +175,7 @@ const cardView = (c: RateCard, now: number) => {
   };
 };
 
-const VersionView = Type.Object(
+export const VersionView = Type.Object(
   {
     object: Type.Literal("rate_card_version"),
     id: Type.String(),
@@ -187,7 +187,7 @@ const VersionView = Type.Object(
   },
   { title: "RateCardVersion" },
 );
-const CardView = Type.Object(
+export const CardView = Type.Object(
   {
     object: Type.Literal("rate_card"),
     id: Type.String(),
@@ -218,7 +218,7 @@ function must<T>(
 
 const ok200 = (body: unknown): Reply => ({ status: 200, body });
 
-const MarginRow = Type.Object({
+export const MarginRow = Type.Object({
   day: Type.String(),
   key: Type.Union([Type.String(), Type.Null()]),
   events: Type.Integer(),

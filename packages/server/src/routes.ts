@@ -1,5 +1,5 @@
 import { type LedgerError, parseAmount, parseTimestamp, type Result } from "@drawdown/core";
-import type { ApiKey, SqlExecutor, Store } from "@drawdown/storage";
+import type { ApiKey, IngestWriter, Metering, SqlExecutor, Store } from "@drawdown/storage";
 import { type Static, type TSchema, Type } from "@sinclair/typebox";
 import { ApiError, type ApiErrorCode } from "./errors.js";
 import * as S from "./schemas.js";
@@ -24,6 +24,10 @@ export interface RequestContext<P, Q, B> {
   readonly query: Q;
   readonly body: B;
   readonly store: Store;
+  /** Rate cards, cost tables and pricing. */
+  readonly metering: Metering;
+  /** The group-commit writer that ingests usage events. */
+  readonly writer: IngestWriter;
   /** The transaction a POST runs in (with its idempotency record); the database for a GET. */
   readonly tx: SqlExecutor;
 }
@@ -59,9 +63,19 @@ export interface Route<
   /** Business error codes this endpoint can answer with (documentation). */
   readonly errors: readonly ApiErrorCode[];
   readonly handle: (ctx: RequestContext<Static<P>, Static<Q>, Static<B>>) => Promise<Reply>;
+  /** What the idempotency record keeps of a success, when not all of it (never a secret). */
+  readonly stored?: (body: unknown) => unknown;
+  /**
+   * False for POSTs that are idempotent by their own ids (usage events): they run outside the
+   * Idempotency-Key transaction, and `tx` is the database.
+   */
+  readonly idempotencyKey?: false;
+  /** A larger body limit in bytes (batch ingestion). */
+  readonly bodyLimit?: number;
 }
 
-const route = <P extends TSchema, Q extends TSchema, B extends TSchema>(r: Route<P, Q, B>): Route =>
+/** Types a route by its schemas. */
+export const route = <P extends TSchema, Q extends TSchema, B extends TSchema>(r: Route<P, Q, B>): Route =>
   r as unknown as Route;
 
 // ------------------------------------------------------------------ helpers
@@ -663,7 +677,8 @@ export const ROUTES: readonly Route[] = [
     operationId: "createApiKey",
     tag: "API keys",
     summary: "Create an API key",
-    description: "Returns the key's secret once; only its hash is stored.",
+    description:
+      "Returns the key's secret once; only its hash is stored. A retry with the same Idempotency-Key answers the key without its secret.",
     access: "secret",
     body: S.ApiKeyCreate,
     response: S.ApiKeyView,
@@ -691,6 +706,7 @@ export const ROUTES: readonly Route[] = [
       );
       return created(apiKeyView(r.key, r.secret));
     },
+    stored: (body) => ({ ...(body as object), secret: undefined }),
   }),
   route({
     method: "GET",

@@ -31,6 +31,8 @@ export const Metadata = Type.Record(
   {
     description: "Your own key-value pairs: up to 50 keys of 40 characters, string values of 500.",
     maxProperties: GRANT_LIMITS.metadataMaxKeys,
+    // A Record's key schema documents the keys but does not check them; this does.
+    propertyNames: { minLength: 1, maxLength: GRANT_LIMITS.metadataKeyMax },
   },
 );
 

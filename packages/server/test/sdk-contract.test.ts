@@ -4,9 +4,10 @@ import type * as Sdk from "@drawdown/sdk";
 import { API_ERROR_STATUS, Drawdown } from "@drawdown/sdk";
 import type { Static } from "@sinclair/typebox";
 import { type ApiErrorCode, ERRORS } from "../src/errors.js";
-import { ROUTES } from "../src/routes.js";
+import { type CloudEvent, NativeEvent } from "../src/events.js";
+import type * as M from "../src/metering-routes.js";
 import type * as S from "../src/schemas.js";
-import { routeOf } from "./support/contract.js";
+import { ALL_ROUTES, routeOf } from "./support/contract.js";
 
 /**
  * The SDK writes its own wire types (it never imports the server); this file proves they
@@ -70,6 +71,27 @@ check<Assignable<Static<typeof S.Reversal>, Sdk.ReversalParams>>();
 check<Equal<keyof Sdk.ApiKeyCreateParams, keyof Static<typeof S.ApiKeyCreate>>>();
 check<Assignable<Static<typeof S.ApiKeyCreate>, Sdk.ApiKeyCreateParams>>();
 
+// Metering: responses and request bodies whose schemas are named.
+check<Equal<keyof Sdk.Charge, keyof Static<typeof M.ChargeView>>>();
+check<Assignable<Sdk.Charge, Static<typeof M.ChargeView>>>();
+check<Equal<keyof Sdk.EventResult, keyof Static<typeof M.EventResult>>>();
+check<Assignable<Sdk.EventResult, Static<typeof M.EventResult>>>();
+check<Equal<keyof Sdk.RateLine, keyof Static<typeof M.RateLineWire>>>();
+check<Assignable<Sdk.RateLine, Static<typeof M.RateLineWire>>>();
+check<Equal<keyof Sdk.RateCardVersion, keyof Static<typeof M.VersionView>>>();
+check<Assignable<Sdk.RateCardVersion, Static<typeof M.VersionView>>>();
+check<Equal<keyof Sdk.RateCard, keyof Static<typeof M.CardView>>>();
+check<Assignable<Sdk.RateCard, Static<typeof M.CardView>>>();
+check<Equal<keyof Sdk.MarginRow, keyof Static<typeof M.MarginRow>>>();
+check<Assignable<Sdk.MarginRow, Static<typeof M.MarginRow>>>();
+check<Equal<keyof Sdk.RateLineInput, keyof Static<typeof M.RateLineWire>>>();
+check<Assignable<Static<typeof M.RateLineWire>, Sdk.RateLineInput>>();
+check<Equal<keyof Sdk.RateCardVersionParams, keyof Static<typeof M.RateCardVersionCreate>>>();
+check<Assignable<Static<typeof M.RateCardVersionCreate>, Sdk.RateCardVersionParams>>();
+check<Equal<keyof Sdk.UsageEventInput, keyof Static<typeof NativeEvent>>>();
+check<Assignable<Static<typeof NativeEvent>, Sdk.UsageEventInput>>();
+check<Assignable<Static<typeof CloudEvent>, Sdk.CloudEventInput>>();
+
 // Paging: the same parameters (limit travels as text; the SDK takes a number).
 check<Equal<keyof Sdk.PageParams, keyof Static<typeof S.Page>>>();
 
@@ -82,15 +104,24 @@ test("the SDK's error codes and statuses are the server's", () => {
 });
 
 test("the SDK calls every route, sending exactly the documented query parameters and body fields", async () => {
-  const sent: { method: string; path: string; query: string[]; body: string[] }[] = [];
+  const sent: {
+    method: string;
+    path: string;
+    query: string[];
+    body: string[];
+    headers: Record<string, string>;
+  }[] = [];
   const fetch = async (input: string | URL | Request, init?: RequestInit) => {
     const url = new URL(String(input));
-    const body = typeof init?.body === "string" ? Object.keys(JSON.parse(init.body) as object) : [];
+    const parsed = typeof init?.body === "string" ? (JSON.parse(init.body) as object) : {};
+    // A bare array (a CloudEvents batch) is described by its first item's fields.
+    const body = Object.keys(Array.isArray(parsed) ? (parsed[0] as object) : parsed);
     sent.push({
       method: init?.method ?? "GET",
       path: url.pathname,
       query: [...url.searchParams.keys()],
       body,
+      headers: { ...(init?.headers as Record<string, string>) },
     });
     return new Response("{}", { status: 200, headers: { "content-type": "application/json" } });
   };
@@ -137,6 +168,54 @@ test("the SDK calls every route, sending exactly the documented query parameters
   const credit: Required<Sdk.CreditAdjustmentParams> = { ...grantFields, amount: "1", reason: "r" };
   const debit: Required<Sdk.DebitAdjustmentParams> = { amount: "1", reason: "r", action: "a", grant_id: "g" };
   const key: Required<Sdk.ApiKeyCreateParams> = { kind: "restricted", name: "n", customer_id: "c" };
+  const event: Required<Sdk.UsageEventInput> = {
+    id: "e",
+    customer_id: "c",
+    action: "a",
+    time,
+    subject_id: "s",
+    dimensions: { model: "m" },
+    quantities: { tokens: 1n, calls: 2, seconds: "1.5" },
+    status: "failed",
+    run_id: "r",
+    reported_cost: 1n,
+  };
+  const cloud: Sdk.CloudEventInput = {
+    specversion: "1.0",
+    id: "e",
+    source: "/s",
+    type: "a",
+    data: { customer_id: "c", quantities: { tokens: 1n } },
+  };
+  const line: Required<Sdk.RateLineInput> = {
+    id: "l",
+    action: "a",
+    match: { model: "m" },
+    quantity: "tokens",
+    rate: "1",
+    per: 1000,
+    tiers: [{ up_to: 10n, rate: "1" }],
+    minimum: 1n,
+    free: false,
+  };
+  const version: Required<Sdk.RateCardVersionParams> = {
+    effective_at: time,
+    lines: [line],
+    multipliers: [{ dimension: "tier", value: "turbo", factor: "6" }],
+    non_billable: [{ action: "a", match: {}, reason: "r" }],
+  };
+  const pricing: Required<Sdk.CustomerPricingParams> = {
+    rate_card_id: "rcd_1",
+    pinned_version_id: null,
+    overrides: [line],
+  };
+  const costTable: Required<Sdk.CostTableParams> = { effective_at: time, currency: "USD", lines: [line] };
+  const margin: Required<Sdk.MarginReportParams> = {
+    group_by: "model",
+    from: time,
+    to: time,
+    customer_id: "c",
+  };
   await Promise.all([
     dd.customers.create(customer),
     dd.customers.list(customerList),
@@ -162,16 +241,55 @@ test("the SDK calls every route, sending exactly the documented query parameters
     dd.apiKeys.create(key),
     dd.apiKeys.list(),
     dd.apiKeys.revoke("key_1"),
+    dd.events.ingest(event),
+    dd.events.ingestBatch([event]),
+    dd.events.get("evt_1"),
+    dd.rateCards.create({ name: "n" }),
+    dd.rateCards.list(),
+    dd.rateCards.get("rcd_1"),
+    dd.rateCards.publishVersion("rcd_1", version),
+    dd.customers.setPricing("cus_1", pricing),
+    dd.costTables.publish(costTable),
+    dd.wallets.setOverage("wal_1", { mode: "soft_cap", floor: "-1" }),
+    dd.reports.margin(margin),
+    dd.runs.get("run_1"),
+    dd.publicRateCard("ten_1"),
   ]);
+  // The CloudEvents shapes, each with its media type.
+  await dd.events.ingest(cloud);
+  await dd.events.ingestBatch([cloud, cloud]);
+  const [single, batch] = sent.slice(-2);
+  assert.equal(single?.headers["content-type"], "application/cloudevents+json");
+  assert.deepEqual(single?.body.sort(), ["data", "id", "source", "specversion", "type"]);
+  assert.equal(batch?.headers["content-type"], "application/cloudevents-batch+json");
+  assert.deepEqual(batch?.body.sort(), ["data", "id", "source", "specversion", "type"]);
+  assert.equal(single?.headers["idempotency-key"], undefined, "events are deduplicated by their ids");
+
+  // Bodies the route table types as unknown (events, either shape): the native event's fields.
+  const nativeFields = Object.keys(NativeEvent.properties).sort();
+  const unknownBody: Record<string, string[]> = { ingestEvent: nativeFields, ingestEvents: ["events"] };
   const called = new Set<string>();
-  for (const s of sent) {
+  for (const s of sent.slice(0, -2)) {
+    if (s.path.startsWith("/v1/public/")) {
+      assert.equal(s.path, "/v1/public/ten_1/rate_card");
+      assert.equal(s.headers.authorization, undefined, "the public rate card is fetched without a key");
+      continue;
+    }
     const route = routeOf(s.method, s.path);
     assert.ok(route, `${s.method} ${s.path} is no route`);
     called.add(route.operationId);
     const props = (schema: unknown) =>
       Object.keys((schema as { properties?: Record<string, unknown> } | undefined)?.properties ?? {}).sort();
     assert.deepEqual([...s.query].sort(), props(route.query), `${route.operationId}: query parameters`);
-    assert.deepEqual([...s.body].sort(), props(route.body), `${route.operationId}: body fields`);
+    assert.deepEqual(
+      [...s.body].sort(),
+      unknownBody[route.operationId] ?? props(route.body),
+      `${route.operationId}: body fields`,
+    );
   }
-  assert.deepEqual([...called].sort(), ROUTES.map((r) => r.operationId).sort(), "one SDK call per route");
+  assert.deepEqual(
+    [...called].sort(),
+    ALL_ROUTES.map((r) => r.operationId).sort(),
+    "one SDK call per route, ledger and metering",
+  );
 });

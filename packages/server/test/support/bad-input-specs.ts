@@ -1,0 +1,894 @@
+import type { ApiErrorCode } from "../../src/errors.js";
+import type { Fixtures, World } from "./fixtures.js";
+import { CHAT_LINE, unique } from "./fixtures.js";
+import type { Call, Client } from "./http.js";
+
+/**
+ * The bad-input suite's table: for every route of the API, how to build a valid request,
+ * and the route's own failure cases. The generic cases (authentication, ids, query, body,
+ * fields, amounts) are generated from the route's schemas in bad-input.ts.
+ */
+
+// ------------------------------------------------------------------ cases
+
+/** What a case is about; the coverage test requires the categories that apply to each route. */
+export type Category =
+  | "auth"
+  | "forbidden"
+  | "unknown_query"
+  | "query"
+  | "unknown_id"
+  | "foreign_id"
+  | "bad_id"
+  | "malformed_json"
+  | "not_object"
+  | "content_type"
+  | "oversized"
+  | "idempotency_invalid"
+  | "idempotency_reused"
+  | "missing_field"
+  | "unknown_field"
+  | "wrong_type"
+  | "amount"
+  | "timestamp"
+  | "body_id"
+  | "business";
+
+export type Vars = Readonly<Record<string, string>>;
+export type Json = Record<string, unknown>;
+
+/** What a case's request is built from. */
+export interface Ctx {
+  readonly f: Fixtures;
+  /** What the route's setup created. */
+  readonly v: Vars;
+  readonly client: Client;
+  readonly world: World;
+}
+
+export interface Case {
+  readonly name: string;
+  readonly category: Category;
+  readonly code: ApiErrorCode;
+  /** A field the problem must name. */
+  readonly field?: string;
+  readonly call: (x: Ctx) => Call;
+  /** Runs before the "before" snapshot, e.g. the first use of an idempotency key. */
+  readonly prepare?: (x: Ctx) => Promise<void>;
+}
+
+/** A route-specific case: the valid request with its path id or body replaced. */
+interface Variant {
+  readonly name: string;
+  readonly code: ApiErrorCode;
+  readonly field?: string;
+  readonly id?: (f: Fixtures, v: Vars) => string;
+  readonly body?: (f: Fixtures, v: Vars) => Json;
+}
+
+/** How to build valid requests for one route, and its own failure cases. */
+export interface Spec {
+  /** Creates fresh resources for this route (before its cases), e.g. a grant to void. */
+  readonly setup?: (x: { f: Fixtures; client: Client; world: World }) => Promise<Vars>;
+  /** The path id of a valid request. Default: tenant A's fixture of the id's kind. */
+  readonly id?: (f: Fixtures, v: Vars) => string;
+  /** A valid body (POST). */
+  readonly body?: (f: Fixtures, v: Vars) => Json;
+  /** Another valid request, different from the first (the idempotency conflict). */
+  readonly other?: (f: Fixtures, v: Vars) => { path: string; json: Json };
+  /** Amount fields where "0" is a valid value. */
+  readonly zeroAllowed?: readonly string[];
+  /** Id fields of the body: the body they are set in (default: the valid one) and the code. */
+  readonly ids?: Readonly<
+    Record<string, { code: ApiErrorCode; base?: (f: Fixtures, v: Vars) => Json; kind: Kind }>
+  >;
+  /** Route-specific failures: duplicates, wrong states, values out of bounds. */
+  readonly business?: readonly Variant[];
+  /** The kind of the path id, when its schema gives no example id (client-given ids). */
+  readonly idKind?: Kind;
+  /** The query of a valid request (required parameters). */
+  readonly query?: Readonly<Record<string, string>>;
+  /** The code for a body of the wrong shape, when the handler checks it (default validation_failed). */
+  readonly bodyCode?: ApiErrorCode;
+  /** The code of a reused Idempotency-Key, or of the route's own id reused (default idempotency_key_reused). */
+  readonly conflictCode?: ApiErrorCode;
+  /** Generated cases that do not apply to this route, by name, each with the reason. */
+  readonly skip?: Readonly<Record<string, string>>;
+}
+
+// ------------------------------------------------------------------ ids
+
+/** Kinds of ids: ours by prefix, and the client-given event and run ids. */
+export type Kind = "cus" | "sub" | "wal" | "grt" | "txn" | "key" | "rcd" | "rcv" | "evt" | "run";
+
+/** Tenant `t`'s fixture of a kind. */
+export const fixtureOf = (f: Fixtures, t: "a" | "b", kind: Kind): string => {
+  const x = f[t];
+  return {
+    cus: x.customer,
+    sub: x.member,
+    wal: x.wallet,
+    grt: x.grant,
+    txn: x.debit,
+    key: x.apiKey,
+    rcd: x.rateCard,
+    rcv: x.rateCardVersion,
+    evt: x.event,
+    run: x.run,
+  }[kind];
+};
+
+/** Tenant A's fixture of a kind that belongs to its second customer (for restricted keys). */
+export const otherCustomersOf = (f: Fixtures, kind: Kind): string | null => {
+  const x = f.a;
+  return (
+    (
+      {
+        cus: x.customer2,
+        wal: x.wallet2,
+        sub: x.subject2,
+        grt: x.grant2,
+        txn: x.debit2,
+        evt: x.event2,
+        run: x.run2,
+      } as Partial<Record<Kind, string>>
+    )[kind] ?? null
+  );
+};
+
+/** A well-formed id that names nothing. */
+export const unknownId = (kind: Kind): string => `${kind}_${"0".repeat(26)}`;
+
+/** An existing id of tenant A, of another kind than `kind`. */
+export const otherKind = (f: Fixtures, kind: Kind): string =>
+  kind === "cus" ? f.a.wallet : kind === "txn" ? f.a.grant : f.a.customer;
+
+// ------------------------------------------------------------------ specs
+
+const FUTURE = "2099-01-01T00:00:00Z";
+const LATER = "2100-01-01T00:00:00Z";
+/** Takes any wallet holding a credit past the largest balance. */
+const MAX = "999999999999999999.999999999";
+
+/** A fresh grant in a fresh customer's wallet: changes to it touch no other route's fixtures. */
+async function freshGrant(client: Client, body: Json = {}): Promise<{ grant: string; wallet: string }> {
+  const c = await client.create("/v1/customers", { kind: "individual" });
+  const g = await client.create<{ grant: { id: string } }>("/v1/grants", {
+    wallet_id: c.wallet_id,
+    amount: "10",
+    source: "promo",
+    expires_at: FUTURE,
+    ...body,
+  });
+  return { grant: g.grant.id, wallet: String(c.wallet_id) };
+}
+
+/** A grant that has expired: issued to expire in a minute, then the clock moves two. */
+async function expiredGrant(client: Client, world: World): Promise<string> {
+  const expiresAt = new Date(world.server.store.now() + 60_000).toISOString();
+  const { grant } = await freshGrant(client, { expires_at: expiresAt });
+  world.advance(120_000);
+  return grant;
+}
+
+const metadataCases = (body: (f: Fixtures, v: Vars) => Json): Variant[] => [
+  {
+    name: "metadata with a number value",
+    code: "validation_failed",
+    field: "metadata",
+    body: (f, v) => ({ ...body(f, v), metadata: { seats: 3 } }),
+  },
+  {
+    name: "metadata with 51 keys",
+    code: "validation_failed",
+    field: "metadata",
+    body: (f, v) => ({
+      ...body(f, v),
+      metadata: Object.fromEntries(Array.from({ length: 51 }, (_, i) => [`k${i}`, "v"])),
+    }),
+  },
+  {
+    name: "metadata key over 40 characters",
+    code: "validation_failed",
+    field: "metadata",
+    body: (f, v) => ({ ...body(f, v), metadata: { ["k".repeat(41)]: "v" } }),
+  },
+  {
+    name: "an empty metadata key",
+    code: "validation_failed",
+    field: "metadata",
+    body: (f, v) => ({ ...body(f, v), metadata: { "": "v" } }),
+  },
+  {
+    name: "metadata value over 500 characters",
+    code: "validation_failed",
+    field: "metadata",
+    body: (f, v) => ({ ...body(f, v), metadata: { plan: "p".repeat(501) } }),
+  },
+  {
+    name: "a NUL character in a metadata value",
+    code: "validation_failed",
+    field: "metadata",
+    body: (f, v) => ({ ...body(f, v), metadata: { plan: "pro\u0000" } }),
+  },
+];
+
+const grantFieldCases = (body: (f: Fixtures, v: Vars) => Json): Variant[] => [
+  {
+    name: "priority below 0",
+    code: "validation_failed",
+    field: "priority",
+    body: (f, v) => ({ ...body(f, v), priority: -1 }),
+  },
+  {
+    name: "priority above 100",
+    code: "validation_failed",
+    field: "priority",
+    body: (f, v) => ({ ...body(f, v), priority: 101 }),
+  },
+  {
+    name: "priority beyond any integer",
+    code: "validation_failed",
+    field: "priority",
+    body: (f, v) => ({ ...body(f, v), priority: 1e300 }),
+  },
+  {
+    name: "an empty scope",
+    code: "validation_failed",
+    field: "scope",
+    body: (f, v) => ({ ...body(f, v), scope: [] }),
+  },
+  {
+    name: "a scope entry that is no action pattern",
+    code: "invalid_argument",
+    body: (f, v) => ({ ...body(f, v), scope: ["Bad Scope!"] }),
+  },
+  {
+    name: "a scope of 51 entries",
+    code: "validation_failed",
+    field: "scope",
+    body: (f, v) => ({ ...body(f, v), scope: Array.from({ length: 51 }, (_, i) => `a${i}`) }),
+  },
+  {
+    name: "expires_at in the past",
+    code: "invalid_argument",
+    body: (f, v) => ({ ...body(f, v), expires_at: "2001-01-01T00:00:00Z" }),
+  },
+  {
+    name: "an amount that takes the wallet beyond the largest balance",
+    code: "invalid_amount",
+    body: (f, v) => ({ ...body(f, v), amount: MAX }),
+  },
+  ...metadataCases(body),
+];
+
+const reasonCases = (body: (f: Fixtures, v: Vars) => Json, required: boolean): Variant[] => [
+  ...(required
+    ? [
+        {
+          name: "an empty reason",
+          code: "validation_failed" as const,
+          field: "reason",
+          body: (f: Fixtures, v: Vars) => ({ ...body(f, v), reason: "" }),
+        },
+      ]
+    : []),
+  {
+    name: "a reason over 500 characters",
+    code: "validation_failed",
+    field: "reason",
+    body: (f, v) => ({ ...body(f, v), reason: "r".repeat(501) }),
+  },
+];
+
+const customerBody = (): Json => ({ kind: "organization", external_id: `org-${unique()}`, name: "Org" });
+const subjectBody = (): Json => ({ kind: "agent", external_id: `agent-${unique()}`, name: "Agent" });
+const creditBody = (): Json => ({ amount: "5", reason: "goodwill", priority: 10, scope: ["chat.*"] });
+const debitBody = (): Json => ({ amount: "1", reason: "manual", action: "chat.completion" });
+const grantBody = (f: Fixtures): Json => ({
+  wallet_id: f.a.wallet,
+  amount: "10",
+  source: "purchase",
+  cost_basis: "0.02",
+  currency: "USD",
+  expires_at: FUTURE,
+});
+const extendBody = (): Json => ({ expires_at: LATER, reason: "support" });
+
+// ------------------------------------------------------------------ metering
+
+/** A usage event tenant A's rate card prices. */
+const eventBody = (f: Fixtures, id: string): Json => ({
+  id,
+  customer_id: f.a.customer,
+  action: "chat.completion",
+  quantities: { output_tokens: 10 },
+  dimensions: { model: "small" },
+});
+
+/** An event variant: a fresh id, the valid event with `change` over it. */
+const event = (name: string, code: ApiErrorCode, change: (f: Fixtures) => Json): Variant => ({
+  name,
+  code,
+  body: (f) => ({ ...eventBody(f, `evt-bad-${unique()}`), ...change(f) }),
+});
+
+const cloudEvent = (f: Fixtures, change: Json = {}): Json => ({
+  specversion: "1.0",
+  id: `ce-bad-${unique()}`,
+  source: "test",
+  type: "chat.completion",
+  data: { customer_id: f.a.customer, quantities: { output_tokens: 1 } },
+  ...change,
+});
+
+const eventCases: Variant[] = [
+  event("no customer_id", "invalid_event", () => ({ customer_id: undefined })),
+  event("a customer that does not exist", "not_found", () => ({
+    customer_id: "cus_00000000000000000000000000",
+  })),
+  event("another tenant's customer", "not_found", (f) => ({ customer_id: f.b.customer })),
+  event("a subject that does not exist", "not_found", () => ({
+    subject_id: "sub_00000000000000000000000000",
+  })),
+  event("a subject of another customer", "not_found", (f) => ({ subject_id: f.a.subject2 })),
+  event("another tenant's subject", "not_found", (f) => ({ subject_id: f.b.member })),
+  event("a negative quantity", "invalid_event", () => ({ quantities: { output_tokens: -1 } })),
+  event("a negative quantity as a string", "invalid_event", () => ({ quantities: { output_tokens: "-1" } })),
+  event("a fractional quantity as a number", "invalid_event", () => ({ quantities: { output_tokens: 1.5 } })),
+  event("a quantity beyond a safe integer", "invalid_event", () => ({
+    quantities: { output_tokens: 2 ** 53 },
+  })),
+  event("a quantity with an exponent", "invalid_event", () => ({ quantities: { output_tokens: "1e3" } })),
+  event("a quantity with 10 decimals", "invalid_event", () => ({
+    quantities: { output_tokens: "0.0000000001" },
+  })),
+  event("a quantity of 19 integer digits", "invalid_event", () => ({
+    quantities: { output_tokens: "1000000000000000000" },
+  })),
+  event("a quantity as a boolean", "invalid_event", () => ({ quantities: { output_tokens: true } })),
+  event("no quantities", "invalid_event", () => ({ quantities: {} })),
+  event("a quantity name that is no identifier", "invalid_event", () => ({
+    quantities: { "Output Tokens": 10 },
+  })),
+  event("quantities as an array", "invalid_event", () => ({ quantities: [10] })),
+  event("a time that is no timestamp", "invalid_event", () => ({ time: "yesterday" })),
+  event("an impossible date", "invalid_event", () => ({ time: "2026-02-30T00:00:00Z" })),
+  event("a time older than the grace window", "event_too_old", () => ({ time: "2001-01-01T00:00:00Z" })),
+  event("a time in the future", "event_in_future", () => ({ time: "2099-01-01T00:00:00Z" })),
+  event("an action no rate card line prices", "unknown_action", () => ({ action: "image.generate" })),
+  event("an action that is no action name", "invalid_event", () => ({ action: "Chat Completion" })),
+  event("a status not in the list", "invalid_event", () => ({ status: "maybe" })),
+  event("a negative reported_cost", "invalid_amount", () => ({ reported_cost: "-1" })),
+  event("a reported_cost with 10 decimals", "invalid_amount", () => ({ reported_cost: "0.0000000001" })),
+  event("a reported_cost as a number", "invalid_event", () => ({ reported_cost: 1 })),
+  event("an empty id", "invalid_event", () => ({ id: "" })),
+  event("an id over 200 characters", "invalid_event", () => ({ id: "e".repeat(201) })),
+  event("an id as a number", "invalid_event", () => ({ id: 7 })),
+  event("a dimension with a number value", "invalid_event", () => ({ dimensions: { model: 4 } })),
+  event("a dimension name that is no identifier", "invalid_event", () => ({
+    dimensions: { "Model Name": "x" },
+  })),
+  event("a NUL character in a dimension", "validation_failed", () => ({ dimensions: { model: "a\u0000" } })),
+  event("an empty run_id", "invalid_event", () => ({ run_id: "" })),
+  {
+    name: "a CloudEvent of another specversion",
+    code: "invalid_event",
+    body: (f) => cloudEvent(f, { specversion: "0.3" }),
+  },
+  {
+    name: "a CloudEvent without data",
+    code: "invalid_event",
+    body: (f) => cloudEvent(f, { data: undefined }),
+  },
+  {
+    name: "a CloudEvent for another tenant's customer",
+    code: "not_found",
+    body: (f) => cloudEvent(f, { data: { customer_id: f.b.customer, quantities: { output_tokens: 1 } } }),
+  },
+  {
+    name: "a CloudEvent with a negative quantity",
+    code: "invalid_event",
+    body: (f) => cloudEvent(f, { data: { customer_id: f.a.customer, quantities: { output_tokens: -5 } } }),
+  },
+];
+
+/** Rate card lines that cannot be published. */
+const lineCases = (body: (f: Fixtures, v: Vars) => Json, field: "lines" | "overrides"): Variant[] => {
+  const withLines = (lines: unknown[]) => (f: Fixtures, v: Vars) => ({ ...body(f, v), [field]: lines });
+  return [
+    { name: "a negative rate", code: "invalid_rate_card", body: withLines([{ ...CHAT_LINE, rate: "-1" }]) },
+    {
+      name: "a rate with an exponent",
+      code: "invalid_rate_card",
+      body: withLines([{ ...CHAT_LINE, rate: "1e3" }]),
+    },
+    {
+      name: "a rate with 13 decimals",
+      code: "invalid_rate_card",
+      body: withLines([{ ...CHAT_LINE, rate: "0.0000000000001" }]),
+    },
+    {
+      name: "a line with no rate, tiers or free",
+      code: "invalid_rate_card",
+      body: withLines([{ id: "chat", action: "chat.completion", quantity: "output_tokens" }]),
+    },
+    {
+      name: "two lines pricing the same quantity alike",
+      code: "invalid_rate_card",
+      body: withLines([CHAT_LINE, { ...CHAT_LINE, id: "chat-2" }]),
+    },
+    {
+      name: "a line with an unknown field",
+      code: "validation_failed",
+      field,
+      body: withLines([{ ...CHAT_LINE, price: "1" }]),
+    },
+    {
+      name: "a match on a dimension name that is no identifier",
+      code: "validation_failed",
+      field,
+      body: withLines([{ ...CHAT_LINE, match: { "Model Name": "big" } }]),
+    },
+    {
+      name: "a line without quantity",
+      code: "validation_failed",
+      field,
+      body: withLines([{ id: "chat", action: "chat.completion", rate: "1" }]),
+    },
+    {
+      name: "a rate as a JSON number",
+      code: "validation_failed",
+      field,
+      body: withLines([{ ...CHAT_LINE, rate: 0.001 }]),
+    },
+  ];
+};
+
+const versionBody = (): Json => ({ lines: [CHAT_LINE] });
+const costBody = (): Json => ({ currency: "USD", lines: [{ ...CHAT_LINE, rate: "0.0000002" }] });
+const freshCustomer = async (client: Client) => client.create("/v1/customers", { kind: "organization" });
+
+const METERING_SPECS: Readonly<Record<string, Spec>> = {
+  "POST /v1/events": {
+    setup: async () => ({ event: `evt-ok-${unique()}` }),
+    body: (f, v) => eventBody(f, v.event!),
+    other: (f, v) => ({
+      path: "/v1/events",
+      json: { ...eventBody(f, v.event!), quantities: { output_tokens: 11 } },
+    }),
+    // Events are idempotent by their own id: a reused id with another body is the conflict.
+    conflictCode: "event_id_reused",
+    bodyCode: "invalid_event",
+    business: eventCases,
+  },
+  "POST /v1/events/batch": {
+    body: (f) => ({ events: [eventBody(f, `evt-batch-${unique()}`)] }),
+    skip: {
+      "an array holding the valid body":
+        "a JSON array is a batch (CloudEvents batch mode); each element is answered on its own",
+    },
+    business: [
+      { name: "no events", code: "validation_failed", body: () => ({ events: [] }) },
+      { name: "events not an array", code: "validation_failed", body: () => ({ events: "e1" }) },
+      { name: "no events field", code: "validation_failed", body: () => ({}) },
+      {
+        name: "10,001 events, over the limit",
+        code: "validation_failed",
+        body: (f) => ({
+          events: Array.from({ length: 10_001 }, (_, i) => eventBody(f, `evt-many-${i}`)),
+        }),
+      },
+    ],
+  },
+  "GET /v1/events/:id": { idKind: "evt" },
+  "POST /v1/rate_cards": {
+    body: () => ({ name: `card-${unique()}` }),
+    other: () => ({ path: "/v1/rate_cards", json: { name: `another-${unique()}` } }),
+    business: [
+      { name: "a name another card has", code: "already_exists", body: () => ({ name: "Standard" }) },
+      { name: "an empty name", code: "validation_failed", field: "name", body: () => ({ name: "" }) },
+      {
+        name: "a name over 100 characters",
+        code: "validation_failed",
+        field: "name",
+        body: () => ({ name: "n".repeat(101) }),
+      },
+    ],
+  },
+  "GET /v1/rate_cards": {},
+  "GET /v1/rate_cards/:id": {},
+  "POST /v1/rate_cards/:id/versions": {
+    setup: async ({ client }) => ({
+      card: String((await client.create("/v1/rate_cards", { name: `versions-${unique()}` })).id),
+    }),
+    id: (_f, v) => v.card!,
+    body: versionBody,
+    other: (_f, v) => ({
+      path: `/v1/rate_cards/${v.card}/versions`,
+      json: { lines: [{ ...CHAT_LINE, rate: "0.002" }] },
+    }),
+    business: [
+      {
+        name: "effective_at in the past",
+        code: "rate_card_overlap",
+        body: () => ({ ...versionBody(), effective_at: "2001-01-01T00:00:00Z" }),
+      },
+      {
+        name: "over 1,000 lines",
+        code: "validation_failed",
+        field: "lines",
+        body: () => ({ lines: Array.from({ length: 1001 }, (_, i) => ({ ...CHAT_LINE, id: `l${i}` })) }),
+      },
+      {
+        name: "a multiplier with a negative factor",
+        code: "invalid_rate_card",
+        body: () => ({ ...versionBody(), multipliers: [{ dimension: "model", value: "big", factor: "-2" }] }),
+      },
+      {
+        name: "a non-billable rule without reason",
+        code: "validation_failed",
+        field: "non_billable",
+        body: () => ({ ...versionBody(), non_billable: [{ action: "chat.completion" }] }),
+      },
+      ...lineCases(versionBody, "lines"),
+    ],
+  },
+  "POST /v1/customers/:id/pricing": {
+    setup: async ({ client }) => ({ customer: String((await freshCustomer(client)).id) }),
+    id: (_f, v) => v.customer!,
+    body: (f) => ({ rate_card_id: f.a.rateCard }),
+    other: (f, v) => ({
+      path: `/v1/customers/${v.customer}/pricing`,
+      json: { rate_card_id: f.a.rateCard, overrides: [{ ...CHAT_LINE, rate: "0.0005" }] },
+    }),
+    ids: {
+      rate_card_id: { code: "not_found", kind: "rcd" },
+      pinned_version_id: { code: "not_found", kind: "rcv" },
+    },
+    business: lineCases((f) => ({ rate_card_id: f.a.rateCard }), "overrides"),
+  },
+  "POST /v1/cost_tables": {
+    body: costBody,
+    other: () => ({ path: "/v1/cost_tables", json: { ...costBody(), currency: "EUR" } }),
+    business: [
+      {
+        name: "a currency that is not ISO 4217",
+        code: "validation_failed",
+        field: "currency",
+        body: () => ({ ...costBody(), currency: "usd" }),
+      },
+      {
+        name: "effective_at in the past",
+        code: "rate_card_overlap",
+        body: () => ({ ...costBody(), effective_at: "2001-01-01T00:00:00Z" }),
+      },
+      ...lineCases(costBody, "lines"),
+    ],
+  },
+  "POST /v1/wallets/:id/overage": {
+    setup: async ({ client }) => ({ wallet: String((await freshCustomer(client)).wallet_id) }),
+    id: (_f, v) => v.wallet!,
+    body: () => ({ mode: "soft_cap", floor: "-10" }),
+    other: (_f, v) => ({ path: `/v1/wallets/${v.wallet}/overage`, json: { mode: "hard_cap" } }),
+    business: [
+      {
+        name: "a floor above zero",
+        code: "invalid_argument",
+        body: () => ({ mode: "soft_cap", floor: "5" }),
+      },
+      {
+        name: "a floor below zero under a hard cap",
+        code: "invalid_argument",
+        body: () => ({ mode: "hard_cap", floor: "-5" }),
+      },
+      { name: "a member's wallet", code: "invalid_argument", id: (f) => f.a.memberWallet },
+      ...[
+        ["with an exponent", "-1e3"],
+        ["with 10 decimals", "-0.0000000001"],
+        ["of 19 integer digits", "-1000000000000000000"],
+        ["empty", ""],
+        ["with a plus sign", "+5"],
+        ["with a leading space", " -5"],
+      ].map(
+        ([label, floor]): Variant => ({
+          name: `a floor ${label}`,
+          code: "invalid_amount",
+          body: () => ({ mode: "soft_cap", floor }),
+        }),
+      ),
+      {
+        name: "a floor over 40 characters",
+        code: "validation_failed",
+        field: "floor",
+        body: () => ({ mode: "soft_cap", floor: `-${"1".repeat(40)}` }),
+      },
+    ],
+  },
+  "GET /v1/reports/margin": { query: { group_by: "customer" } },
+  "GET /v1/runs/:id": { idKind: "run" },
+};
+
+/** Every route of the table, by `METHOD url`. A route without an entry fails the suite. */
+export const SPECS: Readonly<Record<string, Spec>> = {
+  "POST /v1/customers": {
+    body: customerBody,
+    other: () => ({ path: "/v1/customers", json: { kind: "individual" } }),
+    business: [
+      {
+        name: "an external_id another customer has",
+        code: "already_exists",
+        body: () => ({ kind: "individual", external_id: "acme" }),
+      },
+      {
+        name: "an empty external_id",
+        code: "validation_failed",
+        field: "external_id",
+        body: () => ({ kind: "individual", external_id: "" }),
+      },
+      {
+        name: "a name over 200 characters",
+        code: "validation_failed",
+        field: "name",
+        body: () => ({ kind: "individual", name: "n".repeat(201) }),
+      },
+      ...metadataCases(customerBody),
+    ],
+  },
+  "GET /v1/customers": {},
+  "GET /v1/customers/:id": {},
+  "POST /v1/customers/:id/subjects": {
+    body: subjectBody,
+    other: (f) => ({ path: `/v1/customers/${f.a.customer}/subjects`, json: { kind: "workflow" } }),
+    business: [
+      {
+        name: "an external_id another subject of the customer has",
+        code: "already_exists",
+        body: () => ({ kind: "member", external_id: "alice" }),
+      },
+      {
+        name: "an empty external_id",
+        code: "validation_failed",
+        field: "external_id",
+        body: () => ({ kind: "member", external_id: "" }),
+      },
+      ...metadataCases(subjectBody),
+    ],
+  },
+  "GET /v1/customers/:id/subjects": {},
+  "GET /v1/subjects/:id": {},
+  "POST /v1/wallets": {
+    setup: async ({ f, client }) => {
+      const member = async () =>
+        String((await client.create(`/v1/customers/${f.a.customer}/subjects`, { kind: "member" })).id);
+      return { member: await member(), member2: await member() };
+    },
+    body: (f, v) => ({ customer_id: f.a.customer, member_id: v.member! }),
+    other: (f, v) => ({ path: "/v1/wallets", json: { customer_id: f.a.customer, member_id: v.member2! } }),
+    ids: {
+      customer_id: { code: "not_found", kind: "cus" },
+      member_id: { code: "not_found", kind: "sub" },
+    },
+    business: [
+      {
+        name: "a member that already has a wallet",
+        code: "already_exists",
+        body: (f) => ({ customer_id: f.a.customer, member_id: f.a.member }),
+      },
+      {
+        name: "a subject that is an agent, not a member",
+        code: "invalid_argument",
+        body: (f) => ({ customer_id: f.a.customer, member_id: f.a.agent }),
+      },
+      {
+        name: "a member of another customer",
+        code: "not_found",
+        body: (f, v) => ({ customer_id: f.a.customer2, member_id: v.member! }),
+      },
+    ],
+  },
+  "GET /v1/customers/:id/wallets": {},
+  "GET /v1/wallets/:id": {},
+  "GET /v1/wallets/:id/balance": {},
+  "POST /v1/wallets/:id/credits": {
+    body: creditBody,
+    other: (f) => ({ path: `/v1/wallets/${f.a.wallet}/credits`, json: { amount: "6", reason: "goodwill" } }),
+    business: [...grantFieldCases(creditBody), ...reasonCases(creditBody, true)],
+  },
+  "POST /v1/wallets/:id/debits": {
+    body: debitBody,
+    other: (f) => ({ path: `/v1/wallets/${f.a.wallet}/debits`, json: { amount: "2", reason: "manual" } }),
+    ids: { grant_id: { code: "not_found", kind: "grt" } },
+    business: [
+      {
+        name: "more than the wallet holds",
+        code: "insufficient_credits",
+        body: () => ({ amount: "100000", reason: "manual" }),
+      },
+      {
+        name: "the largest amount",
+        code: "insufficient_credits",
+        body: () => ({ amount: MAX, reason: "manual" }),
+      },
+      {
+        name: "a grant of another wallet",
+        code: "wallet_mismatch",
+        body: (f) => ({ amount: "1", reason: "manual", grant_id: f.a.memberGrant }),
+      },
+      {
+        name: "a voided grant",
+        code: "grant_inactive",
+        body: (f) => ({ amount: "1", reason: "manual", grant_id: f.a.voidedGrant }),
+      },
+      {
+        name: "more than the named grant holds",
+        code: "insufficient_credits",
+        body: (f) => ({ amount: "1000", reason: "manual", grant_id: f.a.grant }),
+      },
+      {
+        name: "an action that is no action name",
+        code: "validation_failed",
+        field: "action",
+        body: () => ({ amount: "1", reason: "manual", action: "Chat Completion" }),
+      },
+      ...reasonCases(debitBody, true),
+    ],
+  },
+  "POST /v1/grants": {
+    body: grantBody,
+    other: (f) => ({ path: "/v1/grants", json: { ...grantBody(f), amount: "11" } }),
+    zeroAllowed: ["cost_basis"],
+    ids: { wallet_id: { code: "not_found", kind: "wal" } },
+    business: [
+      {
+        name: "a cost basis without its currency",
+        code: "invalid_argument",
+        body: (f) => ({ wallet_id: f.a.wallet, amount: "1", source: "purchase", cost_basis: "0.5" }),
+      },
+      {
+        name: "a currency that is not ISO 4217",
+        code: "validation_failed",
+        field: "currency",
+        body: (f) => ({ ...grantBody(f), currency: "usd" }),
+      },
+      {
+        name: "expires_at before effective_at",
+        code: "invalid_argument",
+        body: (f) => ({
+          ...grantBody(f),
+          effective_at: "2098-01-01T00:00:00Z",
+          expires_at: "2097-01-01T00:00:00Z",
+        }),
+      },
+      ...grantFieldCases(grantBody),
+    ],
+  },
+  "GET /v1/grants": {},
+  "GET /v1/grants/:id": {},
+  "POST /v1/grants/:id/void": {
+    setup: async ({ client, world }) => ({
+      grant: (await freshGrant(client)).grant,
+      other: (await freshGrant(client)).grant,
+      expired: await expiredGrant(client, world),
+    }),
+    id: (_f, v) => v.grant!,
+    body: () => ({ reason: "refund" }),
+    other: (_f, v) => ({ path: `/v1/grants/${v.other}/void`, json: { reason: "refund" } }),
+    business: [
+      { name: "a grant already voided", code: "grant_inactive", id: (f) => f.a.voidedGrant },
+      { name: "a grant that has expired", code: "grant_expired", id: (_f, v) => v.expired! },
+      ...reasonCases(() => ({ reason: "refund" }), false),
+    ],
+  },
+  "POST /v1/grants/:id/extend": {
+    setup: async ({ client, world }) => ({
+      grant: (await freshGrant(client)).grant,
+      expired: await expiredGrant(client, world),
+    }),
+    id: (_f, v) => v.grant!,
+    body: extendBody,
+    other: (_f, v) => ({
+      path: `/v1/grants/${v.grant}/extend`,
+      json: { expires_at: "2101-01-01T00:00:00Z", reason: "support" },
+    }),
+    business: [
+      {
+        name: "an earlier expiry",
+        code: "expiry_not_extendable",
+        body: () => ({ expires_at: "2098-01-01T00:00:00Z", reason: "support" }),
+      },
+      {
+        name: "the same expiry",
+        code: "expiry_not_extendable",
+        body: () => ({ expires_at: FUTURE, reason: "support" }),
+      },
+      {
+        name: "a grant that never expires",
+        code: "expiry_not_extendable",
+        id: (f) => f.a.memberGrant,
+      },
+      { name: "a grant already voided", code: "grant_inactive", id: (f) => f.a.voidedGrant },
+      { name: "a grant that has expired", code: "grant_expired", id: (_f, v) => v.expired! },
+      ...reasonCases(extendBody, true),
+    ],
+  },
+  "GET /v1/transactions": {},
+  "GET /v1/transactions/:id": {},
+  "POST /v1/transactions/:id/reverse": {
+    setup: async ({ client }) => {
+      const { grant, wallet } = await freshGrant(client);
+      const debit = async () =>
+        String((await client.create(`/v1/wallets/${wallet}/debits`, { amount: "1", reason: "x" })).id);
+      const first = await debit();
+      const second = await debit();
+      // A debit whose grant was voided since: its credits have nowhere to return.
+      const g = await freshGrant(client);
+      const stranded = String(
+        (
+          await client.create(`/v1/wallets/${g.wallet}/debits`, {
+            amount: "1",
+            reason: "x",
+            grant_id: g.grant,
+          })
+        ).id,
+      );
+      await client.create(`/v1/grants/${g.grant}/void`, { reason: "x" });
+      return { debit: first, other: second, stranded, grant };
+    },
+    id: (_f, v) => v.debit!,
+    body: () => ({ reason: "refund" }),
+    other: (_f, v) => ({ path: `/v1/transactions/${v.other}/reverse`, json: { reason: "refund" } }),
+    business: [
+      { name: "a grant's issuing transaction", code: "transaction_not_reversible", id: (f) => f.a.issue },
+      { name: "a debit already reversed", code: "transaction_already_reversed", id: (f) => f.a.reversed },
+      { name: "a reversal", code: "transaction_not_reversible", id: (f) => f.a.reversal },
+      { name: "a debit whose grant was voided", code: "grant_inactive", id: (_f, v) => v.stranded! },
+      ...reasonCases(() => ({ reason: "refund" }), true),
+    ],
+  },
+  "POST /v1/reconcile": {
+    body: () => ({}),
+    // Reconcile takes no input: a different request is one to another endpoint.
+    other: () => ({ path: "/v1/customers", json: { kind: "individual" } }),
+  },
+  "POST /v1/api_keys": {
+    body: () => ({ kind: "secret", name: `ci-${unique()}` }),
+    other: () => ({ path: "/v1/api_keys", json: { kind: "secret", name: "another" } }),
+    ids: {
+      customer_id: {
+        code: "not_found",
+        kind: "cus",
+        base: () => ({ kind: "restricted", name: "customer page" }),
+      },
+    },
+    business: [
+      {
+        name: "a restricted key without customer_id",
+        code: "invalid_argument",
+        body: () => ({ kind: "restricted", name: "page" }),
+      },
+      {
+        name: "a secret key with customer_id",
+        code: "invalid_argument",
+        body: (f) => ({ kind: "secret", name: "page", customer_id: f.a.customer }),
+      },
+      {
+        name: "an empty name",
+        code: "validation_failed",
+        field: "name",
+        body: () => ({ kind: "secret", name: "" }),
+      },
+    ],
+  },
+  "GET /v1/api_keys": {},
+  "POST /v1/api_keys/:id/revoke": {
+    setup: async ({ client }) => {
+      const key = async () => String((await client.create("/v1/api_keys", { kind: "secret", name: "k" })).id);
+      return { key: await key(), other: await key() };
+    },
+    id: (_f, v) => v.key!,
+    body: () => ({}),
+    other: (_f, v) => ({ path: `/v1/api_keys/${v.other}/revoke`, json: {} }),
+  },
+  ...METERING_SPECS,
+};

@@ -1,0 +1,202 @@
+import { startTestServer, type TestServer } from "./harness.js";
+import { Client } from "./http.js";
+
+type Obj = Record<string, unknown>;
+
+/** One tenant's fixture ids. */
+export interface TenantFixtures {
+  readonly tenantId: string;
+  /** Its secret key. */
+  readonly key: string;
+  /** The main customer (external_id "acme"), its pool wallet, a member with a wallet, an agent. */
+  readonly customer: string;
+  readonly wallet: string;
+  readonly member: string;
+  readonly memberWallet: string;
+  readonly agent: string;
+  /** A second customer of the same tenant, with a subject, a grant and a debit. */
+  readonly customer2: string;
+  readonly wallet2: string;
+  readonly subject2: string;
+  readonly grant2: string;
+  /** An active grant in the pool (100 credits, expiring 2099) and one in the member's wallet. */
+  readonly grant: string;
+  readonly memberGrant: string;
+  /** A voided grant, in the pool. */
+  readonly voidedGrant: string;
+  /** The transaction that issued `grant` (not reversible), a debit, a reversed debit, its reversal. */
+  readonly issue: string;
+  readonly debit: string;
+  readonly reversed: string;
+  readonly reversal: string;
+  readonly debit2: string;
+  /** A secret key's id (not the client's own key). */
+  readonly apiKey: string;
+  /** The default rate card (pricing chat.completion by output_tokens) and its version. */
+  readonly rateCard: string;
+  readonly rateCardVersion: string;
+  /** A usage event of the main customer, in run `run`; and one of the second customer. */
+  readonly event: string;
+  readonly run: string;
+  readonly event2: string;
+  readonly run2: string;
+}
+
+/** What every bad-input and tenancy test starts from: two tenants with one of everything. */
+export interface Fixtures {
+  readonly a: TenantFixtures;
+  readonly b: TenantFixtures;
+  /** Tenant A's restricted key, reading `a.customer` only. */
+  readonly restricted: string;
+  readonly restrictedId: string;
+  /** Tenant A's revoked secret key. */
+  readonly revoked: string;
+}
+
+/** A running server with its fixtures, a client for tenant A, and a clock that can be moved. */
+export interface World {
+  readonly server: TestServer;
+  readonly client: Client;
+  readonly f: Fixtures;
+  /** Moves the server's clock forward. */
+  advance(ms: number): void;
+  close(): Promise<void>;
+}
+
+let counter = 0;
+/** A short unique suffix for external ids and names. */
+export const unique = (): string => `${Date.now().toString(36)}${(counter++).toString(36)}`;
+
+/** The rate card line every fixture tenant prices its events by. */
+export const CHAT_LINE = {
+  id: "chat",
+  action: "chat.completion",
+  quantity: "output_tokens",
+  rate: "0.001",
+} as const;
+
+async function tenantFixtures(client: Client, tenantId: string, t: string): Promise<TenantFixtures> {
+  const c1 = await client.create("/v1/customers", { kind: "organization", external_id: "acme" });
+  const c2 = await client.create("/v1/customers", { kind: "individual", external_id: "bob" });
+  const customer = String(c1.id);
+  const wallet = String(c1.wallet_id);
+  const member = await client.create(`/v1/customers/${customer}/subjects`, {
+    kind: "member",
+    external_id: "alice",
+  });
+  const agent = await client.create(`/v1/customers/${customer}/subjects`, {
+    kind: "agent",
+    external_id: "bot",
+  });
+  const subject2 = await client.create(`/v1/customers/${c2.id}/subjects`, { kind: "member" });
+  const memberWallet = await client.create("/v1/wallets", { customer_id: customer, member_id: member.id });
+  const grant = await client.create<{ grant: Obj; transaction_id: string }>("/v1/grants", {
+    wallet_id: wallet,
+    amount: "100",
+    source: "promo",
+    expires_at: "2099-01-01T00:00:00Z",
+  });
+  const memberGrant = await client.create<{ grant: Obj }>("/v1/grants", {
+    wallet_id: memberWallet.id,
+    amount: "10",
+    source: "plan",
+  });
+  const grant2 = await client.create<{ grant: Obj }>("/v1/grants", {
+    wallet_id: c2.wallet_id,
+    amount: "10",
+    source: "purchase",
+    cost_basis: "0.01",
+    currency: "USD",
+  });
+  const voided = await client.create<{ grant: Obj }>("/v1/grants", {
+    wallet_id: wallet,
+    amount: "5",
+    source: "gift",
+  });
+  await client.create(`/v1/grants/${voided.grant.id}/void`, { reason: "fixture" });
+  const debit = await client.create(`/v1/wallets/${wallet}/debits`, {
+    amount: "1",
+    reason: "fixture",
+    action: "chat.completion",
+  });
+  const reversed = await client.create(`/v1/wallets/${wallet}/debits`, { amount: "2", reason: "fixture" });
+  const reversal = await client.create(`/v1/transactions/${reversed.id}/reverse`, { reason: "fixture" });
+  const debit2 = await client.create(`/v1/wallets/${c2.wallet_id}/debits`, {
+    amount: "1",
+    reason: "fixture",
+  });
+  const apiKey = await client.create("/v1/api_keys", { kind: "secret", name: `fixture-${unique()}` });
+  const card = await client.create("/v1/rate_cards", { name: "Standard" });
+  const version = await client.create(`/v1/rate_cards/${card.id}/versions`, { lines: [CHAT_LINE] });
+  const event = async (id: string, customerId: string, runId: string) => {
+    await client.create("/v1/events", {
+      id,
+      customer_id: customerId,
+      action: "chat.completion",
+      quantities: { output_tokens: 10 },
+      run_id: runId,
+    });
+  };
+  await event(`evt-${t}-1`, customer, `run-${t}-1`);
+  await event(`evt-${t}-2`, String(c2.id), `run-${t}-2`);
+  return {
+    tenantId,
+    key: client.key,
+    customer,
+    wallet,
+    member: String(member.id),
+    memberWallet: String(memberWallet.id),
+    agent: String(agent.id),
+    customer2: String(c2.id),
+    wallet2: String(c2.wallet_id),
+    subject2: String(subject2.id),
+    grant2: String(grant2.grant.id),
+    grant: String(grant.grant.id),
+    memberGrant: String(memberGrant.grant.id),
+    voidedGrant: String(voided.grant.id),
+    issue: grant.transaction_id,
+    debit: String(debit.id),
+    reversed: String(reversed.id),
+    reversal: String(reversal.id),
+    debit2: String(debit2.id),
+    apiKey: String(apiKey.id),
+    rateCard: String(card.id),
+    rateCardVersion: String(version.id),
+    event: `evt-${t}-1`,
+    run: `run-${t}-1`,
+    event2: `evt-${t}-2`,
+    run2: `run-${t}-2`,
+  };
+}
+
+/** Starts a server on PGlite with a movable clock and builds both tenants' fixtures over HTTP. */
+export async function startWorld(): Promise<World> {
+  let offset = 0;
+  const server = await startTestServer({ clock: () => Date.now() + offset });
+  const client = new Client(server.url, server.key);
+  const a = await tenantFixtures(client, server.tenantId, "a");
+  const other = await server.newTenant("Other");
+  const b = await tenantFixtures(client.as(other.key), other.tenantId, "b");
+  const restricted = await client.create("/v1/api_keys", {
+    kind: "restricted",
+    name: "customer page",
+    customer_id: a.customer,
+  });
+  const revoked = await client.create("/v1/api_keys", { kind: "secret", name: "old" });
+  await client.create(`/v1/api_keys/${revoked.id}/revoke`);
+  return {
+    server,
+    client,
+    f: {
+      a,
+      b,
+      restricted: String(restricted.secret),
+      restrictedId: String(restricted.id),
+      revoked: String(revoked.secret),
+    },
+    advance: (ms) => {
+      offset += ms;
+    },
+    close: () => server.close(),
+  };
+}
