@@ -35,7 +35,7 @@ try {
   // ---- schema and seed (through the CLI's migrate, then bulk SQL that keeps the journal balanced)
   await run("node", ["packages/cli/dist/src/main.js", "migrate"], { DATABASE_URL });
   const db = new pg.Pool({ connectionString: DATABASE_URL, max: 16 });
-  const { tenantId, key, customers, hot } = await seed(db);
+  const { key, customers, hot } = await seed(db);
   log(`seeded ${WALLETS} wallets`);
 
   // ---- the server, in its own process
