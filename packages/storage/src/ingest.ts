@@ -48,10 +48,15 @@ export type IngestResult =
 export interface WriterOptions {
   /** Most events in one database transaction. Default 5,000. */
   readonly maxBatchEvents?: number;
-  /** Transactions in flight at once (1 on PGlite; 2 lets PostgreSQL overlap with Node). */
-  readonly concurrency?: number;
+  /**
+   * Lanes: customers are split among them by a hash of their id, and each lane commits one
+   * batch at a time, so two lanes never wait on each other's wallet locks. Default 2 on
+   * PostgreSQL; always 1 on PGlite (one connection).
+   */
+  readonly lanes?: number;
 }
 
+/** Part of one caller's events, for one lane. */
 interface Pending {
   readonly tenantId: string;
   readonly events: readonly IngestEvent[];
@@ -61,6 +66,13 @@ interface Pending {
 
 const RETRYABLE = new Set(["23505", "40001", "40P01"]);
 
+/** A small, stable string hash (FNV-1a) that picks a customer's lane. */
+function laneOf(customerId: string, lanes: number): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < customerId.length; i++) h = Math.imul(h ^ customerId.charCodeAt(i), 0x01000193);
+  return (h >>> 0) % lanes;
+}
+
 /**
  * The group-commit writer of DESIGN.md: requests join a queue; the writer takes what is
  * waiting (up to a maximum), and in ONE transaction locks the affected wallets in id order,
@@ -69,10 +81,9 @@ const RETRYABLE = new Set(["23505", "40001", "40P01"]);
  * wallet cost one row lock per batch. No timer: while one batch commits, the next gathers.
  */
 export class IngestWriter {
-  readonly #queue: Pending[] = [];
-  #running = 0;
+  readonly #queues: Pending[][];
+  readonly #busy: boolean[];
   readonly #maxBatch: number;
-  readonly #concurrency: number;
 
   constructor(
     private readonly store: Store,
@@ -80,35 +91,70 @@ export class IngestWriter {
     options: WriterOptions = {},
   ) {
     this.#maxBatch = options.maxBatchEvents ?? 5000;
-    this.#concurrency = store.db.kind === "pglite" ? 1 : (options.concurrency ?? 2);
+    const lanes = store.db.kind === "pglite" ? 1 : Math.max(1, options.lanes ?? 2);
+    this.#queues = Array.from({ length: lanes }, () => []);
+    this.#busy = this.#queues.map(() => false);
   }
 
-  /** Queues events of one tenant; resolves with one result per event, in order, once durable. */
+  /**
+   * Queues events of one tenant; resolves with one result per event, in order, once every
+   * part is durable. Events of one customer always share a lane, so their order holds.
+   */
   submit(tenantId: string, events: readonly IngestEvent[]): Promise<IngestResult[]> {
+    const lanes = this.#queues.length;
+    if (lanes === 1)
+      return new Promise((resolve, reject) => this.#enqueue(0, { tenantId, events, resolve, reject }));
+    const parts = this.#queues.map(() => ({ events: [] as IngestEvent[], at: [] as number[] }));
+    events.forEach((e, i) => {
+      const part = parts[laneOf(e.event.customerId, lanes)]!;
+      part.events.push(e);
+      part.at.push(i);
+    });
     return new Promise((resolve, reject) => {
-      this.#queue.push({ tenantId, events, resolve, reject });
-      this.#kick();
+      const results: IngestResult[] = new Array(events.length);
+      let left = parts.filter((p) => p.events.length > 0).length;
+      let failed = false;
+      parts.forEach((part, lane) => {
+        if (part.events.length === 0) return;
+        this.#enqueue(lane, {
+          tenantId,
+          events: part.events,
+          resolve: (r) => {
+            r.forEach((result, k) => {
+              results[part.at[k]!] = result;
+            });
+            if (--left === 0 && !failed) resolve(results);
+          },
+          reject: (error) => {
+            // Other parts may have committed: events are idempotent by id, so a retry is safe.
+            if (!failed) reject(error);
+            failed = true;
+          },
+        });
+      });
     });
   }
 
-  #kick(): void {
-    while (this.#running < this.#concurrency && this.#queue.length > 0) {
-      const batch: Pending[] = [];
-      let size = 0;
-      while (
-        this.#queue.length > 0 &&
-        (batch.length === 0 || size + this.#queue[0]!.events.length <= this.#maxBatch)
-      ) {
-        const next = this.#queue.shift()!;
-        batch.push(next);
-        size += next.events.length;
-      }
-      this.#running++;
-      void this.#run(batch).finally(() => {
-        this.#running--;
-        this.#kick();
-      });
+  #enqueue(lane: number, pending: Pending): void {
+    this.#queues[lane]!.push(pending);
+    this.#kick(lane);
+  }
+
+  #kick(lane: number): void {
+    const queue = this.#queues[lane]!;
+    if (this.#busy[lane] || queue.length === 0) return;
+    const batch: Pending[] = [];
+    let size = 0;
+    while (queue.length > 0 && (batch.length === 0 || size + queue[0]!.events.length <= this.#maxBatch)) {
+      const next = queue.shift()!;
+      batch.push(next);
+      size += next.events.length;
     }
+    this.#busy[lane] = true;
+    void this.#run(batch).finally(() => {
+      this.#busy[lane] = false;
+      this.#kick(lane);
+    });
   }
 
   async #run(batch: Pending[]): Promise<void> {
@@ -120,7 +166,7 @@ export class IngestWriter {
           const byTenant = new Map<string, IngestResult[]>();
           for (const tenantId of tenants) {
             const items = batch.filter((p) => p.tenantId === tenantId).flatMap((p) => p.events);
-            byTenant.set(tenantId, await this.#process(tx, tenantId, items));
+            byTenant.set(tenantId, await this.#process(tx, tenantId, items, attempt > 1));
           }
           const cursors = new Map<string, number>();
           for (const p of batch) {
@@ -134,7 +180,7 @@ export class IngestWriter {
         return;
       } catch (error) {
         const code = (error as { code?: string }).code;
-        // A concurrent writer inserted the same event id (another customer) or a deadlock: retry.
+        // An id already stored (a retry, or a concurrent writer), or a deadlock: retry, looking ids up.
         if (code !== undefined && RETRYABLE.has(code) && attempt < 5) continue;
         for (const p of batch) p.reject(error);
         return;
@@ -142,8 +188,19 @@ export class IngestWriter {
     }
   }
 
-  /** One tenant's events in one transaction; returns a result per event, in order. */
-  async #process(ex: SqlExecutor, tenantId: string, items: readonly IngestEvent[]): Promise<IngestResult[]> {
+  /**
+   * One tenant's events in one transaction; returns a result per event, in order.
+   *
+   * Optimistic about duplicates: a first attempt does not look events up, and the primary key
+   * refuses any id already stored (the transaction then rolls back, nothing is acknowledged, and
+   * the retry looks every id up). Retries are rare; a lookup per batch would not be.
+   */
+  async #process(
+    ex: SqlExecutor,
+    tenantId: string,
+    items: readonly IngestEvent[],
+    lookUp: boolean,
+  ): Promise<IngestResult[]> {
     const results: (IngestResult | null)[] = items.map(() => null);
     // Duplicates inside the batch: the first occurrence is processed, later ones echo it.
     const first = new Map<string, number>();
@@ -164,11 +221,13 @@ export class IngestWriter {
        ORDER BY id FOR UPDATE`,
       [tenantId, customerIds, subjectIds],
     );
-    const existing = await ex.query(
-      `SELECT event_id, fingerprint, outcome, credits::text AS credits, unpaid::text AS unpaid, detail
-       FROM usage_events WHERE tenant_id = $1 AND event_id = ANY($2::text[])`,
-      [tenantId, [...first.keys()]],
-    );
+    const existing = lookUp
+      ? await ex.query(
+          `SELECT event_id, fingerprint, outcome, credits::text AS credits, unpaid::text AS unpaid, detail
+           FROM usage_events WHERE tenant_id = $1 AND event_id = ANY($2::text[])`,
+          [tenantId, [...first.keys()]],
+        )
+      : { rows: [] };
     const stored = new Map(existing.rows.map((r) => [String(r.event_id), r]));
     const fresh: number[] = [];
     for (const i of first.values()) {

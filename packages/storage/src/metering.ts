@@ -71,10 +71,12 @@ export interface Catalog {
 const ms = (v: unknown): number => (v instanceof Date ? v.getTime() : new Date(String(v)).getTime());
 const iso = (t: number): string => new Date(t).toISOString();
 
+// Rows are never deleted, so their counts grow with every commit. A count, not max(seq): a
+// version that took its sequence number first may commit after a later-numbered one.
 const STAMP = `SELECT
-  (SELECT coalesce(max(seq), 0) FROM rate_card_versions WHERE tenant_id = $1)::text || ':' ||
+  (SELECT count(*) FROM rate_card_versions WHERE tenant_id = $1)::text || ':' ||
   (SELECT count(*) FROM rate_cards WHERE tenant_id = $1)::text || ':' ||
-  (SELECT coalesce(max(seq), 0) FROM cost_table_versions WHERE tenant_id = $1)::text AS stamp`;
+  (SELECT count(*) FROM cost_table_versions WHERE tenant_id = $1)::text AS stamp`;
 
 function parseCustomerPricing(row: Record<string, unknown>): CustomerPricing {
   const overrides = row.overrides ? (JSON.parse(String(row.overrides)) as RateLineInput[]) : [];

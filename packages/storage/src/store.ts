@@ -101,6 +101,12 @@ const GRANT_COLUMNS =
 const iso = (ms: number | null): string | null => (ms === null ? null : new Date(ms).toISOString());
 
 /**
+ * How long an authenticated key is trusted without asking the database again. A revocation is
+ * immediate on the instance that made it and takes at most this long on the others.
+ */
+export const KEY_CACHE_MS = 2_000;
+
+/**
  * The storage layer: tenancy, keys, customers, wallets and the ledger's writes on
  * PostgreSQL's dialect (PGlite or PostgreSQL).
  *
@@ -112,6 +118,9 @@ const iso = (ms: number | null): string | null => (ms === null ? null : new Date
 export class Store {
   readonly #clock: () => number;
   readonly #newId: IdGenerator;
+  /** Authenticated keys by hash, for a few seconds: a key lookup per request would cost more than the request. */
+  readonly #keys = new Map<string, { found: { key: ApiKey; tenant: Tenant }; until: number }>();
+  readonly #revoked = new Set<string>();
 
   constructor(
     readonly db: SqlClient,
@@ -240,10 +249,22 @@ export class Store {
 
   /** Finds the live (unrevoked) key for a secret, or null. */
   async authenticate(secret: string): Promise<{ key: ApiKey; tenant: Tenant } | null> {
+    const hash = hashKey(secret);
+    const cached = this.#keys.get(hash);
+    if (cached && cached.until > Date.now() && !this.#revoked.has(cached.found.key.id)) return cached.found;
+    const found = await this.#lookUpKey(hash);
+    if (found && !this.#revoked.has(found.key.id)) {
+      if (this.#keys.size >= 10_000) this.#keys.clear();
+      this.#keys.set(hash, { found, until: Date.now() + KEY_CACHE_MS });
+    }
+    return found;
+  }
+
+  async #lookUpKey(hash: string): Promise<{ key: ApiKey; tenant: Tenant } | null> {
     const { rows } = await this.db.query(
       `SELECT k.*, t.name AS tenant_name, t.environment, t.created_at AS tenant_created_at
        FROM api_keys k JOIN tenants t ON t.id = k.tenant_id WHERE k.hash = $1 AND k.revoked_at IS NULL`,
-      [hashKey(secret)],
+      [hash],
     );
     const r = rows[0];
     if (!r) return null;
@@ -268,6 +289,8 @@ export class Store {
 
   /** Revokes a key; it stops working at once. Revoking twice is harmless. */
   async revokeApiKey(tenantId: string, keyId: string, ex: SqlExecutor = this.db): Promise<Result<ApiKey>> {
+    // Never again served from this instance's cache; other instances drop it within KEY_CACHE_MS.
+    this.#revoked.add(keyId);
     const { rows } = await ex.query(
       "UPDATE api_keys SET revoked_at = coalesce(revoked_at, $3) WHERE tenant_id = $1 AND id = $2 RETURNING *",
       [tenantId, keyId, iso(this.now())],
