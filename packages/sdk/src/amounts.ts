@@ -1,5 +1,5 @@
 import { formatAmount, parseAmount, SCALE } from "@drawdown/core";
-import type { AmountInput, TimeInput } from "./types.js";
+import type { AmountInput, QuantityInput, TimeInput } from "./types.js";
 
 /**
  * Amounts in the SDK are never JS numbers. On the wire they are decimal strings of credits;
@@ -67,6 +67,38 @@ export function wireAmount(value: AmountInput, field: string): string {
   throw new TypeError(
     `${field}: an amount is a decimal string or a bigint of units, not ${describe(value)}.`,
   );
+}
+
+/**
+ * A quantity for the wire, as a decimal string: a bigint or a safe integer is a whole count; a
+ * string goes as it is (the API validates it). A fractional, negative or unsafe number is a
+ * `TypeError`: floating point must not carry a quantity either. @internal
+ */
+export function wireQuantity(value: QuantityInput, field: string): string {
+  if (typeof value === "string") return value;
+  if (typeof value === "bigint") {
+    if (value < 0n) throw new RangeError(`${field}: a quantity is never negative (got ${value}).`);
+    return value.toString();
+  }
+  if (typeof value === "number") {
+    if (!Number.isSafeInteger(value) || value < 0) {
+      throw new TypeError(
+        `${field}: a number quantity must be a non-negative safe integer (got ${value}); pass fractions and large values as decimal strings such as "1.25", or a bigint.`,
+      );
+    }
+    return String(value);
+  }
+  throw new TypeError(
+    `${field}: a quantity is a bigint, a whole number or a decimal string, not ${describe(value)}.`,
+  );
+}
+
+/** A power of ten for a rate's `per`, as the wire's string. @internal */
+export function wirePer(value: string | bigint | number, field: string): string {
+  if (typeof value === "string") return value;
+  if (typeof value === "bigint" || (typeof value === "number" && Number.isSafeInteger(value)))
+    return String(value);
+  throw new TypeError(`${field}: per is a power of ten such as "1000" or 1_000_000, not ${describe(value)}.`);
 }
 
 /** A time for the wire: a string goes as it is; a Date becomes its ISO string. @internal */

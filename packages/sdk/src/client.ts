@@ -1,6 +1,19 @@
 import { type ApiPromise, Transport } from "./http.js";
-import { Adjustments, ApiKeys, Customers, Grants, Subjects, Transactions, Wallets } from "./resources.js";
-import type { PostOptions, ReconcileReport } from "./types.js";
+import {
+  Adjustments,
+  ApiKeys,
+  CostTables,
+  Customers,
+  Events,
+  Grants,
+  RateCards,
+  Reports,
+  Runs,
+  Subjects,
+  Transactions,
+  Wallets,
+} from "./resources.js";
+import type { PostOptions, PublicRateCard, ReconcileReport, RequestOptions } from "./types.js";
 
 /** Options of {@link Drawdown}. */
 export interface DrawdownOptions {
@@ -45,13 +58,23 @@ const VERSION = "0.1.0";
  * }
  * const balance = await dd.wallets.balance(acme.wallet_id); // balance.available === "87.5"
  * for await (const txn of dd.transactions.listAll({ customer_id: acme.id })) console.log(txn.kind);
+ *
+ * // Metering: publish prices, send usage, read why it cost what it did.
+ * const card = await dd.rateCards.create({ name: "Standard" });
+ * await dd.rateCards.publishVersion(card.id, {
+ *   lines: [{ id: "out", action: "chat.completion", quantity: "output_tokens", rate: "0.015", per: 1000 }],
+ * });
+ * const r = await dd.events.ingest({
+ *   id: "evt_1", customer_id: acme.id, action: "chat.completion", quantities: { output_tokens: 350 },
+ * });
+ * const why = await dd.events.get("evt_1"); // why.explanation.lines, why.explanation.draws
  */
 export class Drawdown {
-  /** Customers (each with its pool wallet): create, list, listAll, get. */
+  /** Customers (each with its pool wallet): create, list, listAll, get, setPricing. */
   readonly customers: Customers;
   /** Members, agents and workflows of a customer: create, list, listAll, get. */
   readonly subjects: Subjects;
-  /** Wallets: create (a member's), list, get, balance. */
+  /** Wallets: create (a member's), list, get, balance, setOverage. */
   readonly wallets: Wallets;
   /** Manual credit and debit adjustments on a wallet. */
   readonly adjustments: Adjustments;
@@ -61,33 +84,23 @@ export class Drawdown {
   readonly transactions: Transactions;
   /** API keys: create, list, revoke. */
   readonly apiKeys: ApiKeys;
+  /** Usage events: ingest, ingestBatch (native or CloudEvents), get (the price explanation). */
+  readonly events: Events;
+  /** Rate cards and their versions: create, list, get, publishVersion. */
+  readonly rateCards: RateCards;
+  /** Cost tables (cost of goods sold): publish. */
+  readonly costTables: CostTables;
+  /** Reports: margin. */
+  readonly reports: Reports;
+  /** Agent runs: get (totals of the events carrying a run id). */
+  readonly runs: Runs;
   readonly #transport: Transport;
 
   constructor(options: DrawdownOptions) {
     if (!options || typeof options.apiKey !== "string" || options.apiKey === "") {
       throw new TypeError("Drawdown: apiKey is required (your secret or restricted key).");
     }
-    if (typeof options.baseUrl !== "string" || !/^https?:\/\//.test(options.baseUrl)) {
-      throw new TypeError('Drawdown: baseUrl is required, e.g. "http://127.0.0.1:4020".');
-    }
-    const maxRetries = options.maxRetries ?? 2;
-    if (!Number.isInteger(maxRetries) || maxRetries < 0) {
-      throw new RangeError("Drawdown: maxRetries must be a whole number, 0 or more.");
-    }
-    const fetchFn = options.fetch ?? globalThis.fetch;
-    if (typeof fetchFn !== "function") {
-      throw new TypeError("Drawdown: no global fetch here; pass options.fetch.");
-    }
-    this.#transport = new Transport({
-      apiKey: options.apiKey,
-      baseUrl: options.baseUrl.replace(/\/+$/, ""),
-      // Called unbound: some fetch implementations need their global as `this`.
-      fetch: (input, init) => fetchFn(input, init),
-      maxRetries,
-      retryBaseDelayMs: options.retryBaseDelayMs ?? 500,
-      timeoutMs: options.timeoutMs ?? 60_000,
-      userAgent: `drawdown-sdk-typescript/${VERSION}`,
-    });
+    this.#transport = transport(options);
     this.customers = new Customers(this.#transport);
     this.subjects = new Subjects(this.#transport);
     this.wallets = new Wallets(this.#transport);
@@ -95,6 +108,25 @@ export class Drawdown {
     this.grants = new Grants(this.#transport);
     this.transactions = new Transactions(this.#transport);
     this.apiKeys = new ApiKeys(this.#transport);
+    this.events = new Events(this.#transport);
+    this.rateCards = new RateCards(this.#transport);
+    this.costTables = new CostTables(this.#transport);
+    this.reports = new Reports(this.#transport);
+    this.runs = new Runs(this.#transport);
+  }
+
+  /**
+   * A tenant's default rate card as its customers may see it: the version in force and the
+   * next scheduled one, with every rate. Public: sent without the API key (see
+   * {@link publicRateCard} to call it with no key at all). `not_found` when the tenant has
+   * published none.
+   *
+   * @example
+   * const card = await dd.publicRateCard("ten_01jd0s7k2mqx3v8r9t5w6y7z8a");
+   * for (const r of card.current?.rates ?? []) console.log(r.action, r.model, r.rate, "per", r.per, r.quantity);
+   */
+  publicRateCard(tenantId: string, options?: RequestOptions): ApiPromise<PublicRateCard> {
+    return publicRateCardVia(this.#transport, tenantId, options);
   }
 
   /**
@@ -114,4 +146,62 @@ export class Drawdown {
       signal: options?.signal,
     }));
   }
+}
+
+/** Builds the transport from the client's options, checking them. */
+function transport(options: DrawdownOptions): Transport {
+  if (!options || typeof options.baseUrl !== "string" || !/^https?:\/\//.test(options.baseUrl)) {
+    throw new TypeError('Drawdown: baseUrl is required, e.g. "http://127.0.0.1:4020".');
+  }
+  const maxRetries = options.maxRetries ?? 2;
+  if (!Number.isInteger(maxRetries) || maxRetries < 0) {
+    throw new RangeError("Drawdown: maxRetries must be a whole number, 0 or more.");
+  }
+  const fetchFn = options.fetch ?? globalThis.fetch;
+  if (typeof fetchFn !== "function") {
+    throw new TypeError("Drawdown: no global fetch here; pass options.fetch.");
+  }
+  return new Transport({
+    apiKey: options.apiKey,
+    baseUrl: options.baseUrl.replace(/\/+$/, ""),
+    // Called unbound: some fetch implementations need their global as `this`.
+    fetch: (input, init) => fetchFn(input, init),
+    maxRetries,
+    retryBaseDelayMs: options.retryBaseDelayMs ?? 500,
+    timeoutMs: options.timeoutMs ?? 60_000,
+    userAgent: `drawdown-sdk-typescript/${VERSION}`,
+  });
+}
+
+function publicRateCardVia(
+  t: Transport,
+  tenantId: string,
+  options: RequestOptions | undefined,
+): ApiPromise<PublicRateCard> {
+  return t.request(() => {
+    if (typeof tenantId !== "string" || tenantId === "")
+      throw new TypeError("publicRateCard: tenantId must be a non-empty string.");
+    return {
+      method: "GET",
+      path: `/v1/public/${encodeURIComponent(tenantId)}/rate_card`,
+      authenticate: false,
+      signal: options?.signal,
+    };
+  });
+}
+
+/**
+ * A tenant's public rate card, with no API key at all: for a pricing page or a customer's
+ * browser. Takes the client's options but the key.
+ *
+ * @example
+ * import { publicRateCard } from "@drawdown/sdk";
+ * const card = await publicRateCard("ten_01jd0s7k2mqx3v8r9t5w6y7z8a", { baseUrl: "https://billing.example.com" });
+ * console.log(card.name, card.current?.rates, card.upcoming?.effective_at);
+ */
+export function publicRateCard(
+  tenantId: string,
+  options: Omit<DrawdownOptions, "apiKey"> & RequestOptions,
+): ApiPromise<PublicRateCard> {
+  return publicRateCardVia(transport({ ...options, apiKey: "" }), tenantId, options);
 }

@@ -8,7 +8,7 @@ export interface ApiResponse<T> {
   readonly status: number;
   /** The `request-id` header. */
   readonly requestId: string | null;
-  /** The `Idempotency-Key` the POST was sent with (yours or the generated one); null for a GET. */
+  /** The `Idempotency-Key` the POST was sent with (yours or the generated one); null for a GET and for usage events (deduplicated by their ids). */
   readonly idempotencyKey: string | null;
   /** True when the API answered from its idempotency record (header `idempotent-replayed`). */
   readonly idempotentReplayed: boolean;
@@ -72,6 +72,12 @@ export interface RequestSpec {
   readonly body?: unknown;
   readonly idempotencyKey?: string;
   readonly signal?: AbortSignal;
+  /** The body's media type; default `application/json`. */
+  readonly contentType?: string;
+  /** False for a POST that is idempotent by its own ids (usage events): no Idempotency-Key is sent. */
+  readonly idempotent?: false;
+  /** False for a public endpoint: no Authorization header is sent. */
+  readonly authenticate?: false;
 }
 
 const MAX_RETRY_DELAY_MS = 8_000;
@@ -119,17 +125,19 @@ export class Transport {
     const url = new URL(o.baseUrl + spec.path);
     for (const [k, v] of Object.entries(spec.query ?? {})) if (v !== undefined) url.searchParams.set(k, v);
     const headers: Record<string, string> = {
-      authorization: `Bearer ${o.apiKey}`,
+      ...(spec.authenticate === false ? {} : { authorization: `Bearer ${o.apiKey}` }),
       accept: "application/json",
       "user-agent": o.userAgent,
     };
     let idempotencyKey: string | null = null;
     let body: string | undefined;
     if (spec.method === "POST") {
-      // A key of our own when the caller gave none, so our retries can never apply a change twice.
-      idempotencyKey = spec.idempotencyKey ?? globalThis.crypto.randomUUID();
-      headers["idempotency-key"] = idempotencyKey;
-      headers["content-type"] = "application/json";
+      if (spec.idempotent !== false) {
+        // A key of our own when the caller gave none, so our retries can never apply a change twice.
+        idempotencyKey = spec.idempotencyKey ?? globalThis.crypto.randomUUID();
+        headers["idempotency-key"] = idempotencyKey;
+      }
+      headers["content-type"] = spec.contentType ?? "application/json";
       body = JSON.stringify(spec.body ?? {});
     }
 

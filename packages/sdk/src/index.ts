@@ -8,7 +8,7 @@
  * console.log(b.available, toUnits(b.available));
  */
 export { toCredits, toUnits, UNITS_PER_CREDIT } from "./amounts.js";
-export { Drawdown, type DrawdownOptions } from "./client.js";
+export { Drawdown, type DrawdownOptions, publicRateCard } from "./client.js";
 export {
   API_ERROR_CODES,
   API_ERROR_STATUS,
@@ -22,9 +22,14 @@ export { ApiPromise, type ApiResponse } from "./http.js";
 export {
   Adjustments,
   ApiKeys,
+  CostTables,
   Customers,
+  Events,
   Grants,
   paginate,
+  RateCards,
+  Reports,
+  Runs,
   Subjects,
   Transactions,
   Wallets,

@@ -1,14 +1,22 @@
-import { wireAmount, wireTime } from "./amounts.js";
+import { wireAmount, wirePer, wireQuantity, wireTime } from "./amounts.js";
 import type { ApiPromise, Transport } from "./http.js";
 import type {
   ApiKey,
   ApiKeyCreateParams,
   Balance,
+  CloudEventInput,
+  CostTableParams,
+  CostTableVersion,
   CreditAdjustmentParams,
   Customer,
   CustomerCreateParams,
   CustomerListParams,
+  CustomerPricing,
+  CustomerPricingParams,
   DebitAdjustmentParams,
+  EventBatchResult,
+  EventInput,
+  EventResult,
   Grant,
   GrantCreated,
   GrantCreateParams,
@@ -16,14 +24,25 @@ import type {
   GrantListParams,
   GrantVoidParams,
   List,
+  MarginReport,
+  MarginReportParams,
+  OveragePolicy,
+  OveragePolicyParams,
   PageParams,
   PostOptions,
+  RateCard,
+  RateCardCreateParams,
+  RateCardVersion,
+  RateCardVersionParams,
+  RateLineInput,
   RequestOptions,
   ReversalParams,
+  RunSummary,
   Subject,
   SubjectCreateParams,
   Transaction,
   TransactionListParams,
+  UsageEvent,
   Wallet,
   WalletCreateParams,
 } from "./types.js";
@@ -145,6 +164,34 @@ export class Customers extends Resource {
   get(id: string, options?: RequestOptions): ApiPromise<Customer> {
     return this.fetchJson(options, () => ({ path: `/v1/customers/${seg(id)}` }));
   }
+
+  /**
+   * Sets a customer's contract pricing, replacing what was set before: the card it follows
+   * (absent or null: the tenant's default), a pinned version (used whatever the event's time;
+   * null: the version in force at each event's time) and override lines that take precedence
+   * over the card's. `not_found` for an unknown card or a version of another card.
+   *
+   * @example
+   * await dd.customers.setPricing(acme.id, {
+   *   rate_card_id: card.id,
+   *   pinned_version_id: v1.id,
+   *   overrides: [{ id: "enterprise-gpt4o", action: "chat.completion", match: { model: "gpt-4o" },
+   *                 quantity: "output_tokens", rate: "0.00001" }],
+   * });
+   */
+  setPricing(
+    customerId: string,
+    params: CustomerPricingParams,
+    options?: PostOptions,
+  ): ApiPromise<CustomerPricing> {
+    return this.postJson(options, () => ({
+      path: `/v1/customers/${seg(customerId)}/pricing`,
+      body: {
+        ...params,
+        overrides: params.overrides?.map((l, i) => wireLine(l, `overrides[${i}]`)),
+      },
+    }));
+  }
 }
 
 /** Subjects: who or what uses credits inside a customer (members, agents, workflows). */
@@ -249,6 +296,28 @@ export class Wallets extends Resource {
    */
   balance(id: string, options?: RequestOptions): ApiPromise<Balance> {
     return this.fetchJson(options, () => ({ path: `/v1/wallets/${seg(id)}/balance` }));
+  }
+
+  /**
+   * Sets a customer's pool wallet's overage policy: what happens when credits do not cover a
+   * usage charge. `hard_cap` (the default): the charge is recorded unpaid and nothing is drawn.
+   * `soft_cap`: the balance may go down to `floor` (zero or negative); what is owed is kept as
+   * the wallet's overdraft (its balance is its grants minus the overdraft). `invalid_argument`
+   * for a member's wallet, or when the balance is already below the new floor.
+   *
+   * @example
+   * await dd.wallets.setOverage(acme.wallet_id, { mode: "soft_cap", floor: "-100" });
+   * await dd.wallets.setOverage(acme.wallet_id, { mode: "hard_cap" });
+   */
+  setOverage(
+    walletId: string,
+    params: OveragePolicyParams,
+    options?: PostOptions,
+  ): ApiPromise<OveragePolicy> {
+    return this.postJson(options, () => ({
+      path: `/v1/wallets/${seg(walletId)}/overage`,
+      body: { ...params, floor: params.floor === undefined ? undefined : wireAmount(params.floor, "floor") },
+    }));
   }
 }
 
@@ -486,5 +555,279 @@ export class ApiKeys extends Resource {
    */
   revoke(id: string, options?: PostOptions): ApiPromise<ApiKey> {
     return this.postJson(options, () => ({ path: `/v1/api_keys/${seg(id)}/revoke`, body: {} }));
+  }
+}
+
+// ------------------------------------------------------------------ metering
+
+const isCloudEvent = (e: EventInput): e is CloudEventInput =>
+  e !== null && typeof e === "object" && "specversion" in e;
+
+/** Quantities for the wire: decimal strings. */
+function wireQuantities(q: Record<string, unknown>, where: string): Record<string, string> {
+  if (q === null || typeof q !== "object") throw new TypeError(`${where}: quantities is an object.`);
+  return Object.fromEntries(
+    Object.entries(q).map(([k, v]) => [k, wireQuantity(v as never, `${where}.${k}`)]),
+  );
+}
+
+/** One event for the wire, in the shape it was given. @internal */
+function wireEvent(e: EventInput, where: string): object {
+  if (e === null || typeof e !== "object") throw new TypeError(`${where}: an event is an object.`);
+  const time = e.time === undefined ? undefined : wireTime(e.time, `${where}.time`);
+  const data = isCloudEvent(e) ? e.data : e;
+  if (data === null || typeof data !== "object") throw new TypeError(`${where}.data: an object.`);
+  const fields = {
+    ...data,
+    quantities: wireQuantities(data.quantities, `${where}${isCloudEvent(e) ? ".data" : ""}.quantities`),
+    reported_cost:
+      data.reported_cost === undefined ? undefined : wireAmount(data.reported_cost, `${where}.reported_cost`),
+  };
+  return defined(isCloudEvent(e) ? { ...e, time, data: defined(fields) } : { ...fields, time });
+}
+
+/** A rate line for the wire. @internal */
+function wireLine(l: RateLineInput, where: string): object {
+  return defined({
+    ...l,
+    per: l.per === undefined ? undefined : wirePer(l.per, `${where}.per`),
+    tiers: l.tiers?.map((t, i) => ({
+      up_to: t.up_to === null ? null : wireQuantity(t.up_to, `${where}.tiers[${i}].up_to`),
+      rate: t.rate,
+    })),
+    minimum: l.minimum === undefined ? undefined : wireAmount(l.minimum, `${where}.minimum`),
+  });
+}
+
+/**
+ * Usage events: rated by the rate card version in force at each event's time and drawn down
+ * from the subject's wallet in the same transaction. Events are deduplicated by their `id`,
+ * per tenant, forever: sending one again (a retry) answers its first result and changes
+ * nothing, so these calls need no idempotency key. Both the native shape and CloudEvents 1.0
+ * are accepted.
+ */
+export class Events extends Resource {
+  /**
+   * Records one event and answers its charge: 201 `accepted`, or 200 `duplicate` with the
+   * first result. A rejected event throws {@link DrawdownError} with its code (`unknown_action`,
+   * `not_found`, `event_too_old`, `event_in_future`, `event_id_reused`, `no_rate_card`,
+   * `invalid_event`) and `details.event_id`. A CloudEvent is sent as
+   * `application/cloudevents+json`.
+   *
+   * @example
+   * const r = await dd.events.ingest({
+   *   id: "evt_8f2c",                       // your id: retries are deduplicated by it
+   *   customer_id: acme.id,
+   *   subject_id: ann.id,
+   *   action: "chat.completion",
+   *   dimensions: { model: "gpt-4o" },
+   *   quantities: { input_tokens: 1200, output_tokens: 350n },
+   *   run_id: "run_42",
+   * });
+   * console.log(r.status, r.charge?.credits); // "accepted" "0.0143"
+   *
+   * // The same event as a CloudEvent:
+   * await dd.events.ingest({
+   *   specversion: "1.0", id: "evt_8f2d", source: "/agents/summarizer", type: "chat.completion",
+   *   data: { customer_id: acme.id, quantities: { output_tokens: "350" } },
+   * });
+   */
+  ingest(event: EventInput, options?: RequestOptions): ApiPromise<EventResult> {
+    return this.transport.request(() => ({
+      method: "POST",
+      path: "/v1/events",
+      body: wireEvent(event, "event"),
+      contentType: isCloudEvent(event) ? "application/cloudevents+json" : "application/json",
+      idempotent: false,
+      signal: options?.signal,
+    }));
+  }
+
+  /**
+   * Records up to 10,000 events at once; each is answered on its own, in order (one bad event
+   * does not sink the batch): `accepted` with its charge, `duplicate` with the first charge, or
+   * `rejected` with a code and a message. Native events and CloudEvents may be mixed; a batch of
+   * CloudEvents only is sent as a bare array (`application/cloudevents-batch+json`).
+   *
+   * @example
+   * const batch = await dd.events.ingestBatch(
+   *   steps.map((s) => ({
+   *     id: s.id, customer_id: acme.id, action: "tool.call", quantities: { calls: 1 }, run_id: s.runId,
+   *   })),
+   * );
+   * console.log(batch.accepted, batch.credits);
+   * for (const r of batch.results) if (r.status === "rejected") console.warn(r.id, r.code, r.message);
+   */
+  ingestBatch(events: readonly EventInput[], options?: RequestOptions): ApiPromise<EventBatchResult> {
+    return this.transport.request(() => {
+      if (!Array.isArray(events)) throw new TypeError("events: an array of events.");
+      const wire = events.map((e, i) => wireEvent(e, `events[${i}]`));
+      const cloud = events.length > 0 && events.every(isCloudEvent);
+      return {
+        method: "POST",
+        path: "/v1/events/batch",
+        body: cloud ? wire : { events: wire },
+        contentType: cloud ? "application/cloudevents-batch+json" : "application/json",
+        idempotent: false,
+        signal: options?.signal,
+      };
+    });
+  }
+
+  /**
+   * An event as recorded, with why it cost what it did: the rate card version, each line with
+   * its quantity, tier pieces and rates, the multiplier, the exact credits before the one
+   * rounding, the grants drawn, its cost and the revenue value of the credits. A restricted
+   * key reads its own customer's events only.
+   *
+   * @example
+   * const e = await dd.events.get("evt_8f2c");
+   * console.log(e.charge.rate_card_version_id, e.explanation.multiplier);
+   * for (const l of e.explanation.lines) console.log(l.line_id, l.amount, l.pieces, l.credits);
+   */
+  get(id: string, options?: RequestOptions): ApiPromise<UsageEvent> {
+    return this.fetchJson(options, () => ({ path: `/v1/events/${seg(id)}` }));
+  }
+}
+
+/**
+ * Rate cards: what each action costs in credits, as immutable effective-dated versions, so a
+ * price change needs no deploy. Needs a secret key.
+ */
+export class RateCards extends Resource {
+  /**
+   * Creates a card (without versions yet). The tenant's first card is its default, followed
+   * by every customer without pricing of its own. `already_exists` when the name is taken.
+   *
+   * @example
+   * const card = await dd.rateCards.create({ name: "Standard" });
+   */
+  create(params: RateCardCreateParams, options?: PostOptions): ApiPromise<RateCard> {
+    return this.postJson(options, () => ({ path: "/v1/rate_cards", body: { ...params } }));
+  }
+
+  /**
+   * Every rate card with its versions.
+   *
+   * @example
+   * const { data: cards } = await dd.rateCards.list();
+   */
+  list(options?: RequestOptions): ApiPromise<List<RateCard>> {
+    return this.fetchJson(options, () => ({ path: "/v1/rate_cards" }));
+  }
+
+  /**
+   * A rate card with its versions (oldest first) and the one in force now.
+   *
+   * @example
+   * const card = await dd.rateCards.get("rcd_01jd0s7k2mqx3v8r9t5w6y7z8a");
+   * console.log(card.current_version_id);
+   */
+  get(id: string, options?: RequestOptions): ApiPromise<RateCard> {
+    return this.fetchJson(options, () => ({ path: `/v1/rate_cards/${seg(id)}` }));
+  }
+
+  /**
+   * Publishes a new, immutable version, in force from `effective_at` (now by default, or
+   * later; never backdated) until the next one. `rate_card_overlap` when it would not start
+   * after the latest version; `invalid_rate_card` when a line is malformed or two lines could
+   * price the same quantity of one event with equal specificity.
+   *
+   * @example
+   * const v1 = await dd.rateCards.publishVersion(card.id, {
+   *   lines: [
+   *     { id: "chat-out", action: "chat.completion", quantity: "output_tokens", rate: "0.015", per: "1000" },
+   *     { id: "chat-out-mini", action: "chat.completion", match: { model: "gpt-4o-mini" },
+   *       quantity: "output_tokens", rate: "0.0006", per: 1000 },
+   *     { id: "docs", action: "document.parse", quantity: "pages",
+   *       tiers: [{ up_to: 1000, rate: "0.1" }, { up_to: null, rate: "0.05" }] },
+   *     { id: "search", action: "tool.search", quantity: "calls", rate: "0.2", minimum: "0.2" },
+   *   ],
+   *   multipliers: [{ dimension: "tier", value: "turbo", factor: "6" }],
+   *   non_billable: [{ action: "chat.*", match: { feature: "retry" }, reason: "our retries are free" }],
+   * });
+   * await dd.rateCards.publishVersion(card.id, { effective_at: "2026-07-01T00:00:00Z", lines: [...] });
+   */
+  publishVersion(
+    rateCardId: string,
+    params: RateCardVersionParams,
+    options?: PostOptions,
+  ): ApiPromise<RateCardVersion> {
+    return this.postJson(options, () => ({
+      path: `/v1/rate_cards/${seg(rateCardId)}/versions`,
+      body: {
+        ...params,
+        effective_at:
+          params.effective_at === undefined ? undefined : wireTime(params.effective_at, "effective_at"),
+        lines: params.lines.map((l, i) => wireLine(l, `lines[${i}]`)),
+      },
+    }));
+  }
+}
+
+/** Cost tables: cost of goods sold per unit, effective-dated like rate cards. Needs a secret key. */
+export class CostTables extends Resource {
+  /**
+   * Publishes a cost table version: money per `per` units of each quantity, by action and
+   * dimensions, in one currency, from `effective_at` (now or later). Events get their cost from
+   * the version in force at their time, unless they report their own `reported_cost`.
+   *
+   * @example
+   * await dd.costTables.publish({
+   *   currency: "USD",
+   *   lines: [
+   *     { id: "gpt4o-in", action: "chat.completion", match: { model: "gpt-4o" }, quantity: "input_tokens", rate: "2.5", per: 1_000_000 },
+   *     { id: "gpt4o-out", action: "chat.completion", match: { model: "gpt-4o" }, quantity: "output_tokens", rate: "10", per: 1_000_000 },
+   *   ],
+   * });
+   */
+  publish(params: CostTableParams, options?: PostOptions): ApiPromise<CostTableVersion> {
+    return this.postJson(options, () => ({
+      path: "/v1/cost_tables",
+      body: {
+        ...params,
+        effective_at:
+          params.effective_at === undefined ? undefined : wireTime(params.effective_at, "effective_at"),
+        lines: params.lines.map((l, i) => wireLine(l, `lines[${i}]`)),
+      },
+    }));
+  }
+}
+
+/** Reports over recorded usage. Needs a secret key. */
+export class Reports extends Resource {
+  /**
+   * Margin per day (UTC) and per customer, action, model or run: events, credits charged,
+   * unpaid charges, revenue (the cost basis of the credits consumed), cost and margin.
+   *
+   * @example
+   * const { rows } = await dd.reports.margin({ group_by: "model", from: "2026-03-01T00:00:00Z" });
+   * for (const r of rows) console.log(r.day, r.key, r.revenue, r.cost, r.margin);
+   */
+  margin(params: MarginReportParams, options?: RequestOptions): ApiPromise<MarginReport> {
+    return this.fetchJson(options, () => ({
+      path: "/v1/reports/margin",
+      query: {
+        group_by: params.group_by,
+        from: params.from === undefined ? undefined : wireTime(params.from, "from"),
+        to: params.to === undefined ? undefined : wireTime(params.to, "to"),
+        customer_id: params.customer_id,
+      },
+    }));
+  }
+}
+
+/** Agent runs: the events that carry a `run_id`, summed. */
+export class Runs extends Resource {
+  /**
+   * A run's totals: events (failed ones counted apart), credits, unpaid charges, revenue, cost
+   * and margin, and when it started and ended. A restricted key reads its own customer's runs.
+   *
+   * @example
+   * const run = await dd.runs.get("run_42");
+   * console.log(run.events, run.credits, run.margin);
+   */
+  get(id: string, options?: RequestOptions): ApiPromise<RunSummary> {
+    return this.fetchJson(options, () => ({ path: `/v1/runs/${seg(id)}` }));
   }
 }

@@ -186,6 +186,181 @@ export interface ApiKeyCreateParams {
   customer_id?: string;
 }
 
+// ------------------------------------------------------------------ metering requests
+
+/**
+ * A quantity of an event (tokens, calls, seconds, documents) as the SDK accepts it. Never a
+ * fractional JS number.
+ *
+ * - a `bigint`: a whole count, e.g. `1200n` tokens;
+ * - a `number`: a whole count that is a safe integer, e.g. `1200` (anything else throws a
+ *   `TypeError`: send fractions as strings);
+ * - a `string`: a decimal with up to 9 decimals, e.g. `"1.25"` GPU seconds.
+ */
+export type QuantityInput = bigint | number | string;
+
+/** What an event was: `{ model: "gpt-4o", tier: "turbo" }`. Lowercase names, string values. */
+export type Dimensions = Record<string, string>;
+
+/** Fields a usage event carries in both shapes (in a CloudEvent, inside `data`). */
+interface UsageEventData {
+  /** The customer who pays. */
+  customer_id: string;
+  /** The member, agent or workflow of the customer that used it (a member's own wallet pays first). */
+  subject_id?: string;
+  /** What the event was; rate card lines and multipliers match on these. */
+  dimensions?: Dimensions;
+  /** How much, by quantity name: `{ input_tokens: 1200, output_tokens: 350n, gpu_seconds: "1.25" }`. */
+  quantities: Record<string, QuantityInput>;
+  /** `failed` events are recorded at zero and never reduce a balance (default `succeeded`). */
+  status?: "succeeded" | "failed";
+  /** The agent run or workflow the event belongs to (see `runs.get`). */
+  run_id?: string;
+  /**
+   * A cost you measured yourself, in the cost table's currency (money at 9 decimals: a decimal
+   * string, or a bigint of units where 1 = 10^-9); it replaces the cost table for this event.
+   */
+  reported_cost?: AmountInput;
+}
+
+/** A usage event in the native shape. */
+export interface UsageEventInput extends UsageEventData {
+  /** Your id for the event: deduplicated per tenant, forever (a retry answers the first result). */
+  id: string;
+  /** What was done, e.g. `"chat.completion"`; the rate card must know it. */
+  action: string;
+  /** When it happened; default when received. Up to 7 days late, at most 5 minutes ahead. */
+  time?: TimeInput;
+}
+
+/**
+ * A usage event in the CloudEvents 1.0 JSON shape: `type` is the action and `data` carries the
+ * rest. Extension attributes are allowed (and ignored).
+ */
+export interface CloudEventInput {
+  specversion: "1.0";
+  /** Your id for the event, deduplicated per tenant forever. */
+  id: string;
+  /** Who sent it, e.g. `"/agents/summarizer"`. */
+  source: string;
+  /** The action, e.g. `"chat.completion"`. */
+  type: string;
+  /** When it happened (RFC 3339); default when received. */
+  time?: TimeInput;
+  /** The subject id, when `data.subject_id` is absent. */
+  subject?: string;
+  datacontenttype?: string;
+  data: UsageEventData;
+  [extension: string]: unknown;
+}
+
+/** Either event shape. */
+export type EventInput = UsageEventInput | CloudEventInput;
+
+/** A graduated volume tier: `rate` applies to the customer's monthly quantity up to `up_to`. */
+export interface RateTierInput {
+  /** Cumulative quantity in the calendar month (UTC) where the tier ends; `null` on the last tier only. */
+  up_to: QuantityInput | null;
+  /** Credits per `per` units, a decimal string with up to 12 decimals, e.g. `"0.000015"`. */
+  rate: string;
+}
+
+/** A rate card (or cost table) line: an action, dimension filters and the quantity it prices. */
+export interface RateLineInput {
+  /** Names the line; volume tiers count per line id. */
+  id: string;
+  /** An action, or `"prefix.*"` for every action under a prefix. */
+  action: string;
+  /** Dimension filters: every one must equal the event's dimension (the most specific line wins). */
+  match?: Dimensions;
+  /** The quantity priced, e.g. `"output_tokens"`. */
+  quantity: string;
+  /**
+   * Credits (money, in a cost table) per `per` units: a decimal string with up to 12
+   * decimals, e.g. `"0.000015"`. Give `rate` or `tiers`, or `free: true`.
+   */
+  rate?: string;
+  /** A power of ten the rate is stated per: `"1"` (default), `"1000"`, `1_000_000`… up to 10^9. */
+  per?: string | bigint | number;
+  /** Graduated tiers by the customer's volume in the month (instead of `rate`). */
+  tiers?: RateTierInput[];
+  /** The least the line charges an event that has its quantity, in credits (string or bigint units). */
+  minimum?: AmountInput;
+  /** A free action: rated and recorded at zero. */
+  free?: boolean;
+}
+
+/** A multiplier: every line of an event whose `dimension` equals `value` is multiplied by `factor`. */
+export interface RateMultiplierInput {
+  dimension: string;
+  value: string;
+  /** A decimal with up to 6 decimals, e.g. `"6"` or `"1.5"`. */
+  factor: string;
+}
+
+/** Events that match are recorded at zero with the reason (they never reduce a balance). */
+export interface NonBillableRuleInput {
+  /** An action or `"prefix.*"`. */
+  action: string;
+  match?: Dimensions;
+  reason: string;
+}
+
+/** Body of `rateCards.create`. */
+export interface RateCardCreateParams {
+  /** Unique per tenant. The tenant's first card becomes its default. */
+  name: string;
+}
+
+/** Body of `rateCards.publishVersion`: a new immutable version's content and start. */
+export interface RateCardVersionParams {
+  /** When it takes effect: now (default) or later, never backdated; after the latest version. */
+  effective_at?: TimeInput;
+  lines: RateLineInput[];
+  multipliers?: RateMultiplierInput[];
+  non_billable?: NonBillableRuleInput[];
+}
+
+/** Body of `customers.setPricing`. */
+export interface CustomerPricingParams {
+  /** The card the customer follows; `null` or absent: the tenant's default card. */
+  rate_card_id?: string | null;
+  /** A version to use whatever the event's time; `null` or absent: the version in force at the event's time. */
+  pinned_version_id?: string | null;
+  /** Contract lines that take precedence over the card's. */
+  overrides?: RateLineInput[];
+}
+
+/** Body of `costTables.publish`. */
+export interface CostTableParams {
+  /** When it takes effect: now (default) or later. */
+  effective_at?: TimeInput;
+  /** ISO 4217, e.g. `"USD"`. */
+  currency: string;
+  /** Money per `per` units of each quantity, priced like rate card lines. */
+  lines: RateLineInput[];
+}
+
+/** Body of `wallets.setOverage`. */
+export interface OveragePolicyParams {
+  /** `hard_cap`: what credits cannot cover is recorded unpaid. `soft_cap`: the balance may go down to `floor`. */
+  mode: "hard_cap" | "soft_cap";
+  /** The lowest balance, zero or negative (string or bigint units), e.g. `"-100"`; default 0. */
+  floor?: AmountInput;
+}
+
+/** Query of `reports.margin`. */
+export interface MarginReportParams {
+  /** One row per day (UTC) and per customer, action, model or run. */
+  group_by: "customer" | "action" | "model" | "run";
+  /** Events at or after. */
+  from?: TimeInput;
+  /** Events before. */
+  to?: TimeInput;
+  /** Only this customer's events. */
+  customer_id?: string;
+}
+
 // ------------------------------------------------------------------ responses
 
 /** A page of a list. Pass `next_cursor` as `cursor` for the next page; null on the last. */
@@ -371,6 +546,251 @@ export interface ApiKey {
   revoked_at: string | null;
   /** The key itself: returned once, by `apiKeys.create`. */
   secret?: string;
+}
+
+// ------------------------------------------------------------------ metering responses
+
+/** What an event was charged: recorded once, and answered again for every duplicate. */
+export interface Charge {
+  /** `charged`: credits moved; `zero`: failed, non-billable or free; `unpaid`: refused by a cap. */
+  outcome: "charged" | "zero" | "unpaid";
+  /** The rated charge, rounded once. */
+  credits: string;
+  /** Drawn from grants. */
+  drawn: string;
+  /** Put on the pool's overdraft under a soft cap. */
+  overdraft: string;
+  /** Refused by the hard cap or the floor: recorded, charged to nobody. */
+  unpaid: string;
+  /** `failed`, `non_billable: …`, `free`, `insufficient_credits`; null for a paid charge. */
+  reason: string | null;
+  /** The wallet the subject pays from (a member's own, or the pool). */
+  wallet_id: string;
+  rate_card_version_id: string;
+  /** The `usage` journal transaction; null when nothing moved. */
+  transaction_id: string | null;
+}
+
+/** One event's answer: accepted (with its charge), a duplicate (the first charge), or rejected. */
+export interface EventResult {
+  id: string;
+  status: "accepted" | "duplicate" | "rejected";
+  /** For accepted and duplicate events. */
+  charge?: Charge;
+  /** For a rejected event: a stable code such as `unknown_action` or `event_id_reused`. */
+  code?: string;
+  message?: string;
+}
+
+/** What `events.ingestBatch` returns: one result per event, in order. */
+export interface EventBatchResult {
+  object: "event_batch";
+  accepted: number;
+  duplicates: number;
+  rejected: number;
+  /** Credits charged by the accepted events (drawn plus overdraft; unpaid excluded). */
+  credits: string;
+  results: EventResult[];
+}
+
+/** One line of an event's explanation. */
+export interface ExplainedLine {
+  line_id: string;
+  /** The quantity name priced, e.g. `"output_tokens"`. */
+  quantity: string;
+  /** How much of it the event had (decimal string). */
+  amount: string;
+  /** The power of ten the rates are per. */
+  per: string;
+  /** Tier pieces (one for a flat rate): quantity and its rate. */
+  pieces: { quantity: string; rate: string }[];
+  /** The line's exact credits before the one rounding (may have more than 9 decimals). */
+  credits: string;
+  minimum_applied: boolean;
+  free: boolean;
+  /** True when the line came from the customer's contract overrides. */
+  override: boolean;
+}
+
+/** Why an event cost what it did. */
+export interface Explanation {
+  /** The product of the matching multipliers, e.g. `"6"`. */
+  multiplier: string;
+  lines: ExplainedLine[];
+  /** The event's credits, rounded once (half away from zero) to 9 decimals. */
+  rounded: string;
+  /** The grants drawn, in burn-down order. */
+  draws: { grant_id: string; wallet_id: string; credits: string }[];
+}
+
+/** What `events.get` returns: the event as recorded, its charge and the explanation. */
+export interface UsageEvent {
+  object: "event";
+  id: string;
+  customer_id: string;
+  subject_id: string | null;
+  action: string;
+  dimensions: Dimensions;
+  /** Quantities as decimal strings. */
+  quantities: Record<string, string>;
+  time: string;
+  status: "succeeded" | "failed";
+  run_id: string | null;
+  received_at: string;
+  charge: Charge;
+  explanation: Explanation;
+  /** Cost of goods sold: reported by you, or from the cost table in force; null when unknown. */
+  cost: {
+    amount: string;
+    currency: string | null;
+    reported: boolean;
+    cost_table_version_id: string | null;
+  } | null;
+  /** The money the drawn credits were bought for (their cost basis). */
+  revenue: { amount: string; currency: string | null };
+  /** revenue − cost; null when the cost is unknown. */
+  margin: string | null;
+}
+
+/** A rate line as stored (the wire form it was published with). */
+export interface RateLine {
+  id: string;
+  action: string;
+  match?: Dimensions;
+  quantity: string;
+  rate?: string;
+  per?: string;
+  tiers?: { up_to: string | null; rate: string }[];
+  minimum?: string;
+  free?: boolean;
+}
+
+/** An immutable, effective-dated version of a rate card. */
+export interface RateCardVersion {
+  object: "rate_card_version";
+  id: string;
+  rate_card_id: string;
+  version: number;
+  effective_at: string;
+  created_at: string;
+  lines: RateLine[];
+  multipliers?: { dimension: string; value: string; factor: string }[];
+  non_billable?: { action: string; match?: Dimensions; reason: string }[];
+}
+
+export interface RateCard {
+  object: "rate_card";
+  id: string;
+  name: string;
+  /** Customers without their own pricing follow the default card. */
+  is_default: boolean;
+  created_at: string;
+  /** The version in force now; null before the first takes effect. */
+  current_version_id: string | null;
+  /** Every version, oldest first. */
+  versions: RateCardVersion[];
+}
+
+/** A customer's contract pricing. */
+export interface CustomerPricing {
+  object: "customer_pricing";
+  customer_id: string;
+  rate_card_id: string | null;
+  pinned_version_id: string | null;
+  overrides: RateLine[];
+}
+
+/** A published cost table version. */
+export interface CostTableVersion {
+  object: "cost_table_version";
+  id: string;
+  version: number;
+  effective_at: string;
+  currency: string;
+  lines: RateLine[];
+}
+
+/** A pool wallet's overage policy. */
+export interface OveragePolicy {
+  object: "overage_policy";
+  wallet_id: string;
+  mode: string;
+  /** The lowest balance (≤ 0). */
+  floor: string;
+}
+
+/** One row of the margin report. */
+export interface MarginRow {
+  /** The day (UTC), `YYYY-MM-DD`. */
+  day: string;
+  /** The customer, action, model or run id; null for events without one (e.g. no model). */
+  key: string | null;
+  events: number;
+  /** Credits charged (drawn plus overdraft). */
+  credits: string;
+  /** Charges refused by a cap, recorded unpaid. */
+  unpaid: string;
+  /** Money the consumed credits were bought for (their cost basis). */
+  revenue: string;
+  /** Cost of goods sold. */
+  cost: string;
+  /** revenue − cost. */
+  margin: string;
+}
+
+export interface MarginReport {
+  object: "margin_report";
+  group_by: string;
+  rows: MarginRow[];
+}
+
+/** A run's totals over its events. */
+export interface RunSummary {
+  object: "run";
+  id: string;
+  customer_id: string;
+  events: number;
+  failed_events: number;
+  credits: string;
+  unpaid: string;
+  revenue: string;
+  cost: string;
+  margin: string;
+  /** The earliest and latest event time. */
+  started_at: string;
+  ended_at: string;
+}
+
+/** One public rate. */
+export interface PublicRate {
+  action: string;
+  /** The `model` filter, when the line has one. */
+  model: string | null;
+  match: Dimensions;
+  quantity: string;
+  rate: string | null;
+  per: string;
+  tiers: { up_to: string | null; rate: string }[] | null;
+  minimum: string | null;
+  free: boolean;
+}
+
+/** A version as the public sees it. */
+export interface PublicRateCardVersion {
+  version: number;
+  effective_at: string;
+  rates: PublicRate[];
+  multipliers: { dimension: string; value: string; factor: string }[];
+}
+
+/** A tenant's default rate card, as its customers may see it (no key needed). */
+export interface PublicRateCard {
+  object: "public_rate_card";
+  name: string;
+  /** The version in force now. */
+  current: PublicRateCardVersion | null;
+  /** The next scheduled version, if any. */
+  upcoming: PublicRateCardVersion | null;
 }
 
 /** An RFC 9457 problem document, as every error response carries it. */

@@ -247,8 +247,10 @@ export const METERING_ROUTES: readonly Route[] = [
     }),
     response: EventResult,
     status: 201,
+    duplicateStatus: 200,
     errors: [
       "invalid_event",
+      "invalid_amount",
       "not_found",
       "unknown_action",
       "event_too_old",

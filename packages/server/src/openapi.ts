@@ -41,6 +41,14 @@ export function buildOpenApi(routes: readonly Route[]): Record<string, unknown> 
         description: "Success.",
         content: { "application/json": { schema: plain(r.response) } },
       },
+      ...(r.duplicateStatus
+        ? {
+            [String(r.duplicateStatus)]: {
+              description: "A duplicate: the first result, again.",
+              content: { "application/json": { schema: plain(r.response) } },
+            },
+          }
+        : {}),
     };
     for (const status of [...errorStatuses].sort()) {
       const codes = Object.entries(ERRORS)

@@ -60,6 +60,8 @@ export interface Route<
   readonly body?: B;
   readonly response: TSchema;
   readonly status?: number;
+  /** Another success status answering the same response schema (a duplicate usage event's 200). */
+  readonly duplicateStatus?: number;
   /** Business error codes this endpoint can answer with (documentation). */
   readonly errors: readonly ApiErrorCode[];
   readonly handle: (ctx: RequestContext<Static<P>, Static<Q>, Static<B>>) => Promise<Reply>;
