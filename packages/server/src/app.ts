@@ -192,6 +192,29 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   const services: Services = { store, metering, writer: options.writer ?? new IngestWriter(store, metering) };
   // The machine-readable and the human-readable reference, both public.
   const openapi = buildOpenApi([...ROUTES, ...METERING_ROUTES]);
+  (openapi.paths as Record<string, unknown>)["/v1/public/{tenant_id}/rate_card"] = {
+    get: {
+      operationId: "getPublicRateCard",
+      tags: ["Rate cards"],
+      summary: "A tenant's published rate card (public)",
+      description:
+        "No key needed: the current and the next version of the tenant's default card, its rates by action, model and quantity, as customers should be able to see them.",
+      security: [],
+      parameters: [
+        { name: "tenant_id", in: "path", required: true, schema: { type: "string", maxLength: 64 } },
+      ],
+      responses: {
+        "200": {
+          description: "The published rates.",
+          content: { "application/json": { schema: { type: "object" } } },
+        },
+        "404": {
+          description: "Problem: not_found (no such tenant, or nothing published).",
+          content: { "application/problem+json": { schema: { $ref: "#/components/schemas/Problem" } } },
+        },
+      },
+    },
+  };
   const referenceHtml = renderReference(openapi);
   app.get("/v1/openapi.json", async () => openapi);
   app.get("/reference", async (_req, reply) => reply.type("text/html; charset=utf-8").send(referenceHtml));

@@ -695,15 +695,16 @@ export const METERING_ROUTES: readonly Route[] = [
     errors: ["not_found"],
     handle: async ({ store, tenantId, key, params }) => {
       const { rows } = await store.db.query(
-        `SELECT customer_id, count(*)::int AS events, count(*) FILTER (WHERE detail::json->>'status' = 'failed')::int AS failed,
+        // A run belongs to one customer; a restricted key sees only its customer's events.
+        `SELECT CASE WHEN count(DISTINCT customer_id) = 1 THEN min(customer_id) END AS customer_id, count(*)::int AS events,
+           count(*) FILTER (WHERE detail::json->>'status' = 'failed')::int AS failed,
            sum(charged)::text AS credits, sum(unpaid)::text AS unpaid, sum(revenue)::text AS revenue, coalesce(sum(cost), 0)::text AS cost,
            min(time) AS started, max(time) AS ended
-         FROM usage_events WHERE tenant_id = $1 AND run_id = $2 GROUP BY customer_id`,
-        [tenantId, params.id],
+         FROM usage_events WHERE tenant_id = $1 AND run_id = $2 AND ($3::text IS NULL OR customer_id = $3)`,
+        [tenantId, params.id, key.customerId],
       );
       const r = rows[0];
-      if (!r || (key.customerId !== null && key.customerId !== r.customer_id))
-        throw new ApiError("not_found", `No run ${params.id}.`);
+      if (!r || Number(r.events) === 0) throw new ApiError("not_found", `No run ${params.id}.`);
       const revenue = BigInt(String(r.revenue));
       const cost = BigInt(String(r.cost));
       return ok200({
