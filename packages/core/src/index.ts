@@ -6,6 +6,7 @@ export * from "./amount.js";
 export * from "./burndown.js";
 export * from "./journal.js";
 export * from "./ledger.js";
+export * from "./lifecycle.js";
 export * from "./model.js";
 export * from "./rating.js";
 export * from "./result.js";

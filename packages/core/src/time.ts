@@ -2,7 +2,8 @@ import { fail, ok, type Result } from "./result.js";
 
 const RFC3339 = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?(Z|[+-](\d{2}):(\d{2}))$/;
 
-const daysInMonth = (year: number, month: number): number =>
+/** Days in a month of the proleptic Gregorian calendar; `month` is 1–12. */
+export const daysInMonth = (year: number, month: number): number =>
   month === 2
     ? year % 4 === 0 && (year % 100 !== 0 || year % 400 === 0)
       ? 29

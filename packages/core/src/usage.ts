@@ -402,6 +402,7 @@ function costOf(
     { ...event, status: "succeeded" },
     () => 0n,
   );
-  if (!rated.ok) return { amount: 0n, currency: table.currency, versionId: table.versionId };
+  // An action the cost table does not price has an unknown cost, not a zero one.
+  if (!rated.ok) return null;
   return { amount: rated.value.credits, currency: table.currency, versionId: table.versionId };
 }

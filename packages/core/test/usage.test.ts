@@ -517,8 +517,8 @@ describe("planUsage: accepted events", () => {
     const [table, reported, uncosted] = p.outcomes.map(accepted);
     assert.deepEqual([table!.cost, table!.costCurrency, table!.costVersionId], [500_000n, "USD", "ctv_1"]);
     assert.deepEqual([reported!.cost, reported!.costCurrency, reported!.costVersionId], [123n, "USD", null]);
-    // The cost table has no line for images: the action costs nothing known.
-    assert.deepEqual([uncosted!.cost, uncosted!.costVersionId], [0n, "ctv_1"]);
+    // The cost table has no line for images: the action's cost is unknown, not zero.
+    assert.deepEqual([uncosted!.cost, uncosted!.costVersionId], [null, null]);
     const noTable = makeState({
       costAt: () => null,
       grants: [makeGrant({ id: "grt_1", walletId: "wal_pool", amount: cr(100) })],

@@ -188,7 +188,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     return sendProblem(reply, problem(code, detail, req.id));
   });
 
-  const metering = options.metering ?? new Metering(() => store.now(), store.newId);
+  const metering = options.metering ?? new Metering((tenantId) => store.now(tenantId), store.newId);
   const services: Services = { store, metering, writer: options.writer ?? new IngestWriter(store, metering) };
   // The machine-readable and the human-readable reference, both public.
   const openapi = buildOpenApi([...ROUTES, ...METERING_ROUTES]);
@@ -227,7 +227,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
           (await metering.catalog(store.db, tenantId)).defaultCardId ?? "",
         )
       : undefined;
-    const body = publicRateCard(card, store.now());
+    const body = publicRateCard(card, store.now(tenantId));
     if (!body)
       return sendProblem(
         reply,

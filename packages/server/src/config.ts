@@ -14,6 +14,8 @@ export interface Config {
   readonly poolSize: number;
   /** Log each request to stderr. */
   readonly logRequests: boolean;
+  /** How often the scheduler runs due effects (expiries), in ms; 0 turns it off. */
+  readonly schedulerMs: number;
 }
 
 const DEFAULTS = {
@@ -22,6 +24,7 @@ const DEFAULTS = {
   port: 4020,
   bodyLimit: 1024 * 1024,
   poolSize: 10,
+  schedulerMs: 5_000,
 };
 
 function integer(
@@ -48,6 +51,7 @@ function integer(
  * - `DRAWDOWN_BODY_LIMIT`: largest request body in bytes (default 1 MiB).
  * - `DRAWDOWN_POOL_SIZE`: PostgreSQL connections (default 10).
  * - `DRAWDOWN_LOG_REQUESTS`: `1` to log requests.
+ * - `DRAWDOWN_SCHEDULER_MS`: how often due effects run (default 5000; 0: never, e.g. in tests).
  */
 export function loadConfig(
   env: Readonly<Record<string, string | undefined>>,
@@ -69,6 +73,14 @@ export function loadConfig(
   if (!bodyLimit.ok) return bodyLimit;
   const poolSize = integer("DRAWDOWN_POOL_SIZE", env.DRAWDOWN_POOL_SIZE, DEFAULTS.poolSize, 1, 500);
   if (!poolSize.ok) return poolSize;
+  const schedulerMs = integer(
+    "DRAWDOWN_SCHEDULER_MS",
+    env.DRAWDOWN_SCHEDULER_MS,
+    DEFAULTS.schedulerMs,
+    0,
+    3_600_000,
+  );
+  if (!schedulerMs.ok) return schedulerMs;
   return ok({
     databaseUrl,
     dataDir: env.DRAWDOWN_DATA_DIR || DEFAULTS.dataDir,
@@ -77,6 +89,7 @@ export function loadConfig(
     bodyLimit: bodyLimit.value,
     poolSize: poolSize.value,
     logRequests: env.DRAWDOWN_LOG_REQUESTS === "1",
+    schedulerMs: schedulerMs.value,
     ...overrides,
   });
 }

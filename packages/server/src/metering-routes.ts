@@ -259,7 +259,7 @@ export const METERING_ROUTES: readonly Route[] = [
       "no_rate_card",
     ],
     handle: async ({ writer, store, tenantId, body }) => {
-      const parsed = parseEvent(body, store.now());
+      const parsed = parseEvent(body, store.now(tenantId));
       if (!parsed.ok) throw new ApiError(parsed.error.code, parsed.error.message);
       const [result] = await writer.submit(tenantId, [parsed.value]);
       if (!result) throw new Error("the writer answered no result");
@@ -312,7 +312,7 @@ export const METERING_ROUTES: readonly Route[] = [
           `A batch holds 1 to ${MAX_BATCH_EVENTS} events; this one has ${list.length}.`,
         );
       }
-      const now = store.now();
+      const now = store.now(tenantId);
       const results: (ReturnType<typeof resultView> | null)[] = [];
       const valid: { index: number; event: ReturnType<typeof parseEvent> & { ok: true } }[] = [];
       list.forEach((raw, index) => {
@@ -433,7 +433,7 @@ export const METERING_ROUTES: readonly Route[] = [
     errors: ["already_exists"],
     handle: async ({ metering, tx, tenantId, body, store }) => ({
       status: 201,
-      body: cardView(must(await metering.createRateCard(tx, tenantId, body.name)), store.now()),
+      body: cardView(must(await metering.createRateCard(tx, tenantId, body.name)), store.now(tenantId)),
     }),
   }),
   route({
@@ -449,7 +449,7 @@ export const METERING_ROUTES: readonly Route[] = [
       const catalog = await metering.catalog(store.db, tenantId);
       return ok200({
         object: "list",
-        data: [...catalog.cards.values()].map((c) => cardView(c, store.now())),
+        data: [...catalog.cards.values()].map((c) => cardView(c, store.now(tenantId))),
         next_cursor: null,
       });
     },
@@ -467,7 +467,7 @@ export const METERING_ROUTES: readonly Route[] = [
     handle: async ({ metering, store, tenantId, params }) => {
       const card = (await metering.catalog(store.db, tenantId)).cards.get(params.id);
       if (!card) throw new ApiError("not_found", `No rate card ${params.id}.`);
-      return ok200(cardView(card, store.now()));
+      return ok200(cardView(card, store.now(tenantId)));
     },
   }),
   route({

@@ -350,7 +350,7 @@ export const ROUTES: readonly Route[] = [
     response: S.BalanceView,
     errors: ["not_found"],
     handle: async ({ store, tenantId, key, params }) => {
-      const now = store.now();
+      const now = store.now(tenantId);
       const b = await store.balance(tenantId, params.id);
       if (!b) throw notFound("wallet", params.id);
       visible(key, b.customerId, "wallet", params.id);
@@ -390,7 +390,7 @@ export const ROUTES: readonly Route[] = [
       );
       return created({
         object: "grant",
-        grant: grantView(r.grant, store.now()),
+        grant: grantView(r.grant, store.now(tenantId)),
         transaction_id: r.transactionId,
       });
     },
@@ -463,7 +463,7 @@ export const ROUTES: readonly Route[] = [
       );
       return created({
         object: "grant",
-        grant: grantView(r.grant, store.now()),
+        grant: grantView(r.grant, store.now(tenantId)),
         transaction_id: r.transactionId,
       });
     },
@@ -500,7 +500,7 @@ export const ROUTES: readonly Route[] = [
         { walletId: query.wallet_id, customerId: key.customerId ?? query.customer_id, status: query.status },
         p,
       );
-      const now = store.now();
+      const now = store.now(tenantId);
       return okReply(
         listView(
           r.items.map((g) => grantView(g, now)),
@@ -530,7 +530,7 @@ export const ROUTES: readonly Route[] = [
         reason: c.reason,
         at: new Date(c.at).toISOString(),
       }));
-      return okReply({ ...grantView(g, store.now()), changes });
+      return okReply({ ...grantView(g, store.now(tenantId)), changes });
     },
   }),
   route({
@@ -547,7 +547,10 @@ export const ROUTES: readonly Route[] = [
     errors: ["not_found", "grant_inactive", "grant_expired"],
     handle: async ({ store, tx, tenantId, params, body }) =>
       okReply(
-        grantView(must(await store.voidGrant(tx, tenantId, params.id, body.reason ?? null)), store.now()),
+        grantView(
+          must(await store.voidGrant(tx, tenantId, params.id, body.reason ?? null)),
+          store.now(tenantId),
+        ),
       ),
   }),
   route({
@@ -575,7 +578,7 @@ export const ROUTES: readonly Route[] = [
               body.reason,
             ),
           ),
-          store.now(),
+          store.now(tenantId),
         ),
       ),
   }),

@@ -60,13 +60,41 @@ export async function startServer(
   const store = new Store(db, { clock, newId: createIdGenerator(clock) });
   const app = await buildApp({ store, config });
   const address = await app.listen({ host: config.host, port: config.port });
+  const scheduler = startScheduler(store, config.schedulerMs);
   return {
     url: address.replace("[::1]", "localhost"),
     app,
     store,
     close: async () => {
+      await scheduler.stop();
       await app.close();
       await db.close();
+    },
+  };
+}
+
+/**
+ * Runs due effects (expiries) every `everyMs`, one run at a time. Safe with several instances:
+ * each effect goes through the locked write pipeline and happens once. A run that fails is
+ * logged and retried at the next tick; nothing due is lost, since "due" is read from the data.
+ */
+export function startScheduler(store: Store, everyMs: number): { stop(): Promise<void> } {
+  if (everyMs <= 0) return { stop: async () => undefined };
+  let running: Promise<unknown> | null = null;
+  const timer = setInterval(() => {
+    if (running) return;
+    running = store
+      .runDue()
+      .catch((error: unknown) => console.error("drawdown scheduler:", error))
+      .finally(() => {
+        running = null;
+      });
+  }, everyMs);
+  timer.unref();
+  return {
+    stop: async () => {
+      clearInterval(timer);
+      await running;
     },
   };
 }

@@ -157,32 +157,34 @@ export class IngestWriter {
     });
   }
 
+  /** Commits a batch: one transaction per tenant, so one tenant's failure is not another's. */
   async #run(batch: Pending[]): Promise<void> {
+    for (const tenantId of [...new Set(batch.map((p) => p.tenantId))].sort()) {
+      await this.#runTenant(
+        tenantId,
+        batch.filter((p) => p.tenantId === tenantId),
+      );
+    }
+  }
+
+  async #runTenant(tenantId: string, parts: Pending[]): Promise<void> {
+    const items = parts.flatMap((p) => p.events);
     for (let attempt = 1; ; attempt++) {
       try {
-        const results = await this.store.db.transaction(async (tx) => {
-          const out: IngestResult[][] = [];
-          const tenants = [...new Set(batch.map((p) => p.tenantId))].sort();
-          const byTenant = new Map<string, IngestResult[]>();
-          for (const tenantId of tenants) {
-            const items = batch.filter((p) => p.tenantId === tenantId).flatMap((p) => p.events);
-            byTenant.set(tenantId, await this.#process(tx, tenantId, items, attempt > 1));
-          }
-          const cursors = new Map<string, number>();
-          for (const p of batch) {
-            const at = cursors.get(p.tenantId) ?? 0;
-            out.push(byTenant.get(p.tenantId)!.slice(at, at + p.events.length));
-            cursors.set(p.tenantId, at + p.events.length);
-          }
-          return out;
-        });
-        for (const [i, p] of batch.entries()) p.resolve(results[i]!);
+        const results = await this.store.db.transaction((tx) =>
+          this.#process(tx, tenantId, items, attempt > 1),
+        );
+        let at = 0;
+        for (const p of parts) {
+          p.resolve(results.slice(at, at + p.events.length));
+          at += p.events.length;
+        }
         return;
       } catch (error) {
         const code = (error as { code?: string }).code;
         // An id already stored (a retry, or a concurrent writer), or a deadlock: retry, looking ids up.
         if (code !== undefined && RETRYABLE.has(code) && attempt < 5) continue;
-        for (const p of batch) p.reject(error);
+        for (const p of parts) p.reject(error);
         return;
       }
     }
@@ -268,7 +270,7 @@ export class IngestWriter {
            scope, metadata, status, status_at, created_at
          FROM grants WHERE tenant_id = $1 AND wallet_id = ANY($2::text[]) AND status = 'active'
            AND (remaining > 0 OR expires_at <= $3)`,
-        [tenantId, [...wallets.keys()], new Date(this.store.now()).toISOString()],
+        [tenantId, [...wallets.keys()], new Date(this.store.now(tenantId)).toISOString()],
       );
       const grants = new Map<string, Grant>(grantRows.rows.map((r) => [String(r.id), toGrant(r)]));
       const catalog = await this.metering.catalog(ex, tenantId);
@@ -291,7 +293,7 @@ export class IngestWriter {
           usage.set(usageKey(String(r.customer_id), period, String(r.line_id)), BigInt(String(r.quantity)));
         }
       }
-      const now = this.store.now();
+      const now = this.store.now(tenantId);
       const plan = planUsage(
         { now, newId: this.store.newId },
         {
@@ -307,11 +309,31 @@ export class IngestWriter {
         fresh.map((i) => items[i]!.event),
       );
       const accepted: { outcome: Accepted; fingerprint: string }[] = [];
+      const refused: number[] = [];
       plan.outcomes.forEach((o, k) => {
         const i = fresh[k]!;
         results[i] = resultOf(o);
         if (o.kind === "accepted") accepted.push({ outcome: o, fingerprint: items[i]!.fingerprint });
+        else refused.push(i);
       });
+      // A refused event may be a late retry of one already recorded (say, past the grace
+      // window): its answer is still its first result.
+      if (!lookUp && refused.length > 0) {
+        const { rows } = await ex.query(
+          `SELECT event_id, fingerprint, outcome, credits::text AS credits, unpaid::text AS unpaid, detail
+           FROM usage_events WHERE tenant_id = $1 AND event_id = ANY($2::text[])`,
+          [tenantId, refused.map((i) => items[i]!.event.id)],
+        );
+        const found = new Map(rows.map((r) => [String(r.event_id), r]));
+        for (const i of refused) {
+          const row = found.get(items[i]!.event.id);
+          if (!row) continue;
+          results[i] =
+            row.fingerprint === items[i]!.fingerprint
+              ? { status: "duplicate", id: items[i]!.event.id, charge: chargeFromRow(row) }
+              : reused(items[i]!.event.id);
+        }
+      }
       const effect: Effect = {
         transactions: plan.transactions,
         newGrants: [],

@@ -99,7 +99,7 @@ export class Metering {
   readonly #catalogs = new Map<string, Catalog>();
 
   constructor(
-    private readonly clock: () => number,
+    private readonly clock: (tenantId: string) => number,
     private readonly newId: IdGenerator,
   ) {}
 
@@ -171,18 +171,21 @@ export class Metering {
 
   /** Creates a rate card; the tenant's first card is its default. */
   async createRateCard(ex: SqlExecutor, tenantId: string, name: string): Promise<Result<RateCard>> {
+    // Serialize card creation per tenant, so two "first" cards cannot both become the default.
+    await ex.query("SELECT pg_advisory_xact_lock(hashtext('drawdown.rate_card:' || $1))", [tenantId]);
     const existing = await ex.query("SELECT count(*)::int AS n FROM rate_cards WHERE tenant_id = $1", [
       tenantId,
     ]);
     const isDefault = Number(existing.rows[0]!.n) === 0;
     const id = this.newId("rcd");
+    const createdAt = this.clock(tenantId);
     const { rowCount } = await ex.query(
       `INSERT INTO rate_cards (tenant_id, id, name, is_default, created_at) VALUES ($1, $2, $3, $4, $5)
        ON CONFLICT (tenant_id, name) DO NOTHING`,
-      [tenantId, id, name, isDefault, iso(this.clock())],
+      [tenantId, id, name, isDefault, iso(createdAt)],
     );
     if (rowCount === 0) return fail("already_exists", `A rate card named "${name}" already exists.`);
-    return ok({ id, name, isDefault, createdAt: this.clock(), versions: [] });
+    return ok({ id, name, isDefault, createdAt, versions: [] });
   }
 
   /**
@@ -203,7 +206,7 @@ export class Metering {
     if (card.rowCount === 0) return fail("not_found", `No rate card ${rateCardId}.`);
     const parsed = parseRateCard(input);
     if (!parsed.ok) return parsed;
-    const now = this.clock();
+    const now = this.clock(tenantId);
     const at = effectiveAt ?? now;
     if (at < now)
       return fail(
@@ -241,7 +244,13 @@ export class Metering {
   ): Promise<Result<CostTableVersion>> {
     const parsed = parseRateCard({ lines: input.lines });
     if (!parsed.ok) return parsed;
-    const now = this.clock();
+    const tiered = parsed.value.lines.find((l) => l.tiers !== null);
+    if (tiered)
+      return fail(
+        "invalid_rate_card",
+        `Cost line "${tiered.id}" has tiers; a cost table prices each unit flat.`,
+      );
+    const now = this.clock(tenantId);
     const at = effectiveAt ?? now;
     if (at < now)
       return fail(
@@ -297,7 +306,7 @@ export class Metering {
     }
     const parsed = parseRateCard({ lines: input.overrides });
     if (!parsed.ok) return parsed;
-    const now = this.clock();
+    const now = this.clock(tenantId);
     const { rows } = await ex.query(
       `INSERT INTO customer_pricing (tenant_id, customer_id, rate_card_id, pinned_version_id, overrides, updated_at)
        VALUES ($1, $2, $3, $4, $5, $6)
@@ -357,7 +366,7 @@ export class Metering {
     return v ? { versionId: v.id, currency: v.currency, lines: v.lines } : null;
   }
 
-  /** Sets the overage policy of a customer's pool wallet. The balance must already be at or above the new floor. */
+  /** Sets the overage policy of a customer's pool wallet. What it owes (its overdraft) must fit the new floor. */
   async setOveragePolicy(
     ex: SqlExecutor,
     tenantId: string,
@@ -368,18 +377,15 @@ export class Metering {
       return fail("invalid_argument", "floor is 0 for a hard cap, and at most 0 for a soft cap.");
     }
     const { rows } = await ex.query(
-      "SELECT member_id, balance::text AS balance FROM wallets WHERE tenant_id = $1 AND id = $2 FOR UPDATE",
+      "SELECT member_id, overdraft::text AS overdraft FROM wallets WHERE tenant_id = $1 AND id = $2 FOR UPDATE",
       [tenantId, walletId],
     );
     const w = rows[0];
     if (!w) return fail("not_found", `No wallet ${walletId}.`);
     if (w.member_id !== null)
       return fail("invalid_argument", "Overage policies apply to a customer's pool wallet, not a member's.");
-    if (BigInt(String(w.balance)) < policy.floor) {
-      return fail(
-        "invalid_argument",
-        "The wallet already owes more than this floor allows; grant credits first.",
-      );
+    if (BigInt(String(w.overdraft)) > -policy.floor) {
+      return fail("invalid_argument", "The wallet already owes more (its overdraft) than this floor allows.");
     }
     await ex.query(
       "UPDATE wallets SET overage_mode = $3, overage_floor = $4 WHERE tenant_id = $1 AND id = $2",

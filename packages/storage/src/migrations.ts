@@ -182,7 +182,8 @@ CREATE TABLE idempotency_keys (
 ALTER TABLE wallets ADD COLUMN overdraft numeric(38, 0) NOT NULL DEFAULT 0 CHECK (overdraft >= 0);
 ALTER TABLE wallets ADD COLUMN overage_mode text NOT NULL DEFAULT 'hard_cap' CHECK (overage_mode IN ('hard_cap', 'soft_cap'));
 ALTER TABLE wallets ADD COLUMN overage_floor numeric(38, 0) NOT NULL DEFAULT 0 CHECK (overage_floor <= 0);
-ALTER TABLE wallets ADD CONSTRAINT wallets_floor CHECK (balance >= overage_floor);
+-- What a wallet owes never exceeds its floor (grants cannot go negative, so this bounds the balance).
+ALTER TABLE wallets ADD CONSTRAINT wallets_floor CHECK (overdraft <= -overage_floor);
 
 CREATE TABLE rate_cards (
   tenant_id text NOT NULL REFERENCES tenants (id),
@@ -276,6 +277,17 @@ CREATE TABLE usage_counters (
   quantity numeric(38, 0) NOT NULL CHECK (quantity >= 0),
   PRIMARY KEY (tenant_id, customer_id, period, line_id)
 );
+`,
+  },
+  {
+    version: 3,
+    name: "test_clock",
+    sql: /* sql */ `
+-- A test tenant's own time, moved forward by its test clock; null: real time.
+ALTER TABLE tenants ADD COLUMN clock_at timestamptz;
+ALTER TABLE tenants ADD CONSTRAINT tenants_clock_test_only CHECK (clock_at IS NULL OR environment = 'test');
+-- The scheduler's search for grants due to expire.
+CREATE INDEX grants_expiring ON grants (expires_at) WHERE status = 'active' AND expires_at IS NOT NULL;
 `,
   },
 ];

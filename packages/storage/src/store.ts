@@ -121,6 +121,8 @@ export class Store {
   /** Authenticated keys by hash, for a few seconds: a key lookup per request would cost more than the request. */
   readonly #keys = new Map<string, { found: { key: ApiKey; tenant: Tenant }; until: number }>();
   readonly #revoked = new Set<string>();
+  /** Test tenants whose time is set by their test clock. */
+  readonly #tenantClocks = new Map<string, number>();
 
   constructor(
     readonly db: SqlClient,
@@ -135,13 +137,23 @@ export class Store {
     return this.#newId;
   }
 
-  /** Now, as the injected clock says. */
-  now(): number {
-    return this.#clock();
+  /** Now, as the injected clock says, or as a test tenant's own clock says (see the test clock). */
+  now(tenantId?: string): number {
+    return tenantId === undefined ? this.#clock() : (this.#tenantClocks.get(tenantId) ?? this.#clock());
   }
 
-  #ctx(): Context {
-    return { now: this.#clock(), newId: this.#newId };
+  /**
+   * Sets (or, with null, clears) a test tenant's clock as this instance knows it. The database
+   * holds the truth (`tenants.clock_at`); other instances learn it when they next authenticate
+   * a key of the tenant (within the key cache's two seconds).
+   */
+  rememberClock(tenantId: string, at: number | null): void {
+    if (at === null) this.#tenantClocks.delete(tenantId);
+    else this.#tenantClocks.set(tenantId, at);
+  }
+
+  #ctx(tenantId: string): Context {
+    return { now: this.now(tenantId), newId: this.#newId };
   }
 
   // ---------------------------------------------------------------- idempotency
@@ -241,7 +253,7 @@ export class Store {
         input.name,
         secret.slice(0, 14),
         hashKey(secret),
-        iso(this.now()),
+        iso(this.now(tenantId)),
       ],
     );
     return ok({ key: toApiKey(rows[0]!), secret });
@@ -262,12 +274,16 @@ export class Store {
 
   async #lookUpKey(hash: string): Promise<{ key: ApiKey; tenant: Tenant } | null> {
     const { rows } = await this.db.query(
-      `SELECT k.*, t.name AS tenant_name, t.environment, t.created_at AS tenant_created_at
+      `SELECT k.*, t.name AS tenant_name, t.environment, t.created_at AS tenant_created_at, t.clock_at
        FROM api_keys k JOIN tenants t ON t.id = k.tenant_id WHERE k.hash = $1 AND k.revoked_at IS NULL`,
       [hash],
     );
     const r = rows[0];
     if (!r) return null;
+    this.rememberClock(
+      String(r.tenant_id),
+      r.clock_at === null ? null : new Date(r.clock_at as string).getTime(),
+    );
     return {
       key: toApiKey(r),
       tenant: toTenant({
@@ -277,6 +293,84 @@ export class Store {
         created_at: r.tenant_created_at,
       }),
     };
+  }
+
+  // ---------------------------------------------------------------- time: the test clock and due effects
+
+  /**
+   * Moves a test tenant's clock forward to `to`, running every scheduled effect due in between
+   * in time order: the clock stops at each due time, the effects due then happen, and it moves
+   * on. Live tenants have no test clock. Time never moves back.
+   */
+  async advanceClock(
+    tenantId: string,
+    to: number,
+  ): Promise<Result<{ from: number; to: number; expiredGrants: number }>> {
+    const tenant = await this.db.query("SELECT environment, clock_at FROM tenants WHERE id = $1", [tenantId]);
+    const t = tenant.rows[0];
+    if (!t) return fail("not_found", `No tenant ${tenantId}.`);
+    if (t.environment !== "test") return fail("invalid_argument", "Only a test tenant has a test clock.");
+    const from = t.clock_at === null ? this.#clock() : new Date(t.clock_at as string).getTime();
+    if (to < from) return fail("invalid_argument", "A test clock only moves forward.");
+    let expiredGrants = 0;
+    for (;;) {
+      const next = await this.db.query<{ at: Date | string | null }>(
+        `SELECT min(expires_at) AS at FROM grants WHERE tenant_id = $1 AND status = 'active' AND expires_at IS NOT NULL AND expires_at <= $2`,
+        [tenantId, iso(to)],
+      );
+      const at = next.rows[0]?.at;
+      if (at === null || at === undefined) break;
+      await this.#setClock(tenantId, Math.max(from, new Date(at).getTime()));
+      expiredGrants += await this.runDue(tenantId);
+    }
+    await this.#setClock(tenantId, to);
+    return ok({ from, to, expiredGrants });
+  }
+
+  async #setClock(tenantId: string, at: number): Promise<void> {
+    await this.db.query("UPDATE tenants SET clock_at = $2 WHERE id = $1", [tenantId, iso(at)]);
+    this.rememberClock(tenantId, at);
+  }
+
+  /**
+   * Runs the effects due now (each tenant by its own clock): expires every active grant past
+   * its expiry, wallet by wallet, through the same locked write pipeline as any write, so an
+   * effect happens exactly once whatever the number of instances running it (invariant 7), and
+   * catches up on whatever came due while no instance ran. Returns the grants expired.
+   */
+  async runDue(tenantId: string | null = null, limit = 500): Promise<number> {
+    let expired = 0;
+    for (;;) {
+      const { rows } = await this.db.query<{ tenant_id: string; wallet_id: string; clock_at: unknown }>(
+        `SELECT DISTINCT g.tenant_id, g.wallet_id, t.clock_at FROM grants g JOIN tenants t ON t.id = g.tenant_id
+         WHERE g.status = 'active' AND g.expires_at IS NOT NULL
+           AND g.expires_at <= coalesce(t.clock_at, $1::timestamptz) AND ($2::text IS NULL OR g.tenant_id = $2)
+         LIMIT $3`,
+        [iso(this.#clock()), tenantId, limit],
+      );
+      for (const r of rows) {
+        if (r.clock_at !== null) this.rememberClock(r.tenant_id, new Date(r.clock_at as string).getTime());
+        const done = await this.db.transaction((tx) =>
+          this.#mutate(tx, r.tenant_id, r.wallet_id, [], () =>
+            ok({ transactions: [], newGrants: [], statusChanges: [], grantChanges: [] }),
+          ),
+        );
+        if (done.ok) expired += done.value.statusChanges.length;
+      }
+      if (rows.length < limit) return expired;
+    }
+  }
+
+  /** The time a tenant lives in: its test clock when it has one, else real time. */
+  async clockOf(tenantId: string): Promise<{ now: number; testClock: boolean } | null> {
+    const { rows } = await this.db.query("SELECT environment, clock_at FROM tenants WHERE id = $1", [
+      tenantId,
+    ]);
+    const t = rows[0];
+    if (!t) return null;
+    const at = t.clock_at === null ? null : new Date(t.clock_at as string).getTime();
+    this.rememberClock(tenantId, at);
+    return { now: at ?? this.#clock(), testClock: at !== null };
   }
 
   async listApiKeys(tenantId: string): Promise<ApiKey[]> {
@@ -293,7 +387,7 @@ export class Store {
     this.#revoked.add(keyId);
     const { rows } = await ex.query(
       "UPDATE api_keys SET revoked_at = coalesce(revoked_at, $3) WHERE tenant_id = $1 AND id = $2 RETURNING *",
-      [tenantId, keyId, iso(this.now())],
+      [tenantId, keyId, iso(this.now(tenantId))],
     );
     return rows[0] ? ok(toApiKey(rows[0])) : fail("not_found", `No API key ${keyId}.`);
   }
@@ -316,7 +410,7 @@ export class Store {
   ): Promise<Result<Customer>> {
     const id = this.#newId("cus");
     const walletId = this.#newId("wal");
-    const now = iso(this.now());
+    const now = iso(this.now(tenantId));
     const inserted = await ex.query(
       `INSERT INTO customers (tenant_id, id, external_id, kind, name, metadata, created_at)
        VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (tenant_id, external_id) DO NOTHING RETURNING *`,
@@ -390,7 +484,7 @@ export class Store {
         input.externalId ?? null,
         input.name ?? null,
         JSON.stringify(input.metadata ?? {}),
-        iso(this.now()),
+        iso(this.now(tenantId)),
       ],
     );
     if (rowCount === 0)
@@ -440,7 +534,7 @@ export class Store {
     const { rows, rowCount } = await ex.query(
       `INSERT INTO wallets (tenant_id, id, customer_id, member_id, created_at) VALUES ($1, $2, $3, $4, $5)
        ON CONFLICT DO NOTHING RETURNING *`,
-      [tenantId, this.#newId("wal"), customerId, memberId, iso(this.now())],
+      [tenantId, this.#newId("wal"), customerId, memberId, iso(this.now(tenantId))],
     );
     if (rowCount === 0) return fail("already_exists", `Member ${memberId} already has a wallet.`);
     return ok(toWallet(rows[0]!));
@@ -492,7 +586,7 @@ export class Store {
       [tenantId, ids],
     );
     invariant(locked.rowCount === ids.length, "every wallet to lock exists");
-    const ctx = this.#ctx();
+    const ctx = this.#ctx(tenantId);
     // Drawable grants, grants due to expire (even empty ones: their status changes once), named ones.
     const { rows } = await ex.query(
       `SELECT ${GRANT_COLUMNS} FROM grants WHERE tenant_id = $1 AND wallet_id = ANY($2::text[])
@@ -604,7 +698,7 @@ export class Store {
     for (const c of effect.statusChanges) {
       const { rowCount } = await ex.query(
         "UPDATE grants SET status = $3, status_at = $4 WHERE tenant_id = $1 AND id = $2 AND status = 'active'",
-        [tenantId, c.grantId, c.status, iso(this.now())],
+        [tenantId, c.grantId, c.status, iso(this.now(tenantId))],
       );
       // Invariant 7: a grant leaves `active` exactly once; the wallet lock makes this hold.
       invariant(rowCount === 1, `grant ${c.grantId} changed status twice`);
@@ -718,7 +812,7 @@ export class Store {
       ...new Set(original.entries.flatMap((e) => (e.account.kind === "grant" ? [e.account.walletId] : []))),
     ].sort();
     if (walletIds.length === 0)
-      return reverse(this.#ctx(), original, new Map(), false, reason) as Result<never>;
+      return reverse(this.#ctx(tenantId), original, new Map(), false, reason) as Result<never>;
     // A member's debit may touch the pool too; locking the member's wallet locks both.
     const anchor = await this.#anchorWallet(ex, tenantId, walletIds);
     const grantIds = [...grantDeltas(original.entries).keys()];
@@ -802,7 +896,7 @@ export class Store {
       `SELECT ${GRANT_COLUMNS} FROM grants WHERE tenant_id = $1 AND wallet_id = $2 AND status = 'active' AND remaining > 0`,
       [tenantId, walletId],
     );
-    const now = this.now();
+    const now = this.now(tenantId);
     const grants = rows.map(toGrant);
     let available = 0n;
     let pending = 0n;
