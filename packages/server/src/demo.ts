@@ -1,13 +1,13 @@
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
 import { credits, invariant } from "@drawdown/core";
-import type { Store } from "@drawdown/storage";
+import { Metering, type Store } from "@drawdown/storage";
 
 const DAY = 86_400_000;
 
 /**
- * Seeds a demo tenant on a new database: a customer with a member, both with wallets, and
- * grants of several sources. Returns its secret key, kept in `keyFile` so later starts can
+ * Seeds a demo tenant on a new database: a customer with a member, both with wallets, grants
+ * of several sources, a rate card and a cost table. Returns its secret key, kept in `keyFile` so later starts can
  * print it again (a local convenience; real keys are shown once and stored hashed).
  */
 export async function seedDemo(store: Store, keyFile: string): Promise<{ secret: string; created: boolean }> {
@@ -18,6 +18,7 @@ export async function seedDemo(store: Store, keyFile: string): Promise<{ secret:
   }
   const now = store.now();
   const tenant = await store.createTenant("Demo", "test");
+  const metering = new Metering((tenantId) => store.now(tenantId), store.newId);
   const result = await store.db.transaction(async (tx) => {
     const customer = await store.createCustomer(tx, tenant.id, {
       kind: "organization",
@@ -72,6 +73,71 @@ export async function seedDemo(store: Store, keyFile: string): Promise<{ secret:
       action: "chat.completion",
       kind: "adjustment.debit",
       reason: "Demo usage",
+    });
+    // Prices, so usage events can be sent right away: a card with a turbo mode at 6x, and costs.
+    const card = await metering.createRateCard(tx, tenant.id, "Standard");
+    invariant(card.ok, "demo rate card");
+    await metering.publishRateCardVersion(tx, tenant.id, card.value.id, null, {
+      lines: [
+        {
+          id: "gpt4o-in",
+          action: "chat.completion",
+          match: { model: "gpt-4o" },
+          quantity: "input_tokens",
+          rate: "0.25",
+          per: "1000",
+        },
+        {
+          id: "gpt4o-out",
+          action: "chat.completion",
+          match: { model: "gpt-4o" },
+          quantity: "output_tokens",
+          rate: "1",
+          per: "1000",
+        },
+        {
+          id: "mini-in",
+          action: "chat.completion",
+          match: { model: "gpt-4o-mini" },
+          quantity: "input_tokens",
+          rate: "0.015",
+          per: "1000",
+        },
+        {
+          id: "mini-out",
+          action: "chat.completion",
+          match: { model: "gpt-4o-mini" },
+          quantity: "output_tokens",
+          rate: "0.06",
+          per: "1000",
+        },
+        { id: "image", action: "image.generate", quantity: "images", rate: "4", minimum: "4" },
+      ],
+      multipliers: [{ dimension: "mode", value: "turbo", factor: "6" }],
+      non_billable: [
+        { action: "chat.completion", match: { feature: "internal-eval" }, reason: "internal evaluation" },
+      ],
+    });
+    await metering.publishCostTable(tx, tenant.id, null, "USD", {
+      lines: [
+        {
+          id: "gpt4o-in",
+          action: "chat.completion",
+          match: { model: "gpt-4o" },
+          quantity: "input_tokens",
+          rate: "0.0025",
+          per: "1000",
+        },
+        {
+          id: "gpt4o-out",
+          action: "chat.completion",
+          match: { model: "gpt-4o" },
+          quantity: "output_tokens",
+          rate: "0.01",
+          per: "1000",
+        },
+        { id: "image", action: "image.generate", quantity: "images", rate: "0.04" },
+      ],
     });
     return store.createApiKey(tenant.id, { kind: "secret", name: "Demo key" }, tx);
   });
