@@ -941,15 +941,7 @@ export function planRollover(ctx: Context, input: RolloverInput): Result<Rollove
     seen.add(c.grant.id);
   }
 
-  const ordered = [...input.expiringGrants].sort((a, b) =>
-    a.generation !== b.generation
-      ? a.generation - b.generation
-      : a.grant.id < b.grant.id
-        ? -1
-        : a.grant.id > b.grant.id
-          ? 1
-          : 0,
-  );
+  const ordered = [...input.expiringGrants].sort(compareCandidates);
   const cap = rolloverCap(policy.value, input.allotment, seats.value);
   let capLeft = cap;
   let remaining = 0n;
@@ -982,6 +974,12 @@ export function planRollover(ctx: Context, input: RolloverInput): Result<Rollove
     cap,
     lapsed: expiresAt !== null && expiresAt <= ctx.now,
   });
+}
+
+/** The order a cap is filled in: lower generation first, then grant id (code-unit order). */
+function compareCandidates(a: RolloverCandidate, b: RolloverCandidate): number {
+  if (a.generation !== b.generation) return a.generation - b.generation;
+  return a.grant.id < b.grant.id ? -1 : a.grant.id > b.grant.id ? 1 : 0;
 }
 
 /** Why a candidate cannot be rolled over, or null when it can. */
