@@ -248,7 +248,10 @@ export function expireDueEntries(
   grants: readonly Grant[],
   now: number,
 ): { grantIds: string[]; entries: Entry[] } {
-  const due = grants.filter((g) => isDueToExpire(g, now)).sort((a, b) => (a.id < b.id ? -1 : 1));
+  // Plan credits under a rollover policy expire with their period's rollover, not here.
+  const due = grants
+    .filter((g) => isDueToExpire(g, now) && g.metadata[ROLLOVER_EXPIRY.key] !== ROLLOVER_EXPIRY.value)
+    .sort((a, b) => (a.id < b.id ? -1 : 1));
   const entries: Entry[] = [];
   let total = 0n;
   for (const g of due) {
@@ -392,6 +395,14 @@ export function debit(ctx: Context, sources: readonly DrawSource[], input: Debit
   const tx = makeTx(ctx, input.kind, input.customerId, entries, { reason: why.value, action: input.action });
   return ok({ ...EMPTY, transactions: [tx] });
 }
+
+/**
+ * Marks a grant whose expiry is handled by its subscription's rollover (metadata
+ * `drawdown_expiry: rollover`): expiry on touch and the expiry scheduler leave it to the
+ * period's renewal, which carries part of it forward and expires the rest in one transaction.
+ * It is not drawable after its expiry either way.
+ */
+export const ROLLOVER_EXPIRY = { key: "drawdown_expiry", value: "rollover" } as const;
 
 /** Kinds a reversal may undo: debits. Grants are voided instead; a reversal is final. */
 export const REVERSIBLE_KINDS: readonly TransactionKind[] = ["debit", "adjustment.debit"];

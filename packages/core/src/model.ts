@@ -7,7 +7,20 @@
 export type IdGenerator = (prefix: IdPrefix) => string;
 
 /** Id prefixes tell a reader what an id names. */
-export type IdPrefix = "ten" | "key" | "cus" | "sub" | "wal" | "grt" | "txn" | "chg" | "rcd" | "rcv" | "ctv";
+export type IdPrefix =
+  | "ten"
+  | "key"
+  | "cus"
+  | "sub"
+  | "wal"
+  | "grt"
+  | "txn"
+  | "chg"
+  | "rcd"
+  | "rcv"
+  | "ctv"
+  | "pln"
+  | "sbs";
 
 /** Where a grant's credits came from. */
 export const GRANT_SOURCES = [
@@ -92,6 +105,7 @@ export const TRANSACTION_KINDS = [
   "adjustment.credit",
   "void",
   "expire",
+  "rollover",
   "reversal",
 ] as const;
 export type TransactionKind = (typeof TRANSACTION_KINDS)[number];

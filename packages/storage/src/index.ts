@@ -9,3 +9,4 @@ export * from "./migrations.js";
 export * from "./records.js";
 export * from "./sql.js";
 export * from "./store.js";
+export * from "./subscriptions.js";

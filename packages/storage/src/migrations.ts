@@ -290,6 +290,60 @@ ALTER TABLE tenants ADD CONSTRAINT tenants_clock_test_only CHECK (clock_at IS NU
 CREATE INDEX grants_expiring ON grants (expires_at) WHERE status = 'active' AND expires_at IS NOT NULL;
 `,
   },
+  {
+    version: 4,
+    name: "subscriptions",
+    sql: /* sql */ `
+ALTER TABLE journal_transactions DROP CONSTRAINT journal_transactions_kind_check;
+ALTER TABLE journal_transactions ADD CONSTRAINT journal_transactions_kind_check
+  CHECK (kind IN ('grant', 'debit', 'usage', 'adjustment.debit', 'adjustment.credit', 'void', 'expire', 'rollover', 'reversal'));
+
+-- A plan: base fee, credits per period (per customer or per seat), rollover, expiry and cancel rules (JSON).
+CREATE TABLE plans (
+  tenant_id text NOT NULL REFERENCES tenants (id),
+  id text NOT NULL,
+  name text NOT NULL,
+  definition text NOT NULL,
+  created_at timestamptz NOT NULL,
+  PRIMARY KEY (tenant_id, id),
+  UNIQUE (tenant_id, name)
+);
+
+CREATE TABLE subscriptions (
+  tenant_id text NOT NULL,
+  id text NOT NULL,
+  customer_id text NOT NULL,
+  plan_id text NOT NULL,
+  seats integer NOT NULL CHECK (seats >= 0),
+  -- The most seats granted in the current period: removing then re-adding seats grants nothing.
+  granted_seats integer NOT NULL CHECK (granted_seats >= 0),
+  started_at timestamptz NOT NULL,
+  status text NOT NULL CHECK (status IN ('active', 'canceled')),
+  canceled_at timestamptz,
+  -- The last period renewed, and when the next one starts (what the scheduler looks for).
+  renewed_through integer NOT NULL,
+  next_renewal_at timestamptz,
+  created_at timestamptz NOT NULL,
+  PRIMARY KEY (tenant_id, id),
+  FOREIGN KEY (tenant_id, customer_id) REFERENCES customers (tenant_id, id),
+  FOREIGN KEY (tenant_id, plan_id) REFERENCES plans (tenant_id, id)
+);
+-- A customer has at most one active subscription: overlapping ones are refused.
+CREATE UNIQUE INDEX subscriptions_one_active ON subscriptions (tenant_id, customer_id) WHERE status = 'active';
+CREATE INDEX subscriptions_due ON subscriptions (next_renewal_at) WHERE status = 'active';
+
+-- Each period renews once (invariant 7): its key is the primary key.
+CREATE TABLE subscription_renewals (
+  tenant_id text NOT NULL,
+  key text NOT NULL,
+  subscription_id text NOT NULL,
+  period_index integer NOT NULL,
+  grant_id text,
+  renewed_at timestamptz NOT NULL,
+  PRIMARY KEY (tenant_id, key)
+);
+`,
+  },
 ];
 
 /** Thrown when the database's schema is newer than this build knows. */

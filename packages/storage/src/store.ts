@@ -79,6 +79,14 @@ export interface Balance {
   readonly scopes: { readonly scope: readonly string[] | null; readonly available: bigint }[];
 }
 
+/** A kind of scheduled effect the store runs with its own (see {@link Store.addDueJob}). */
+export interface DueJob {
+  /** The earliest time at or before `upTo` when something is due for the tenant; null: none. */
+  nextDue(tenantId: string, upTo: number): Promise<number | null>;
+  /** Does what is due now for one tenant (or all): exactly once, safe with several instances. */
+  run(tenantId: string | null): Promise<unknown>;
+}
+
 /** One disagreement found by {@link Store.reconcile}. */
 export interface Difference {
   readonly kind: "wallet" | "grant" | "transaction";
@@ -123,6 +131,7 @@ export class Store {
   readonly #revoked = new Set<string>();
   /** Test tenants whose time is set by their test clock. */
   readonly #tenantClocks = new Map<string, number>();
+  readonly #jobs: DueJob[] = [];
 
   constructor(
     readonly db: SqlClient,
@@ -300,31 +309,67 @@ export class Store {
   /**
    * Moves a test tenant's clock forward to `to`, running every scheduled effect due in between
    * in time order: the clock stops at each due time, the effects due then happen, and it moves
-   * on. Live tenants have no test clock. Time never moves back.
+   * on. `to` is a time, or a number of seconds after the tenant's time. Live tenants have no
+   * test clock. Time never moves back.
    */
   async advanceClock(
     tenantId: string,
-    to: number,
+    target: number | { readonly seconds: number },
   ): Promise<Result<{ from: number; to: number; expiredGrants: number }>> {
     const tenant = await this.db.query("SELECT environment, clock_at FROM tenants WHERE id = $1", [tenantId]);
     const t = tenant.rows[0];
     if (!t) return fail("not_found", `No tenant ${tenantId}.`);
     if (t.environment !== "test") return fail("invalid_argument", "Only a test tenant has a test clock.");
     const from = t.clock_at === null ? this.#clock() : new Date(t.clock_at as string).getTime();
-    if (to < from) return fail("invalid_argument", "A test clock only moves forward.");
+    const to = typeof target === "number" ? target : from + target.seconds * 1000;
+    if (to < from)
+      return fail(
+        "invalid_argument",
+        `A test clock only moves forward: it is at ${new Date(from).toISOString()}, after ${new Date(to).toISOString()}.`,
+      );
     let expiredGrants = 0;
     for (;;) {
       const next = await this.db.query<{ at: Date | string | null }>(
-        `SELECT min(expires_at) AS at FROM grants WHERE tenant_id = $1 AND status = 'active' AND expires_at IS NOT NULL AND expires_at <= $2`,
+        `SELECT min(expires_at) AS at FROM grants WHERE tenant_id = $1 AND status = 'active' AND expires_at IS NOT NULL
+           AND expires_at <= $2 AND (metadata->>'drawdown_expiry') IS DISTINCT FROM 'rollover'`,
         [tenantId, iso(to)],
       );
-      const at = next.rows[0]?.at;
-      if (at === null || at === undefined) break;
-      await this.#setClock(tenantId, Math.max(from, new Date(at).getTime()));
+      let at = next.rows[0]?.at ? new Date(next.rows[0].at).getTime() : null;
+      for (const job of this.#jobs) {
+        const due = await job.nextDue(tenantId, to);
+        if (due !== null && (at === null || due < at)) at = due;
+      }
+      if (at === null) break;
+      await this.#setClock(tenantId, Math.max(from, at));
       expiredGrants += await this.runDue(tenantId);
     }
     await this.#setClock(tenantId, to);
     return ok({ from, to, expiredGrants });
+  }
+
+  /**
+   * Adds a kind of scheduled effect (subscription renewals): `nextDue` tells the test clock
+   * when it next falls due for a tenant, `run` does what is due now. Storage-internal.
+   */
+  addDueJob(job: DueJob): void {
+    this.#jobs.push(job);
+  }
+
+  /**
+   * The locked write pipeline, for the storage layer's other writers: locks the wallet (and a
+   * member's pool) in id order, loads its grants, expires what is due, plans, writes.
+   */
+  mutate(
+    ex: SqlExecutor,
+    tenantId: string,
+    walletId: string,
+    extraGrantIds: readonly string[],
+    plan: (
+      ctx: Context,
+      state: { wallet: WalletRecord; sources: DrawSource[]; grants: Map<string, Grant> },
+    ) => Result<Effect> | Promise<Result<Effect>>,
+  ): Promise<Result<Effect>> {
+    return this.#mutate(ex, tenantId, walletId, extraGrantIds, plan);
   }
 
   async #setClock(tenantId: string, at: number): Promise<void> {
@@ -339,12 +384,15 @@ export class Store {
    * catches up on whatever came due while no instance ran. Returns the grants expired.
    */
   async runDue(tenantId: string | null = null, limit = 500): Promise<number> {
+    // Other due effects first (a period's renewal expires its credits by rolling them over).
+    for (const job of this.#jobs) await job.run(tenantId);
     let expired = 0;
     for (;;) {
       const { rows } = await this.db.query<{ tenant_id: string; wallet_id: string; clock_at: unknown }>(
         `SELECT DISTINCT g.tenant_id, g.wallet_id, t.clock_at FROM grants g JOIN tenants t ON t.id = g.tenant_id
          WHERE g.status = 'active' AND g.expires_at IS NOT NULL
            AND g.expires_at <= coalesce(t.clock_at, $1::timestamptz) AND ($2::text IS NULL OR g.tenant_id = $2)
+           AND (g.metadata->>'drawdown_expiry') IS DISTINCT FROM 'rollover'
          LIMIT $3`,
         [iso(this.#clock()), tenantId, limit],
       );

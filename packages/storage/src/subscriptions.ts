@@ -1,0 +1,467 @@
+import {
+  type Context,
+  combine,
+  type Effect,
+  entry,
+  fail,
+  type Grant,
+  type GrantInput,
+  grantAccount,
+  issueGrant,
+  ok,
+  type Plan,
+  type PlanInput,
+  periodAt,
+  planRenewal,
+  planRollover,
+  planSeatChange,
+  type Result,
+  ROLLOVER_EXPIRY,
+  rolloverCandidate,
+  validateGrantInput,
+  validatePlan,
+  voidGrant,
+} from "@drawdown/core";
+import type { Row, SqlExecutor } from "./sql.js";
+import type { DueJob, Store } from "./store.js";
+
+/** A stored plan. */
+export interface PlanRecord extends Plan {
+  readonly createdAt: number;
+}
+
+/** A customer's subscription to a plan. */
+export interface SubscriptionRecord {
+  readonly id: string;
+  readonly customerId: string;
+  readonly planId: string;
+  readonly seats: number;
+  readonly grantedSeats: number;
+  readonly startedAt: number;
+  readonly status: "active" | "canceled";
+  readonly canceledAt: number | null;
+  /** The last period renewed (-1 before the first). */
+  readonly renewedThrough: number;
+  /** When the next period starts and renews; null once a canceled subscription is closed. */
+  readonly nextRenewalAt: number | null;
+  readonly createdAt: number;
+}
+
+const iso = (t: number): string => new Date(t).toISOString();
+const ms = (v: unknown): number => (v instanceof Date ? v.getTime() : new Date(String(v)).getTime());
+
+/** Plans are stored as JSON with amounts as decimal-free integer strings. */
+const planJson = (p: Plan): string =>
+  JSON.stringify(p, (_k, v) => (typeof v === "bigint" ? { $bigint: v.toString() } : v));
+
+const planFrom = (row: Row): PlanRecord => ({
+  ...(JSON.parse(String(row.definition), (_k, v) =>
+    v !== null && typeof v === "object" && "$bigint" in v ? BigInt(v.$bigint) : v,
+  ) as Plan),
+  createdAt: ms(row.created_at),
+});
+
+const subscriptionFrom = (r: Row): SubscriptionRecord => ({
+  id: String(r.id),
+  customerId: String(r.customer_id),
+  planId: String(r.plan_id),
+  seats: Number(r.seats),
+  grantedSeats: Number(r.granted_seats),
+  startedAt: ms(r.started_at),
+  status: r.status as SubscriptionRecord["status"],
+  canceledAt: r.canceled_at === null ? null : ms(r.canceled_at),
+  renewedThrough: Number(r.renewed_through),
+  nextRenewalAt: r.next_renewal_at === null ? null : ms(r.next_renewal_at),
+  createdAt: ms(r.created_at),
+});
+
+/** Plan credits of a plan with rollover are expired by their period's rollover, not on their own. */
+const managed = (plan: Plan, input: GrantInput): GrantInput =>
+  plan.rollover.kind === "none"
+    ? input
+    : { ...input, metadata: { ...input.metadata, [ROLLOVER_EXPIRY.key]: ROLLOVER_EXPIRY.value } };
+
+/**
+ * Plans and subscriptions: each period renews exactly once (its key is a primary key), in
+ * order, with the closing period's rollover in the same transaction; the store's scheduler and
+ * test clock run due renewals, catching up after downtime.
+ */
+export class Subscriptions implements DueJob {
+  constructor(private readonly store: Store) {
+    store.addDueJob(this);
+  }
+
+  /** Creates a plan (validated by the core: policies, limits, defaults). */
+  async createPlan(
+    ex: SqlExecutor,
+    tenantId: string,
+    input: Omit<PlanInput, "id">,
+  ): Promise<Result<PlanRecord>> {
+    const plan = validatePlan({ ...input, id: this.store.newId("pln") });
+    if (!plan.ok) return plan;
+    const createdAt = this.store.now(tenantId);
+    const { rowCount } = await ex.query(
+      `INSERT INTO plans (tenant_id, id, name, definition, created_at) VALUES ($1, $2, $3, $4, $5)
+       ON CONFLICT (tenant_id, name) DO NOTHING`,
+      [tenantId, plan.value.id, plan.value.name, planJson(plan.value), iso(createdAt)],
+    );
+    if (rowCount === 0) return fail("already_exists", `A plan named "${plan.value.name}" already exists.`);
+    return ok({ ...plan.value, createdAt });
+  }
+
+  async getPlan(tenantId: string, id: string, ex: SqlExecutor = this.store.db): Promise<PlanRecord | null> {
+    const { rows } = await ex.query("SELECT * FROM plans WHERE tenant_id = $1 AND id = $2", [tenantId, id]);
+    return rows[0] ? planFrom(rows[0]) : null;
+  }
+
+  async listPlans(tenantId: string): Promise<PlanRecord[]> {
+    const { rows } = await this.store.db.query(
+      "SELECT * FROM plans WHERE tenant_id = $1 ORDER BY created_at, id",
+      [tenantId],
+    );
+    return rows.map(planFrom);
+  }
+
+  async getSubscription(
+    tenantId: string,
+    id: string,
+    ex: SqlExecutor = this.store.db,
+  ): Promise<SubscriptionRecord | null> {
+    const { rows } = await ex.query("SELECT * FROM subscriptions WHERE tenant_id = $1 AND id = $2", [
+      tenantId,
+      id,
+    ]);
+    return rows[0] ? subscriptionFrom(rows[0]) : null;
+  }
+
+  async listSubscriptions(tenantId: string, customerId: string): Promise<SubscriptionRecord[]> {
+    const { rows } = await this.store.db.query(
+      "SELECT * FROM subscriptions WHERE tenant_id = $1 AND customer_id = $2 ORDER BY created_at, id",
+      [tenantId, customerId],
+    );
+    return rows.map(subscriptionFrom);
+  }
+
+  /**
+   * Subscribes a customer to a plan from `startAt` (now by default; never in the past) and
+   * renews every period already due: the first period's credits are granted at once.
+   */
+  async subscribe(
+    ex: SqlExecutor,
+    tenantId: string,
+    input: { customerId: string; planId: string; seats?: number; startAt?: number | null },
+  ): Promise<Result<SubscriptionRecord>> {
+    const plan = await this.getPlan(tenantId, input.planId, ex);
+    if (!plan) return fail("not_found", `No plan ${input.planId}.`);
+    const customer = await ex.query("SELECT 1 FROM customers WHERE tenant_id = $1 AND id = $2", [
+      tenantId,
+      input.customerId,
+    ]);
+    if (customer.rowCount === 0) return fail("not_found", `No customer ${input.customerId}.`);
+    const seats = input.seats ?? 1;
+    if (!Number.isInteger(seats) || seats < 0 || seats > 1_000_000) {
+      return fail("invalid_argument", "seats is a whole number from 0 to 1,000,000.", { field: "seats" });
+    }
+    const now = this.store.now(tenantId);
+    const startAt = input.startAt ?? now;
+    if (startAt < now - 60_000)
+      return fail("invalid_argument", "A subscription starts now or later, not in the past.");
+    const id = this.store.newId("sbs");
+    const { rows, rowCount } = await ex.query(
+      `INSERT INTO subscriptions (tenant_id, id, customer_id, plan_id, seats, granted_seats, started_at, status,
+         renewed_through, next_renewal_at, created_at)
+       VALUES ($1, $2, $3, $4, $5, 0, $6, 'active', -1, $6, $7) ON CONFLICT DO NOTHING RETURNING *`,
+      [tenantId, id, input.customerId, plan.id, seats, iso(startAt), iso(now)],
+    );
+    if (rowCount === 0) {
+      return fail(
+        "already_exists",
+        `Customer ${input.customerId} already has an active subscription; change or cancel it.`,
+      );
+    }
+    const renewed = await this.#renew(ex, tenantId, subscriptionFrom(rows[0]!), plan);
+    if (!renewed.ok) return renewed;
+    return ok((await this.getSubscription(tenantId, id, ex))!);
+  }
+
+  /** Changes the seat count; seats above the period's high-water mark are granted prorated. */
+  async changeSeats(
+    ex: SqlExecutor,
+    tenantId: string,
+    subscriptionId: string,
+    seats: number,
+  ): Promise<Result<SubscriptionRecord>> {
+    const sub = await this.#lock(ex, tenantId, subscriptionId);
+    if (!sub) return fail("not_found", `No subscription ${subscriptionId}.`);
+    if (sub.status !== "active") return fail("invalid_argument", "The subscription is canceled.");
+    const plan = (await this.getPlan(tenantId, sub.planId, ex))!;
+    const pool = await this.#pool(ex, tenantId, sub.customerId);
+    const index = Math.max(0, sub.renewedThrough);
+    const period = periodAt(sub.startedAt, plan.interval, index);
+    let grantedSeats = sub.grantedSeats;
+    const r = await this.store.mutate(ex, tenantId, pool, [], (ctx) => {
+      const change = planSeatChange(ctx, {
+        subscriptionId: sub.id,
+        plan,
+        period,
+        grantedSeats: sub.grantedSeats,
+        seats,
+        walletId: pool,
+      });
+      if (!change.ok) return change;
+      grantedSeats = change.value.grantedSeats;
+      if (!change.value.grant || sub.renewedThrough < 0) return ok(EMPTY);
+      return issueGrant(ctx, sub.customerId, managed(plan, change.value.grant));
+    });
+    if (!r.ok) return r;
+    await ex.query(
+      "UPDATE subscriptions SET seats = $3, granted_seats = $4 WHERE tenant_id = $1 AND id = $2",
+      [tenantId, subscriptionId, seats, grantedSeats],
+    );
+    return ok((await this.getSubscription(tenantId, subscriptionId, ex))!);
+  }
+
+  /**
+   * Cancels: no period renews after this. The plan's cancel rule decides the credits:
+   * `forfeit` voids them now; otherwise they last to the period end, when the closing
+   * renewal expires them (without rollover).
+   */
+  async cancel(
+    ex: SqlExecutor,
+    tenantId: string,
+    subscriptionId: string,
+  ): Promise<Result<SubscriptionRecord>> {
+    const sub = await this.#lock(ex, tenantId, subscriptionId);
+    if (!sub) return fail("not_found", `No subscription ${subscriptionId}.`);
+    if (sub.status !== "active") return fail("invalid_argument", "The subscription is already canceled.");
+    const plan = (await this.getPlan(tenantId, sub.planId, ex))!;
+    const now = this.store.now(tenantId);
+    if (plan.cancel.onCancel === "forfeit") {
+      const pool = await this.#pool(ex, tenantId, sub.customerId);
+      const r = await this.store.mutate(ex, tenantId, pool, [], (ctx, state) => {
+        const effects: Effect[] = [];
+        for (const g of this.#ownGrants(state.grants, sub.id)) {
+          const v = voidGrant(ctx, sub.customerId, g, "subscription canceled: credits forfeited");
+          if (v.ok) effects.push(v.value);
+        }
+        return ok(combine(...effects));
+      });
+      if (!r.ok) return r;
+    }
+    await ex.query(
+      "UPDATE subscriptions SET status = 'canceled', canceled_at = $3 WHERE tenant_id = $1 AND id = $2",
+      [tenantId, subscriptionId, iso(now)],
+    );
+    return ok((await this.getSubscription(tenantId, subscriptionId, ex))!);
+  }
+
+  async #lock(ex: SqlExecutor, tenantId: string, id: string): Promise<SubscriptionRecord | null> {
+    const { rows } = await ex.query(
+      "SELECT * FROM subscriptions WHERE tenant_id = $1 AND id = $2 FOR UPDATE",
+      [tenantId, id],
+    );
+    return rows[0] ? subscriptionFrom(rows[0]) : null;
+  }
+
+  async #pool(ex: SqlExecutor, tenantId: string, customerId: string): Promise<string> {
+    const { rows } = await ex.query(
+      "SELECT id FROM wallets WHERE tenant_id = $1 AND customer_id = $2 AND member_id IS NULL",
+      [tenantId, customerId],
+    );
+    return String(rows[0]!.id);
+  }
+
+  /** Active grants the subscription issued (plan credits and their rollovers). */
+  #ownGrants(grants: ReadonlyMap<string, Grant>, subscriptionId: string): Grant[] {
+    return [...grants.values()]
+      .filter((g) => g.status === "active" && g.metadata.subscription_id === subscriptionId)
+      .sort((a, b) => (a.id < b.id ? -1 : 1));
+  }
+
+  /**
+   * Renews every period of the subscription that has started, in order, each in one write:
+   * the closing period's rollover (or, once canceled, its expiry), then the new period's grant.
+   * A period's key is inserted first; if it exists, another writer renewed it.
+   */
+  async #renew(
+    ex: SqlExecutor,
+    tenantId: string,
+    first: SubscriptionRecord,
+    plan: PlanRecord,
+  ): Promise<Result<number>> {
+    let sub = first;
+    let renewed = 0;
+    const pool = await this.#pool(ex, tenantId, sub.customerId);
+    while (sub.nextRenewalAt !== null && sub.nextRenewalAt <= this.store.now(tenantId)) {
+      const index = sub.renewedThrough + 1;
+      const period = periodAt(sub.startedAt, plan.interval, index);
+      const closing = sub.status === "canceled";
+      const key = closing ? `close:${sub.id}` : `renewal:${sub.id}:${index}`;
+      const fresh = await ex.query(
+        `INSERT INTO subscription_renewals (tenant_id, key, subscription_id, period_index, renewed_at)
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING key`,
+        [tenantId, key, sub.id, index, iso(this.store.now(tenantId))],
+      );
+      if (fresh.rowCount > 0) {
+        let grantId: string | null = null;
+        const r = await this.store.mutate(ex, tenantId, pool, [], (ctx, state) => {
+          const effects: Effect[] = [];
+          if (index > 0) {
+            const roll = this.#rollover(ctx, sub, plan, state.grants, period.from, period.to, closing);
+            if (!roll.ok) return roll;
+            effects.push(roll.value);
+          }
+          if (!closing) {
+            const renewal = planRenewal(ctx, {
+              subscriptionId: sub.id,
+              plan,
+              seats: sub.seats,
+              period,
+              walletId: pool,
+              customerId: sub.customerId,
+            });
+            if (!renewal.ok) return renewal;
+            if (renewal.value.grant && !renewal.value.lapsed) {
+              const issued = issueGrant(ctx, sub.customerId, managed(plan, renewal.value.grant));
+              if (!issued.ok) return issued;
+              grantId = issued.value.newGrants[0]?.id ?? null;
+              effects.push(issued.value);
+            }
+          }
+          return ok(combine(...effects));
+        });
+        if (!r.ok) return r;
+        await ex.query("UPDATE subscription_renewals SET grant_id = $3 WHERE tenant_id = $1 AND key = $2", [
+          tenantId,
+          key,
+          grantId,
+        ]);
+        renewed++;
+      }
+      const next = closing ? null : period.to;
+      await ex.query(
+        `UPDATE subscriptions SET renewed_through = $3, granted_seats = CASE WHEN $5 THEN granted_seats ELSE seats END,
+           next_renewal_at = $4 WHERE tenant_id = $1 AND id = $2`,
+        [tenantId, sub.id, closing ? sub.renewedThrough : index, next === null ? null : iso(next), closing],
+      );
+      sub = (await this.getSubscription(tenantId, sub.id, ex))!;
+    }
+    return ok(renewed);
+  }
+
+  /**
+   * The closing period's rollover as one balanced `rollover` transaction: each expiring credit
+   * leaves its grant; what the policy carries enters a new rollover grant (linked to its source,
+   * expiring with the next period), the rest goes to breakage. A canceled subscription carries
+   * nothing. The expiring grants leave `active` here, once.
+   */
+  #rollover(
+    ctx: Context,
+    sub: SubscriptionRecord,
+    plan: PlanRecord,
+    grants: ReadonlyMap<string, Grant>,
+    periodEnd: number,
+    nextPeriodEnd: number,
+    closing: boolean,
+  ): Result<Effect> {
+    const expiring = this.#ownGrants(grants, sub.id).filter(
+      (g) => g.expiresAt === periodEnd && g.metadata[ROLLOVER_EXPIRY.key] === ROLLOVER_EXPIRY.value,
+    );
+    if (expiring.length === 0) return ok(EMPTY);
+    const candidates = [];
+    for (const g of expiring) {
+      const c = rolloverCandidate(g);
+      if (!c.ok) return c;
+      candidates.push(c.value);
+    }
+    const planned = planRollover(ctx, {
+      policy: closing ? { kind: "none" } : plan.rollover,
+      allotment: plan.allotment,
+      seats: plan.perSeat ? sub.grantedSeats : 1,
+      periodEnd,
+      nextPeriodEnd,
+      expiringGrants: candidates,
+    });
+    if (!planned.ok) return planned;
+    const entries = [];
+    const newGrants: Grant[] = [];
+    let breakage = 0n;
+    for (const line of planned.value.lines) {
+      if (line.remaining > 0n)
+        entries.push(entry(grantAccount(line.grantId, line.walletId), -line.remaining));
+      breakage += line.breakage;
+      if (line.rollover && line.carried > 0n && !planned.value.lapsed) {
+        const fields = validateGrantInput(
+          { ...ctx, now: Math.min(ctx.now, periodEnd) },
+          managed(plan, line.rollover),
+        );
+        if (!fields.ok) return fields;
+        const grant: Grant = { ...fields.value, id: ctx.newId("grt"), createdAt: ctx.now };
+        newGrants.push(grant);
+        entries.push(entry(grantAccount(grant.id, grant.walletId), line.carried));
+      } else breakage += line.carried;
+    }
+    if (breakage > 0n) entries.push(entry({ kind: "system", name: "breakage" }, breakage));
+    const transactions =
+      entries.length >= 2
+        ? [
+            {
+              id: ctx.newId("txn"),
+              kind: "rollover" as const,
+              customerId: sub.customerId,
+              postedAt: ctx.now,
+              reason: closing ? "subscription ended" : `rollover: ${plan.rollover.kind}`,
+              reversesId: null,
+              action: null,
+              entries,
+            },
+          ]
+        : [];
+    return ok({
+      transactions,
+      newGrants,
+      statusChanges: expiring.map((g) => ({ grantId: g.id, status: "expired" as const })),
+      grantChanges: [],
+    });
+  }
+
+  // ------------------------------------------------------------------ the scheduler's job
+
+  async nextDue(tenantId: string, upTo: number): Promise<number | null> {
+    const { rows } = await this.store.db.query<{ at: unknown }>(
+      "SELECT min(next_renewal_at) AS at FROM subscriptions WHERE tenant_id = $1 AND next_renewal_at <= $2",
+      [tenantId, iso(upTo)],
+    );
+    const at = rows[0]?.at;
+    return at === null || at === undefined ? null : ms(at);
+  }
+
+  /** Renews what is due, subscription by subscription, each in its own transaction under its row lock. */
+  async run(tenantId: string | null): Promise<number> {
+    let renewed = 0;
+    for (;;) {
+      const { rows } = await this.store.db.query<{ tenant_id: string; id: string }>(
+        `SELECT s.tenant_id, s.id FROM subscriptions s JOIN tenants t ON t.id = s.tenant_id
+         WHERE s.next_renewal_at <= coalesce(t.clock_at, $1::timestamptz) AND ($2::text IS NULL OR s.tenant_id = $2)
+         ORDER BY s.next_renewal_at LIMIT 100`,
+        [iso(this.store.now()), tenantId],
+      );
+      const before = renewed;
+      for (const r of rows) {
+        await this.store.clockOf(r.tenant_id);
+        const n = await this.store.db.transaction(async (tx) => {
+          const sub = await this.#lock(tx, r.tenant_id, r.id);
+          if (!sub) return 0;
+          const plan = (await this.getPlan(r.tenant_id, sub.planId, tx))!;
+          const done = await this.#renew(tx, r.tenant_id, sub, plan);
+          return done.ok ? done.value : 0;
+        });
+        renewed += n;
+      }
+      // Stop when the page was the last, or when nothing moved (never spin on a stuck one).
+      if (rows.length < 100 || renewed === before) return renewed;
+    }
+  }
+}
+
+const EMPTY: Effect = { transactions: [], newGrants: [], statusChanges: [], grantChanges: [] };
