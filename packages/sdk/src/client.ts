@@ -10,6 +10,7 @@ import {
   Reports,
   Runs,
   Subjects,
+  TestClocks,
   Transactions,
   Wallets,
 } from "./resources.js";
@@ -68,6 +69,9 @@ const VERSION = "0.1.0";
  *   id: "evt_1", customer_id: acme.id, action: "chat.completion", quantities: { output_tokens: 350 },
  * });
  * const why = await dd.events.get("evt_1"); // why.explanation.lines, why.explanation.draws
+ *
+ * // A test tenant's clock: move time forward; every expiry due on the way happens, in order.
+ * await dd.testClock.advance({ to: "2026-04-01T00:00:00Z" });
  */
 export class Drawdown {
   /** Customers (each with its pool wallet): create, list, listAll, get, setPricing. */
@@ -94,6 +98,8 @@ export class Drawdown {
   readonly reports: Reports;
   /** Agent runs: get (totals of the events carrying a run id). */
   readonly runs: Runs;
+  /** A test tenant's clock: get, advance (every expiry due on the way happens, in order). */
+  readonly testClock: TestClocks;
   readonly #transport: Transport;
 
   constructor(options: DrawdownOptions) {
@@ -113,6 +119,7 @@ export class Drawdown {
     this.costTables = new CostTables(this.#transport);
     this.reports = new Reports(this.#transport);
     this.runs = new Runs(this.#transport);
+    this.testClock = new TestClocks(this.#transport);
   }
 
   /**

@@ -31,6 +31,7 @@ export {
   Reports,
   Runs,
   Subjects,
+  TestClocks,
   Transactions,
   Wallets,
 } from "./resources.js";

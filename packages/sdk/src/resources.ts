@@ -40,6 +40,9 @@ import type {
   RunSummary,
   Subject,
   SubjectCreateParams,
+  TestClock,
+  TestClockAdvanced,
+  TestClockAdvanceParams,
   Transaction,
   TransactionListParams,
   UsageEvent,
@@ -555,6 +558,53 @@ export class ApiKeys extends Resource {
    */
   revoke(id: string, options?: PostOptions): ApiPromise<ApiKey> {
     return this.postJson(options, () => ({ path: `/v1/api_keys/${seg(id)}/revoke`, body: {} }));
+  }
+}
+
+/**
+ * The test clock of a test tenant (as Stripe's test clocks): move the tenant's time forward
+ * and every scheduled effect due in between (grant expiries) happens, in time order, each at
+ * its own time. Scenario tests use it instead of sleeping. Needs a secret key.
+ */
+export class TestClocks extends Resource {
+  /**
+   * The tenant's time: real time until the clock is first advanced, then `frozen` where the
+   * last advance left it. Answers for live tenants too (never frozen).
+   *
+   * @example
+   * const clock = await dd.testClock.get();
+   * console.log(clock.now, clock.frozen); // "2026-03-01T00:00:00.000Z" false
+   */
+  get(options?: RequestOptions): ApiPromise<TestClock> {
+    return this.fetchJson(options, () => ({ path: "/v1/test_clock" }));
+  }
+
+  /**
+   * Moves a test tenant's clock forward, to `to` or by `seconds`, running every effect due on
+   * the way: the clock stops at each grant's expiry, the grant expires there (its remainder to
+   * breakage, posted at that time), and it moves on. The clock then stands still at `to`.
+   * `invalid_argument` to move it back, with both or neither of `to` and `seconds`, or for a
+   * live tenant. Sent without an idempotency key: prefer `to`, which a retry cannot overshoot
+   * (`seconds` is relative, so a retry after a lost response would move the clock again).
+   *
+   * @example
+   * const { expired_grants } = await dd.testClock.advance({ to: "2026-04-01T00:00:00Z" });
+   * await dd.testClock.advance({ seconds: 86_400 }); // one more day
+   * const b = await dd.wallets.balance(acme.wallet_id); // as of the new time
+   */
+  advance(params: TestClockAdvanceParams, options?: RequestOptions): ApiPromise<TestClockAdvanced> {
+    return this.transport.request(() => {
+      if (params === null || typeof params !== "object")
+        throw new TypeError("testClock.advance: give { to } or { seconds }.");
+      const to = params.to === undefined ? undefined : wireTime(params.to, "to");
+      return {
+        method: "POST",
+        path: "/v1/test_clock/advance",
+        body: defined({ to, seconds: params.seconds }),
+        idempotent: false,
+        signal: options?.signal,
+      };
+    });
   }
 }
 

@@ -186,6 +186,23 @@ export interface ApiKeyCreateParams {
   customer_id?: string;
 }
 
+/**
+ * Body of `testClock.advance`: exactly one of `to` (where the clock moves to; a retry of the
+ * same `to` is harmless) and `seconds` (how far it moves, 1 to 31,622,400; relative, so a
+ * retry moves it again).
+ */
+export type TestClockAdvanceParams =
+  | {
+      /** Where the clock moves to: now or later. */
+      to: TimeInput;
+      seconds?: never;
+    }
+  | {
+      /** How far the clock moves, in whole seconds: 1 to 31,622,400 (366 days). */
+      seconds: number;
+      to?: never;
+    };
+
 // ------------------------------------------------------------------ metering requests
 
 /**
@@ -546,6 +563,30 @@ export interface ApiKey {
   revoked_at: string | null;
   /** The key itself: returned once, by `apiKeys.create`. */
   secret?: string;
+}
+
+/** A tenant's time, as `testClock.get` answers it. */
+export interface TestClock {
+  object: "test_clock";
+  /** The tenant's time: its test clock when frozen, else real time. */
+  now: string;
+  /** True once the clock was advanced: the tenant's time stands still until the next advance. */
+  frozen: boolean;
+  /** Only test tenants have a test clock. */
+  environment: "test" | "live";
+}
+
+/** What `testClock.advance` answers. */
+export interface TestClockAdvanced {
+  object: "test_clock";
+  /** The tenant's time before. */
+  from: string;
+  /** Where the clock was moved to. */
+  to: string;
+  /** The tenant's time after: `to`, frozen there. */
+  now: string;
+  /** Grants expired on the way, each at its own expiry time, in time order. */
+  expired_grants: number;
 }
 
 // ------------------------------------------------------------------ metering responses

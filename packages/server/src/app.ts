@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from "node:crypto";
-import { type ApiKey, IngestWriter, Metering, type Store } from "@drawdown/storage";
+import { type ApiKey, IngestWriter, Metering, type Store, Subscriptions } from "@drawdown/storage";
 import { Type } from "@sinclair/typebox";
 import Fastify, {
   type FastifyError,
@@ -27,6 +27,8 @@ export interface AppOptions {
   readonly metering?: Metering;
   /** The ingest writer; built over the store when absent. */
   readonly writer?: IngestWriter;
+  /** Plans and subscriptions (a scheduler job of the store); built over the store when absent. */
+  readonly subscriptions?: Subscriptions;
   readonly config: Pick<Config, "bodyLimit" | "logRequests">;
 }
 
@@ -189,7 +191,12 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   });
 
   const metering = options.metering ?? new Metering((tenantId) => store.now(tenantId), store.newId);
-  const services: Services = { store, metering, writer: options.writer ?? new IngestWriter(store, metering) };
+  const services: Services = {
+    store,
+    metering,
+    writer: options.writer ?? new IngestWriter(store, metering),
+    subscriptions: options.subscriptions ?? new Subscriptions(store),
+  };
   // The machine-readable and the human-readable reference, both public.
   const openapi = buildOpenApi([...ROUTES, ...METERING_ROUTES]);
   (openapi.paths as Record<string, unknown>)["/v1/public/{tenant_id}/rate_card"] = {
@@ -262,6 +269,7 @@ interface Services {
   readonly store: Store;
   readonly metering: Metering;
   readonly writer: IngestWriter;
+  readonly subscriptions: Subscriptions;
 }
 
 function register(app: FastifyInstance, services: Services, r: Route): void {

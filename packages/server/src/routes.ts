@@ -1,5 +1,12 @@
-import { type LedgerError, parseAmount, parseTimestamp, type Result } from "@drawdown/core";
-import type { ApiKey, IngestWriter, Metering, SqlExecutor, Store } from "@drawdown/storage";
+import {
+  formatTimestamp,
+  invariant,
+  type LedgerError,
+  parseAmount,
+  parseTimestamp,
+  type Result,
+} from "@drawdown/core";
+import type { ApiKey, IngestWriter, Metering, SqlExecutor, Store, Subscriptions } from "@drawdown/storage";
 import { type Static, type TSchema, Type } from "@sinclair/typebox";
 import { ApiError, type ApiErrorCode } from "./errors.js";
 import * as S from "./schemas.js";
@@ -28,6 +35,8 @@ export interface RequestContext<P, Q, B> {
   readonly metering: Metering;
   /** The group-commit writer that ingests usage events. */
   readonly writer: IngestWriter;
+  /** Plans and subscriptions. */
+  readonly subscriptions: Subscriptions;
   /** The transaction a POST runs in (with its idempotency record); the database for a GET. */
   readonly tx: SqlExecutor;
 }
@@ -744,6 +753,60 @@ export const ROUTES: readonly Route[] = [
     errors: ["not_found"],
     handle: async ({ store, tx, tenantId, params }) =>
       okReply(apiKeyView(must(await store.revokeApiKey(tenantId, params.id, tx)))),
+  }),
+  // ---- test clock
+  route({
+    method: "GET",
+    url: "/v1/test_clock",
+    operationId: "getTestClock",
+    tag: "Test clock",
+    summary: "Get the tenant's time",
+    description:
+      "The time the tenant lives in. A test tenant's clock is real time until it is first advanced; from then on it stands still (`frozen`) and moves only when advanced. A live tenant always lives in real time.",
+    access: "secret",
+    response: S.TestClockView,
+    errors: [],
+    handle: async ({ store, tenantId }) => {
+      const tenant = await store.getTenant(tenantId);
+      const clock = await store.clockOf(tenantId);
+      invariant(tenant !== null && clock !== null, "an authenticated key's tenant exists");
+      return okReply({
+        object: "test_clock",
+        now: formatTimestamp(clock.now),
+        frozen: clock.testClock,
+        environment: tenant.environment,
+      });
+    },
+  }),
+  route({
+    method: "POST",
+    url: "/v1/test_clock/advance",
+    operationId: "advanceTestClock",
+    tag: "Test clock",
+    summary: "Advance a test tenant's clock",
+    description:
+      "Moves a test tenant's clock forward, to `to` or by `seconds` (exactly one), and runs every scheduled effect due in between, in time order: the clock stops at each due time (a grant's expiry), the effects due then happen, stamped with that time, and it moves on. The clock then stands still at `to` until the next advance. Never backward; live tenants have none. Not keyed by Idempotency-Key (it runs a transaction per due time): send `to` and a retry is harmless, since the clock is already there and nothing is due twice.",
+    access: "secret",
+    body: S.TestClockAdvance,
+    response: S.TestClockAdvanced,
+    errors: ["invalid_argument"],
+    idempotencyKey: false,
+    handle: async ({ store, tenantId, body }) => {
+      const to = body.to === undefined ? undefined : timestamp(body.to, "to");
+      if ((to === undefined) === (body.seconds === undefined)) {
+        throw new ApiError("invalid_argument", "Give exactly one of to (an RFC 3339 time) and seconds.", {
+          errors: [{ path: "body", message: "exactly one of to and seconds" }],
+        });
+      }
+      const r = must(await store.advanceClock(tenantId, to ?? { seconds: body.seconds! }));
+      return okReply({
+        object: "test_clock",
+        from: formatTimestamp(r.from),
+        to: formatTimestamp(r.to),
+        now: formatTimestamp(store.now(tenantId)),
+        expired_grants: r.expiredGrants,
+      });
+    },
   }),
 ];
 

@@ -170,6 +170,32 @@ export const ApiKeyCreate = Type.Object(
   { ...strict, title: "ApiKeyCreate" },
 );
 
+/** The longest a test clock moves in one request: 366 days, in seconds. */
+export const MAX_ADVANCE_SECONDS = 31_622_400;
+
+export const TestClockAdvance = Type.Object(
+  {
+    to: Type.Optional(
+      Timestamp(
+        "Where the clock moves to: now or later. A retry of the same `to` is harmless (the clock is already there).",
+      ),
+    ),
+    seconds: Type.Optional(
+      Type.Integer({
+        minimum: 1,
+        maximum: MAX_ADVANCE_SECONDS,
+        description:
+          "How far the clock moves, in seconds (up to 366 days). Relative: a retry moves it again; prefer `to` when a request may be retried.",
+      }),
+    ),
+  },
+  {
+    ...strict,
+    title: "TestClockAdvance",
+    description: "Exactly one of `to` and `seconds`.",
+  },
+);
+
 export const Empty = Type.Object({}, { ...strict, title: "Empty" });
 
 export const Page = Type.Object(
@@ -357,6 +383,35 @@ export const ApiKeyView = Type.Object(
     secret: Type.Optional(Type.String({ description: "The key itself: returned once, at creation." })),
   },
   { title: "ApiKey" },
+);
+
+export const TestClockView = Type.Object(
+  {
+    object: Type.Literal("test_clock"),
+    now: ts("The tenant's time: its test clock when frozen, else real time."),
+    frozen: Type.Boolean({
+      description:
+        "True once the clock was advanced: the tenant's time then stands still until the next advance.",
+    }),
+    environment: Type.Union([Type.Literal("test"), Type.Literal("live")], {
+      description: "Only test tenants have a test clock.",
+    }),
+  },
+  { title: "TestClock" },
+);
+
+export const TestClockAdvanced = Type.Object(
+  {
+    object: Type.Literal("test_clock"),
+    from: ts("The tenant's time before."),
+    to: ts("Where the clock was moved to."),
+    now: ts("The tenant's time after: `to`, frozen there."),
+    expired_grants: Type.Integer({
+      minimum: 0,
+      description: "Grants expired on the way, each at its own expiry time, in time order.",
+    }),
+  },
+  { title: "TestClockAdvanced" },
 );
 
 export const ListOf = <T extends TSchema>(item: T) =>

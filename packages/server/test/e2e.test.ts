@@ -873,6 +873,23 @@ for (const backend of backends()) {
       assert.equal(report.wallets, 4, "Gamma, Delta and the two twins");
     });
 
+    test("the test clock of a fresh test tenant: read, then moved (its scenarios: test-clock.test.ts)", async () => {
+      const clocked = connect((await server.newTenant("Clocked")).key);
+      const clock = await clocked.testClock.get();
+      assert.deepEqual(clock, { object: "test_clock", now: iso(now), frozen: false, environment: "test" });
+      const moved = await clocked.testClock.advance({ seconds: 3600 });
+      assert.deepEqual(moved, {
+        object: "test_clock",
+        from: iso(now),
+        to: iso(now + 3_600_000),
+        now: iso(now + 3_600_000),
+        expired_grants: 0,
+      });
+      tick();
+      assert.deepEqual(await clocked.testClock.get(), { ...clock, now: moved.now, frozen: true });
+      assert.equal((await dd.testClock.get()).frozen, false, "another tenant's clock did not move");
+    });
+
     test("every route was exercised and every response matched its documented schema", () => {
       assert.deepEqual(log.violations, []);
       const unanswered = ROUTES.filter((r) => !(log.seen.get(r.operationId) ?? []).some((s) => s < 300));

@@ -45,6 +45,10 @@ check<Equal<keyof Sdk.ReconcileReport, keyof Static<typeof S.ReconcileView>>>();
 check<Assignable<Sdk.ReconcileReport, Static<typeof S.ReconcileView>>>();
 check<Equal<keyof Sdk.ApiKey, keyof Static<typeof S.ApiKeyView>>>();
 check<Assignable<Sdk.ApiKey, Static<typeof S.ApiKeyView>>>();
+check<Equal<keyof Sdk.TestClock, keyof Static<typeof S.TestClockView>>>();
+check<Assignable<Sdk.TestClock, Static<typeof S.TestClockView>>>();
+check<Equal<keyof Sdk.TestClockAdvanced, keyof Static<typeof S.TestClockAdvanced>>>();
+check<Assignable<Sdk.TestClockAdvanced, Static<typeof S.TestClockAdvanced>>>();
 check<Equal<keyof Sdk.Problem, keyof Static<typeof S.ProblemView>>>();
 check<Equal<keyof Sdk.List<Sdk.Grant>, keyof Static<ReturnType<typeof S.ListOf<typeof S.GrantView>>>>>();
 check<Equal<Item<Sdk.List<Sdk.Grant>>, Sdk.Grant>>();
@@ -70,6 +74,14 @@ check<Equal<keyof Sdk.ReversalParams, keyof Static<typeof S.Reversal>>>();
 check<Assignable<Static<typeof S.Reversal>, Sdk.ReversalParams>>();
 check<Equal<keyof Sdk.ApiKeyCreateParams, keyof Static<typeof S.ApiKeyCreate>>>();
 check<Assignable<Static<typeof S.ApiKeyCreate>, Sdk.ApiKeyCreateParams>>();
+// The test clock's advance takes exactly one of its fields (the handler checks it): each alone.
+type Advance = Static<typeof S.TestClockAdvance>;
+check<Equal<keyof Sdk.TestClockAdvanceParams, keyof Advance>>();
+check<Assignable<{ to: NonNullable<Advance["to"]> }, Sdk.TestClockAdvanceParams>>();
+check<Assignable<{ seconds: NonNullable<Advance["seconds"]> }, Sdk.TestClockAdvanceParams>>();
+// …and the SDK's type refuses both, or neither, as the handler does.
+check<Equal<Assignable<{ to: string; seconds: number }, Sdk.TestClockAdvanceParams>, false>>();
+check<Equal<Assignable<Record<string, never>, Sdk.TestClockAdvanceParams>, false>>();
 
 // Metering: responses and request bodies whose schemas are named.
 check<Equal<keyof Sdk.Charge, keyof Static<typeof M.ChargeView>>>();
@@ -254,6 +266,9 @@ test("the SDK calls every route, sending exactly the documented query parameters
     dd.reports.margin(margin),
     dd.runs.get("run_1"),
     dd.publicRateCard("ten_1"),
+    dd.testClock.get(),
+    dd.testClock.advance({ to: time }),
+    dd.testClock.advance({ seconds: 60 }),
   ]);
   // The CloudEvents shapes, each with its media type.
   await dd.events.ingest(cloud);
@@ -268,6 +283,9 @@ test("the SDK calls every route, sending exactly the documented query parameters
   // Bodies the route table types as unknown (events, either shape): the native event's fields.
   const nativeFields = Object.keys(NativeEvent.properties).sort();
   const unknownBody: Record<string, string[]> = { ingestEvent: nativeFields, ingestEvents: ["events"] };
+  // Bodies of exactly one of their fields (the test clock's advance: to or seconds): each call
+  // sends one of them, and the calls together send every one.
+  const oneOf = new Map<string, Set<string>>([["advanceTestClock", new Set()]]);
   const called = new Set<string>();
   for (const s of sent.slice(0, -2)) {
     if (s.path.startsWith("/v1/public/")) {
@@ -281,11 +299,23 @@ test("the SDK calls every route, sending exactly the documented query parameters
     const props = (schema: unknown) =>
       Object.keys((schema as { properties?: Record<string, unknown> } | undefined)?.properties ?? {}).sort();
     assert.deepEqual([...s.query].sort(), props(route.query), `${route.operationId}: query parameters`);
+    const either = oneOf.get(route.operationId);
+    if (either) {
+      assert.equal(s.body.length, 1, `${route.operationId}: exactly one body field`);
+      assert.ok(props(route.body).includes(s.body[0]!), `${route.operationId}: ${s.body[0]} is documented`);
+      either.add(s.body[0]!);
+      continue;
+    }
     assert.deepEqual(
       [...s.body].sort(),
       unknownBody[route.operationId] ?? props(route.body),
       `${route.operationId}: body fields`,
     );
+  }
+  for (const [operationId, fields] of oneOf) {
+    const route = ALL_ROUTES.find((r) => r.operationId === operationId);
+    const documented = Object.keys((route?.body as { properties?: object } | undefined)?.properties ?? {});
+    assert.deepEqual([...fields].sort(), documented.sort(), `${operationId}: every body field sent`);
   }
   assert.deepEqual(
     [...called].sort(),

@@ -325,9 +325,11 @@ export class Store {
     if (to < from)
       return fail(
         "invalid_argument",
-        `A test clock only moves forward: it is at ${new Date(from).toISOString()}, after ${new Date(to).toISOString()}.`,
+        `A test clock only moves forward: it is at ${new Date(from).toISOString()}, later than ${new Date(to).toISOString()}.`,
       );
     let expiredGrants = 0;
+    let stuckAt: number | null = null;
+    let stuck = 0;
     for (;;) {
       const next = await this.db.query<{ at: Date | string | null }>(
         `SELECT min(expires_at) AS at FROM grants WHERE tenant_id = $1 AND status = 'active' AND expires_at IS NOT NULL
@@ -340,6 +342,10 @@ export class Store {
         if (due !== null && (at === null || due < at)) at = due;
       }
       if (at === null) break;
+      // Something due that cannot happen (a failing effect) must not hold the clock forever.
+      if (at === stuckAt && ++stuck >= 3) break;
+      if (at !== stuckAt) stuck = 0;
+      stuckAt = at;
       await this.#setClock(tenantId, Math.max(from, at));
       expiredGrants += await this.runDue(tenantId);
     }
@@ -372,9 +378,13 @@ export class Store {
     return this.#mutate(ex, tenantId, walletId, extraGrantIds, plan);
   }
 
+  /** Moves a test tenant's clock to `at`, or leaves it where a concurrent advance took it further. */
   async #setClock(tenantId: string, at: number): Promise<void> {
-    await this.db.query("UPDATE tenants SET clock_at = $2 WHERE id = $1", [tenantId, iso(at)]);
-    this.rememberClock(tenantId, at);
+    const { rows } = await this.db.query<{ clock_at: unknown }>(
+      "UPDATE tenants SET clock_at = greatest(clock_at, $2::timestamptz) WHERE id = $1 RETURNING clock_at",
+      [tenantId, iso(at)],
+    );
+    this.rememberClock(tenantId, new Date(rows[0]!.clock_at as string).getTime());
   }
 
   /**

@@ -64,6 +64,8 @@ interface Variant {
   readonly field?: string;
   readonly id?: (f: Fixtures, v: Vars) => string;
   readonly body?: (f: Fixtures, v: Vars) => Json;
+  /** The API key sent instead of tenant A's (say, a live tenant's). */
+  readonly key?: (f: Fixtures, v: Vars) => string;
 }
 
 /** How to build valid requests for one route, and its own failure cases. */
@@ -889,6 +891,59 @@ export const SPECS: Readonly<Record<string, Spec>> = {
     id: (_f, v) => v.key!,
     body: () => ({}),
     other: (_f, v) => ({ path: `/v1/api_keys/${v.other}/revoke`, json: {} }),
+  },
+  "GET /v1/test_clock": {},
+  "POST /v1/test_clock/advance": {
+    // A live tenant of its own, with a secret key: it has no test clock.
+    setup: async ({ world }) => {
+      const { store } = world.server;
+      const live = await store.createTenant(`Live ${unique()}`, "live");
+      const key = await store.createApiKey(live.id, { kind: "secret", name: "live" });
+      if (!key.ok) throw new Error(key.error.message);
+      return { liveKey: key.value.secret };
+    },
+    // Never sent as is: the route takes no Idempotency-Key and has no `other`, so no case runs
+    // the valid body, and tenant A's clock is never frozen for the rest of the suite.
+    body: () => ({ to: FUTURE }),
+    business: [
+      {
+        name: "a time before the tenant's clock (moving back)",
+        code: "invalid_argument",
+        body: () => ({ to: "2001-01-01T00:00:00Z" }),
+      },
+      { name: "both to and seconds", code: "invalid_argument", body: () => ({ to: FUTURE, seconds: 60 }) },
+      { name: "neither to nor seconds", code: "invalid_argument", body: () => ({}) },
+      { name: "seconds 0", code: "validation_failed", field: "seconds", body: () => ({ seconds: 0 }) },
+      {
+        name: "seconds negative",
+        code: "validation_failed",
+        field: "seconds",
+        body: () => ({ seconds: -60 }),
+      },
+      {
+        name: "seconds over 366 days",
+        code: "validation_failed",
+        field: "seconds",
+        body: () => ({ seconds: 31_622_401 }),
+      },
+      {
+        name: "seconds beyond any integer",
+        code: "validation_failed",
+        field: "seconds",
+        body: () => ({ seconds: 1e300 }),
+      },
+      {
+        name: "a live tenant (to)",
+        code: "invalid_argument",
+        key: (_f, v) => v.liveKey!,
+      },
+      {
+        name: "a live tenant (seconds)",
+        code: "invalid_argument",
+        key: (_f, v) => v.liveKey!,
+        body: () => ({ seconds: 60 }),
+      },
+    ],
   },
   ...METERING_SPECS,
 };

@@ -203,7 +203,7 @@ export function casesOf(r: Route): Case[] {
       /** Query text appended as is. */
       rawQuery?: string;
       body?: (f: Fixtures, v: Vars) => unknown;
-      key?: (f: Fixtures) => string | null;
+      key?: (f: Fixtures, v: Vars) => string | null;
       headers?: Record<string, string>;
     }) =>
     ({ f, v }: Ctx): Call => {
@@ -213,7 +213,7 @@ export function casesOf(r: Route): Case[] {
         method: r.method,
         path: pathOf(r, id, queryOf({ ...baseQuery, ...change.query }, change.rawQuery)),
         ...(json === undefined ? {} : { json }),
-        ...(change.key ? { key: change.key(f) } : {}),
+        ...(change.key ? { key: change.key(f, v) } : {}),
         ...(change.headers ? { headers: change.headers } : {}),
       };
     };
@@ -698,7 +698,11 @@ export function casesOf(r: Route): Case[] {
         name: b.name,
         code: b.code,
         ...(b.field ? { field: b.field } : {}),
-        call: request({ ...(b.id ? { id: b.id } : {}), ...(b.body ? { body: b.body } : {}) }),
+        call: request({
+          ...(b.id ? { id: b.id } : {}),
+          ...(b.body ? { body: b.body } : {}),
+          ...(b.key ? { key: b.key } : {}),
+        }),
       },
     ]);
   }
@@ -800,6 +804,11 @@ export function describeBadInput(title: string): void {
         });
         assertProblem(a, tenant === "%zz" || tenant.length > 1000 ? "validation_failed" : "not_found");
       }
+    });
+
+    test("no test clock was moved: no case ran a valid advance, so every case ran on the server's clock", async () => {
+      const { rows } = await world.server.store.db.query("SELECT id FROM tenants WHERE clock_at IS NOT NULL");
+      assert.deepEqual(rows, []);
     });
 
     test("the ledger still reconciles", async () => {

@@ -1,0 +1,432 @@
+import {
+  type ExpiryPolicy,
+  formatAmount,
+  parseAmount,
+  parseTimestamp,
+  type RolloverCap,
+  type RolloverPolicy,
+} from "@drawdown/core";
+import type { PlanRecord, SubscriptionRecord } from "@drawdown/storage";
+import { type Static, Type } from "@sinclair/typebox";
+import { ApiError } from "./errors.js";
+import { type Reply, type Route, route } from "./routes.js";
+import * as S from "./schemas.js";
+
+/**
+ * Plans and subscriptions: hybrid pricing (a base fee plus credits per period, per customer or
+ * per seat), renewed each period exactly once, with rollover and expiry policies.
+ */
+
+const strict = { additionalProperties: false } as const;
+const Nullable = <T extends Parameters<typeof Type.Union>[0][number]>(t: T) => Type.Union([t, Type.Null()]);
+
+const IntervalWire = Type.Object(
+  {
+    unit: Type.Union([
+      Type.Literal("day"),
+      Type.Literal("week"),
+      Type.Literal("month"),
+      Type.Literal("year"),
+    ]),
+    count: Type.Integer({
+      minimum: 1,
+      maximum: 1000,
+      description: "How many units a period lasts (1 month, 3 months…).",
+    }),
+  },
+  { ...strict, title: "Interval" },
+);
+
+const RolloverWire = Type.Object(
+  {
+    kind: Type.Union([
+      Type.Literal("none"),
+      Type.Literal("full"),
+      Type.Literal("capped"),
+      Type.Literal("declining"),
+    ]),
+    cap: Type.Optional(
+      Type.Object(
+        {
+          absolute: Type.Optional(S.Amount("At most this many credits carried.")),
+          percent_of_allotment: Type.Optional(Type.Integer({ minimum: 0, maximum: 100 })),
+          multiple_of_allotment: Type.Optional(
+            S.Amount('At most this multiple of the period\'s allotment, e.g. "3".'),
+          ),
+        },
+        { ...strict, description: "For capped: exactly one of the three." },
+      ),
+    ),
+    max_periods: Type.Optional(
+      Type.Integer({ minimum: 1, maximum: 120, description: "A credit is carried at most this many times." }),
+    ),
+    schedule: Type.Optional(
+      Type.Array(Type.Integer({ minimum: 0, maximum: 100 }), {
+        minItems: 1,
+        maxItems: 24,
+        description: "For declining: the percent carried at each successive period end, e.g. [100, 50, 0].",
+      }),
+    ),
+  },
+  { ...strict, title: "RolloverPolicy" },
+);
+
+const ExpiryWire = Type.Object(
+  {
+    kind: Type.Union([Type.Literal("period_end"), Type.Literal("never"), Type.Literal("rolling")]),
+    months: Type.Optional(
+      Type.Integer({ minimum: 1, maximum: 120, description: "For rolling: months after the grant." }),
+    ),
+  },
+  { ...strict, title: "ExpiryPolicy" },
+);
+
+const PlanCreate = Type.Object(
+  {
+    name: Type.String({ minLength: 1, maxLength: 100 }),
+    base_fee: Type.Object(
+      { amount: S.Amount("The fee per period, in money."), currency: Type.String({ pattern: "^[A-Z]{3}$" }) },
+      strict,
+    ),
+    interval: IntervalWire,
+    allotment: S.Amount("Credits included per period (per seat when per_seat)."),
+    per_seat: Type.Optional(Type.Boolean()),
+    rollover: Type.Optional(RolloverWire),
+    expiry: Type.Optional(ExpiryWire),
+    on_cancel: Type.Optional(
+      Type.Union([Type.Literal("forfeit"), Type.Literal("keep_until_period_end"), Type.Literal("keep")], {
+        description:
+          "What a cancel does to the credits: void them now, or let them last to the period end (default).",
+      }),
+    ),
+  },
+  { ...strict, title: "PlanCreate" },
+);
+
+const PlanView = Type.Object(
+  {
+    object: Type.Literal("plan"),
+    id: Type.String(),
+    name: Type.String(),
+    base_fee: Type.Object({ amount: Type.String(), currency: Type.String() }),
+    interval: IntervalWire,
+    allotment: S.Amount(),
+    per_seat: Type.Boolean(),
+    rollover: RolloverWire,
+    expiry: ExpiryWire,
+    on_cancel: Type.String(),
+    created_at: Type.String(),
+  },
+  { title: "Plan" },
+);
+
+const SubscriptionView = Type.Object(
+  {
+    object: Type.Literal("subscription"),
+    id: Type.String(),
+    customer_id: Type.String(),
+    plan_id: Type.String(),
+    seats: Type.Integer(),
+    status: Type.Union([Type.Literal("active"), Type.Literal("canceled")]),
+    started_at: Type.String(),
+    canceled_at: Nullable(Type.String()),
+    current_period: Type.Integer({ description: "The index of the last period renewed (0 is the first)." }),
+    next_renewal_at: Nullable(
+      Type.String({ description: "When the next period starts and renews; null once ended." }),
+    ),
+    created_at: Type.String(),
+  },
+  { title: "Subscription" },
+);
+
+function amount(text: string, field: string, allowZero = true): bigint {
+  const r = parseAmount(text, { allowZero });
+  if (!r.ok)
+    throw new ApiError("invalid_amount", `${field}: ${r.error.message}`, {
+      errors: [{ path: field, message: r.error.message }],
+    });
+  return r.value;
+}
+
+function rolloverFrom(w: Static<typeof RolloverWire> | undefined): RolloverPolicy | undefined {
+  if (w === undefined) return undefined;
+  const maxPeriods = w.max_periods === undefined ? {} : { maxPeriods: w.max_periods };
+  switch (w.kind) {
+    case "none":
+      return { kind: "none" };
+    case "full":
+      return { kind: "full", ...maxPeriods };
+    case "declining":
+      if (!w.schedule)
+        throw new ApiError("invalid_argument", "rollover.schedule is required for a declining rollover.");
+      return { kind: "declining", schedule: w.schedule };
+    case "capped": {
+      const c = w.cap ?? {};
+      const given = [c.absolute, c.percent_of_allotment, c.multiple_of_allotment].filter(
+        (x) => x !== undefined,
+      );
+      if (given.length !== 1)
+        throw new ApiError(
+          "invalid_argument",
+          "rollover.cap gives exactly one of absolute, percent_of_allotment, multiple_of_allotment.",
+        );
+      let cap: RolloverCap;
+      if (c.absolute !== undefined) cap = { absolute: amount(c.absolute, "rollover.cap.absolute") };
+      else if (c.percent_of_allotment !== undefined) cap = { percentOfAllotment: c.percent_of_allotment };
+      else
+        cap = { multipleOfAllotment: amount(c.multiple_of_allotment!, "rollover.cap.multiple_of_allotment") };
+      return { kind: "capped", cap, ...maxPeriods };
+    }
+  }
+}
+
+function rolloverView(p: RolloverPolicy): Static<typeof RolloverWire> {
+  if (p.kind === "declining") return { kind: p.kind, schedule: [...p.schedule] };
+  if (p.kind === "none") return { kind: "none" };
+  const max = p.maxPeriods === undefined ? {} : { max_periods: p.maxPeriods };
+  if (p.kind === "full") return { kind: "full", ...max };
+  const c = p.cap;
+  const cap =
+    "absolute" in c
+      ? { absolute: formatAmount(c.absolute) }
+      : "percentOfAllotment" in c
+        ? { percent_of_allotment: c.percentOfAllotment }
+        : { multiple_of_allotment: formatAmount(c.multipleOfAllotment) };
+  return { kind: "capped", cap, ...max };
+}
+
+const expiryFrom = (w: Static<typeof ExpiryWire> | undefined): ExpiryPolicy | undefined => {
+  if (w === undefined) return undefined;
+  if (w.kind === "rolling") {
+    if (w.months === undefined)
+      throw new ApiError("invalid_argument", "expiry.months is required for a rolling expiry.");
+    return { kind: "rolling", months: w.months };
+  }
+  return { kind: w.kind };
+};
+
+const planView = (p: PlanRecord) => ({
+  object: "plan" as const,
+  id: p.id,
+  name: p.name,
+  base_fee: { amount: formatAmount(p.baseFee.amount), currency: p.baseFee.currency },
+  interval: { unit: p.interval.unit, count: p.interval.count },
+  allotment: formatAmount(p.allotment),
+  per_seat: p.perSeat,
+  rollover: rolloverView(p.rollover),
+  expiry:
+    p.expiry.kind === "rolling" ? { kind: p.expiry.kind, months: p.expiry.months } : { kind: p.expiry.kind },
+  on_cancel: p.cancel.onCancel,
+  created_at: new Date(p.createdAt).toISOString(),
+});
+
+const subscriptionView = (s: SubscriptionRecord) => ({
+  object: "subscription" as const,
+  id: s.id,
+  customer_id: s.customerId,
+  plan_id: s.planId,
+  seats: s.seats,
+  status: s.status,
+  started_at: new Date(s.startedAt).toISOString(),
+  canceled_at: s.canceledAt === null ? null : new Date(s.canceledAt).toISOString(),
+  current_period: s.renewedThrough,
+  next_renewal_at: s.nextRenewalAt === null ? null : new Date(s.nextRenewalAt).toISOString(),
+  created_at: new Date(s.createdAt).toISOString(),
+});
+
+function must<T>(
+  r:
+    | { ok: true; value: T }
+    | { ok: false; error: { code: string; message: string; details?: Readonly<Record<string, string>> } },
+): T {
+  if (!r.ok) throw ApiError.from(r.error as never);
+  return r.value;
+}
+
+const ok200 = (body: unknown): Reply => ({ status: 200, body });
+const notFound = (what: string, id: string) => new ApiError("not_found", `No ${what} ${id}.`);
+
+/** The lifecycle endpoints, appended to the others. */
+export const LIFECYCLE_ROUTES: readonly Route[] = [
+  route({
+    method: "POST",
+    url: "/v1/plans",
+    operationId: "createPlan",
+    tag: "Plans and subscriptions",
+    summary: "Create a plan",
+    description:
+      "A base fee per period plus included credits (per customer or per seat), with a rollover policy (none, full, capped by an absolute amount, a percent or a multiple of the allotment, at most N periods, or declining like 100/50/0), an expiry policy for its credits (period end, never, rolling N months) and a cancel rule. Rollover needs expiry at period end.",
+    access: "secret",
+    body: PlanCreate,
+    response: PlanView,
+    status: 201,
+    errors: ["invalid_argument", "invalid_amount", "already_exists"],
+    handle: async ({ subscriptions, tx, tenantId, body }) => {
+      const plan = must(
+        await subscriptions.createPlan(tx, tenantId, {
+          name: body.name,
+          baseFee: {
+            amount: amount(body.base_fee.amount, "base_fee.amount"),
+            currency: body.base_fee.currency,
+          },
+          interval: body.interval,
+          allotment: amount(body.allotment, "allotment"),
+          perSeat: body.per_seat ?? false,
+          ...(body.rollover ? { rollover: rolloverFrom(body.rollover)! } : {}),
+          ...(body.expiry ? { expiry: expiryFrom(body.expiry)! } : {}),
+          ...(body.on_cancel ? { cancel: { onCancel: body.on_cancel } } : {}),
+        }),
+      );
+      return { status: 201, body: planView(plan) };
+    },
+  }),
+  route({
+    method: "GET",
+    url: "/v1/plans",
+    operationId: "listPlans",
+    tag: "Plans and subscriptions",
+    summary: "List plans",
+    access: "secret",
+    response: S.ListOf(PlanView),
+    errors: [],
+    handle: async ({ subscriptions, tenantId }) =>
+      ok200({
+        object: "list",
+        data: (await subscriptions.listPlans(tenantId)).map(planView),
+        next_cursor: null,
+      }),
+  }),
+  route({
+    method: "GET",
+    url: "/v1/plans/:id",
+    operationId: "getPlan",
+    tag: "Plans and subscriptions",
+    summary: "Get a plan",
+    access: "secret",
+    params: S.IdParam("pln", "plan"),
+    response: PlanView,
+    errors: ["not_found"],
+    handle: async ({ subscriptions, tenantId, params }) => {
+      const p = await subscriptions.getPlan(tenantId, params.id);
+      if (!p) throw notFound("plan", params.id);
+      return ok200(planView(p));
+    },
+  }),
+  route({
+    method: "POST",
+    url: "/v1/subscriptions",
+    operationId: "createSubscription",
+    tag: "Plans and subscriptions",
+    summary: "Subscribe a customer to a plan",
+    description:
+      "Starts now (or at start_at, never in the past) and grants the first period's credits into the customer's pool wallet. Each later period renews exactly once, in order, with the closing period's rollover. A customer has one active subscription at a time.",
+    access: "secret",
+    body: Type.Object(
+      {
+        customer_id: S.Id("cus", "The customer."),
+        plan_id: S.Id("pln", "The plan."),
+        seats: Type.Optional(
+          Type.Integer({ minimum: 0, maximum: 1_000_000, description: "Seats (per-seat plans); default 1." }),
+        ),
+        start_at: Type.Optional(S.Timestamp("When the first period starts; default now.")),
+      },
+      { ...strict, title: "SubscriptionCreate" },
+    ),
+    response: SubscriptionView,
+    status: 201,
+    errors: ["not_found", "invalid_argument", "already_exists"],
+    handle: async ({ subscriptions, tx, tenantId, body }) => {
+      let startAt: number | null = null;
+      if (body.start_at !== undefined) {
+        const t = parseTimestamp(body.start_at);
+        if (!t.ok) throw new ApiError("invalid_argument", `start_at: ${t.error.message}`);
+        startAt = t.value;
+      }
+      const s = must(
+        await subscriptions.subscribe(tx, tenantId, {
+          customerId: body.customer_id,
+          planId: body.plan_id,
+          ...(body.seats !== undefined ? { seats: body.seats } : {}),
+          startAt,
+        }),
+      );
+      return { status: 201, body: subscriptionView(s) };
+    },
+  }),
+  route({
+    method: "GET",
+    url: "/v1/customers/:id/subscriptions",
+    operationId: "listSubscriptions",
+    tag: "Plans and subscriptions",
+    summary: "List a customer's subscriptions",
+    access: "read",
+    params: S.IdParam("cus", "customer"),
+    response: S.ListOf(SubscriptionView),
+    errors: ["not_found"],
+    handle: async ({ subscriptions, store, tenantId, key, params }) => {
+      if (
+        (key.customerId !== null && key.customerId !== params.id) ||
+        !(await store.getCustomer(tenantId, params.id))
+      ) {
+        throw notFound("customer", params.id);
+      }
+      return ok200({
+        object: "list",
+        data: (await subscriptions.listSubscriptions(tenantId, params.id)).map(subscriptionView),
+        next_cursor: null,
+      });
+    },
+  }),
+  route({
+    method: "GET",
+    url: "/v1/subscriptions/:id",
+    operationId: "getSubscription",
+    tag: "Plans and subscriptions",
+    summary: "Get a subscription",
+    access: "read",
+    params: S.IdParam("sbs", "subscription"),
+    response: SubscriptionView,
+    errors: ["not_found"],
+    handle: async ({ subscriptions, tenantId, key, params }) => {
+      const s = await subscriptions.getSubscription(tenantId, params.id);
+      if (!s || (key.customerId !== null && key.customerId !== s.customerId))
+        throw notFound("subscription", params.id);
+      return ok200(subscriptionView(s));
+    },
+  }),
+  route({
+    method: "POST",
+    url: "/v1/subscriptions/:id/seats",
+    operationId: "changeSeats",
+    tag: "Plans and subscriptions",
+    summary: "Change the seat count",
+    description:
+      "Seats above the period's high-water mark are granted now, prorated to the rest of the period (rounded down); removing seats takes nothing back, and re-adding them in the same period grants nothing.",
+    access: "secret",
+    params: S.IdParam("sbs", "subscription"),
+    body: Type.Object(
+      { seats: Type.Integer({ minimum: 0, maximum: 1_000_000 }) },
+      { ...strict, title: "SeatChange" },
+    ),
+    response: SubscriptionView,
+    errors: ["not_found", "invalid_argument"],
+    handle: async ({ subscriptions, tx, tenantId, params, body }) =>
+      ok200(subscriptionView(must(await subscriptions.changeSeats(tx, tenantId, params.id, body.seats)))),
+  }),
+  route({
+    method: "POST",
+    url: "/v1/subscriptions/:id/cancel",
+    operationId: "cancelSubscription",
+    tag: "Plans and subscriptions",
+    summary: "Cancel a subscription",
+    description:
+      "No period renews after this. By the plan's cancel rule the credits are voided now (forfeit) or last to the period end, when they expire without rollover.",
+    access: "secret",
+    params: S.IdParam("sbs", "subscription"),
+    body: S.Empty,
+    response: SubscriptionView,
+    errors: ["not_found", "invalid_argument"],
+    handle: async ({ subscriptions, tx, tenantId, params }) =>
+      ok200(subscriptionView(must(await subscriptions.cancel(tx, tenantId, params.id)))),
+  }),
+];
