@@ -66,7 +66,8 @@ export interface GrantInput {
   readonly metadata?: Readonly<Record<string, string>>;
 }
 
-function makeTx(
+/** A new balanced transaction at `ctx.now` (asserts invariant 1: a failure is a bug). */
+export function makeTx(
   ctx: Context,
   kind: TransactionKind,
   customerId: string,

@@ -1,7 +1,7 @@
 import { divRound, SCALE } from "./amount.js";
 import { type Draw, planDraws } from "./burndown.js";
-import { assertBalanced, entry, grantAccount } from "./journal.js";
-import { expireDueEntries } from "./ledger.js";
+import { entry, grantAccount } from "./journal.js";
+import { expireDueEntries, makeTx } from "./ledger.js";
 import type { Entry, Grant, IdGenerator, JournalTransaction } from "./model.js";
 import { type RateCardContent, type RateLine, type Rating, rateEvent } from "./rating.js";
 import { fail, ok, type Result } from "./result.js";
@@ -199,7 +199,7 @@ export function planUsage(
       grants.set(id, { ...g, remaining: 0n, status: "expired" });
       expired.push(id);
     }
-    if (due.entries.length > 0) transactions.push(journal(ctx, "expire", customerId, due.entries));
+    if (due.entries.length > 0) transactions.push(makeTx(ctx, "expire", customerId, due.entries));
   }
 
   type Charges = {
@@ -356,7 +356,7 @@ export function planUsage(
     for (const [walletId, amount] of c.overdraft)
       entries.push(entry({ kind: "overdraft", walletId }, -amount));
     entries.push(entry({ kind: "system", name: "consumption" }, c.total));
-    const tx = journal(ctx, "usage", customerId, entries);
+    const tx = makeTx(ctx, "usage", customerId, entries);
     transactions.push(tx);
     for (const i of c.outcomes) outcomes[i] = { ...(outcomes[i] as Accepted), transactionId: tx.id };
   }
@@ -365,26 +365,6 @@ export function planUsage(
   for (const [walletId, owed] of overdraft)
     overdraftDeltas.set(walletId, owed - state.wallets.get(walletId)!.overdraft);
   return { outcomes, transactions, expired, overdraftDeltas, usageDeltas };
-}
-
-function journal(
-  ctx: { now: number; newId: IdGenerator },
-  kind: "usage" | "expire",
-  customerId: string,
-  entries: Entry[],
-): JournalTransaction {
-  const tx: JournalTransaction = {
-    id: ctx.newId("txn"),
-    kind,
-    customerId,
-    postedAt: ctx.now,
-    reason: null,
-    reversesId: null,
-    action: null,
-    entries,
-  };
-  assertBalanced(tx);
-  return tx;
 }
 
 /** An event's cost: what it reported, else the cost table in force at its time. */
