@@ -361,22 +361,6 @@ export class Store {
     this.#jobs.push(job);
   }
 
-  /**
-   * The locked write pipeline, for the storage layer's other writers: locks the wallet (and a
-   * member's pool) in id order, loads its grants, expires what is due, plans, writes.
-   */
-  mutate(
-    ex: SqlExecutor,
-    tenantId: string,
-    walletId: string,
-    extraGrantIds: readonly string[],
-    plan: (
-      ctx: Context,
-      state: { wallet: WalletRecord; sources: DrawSource[]; grants: Map<string, Grant> },
-    ) => Result<Effect> | Promise<Result<Effect>>,
-  ): Promise<Result<Effect>> {
-    return this.#mutate(ex, tenantId, walletId, extraGrantIds, plan);
-  }
 
   /** Moves a test tenant's clock to `at`, or leaves it where a concurrent advance took it further. */
   async #setClock(tenantId: string, at: number): Promise<void> {
@@ -409,7 +393,7 @@ export class Store {
       for (const r of rows) {
         if (r.clock_at !== null) this.rememberClock(r.tenant_id, new Date(r.clock_at as string).getTime());
         const done = await this.db.transaction((tx) =>
-          this.#mutate(tx, r.tenant_id, r.wallet_id, [], () =>
+          this.mutate(tx, r.tenant_id, r.wallet_id, [], () =>
             ok({ transactions: [], newGrants: [], statusChanges: [], grantChanges: [] }),
           ),
         );
@@ -616,9 +600,10 @@ export class Store {
   /**
    * The one write pipeline: lock the wallet (and, for a member, the pool) in id order, load
    * their drawable grants plus any named ones, expire what is due, let the core plan, write.
-   * On a failure nothing is written.
+   * On a failure nothing is written. Every ledger write of the storage layer goes through it
+   * (subscriptions too); `ex` is the caller's transaction.
    */
-  async #mutate(
+  async mutate(
     ex: SqlExecutor,
     tenantId: string,
     walletId: string,
@@ -790,7 +775,7 @@ export class Store {
         "invalid_amount",
         `This grant would take wallet ${wallet.id} beyond the largest balance, ${formatAmount(MAX_AMOUNT)} credits.`,
       );
-    const r = await this.#mutate(ex, tenantId, input.walletId, [], (ctx) =>
+    const r = await this.mutate(ex, tenantId, input.walletId, [], (ctx) =>
       issueGrant(ctx, wallet.customerId, input, options),
     );
     if (!r.ok) return r;
@@ -816,7 +801,7 @@ export class Store {
   ): Promise<Result<GrantRecord>> {
     const walletId = await this.#grantWallet(ex, tenantId, grantId);
     if (!walletId) return fail("not_found", `No grant ${grantId}.`);
-    const r = await this.#mutate(ex, tenantId, walletId, [grantId], (ctx, s) =>
+    const r = await this.mutate(ex, tenantId, walletId, [grantId], (ctx, s) =>
       voidGrant(ctx, s.wallet.customerId, s.grants.get(grantId)!, reason),
     );
     if (!r.ok) return r;
@@ -833,7 +818,7 @@ export class Store {
   ): Promise<Result<GrantRecord>> {
     const walletId = await this.#grantWallet(ex, tenantId, grantId);
     if (!walletId) return fail("not_found", `No grant ${grantId}.`);
-    const r = await this.#mutate(ex, tenantId, walletId, [grantId], (ctx, s) =>
+    const r = await this.mutate(ex, tenantId, walletId, [grantId], (ctx, s) =>
       extendExpiry(ctx, s.grants.get(grantId)!, expiresAt, reason),
     );
     if (!r.ok) return r;
@@ -849,7 +834,7 @@ export class Store {
   ): Promise<Result<TransactionRecord>> {
     if (input.grantId && !(await this.getGrant(tenantId, input.grantId, ex)))
       return fail("not_found", `No grant ${input.grantId}.`);
-    const r = await this.#mutate(ex, tenantId, walletId, input.grantId ? [input.grantId] : [], (ctx, s) =>
+    const r = await this.mutate(ex, tenantId, walletId, input.grantId ? [input.grantId] : [], (ctx, s) =>
       debit(ctx, s.sources, { ...input, customerId: s.wallet.customerId }),
     );
     if (!r.ok) return r;
@@ -874,7 +859,7 @@ export class Store {
     // A member's debit may touch the pool too; locking the member's wallet locks both.
     const anchor = await this.#anchorWallet(ex, tenantId, walletIds);
     const grantIds = [...grantDeltas(original.entries).keys()];
-    const r = await this.#mutate(ex, tenantId, anchor, grantIds, async (ctx, s) => {
+    const r = await this.mutate(ex, tenantId, anchor, grantIds, async (ctx, s) => {
       const done = await ex.query(
         "SELECT 1 FROM journal_transactions WHERE tenant_id = $1 AND reverses_id = $2",
         [tenantId, txId],
