@@ -6,10 +6,12 @@ import {
   Customers,
   Events,
   Grants,
+  Plans,
   RateCards,
   Reports,
   Runs,
   Subjects,
+  Subscriptions,
   TestClocks,
   Transactions,
   Wallets,
@@ -70,6 +72,12 @@ const VERSION = "0.1.0";
  * });
  * const why = await dd.events.get("evt_1"); // why.explanation.lines, why.explanation.draws
  *
+ * // Plans and subscriptions: $20 a month including 25 credits, renewed each period.
+ * const pro = await dd.plans.create({
+ *   name: "Pro", base_fee: { amount: "20", currency: "USD" }, interval: { unit: "month", count: 1 }, allotment: "25",
+ * });
+ * const sub = await dd.subscriptions.create({ customer_id: acme.id, plan_id: pro.id });
+ *
  * // A test tenant's clock: move time forward; every expiry due on the way happens, in order.
  * await dd.testClock.advance({ to: "2026-04-01T00:00:00Z" });
  */
@@ -98,6 +106,10 @@ export class Drawdown {
   readonly reports: Reports;
   /** Agent runs: get (totals of the events carrying a run id). */
   readonly runs: Runs;
+  /** Plans (a base fee plus credits per period, with rollover): create, list, get. */
+  readonly plans: Plans;
+  /** Customers' subscriptions to plans: create, list, get, changeSeats, cancel. */
+  readonly subscriptions: Subscriptions;
   /** A test tenant's clock: get, advance (every expiry due on the way happens, in order). */
   readonly testClock: TestClocks;
   readonly #transport: Transport;
@@ -119,6 +131,8 @@ export class Drawdown {
     this.costTables = new CostTables(this.#transport);
     this.reports = new Reports(this.#transport);
     this.runs = new Runs(this.#transport);
+    this.plans = new Plans(this.#transport);
+    this.subscriptions = new Subscriptions(this.#transport);
     this.testClock = new TestClocks(this.#transport);
   }
 

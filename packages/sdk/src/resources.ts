@@ -29,6 +29,8 @@ import type {
   OveragePolicy,
   OveragePolicyParams,
   PageParams,
+  Plan,
+  PlanCreateParams,
   PostOptions,
   RateCard,
   RateCardCreateParams,
@@ -38,8 +40,11 @@ import type {
   RequestOptions,
   ReversalParams,
   RunSummary,
+  SeatChangeParams,
   Subject,
   SubjectCreateParams,
+  Subscription,
+  SubscriptionCreateParams,
   TestClock,
   TestClockAdvanced,
   TestClockAdvanceParams,
@@ -879,5 +884,171 @@ export class Runs extends Resource {
    */
   get(id: string, options?: RequestOptions): ApiPromise<RunSummary> {
     return this.fetchJson(options, () => ({ path: `/v1/runs/${seg(id)}` }));
+  }
+}
+
+// ------------------------------------------------------------------ plans and subscriptions
+
+/** A plan's body for the wire: amounts as decimal strings. @internal */
+function wirePlan(p: PlanCreateParams): object {
+  if (p === null || typeof p !== "object") throw new TypeError("plan: an object.");
+  const cap = p.rollover?.cap;
+  return {
+    ...p,
+    base_fee: p.base_fee && {
+      ...p.base_fee,
+      amount: wireAmount(p.base_fee.amount, "base_fee.amount"),
+    },
+    allotment: wireAmount(p.allotment, "allotment"),
+    rollover:
+      p.rollover &&
+      defined({
+        ...p.rollover,
+        cap:
+          cap &&
+          defined({
+            ...cap,
+            absolute:
+              cap.absolute === undefined ? undefined : wireAmount(cap.absolute, "rollover.cap.absolute"),
+            multiple_of_allotment:
+              cap.multiple_of_allotment === undefined
+                ? undefined
+                : wireAmount(cap.multiple_of_allotment, "rollover.cap.multiple_of_allotment"),
+          }),
+      }),
+  };
+}
+
+/**
+ * Plans: hybrid pricing, a base fee plus credits included per period (per customer or per
+ * seat), with a rollover policy, an expiry policy and a cancel rule. Needs a secret key.
+ */
+export class Plans extends Resource {
+  /**
+   * Creates a plan. `already_exists` when the name is taken; `invalid_argument` when a policy
+   * is incomplete or contradictory (a capped rollover without exactly one cap, a declining one
+   * without a schedule, a rollover whose credits do not expire at period end…).
+   *
+   * @example
+   * // $20 a month including 25 credits; unused credits roll over, up to 3 times the allotment.
+   * const pro = await dd.plans.create({
+   *   name: "Pro",
+   *   base_fee: { amount: "20", currency: "USD" },
+   *   interval: { unit: "month", count: 1 },
+   *   allotment: "25",
+   *   rollover: { kind: "capped", cap: { multiple_of_allotment: "3" }, max_periods: 2 },
+   * });
+   * // Per seat, with a declining rollover: 100% after the first period, 50% after the second, then none.
+   * await dd.plans.create({
+   *   name: "Team", base_fee: { amount: "10", currency: "USD" }, interval: { unit: "month", count: 1 },
+   *   allotment: 100_000_000_000n, per_seat: true, rollover: { kind: "declining", schedule: [100, 50, 0] },
+   * });
+   */
+  create(params: PlanCreateParams, options?: PostOptions): ApiPromise<Plan> {
+    return this.postJson(options, () => ({ path: "/v1/plans", body: wirePlan(params) }));
+  }
+
+  /**
+   * Every plan of the tenant, oldest first.
+   *
+   * @example
+   * const { data: plans } = await dd.plans.list();
+   */
+  list(options?: RequestOptions): ApiPromise<List<Plan>> {
+    return this.fetchJson(options, () => ({ path: "/v1/plans" }));
+  }
+
+  /**
+   * A plan by id. `not_found` when there is none.
+   *
+   * @example
+   * const plan = await dd.plans.get("pln_01jd0s7k2mqx3v8r9t5w6y7z8a");
+   * console.log(plan.allotment, plan.rollover.kind);
+   */
+  get(id: string, options?: RequestOptions): ApiPromise<Plan> {
+    return this.fetchJson(options, () => ({ path: `/v1/plans/${seg(id)}` }));
+  }
+}
+
+/**
+ * Subscriptions: a customer on a plan. Each period renews exactly once, in order, granting
+ * the period's credits into the customer's pool wallet with the closing period's rollover;
+ * the scheduler (or, on a test tenant, `testClock.advance`) runs renewals as they fall due.
+ */
+export class Subscriptions extends Resource {
+  /**
+   * Subscribes a customer to a plan, now (or at `start_at`, never in the past), and grants the
+   * first period's credits. `not_found` for an unknown customer or plan; `already_exists` when
+   * the customer already has an active subscription.
+   *
+   * @example
+   * const sub = await dd.subscriptions.create({ customer_id: acme.id, plan_id: pro.id });
+   * const team = await dd.subscriptions.create({ customer_id: beta.id, plan_id: teamPlan.id, seats: 5 });
+   * console.log(sub.current_period, sub.next_renewal_at); // 0 "2026-04-01T00:00:00.000Z"
+   */
+  create(params: SubscriptionCreateParams, options?: PostOptions): ApiPromise<Subscription> {
+    return this.postJson(options, () => ({
+      path: "/v1/subscriptions",
+      body: {
+        ...params,
+        start_at: params.start_at === undefined ? undefined : wireTime(params.start_at, "start_at"),
+      },
+    }));
+  }
+
+  /**
+   * A customer's subscriptions, oldest first (canceled ones included). A restricted key reads
+   * its own customer's only.
+   *
+   * @example
+   * const { data } = await dd.subscriptions.list(acme.id);
+   * const active = data.find((s) => s.status === "active");
+   */
+  list(customerId: string, options?: RequestOptions): ApiPromise<List<Subscription>> {
+    return this.fetchJson(options, () => ({ path: `/v1/customers/${seg(customerId)}/subscriptions` }));
+  }
+
+  /**
+   * A subscription by id. `not_found` when there is none (or a restricted key may not see it).
+   *
+   * @example
+   * const sub = await dd.subscriptions.get("sbs_01jd0s7k2mqx3v8r9t5w6y7z8a");
+   */
+  get(id: string, options?: RequestOptions): ApiPromise<Subscription> {
+    return this.fetchJson(options, () => ({ path: `/v1/subscriptions/${seg(id)}` }));
+  }
+
+  /**
+   * Changes the seat count. Seats above the period's high-water mark are granted now, prorated
+   * to the rest of the period (rounded down); removing seats takes nothing back. The next
+   * period grants for the new count. `invalid_argument` on a canceled subscription.
+   *
+   * @example
+   * await dd.subscriptions.changeSeats(team.id, { seats: 8 });
+   */
+  changeSeats(
+    subscriptionId: string,
+    params: SeatChangeParams,
+    options?: PostOptions,
+  ): ApiPromise<Subscription> {
+    return this.postJson(options, () => ({
+      path: `/v1/subscriptions/${seg(subscriptionId)}/seats`,
+      body: { ...params },
+    }));
+  }
+
+  /**
+   * Cancels: no period renews after this. By the plan's `on_cancel` the credits are voided now
+   * (`forfeit`) or last to the period end, when they expire without rollover.
+   * `invalid_argument` when it is already canceled.
+   *
+   * @example
+   * const ended = await dd.subscriptions.cancel(sub.id); // ended.status === "canceled"
+   */
+  cancel(subscriptionId: string, options?: PostOptions): ApiPromise<Subscription> {
+    return this.postJson(options, () => ({
+      path: `/v1/subscriptions/${seg(subscriptionId)}/cancel`,
+      body: {},
+    }));
   }
 }

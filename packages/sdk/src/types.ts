@@ -378,6 +378,85 @@ export interface MarginReportParams {
   customer_id?: string;
 }
 
+// ------------------------------------------------------------------ plans and subscriptions: requests
+
+/** How long a plan's period lasts: `{ unit: "month", count: 1 }` is monthly. */
+export interface PlanInterval {
+  unit: "day" | "week" | "month" | "year";
+  /** How many units a period lasts, 1 to 1000. */
+  count: number;
+}
+
+/**
+ * What a plan's rollover cap is: exactly one of an absolute amount, a percent of the period's
+ * allotment, or a multiple of it.
+ */
+export interface RolloverCapInput {
+  /** At most this many credits carried (string or bigint units). */
+  absolute?: AmountInput;
+  /** At most this percent (0 to 100) of the period's allotment. */
+  percent_of_allotment?: number;
+  /** At most this multiple of the period's allotment, e.g. `"3"` (string or bigint units). */
+  multiple_of_allotment?: AmountInput;
+}
+
+/**
+ * What happens to a period's unused credits at its end: `none` (they expire), `full`, `capped`
+ * (with `cap`), or `declining` (with `schedule`, such as `[100, 50, 0]`). `full` and `capped`
+ * may carry a credit at most `max_periods` times. Rollover needs an expiry at period end.
+ */
+export interface RolloverPolicyInput {
+  kind: "none" | "full" | "capped" | "declining";
+  /** For `capped`: exactly one of its three fields. */
+  cap?: RolloverCapInput;
+  /** A credit is carried at most this many times (1 to 120). */
+  max_periods?: number;
+  /** For `declining`: the percent carried at each successive period end, e.g. `[100, 50, 0]`. */
+  schedule?: number[];
+}
+
+/** When a plan's credits expire: at the period end (default), never, or `months` after the grant. */
+export interface ExpiryPolicyInput {
+  kind: "period_end" | "never" | "rolling";
+  /** For `rolling`: months after the grant (1 to 120). */
+  months?: number;
+}
+
+/** Body of `plans.create`. */
+export interface PlanCreateParams {
+  /** Unique per tenant. */
+  name: string;
+  /** The fee per period, in money: `{ amount: "20", currency: "USD" }`. */
+  base_fee: { amount: AmountInput; currency: string };
+  interval: PlanInterval;
+  /** Credits included per period (per seat when `per_seat`), string or bigint units. */
+  allotment: AmountInput;
+  /** The allotment is per seat; default false. */
+  per_seat?: boolean;
+  /** Default `{ kind: "none" }`. */
+  rollover?: RolloverPolicyInput;
+  /** Default `{ kind: "period_end" }`. */
+  expiry?: ExpiryPolicyInput;
+  /** What a cancel does to the credits: void them now (`forfeit`) or let them last to the period end (default). */
+  on_cancel?: "forfeit" | "keep_until_period_end" | "keep";
+}
+
+/** Body of `subscriptions.create`. */
+export interface SubscriptionCreateParams {
+  customer_id: string;
+  plan_id: string;
+  /** Seats (per-seat plans), 0 to 1,000,000; default 1. */
+  seats?: number;
+  /** When the first period starts: now (default) or later, never in the past. */
+  start_at?: TimeInput;
+}
+
+/** Body of `subscriptions.changeSeats`. */
+export interface SeatChangeParams {
+  /** The new seat count, 0 to 1,000,000. */
+  seats: number;
+}
+
 // ------------------------------------------------------------------ responses
 
 /** A page of a list. Pass `next_cursor` as `cursor` for the next page; null on the last. */
@@ -832,6 +911,57 @@ export interface PublicRateCard {
   current: PublicRateCardVersion | null;
   /** The next scheduled version, if any. */
   upcoming: PublicRateCardVersion | null;
+}
+
+// ------------------------------------------------------------------ plans and subscriptions: responses
+
+/** A plan's rollover policy as stored (amounts as decimal strings). */
+export interface RolloverPolicy {
+  kind: "none" | "full" | "capped" | "declining";
+  cap?: { absolute?: string; percent_of_allotment?: number; multiple_of_allotment?: string };
+  max_periods?: number;
+  schedule?: number[];
+}
+
+/** A plan's expiry policy as stored. */
+export interface ExpiryPolicy {
+  kind: "period_end" | "never" | "rolling";
+  months?: number;
+}
+
+/** A plan: a base fee plus included credits per period, with its rollover, expiry and cancel rules. */
+export interface Plan {
+  object: "plan";
+  id: string;
+  name: string;
+  /** The fee per period, in money. */
+  base_fee: { amount: string; currency: string };
+  interval: PlanInterval;
+  /** Credits included per period (per seat when `per_seat`). */
+  allotment: string;
+  per_seat: boolean;
+  rollover: RolloverPolicy;
+  expiry: ExpiryPolicy;
+  /** `forfeit`, `keep_until_period_end` or `keep`. */
+  on_cancel: string;
+  created_at: string;
+}
+
+/** A customer's subscription to a plan. */
+export interface Subscription {
+  object: "subscription";
+  id: string;
+  customer_id: string;
+  plan_id: string;
+  seats: number;
+  status: "active" | "canceled";
+  started_at: string;
+  canceled_at: string | null;
+  /** The index of the last period renewed (0 is the first). */
+  current_period: number;
+  /** When the next period starts and renews; null once ended. */
+  next_renewal_at: string | null;
+  created_at: string;
 }
 
 /** An RFC 9457 problem document, as every error response carries it. */

@@ -9,6 +9,7 @@ import Fastify, {
 } from "fastify";
 import type { Config } from "./config.js";
 import { ApiError, type ApiErrorCode, type Problem, problem } from "./errors.js";
+import { LIFECYCLE_ROUTES } from "./lifecycle-routes.js";
 import { METERING_ROUTES, publicRateCard } from "./metering-routes.js";
 import { buildOpenApi } from "./openapi.js";
 import { renderReference } from "./reference.js";
@@ -198,7 +199,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     subscriptions: options.subscriptions ?? new Subscriptions(store),
   };
   // The machine-readable and the human-readable reference, both public.
-  const openapi = buildOpenApi([...ROUTES, ...METERING_ROUTES]);
+  const openapi = buildOpenApi([...ROUTES, ...METERING_ROUTES, ...LIFECYCLE_ROUTES]);
   (openapi.paths as Record<string, unknown>)["/v1/public/{tenant_id}/rate_card"] = {
     get: {
       operationId: "getPublicRateCard",
@@ -249,7 +250,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     { parseAs: "string" },
     app.getDefaultJsonParser("error", "error"),
   );
-  for (const r of [...ROUTES, ...METERING_ROUTES]) register(app, services, r);
+  for (const r of [...ROUTES, ...METERING_ROUTES, ...LIFECYCLE_ROUTES]) register(app, services, r);
   return app;
 }
 

@@ -20,7 +20,7 @@ import * as S from "./schemas.js";
 const strict = { additionalProperties: false } as const;
 const Nullable = <T extends Parameters<typeof Type.Union>[0][number]>(t: T) => Type.Union([t, Type.Null()]);
 
-const IntervalWire = Type.Object(
+export const IntervalWire = Type.Object(
   {
     unit: Type.Union([
       Type.Literal("day"),
@@ -37,7 +37,7 @@ const IntervalWire = Type.Object(
   { ...strict, title: "Interval" },
 );
 
-const RolloverWire = Type.Object(
+export const RolloverWire = Type.Object(
   {
     kind: Type.Union([
       Type.Literal("none"),
@@ -71,7 +71,7 @@ const RolloverWire = Type.Object(
   { ...strict, title: "RolloverPolicy" },
 );
 
-const ExpiryWire = Type.Object(
+export const ExpiryWire = Type.Object(
   {
     kind: Type.Union([Type.Literal("period_end"), Type.Literal("never"), Type.Literal("rolling")]),
     months: Type.Optional(
@@ -81,7 +81,7 @@ const ExpiryWire = Type.Object(
   { ...strict, title: "ExpiryPolicy" },
 );
 
-const PlanCreate = Type.Object(
+export const PlanCreate = Type.Object(
   {
     name: Type.String({ minLength: 1, maxLength: 100 }),
     base_fee: Type.Object(
@@ -103,7 +103,7 @@ const PlanCreate = Type.Object(
   { ...strict, title: "PlanCreate" },
 );
 
-const PlanView = Type.Object(
+export const PlanView = Type.Object(
   {
     object: Type.Literal("plan"),
     id: Type.String(),
@@ -120,7 +120,7 @@ const PlanView = Type.Object(
   { title: "Plan" },
 );
 
-const SubscriptionView = Type.Object(
+export const SubscriptionView = Type.Object(
   {
     object: Type.Literal("subscription"),
     id: Type.String(),
@@ -137,6 +137,23 @@ const SubscriptionView = Type.Object(
     created_at: Type.String(),
   },
   { title: "Subscription" },
+);
+
+export const SubscriptionCreate = Type.Object(
+  {
+    customer_id: S.Id("cus", "The customer."),
+    plan_id: S.Id("pln", "The plan."),
+    seats: Type.Optional(
+      Type.Integer({ minimum: 0, maximum: 1_000_000, description: "Seats (per-seat plans); default 1." }),
+    ),
+    start_at: Type.Optional(S.Timestamp("When the first period starts; default now.")),
+  },
+  { ...strict, title: "SubscriptionCreate" },
+);
+
+export const SeatChange = Type.Object(
+  { seats: Type.Integer({ minimum: 0, maximum: 1_000_000 }) },
+  { ...strict, title: "SeatChange" },
 );
 
 function amount(text: string, field: string, allowZero = true): bigint {
@@ -321,17 +338,7 @@ export const LIFECYCLE_ROUTES: readonly Route[] = [
     description:
       "Starts now (or at start_at, never in the past) and grants the first period's credits into the customer's pool wallet. Each later period renews exactly once, in order, with the closing period's rollover. A customer has one active subscription at a time.",
     access: "secret",
-    body: Type.Object(
-      {
-        customer_id: S.Id("cus", "The customer."),
-        plan_id: S.Id("pln", "The plan."),
-        seats: Type.Optional(
-          Type.Integer({ minimum: 0, maximum: 1_000_000, description: "Seats (per-seat plans); default 1." }),
-        ),
-        start_at: Type.Optional(S.Timestamp("When the first period starts; default now.")),
-      },
-      { ...strict, title: "SubscriptionCreate" },
-    ),
+    body: SubscriptionCreate,
     response: SubscriptionView,
     status: 201,
     errors: ["not_found", "invalid_argument", "already_exists"],
@@ -404,10 +411,7 @@ export const LIFECYCLE_ROUTES: readonly Route[] = [
       "Seats above the period's high-water mark are granted now, prorated to the rest of the period (rounded down); removing seats takes nothing back, and re-adding them in the same period grants nothing.",
     access: "secret",
     params: S.IdParam("sbs", "subscription"),
-    body: Type.Object(
-      { seats: Type.Integer({ minimum: 0, maximum: 1_000_000 }) },
-      { ...strict, title: "SeatChange" },
-    ),
+    body: SeatChange,
     response: SubscriptionView,
     errors: ["not_found", "invalid_argument"],
     handle: async ({ subscriptions, tx, tenantId, params, body }) =>

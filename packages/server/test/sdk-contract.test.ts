@@ -5,6 +5,7 @@ import { API_ERROR_STATUS, Drawdown } from "@drawdown/sdk";
 import type { Static } from "@sinclair/typebox";
 import { type ApiErrorCode, ERRORS } from "../src/errors.js";
 import { type CloudEvent, NativeEvent } from "../src/events.js";
+import type * as L from "../src/lifecycle-routes.js";
 import type * as M from "../src/metering-routes.js";
 import type * as S from "../src/schemas.js";
 import { ALL_ROUTES, routeOf } from "./support/contract.js";
@@ -103,6 +104,26 @@ check<Assignable<Static<typeof M.RateCardVersionCreate>, Sdk.RateCardVersionPara
 check<Equal<keyof Sdk.UsageEventInput, keyof Static<typeof NativeEvent>>>();
 check<Assignable<Static<typeof NativeEvent>, Sdk.UsageEventInput>>();
 check<Assignable<Static<typeof CloudEvent>, Sdk.CloudEventInput>>();
+
+// Plans and subscriptions.
+check<Equal<keyof Sdk.Plan, keyof Static<typeof L.PlanView>>>();
+check<Assignable<Sdk.Plan, Static<typeof L.PlanView>>>();
+check<Equal<keyof Sdk.PlanInterval, keyof Static<typeof L.IntervalWire>>>();
+check<Equal<keyof Sdk.RolloverPolicy, keyof Static<typeof L.RolloverWire>>>();
+check<Assignable<Sdk.RolloverPolicy, Static<typeof L.RolloverWire>>>();
+check<Equal<keyof Sdk.ExpiryPolicy, keyof Static<typeof L.ExpiryWire>>>();
+check<Assignable<Sdk.ExpiryPolicy, Static<typeof L.ExpiryWire>>>();
+check<Equal<keyof Sdk.Subscription, keyof Static<typeof L.SubscriptionView>>>();
+check<Assignable<Sdk.Subscription, Static<typeof L.SubscriptionView>>>();
+check<Equal<keyof Sdk.PlanCreateParams, keyof Static<typeof L.PlanCreate>>>();
+check<Assignable<Static<typeof L.PlanCreate>, Sdk.PlanCreateParams>>();
+check<Equal<keyof Sdk.RolloverPolicyInput, keyof Static<typeof L.RolloverWire>>>();
+check<Equal<keyof Sdk.RolloverCapInput, keyof NonNullable<Static<typeof L.RolloverWire>["cap"]>>>();
+check<Equal<keyof Sdk.ExpiryPolicyInput, keyof Static<typeof L.ExpiryWire>>>();
+check<Equal<keyof Sdk.SubscriptionCreateParams, keyof Static<typeof L.SubscriptionCreate>>>();
+check<Assignable<Static<typeof L.SubscriptionCreate>, Sdk.SubscriptionCreateParams>>();
+check<Equal<keyof Sdk.SeatChangeParams, keyof Static<typeof L.SeatChange>>>();
+check<Assignable<Static<typeof L.SeatChange>, Sdk.SeatChangeParams>>();
 
 // Paging: the same parameters (limit travels as text; the SDK takes a number).
 check<Equal<keyof Sdk.PageParams, keyof Static<typeof S.Page>>>();
@@ -228,7 +249,31 @@ test("the SDK calls every route, sending exactly the documented query parameters
     to: time,
     customer_id: "c",
   };
+  const plan: Required<Sdk.PlanCreateParams> = {
+    name: "n",
+    base_fee: { amount: "20", currency: "USD" },
+    interval: { unit: "month", count: 1 },
+    allotment: 25_000_000_000n,
+    per_seat: true,
+    rollover: { kind: "capped", cap: { multiple_of_allotment: 3n }, max_periods: 2 },
+    expiry: { kind: "period_end" },
+    on_cancel: "keep_until_period_end",
+  };
+  const subscription: Required<Sdk.SubscriptionCreateParams> = {
+    customer_id: "cus_1",
+    plan_id: "pln_1",
+    seats: 2,
+    start_at: time,
+  };
   await Promise.all([
+    dd.plans.create(plan),
+    dd.plans.list(),
+    dd.plans.get("pln_1"),
+    dd.subscriptions.create(subscription),
+    dd.subscriptions.list("cus_1"),
+    dd.subscriptions.get("sbs_1"),
+    dd.subscriptions.changeSeats("sbs_1", { seats: 3 }),
+    dd.subscriptions.cancel("sbs_1"),
     dd.customers.create(customer),
     dd.customers.list(customerList),
     dd.customers.get("cus_1"),
@@ -320,6 +365,6 @@ test("the SDK calls every route, sending exactly the documented query parameters
   assert.deepEqual(
     [...called].sort(),
     ALL_ROUTES.map((r) => r.operationId).sort(),
-    "one SDK call per route, ledger and metering",
+    "one SDK call per route, ledger, metering and lifecycle",
   );
 });

@@ -361,7 +361,6 @@ export class Store {
     this.#jobs.push(job);
   }
 
-
   /** Moves a test tenant's clock to `at`, or leaves it where a concurrent advance took it further. */
   async #setClock(tenantId: string, at: number): Promise<void> {
     const { rows } = await this.db.query<{ clock_at: unknown }>(

@@ -101,7 +101,19 @@ export interface Spec {
 // ------------------------------------------------------------------ ids
 
 /** Kinds of ids: ours by prefix, and the client-given event and run ids. */
-export type Kind = "cus" | "sub" | "wal" | "grt" | "txn" | "key" | "rcd" | "rcv" | "evt" | "run";
+export type Kind =
+  | "cus"
+  | "sub"
+  | "wal"
+  | "grt"
+  | "txn"
+  | "key"
+  | "rcd"
+  | "rcv"
+  | "evt"
+  | "run"
+  | "pln"
+  | "sbs";
 
 /** Tenant `t`'s fixture of a kind. */
 export const fixtureOf = (f: Fixtures, t: "a" | "b", kind: Kind): string => {
@@ -117,6 +129,8 @@ export const fixtureOf = (f: Fixtures, t: "a" | "b", kind: Kind): string => {
     rcv: x.rateCardVersion,
     evt: x.event,
     run: x.run,
+    pln: x.plan,
+    sbs: x.subscription,
   }[kind];
 };
 
@@ -133,6 +147,7 @@ export const otherCustomersOf = (f: Fixtures, kind: Kind): string | null => {
         txn: x.debit2,
         evt: x.event2,
         run: x.run2,
+        sbs: x.subscription2,
       } as Partial<Record<Kind, string>>
     )[kind] ?? null
   );
@@ -612,6 +627,300 @@ const METERING_SPECS: Readonly<Record<string, Spec>> = {
 };
 
 /** Every route of the table, by `METHOD url`. A route without an entry fails the suite. */
+// ------------------------------------------------------------------ plans and subscriptions
+
+/** A fresh customer subscribed to `planId`: its subscription's id (changes to it touch no fixture). */
+async function freshSubscription(client: Client, planId: string, seats?: number): Promise<string> {
+  const c = await freshCustomer(client);
+  const s = await client.create("/v1/subscriptions", {
+    customer_id: c.id,
+    plan_id: planId,
+    ...(seats === undefined ? {} : { seats }),
+  });
+  return String(s.id);
+}
+
+/** A subscription already canceled. */
+async function canceledSubscription(client: Client, planId: string): Promise<string> {
+  const id = await freshSubscription(client, planId);
+  await client.create(`/v1/subscriptions/${id}/cancel`, {});
+  return id;
+}
+
+const planBody = (_f: Fixtures, v: Vars): Json => ({
+  name: v.name!,
+  base_fee: { amount: "20", currency: "USD" },
+  interval: { unit: "month", count: 1 },
+  allotment: "25",
+});
+
+/** A plan body with one field replaced. */
+const planWith =
+  (change: Json) =>
+  (f: Fixtures, v: Vars): Json => ({ ...planBody(f, v), ...change });
+
+const LIFECYCLE_SPECS: Readonly<Record<string, Spec>> = {
+  "POST /v1/plans": {
+    setup: async () => ({ name: `plan-${unique()}` }),
+    body: planBody,
+    other: (f, v) => ({ path: "/v1/plans", json: { ...planBody(f, v), name: `${v.name}-other` } }),
+    zeroAllowed: ["allotment"],
+    business: [
+      { name: "a name already taken", code: "already_exists", body: planWith({ name: "Fixture plan" }) },
+      { name: "a blank name", code: "invalid_argument", body: planWith({ name: "   " }) },
+      {
+        name: "a name over 100 characters",
+        code: "validation_failed",
+        field: "name",
+        body: planWith({ name: "n".repeat(101) }),
+      },
+      {
+        name: "a negative base fee",
+        code: "invalid_amount",
+        field: "base_fee.amount",
+        body: planWith({ base_fee: { amount: "-1", currency: "USD" } }),
+      },
+      {
+        name: "a base fee as a JSON number",
+        code: "validation_failed",
+        field: "base_fee",
+        body: planWith({ base_fee: { amount: 20, currency: "USD" } }),
+      },
+      {
+        name: "a lowercase currency",
+        code: "validation_failed",
+        field: "base_fee",
+        body: planWith({ base_fee: { amount: "20", currency: "usd" } }),
+      },
+      {
+        name: "a base fee without currency",
+        code: "validation_failed",
+        field: "base_fee",
+        body: planWith({ base_fee: { amount: "20" } }),
+      },
+      {
+        name: "an interval of 0 months",
+        code: "validation_failed",
+        field: "interval",
+        body: planWith({ interval: { unit: "month", count: 0 } }),
+      },
+      {
+        name: "an interval in hours",
+        code: "validation_failed",
+        field: "interval",
+        body: planWith({ interval: { unit: "hour", count: 1 } }),
+      },
+      {
+        name: "an interval of 1001 months",
+        code: "validation_failed",
+        field: "interval",
+        body: planWith({ interval: { unit: "month", count: 1001 } }),
+      },
+      {
+        name: "a rollover kind not in the list",
+        code: "validation_failed",
+        field: "rollover",
+        body: planWith({ rollover: { kind: "some" } }),
+      },
+      {
+        name: "a capped rollover without a cap",
+        code: "invalid_argument",
+        body: planWith({ rollover: { kind: "capped" } }),
+      },
+      {
+        name: "a capped rollover with a cap of zero kinds",
+        code: "invalid_argument",
+        body: planWith({ rollover: { kind: "capped", cap: {} } }),
+      },
+      {
+        name: "a capped rollover with a cap of two kinds",
+        code: "invalid_argument",
+        body: planWith({ rollover: { kind: "capped", cap: { absolute: "10", percent_of_allotment: 50 } } }),
+      },
+      {
+        name: "a capped rollover with a negative absolute cap",
+        code: "invalid_amount",
+        field: "rollover.cap.absolute",
+        body: planWith({ rollover: { kind: "capped", cap: { absolute: "-10" } } }),
+      },
+      {
+        name: "a capped rollover with a multiple of 1e3",
+        code: "invalid_amount",
+        field: "rollover.cap.multiple_of_allotment",
+        body: planWith({ rollover: { kind: "capped", cap: { multiple_of_allotment: "1e3" } } }),
+      },
+      {
+        name: "a capped rollover at 101 percent",
+        code: "validation_failed",
+        field: "rollover",
+        body: planWith({ rollover: { kind: "capped", cap: { percent_of_allotment: 101 } } }),
+      },
+      {
+        name: "a cap with an unknown kind",
+        code: "validation_failed",
+        field: "rollover",
+        body: planWith({ rollover: { kind: "capped", cap: { fraction: "0.5" } } }),
+      },
+      {
+        name: "a declining rollover without a schedule",
+        code: "invalid_argument",
+        body: planWith({ rollover: { kind: "declining" } }),
+      },
+      {
+        name: "a declining rollover with an empty schedule",
+        code: "validation_failed",
+        field: "rollover",
+        body: planWith({ rollover: { kind: "declining", schedule: [] } }),
+      },
+      {
+        name: "a declining rollover carrying 150 percent",
+        code: "validation_failed",
+        field: "rollover",
+        body: planWith({ rollover: { kind: "declining", schedule: [150, 50] } }),
+      },
+      {
+        name: "a declining rollover of 25 steps",
+        code: "validation_failed",
+        field: "rollover",
+        body: planWith({ rollover: { kind: "declining", schedule: Array.from({ length: 25 }, () => 50) } }),
+      },
+      {
+        name: "a rollover carried for 0 periods",
+        code: "validation_failed",
+        field: "rollover",
+        body: planWith({ rollover: { kind: "full", max_periods: 0 } }),
+      },
+      {
+        name: "a rolling expiry without months",
+        code: "invalid_argument",
+        body: planWith({ expiry: { kind: "rolling" } }),
+      },
+      {
+        name: "a rolling expiry of 0 months",
+        code: "validation_failed",
+        field: "expiry",
+        body: planWith({ expiry: { kind: "rolling", months: 0 } }),
+      },
+      {
+        name: "a full rollover of credits that never expire",
+        code: "invalid_argument",
+        field: "rollover",
+        body: planWith({ rollover: { kind: "full" }, expiry: { kind: "never" } }),
+      },
+      {
+        name: "a capped rollover of credits on a rolling expiry",
+        code: "invalid_argument",
+        field: "rollover",
+        body: planWith({
+          rollover: { kind: "capped", cap: { percent_of_allotment: 50 } },
+          expiry: { kind: "rolling", months: 3 },
+        }),
+      },
+      {
+        name: "a declining rollover of credits that never expire",
+        code: "invalid_argument",
+        field: "rollover",
+        body: planWith({
+          rollover: { kind: "declining", schedule: [100, 50, 0] },
+          expiry: { kind: "never" },
+        }),
+      },
+    ],
+  },
+  "GET /v1/plans": {},
+  "GET /v1/plans/:id": {},
+  "POST /v1/subscriptions": {
+    // Fresh customers: subscribing the fixture customers would fail (one active subscription each).
+    setup: async ({ client }) => ({
+      customer: String((await freshCustomer(client)).id),
+      customer2: String((await freshCustomer(client)).id),
+    }),
+    body: (f, v) => ({ customer_id: v.customer!, plan_id: f.a.plan }),
+    other: (f, v) => ({ path: "/v1/subscriptions", json: { customer_id: v.customer2!, plan_id: f.a.plan } }),
+    ids: {
+      customer_id: { code: "not_found", kind: "cus" },
+      plan_id: { code: "not_found", kind: "pln" },
+    },
+    business: [
+      {
+        name: "a customer with an active subscription already",
+        code: "already_exists",
+        body: (f) => ({ customer_id: f.a.customer, plan_id: f.a.plan }),
+      },
+      {
+        name: "a start in the past",
+        code: "invalid_argument",
+        body: (f, v) => ({ customer_id: v.customer!, plan_id: f.a.plan, start_at: "2001-01-01T00:00:00Z" }),
+      },
+      {
+        name: "seats over 1,000,000",
+        code: "validation_failed",
+        field: "seats",
+        body: (f, v) => ({ customer_id: v.customer!, plan_id: f.a.plan, seats: 1_000_001 }),
+      },
+      {
+        name: "seats negative",
+        code: "validation_failed",
+        field: "seats",
+        body: (f, v) => ({ customer_id: v.customer!, plan_id: f.a.plan, seats: -1 }),
+      },
+      {
+        name: "seats beyond any integer",
+        code: "validation_failed",
+        field: "seats",
+        body: (f, v) => ({ customer_id: v.customer!, plan_id: f.a.plan, seats: 1e300 }),
+      },
+    ],
+  },
+  "GET /v1/customers/:id/subscriptions": {},
+  "GET /v1/subscriptions/:id": {},
+  "POST /v1/subscriptions/:id/seats": {
+    setup: async ({ client }) => {
+      const plan = await client.create("/v1/plans", {
+        name: `per-seat-${unique()}`,
+        base_fee: { amount: "10", currency: "USD" },
+        interval: { unit: "month", count: 1 },
+        allotment: "5",
+        per_seat: true,
+      });
+      const id = String(plan.id);
+      return {
+        sub: await freshSubscription(client, id, 2),
+        other: await freshSubscription(client, id, 2),
+        canceled: await canceledSubscription(client, id),
+      };
+    },
+    id: (_f, v) => v.sub!,
+    body: () => ({ seats: 3 }),
+    other: (_f, v) => ({ path: `/v1/subscriptions/${v.other}/seats`, json: { seats: 3 } }),
+    business: [
+      {
+        name: "seats on a canceled subscription",
+        code: "invalid_argument",
+        id: (_f, v) => v.canceled!,
+        body: () => ({ seats: 3 }),
+      },
+      {
+        name: "seats over 1,000,000",
+        code: "validation_failed",
+        field: "seats",
+        body: () => ({ seats: 1_000_001 }),
+      },
+      { name: "seats negative", code: "validation_failed", field: "seats", body: () => ({ seats: -1 }) },
+    ],
+  },
+  "POST /v1/subscriptions/:id/cancel": {
+    setup: async ({ f, client }) => ({
+      sub: await freshSubscription(client, f.a.plan),
+      other: await freshSubscription(client, f.a.plan),
+      canceled: await canceledSubscription(client, f.a.plan),
+    }),
+    id: (_f, v) => v.sub!,
+    other: (_f, v) => ({ path: `/v1/subscriptions/${v.other}/cancel`, json: {} }),
+    business: [{ name: "canceling twice", code: "invalid_argument", id: (_f, v) => v.canceled! }],
+  },
+};
+
 export const SPECS: Readonly<Record<string, Spec>> = {
   "POST /v1/customers": {
     body: customerBody,
@@ -946,4 +1255,5 @@ export const SPECS: Readonly<Record<string, Spec>> = {
     ],
   },
   ...METERING_SPECS,
+  ...LIFECYCLE_SPECS,
 };

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import type { ApiErrorCode } from "../../src/errors.js";
+import { LIFECYCLE_ROUTES } from "../../src/lifecycle-routes.js";
 import { METERING_ROUTES } from "../../src/metering-routes.js";
 import { ROUTES, type Route } from "../../src/routes.js";
 import {
@@ -42,7 +43,7 @@ interface JsonSchema {
 }
 
 type FieldKind =
-  | { kind: "amount" | "timestamp" | "string" | "enum" | "integer" | "array" | "object" }
+  | { kind: "amount" | "timestamp" | "string" | "enum" | "integer" | "boolean" | "array" | "object" }
   | { kind: "id"; prefix: Kind };
 
 /** What a property is, reading through `T | null`. */
@@ -62,6 +63,7 @@ function fieldKind(s: JsonSchema): FieldKind {
     return { kind: "string" };
   }
   if (s.type === "integer") return { kind: "integer" };
+  if (s.type === "boolean") return { kind: "boolean" };
   if (s.type === "array") return { kind: "array" };
   if (s.type === "object") return { kind: "object" };
   assert.fail(`a property the suite does not know: ${JSON.stringify(s)}`);
@@ -96,6 +98,12 @@ function wrongTypes(k: FieldKind): { label: string; value: unknown }[] {
         { label: "a string", value: "5" },
         { label: "a fraction", value: 1.5 },
         { label: "a boolean", value: true },
+      ];
+    case "boolean":
+      return [
+        { label: "a string", value: "true" },
+        { label: "a number", value: 1 },
+        { label: "null", value: null },
       ];
     case "array":
       return [
@@ -153,7 +161,7 @@ const BAD_TIMESTAMPS: { label: string; value: string; code: ApiErrorCode }[] = [
 // ------------------------------------------------------------------ generation
 
 /** Every route the app registers from the route tables (the OpenAPI document lists the same). */
-export const API_ROUTES: readonly Route[] = [...ROUTES, ...METERING_ROUTES];
+export const API_ROUTES: readonly Route[] = [...ROUTES, ...METERING_ROUTES, ...LIFECYCLE_ROUTES];
 
 const routeKey = (r: Route): string => `${r.method} ${r.url}`;
 
@@ -627,7 +635,7 @@ export function casesOf(r: Route): Case[] {
         },
       ]);
     }
-    if (k.kind !== "integer" && k.kind !== "enum") {
+    if (k.kind !== "integer" && k.kind !== "enum" && k.kind !== "boolean") {
       const nul = k.kind === "array" ? ["a\u0000"] : k.kind === "object" ? { a: "\u0000" } : "a\u0000b";
       add("wrong_type", [
         {

@@ -1,5 +1,6 @@
 import { Value } from "@sinclair/typebox/value";
 import type { ApiErrorCode } from "../../src/errors.js";
+import { LIFECYCLE_ROUTES } from "../../src/lifecycle-routes.js";
 import { METERING_ROUTES } from "../../src/metering-routes.js";
 import { ROUTES, type Route } from "../../src/routes.js";
 import { ProblemView } from "../../src/schemas.js";
@@ -25,8 +26,8 @@ const ANY_ROUTE: ReadonlySet<ApiErrorCode> = new Set<ApiErrorCode>([
   "internal_error",
 ]);
 
-/** Every route of the table: the ledger's and metering's. */
-export const ALL_ROUTES: readonly Route[] = [...ROUTES, ...METERING_ROUTES];
+/** Every route of the table: the ledger's, metering's and the lifecycle's (plans, subscriptions). */
+export const ALL_ROUTES: readonly Route[] = [...ROUTES, ...METERING_ROUTES, ...LIFECYCLE_ROUTES];
 
 const matchers = ALL_ROUTES.map((route) => ({
   route,

@@ -40,6 +40,10 @@ export interface TenantFixtures {
   readonly run: string;
   readonly event2: string;
   readonly run2: string;
+  /** A monthly plan (10 credits a period, no rollover), and its subscriptions: the main customer's and the second's. */
+  readonly plan: string;
+  readonly subscription: string;
+  readonly subscription2: string;
 }
 
 /** What every bad-input and tenancy test starts from: two tenants with one of everything. */
@@ -139,6 +143,14 @@ async function tenantFixtures(client: Client, tenantId: string, t: string): Prom
   };
   await event(`evt-${t}-1`, customer, `run-${t}-1`);
   await event(`evt-${t}-2`, String(c2.id), `run-${t}-2`);
+  const plan = await client.create("/v1/plans", {
+    name: "Fixture plan",
+    base_fee: { amount: "20", currency: "USD" },
+    interval: { unit: "month", count: 1 },
+    allotment: "10",
+  });
+  const subscription = await client.create("/v1/subscriptions", { customer_id: customer, plan_id: plan.id });
+  const subscription2 = await client.create("/v1/subscriptions", { customer_id: c2.id, plan_id: plan.id });
   return {
     tenantId,
     key: client.key,
@@ -166,6 +178,9 @@ async function tenantFixtures(client: Client, tenantId: string, t: string): Prom
     run: `run-${t}-1`,
     event2: `evt-${t}-2`,
     run2: `run-${t}-2`,
+    plan: String(plan.id),
+    subscription: String(subscription.id),
+    subscription2: String(subscription2.id),
   };
 }
 
