@@ -1,15 +1,8 @@
-import {
-  type ExpiryPolicy,
-  formatAmount,
-  parseAmount,
-  parseTimestamp,
-  type RolloverCap,
-  type RolloverPolicy,
-} from "@drawdown/core";
+import { type ExpiryPolicy, formatAmount, type RolloverCap, type RolloverPolicy } from "@drawdown/core";
 import type { PlanRecord, SubscriptionRecord } from "@drawdown/storage";
 import { type Static, Type } from "@sinclair/typebox";
 import { ApiError } from "./errors.js";
-import { type Reply, type Route, route } from "./routes.js";
+import { amount, must, notFound, okReply, type Route, route, timestamp } from "./routes.js";
 import * as S from "./schemas.js";
 
 /**
@@ -156,15 +149,6 @@ export const SeatChange = Type.Object(
   { ...strict, title: "SeatChange" },
 );
 
-function amount(text: string, field: string, allowZero = true): bigint {
-  const r = parseAmount(text, { allowZero });
-  if (!r.ok)
-    throw new ApiError("invalid_amount", `${field}: ${r.error.message}`, {
-      errors: [{ path: field, message: r.error.message }],
-    });
-  return r.value;
-}
-
 function rolloverFrom(w: Static<typeof RolloverWire> | undefined): RolloverPolicy | undefined {
   if (w === undefined) return undefined;
   const maxPeriods = w.max_periods === undefined ? {} : { maxPeriods: w.max_periods };
@@ -188,10 +172,12 @@ function rolloverFrom(w: Static<typeof RolloverWire> | undefined): RolloverPolic
           "rollover.cap gives exactly one of absolute, percent_of_allotment, multiple_of_allotment.",
         );
       let cap: RolloverCap;
-      if (c.absolute !== undefined) cap = { absolute: amount(c.absolute, "rollover.cap.absolute") };
+      if (c.absolute !== undefined) cap = { absolute: amount(c.absolute, "rollover.cap.absolute", true) };
       else if (c.percent_of_allotment !== undefined) cap = { percentOfAllotment: c.percent_of_allotment };
       else
-        cap = { multipleOfAllotment: amount(c.multiple_of_allotment!, "rollover.cap.multiple_of_allotment") };
+        cap = {
+          multipleOfAllotment: amount(c.multiple_of_allotment!, "rollover.cap.multiple_of_allotment", true),
+        };
       return { kind: "capped", cap, ...maxPeriods };
     }
   }
@@ -251,18 +237,6 @@ const subscriptionView = (s: SubscriptionRecord) => ({
   created_at: new Date(s.createdAt).toISOString(),
 });
 
-function must<T>(
-  r:
-    | { ok: true; value: T }
-    | { ok: false; error: { code: string; message: string; details?: Readonly<Record<string, string>> } },
-): T {
-  if (!r.ok) throw ApiError.from(r.error as never);
-  return r.value;
-}
-
-const ok200 = (body: unknown): Reply => ({ status: 200, body });
-const notFound = (what: string, id: string) => new ApiError("not_found", `No ${what} ${id}.`);
-
 /** The lifecycle endpoints, appended to the others. */
 export const LIFECYCLE_ROUTES: readonly Route[] = [
   route({
@@ -283,11 +257,11 @@ export const LIFECYCLE_ROUTES: readonly Route[] = [
         await subscriptions.createPlan(tx, tenantId, {
           name: body.name,
           baseFee: {
-            amount: amount(body.base_fee.amount, "base_fee.amount"),
+            amount: amount(body.base_fee.amount, "base_fee.amount", true),
             currency: body.base_fee.currency,
           },
           interval: body.interval,
-          allotment: amount(body.allotment, "allotment"),
+          allotment: amount(body.allotment, "allotment", true),
           perSeat: body.per_seat ?? false,
           ...(body.rollover ? { rollover: rolloverFrom(body.rollover)! } : {}),
           ...(body.expiry ? { expiry: expiryFrom(body.expiry)! } : {}),
@@ -307,7 +281,7 @@ export const LIFECYCLE_ROUTES: readonly Route[] = [
     response: S.ListOf(PlanView),
     errors: [],
     handle: async ({ subscriptions, tenantId }) =>
-      ok200({
+      okReply({
         object: "list",
         data: (await subscriptions.listPlans(tenantId)).map(planView),
         next_cursor: null,
@@ -326,7 +300,7 @@ export const LIFECYCLE_ROUTES: readonly Route[] = [
     handle: async ({ subscriptions, tenantId, params }) => {
       const p = await subscriptions.getPlan(tenantId, params.id);
       if (!p) throw notFound("plan", params.id);
-      return ok200(planView(p));
+      return okReply(planView(p));
     },
   }),
   route({
@@ -345,9 +319,7 @@ export const LIFECYCLE_ROUTES: readonly Route[] = [
     handle: async ({ subscriptions, tx, tenantId, body }) => {
       let startAt: number | null = null;
       if (body.start_at !== undefined) {
-        const t = parseTimestamp(body.start_at);
-        if (!t.ok) throw new ApiError("invalid_argument", `start_at: ${t.error.message}`);
-        startAt = t.value;
+        startAt = timestamp(body.start_at, "start_at");
       }
       const s = must(
         await subscriptions.subscribe(tx, tenantId, {
@@ -377,7 +349,7 @@ export const LIFECYCLE_ROUTES: readonly Route[] = [
       ) {
         throw notFound("customer", params.id);
       }
-      return ok200({
+      return okReply({
         object: "list",
         data: (await subscriptions.listSubscriptions(tenantId, params.id)).map(subscriptionView),
         next_cursor: null,
@@ -398,7 +370,7 @@ export const LIFECYCLE_ROUTES: readonly Route[] = [
       const s = await subscriptions.getSubscription(tenantId, params.id);
       if (!s || (key.customerId !== null && key.customerId !== s.customerId))
         throw notFound("subscription", params.id);
-      return ok200(subscriptionView(s));
+      return okReply(subscriptionView(s));
     },
   }),
   route({
@@ -415,7 +387,7 @@ export const LIFECYCLE_ROUTES: readonly Route[] = [
     response: SubscriptionView,
     errors: ["not_found", "invalid_argument"],
     handle: async ({ subscriptions, tx, tenantId, params, body }) =>
-      ok200(subscriptionView(must(await subscriptions.changeSeats(tx, tenantId, params.id, body.seats)))),
+      okReply(subscriptionView(must(await subscriptions.changeSeats(tx, tenantId, params.id, body.seats)))),
   }),
   route({
     method: "POST",
@@ -431,6 +403,6 @@ export const LIFECYCLE_ROUTES: readonly Route[] = [
     response: SubscriptionView,
     errors: ["not_found", "invalid_argument"],
     handle: async ({ subscriptions, tx, tenantId, params }) =>
-      ok200(subscriptionView(must(await subscriptions.cancel(tx, tenantId, params.id)))),
+      okReply(subscriptionView(must(await subscriptions.cancel(tx, tenantId, params.id)))),
   }),
 ];

@@ -1,9 +1,9 @@
-import { formatAmount, parseDecimal, parseTimestamp, type RateCardInput } from "@drawdown/core";
+import { formatAmount, parseDecimal, type RateCardInput } from "@drawdown/core";
 import type { ChargeRecord, EventDetail, IngestResult, RateCard, RateCardVersion } from "@drawdown/storage";
 import { Type } from "@sinclair/typebox";
 import { ApiError } from "./errors.js";
 import { MAX_BATCH_EVENTS, parseEvent } from "./events.js";
-import { type Reply, type Route, route } from "./routes.js";
+import { must, okReply, type Route, route, timestamp } from "./routes.js";
 import * as S from "./schemas.js";
 
 /**
@@ -200,23 +200,8 @@ export const CardView = Type.Object(
   { title: "RateCard" },
 );
 
-function timestampOrNull(text: string | undefined, field: string): number | null {
-  if (text === undefined) return null;
-  const t = parseTimestamp(text);
-  if (!t.ok) throw new ApiError("invalid_argument", `${field}: ${t.error.message}`);
-  return t.value;
-}
-
-function must<T>(
-  r:
-    | { ok: true; value: T }
-    | { ok: false; error: { code: string; message: string; details?: Readonly<Record<string, string>> } },
-): T {
-  if (!r.ok) throw ApiError.from(r.error as never);
-  return r.value;
-}
-
-const ok200 = (body: unknown): Reply => ({ status: 200, body });
+const timestampOrNull = (text: string | undefined, field: string): number | null =>
+  text === undefined ? null : timestamp(text, field);
 
 export const MarginRow = Type.Object({
   day: Type.String(),
@@ -341,7 +326,7 @@ export const METERING_ROUTES: readonly Route[] = [
         if (r.status === "accepted") credits += r.charge.drawn + r.charge.overdraft;
       });
       const final = results.map((r) => r!);
-      return ok200({
+      return okReply({
         object: "event_batch",
         accepted: final.filter((r) => r.status === "accepted").length,
         duplicates: final.filter((r) => r.status === "duplicate").length,
@@ -378,7 +363,7 @@ export const METERING_ROUTES: readonly Route[] = [
       const units = (v: unknown) => formatAmount(BigInt(String(v)));
       const revenue = BigInt(String(r.revenue));
       const cost = r.cost === null ? null : BigInt(String(r.cost));
-      return ok200({
+      return okReply({
         object: "event",
         id: r.event_id,
         customer_id: r.customer_id,
@@ -447,7 +432,7 @@ export const METERING_ROUTES: readonly Route[] = [
     errors: [],
     handle: async ({ metering, store, tenantId }) => {
       const catalog = await metering.catalog(store.db, tenantId);
-      return ok200({
+      return okReply({
         object: "list",
         data: [...catalog.cards.values()].map((c) => cardView(c, store.now(tenantId))),
         next_cursor: null,
@@ -467,7 +452,7 @@ export const METERING_ROUTES: readonly Route[] = [
     handle: async ({ metering, store, tenantId, params }) => {
       const card = (await metering.catalog(store.db, tenantId)).cards.get(params.id);
       if (!card) throw new ApiError("not_found", `No rate card ${params.id}.`);
-      return ok200(cardView(card, store.now(tenantId)));
+      return okReply(cardView(card, store.now(tenantId)));
     },
   }),
   route({
@@ -526,7 +511,7 @@ export const METERING_ROUTES: readonly Route[] = [
           overrides: (body.overrides ?? []) as never,
         }),
       );
-      return ok200({
+      return okReply({
         object: "customer_pricing",
         customer_id: p.customerId,
         rate_card_id: p.rateCardId,
@@ -608,7 +593,7 @@ export const METERING_ROUTES: readonly Route[] = [
           ? 0n
           : must(parseDecimal(body.floor, 9, { allowNegative: true, allowZero: true }));
       const p = must(await metering.setOveragePolicy(tx, tenantId, params.id, { mode: body.mode, floor }));
-      return ok200({
+      return okReply({
         object: "overage_policy",
         wallet_id: params.id,
         mode: p.mode,
@@ -660,7 +645,7 @@ export const METERING_ROUTES: readonly Route[] = [
           query.customer_id ?? null,
         ],
       );
-      return ok200({
+      return okReply({
         object: "margin_report",
         group_by: query.group_by,
         rows: rows.map((r) => {
@@ -707,7 +692,7 @@ export const METERING_ROUTES: readonly Route[] = [
       if (!r || Number(r.events) === 0) throw new ApiError("not_found", `No run ${params.id}.`);
       const revenue = BigInt(String(r.revenue));
       const cost = BigInt(String(r.cost));
-      return ok200({
+      return okReply({
         object: "run",
         id: params.id,
         customer_id: r.customer_id,

@@ -92,12 +92,13 @@ export const route = <P extends TSchema, Q extends TSchema, B extends TSchema>(r
 // ------------------------------------------------------------------ helpers
 
 /** Unwraps a core or store result, raising its failure as an API error. */
-function must<T>(result: Result<T, LedgerError>): T {
+export function must<T>(result: Result<T, LedgerError>): T {
   if (!result.ok) throw ApiError.from(result.error);
   return result.value;
 }
 
-function amount(text: string, field: string, allowZero = false): bigint {
+/** Parses a wire amount, raising `invalid_amount` that names the field. */
+export function amount(text: string, field: string, allowZero = false): bigint {
   const r = parseAmount(text, { allowZero });
   if (!r.ok)
     throw new ApiError("invalid_amount", `${field}: ${r.error.message}`, {
@@ -106,7 +107,8 @@ function amount(text: string, field: string, allowZero = false): bigint {
   return r.value;
 }
 
-function timestamp(text: string, field: string): number {
+/** Parses an RFC 3339 time, raising `invalid_argument` that names the field. */
+export function timestamp(text: string, field: string): number {
   const r = parseTimestamp(text);
   if (!r.ok)
     throw new ApiError("invalid_argument", `${field}: ${r.error.message}`, {
@@ -141,7 +143,7 @@ function page(query: { limit?: string; cursor?: string }, cursorPattern: RegExp)
 const ID_CURSOR = /^[a-z]{3}_[0-9a-z]{1,60}$/;
 const SEQ_CURSOR = /^[1-9][0-9]{0,18}$/;
 
-const notFound = (what: string, id: string) => new ApiError("not_found", `No ${what} ${id}.`);
+export const notFound = (what: string, id: string) => new ApiError("not_found", `No ${what} ${id}.`);
 
 /** Restricted keys see one customer; anything else looks like it does not exist. */
 function visible(key: ApiKey, customerId: string, what: string, id: string): void {
@@ -153,8 +155,8 @@ function secretOnly(key: ApiKey): void {
     throw new ApiError("forbidden", "This needs a secret key; restricted keys only read.");
 }
 
-const created = (body: unknown): Reply => ({ status: 201, body });
-const okReply = (body: unknown): Reply => ({ status: 200, body });
+export const created = (body: unknown): Reply => ({ status: 201, body });
+export const okReply = (body: unknown): Reply => ({ status: 200, body });
 
 // ------------------------------------------------------------------ routes
 
