@@ -20,7 +20,8 @@ export type IdPrefix =
   | "rcv"
   | "ctv"
   | "pln"
-  | "sbs";
+  | "sbs"
+  | "gft";
 
 /** Where a grant's credits came from. */
 export const GRANT_SOURCES = [

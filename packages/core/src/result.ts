@@ -24,7 +24,9 @@ export type LedgerErrorCode =
   | "event_id_reused"
   | "event_too_old"
   | "event_in_future"
-  | "invalid_event";
+  | "invalid_event"
+  | "gift_code_exhausted"
+  | "gift_code_ended";
 
 /** A business failure: a stable code, a message a person can act on, optional details. */
 export interface LedgerError {

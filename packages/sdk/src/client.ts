@@ -5,6 +5,7 @@ import {
   CostTables,
   Customers,
   Events,
+  Gifts,
   Grants,
   Plans,
   RateCards,
@@ -110,6 +111,8 @@ export class Drawdown {
   readonly plans: Plans;
   /** Customers' subscriptions to plans: create, list, get, changeSeats, cancel. */
   readonly subscriptions: Subscriptions;
+  /** Gifts: claimable codes, direct gifts, referrals. */
+  readonly gifts: Gifts;
   /** A test tenant's clock: get, advance (every expiry due on the way happens, in order). */
   readonly testClock: TestClocks;
   readonly #transport: Transport;
@@ -133,6 +136,7 @@ export class Drawdown {
     this.runs = new Runs(this.#transport);
     this.plans = new Plans(this.#transport);
     this.subscriptions = new Subscriptions(this.#transport);
+    this.gifts = new Gifts(this.#transport);
     this.testClock = new TestClocks(this.#transport);
   }
 

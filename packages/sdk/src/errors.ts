@@ -57,6 +57,8 @@ export const API_ERROR_STATUS: Readonly<Record<ApiErrorCode, number>> = {
   expiry_not_extendable: 409,
   transaction_not_reversible: 409,
   transaction_already_reversed: 409,
+  gift_code_exhausted: 409,
+  gift_code_ended: 409,
   idempotency_key_reused: 409,
   payload_too_large: 413,
   unsupported_media_type: 415,

@@ -25,6 +25,7 @@ export {
   CostTables,
   Customers,
   Events,
+  Gifts,
   Grants,
   Plans,
   paginate,

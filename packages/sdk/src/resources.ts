@@ -17,6 +17,13 @@ import type {
   EventBatchResult,
   EventInput,
   EventResult,
+  GiftClaim,
+  GiftCode,
+  GiftCodeClaimParams,
+  GiftCodeCreateParams,
+  GiftCreateParams,
+  GiftReport,
+  GiftReportParams,
   Grant,
   GrantCreated,
   GrantCreateParams,
@@ -37,6 +44,8 @@ import type {
   RateCardVersion,
   RateCardVersionParams,
   RateLineInput,
+  Referral,
+  ReferralCreateParams,
   RequestOptions,
   ReversalParams,
   RunSummary,
@@ -870,6 +879,21 @@ export class Reports extends Resource {
       },
     }));
   }
+
+  /**
+   * Gifts per customer: credits given, credits used from them, and whether the customer bought
+   * credits (a purchase or top-up grant) after its first gift.
+   *
+   * @example
+   * const { rows, totals } = await dd.reports.gifts();
+   * console.log(totals.given, totals.used, totals.bought_after);
+   */
+  gifts(params: GiftReportParams = {}, options?: RequestOptions): ApiPromise<GiftReport> {
+    return this.fetchJson(options, () => ({
+      path: "/v1/reports/gifts",
+      query: { customer_id: params.customer_id },
+    }));
+  }
 }
 
 /** Agent runs: the events that carry a `run_id`, summed. */
@@ -1049,6 +1073,90 @@ export class Subscriptions extends Resource {
     return this.postJson(options, () => ({
       path: `/v1/subscriptions/${seg(subscriptionId)}/cancel`,
       body: {},
+    }));
+  }
+}
+
+/**
+ * Gifts and referrals: credits given to a customer directly, through a claimable code, or for
+ * a referral. Gifted credits carry zero cost basis.
+ */
+export class Gifts extends Resource {
+  /**
+   * Creates a claimable code: each customer claims it once, at most `max_uses` customers, until
+   * `ends_at`. `already_exists` when the code is taken.
+   *
+   * @example
+   * const welcome = await dd.gifts.createCode({ code: "WELCOME25", amount: "25", max_uses: 100, expires_in_days: 30 });
+   */
+  createCode(params: GiftCodeCreateParams, options?: PostOptions): ApiPromise<GiftCode> {
+    return this.postJson(options, () => ({
+      path: "/v1/gift_codes",
+      body: {
+        ...params,
+        amount: wireAmount(params.amount, "amount"),
+        ends_at: maybeTime(params.ends_at, "ends_at"),
+      },
+    }));
+  }
+
+  /**
+   * Every gift code of the tenant, oldest first, with its uses.
+   *
+   * @example
+   * const { data: codes } = await dd.gifts.listCodes();
+   */
+  listCodes(options?: RequestOptions): ApiPromise<List<GiftCode>> {
+    return this.fetchJson(options, () => ({ path: "/v1/gift_codes" }));
+  }
+
+  /**
+   * Claims a code for a customer: its credits go to the customer's pool wallet. Refused, changing
+   * nothing, with `already_exists` (claimed before), `gift_code_exhausted` or `gift_code_ended`.
+   *
+   * @example
+   * const { grant } = await dd.gifts.claim({ code: "WELCOME25", customer_id: acme.id });
+   */
+  claim(params: GiftCodeClaimParams, options?: PostOptions): ApiPromise<GiftClaim> {
+    return this.postJson(options, () => ({ path: "/v1/gift_codes/claim", body: { ...params } }));
+  }
+
+  /**
+   * Gives credits to a customer: a grant of source gift, zero cost basis, scoped and expiring as given.
+   *
+   * @example
+   * await dd.gifts.give(acme.id, { amount: "10", scope: ["image.*"], expires_at: "2026-12-31T00:00:00Z", reason: "beta tester" });
+   */
+  give(customerId: string, params: GiftCreateParams, options?: PostOptions): ApiPromise<GrantCreated> {
+    return this.postJson(options, () => ({
+      path: `/v1/customers/${seg(customerId)}/gifts`,
+      body: {
+        ...params,
+        amount: wireAmount(params.amount, "amount"),
+        expires_at: maybeTime(params.expires_at, "expires_at"),
+      },
+    }));
+  }
+
+  /**
+   * Grants referral credits (source promo) to a newly referred customer and, with
+   * `referrer_amount`, to the referrer: once per referred customer.
+   *
+   * @example
+   * await dd.gifts.refer(newcomer.id, { referrer_customer_id: acme.id, amount: "5", referrer_amount: "5" });
+   */
+  refer(customerId: string, params: ReferralCreateParams, options?: PostOptions): ApiPromise<Referral> {
+    return this.postJson(options, () => ({
+      path: `/v1/customers/${seg(customerId)}/referral`,
+      body: {
+        ...params,
+        amount: wireAmount(params.amount, "amount"),
+        referrer_amount:
+          params.referrer_amount === undefined
+            ? undefined
+            : wireAmount(params.referrer_amount, "referrer_amount"),
+        expires_at: maybeTime(params.expires_at, "expires_at"),
+      },
     }));
   }
 }

@@ -975,3 +975,112 @@ export interface Problem {
   errors?: { path: string; message: string }[];
   details?: Record<string, string>;
 }
+
+// ------------------------------------------------------------------ gifts and referrals
+
+/** Body of `gifts.createCode`. */
+export interface GiftCodeCreateParams {
+  /** What customers type: 4 to 64 letters, digits, "-" or "_". Default: 12 random characters. */
+  code?: string;
+  /** Credits each claim grants; positive. A decimal string of credits, or bigint units. */
+  amount: AmountInput;
+  /** Actions the gifted credits may pay for; null or absent: all. */
+  scope?: string[] | null;
+  /** The claimed credits expire this many days after the claim (1 to 3650); null or absent: never. */
+  expires_in_days?: number | null;
+  /** How many customers may claim it, each once; default 1. */
+  max_uses?: number;
+  /** No claim at or after this time; null or absent: no end. */
+  ends_at?: TimeInput | null;
+}
+
+/** A claimable gift code. */
+export interface GiftCode {
+  object: "gift_code";
+  id: string;
+  code: string;
+  amount: string;
+  scope: string[] | null;
+  expires_in_days: number | null;
+  max_uses: number;
+  /** Claims so far. */
+  uses: number;
+  ends_at: string | null;
+  created_at: string;
+}
+
+/** Body of `gifts.claim`. */
+export interface GiftCodeClaimParams {
+  code: string;
+  customer_id: string;
+}
+
+/** What a claim made: the customer's new gift grant. */
+export interface GiftClaim {
+  object: "gift_claim";
+  gift_code_id: string;
+  customer_id: string;
+  grant: Grant;
+  transaction_id: string;
+  claimed_at: string;
+}
+
+/** Body of `gifts.give`. */
+export interface GiftCreateParams {
+  /** Credits to give; positive. */
+  amount: AmountInput;
+  /** Actions the gifted credits may pay for; null or absent: all. */
+  scope?: string[] | null;
+  /** When the gifted credits expire; null or absent: never. */
+  expires_at?: TimeInput | null;
+  /** Why, kept in the journal. */
+  reason?: string;
+}
+
+/** Body of `gifts.refer`. */
+export interface ReferralCreateParams {
+  /** The customer who referred this one. */
+  referrer_customer_id: string;
+  /** Credits for the referred customer; positive. */
+  amount: AmountInput;
+  /** Credits for the referrer too; absent: none. */
+  referrer_amount?: AmountInput;
+  scope?: string[] | null;
+  expires_at?: TimeInput | null;
+}
+
+/** Referral credits: the referred customer's grant, and the referrer's when given. */
+export interface Referral {
+  object: "referral";
+  customer_id: string;
+  referrer_customer_id: string;
+  grant: Grant;
+  referrer_grant: Grant | null;
+  created_at: string;
+}
+
+/** Query of `reports.gifts`. */
+export interface GiftReportParams {
+  /** Only this customer. */
+  customer_id?: string;
+}
+
+/** One customer's gifts: given, used, and whether it bought credits afterwards. */
+export interface GiftReportRow {
+  customer_id: string;
+  /** Gift grants received. */
+  gifts: number;
+  given: string;
+  /** Credits drawn from the gift grants (debits and usage, net of reversals). */
+  used: string;
+  first_gift_at: string;
+  /** A purchase or top-up grant followed the first gift. */
+  bought_after: boolean;
+}
+
+/** What `reports.gifts` returns. */
+export interface GiftReport {
+  object: "gift_report";
+  rows: GiftReportRow[];
+  totals: { customers: number; given: string; used: string; bought_after: number };
+}

@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from "node:crypto";
-import { type ApiKey, IngestWriter, Metering, type Store, Subscriptions } from "@drawdown/storage";
+import { type ApiKey, Gifts, IngestWriter, Metering, type Store, Subscriptions } from "@drawdown/storage";
 import { Type } from "@sinclair/typebox";
 import Fastify, {
   type FastifyError,
@@ -9,6 +9,7 @@ import Fastify, {
 } from "fastify";
 import type { Config } from "./config.js";
 import { ApiError, type ApiErrorCode, type Problem, problem } from "./errors.js";
+import { GIFT_ROUTES } from "./gift-routes.js";
 import { LIFECYCLE_ROUTES } from "./lifecycle-routes.js";
 import { METERING_ROUTES, publicRateCard } from "./metering-routes.js";
 import { buildOpenApi } from "./openapi.js";
@@ -197,9 +198,10 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     metering,
     writer: options.writer ?? new IngestWriter(store, metering),
     subscriptions: options.subscriptions ?? new Subscriptions(store),
+    gifts: new Gifts(store),
   };
   // The machine-readable and the human-readable reference, both public.
-  const openapi = buildOpenApi([...ROUTES, ...METERING_ROUTES, ...LIFECYCLE_ROUTES]);
+  const openapi = buildOpenApi([...ROUTES, ...METERING_ROUTES, ...LIFECYCLE_ROUTES, ...GIFT_ROUTES]);
   (openapi.paths as Record<string, unknown>)["/v1/public/{tenant_id}/rate_card"] = {
     get: {
       operationId: "getPublicRateCard",
@@ -250,7 +252,8 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     { parseAs: "string" },
     app.getDefaultJsonParser("error", "error"),
   );
-  for (const r of [...ROUTES, ...METERING_ROUTES, ...LIFECYCLE_ROUTES]) register(app, services, r);
+  for (const r of [...ROUTES, ...METERING_ROUTES, ...LIFECYCLE_ROUTES, ...GIFT_ROUTES])
+    register(app, services, r);
   return app;
 }
 
@@ -271,6 +274,7 @@ interface Services {
   readonly metering: Metering;
   readonly writer: IngestWriter;
   readonly subscriptions: Subscriptions;
+  readonly gifts: Gifts;
 }
 
 function register(app: FastifyInstance, services: Services, r: Route): void {

@@ -50,6 +50,8 @@ export const ERRORS: Readonly<Record<ApiErrorCode, { status: number; title: stri
   expiry_not_extendable: { status: 409, title: "Expiry not extendable" },
   transaction_not_reversible: { status: 409, title: "Transaction not reversible" },
   transaction_already_reversed: { status: 409, title: "Transaction already reversed" },
+  gift_code_exhausted: { status: 409, title: "Gift code used up" },
+  gift_code_ended: { status: 409, title: "Gift code ended" },
   idempotency_key_reused: { status: 409, title: "Idempotency key reused" },
   payload_too_large: { status: 413, title: "Payload too large" },
   unsupported_media_type: { status: 415, title: "Unsupported media type" },

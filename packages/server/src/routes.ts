@@ -6,7 +6,15 @@ import {
   parseTimestamp,
   type Result,
 } from "@drawdown/core";
-import type { ApiKey, IngestWriter, Metering, SqlExecutor, Store, Subscriptions } from "@drawdown/storage";
+import type {
+  ApiKey,
+  Gifts,
+  IngestWriter,
+  Metering,
+  SqlExecutor,
+  Store,
+  Subscriptions,
+} from "@drawdown/storage";
 import { type Static, type TSchema, Type } from "@sinclair/typebox";
 import { ApiError, type ApiErrorCode } from "./errors.js";
 import * as S from "./schemas.js";
@@ -37,6 +45,8 @@ export interface RequestContext<P, Q, B> {
   readonly writer: IngestWriter;
   /** Plans and subscriptions. */
   readonly subscriptions: Subscriptions;
+  /** Gift codes, gifts and referrals. */
+  readonly gifts: Gifts;
   /** The transaction a POST runs in (with its idempotency record); the database for a GET. */
   readonly tx: SqlExecutor;
 }

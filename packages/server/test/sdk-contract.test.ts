@@ -5,6 +5,7 @@ import { API_ERROR_STATUS, Drawdown } from "@drawdown/sdk";
 import type { Static } from "@sinclair/typebox";
 import { type ApiErrorCode, ERRORS } from "../src/errors.js";
 import { type CloudEvent, NativeEvent } from "../src/events.js";
+import type * as G from "../src/gift-routes.js";
 import type * as L from "../src/lifecycle-routes.js";
 import type * as M from "../src/metering-routes.js";
 import type * as S from "../src/schemas.js";
@@ -124,6 +125,25 @@ check<Equal<keyof Sdk.SubscriptionCreateParams, keyof Static<typeof L.Subscripti
 check<Assignable<Static<typeof L.SubscriptionCreate>, Sdk.SubscriptionCreateParams>>();
 check<Equal<keyof Sdk.SeatChangeParams, keyof Static<typeof L.SeatChange>>>();
 check<Assignable<Static<typeof L.SeatChange>, Sdk.SeatChangeParams>>();
+
+// Gifts and referrals.
+check<Equal<keyof Sdk.GiftCode, keyof Static<typeof G.GiftCodeView>>>();
+check<Assignable<Sdk.GiftCode, Static<typeof G.GiftCodeView>>>();
+check<Equal<keyof Sdk.GiftClaim, keyof Static<typeof G.GiftClaimView>>>();
+check<Assignable<Sdk.GiftClaim, Static<typeof G.GiftClaimView>>>();
+check<Equal<keyof Sdk.Referral, keyof Static<typeof G.ReferralView>>>();
+check<Assignable<Sdk.Referral, Static<typeof G.ReferralView>>>();
+check<Equal<keyof Sdk.GiftReport, keyof Static<typeof G.GiftReport>>>();
+check<Equal<keyof Sdk.GiftReportRow, keyof Static<typeof G.GiftReportRow>>>();
+check<Assignable<Sdk.GiftReport, Static<typeof G.GiftReport>>>();
+check<Equal<keyof Sdk.GiftCodeCreateParams, keyof Static<typeof G.GiftCodeCreate>>>();
+check<Assignable<Static<typeof G.GiftCodeCreate>, Sdk.GiftCodeCreateParams>>();
+check<Equal<keyof Sdk.GiftCodeClaimParams, keyof Static<typeof G.GiftCodeClaim>>>();
+check<Assignable<Static<typeof G.GiftCodeClaim>, Sdk.GiftCodeClaimParams>>();
+check<Equal<keyof Sdk.GiftCreateParams, keyof Static<typeof G.GiftCreate>>>();
+check<Assignable<Static<typeof G.GiftCreate>, Sdk.GiftCreateParams>>();
+check<Equal<keyof Sdk.ReferralCreateParams, keyof Static<typeof G.ReferralCreate>>>();
+check<Assignable<Static<typeof G.ReferralCreate>, Sdk.ReferralCreateParams>>();
 
 // Paging: the same parameters (limit travels as text; the SDK takes a number).
 check<Equal<keyof Sdk.PageParams, keyof Static<typeof S.Page>>>();
@@ -265,7 +285,29 @@ test("the SDK calls every route, sending exactly the documented query parameters
     seats: 2,
     start_at: time,
   };
+  const giftCode: Required<Sdk.GiftCodeCreateParams> = {
+    code: "WELCOME25",
+    amount: "25",
+    scope: ["image.*"],
+    expires_in_days: 30,
+    max_uses: 100,
+    ends_at: time,
+  };
+  const gift: Required<Sdk.GiftCreateParams> = { amount: 5n, scope: null, expires_at: time, reason: "r" };
+  const referral: Required<Sdk.ReferralCreateParams> = {
+    referrer_customer_id: "cus_2",
+    amount: "5",
+    referrer_amount: "5",
+    scope: null,
+    expires_at: null,
+  };
   await Promise.all([
+    dd.gifts.createCode(giftCode),
+    dd.gifts.listCodes(),
+    dd.gifts.claim({ code: "WELCOME25", customer_id: "cus_1" }),
+    dd.gifts.give("cus_1", gift),
+    dd.gifts.refer("cus_1", referral),
+    dd.reports.gifts({ customer_id: "cus_1" }),
     dd.plans.create(plan),
     dd.plans.list(),
     dd.plans.get("pln_1"),

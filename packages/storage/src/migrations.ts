@@ -344,6 +344,48 @@ CREATE TABLE subscription_renewals (
 );
 `,
   },
+  {
+    version: 5,
+    name: "gifts",
+    sql: /* sql */ `
+-- Claimable gift codes: each claim grants the amount (source gift, zero cost basis).
+CREATE TABLE gift_codes (
+  tenant_id text NOT NULL,
+  id text NOT NULL,
+  code text NOT NULL,
+  amount numeric(38, 0) NOT NULL CHECK (amount > 0),
+  scope text[],
+  expires_in_days integer CHECK (expires_in_days > 0),
+  max_uses integer NOT NULL CHECK (max_uses > 0),
+  uses integer NOT NULL DEFAULT 0 CHECK (uses >= 0 AND uses <= max_uses),
+  ends_at timestamptz,
+  created_at timestamptz NOT NULL,
+  PRIMARY KEY (tenant_id, id),
+  UNIQUE (tenant_id, code)
+);
+
+-- One claim per customer and code; uses are counted under the code's row lock.
+CREATE TABLE gift_claims (
+  tenant_id text NOT NULL,
+  code_id text NOT NULL,
+  customer_id text NOT NULL,
+  grant_id text NOT NULL,
+  claimed_at timestamptz NOT NULL,
+  PRIMARY KEY (tenant_id, code_id, customer_id)
+);
+
+-- One referral grant per referred customer.
+CREATE TABLE referrals (
+  tenant_id text NOT NULL,
+  customer_id text NOT NULL,
+  referrer_customer_id text NOT NULL,
+  grant_id text NOT NULL,
+  referrer_grant_id text,
+  created_at timestamptz NOT NULL,
+  PRIMARY KEY (tenant_id, customer_id)
+);
+`,
+  },
 ];
 
 /** Thrown when the database's schema is newer than this build knows. */

@@ -921,6 +921,196 @@ const LIFECYCLE_SPECS: Readonly<Record<string, Spec>> = {
   },
 };
 
+// ------------------------------------------------------------------ gifts and referrals
+
+/** A fresh gift code of tenant A: its code text. */
+async function freshGiftCode(client: Client, extra: Json = {}): Promise<string> {
+  const c = await client.create("/v1/gift_codes", { code: `g-${unique()}`, amount: "2", ...extra });
+  return String(c.code);
+}
+
+const giftCodeWith =
+  (change: Json) =>
+  (_f: Fixtures, v: Vars): Json => ({ code: v.code!, amount: "2", ...change });
+
+const referralWith =
+  (change: Json) =>
+  (f: Fixtures): Json => ({ referrer_customer_id: f.a.customer, amount: "5", ...change });
+
+const GIFT_SPECS: Readonly<Record<string, Spec>> = {
+  "POST /v1/gift_codes": {
+    setup: async () => ({ code: `gift-${unique()}` }),
+    body: giftCodeWith({}),
+    other: (f, v) => ({ path: "/v1/gift_codes", json: giftCodeWith({ code: `${v.code}-other` })(f, v) }),
+    business: [
+      { name: "a code already taken", code: "already_exists", body: giftCodeWith({ code: "FIXTURE" }) },
+      {
+        name: "an end in the past",
+        code: "invalid_argument",
+        body: giftCodeWith({ ends_at: "2001-01-01T00:00:00Z" }),
+      },
+      {
+        name: "a code with a space",
+        code: "validation_failed",
+        field: "code",
+        body: giftCodeWith({ code: "two words" }),
+      },
+      {
+        name: "a code of 3 characters",
+        code: "validation_failed",
+        field: "code",
+        body: giftCodeWith({ code: "abc" }),
+      },
+      {
+        name: "max_uses 0",
+        code: "validation_failed",
+        field: "max_uses",
+        body: giftCodeWith({ max_uses: 0 }),
+      },
+      {
+        name: "max_uses over 1,000,000",
+        code: "validation_failed",
+        field: "max_uses",
+        body: giftCodeWith({ max_uses: 1_000_001 }),
+      },
+      {
+        name: "expires_in_days 0",
+        code: "validation_failed",
+        field: "expires_in_days",
+        body: giftCodeWith({ expires_in_days: 0 }),
+      },
+      {
+        name: "an empty scope",
+        code: "validation_failed",
+        field: "scope",
+        body: giftCodeWith({ scope: [] }),
+      },
+    ],
+  },
+  "GET /v1/gift_codes": {},
+  "POST /v1/gift_codes/claim": {
+    setup: async ({ client, world }) => {
+      const code = await freshGiftCode(client, { max_uses: 5, expires_in_days: 30 });
+      const claimed = await freshGiftCode(client);
+      const claimer = String((await freshCustomer(client)).id);
+      await client.create("/v1/gift_codes/claim", { code: claimed, customer_id: claimer });
+      const ended = await freshGiftCode(client, { ends_at: "2099-01-01T00:00:00Z" });
+      // No valid request ends a code now, and the suite moves no clock: end it in the database.
+      await world.server.store.db.query(
+        "UPDATE gift_codes SET ends_at = now() - interval '1 day' WHERE code = $1",
+        [ended],
+      );
+      return {
+        code,
+        claimed,
+        claimer,
+        ended,
+        customer: String((await freshCustomer(client)).id),
+        customer2: String((await freshCustomer(client)).id),
+      };
+    },
+    body: (_f, v) => ({ code: v.code!, customer_id: v.customer! }),
+    other: (_f, v) => ({ path: "/v1/gift_codes/claim", json: { code: v.code!, customer_id: v.customer2! } }),
+    ids: { customer_id: { code: "not_found", kind: "cus" } },
+    business: [
+      {
+        name: "a code that does not exist",
+        code: "not_found",
+        body: (_f, v) => ({ code: "NOPE-NOPE", customer_id: v.customer! }),
+      },
+      {
+        name: "another tenant's code",
+        code: "not_found",
+        body: (f) => ({ code: "FIXTURE", customer_id: f.b.customer }),
+      },
+      {
+        name: "a code claimed twice by one customer",
+        code: "already_exists",
+        body: (_f, v) => ({ code: v.claimed!, customer_id: v.claimer! }),
+      },
+      {
+        name: "a code whose every use is taken",
+        code: "gift_code_exhausted",
+        body: (_f, v) => ({ code: v.claimed!, customer_id: v.customer! }),
+      },
+      {
+        name: "a code after its end",
+        code: "gift_code_ended",
+        body: (_f, v) => ({ code: v.ended!, customer_id: v.customer! }),
+      },
+      {
+        name: "an empty code",
+        code: "validation_failed",
+        field: "code",
+        body: (_f, v) => ({ code: "", customer_id: v.customer! }),
+      },
+    ],
+  },
+  "POST /v1/customers/:id/gifts": {
+    setup: async ({ client }) => ({
+      customer: String((await freshCustomer(client)).id),
+      other: String((await freshCustomer(client)).id),
+    }),
+    id: (_f, v) => v.customer!,
+    body: () => ({ amount: "3", scope: ["image.*"], reason: "beta tester" }),
+    other: (_f, v) => ({ path: `/v1/customers/${v.other}/gifts`, json: { amount: "3" } }),
+    business: [
+      {
+        name: "an expiry in the past",
+        code: "invalid_argument",
+        body: () => ({ amount: "3", expires_at: "2001-01-01T00:00:00Z" }),
+      },
+      {
+        name: "an empty scope",
+        code: "validation_failed",
+        field: "scope",
+        body: () => ({ amount: "3", scope: [] }),
+      },
+      {
+        name: "a reason over the limit",
+        code: "validation_failed",
+        field: "reason",
+        body: () => ({ amount: "3", reason: "r".repeat(1001) }),
+      },
+    ],
+  },
+  "POST /v1/customers/:id/referral": {
+    setup: async ({ client }) => {
+      const done = String((await freshCustomer(client)).id);
+      const referrer = String((await freshCustomer(client)).id);
+      await client.create(`/v1/customers/${done}/referral`, { referrer_customer_id: referrer, amount: "5" });
+      return {
+        customer: String((await freshCustomer(client)).id),
+        other: String((await freshCustomer(client)).id),
+        done,
+      };
+    },
+    id: (_f, v) => v.customer!,
+    body: referralWith({}),
+    other: (f, v) => ({ path: `/v1/customers/${v.other}/referral`, json: referralWith({})(f) }),
+    ids: { referrer_customer_id: { code: "not_found", kind: "cus" } },
+    business: [
+      {
+        name: "a customer referred already",
+        code: "already_exists",
+        id: (_f, v) => v.done!,
+        body: referralWith({}),
+      },
+      {
+        name: "a customer referring itself",
+        code: "invalid_argument",
+        body: (_f, v) => ({ referrer_customer_id: v.customer!, amount: "5" }),
+      },
+      {
+        name: "an expiry in the past",
+        code: "invalid_argument",
+        body: referralWith({ expires_at: "2001-01-01T00:00:00Z" }),
+      },
+    ],
+  },
+  "GET /v1/reports/gifts": {},
+};
+
 export const SPECS: Readonly<Record<string, Spec>> = {
   "POST /v1/customers": {
     body: customerBody,
@@ -1256,4 +1446,5 @@ export const SPECS: Readonly<Record<string, Spec>> = {
   },
   ...METERING_SPECS,
   ...LIFECYCLE_SPECS,
+  ...GIFT_SPECS,
 };

@@ -1,5 +1,6 @@
 import { Value } from "@sinclair/typebox/value";
 import type { ApiErrorCode } from "../../src/errors.js";
+import { GIFT_ROUTES } from "../../src/gift-routes.js";
 import { LIFECYCLE_ROUTES } from "../../src/lifecycle-routes.js";
 import { METERING_ROUTES } from "../../src/metering-routes.js";
 import { ROUTES, type Route } from "../../src/routes.js";
@@ -27,7 +28,12 @@ const ANY_ROUTE: ReadonlySet<ApiErrorCode> = new Set<ApiErrorCode>([
 ]);
 
 /** Every route of the table: the ledger's, metering's and the lifecycle's (plans, subscriptions). */
-export const ALL_ROUTES: readonly Route[] = [...ROUTES, ...METERING_ROUTES, ...LIFECYCLE_ROUTES];
+export const ALL_ROUTES: readonly Route[] = [
+  ...ROUTES,
+  ...METERING_ROUTES,
+  ...LIFECYCLE_ROUTES,
+  ...GIFT_ROUTES,
+];
 
 const matchers = ALL_ROUTES.map((route) => ({
   route,

@@ -44,6 +44,8 @@ export interface TenantFixtures {
   readonly plan: string;
   readonly subscription: string;
   readonly subscription2: string;
+  /** A gift code (10 uses, 3 credits each), claimed once by the second customer. */
+  readonly giftCode: string;
 }
 
 /** What every bad-input and tenancy test starts from: two tenants with one of everything. */
@@ -151,6 +153,8 @@ async function tenantFixtures(client: Client, tenantId: string, t: string): Prom
   });
   const subscription = await client.create("/v1/subscriptions", { customer_id: customer, plan_id: plan.id });
   const subscription2 = await client.create("/v1/subscriptions", { customer_id: c2.id, plan_id: plan.id });
+  const giftCode = await client.create("/v1/gift_codes", { code: "FIXTURE", amount: "3", max_uses: 10 });
+  await client.create("/v1/gift_codes/claim", { code: giftCode.code, customer_id: c2.id });
   return {
     tenantId,
     key: client.key,
@@ -181,6 +185,7 @@ async function tenantFixtures(client: Client, tenantId: string, t: string): Prom
     plan: String(plan.id),
     subscription: String(subscription.id),
     subscription2: String(subscription2.id),
+    giftCode: String(giftCode.code),
   };
 }
 
