@@ -31,7 +31,7 @@ export interface AppOptions {
   readonly writer?: IngestWriter;
   /** Plans and subscriptions (a scheduler job of the store); built over the store when absent. */
   readonly subscriptions?: Subscriptions;
-  readonly config: Pick<Config, "bodyLimit" | "logRequests">;
+  readonly config: Pick<Config, "bodyLimit" | "logRequests"> & Partial<Pick<Config, "writerLanes">>;
 }
 
 const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/;
@@ -196,7 +196,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   const services: Services = {
     store,
     metering,
-    writer: options.writer ?? new IngestWriter(store, metering),
+    writer: options.writer ?? new IngestWriter(store, metering, { lanes: config.writerLanes ?? 2 }),
     subscriptions: options.subscriptions ?? new Subscriptions(store),
     gifts: new Gifts(store),
   };

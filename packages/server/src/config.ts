@@ -16,6 +16,8 @@ export interface Config {
   readonly logRequests: boolean;
   /** How often the scheduler runs due effects (expiries), in ms; 0 turns it off. */
   readonly schedulerMs: number;
+  /** Lanes of the ingest writer on PostgreSQL (customers split by hash; one batch in flight each). */
+  readonly writerLanes: number;
 }
 
 const DEFAULTS = {
@@ -25,6 +27,7 @@ const DEFAULTS = {
   bodyLimit: 1024 * 1024,
   poolSize: 10,
   schedulerMs: 5_000,
+  writerLanes: 2,
 };
 
 function integer(
@@ -51,6 +54,7 @@ function integer(
  * - `DRAWDOWN_BODY_LIMIT`: largest request body in bytes (default 1 MiB).
  * - `DRAWDOWN_POOL_SIZE`: PostgreSQL connections (default 10).
  * - `DRAWDOWN_LOG_REQUESTS`: `1` to log requests.
+ * - `DRAWDOWN_WRITER_LANES`: ingest writer lanes on PostgreSQL (default 2).
  * - `DRAWDOWN_SCHEDULER_MS`: how often due effects run (default 5000; 0: never, e.g. in tests).
  */
 export function loadConfig(
@@ -81,6 +85,14 @@ export function loadConfig(
     3_600_000,
   );
   if (!schedulerMs.ok) return schedulerMs;
+  const writerLanes = integer(
+    "DRAWDOWN_WRITER_LANES",
+    env.DRAWDOWN_WRITER_LANES,
+    DEFAULTS.writerLanes,
+    1,
+    16,
+  );
+  if (!writerLanes.ok) return writerLanes;
   return ok({
     databaseUrl,
     dataDir: env.DRAWDOWN_DATA_DIR || DEFAULTS.dataDir,
@@ -90,6 +102,7 @@ export function loadConfig(
     poolSize: poolSize.value,
     logRequests: env.DRAWDOWN_LOG_REQUESTS === "1",
     schedulerMs: schedulerMs.value,
+    writerLanes: writerLanes.value,
     ...overrides,
   });
 }
