@@ -109,7 +109,7 @@ export class Drawdown {
   readonly runs: Runs;
   /** Plans (a base fee plus credits per period, with rollover): create, list, get. */
   readonly plans: Plans;
-  /** Customers' subscriptions to plans: create, list, get, changeSeats, cancel. */
+  /** Customers' subscriptions to plans: create, list, get, changeSeats, changePlan, cancel. */
   readonly subscriptions: Subscriptions;
   /** Gifts: claimable codes, direct gifts, referrals. */
   readonly gifts: Gifts;

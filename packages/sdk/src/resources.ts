@@ -37,6 +37,7 @@ import type {
   OveragePolicyParams,
   PageParams,
   Plan,
+  PlanChangeParams,
   PlanCreateParams,
   PostOptions,
   RateCard,
@@ -1057,6 +1058,30 @@ export class Subscriptions extends Resource {
   ): ApiPromise<Subscription> {
     return this.postJson(options, () => ({
       path: `/v1/subscriptions/${seg(subscriptionId)}/seats`,
+      body: { ...params },
+    }));
+  }
+
+  /**
+   * Changes the plan; both must renew on the same interval. An upgrade (a higher period
+   * allotment) is in force now and grants the difference prorated to the rest of the period
+   * (rounded down). Anything else is a downgrade: it waits in `pending_plan_id` until the period
+   * end and takes nothing back; changing back to the current plan withdraws it. `not_found` for
+   * an unknown plan; `invalid_argument` on a canceled subscription, the same plan or another
+   * interval.
+   *
+   * @example
+   * const up = await dd.subscriptions.changePlan(sub.id, { plan_id: business.id });
+   * const down = await dd.subscriptions.changePlan(sub.id, { plan_id: starter.id });
+   * console.log(down.plan_id, down.pending_plan_id); // business.id, starter.id until the period end
+   */
+  changePlan(
+    subscriptionId: string,
+    params: PlanChangeParams,
+    options?: PostOptions,
+  ): ApiPromise<Subscription> {
+    return this.postJson(options, () => ({
+      path: `/v1/subscriptions/${seg(subscriptionId)}/plan`,
       body: { ...params },
     }));
   }

@@ -457,6 +457,12 @@ export interface SeatChangeParams {
   seats: number;
 }
 
+/** Body of `subscriptions.changePlan`. */
+export interface PlanChangeParams {
+  /** The plan to change to; it must renew on the same interval. */
+  plan_id: string;
+}
+
 // ------------------------------------------------------------------ responses
 
 /** A page of a list. Pass `next_cursor` as `cursor` for the next page; null on the last. */
@@ -953,6 +959,8 @@ export interface Subscription {
   id: string;
   customer_id: string;
   plan_id: string;
+  /** The plan a downgrade switches to at the next renewal; null when none waits. */
+  pending_plan_id: string | null;
   seats: number;
   status: "active" | "canceled";
   started_at: string;

@@ -119,6 +119,11 @@ export const SubscriptionView = Type.Object(
     id: Type.String(),
     customer_id: Type.String(),
     plan_id: Type.String(),
+    pending_plan_id: Nullable(
+      Type.String({
+        description: "The plan a downgrade switches to at the next renewal; null when none waits.",
+      }),
+    ),
     seats: Type.Integer(),
     status: Type.Union([Type.Literal("active"), Type.Literal("canceled")]),
     started_at: Type.String(),
@@ -147,6 +152,11 @@ export const SubscriptionCreate = Type.Object(
 export const SeatChange = Type.Object(
   { seats: Type.Integer({ minimum: 0, maximum: 1_000_000 }) },
   { ...strict, title: "SeatChange" },
+);
+
+export const PlanChange = Type.Object(
+  { plan_id: S.Id("pln", "The plan to change to (same interval).") },
+  { ...strict, title: "PlanChange" },
 );
 
 function rolloverFrom(w: Static<typeof RolloverWire> | undefined): RolloverPolicy | undefined {
@@ -228,6 +238,7 @@ const subscriptionView = (s: SubscriptionRecord) => ({
   id: s.id,
   customer_id: s.customerId,
   plan_id: s.planId,
+  pending_plan_id: s.pendingPlanId,
   seats: s.seats,
   status: s.status,
   started_at: new Date(s.startedAt).toISOString(),
@@ -388,6 +399,22 @@ export const LIFECYCLE_ROUTES: readonly Route[] = [
     errors: ["not_found", "invalid_argument"],
     handle: async ({ subscriptions, tx, tenantId, params, body }) =>
       okReply(subscriptionView(must(await subscriptions.changeSeats(tx, tenantId, params.id, body.seats)))),
+  }),
+  route({
+    method: "POST",
+    url: "/v1/subscriptions/:id/plan",
+    operationId: "changePlan",
+    tag: "Plans and subscriptions",
+    summary: "Upgrade or downgrade to another plan",
+    description:
+      "Both plans must renew on the same interval. An upgrade (a higher period allotment at the period's high-water seats) is in force now: plan_id switches and the difference is granted prorated to the rest of the period (rounded down). Anything else is a downgrade: it waits in pending_plan_id until the period end, which closes the period under the current plan (its rollover) and renews under the new one; nothing is granted or taken back now. Changing back to the current plan withdraws a waiting downgrade.",
+    access: "secret",
+    params: S.IdParam("sbs", "subscription"),
+    body: PlanChange,
+    response: SubscriptionView,
+    errors: ["not_found", "invalid_argument"],
+    handle: async ({ subscriptions, tx, tenantId, params, body }) =>
+      okReply(subscriptionView(must(await subscriptions.changePlan(tx, tenantId, params.id, body.plan_id)))),
   }),
   route({
     method: "POST",

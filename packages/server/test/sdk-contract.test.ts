@@ -125,6 +125,8 @@ check<Equal<keyof Sdk.SubscriptionCreateParams, keyof Static<typeof L.Subscripti
 check<Assignable<Static<typeof L.SubscriptionCreate>, Sdk.SubscriptionCreateParams>>();
 check<Equal<keyof Sdk.SeatChangeParams, keyof Static<typeof L.SeatChange>>>();
 check<Assignable<Static<typeof L.SeatChange>, Sdk.SeatChangeParams>>();
+check<Equal<keyof Sdk.PlanChangeParams, keyof Static<typeof L.PlanChange>>>();
+check<Assignable<Static<typeof L.PlanChange>, Sdk.PlanChangeParams>>();
 
 // Gifts and referrals.
 check<Equal<keyof Sdk.GiftCode, keyof Static<typeof G.GiftCodeView>>>();
@@ -315,6 +317,7 @@ test("the SDK calls every route, sending exactly the documented query parameters
     dd.subscriptions.list("cus_1"),
     dd.subscriptions.get("sbs_1"),
     dd.subscriptions.changeSeats("sbs_1", { seats: 3 }),
+    dd.subscriptions.changePlan("sbs_1", { plan_id: "pln_2" }),
     dd.subscriptions.cancel("sbs_1"),
     dd.customers.create(customer),
     dd.customers.list(customerList),

@@ -314,6 +314,100 @@ for (const backend of backends()) {
       });
     });
 
+    const tenDays = { unit: "day", count: 10 } as const;
+    /** A plan on the tenant of `r`, same shape as the scenarios' (every 10 days). */
+    const planOf = (r: Run, name: string, allotment: string, extra: Partial<PlanCreateParams> = {}) =>
+      r.dd.plans.create({
+        name,
+        base_fee: { amount: "10", currency: "USD" },
+        interval: tenDays,
+        allotment,
+        ...extra,
+      });
+    const planNamed = async (r: Run, name: string) =>
+      (await r.dd.plans.list()).data.find((p) => p.name === name)!;
+
+    test("an upgrade mid-period grants the prorated difference; the next period grants the new allotment", async () => {
+      const upgrade = async (r: Run) => {
+        const plus = await planOf(r, "Plus", "30");
+        const yearly = await planOf(r, "Yearly", "300", { interval: { unit: "year", count: 1 } });
+        // Another interval is refused (cancel and subscribe instead); so is the plan it is on.
+        await fails(
+          r.dd.subscriptions.changePlan(r.subscription.id, { plan_id: yearly.id }),
+          "invalid_argument",
+          400,
+        );
+        await fails(
+          r.dd.subscriptions.changePlan(r.subscription.id, { plan_id: r.plan.id }),
+          "invalid_argument",
+          400,
+        );
+        const s = await r.dd.subscriptions.changePlan(r.subscription.id, { plan_id: plus.id });
+        assert.equal(s.plan_id, plus.id, "an upgrade is in force at once");
+        assert.equal(s.pending_plan_id, null);
+        assert.equal(s.current_period, 0);
+      };
+      const onPlus = async (r: Run) => {
+        const s = await r.dd.subscriptions.get(r.subscription.id);
+        assert.equal(s.plan_id, (await planNamed(r, "Plus")).id);
+        assert.equal(s.pending_plan_id, null);
+      };
+      await scenario("Upgrade", {
+        plan: {
+          name: "Basic",
+          base_fee: { amount: "10", currency: "USD" },
+          interval: tenDays,
+          allotment: "10",
+        },
+        balance: "10",
+        checkpoints: [
+          // Half the period left: half of the 20 more credits Plus includes.
+          { at: T0 + 5 * DAY, act: upgrade, balance: "20", period: 0 },
+          // The next period renews under Plus (the last period's credits expired).
+          { at: T0 + 11 * DAY, act: onPlus, balance: "30", period: 1 },
+          { at: T0 + 21 * DAY, balance: "30", period: 2 },
+        ],
+      });
+    });
+
+    test("a downgrade keeps the old allotment to the period end, which rolls over under the old plan", async () => {
+      const downgrade = async (r: Run) => {
+        const basic = await planOf(r, "Basic", "10");
+        const s = await r.dd.subscriptions.changePlan(r.subscription.id, { plan_id: basic.id });
+        assert.equal(s.plan_id, r.plan.id, "a downgrade waits for the period end");
+        assert.equal(s.pending_plan_id, basic.id);
+        // Changing back to the current plan withdraws it; then downgrade again.
+        const back = await r.dd.subscriptions.changePlan(r.subscription.id, { plan_id: r.plan.id });
+        assert.deepEqual([back.plan_id, back.pending_plan_id], [r.plan.id, null]);
+        const again = await r.dd.subscriptions.changePlan(r.subscription.id, { plan_id: basic.id });
+        assert.deepEqual([again.plan_id, again.pending_plan_id], [r.plan.id, basic.id]);
+      };
+      const onBasic = async (r: Run) => {
+        const s = await r.dd.subscriptions.get(r.subscription.id);
+        assert.equal(s.plan_id, (await planNamed(r, "Basic")).id, "in force from the renewal");
+        assert.equal(s.pending_plan_id, null);
+      };
+      await scenario("Downgrade", {
+        plan: {
+          name: "Plus",
+          base_fee: { amount: "30", currency: "USD" },
+          interval: tenDays,
+          allotment: "30",
+          rollover: { kind: "full" },
+        },
+        start: use("5"),
+        balance: "25",
+        checkpoints: [
+          // Nothing granted, nothing taken back.
+          { at: T0 + 5 * DAY, act: downgrade, balance: "25", period: 0 },
+          // Plus's full rollover carries the 25; Basic grants its 10.
+          { at: T0 + 11 * DAY, act: onBasic, balance: "35", period: 1 },
+          // Basic carries nothing: its 10 only.
+          { at: T0 + 21 * DAY, balance: "10", period: 2 },
+        ],
+      });
+    });
+
     test("cancel keeps the credits to the period end, then expires them; nothing renews after", async () => {
       const cancel = async (r: Run) => {
         const s = await r.dd.subscriptions.cancel(r.subscription.id);

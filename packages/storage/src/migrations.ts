@@ -386,6 +386,14 @@ CREATE TABLE referrals (
 );
 `,
   },
+  {
+    version: 6,
+    name: "plan_changes",
+    sql: /* sql */ `
+-- A downgrade waiting for the period end: the plan the next renewal switches to.
+ALTER TABLE subscriptions ADD COLUMN pending_plan_id text;
+`,
+  },
 ];
 
 /** Thrown when the database's schema is newer than this build knows. */

@@ -12,6 +12,7 @@ import {
   type Plan,
   type PlanInput,
   periodAt,
+  planPlanChange,
   planRenewal,
   planRollover,
   planSeatChange,
@@ -35,6 +36,8 @@ export interface SubscriptionRecord {
   readonly id: string;
   readonly customerId: string;
   readonly planId: string;
+  /** The plan a downgrade switches to at the next renewal; null when none is waiting. */
+  readonly pendingPlanId: string | null;
   readonly seats: number;
   readonly grantedSeats: number;
   readonly startedAt: number;
@@ -65,6 +68,8 @@ const subscriptionFrom = (r: Row): SubscriptionRecord => ({
   id: String(r.id),
   customerId: String(r.customer_id),
   planId: String(r.plan_id),
+  pendingPlanId:
+    r.pending_plan_id === null || r.pending_plan_id === undefined ? null : String(r.pending_plan_id),
   seats: Number(r.seats),
   grantedSeats: Number(r.granted_seats),
   startedAt: ms(r.started_at),
@@ -222,6 +227,92 @@ export class Subscriptions implements DueJob {
   }
 
   /**
+   * Changes the plan (both must renew on the same interval). An upgrade (a higher period
+   * allotment at the high-water seats) is in force now: the difference is granted prorated to
+   * the rest of the period and `plan_id` switches at once. Anything else is a downgrade: it
+   * waits in `pending_plan_id` until the next renewal, which closes the period under the current
+   * plan (its rollover) and grants the new plan's allotment; nothing is granted or taken back
+   * now. Changing back to the current plan while a downgrade waits withdraws the downgrade.
+   */
+  async changePlan(
+    ex: SqlExecutor,
+    tenantId: string,
+    subscriptionId: string,
+    planId: string,
+  ): Promise<Result<SubscriptionRecord>> {
+    const locked = await this.#lock(ex, tenantId, subscriptionId);
+    if (!locked) return fail("not_found", `No subscription ${subscriptionId}.`);
+    const to = await this.getPlan(tenantId, planId, ex);
+    if (!to) return fail("not_found", `No plan ${planId}.`);
+    if (locked.status !== "active") return fail("invalid_argument", "The subscription is canceled.");
+    // Periods already due renew first (the scheduler may lag): the change applies to the current one.
+    const renewed = await this.#renew(
+      ex,
+      tenantId,
+      locked,
+      (await this.getPlan(tenantId, locked.planId, ex))!,
+    );
+    if (!renewed.ok) return renewed;
+    const sub = (await this.getSubscription(tenantId, subscriptionId, ex))!;
+    const from = (await this.getPlan(tenantId, sub.planId, ex))!;
+    if (to.id === from.id && sub.pendingPlanId !== null) {
+      await this.#setPlan(ex, tenantId, sub.id, from.id, null);
+      return ok((await this.getSubscription(tenantId, subscriptionId, ex))!);
+    }
+    if (sub.renewedThrough < 0) {
+      // Not started yet: nothing granted, so the first renewal simply follows the new plan.
+      if (to.id === from.id) {
+        return fail("invalid_argument", `The subscription is already on plan ${to.id}.`, {
+          field: "plan_id",
+        });
+      }
+      if (from.interval.unit !== to.interval.unit || from.interval.count !== to.interval.count) {
+        return fail(
+          "invalid_argument",
+          "Both plans must renew on the same interval; to change it, cancel and subscribe to the new plan.",
+          { field: "plan_id" },
+        );
+      }
+      await this.#setPlan(ex, tenantId, sub.id, to.id, null);
+      return ok((await this.getSubscription(tenantId, subscriptionId, ex))!);
+    }
+    const pool = await this.#pool(ex, tenantId, sub.customerId);
+    const period = periodAt(sub.startedAt, from.interval, sub.renewedThrough);
+    let kind = "downgrade" as "upgrade" | "downgrade";
+    const r = await this.store.mutate(ex, tenantId, pool, [], (ctx) => {
+      const change = planPlanChange(ctx, {
+        subscriptionId: sub.id,
+        from,
+        to,
+        grantedSeats: sub.grantedSeats,
+        period,
+        walletId: pool,
+      });
+      if (!change.ok) return fail(change.error.code, change.error.message, { field: "plan_id" });
+      kind = change.value.kind;
+      if (!change.value.grant) return ok(EMPTY);
+      return issueGrant(ctx, sub.customerId, managed(to, change.value.grant));
+    });
+    if (!r.ok) return r;
+    if (kind === "upgrade") await this.#setPlan(ex, tenantId, sub.id, to.id, null);
+    else await this.#setPlan(ex, tenantId, sub.id, from.id, to.id);
+    return ok((await this.getSubscription(tenantId, subscriptionId, ex))!);
+  }
+
+  async #setPlan(
+    ex: SqlExecutor,
+    tenantId: string,
+    id: string,
+    planId: string,
+    pendingPlanId: string | null,
+  ): Promise<void> {
+    await ex.query(
+      "UPDATE subscriptions SET plan_id = $3, pending_plan_id = $4 WHERE tenant_id = $1 AND id = $2",
+      [tenantId, id, planId, pendingPlanId],
+    );
+  }
+
+  /**
    * Cancels: no period renews after this. The plan's cancel rule decides the credits:
    * `forfeit` voids them now; otherwise they last to the period end, when the closing
    * renewal expires them (without rollover).
@@ -249,7 +340,7 @@ export class Subscriptions implements DueJob {
       if (!r.ok) return r;
     }
     await ex.query(
-      "UPDATE subscriptions SET status = 'canceled', canceled_at = $3 WHERE tenant_id = $1 AND id = $2",
+      "UPDATE subscriptions SET status = 'canceled', canceled_at = $3, pending_plan_id = NULL WHERE tenant_id = $1 AND id = $2",
       [tenantId, subscriptionId, iso(now)],
     );
     return ok((await this.getSubscription(tenantId, subscriptionId, ex))!);
@@ -287,15 +378,20 @@ export class Subscriptions implements DueJob {
     ex: SqlExecutor,
     tenantId: string,
     first: SubscriptionRecord,
-    plan: PlanRecord,
+    current: PlanRecord,
   ): Promise<Result<number>> {
     let sub = first;
+    let plan = current;
     let renewed = 0;
     const pool = await this.#pool(ex, tenantId, sub.customerId);
     while (sub.nextRenewalAt !== null && sub.nextRenewalAt <= this.store.now(tenantId)) {
       const index = sub.renewedThrough + 1;
       const period = periodAt(sub.startedAt, plan.interval, index);
       const closing = sub.status === "canceled";
+      // A pending downgrade is in force from this period: the closing one rolls over under `plan`.
+      const pending =
+        !closing && sub.pendingPlanId !== null ? await this.getPlan(tenantId, sub.pendingPlanId, ex) : null;
+      const next = pending ?? plan;
       const key = closing ? `close:${sub.id}` : `renewal:${sub.id}:${index}`;
       const fresh = await ex.query(
         `INSERT INTO subscription_renewals (tenant_id, key, subscription_id, period_index, renewed_at)
@@ -314,7 +410,7 @@ export class Subscriptions implements DueJob {
           if (!closing) {
             const renewal = planRenewal(ctx, {
               subscriptionId: sub.id,
-              plan,
+              plan: next,
               seats: sub.seats,
               period,
               walletId: pool,
@@ -322,7 +418,7 @@ export class Subscriptions implements DueJob {
             });
             if (!renewal.ok) return renewal;
             if (renewal.value.grant && !renewal.value.lapsed) {
-              const issued = issueGrant(ctx, sub.customerId, managed(plan, renewal.value.grant));
+              const issued = issueGrant(ctx, sub.customerId, managed(next, renewal.value.grant));
               if (!issued.ok) return issued;
               grantId = issued.value.newGrants[0]?.id ?? null;
               effects.push(issued.value);
@@ -338,13 +434,22 @@ export class Subscriptions implements DueJob {
         ]);
         renewed++;
       }
-      const next = closing ? null : period.to;
+      const nextAt = closing ? null : period.to;
       await ex.query(
         `UPDATE subscriptions SET renewed_through = $3, granted_seats = CASE WHEN $5 THEN granted_seats ELSE seats END,
-           next_renewal_at = $4 WHERE tenant_id = $1 AND id = $2`,
-        [tenantId, sub.id, closing ? sub.renewedThrough : index, next === null ? null : iso(next), closing],
+           next_renewal_at = $4, plan_id = $6, pending_plan_id = CASE WHEN $5 THEN pending_plan_id ELSE NULL END
+         WHERE tenant_id = $1 AND id = $2`,
+        [
+          tenantId,
+          sub.id,
+          closing ? sub.renewedThrough : index,
+          nextAt === null ? null : iso(nextAt),
+          closing,
+          next.id,
+        ],
       );
       sub = (await this.getSubscription(tenantId, sub.id, ex))!;
+      plan = next;
     }
     return ok(renewed);
   }

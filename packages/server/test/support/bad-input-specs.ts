@@ -909,6 +909,53 @@ const LIFECYCLE_SPECS: Readonly<Record<string, Spec>> = {
       { name: "seats negative", code: "validation_failed", field: "seats", body: () => ({ seats: -1 }) },
     ],
   },
+  "POST /v1/subscriptions/:id/plan": {
+    // Fresh subscriptions to fresh plans: the valid request upgrades one, the other request another.
+    setup: async ({ client }) => {
+      const plan = async (allotment: string, unit = "month") =>
+        String(
+          (
+            await client.create("/v1/plans", {
+              name: `plan-${unique()}`,
+              base_fee: { amount: "10", currency: "USD" },
+              interval: { unit, count: 1 },
+              allotment,
+            })
+          ).id,
+        );
+      const basic = await plan("10");
+      return {
+        basic,
+        plus: await plan("30"),
+        yearly: await plan("300", "year"),
+        sub: await freshSubscription(client, basic),
+        other: await freshSubscription(client, basic),
+        canceled: await canceledSubscription(client, basic),
+      };
+    },
+    id: (_f, v) => v.sub!,
+    body: (_f, v) => ({ plan_id: v.plus! }),
+    other: (_f, v) => ({ path: `/v1/subscriptions/${v.other}/plan`, json: { plan_id: v.plus! } }),
+    ids: { plan_id: { code: "not_found", kind: "pln" } },
+    business: [
+      {
+        name: "a plan change on a canceled subscription",
+        code: "invalid_argument",
+        id: (_f, v) => v.canceled!,
+        body: (_f, v) => ({ plan_id: v.plus! }),
+      },
+      {
+        name: "the plan it is already on",
+        code: "invalid_argument",
+        body: (_f, v) => ({ plan_id: v.basic! }),
+      },
+      {
+        name: "a plan on another interval",
+        code: "invalid_argument",
+        body: (_f, v) => ({ plan_id: v.yearly! }),
+      },
+    ],
+  },
   "POST /v1/subscriptions/:id/cancel": {
     setup: async ({ f, client }) => ({
       sub: await freshSubscription(client, f.a.plan),
