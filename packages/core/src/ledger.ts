@@ -20,7 +20,8 @@ export interface Context {
 export interface GrantChange {
   readonly id: string;
   readonly grantId: string;
-  readonly kind: "expiry_extended";
+  /** Extended by a person (never shortened that way), or shortened by a subscription's cancel. */
+  readonly kind: "expiry_extended" | "expiry_shortened";
   readonly from: number | null;
   readonly to: number | null;
   readonly reason: string;

@@ -511,7 +511,7 @@ export type GrantStatus = "active" | "pending" | "depleted" | "expired" | "voide
 
 /** A recorded change to a grant (GET of one grant lists them, oldest first). */
 export interface GrantChange {
-  kind: "expiry_extended";
+  kind: "expiry_extended" | "expiry_shortened";
   /** The expiry before; null: never. */
   from: string | null;
   /** The expiry after; null: never. */

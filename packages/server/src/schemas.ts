@@ -281,7 +281,7 @@ export const GrantView = Type.Object(
     changes: Type.Optional(
       Type.Array(
         Type.Object({
-          kind: Type.Literal("expiry_extended"),
+          kind: Type.Union([Type.Literal("expiry_extended"), Type.Literal("expiry_shortened")]),
           from: Nullable(Type.String()),
           to: Nullable(Type.String()),
           reason: Type.String(),

@@ -394,6 +394,15 @@ CREATE TABLE referrals (
 ALTER TABLE subscriptions ADD COLUMN pending_plan_id text;
 `,
   },
+  {
+    version: 7,
+    name: "expiry_shortened",
+    sql: /* sql */ `
+-- A canceled subscription cuts its credits to the period end: a recorded change, like an extension.
+ALTER TABLE grant_changes DROP CONSTRAINT grant_changes_kind_check;
+ALTER TABLE grant_changes ADD CONSTRAINT grant_changes_kind_check CHECK (kind IN ('expiry_extended', 'expiry_shortened'));
+`,
+  },
 ];
 
 /** Thrown when the database's schema is newer than this build knows. */

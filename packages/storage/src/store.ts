@@ -896,7 +896,7 @@ export class Store {
     );
     return rows.map((r) => ({
       id: String(r.id),
-      kind: String(r.kind) as "expiry_extended",
+      kind: String(r.kind) as "expiry_extended" | "expiry_shortened",
       from: r.from_expires_at ? new Date(r.from_expires_at as string).getTime() : null,
       to: r.to_expires_at ? new Date(r.to_expires_at as string).getTime() : null,
       reason: String(r.reason),

@@ -338,6 +338,32 @@ export class Subscriptions implements DueJob {
         return ok(combine(...effects));
       });
       if (!r.ok) return r;
+    } else if (
+      plan.cancel.onCancel === "keep_until_period_end" &&
+      sub.nextRenewalAt !== null &&
+      sub.renewedThrough >= 0
+    ) {
+      // Credits that would outlive the period (plans whose credits never expire, or roll for
+      // months) are cut to its end, as a recorded change of each grant.
+      const periodEnd = sub.nextRenewalAt;
+      const pool = await this.#pool(ex, tenantId, sub.customerId);
+      const r = await this.store.mutate(ex, tenantId, pool, [], (ctx, state) =>
+        ok({
+          ...EMPTY,
+          grantChanges: this.#ownGrants(state.grants, sub.id)
+            .filter((g) => g.expiresAt === null || g.expiresAt > periodEnd)
+            .map((g) => ({
+              id: ctx.newId("chg"),
+              grantId: g.id,
+              kind: "expiry_shortened" as const,
+              from: g.expiresAt,
+              to: periodEnd,
+              reason: "subscription canceled: credits last to the period end",
+              at: ctx.now,
+            })),
+        }),
+      );
+      if (!r.ok) return r;
     }
     await ex.query(
       "UPDATE subscriptions SET status = 'canceled', canceled_at = $3, pending_plan_id = NULL WHERE tenant_id = $1 AND id = $2",

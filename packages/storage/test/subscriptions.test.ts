@@ -182,6 +182,48 @@ for (const backend of backends()) {
       assert.deepEqual((await store.reconcile(tenantId)).differences, []);
     });
 
+    test("a cancel cuts credits that would outlive the period to its end (keep_until_period_end), not with keep", async () => {
+      const { tenantId } = await setup();
+      const run = async (onCancel: "keep_until_period_end" | "keep") => {
+        const c = await store.db.transaction((tx) =>
+          store.createCustomer(tx, tenantId, { kind: "individual" }),
+        );
+        assert.ok(c.ok);
+        const plan = await store.db.transaction((tx) =>
+          subs.createPlan(tx, tenantId, {
+            name: `Never expiring (${onCancel})`,
+            baseFee: { amount: 0n, currency: "USD" },
+            interval: { unit: "month", count: 1 },
+            allotment: credits(10n),
+            expiry: { kind: "never" },
+            cancel: { onCancel },
+          }),
+        );
+        assert.ok(plan.ok);
+        const s = await store.db.transaction((tx) =>
+          subs.subscribe(tx, tenantId, { customerId: c.value.id, planId: plan.value.id }),
+        );
+        assert.ok(s.ok);
+        assert.ok((await store.db.transaction((tx) => subs.cancel(tx, tenantId, s.value.id))).ok);
+        const [grant] = (await store.listGrants(tenantId, { walletId: c.value.walletId }, { limit: 10 }))
+          .items;
+        return { grant: grant!, periodEnd: s.value.nextRenewalAt!, walletId: c.value.walletId };
+      };
+      const cut = await run("keep_until_period_end");
+      assert.equal(cut.grant.expiresAt, cut.periodEnd);
+      const history = await store.grantHistory(tenantId, cut.grant.id);
+      assert.deepEqual(
+        history.map((h) => [h.kind, h.from, h.to]),
+        [["expiry_shortened", null, cut.periodEnd]],
+      );
+      const kept = await run("keep");
+      assert.equal(kept.grant.expiresAt, null, "keep: the credits keep their own expiry");
+      assert.ok((await store.advanceClock(tenantId, cut.periodEnd + 1000)).ok);
+      assert.equal(await balance(tenantId, cut.walletId), "0");
+      assert.equal(await balance(tenantId, kept.walletId), "10");
+      assert.deepEqual((await store.reconcile(tenantId)).differences, []);
+    });
+
     test("adding seats mid-period grants the added seats prorated; removing and re-adding grants nothing", async () => {
       const { tenantId, customer } = await setup();
       const plan = await store.db.transaction((tx) =>
