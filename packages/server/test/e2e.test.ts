@@ -4,8 +4,6 @@ import {
   type Balance,
   type Customer,
   Drawdown,
-  DrawdownError,
-  type DrawdownErrorCode,
   type Grant,
   type Subject,
   type Transaction,
@@ -16,6 +14,7 @@ import {
 import { ROUTES } from "../src/routes.js";
 import { contractFetch, newContractLog } from "./support/contract.js";
 import { backends, startTestServer, type TestServer } from "./support/harness.js";
+import { fails, sum } from "./support/sdk.js";
 
 /**
  * The whole API driven through the SDK, on every backend: customers and their pools, members
@@ -28,26 +27,6 @@ import { backends, startTestServer, type TestServer } from "./support/harness.js
 const DAY = 86_400_000;
 const T0 = Date.parse("2026-03-01T00:00:00.000Z");
 const iso = (ms: number) => new Date(ms).toISOString();
-const sum = (amounts: readonly string[]) => toCredits(amounts.reduce((a, s) => a + toUnits(s), 0n));
-
-/** Awaits a call that must fail with `code` (and `status`), returning the error. */
-async function fails(
-  call: Promise<unknown>,
-  code: DrawdownErrorCode,
-  status?: number,
-): Promise<DrawdownError> {
-  const outcome = await call.then(
-    (value) => ({ value }),
-    (error: unknown) => ({ error }),
-  );
-  if (!("error" in outcome)) assert.fail(`expected ${code}, got ${JSON.stringify(outcome.value)}`);
-  const e = outcome.error;
-  assert.ok(e instanceof DrawdownError, `expected a DrawdownError, got ${String(e)}`);
-  assert.equal(e.code, code, e.message);
-  if (status !== undefined) assert.equal(e.status, status);
-  assert.match(e.requestId ?? "", /^req_/);
-  return e;
-}
 
 /** The balance's own arithmetic: total = available + pending + expired = Σ grants. */
 function assertBalanceAddsUp(b: Balance): void {

@@ -1,10 +1,11 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { type Customer, Drawdown, DrawdownError, type DrawdownErrorCode } from "@drawdown/sdk";
+import { type Customer, Drawdown, type DrawdownError, type DrawdownErrorCode } from "@drawdown/sdk";
 import { GIFT_ROUTES } from "../src/gift-routes.js";
 import { contractFetch, newContractLog } from "./support/contract.js";
 import { backends, startTestServer, type TestServer } from "./support/harness.js";
 import { snapshot } from "./support/http.js";
+import { fails } from "./support/sdk.js";
 
 /**
  * Gifts and referrals through the SDK over HTTP, on every backend: direct gifts, claimable
@@ -17,18 +18,6 @@ const HOUR = 3_600_000;
 const DAY = 24 * HOUR;
 const T0 = Date.parse("2026-03-01T00:00:00.000Z");
 const iso = (ms: number) => new Date(ms).toISOString();
-
-async function fails(call: Promise<unknown>, code: DrawdownErrorCode, status: number): Promise<void> {
-  const outcome = await call.then(
-    (value) => ({ value }),
-    (error: unknown) => ({ error }),
-  );
-  if (!("error" in outcome)) assert.fail(`expected ${code}, got ${JSON.stringify(outcome.value)}`);
-  const e = outcome.error;
-  assert.ok(e instanceof DrawdownError, `expected a DrawdownError, got ${String(e)}`);
-  assert.equal(e.code, code, e.message);
-  assert.equal(e.status, status);
-}
 
 for (const backend of backends()) {
   describe(`gifts and referrals through the SDK (${backend.name})`, () => {

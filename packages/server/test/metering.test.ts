@@ -4,8 +4,6 @@ import {
   type CloudEventInput,
   type Customer,
   Drawdown,
-  DrawdownError,
-  type DrawdownErrorCode,
   type EventResult,
   publicRateCard,
   type RateCard,
@@ -22,6 +20,7 @@ import { Value } from "@sinclair/typebox/value";
 import { METERING_ROUTES } from "../src/metering-routes.js";
 import { contractFetch, newContractLog } from "./support/contract.js";
 import { backends, startTestServer, type TestServer } from "./support/harness.js";
+import { fails, sum } from "./support/sdk.js";
 
 /**
  * Metering end to end through the SDK over HTTP, on every backend: rate cards and their
@@ -35,24 +34,6 @@ import { backends, startTestServer, type TestServer } from "./support/harness.js
 const DAY = 86_400_000;
 const T0 = Date.parse("2026-03-01T00:00:00.000Z");
 const iso = (ms: number) => new Date(ms).toISOString();
-const sum = (amounts: readonly string[]) => toCredits(amounts.reduce((a, s) => a + toUnits(s), 0n));
-
-async function fails(
-  call: Promise<unknown>,
-  code: DrawdownErrorCode,
-  status?: number,
-): Promise<DrawdownError> {
-  const outcome = await call.then(
-    (value) => ({ value }),
-    (error: unknown) => ({ error }),
-  );
-  if (!("error" in outcome)) assert.fail(`expected ${code}, got ${JSON.stringify(outcome.value)}`);
-  const e = outcome.error;
-  assert.ok(e instanceof DrawdownError, `expected a DrawdownError, got ${String(e)}`);
-  assert.equal(e.code, code, e.message);
-  if (status !== undefined) assert.equal(e.status, status);
-  return e;
-}
 
 function valid(schema: TSchema, value: unknown, what: string): void {
   const errors = [...Value.Errors(schema, value)].slice(0, 5);

@@ -1,17 +1,10 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import {
-  type Customer,
-  Drawdown,
-  DrawdownError,
-  type DrawdownErrorCode,
-  type Plan,
-  type PlanCreateParams,
-  type Subscription,
-} from "@drawdown/sdk";
+import { type Customer, Drawdown, type Plan, type PlanCreateParams, type Subscription } from "@drawdown/sdk";
 import { LIFECYCLE_ROUTES } from "../src/lifecycle-routes.js";
 import { contractFetch, newContractLog } from "./support/contract.js";
 import { backends, startTestServer, type TestServer } from "./support/harness.js";
+import { fails } from "./support/sdk.js";
 
 /**
  * Plans and subscriptions through the SDK over HTTP, on every backend, with the test clock:
@@ -34,18 +27,6 @@ const MONTHS = [
   Date.parse("2026-06-01T00:00:00.000Z"),
   Date.parse("2026-07-01T00:00:00.000Z"),
 ].map((t) => t + HOUR);
-
-async function fails(call: Promise<unknown>, code: DrawdownErrorCode, status?: number): Promise<void> {
-  const outcome = await call.then(
-    (value) => ({ value }),
-    (error: unknown) => ({ error }),
-  );
-  if (!("error" in outcome)) assert.fail(`expected ${code}, got ${JSON.stringify(outcome.value)}`);
-  const e = outcome.error;
-  assert.ok(e instanceof DrawdownError, `expected a DrawdownError, got ${String(e)}`);
-  assert.equal(e.code, code, e.message);
-  if (status !== undefined) assert.equal(e.status, status);
-}
 
 /** What a scenario step sees: the tenant's client, its customer, subscription and plan. */
 interface Run {

@@ -1,15 +1,9 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import {
-  type Customer,
-  Drawdown,
-  DrawdownError,
-  type DrawdownErrorCode,
-  type Grant,
-  type Transaction,
-} from "@drawdown/sdk";
+import { type Customer, Drawdown, type Grant, type Transaction } from "@drawdown/sdk";
 import { contractFetch, newContractLog } from "./support/contract.js";
 import { backends, startTestServer, type TestServer } from "./support/harness.js";
+import { fails } from "./support/sdk.js";
 
 /**
  * The test clock through the SDK over HTTP, on every backend: a test tenant's time moves
@@ -22,23 +16,6 @@ import { backends, startTestServer, type TestServer } from "./support/harness.js
 const DAY = 86_400_000;
 const T0 = Date.parse("2026-03-01T00:00:00.000Z");
 const iso = (ms: number) => new Date(ms).toISOString();
-
-async function fails(
-  call: Promise<unknown>,
-  code: DrawdownErrorCode,
-  status?: number,
-): Promise<DrawdownError> {
-  const outcome = await call.then(
-    (value) => ({ value }),
-    (error: unknown) => ({ error }),
-  );
-  if (!("error" in outcome)) assert.fail(`expected ${code}, got ${JSON.stringify(outcome.value)}`);
-  const e = outcome.error;
-  assert.ok(e instanceof DrawdownError, `expected a DrawdownError, got ${String(e)}`);
-  assert.equal(e.code, code, e.message);
-  if (status !== undefined) assert.equal(e.status, status);
-  return e;
-}
 
 for (const backend of backends()) {
   describe(`the test clock through the SDK (${backend.name})`, () => {
