@@ -334,6 +334,48 @@ export function expiryFor(policy: ExpiryPolicy, grantedAt: number, periodEnd: nu
 }
 
 /**
+ * Grant sources whose default expiry a tenant sets ("expiry policies per source"). Plan and
+ * rollover credits are absent: their expiry follows their plan.
+ */
+export const POLICY_SOURCES = ["purchase", "top_up", "gift", "promo", "contract", "adjustment"] as const;
+export type PolicySource = (typeof POLICY_SOURCES)[number];
+
+/**
+ * The default expiry of grants from one source that name none: `never`, or `rolling` months
+ * after the grant becomes effective (say 12 for enterprise credits). `period_end` has no
+ * meaning outside a plan, so it is refused here.
+ */
+export type SourceExpiryPolicy =
+  | { readonly kind: "never" }
+  | { readonly kind: "rolling"; readonly months: number };
+
+/** Checks a per-source expiry policy: a configurable source and a `never` or `rolling` policy. */
+export function validateSourceExpiry(
+  source: string,
+  policy: ExpiryPolicy,
+): Result<{ source: PolicySource; policy: SourceExpiryPolicy }> {
+  if (!(POLICY_SOURCES as readonly string[]).includes(source)) {
+    return fail(
+      "invalid_argument",
+      `Expiry policies are set per source: ${POLICY_SOURCES.join(", ")}. Plan and rollover credits follow their plan.`,
+      { field: "source" },
+    );
+  }
+  const checked = validateExpiryPolicy(policy);
+  if (!checked.ok) return checked;
+  if (checked.value.kind === "period_end") {
+    return fail("invalid_argument", 'Only plan credits expire at period end; use "never" or "rolling".', {
+      field: "expiry.kind",
+    });
+  }
+  return ok({ source: source as PolicySource, policy: checked.value });
+}
+
+/** When a grant from a source with `policy`, effective at `effectiveAt`, expires; null: never. */
+export const expiryForSource = (policy: SourceExpiryPolicy, effectiveAt: number): number | null =>
+  policy.kind === "never" ? null : addInterval(effectiveAt, { unit: "month", count: policy.months });
+
+/**
  * The most a rollover may carry in total at one period end. The base of the relative caps is
  * the period's allotment (the plan's allotment times the seats, for a per-seat plan):
  * - `absolute`: units, ≥ 0;

@@ -8,6 +8,7 @@ import {
   credits,
   daysInMonth,
   expiryFor,
+  expiryForSource,
   type Grant,
   type GrantInput,
   type Interval,
@@ -40,6 +41,7 @@ import {
   validateInterval,
   validatePlan,
   validateRolloverPolicy,
+  validateSourceExpiry,
 } from "../src/index.js";
 import { ctxAt, deepFreeze, makeGrant } from "./support.js";
 
@@ -380,6 +382,37 @@ describe("expiry policies", () => {
       kind: "rolling",
       months: 3,
     });
+  });
+
+  test("per source: never or rolling, for sources outside plans only", () => {
+    expectFail(validateSourceExpiry("plan", { kind: "never" }), "invalid_argument", "source");
+    expectFail(validateSourceExpiry("rollover", { kind: "never" }), "invalid_argument", "source");
+    expectFail(validateSourceExpiry("contract", { kind: "period_end" }), "invalid_argument", "expiry.kind");
+    expectFail(
+      validateSourceExpiry("contract", { kind: "rolling", months: 0 }),
+      "invalid_argument",
+      "expiry.months",
+    );
+    assert.deepEqual(okValue(validateSourceExpiry("contract", { kind: "rolling", months: 12 })), {
+      source: "contract",
+      policy: { kind: "rolling", months: 12 },
+    });
+    assert.equal(expiryForSource({ kind: "never" }, utc(2024, 1, 31)), null);
+    assert.equal(expiryForSource({ kind: "rolling", months: 12 }, utc(2024, 2, 29, 9)), utc(2025, 2, 28, 9));
+  });
+
+  test("property: a rolling source expiry is always after the grant, and agrees with expiryFor", () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: utc(1990, 1, 1), max: utc(2100, 1, 1) }),
+        fc.integer({ min: 1, max: 120 }),
+        (at, months) => {
+          const end = expiryForSource({ kind: "rolling", months }, at)!;
+          assert.ok(end > at);
+          assert.equal(end, expiryFor({ kind: "rolling", months }, at, at));
+        },
+      ),
+    );
   });
 });
 

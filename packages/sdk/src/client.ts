@@ -91,7 +91,7 @@ export class Drawdown {
   readonly wallets: Wallets;
   /** Manual credit and debit adjustments on a wallet. */
   readonly adjustments: Adjustments;
-  /** Credit grants: create, list, listAll, get, void, extend. */
+  /** Credit grants: create, list, listAll, get, void, extend, and the expiry policies per source. */
   readonly grants: Grants;
   /** The journal: list, listAll, get, reverse. */
   readonly transactions: Transactions;

@@ -17,6 +17,8 @@ import type {
   EventBatchResult,
   EventInput,
   EventResult,
+  ExpiryPolicies,
+  ExpiryPolicySetParams,
   GiftClaim,
   GiftCode,
   GiftCodeClaimParams,
@@ -475,6 +477,28 @@ export class Grants extends Resource {
       path: `/v1/grants/${seg(id)}/extend`,
       body: { ...params, expires_at: maybeTime(params.expires_at, "expires_at") },
     }));
+  }
+
+  /**
+   * The default expiry of each source's grants that name none (`never` unless set).
+   *
+   * @example
+   * const { policies } = await dd.grants.expiryPolicies();
+   * console.log(policies.contract); // { kind: "rolling", months: 12 }
+   */
+  expiryPolicies(options?: RequestOptions): ApiPromise<ExpiryPolicies> {
+    return this.fetchJson(options, () => ({ path: "/v1/expiry_policies" }));
+  }
+
+  /**
+   * Sets one source's default expiry, for grants issued from now on: purchased packs never
+   * expire, enterprise credits 12 months after they are granted, and so on.
+   *
+   * @example
+   * await dd.grants.setExpiryPolicy({ source: "contract", expiry: { kind: "rolling", months: 12 } });
+   */
+  setExpiryPolicy(params: ExpiryPolicySetParams, options?: PostOptions): ApiPromise<ExpiryPolicies> {
+    return this.postJson(options, () => ({ path: "/v1/expiry_policies", body: { ...params } }));
   }
 }
 

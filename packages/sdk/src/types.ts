@@ -92,7 +92,10 @@ export interface WalletCreateParams {
 
 /** Fields shared by grants and credit adjustments. */
 interface GrantFields {
-  /** When the remainder expires to breakage; `null` (or absent): never. */
+  /**
+   * When the remainder expires to breakage; `null`: never; absent: by the tenant's expiry
+   * policy for the grant's source (never, unless one is set with `grants.setExpiryPolicy`).
+   */
   expires_at?: TimeInput | null;
   /** Lower is drawn first; 0 to 100, default 50. */
   priority?: number;
@@ -929,6 +932,27 @@ export interface RolloverPolicy {
   schedule?: number[];
 }
 
+/** Grant sources whose default expiry a tenant sets; plan and rollover credits follow their plan. */
+export type PolicySource = "purchase" | "top_up" | "gift" | "promo" | "contract" | "adjustment";
+
+/** A source's default expiry: never, or `months` after the grant becomes effective. */
+export interface SourceExpiryPolicy {
+  kind: "never" | "rolling";
+  months?: number;
+}
+
+/** Every configurable source's default expiry. */
+export interface ExpiryPolicies {
+  object: "expiry_policies";
+  policies: Record<PolicySource, SourceExpiryPolicy>;
+}
+
+/** Body of `grants.setExpiryPolicy`. */
+export interface ExpiryPolicySetParams {
+  source: PolicySource;
+  expiry: SourceExpiryPolicy;
+}
+
 /** A plan's expiry policy as stored. */
 export interface ExpiryPolicy {
   kind: "period_end" | "never" | "rolling";
@@ -1039,7 +1063,7 @@ export interface GiftCreateParams {
   amount: AmountInput;
   /** Actions the gifted credits may pay for; null or absent: all. */
   scope?: string[] | null;
-  /** When the gifted credits expire; null or absent: never. */
+  /** When the gifted credits expire; null: never; absent: the gift expiry policy. */
   expires_at?: TimeInput | null;
   /** Why, kept in the journal. */
   reason?: string;

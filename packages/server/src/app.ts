@@ -9,12 +9,22 @@ import Fastify, {
 } from "fastify";
 import type { Config } from "./config.js";
 import { ApiError, type ApiErrorCode, type Problem, problem } from "./errors.js";
+import { EXPIRY_ROUTES } from "./expiry-routes.js";
 import { GIFT_ROUTES } from "./gift-routes.js";
 import { LIFECYCLE_ROUTES } from "./lifecycle-routes.js";
 import { METERING_ROUTES, publicRateCard } from "./metering-routes.js";
 import { buildOpenApi } from "./openapi.js";
 import { renderReference } from "./reference.js";
 import { type Reply, ROUTES, type Route } from "./routes.js";
+
+/** Every route of the API, from each area's table: what the app registers and OpenAPI lists. */
+export const API_ROUTES: readonly Route[] = [
+  ...ROUTES,
+  ...METERING_ROUTES,
+  ...LIFECYCLE_ROUTES,
+  ...GIFT_ROUTES,
+  ...EXPIRY_ROUTES,
+];
 
 declare module "fastify" {
   interface FastifyRequest {
@@ -201,7 +211,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     gifts: new Gifts(store),
   };
   // The machine-readable and the human-readable reference, both public.
-  const openapi = buildOpenApi([...ROUTES, ...METERING_ROUTES, ...LIFECYCLE_ROUTES, ...GIFT_ROUTES]);
+  const openapi = buildOpenApi(API_ROUTES);
   (openapi.paths as Record<string, unknown>)["/v1/public/{tenant_id}/rate_card"] = {
     get: {
       operationId: "getPublicRateCard",
@@ -252,8 +262,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     { parseAs: "string" },
     app.getDefaultJsonParser("error", "error"),
   );
-  for (const r of [...ROUTES, ...METERING_ROUTES, ...LIFECYCLE_ROUTES, ...GIFT_ROUTES])
-    register(app, services, r);
+  for (const r of API_ROUTES) register(app, services, r);
   return app;
 }
 

@@ -1,7 +1,7 @@
 import { formatAmount, GRANT_LIMITS } from "@drawdown/core";
 import type { GiftCodeRecord } from "@drawdown/storage";
 import { Type } from "@sinclair/typebox";
-import { amount, created, must, okReply, type Route, route, timestamp } from "./routes.js";
+import { amount, created, must, okReply, optionalTimestamp, type Route, route, timestamp } from "./routes.js";
 import * as S from "./schemas.js";
 import { grantView } from "./views.js";
 
@@ -97,7 +97,7 @@ export const GiftCreate = Type.Object(
     amount: S.Amount("Credits to give; positive."),
     scope: Scope,
     expires_at: Type.Optional(
-      Nullable(S.Timestamp("When the gifted credits expire; null or absent: never.")),
+      Nullable(S.Timestamp("When the gifted credits expire; null: never; absent: the gift expiry policy.")),
     ),
     reason: Type.Optional(
       Type.String({
@@ -117,7 +117,9 @@ export const ReferralCreate = Type.Object(
     referrer_amount: Type.Optional(S.Amount("Credits for the referrer too; positive. Absent: none.")),
     scope: Scope,
     expires_at: Type.Optional(
-      Nullable(S.Timestamp("When the referral credits expire; null or absent: never.")),
+      Nullable(
+        S.Timestamp("When the referral credits expire; null: never; absent: the promo expiry policy."),
+      ),
     ),
   },
   { ...strict, title: "ReferralCreate" },
@@ -176,9 +178,6 @@ const codeView = (c: GiftCodeRecord) => ({
   created_at: new Date(c.createdAt).toISOString(),
 });
 
-const optionalTime = (text: string | null | undefined, field: string) =>
-  text === undefined || text === null ? null : timestamp(text, field);
-
 /** The gift endpoints, appended to the others. */
 export const GIFT_ROUTES: readonly Route[] = [
   route({
@@ -204,7 +203,7 @@ export const GIFT_ROUTES: readonly Route[] = [
               scope: body.scope ?? null,
               expiresInDays: body.expires_in_days ?? null,
               ...(body.max_uses === undefined ? {} : { maxUses: body.max_uses }),
-              endsAt: optionalTime(body.ends_at, "ends_at"),
+              endsAt: optionalTimestamp(body.ends_at, "ends_at") ?? null,
             }),
           ),
         ),
@@ -266,7 +265,7 @@ export const GIFT_ROUTES: readonly Route[] = [
         await gifts.give(tx, tenantId, params.id, {
           amount: amount(body.amount, "amount"),
           scope: body.scope ?? null,
-          expiresAt: optionalTime(body.expires_at, "expires_at"),
+          expiresAt: optionalTimestamp(body.expires_at, "expires_at"),
           reason: body.reason ?? null,
         }),
       );
@@ -300,7 +299,7 @@ export const GIFT_ROUTES: readonly Route[] = [
           referrerAmount:
             body.referrer_amount === undefined ? null : amount(body.referrer_amount, "referrer_amount"),
           scope: body.scope ?? null,
-          expiresAt: optionalTime(body.expires_at, "expires_at"),
+          expiresAt: optionalTimestamp(body.expires_at, "expires_at"),
         }),
       );
       const now = store.now(tenantId);

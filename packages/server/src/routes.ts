@@ -127,7 +127,8 @@ export function timestamp(text: string, field: string): number {
   return r.value;
 }
 
-const optionalTimestamp = (text: string | null | undefined, field: string) =>
+/** An optional time field: absent stays undefined, null stays null. */
+export const optionalTimestamp = (text: string | null | undefined, field: string) =>
   text === undefined ? undefined : text === null ? null : timestamp(text, field);
 
 function page(query: { limit?: string; cursor?: string }, cursorPattern: RegExp) {

@@ -90,7 +90,11 @@ export const WalletCreate = Type.Object(
 );
 
 const grantFields = {
-  expires_at: Type.Optional(Nullable(Timestamp("When the remainder expires to breakage; null never."))),
+  expires_at: Type.Optional(
+    Nullable(
+      Timestamp("When the remainder expires to breakage; null: never; absent: the source's expiry policy."),
+    ),
+  ),
   priority: Type.Optional(
     Type.Integer({
       minimum: GRANT_LIMITS.priorityMin,

@@ -245,7 +245,7 @@ export class Gifts {
         amount: input.amount,
         source: "gift",
         costBasis: 0n,
-        expiresAt: input.expiresAt ?? null,
+        expiresAt: input.expiresAt,
         scope: input.scope ?? null,
       },
       { kind: "grant", reason: input.reason ?? null },
@@ -292,7 +292,7 @@ export class Gifts {
         amount,
         source: "promo",
         costBasis: 0n,
-        expiresAt: input.expiresAt ?? null,
+        expiresAt: input.expiresAt,
         scope: input.scope ?? null,
         metadata,
       });

@@ -403,6 +403,20 @@ ALTER TABLE grant_changes DROP CONSTRAINT grant_changes_kind_check;
 ALTER TABLE grant_changes ADD CONSTRAINT grant_changes_kind_check CHECK (kind IN ('expiry_extended', 'expiry_shortened'));
 `,
   },
+  {
+    version: 11,
+    name: "expiry_policies",
+    sql: /* sql */ `
+-- The default expiry of grants from one source that name none (purchase, gift, contract...).
+CREATE TABLE expiry_policies (
+  tenant_id text NOT NULL REFERENCES tenants (id),
+  source text NOT NULL,
+  policy text NOT NULL,
+  updated_at timestamptz NOT NULL,
+  PRIMARY KEY (tenant_id, source)
+);
+`,
+  },
 ];
 
 /** Thrown when the database's schema is newer than this build knows. */

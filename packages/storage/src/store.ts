@@ -8,7 +8,9 @@ import {
   type DrawSource,
   debit,
   type Effect,
+  type ExpiryPolicy,
   expireDue,
+  expiryForSource,
   extendExpiry,
   fail,
   formatAmount,
@@ -22,8 +24,12 @@ import {
   MAX_AMOUNT,
   ok,
   overdraftDeltas,
+  POLICY_SOURCES,
+  type PolicySource,
   type Result,
   reverse,
+  type SourceExpiryPolicy,
+  validateSourceExpiry,
   voidGrant,
   walletDeltas,
 } from "@drawdown/core";
@@ -759,15 +765,74 @@ export class Store {
     }
   }
 
-  /** Issues a grant (or, with kind `adjustment.credit`, a credit adjustment) into a wallet. */
+  // ---------------------------------------------------------------- expiry policies per source
+
+  /** Every configurable source's default expiry: what was set, else `never`. */
+  async expiryPolicies(
+    tenantId: string,
+    ex: SqlExecutor = this.db,
+  ): Promise<Record<PolicySource, SourceExpiryPolicy>> {
+    const { rows } = await ex.query("SELECT source, policy FROM expiry_policies WHERE tenant_id = $1", [
+      tenantId,
+    ]);
+    const set = new Map(
+      rows.map((r) => [String(r.source), JSON.parse(String(r.policy)) as SourceExpiryPolicy]),
+    );
+    return Object.fromEntries(POLICY_SOURCES.map((s) => [s, set.get(s) ?? { kind: "never" }])) as Record<
+      PolicySource,
+      SourceExpiryPolicy
+    >;
+  }
+
+  /**
+   * Sets the default expiry of grants from `source` that name no expiry of their own. It
+   * applies to grants issued from now on; grants already issued keep theirs.
+   */
+  async setExpiryPolicy(
+    ex: SqlExecutor,
+    tenantId: string,
+    source: string,
+    policy: ExpiryPolicy,
+  ): Promise<Result<Record<PolicySource, SourceExpiryPolicy>>> {
+    const checked = validateSourceExpiry(source, policy);
+    if (!checked.ok) return checked;
+    await ex.query(
+      `INSERT INTO expiry_policies (tenant_id, source, policy, updated_at) VALUES ($1, $2, $3, $4)
+       ON CONFLICT (tenant_id, source) DO UPDATE SET policy = excluded.policy, updated_at = excluded.updated_at`,
+      [tenantId, checked.value.source, JSON.stringify(checked.value.policy), iso(this.now(tenantId))],
+    );
+    return ok(await this.expiryPolicies(tenantId, ex));
+  }
+
+  /**
+   * A grant's expiry as given, or, when it names none (`undefined`; `null` means never), its
+   * source's policy applied from its effective time.
+   */
+  async #withSourceExpiry(ex: SqlExecutor, tenantId: string, input: GrantInput): Promise<GrantInput> {
+    if (input.expiresAt !== undefined || !(POLICY_SOURCES as readonly string[]).includes(input.source))
+      return input;
+    const { rows } = await ex.query(
+      "SELECT policy FROM expiry_policies WHERE tenant_id = $1 AND source = $2",
+      [tenantId, input.source],
+    );
+    if (!rows[0]) return { ...input, expiresAt: null };
+    const policy = JSON.parse(String(rows[0].policy)) as SourceExpiryPolicy;
+    return { ...input, expiresAt: expiryForSource(policy, input.effectiveAt ?? this.now(tenantId)) };
+  }
+
+  /**
+   * Issues a grant (or, with kind `adjustment.credit`, a credit adjustment) into a wallet. A
+   * grant that names no expiry (`expiresAt` undefined) gets its source's expiry policy.
+   */
   async createGrant(
     ex: SqlExecutor,
     tenantId: string,
-    input: GrantInput,
+    given: GrantInput,
     options: { kind?: "grant" | "adjustment.credit"; reason?: string | null } = {},
   ): Promise<Result<{ grant: GrantRecord; transactionId: string }>> {
-    const wallet = await this.getWallet(tenantId, input.walletId, ex);
-    if (!wallet) return fail("not_found", `No wallet ${input.walletId}.`);
+    const wallet = await this.getWallet(tenantId, given.walletId, ex);
+    if (!wallet) return fail("not_found", `No wallet ${given.walletId}.`);
+    const input = await this.#withSourceExpiry(ex, tenantId, given);
     // A balance travels as an amount too: it must stay within the range one can be written in.
     if (wallet.balance + input.amount > MAX_AMOUNT)
       return fail(

@@ -1438,6 +1438,36 @@ export const SPECS: Readonly<Record<string, Spec>> = {
     body: () => ({}),
     other: (_f, v) => ({ path: `/v1/api_keys/${v.other}/revoke`, json: {} }),
   },
+  "GET /v1/expiry_policies": {},
+  "POST /v1/expiry_policies": {
+    body: () => ({ source: "promo", expiry: { kind: "never" } }),
+    other: () => ({ path: "/v1/expiry_policies", json: { source: "top_up", expiry: { kind: "never" } } }),
+    business: [
+      {
+        name: "a plan source (plan credits follow their plan)",
+        code: "validation_failed",
+        field: "source",
+        body: () => ({ source: "plan", expiry: { kind: "never" } }),
+      },
+      {
+        name: "period_end outside a plan",
+        code: "invalid_argument",
+        body: () => ({ source: "promo", expiry: { kind: "period_end" } }),
+      },
+      {
+        name: "a rolling expiry without months",
+        code: "invalid_argument",
+        field: "expiry.months",
+        body: () => ({ source: "promo", expiry: { kind: "rolling" } }),
+      },
+      {
+        name: "a rolling expiry of 0 months",
+        code: "validation_failed",
+        field: "expiry",
+        body: () => ({ source: "promo", expiry: { kind: "rolling", months: 0 } }),
+      },
+    ],
+  },
   "GET /v1/test_clock": {},
   "POST /v1/test_clock/advance": {
     // A live tenant of its own, with a secret key: it has no test clock.
