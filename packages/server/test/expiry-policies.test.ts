@@ -133,6 +133,18 @@ for (const backend of backends()) {
       now = T0;
     });
 
+    test("each tenant has its own policies", async () => {
+      await dd.grants.setExpiryPolicy({ source: "top_up", expiry: { kind: "rolling", months: 6 } });
+      const other = await server.store.createTenant("Other", "test");
+      const key = await server.store.createApiKey(other.id, { kind: "secret", name: "other" });
+      if (!key.ok) throw new Error(key.error.message);
+      const theirs = new Drawdown({ apiKey: key.value.secret, baseUrl: server.url, maxRetries: 0 });
+      assert.deepEqual((await theirs.grants.expiryPolicies()).policies.top_up, { kind: "never" });
+      const c = await theirs.customers.create({ kind: "individual" });
+      const g = await theirs.grants.create({ wallet_id: c.wallet_id, amount: "1", source: "top_up" });
+      assert.equal(g.grant.expires_at, null);
+    });
+
     test("bad policies are refused and change nothing", async () => {
       const before = await dd.grants.expiryPolicies();
       await fails(
