@@ -1,7 +1,7 @@
 import { formatAmount, GRANT_LIMITS } from "@drawdown/core";
 import type { GiftCodeRecord } from "@drawdown/storage";
 import { Type } from "@sinclair/typebox";
-import { amount, created, must, okReply, optionalTimestamp, type Route, route, timestamp } from "./routes.js";
+import { amount, created, must, okReply, optionalTimestamp, type Route, route } from "./routes.js";
 import * as S from "./schemas.js";
 import { grantView } from "./views.js";
 
