@@ -319,8 +319,12 @@ export class Contracts implements DueJob {
   }
 
   /** Every installment of a contract with its grant and what became of its credits. */
-  async statement(tenantId: string, c: ContractRecord): Promise<ContractStatement> {
-    const { rows } = await this.store.db.query(
+  async statement(
+    tenantId: string,
+    c: ContractRecord,
+    ex: SqlExecutor = this.store.db,
+  ): Promise<ContractStatement> {
+    const { rows } = await ex.query(
       "SELECT installment_index, grant_id FROM contract_installments WHERE tenant_id = $1 AND contract_id = $2",
       [tenantId, c.id],
     );
@@ -328,10 +332,10 @@ export class Contracts implements DueJob {
     const grantIds = [...recorded.values()].filter((g): g is string => g !== null);
     const grants = new Map<string, GrantRecord>();
     for (const g of grantIds) {
-      const record = await this.store.getGrant(tenantId, g);
+      const record = await this.store.getGrant(tenantId, g, ex);
       if (record) grants.set(g, record);
     }
-    const usage = await this.usage(tenantId, grantIds);
+    const usage = await this.usage(tenantId, grantIds, ex);
     const totals = {
       committed: c.commitment,
       issued: 0n,
@@ -367,10 +371,14 @@ export class Contracts implements DueJob {
   }
 
   /** What happened to each grant's credits: used (debits and usage, net of reversals), expired, voided. */
-  async usage(tenantId: string, grantIds: readonly string[]): Promise<Map<string, GrantUsage>> {
+  async usage(
+    tenantId: string,
+    grantIds: readonly string[],
+    ex: SqlExecutor = this.store.db,
+  ): Promise<Map<string, GrantUsage>> {
     const out = new Map<string, GrantUsage>();
     if (grantIds.length === 0) return out;
-    const { rows } = await this.store.db.query(
+    const { rows } = await ex.query(
       `SELECT e.grant_id, t.kind, sum(e.amount)::text AS total
        FROM journal_entries e JOIN journal_transactions t ON t.tenant_id = e.tenant_id AND t.id = e.tx_id
        WHERE e.tenant_id = $1 AND e.grant_id = ANY($2::text[]) GROUP BY 1, 2`,
