@@ -40,10 +40,10 @@ import type {
   OveragePolicyParams,
   PageParams,
   Plan,
-  PocAllocation,
-  PocAllocationCreateParams,
   PlanChangeParams,
   PlanCreateParams,
+  PocAllocation,
+  PocAllocationCreateParams,
   PostOptions,
   RateCard,
   RateCardCreateParams,
@@ -1270,7 +1270,10 @@ export class Contracts extends Resource {
    * const ended = await dd.contracts.terminate(c.id); // ended.status === "terminated"
    */
   terminate(id: string, params: ContractTerminateParams = {}, options?: PostOptions): ApiPromise<Contract> {
-    return this.postJson(options, () => ({ path: `/v1/contracts/${seg(id)}/terminate`, body: { ...params } }));
+    return this.postJson(options, () => ({
+      path: `/v1/contracts/${seg(id)}/terminate`,
+      body: { ...params },
+    }));
   }
 }
 

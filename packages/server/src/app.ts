@@ -270,13 +270,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     { parseAs: "string" },
     app.getDefaultJsonParser("error", "error"),
   );
-  for (const r of [
-    ...ROUTES,
-    ...METERING_ROUTES,
-    ...LIFECYCLE_ROUTES,
-    ...GIFT_ROUTES,
-    ...CONTRACT_ROUTES,
-  ])
+  for (const r of [...ROUTES, ...METERING_ROUTES, ...LIFECYCLE_ROUTES, ...GIFT_ROUTES, ...CONTRACT_ROUTES])
     register(app, services, r);
   return app;
 }

@@ -1,8 +1,8 @@
 import { formatAmount, type InstallmentSchedule, listValueOf, type RateLineInput } from "@drawdown/core";
 import type {
   ContractRecord,
-  Contracts,
   ContractStatement,
+  Contracts,
   GrantUsage,
   PocRecord,
   SqlExecutor,
@@ -68,7 +68,9 @@ export const ContractCreate = Type.Object(
       }),
     ),
     rate_card_id: Type.Optional(
-      Nullable(S.Id("rcd", "The card the customer follows from the term's start; null or absent: the default.")),
+      Nullable(
+        S.Id("rcd", "The card the customer follows from the term's start; null or absent: the default."),
+      ),
     ),
     overrides: Type.Optional(
       Type.Array(RateLineWire, {
@@ -143,7 +145,9 @@ export const ContractView = Type.Object(
     terminated_at: Nullable(Type.String()),
     on_terminate: Nullable(Type.String()),
     next_installment_at: Nullable(Type.String()),
-    installments: Type.Array(InstallmentView, { description: "The whole schedule, with what became of each." }),
+    installments: Type.Array(InstallmentView, {
+      description: "The whole schedule, with what became of each.",
+    }),
     totals: Type.Object({
       committed: S.Amount(),
       issued: S.Amount("Granted so far."),
@@ -296,12 +300,20 @@ export const CONTRACT_ROUTES: readonly Route[] = [
     body: ContractCreate,
     response: ContractView,
     status: 201,
-    errors: ["not_found", "invalid_argument", "invalid_amount", "already_exists", "invalid_rate_card", "no_rate_card"],
+    errors: [
+      "not_found",
+      "invalid_argument",
+      "invalid_amount",
+      "already_exists",
+      "invalid_rate_card",
+      "no_rate_card",
+    ],
     handle: async ({ contracts, store, tx, tenantId, body }) => {
       const c = must(
         await contracts.create(tx, tenantId, {
           customerId: body.customer_id,
-          startsAt: body.starts_at === undefined ? store.now(tenantId) : timestamp(body.starts_at, "starts_at"),
+          startsAt:
+            body.starts_at === undefined ? store.now(tenantId) : timestamp(body.starts_at, "starts_at"),
           endsAt: timestamp(body.ends_at, "ends_at"),
           commitment: amount(body.commitment, "commitment", true),
           ...(body.schedule ? { schedule: scheduleFrom(body.schedule)! } : {}),
@@ -336,7 +348,8 @@ export const CONTRACT_ROUTES: readonly Route[] = [
       if (!visible(key, params.id) || !(await store.getCustomer(tenantId, params.id)))
         throw notFound("customer", params.id);
       const data = [];
-      for (const c of await contracts.list(tenantId, params.id)) data.push(await contractReply(ctx, tenantId, c));
+      for (const c of await contracts.list(tenantId, params.id))
+        data.push(await contractReply(ctx, tenantId, c));
       return okReply({ object: "list", data, next_cursor: null });
     },
   }),
@@ -412,7 +425,8 @@ export const CONTRACT_ROUTES: readonly Route[] = [
     operationId: "listPocAllocations",
     tag: "Contracts",
     summary: "List a customer's proof-of-concept allocations",
-    description: "Oldest first, each with what was used of it and the list value of that use: a statement's lines.",
+    description:
+      "Oldest first, each with what was used of it and the list value of that use: a statement's lines.",
     access: "read",
     params: S.IdParam("cus", "customer"),
     response: S.ListOf(PocView),
@@ -422,7 +436,8 @@ export const CONTRACT_ROUTES: readonly Route[] = [
       if (!visible(key, params.id) || !(await store.getCustomer(tenantId, params.id)))
         throw notFound("customer", params.id);
       const data = [];
-      for (const p of await contracts.listPocs(tenantId, params.id)) data.push(await pocReply(ctx, tenantId, p));
+      for (const p of await contracts.listPocs(tenantId, params.id))
+        data.push(await pocReply(ctx, tenantId, p));
       return okReply({ object: "list", data, next_cursor: null });
     },
   }),

@@ -1289,12 +1289,15 @@ const CONTRACT_SPECS: Readonly<Record<string, Spec>> = {
       {
         name: "a version to pin, with none in force",
         code: "no_rate_card",
-        body: (_f, v) => contractBody(v.customer!, { rate_card_id: v.emptyCard!, allow_rate_card_upgrades: false }),
+        body: (_f, v) =>
+          contractBody(v.customer!, { rate_card_id: v.emptyCard!, allow_rate_card_upgrades: false }),
       },
       {
         name: "an override line without a rate",
         code: "invalid_rate_card",
-        body: contractWith({ overrides: [{ id: "x", action: "chat.completion", quantity: "output_tokens" }] }),
+        body: contractWith({
+          overrides: [{ id: "x", action: "chat.completion", quantity: "output_tokens" }],
+        }),
       },
     ],
   },
@@ -1325,7 +1328,10 @@ const CONTRACT_SPECS: Readonly<Record<string, Spec>> = {
       customer2: String((await freshCustomer(client)).id),
     }),
     body: pocWith({}),
-    other: (f, v) => ({ path: "/v1/poc_allocations", json: { ...pocWith({})(f, v), customer_id: v.customer2! } }),
+    other: (f, v) => ({
+      path: "/v1/poc_allocations",
+      json: { ...pocWith({})(f, v), customer_id: v.customer2! },
+    }),
     ids: { customer_id: { code: "not_found", kind: "cus" } },
     business: [
       {

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import type { ApiErrorCode } from "../../src/errors.js";
 import { CONTRACT_ROUTES } from "../../src/contract-routes.js";
+import type { ApiErrorCode } from "../../src/errors.js";
 import { GIFT_ROUTES } from "../../src/gift-routes.js";
 import { LIFECYCLE_ROUTES } from "../../src/lifecycle-routes.js";
 import { METERING_ROUTES } from "../../src/metering-routes.js";
