@@ -21,7 +21,9 @@ export type IdPrefix =
   | "ctv"
   | "pln"
   | "sbs"
-  | "gft";
+  | "gft"
+  | "ctr"
+  | "poc";
 
 /** Where a grant's credits came from. */
 export const GRANT_SOURCES = [

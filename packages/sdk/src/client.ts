@@ -2,12 +2,14 @@ import { type ApiPromise, Transport } from "./http.js";
 import {
   Adjustments,
   ApiKeys,
+  Contracts,
   CostTables,
   Customers,
   Events,
   Gifts,
   Grants,
   Plans,
+  PocAllocations,
   RateCards,
   Reports,
   Runs,
@@ -113,6 +115,10 @@ export class Drawdown {
   readonly subscriptions: Subscriptions;
   /** Gifts: claimable codes, direct gifts, referrals. */
   readonly gifts: Gifts;
+  /** Enterprise contracts (committed credits, negotiated price, rate card terms): create, list, get, terminate. */
+  readonly contracts: Contracts;
+  /** Proof-of-concept allocations (free, time-bounded credits with a list value): create, list, get. */
+  readonly pocAllocations: PocAllocations;
   /** A test tenant's clock: get, advance (every expiry due on the way happens, in order). */
   readonly testClock: TestClocks;
   readonly #transport: Transport;
@@ -137,6 +143,8 @@ export class Drawdown {
     this.plans = new Plans(this.#transport);
     this.subscriptions = new Subscriptions(this.#transport);
     this.gifts = new Gifts(this.#transport);
+    this.contracts = new Contracts(this.#transport);
+    this.pocAllocations = new PocAllocations(this.#transport);
     this.testClock = new TestClocks(this.#transport);
   }
 

@@ -5,6 +5,9 @@ import type {
   ApiKeyCreateParams,
   Balance,
   CloudEventInput,
+  Contract,
+  ContractCreateParams,
+  ContractTerminateParams,
   CostTableParams,
   CostTableVersion,
   CreditAdjustmentParams,
@@ -41,6 +44,8 @@ import type {
   Plan,
   PlanChangeParams,
   PlanCreateParams,
+  PocAllocation,
+  PocAllocationCreateParams,
   PostOptions,
   RateCard,
   RateCardCreateParams,
@@ -1207,5 +1212,140 @@ export class Gifts extends Resource {
         expires_at: maybeTime(params.expires_at, "expires_at"),
       },
     }));
+  }
+}
+
+/** Money on the wire: its amount as a decimal string. */
+const wireMoney = (m: { amount: string | bigint; currency: string }, field: string) => {
+  if (m === null || typeof m !== "object") throw new TypeError(`${field}: { amount, currency }.`);
+  return { amount: wireAmount(m.amount, `${field}.amount`), currency: m.currency };
+};
+
+/**
+ * Enterprise contracts: committed credits over a term, granted upfront or in installments (each
+ * exactly once, at its time) at a negotiated credit price, expiring 12 months after each grant
+ * by default; and the rate card terms (a version pinned at signing, or following newer ones,
+ * with override lines) that become the customer's pricing when the term starts.
+ */
+export class Contracts extends Resource {
+  /**
+   * Signs a contract. `already_exists` when the term overlaps another contract of the customer;
+   * `invalid_argument` for a start in the past, an end before the start, or an installment
+   * interval longer than the term; `no_rate_card` when a version must be pinned and none is in
+   * force.
+   *
+   * @example
+   * // 120,000 credits over a year, a quarter each quarter, at $0.008 a credit, on the rate card
+   * // version in force today, with an enterprise rate for one model.
+   * const c = await dd.contracts.create({
+   *   customer_id: acme.id,
+   *   ends_at: "2028-01-01T00:00:00Z",
+   *   commitment: "120000",
+   *   schedule: { kind: "installments", interval: { unit: "month", count: 3 } },
+   *   credit_price: { amount: "0.008", currency: "USD" },
+   *   allow_rate_card_upgrades: false,
+   *   overrides: [{ id: "ent", action: "chat.completion", quantity: "output_tokens", rate: "0.5", per: 1000 }],
+   * });
+   * console.log(c.installments.map((i) => [i.at, i.amount, i.status]));
+   */
+  create(params: ContractCreateParams, options?: PostOptions): ApiPromise<Contract> {
+    return this.postJson(options, () => ({
+      path: "/v1/contracts",
+      body: {
+        ...params,
+        starts_at: params.starts_at === undefined ? undefined : wireTime(params.starts_at, "starts_at"),
+        ends_at: wireTime(params.ends_at, "ends_at"),
+        commitment: wireAmount(params.commitment, "commitment"),
+        credit_price: wireMoney(params.credit_price, "credit_price"),
+        overrides: params.overrides?.map((l, i) => wireLine(l, `overrides[${i}]`)),
+      },
+    }));
+  }
+
+  /**
+   * A customer's contracts, oldest first, each with its statement. A restricted key reads its
+   * own customer's only.
+   *
+   * @example
+   * const { data } = await dd.contracts.list(acme.id);
+   */
+  list(customerId: string, options?: RequestOptions): ApiPromise<List<Contract>> {
+    return this.fetchJson(options, () => ({ path: `/v1/customers/${seg(customerId)}/contracts` }));
+  }
+
+  /**
+   * A contract and its statement: every installment, its grant, what was used, expired or
+   * voided of it, and the totals.
+   *
+   * @example
+   * const c = await dd.contracts.get("ctr_01jd0s7k2mqx3v8r9t5w6y7z8a");
+   * console.log(c.totals.issued, c.totals.used);
+   */
+  get(id: string, options?: RequestOptions): ApiPromise<Contract> {
+    return this.fetchJson(options, () => ({ path: `/v1/contracts/${seg(id)}` }));
+  }
+
+  /**
+   * Terminates a contract early: no installment due from now on is granted. Issued credits are
+   * kept to their own expiry, or voided now with `{ credits: "forfeit" }`. `invalid_argument`
+   * once terminated or after the term.
+   *
+   * @example
+   * const ended = await dd.contracts.terminate(c.id); // ended.status === "terminated"
+   */
+  terminate(id: string, params: ContractTerminateParams = {}, options?: PostOptions): ApiPromise<Contract> {
+    return this.postJson(options, () => ({
+      path: `/v1/contracts/${seg(id)}/terminate`,
+      body: { ...params },
+    }));
+  }
+}
+
+/**
+ * Proof-of-concept allocations: free credits for a window (before a contract, during one, or
+ * without), expiring at its end, carrying the list value they stand for, shown with what was used.
+ */
+export class PocAllocations extends Resource {
+  /**
+   * Allocates free credits to a customer for a window (at most 366 days, starting now or later).
+   *
+   * @example
+   * const poc = await dd.pocAllocations.create({
+   *   customer_id: acme.id, amount: "5000", list_value: { amount: "40", currency: "USD" },
+   *   ends_at: "2027-02-01T00:00:00Z",
+   * });
+   */
+  create(params: PocAllocationCreateParams, options?: PostOptions): ApiPromise<PocAllocation> {
+    return this.postJson(options, () => ({
+      path: "/v1/poc_allocations",
+      body: {
+        ...params,
+        amount: wireAmount(params.amount, "amount"),
+        list_value: wireMoney(params.list_value, "list_value"),
+        starts_at: params.starts_at === undefined ? undefined : wireTime(params.starts_at, "starts_at"),
+        ends_at: wireTime(params.ends_at, "ends_at"),
+      },
+    }));
+  }
+
+  /**
+   * A customer's allocations, oldest first, each with what was used and its list value.
+   *
+   * @example
+   * const { data } = await dd.pocAllocations.list(acme.id);
+   * for (const p of data) console.log(p.used, "credits used, worth", p.used_list_value.amount, p.used_list_value.currency);
+   */
+  list(customerId: string, options?: RequestOptions): ApiPromise<List<PocAllocation>> {
+    return this.fetchJson(options, () => ({ path: `/v1/customers/${seg(customerId)}/poc_allocations` }));
+  }
+
+  /**
+   * An allocation by id.
+   *
+   * @example
+   * const poc = await dd.pocAllocations.get("poc_01jd0s7k2mqx3v8r9t5w6y7z8a");
+   */
+  get(id: string, options?: RequestOptions): ApiPromise<PocAllocation> {
+    return this.fetchJson(options, () => ({ path: `/v1/poc_allocations/${seg(id)}` }));
   }
 }

@@ -1116,3 +1116,152 @@ export interface GiftReport {
   rows: GiftReportRow[];
   totals: { customers: number; given: string; used: string; bought_after: number };
 }
+
+// ------------------------------------------------------------------ contracts
+
+/** A sum of money: a decimal string (or bigint units at scale 9) and its ISO 4217 currency. */
+export interface MoneyInput {
+  amount: AmountInput;
+  currency: string;
+}
+
+/** Money as the API answers it. */
+export interface Money {
+  amount: string;
+  currency: string;
+}
+
+/**
+ * How committed credits are granted: `upfront` (all at the term's start) or `installments`
+ * (one at the start of every `interval`; the commitment split evenly, the first installments
+ * taking one unit more when it does not divide).
+ */
+export interface InstallmentScheduleInput {
+  kind: "upfront" | "installments";
+  /** Required for `installments`; not longer than the term. */
+  interval?: PlanInterval;
+}
+
+/** Body of `contracts.create`. */
+export interface ContractCreateParams {
+  customer_id: string;
+  /** When the term starts: now (default) or later, never in the past. */
+  starts_at?: TimeInput;
+  /** When the term ends (exclusive); at most 120 months after the start. */
+  ends_at: TimeInput;
+  /** Credits committed over the term; `"0"` for a pricing-only contract. */
+  commitment: AmountInput;
+  /** Default `{ kind: "upfront" }`. */
+  schedule?: InstallmentScheduleInput;
+  /** The negotiated price of one credit: each contract grant's cost basis and currency. */
+  credit_price: MoneyInput;
+  /** When contract credits expire. Default: `{ kind: "rolling", months: 12 }` from each grant. */
+  expiry?: ExpiryPolicyInput;
+  /** May the vendor move the customer to newer rate card versions? false pins the version in force at signing. Default true. */
+  allow_rate_card_upgrades?: boolean;
+  /** The card the customer follows from the term's start; null or absent: the default card. */
+  rate_card_id?: string | null;
+  /** Override lines that take precedence over the card's, for this customer. */
+  overrides?: RateLineInput[];
+}
+
+/** Body of `contracts.terminate`. */
+export interface ContractTerminateParams {
+  /** What becomes of the credits already issued: `keep` (default) or `forfeit` (voided now). */
+  credits?: "keep" | "forfeit";
+}
+
+/** One installment of a contract, with what became of its credits. */
+export interface ContractInstallment {
+  index: number;
+  /** When it is (or was) granted. */
+  at: string;
+  /** The end of its period. */
+  until: string;
+  amount: string;
+  /** issued; scheduled (not due yet); canceled (at or after an early termination); lapsed (caught up after its credits would have expired). */
+  status: "issued" | "scheduled" | "canceled" | "lapsed";
+  grant_id: string | null;
+  expires_at: string | null;
+  /** What its grant still holds. */
+  remaining: string;
+  /** Drawn by usage and debits, net of reversals. */
+  used: string;
+  /** Moved to breakage at expiry. */
+  expired: string;
+  voided: string;
+}
+
+/** A contract: its terms and its statement (every installment, with totals). */
+export interface Contract {
+  object: "contract";
+  id: string;
+  customer_id: string;
+  /** scheduled (before its start), active, ended (after its term), terminated (early). */
+  status: "scheduled" | "active" | "ended" | "terminated";
+  starts_at: string;
+  ends_at: string;
+  commitment: string;
+  schedule: { kind: "upfront" | "installments"; interval?: PlanInterval };
+  credit_price: Money;
+  expiry: ExpiryPolicy;
+  allow_rate_card_upgrades: boolean;
+  /** null: the tenant's default card. */
+  rate_card_id: string | null;
+  /** The version in force at signing, pinned when upgrades are not allowed. */
+  pinned_version_id: string | null;
+  overrides: RateLine[];
+  terminated_at: string | null;
+  on_terminate: "keep" | "forfeit" | null;
+  next_installment_at: string | null;
+  installments: ContractInstallment[];
+  totals: {
+    committed: string;
+    /** Granted so far. */
+    issued: string;
+    /** What the issued grants still hold. */
+    remaining: string;
+    /** Committed credits never to be granted (canceled or lapsed). */
+    forgone: string;
+    used: string;
+    expired: string;
+    voided: string;
+  };
+  created_at: string;
+}
+
+/** Body of `pocAllocations.create`. */
+export interface PocAllocationCreateParams {
+  customer_id: string;
+  /** Free credits; positive. */
+  amount: AmountInput;
+  /** What these credits would cost at list price, shown on statements. */
+  list_value: MoneyInput;
+  /** When the credits become usable: now (default) or later. */
+  starts_at?: TimeInput;
+  /** When the credits expire; at most 366 days after the start. */
+  ends_at: TimeInput;
+  /** Actions the credits may pay for; null or absent: all. */
+  scope?: string[] | null;
+}
+
+/** A proof-of-concept allocation: free, time-bounded credits and the list value they stand for. */
+export interface PocAllocation {
+  object: "poc_allocation";
+  id: string;
+  customer_id: string;
+  status: "scheduled" | "active" | "ended";
+  amount: string;
+  list_value: Money;
+  starts_at: string;
+  ends_at: string;
+  scope: string[] | null;
+  grant_id: string;
+  remaining: string;
+  used: string;
+  expired: string;
+  voided: string;
+  /** The list value of the credits used: used × list_value / amount, rounded down. */
+  used_list_value: Money;
+  created_at: string;
+}

@@ -1,5 +1,13 @@
 import { createHash, randomBytes } from "node:crypto";
-import { type ApiKey, Gifts, IngestWriter, Metering, type Store, Subscriptions } from "@drawdown/storage";
+import {
+  type ApiKey,
+  Contracts,
+  Gifts,
+  IngestWriter,
+  Metering,
+  type Store,
+  Subscriptions,
+} from "@drawdown/storage";
 import { Type } from "@sinclair/typebox";
 import Fastify, {
   type FastifyError,
@@ -8,6 +16,7 @@ import Fastify, {
   type FastifyRequest,
 } from "fastify";
 import type { Config } from "./config.js";
+import { CONTRACT_ROUTES } from "./contract-routes.js";
 import { ApiError, type ApiErrorCode, type Problem, problem } from "./errors.js";
 import { EXPIRY_ROUTES } from "./expiry-routes.js";
 import { GIFT_ROUTES } from "./gift-routes.js";
@@ -24,6 +33,7 @@ export const API_ROUTES: readonly Route[] = [
   ...LIFECYCLE_ROUTES,
   ...GIFT_ROUTES,
   ...EXPIRY_ROUTES,
+  ...CONTRACT_ROUTES,
 ];
 
 declare module "fastify" {
@@ -41,6 +51,8 @@ export interface AppOptions {
   readonly writer?: IngestWriter;
   /** Plans and subscriptions (a scheduler job of the store); built over the store when absent. */
   readonly subscriptions?: Subscriptions;
+  /** Contracts (their installments are a scheduler job of the store); built over the store when absent. */
+  readonly contracts?: Contracts;
   readonly config: Pick<Config, "bodyLimit" | "logRequests"> & Partial<Pick<Config, "writerLanes">>;
 }
 
@@ -209,6 +221,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     writer: options.writer ?? new IngestWriter(store, metering, { lanes: config.writerLanes ?? 2 }),
     subscriptions: options.subscriptions ?? new Subscriptions(store),
     gifts: new Gifts(store),
+    contracts: options.contracts ?? new Contracts(store, metering),
   };
   // The machine-readable and the human-readable reference, both public.
   const openapi = buildOpenApi(API_ROUTES);
@@ -284,6 +297,7 @@ interface Services {
   readonly writer: IngestWriter;
   readonly subscriptions: Subscriptions;
   readonly gifts: Gifts;
+  readonly contracts: Contracts;
 }
 
 function register(app: FastifyInstance, services: Services, r: Route): void {

@@ -208,7 +208,7 @@ function rolloverView(p: RolloverPolicy): Static<typeof RolloverWire> {
   return { kind: "capped", cap, ...max };
 }
 
-const expiryFrom = (w: Static<typeof ExpiryWire> | undefined): ExpiryPolicy | undefined => {
+export const expiryFrom = (w: Static<typeof ExpiryWire> | undefined): ExpiryPolicy | undefined => {
   if (w === undefined) return undefined;
   if (w.kind === "rolling") {
     if (w.months === undefined)

@@ -8,6 +8,7 @@ import {
 } from "@drawdown/core";
 import type {
   ApiKey,
+  Contracts,
   Gifts,
   IngestWriter,
   Metering,
@@ -47,6 +48,8 @@ export interface RequestContext<P, Q, B> {
   readonly subscriptions: Subscriptions;
   /** Gift codes, gifts and referrals. */
   readonly gifts: Gifts;
+  /** Contracts and proof-of-concept allocations. */
+  readonly contracts: Contracts;
   /** The transaction a POST runs in (with its idempotency record); the database for a GET. */
   readonly tx: SqlExecutor;
 }

@@ -3,6 +3,7 @@ import { test } from "node:test";
 import type * as Sdk from "@drawdown/sdk";
 import { API_ERROR_STATUS, Drawdown } from "@drawdown/sdk";
 import type { Static } from "@sinclair/typebox";
+import type * as C from "../src/contract-routes.js";
 import { type ApiErrorCode, ERRORS } from "../src/errors.js";
 import { type CloudEvent, NativeEvent } from "../src/events.js";
 import type * as G from "../src/gift-routes.js";
@@ -146,6 +147,21 @@ check<Equal<keyof Sdk.GiftCreateParams, keyof Static<typeof G.GiftCreate>>>();
 check<Assignable<Static<typeof G.GiftCreate>, Sdk.GiftCreateParams>>();
 check<Equal<keyof Sdk.ReferralCreateParams, keyof Static<typeof G.ReferralCreate>>>();
 check<Assignable<Static<typeof G.ReferralCreate>, Sdk.ReferralCreateParams>>();
+
+// Contracts and proof-of-concept allocations.
+check<Equal<keyof Sdk.Contract, keyof Static<typeof C.ContractView>>>();
+check<Assignable<Sdk.Contract, Static<typeof C.ContractView>>>();
+check<Equal<keyof Sdk.ContractInstallment, keyof Static<typeof C.InstallmentView>>>();
+check<Equal<keyof Sdk.Contract["totals"], keyof Static<typeof C.ContractView>["totals"]>>();
+check<Equal<keyof Sdk.InstallmentScheduleInput, keyof Static<typeof C.ScheduleWire>>>();
+check<Equal<keyof Sdk.ContractCreateParams, keyof Static<typeof C.ContractCreate>>>();
+check<Assignable<Static<typeof C.ContractCreate>, Sdk.ContractCreateParams>>();
+check<Equal<keyof Sdk.ContractTerminateParams, keyof Static<typeof C.ContractTerminate>>>();
+check<Assignable<Static<typeof C.ContractTerminate>, Sdk.ContractTerminateParams>>();
+check<Equal<keyof Sdk.PocAllocation, keyof Static<typeof C.PocView>>>();
+check<Assignable<Sdk.PocAllocation, Static<typeof C.PocView>>>();
+check<Equal<keyof Sdk.PocAllocationCreateParams, keyof Static<typeof C.PocCreate>>>();
+check<Assignable<Static<typeof C.PocCreate>, Sdk.PocAllocationCreateParams>>();
 
 // Paging: the same parameters (limit travels as text; the SDK takes a number).
 check<Equal<keyof Sdk.PageParams, keyof Static<typeof S.Page>>>();
@@ -303,7 +319,34 @@ test("the SDK calls every route, sending exactly the documented query parameters
     scope: null,
     expires_at: null,
   };
+  const contract: Required<Sdk.ContractCreateParams> = {
+    customer_id: "cus_1",
+    starts_at: time,
+    ends_at: time,
+    commitment: "120000",
+    schedule: { kind: "installments", interval: { unit: "month", count: 3 } },
+    credit_price: { amount: "0.008", currency: "USD" },
+    expiry: { kind: "rolling", months: 12 },
+    allow_rate_card_upgrades: false,
+    rate_card_id: "rcd_1",
+    overrides: [line],
+  };
+  const poc: Required<Sdk.PocAllocationCreateParams> = {
+    customer_id: "cus_1",
+    amount: 5n,
+    list_value: { amount: 40n, currency: "USD" },
+    starts_at: time,
+    ends_at: time,
+    scope: null,
+  };
   await Promise.all([
+    dd.contracts.create(contract),
+    dd.contracts.list("cus_1"),
+    dd.contracts.get("ctr_1"),
+    dd.contracts.terminate("ctr_1", { credits: "forfeit" }),
+    dd.pocAllocations.create(poc),
+    dd.pocAllocations.list("cus_1"),
+    dd.pocAllocations.get("poc_1"),
     dd.gifts.createCode(giftCode),
     dd.gifts.listCodes(),
     dd.gifts.claim({ code: "WELCOME25", customer_id: "cus_1" }),

@@ -404,6 +404,73 @@ ALTER TABLE grant_changes ADD CONSTRAINT grant_changes_kind_check CHECK (kind IN
 `,
   },
   {
+    version: 10,
+    name: "contracts",
+    sql: /* sql */ `
+-- An enterprise contract: committed credits over a term, granted upfront or in installments at a
+-- negotiated credit price; its terms (the core's Contract) as JSON, and its rate card terms.
+CREATE TABLE contracts (
+  tenant_id text NOT NULL,
+  id text NOT NULL,
+  customer_id text NOT NULL,
+  starts_at timestamptz NOT NULL,
+  ends_at timestamptz NOT NULL CHECK (ends_at > starts_at),
+  definition text NOT NULL,
+  -- Applied to the customer's pricing when the term starts: the card, the version pinned at
+  -- signing (when the vendor may not move the customer to newer versions), override lines.
+  rate_card_id text,
+  pinned_version_id text,
+  overrides text NOT NULL,
+  status text NOT NULL CHECK (status IN ('active', 'terminated')),
+  terminated_at timestamptz,
+  on_terminate text CHECK (on_terminate IN ('keep', 'forfeit')),
+  -- The last installment issued (-1 before the first), and when the next one falls due.
+  issued_through integer NOT NULL DEFAULT -1,
+  next_installment_at timestamptz,
+  created_at timestamptz NOT NULL,
+  PRIMARY KEY (tenant_id, id),
+  FOREIGN KEY (tenant_id, customer_id) REFERENCES customers (tenant_id, id),
+  FOREIGN KEY (tenant_id, rate_card_id) REFERENCES rate_cards (tenant_id, id),
+  FOREIGN KEY (tenant_id, pinned_version_id) REFERENCES rate_card_versions (tenant_id, id),
+  CHECK ((status = 'terminated') = (terminated_at IS NOT NULL))
+);
+CREATE INDEX contracts_customer ON contracts (tenant_id, customer_id, created_at);
+CREATE INDEX contracts_due ON contracts (next_installment_at) WHERE next_installment_at IS NOT NULL;
+
+-- Each installment is granted once (invariant 7): its key is the primary key.
+CREATE TABLE contract_installments (
+  tenant_id text NOT NULL,
+  key text NOT NULL,
+  contract_id text NOT NULL,
+  installment_index integer NOT NULL CHECK (installment_index >= 0),
+  amount numeric(38, 0) NOT NULL CHECK (amount >= 0),
+  grant_id text,
+  issued_at timestamptz NOT NULL,
+  PRIMARY KEY (tenant_id, key),
+  UNIQUE (tenant_id, contract_id, installment_index)
+);
+
+-- Proof-of-concept allocations: free credits for a window, with the list value they stand for.
+CREATE TABLE poc_allocations (
+  tenant_id text NOT NULL,
+  id text NOT NULL,
+  customer_id text NOT NULL,
+  amount numeric(38, 0) NOT NULL CHECK (amount > 0),
+  list_value numeric(38, 0) NOT NULL CHECK (list_value >= 0),
+  list_currency text NOT NULL CHECK (list_currency ~ '^[A-Z]{3}$'),
+  starts_at timestamptz NOT NULL,
+  ends_at timestamptz NOT NULL CHECK (ends_at > starts_at),
+  scope text[],
+  grant_id text NOT NULL,
+  created_at timestamptz NOT NULL,
+  PRIMARY KEY (tenant_id, id),
+  FOREIGN KEY (tenant_id, customer_id) REFERENCES customers (tenant_id, id),
+  FOREIGN KEY (tenant_id, grant_id) REFERENCES grants (tenant_id, id)
+);
+CREATE INDEX poc_allocations_customer ON poc_allocations (tenant_id, customer_id, created_at);
+`,
+  },
+  {
     version: 11,
     name: "expiry_policies",
     sql: /* sql */ `

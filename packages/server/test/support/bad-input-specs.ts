@@ -113,7 +113,9 @@ export type Kind =
   | "evt"
   | "run"
   | "pln"
-  | "sbs";
+  | "sbs"
+  | "ctr"
+  | "poc";
 
 /** Tenant `t`'s fixture of a kind. */
 export const fixtureOf = (f: Fixtures, t: "a" | "b", kind: Kind): string => {
@@ -131,6 +133,8 @@ export const fixtureOf = (f: Fixtures, t: "a" | "b", kind: Kind): string => {
     run: x.run,
     pln: x.plan,
     sbs: x.subscription,
+    ctr: x.contract,
+    poc: x.poc,
   }[kind];
 };
 
@@ -148,6 +152,8 @@ export const otherCustomersOf = (f: Fixtures, kind: Kind): string | null => {
         evt: x.event2,
         run: x.run2,
         sbs: x.subscription2,
+        ctr: x.contract2,
+        poc: x.poc2,
       } as Partial<Record<Kind, string>>
     )[kind] ?? null
   );
@@ -1158,6 +1164,225 @@ const GIFT_SPECS: Readonly<Record<string, Spec>> = {
   "GET /v1/reports/gifts": {},
 };
 
+// ------------------------------------------------------------------ contracts
+
+const DAY = 86_400_000;
+/** A time `days` from now, as the server's clock (which the suite moves only minutes) sees it. */
+const inDays = (days: number): string => new Date(Date.now() + days * DAY).toISOString();
+
+const contractBody = (customerId: string, change: Json = {}): Json => ({
+  customer_id: customerId,
+  ends_at: inDays(365),
+  commitment: "1200",
+  schedule: { kind: "installments", interval: { unit: "month", count: 3 } },
+  credit_price: { amount: "0.008", currency: "USD" },
+  ...change,
+});
+
+/** A valid contract body for the route's fresh customer, with fields replaced. */
+const contractWith =
+  (change: Json) =>
+  (_f: Fixtures, v: Vars): Json =>
+    contractBody(v.customer!, change);
+
+/** A fresh customer with a contract: the contract's id. */
+async function freshContract(client: Client): Promise<string> {
+  const c = await freshCustomer(client);
+  return String((await client.create("/v1/contracts", contractBody(String(c.id)))).id);
+}
+
+const pocWith =
+  (change: Json) =>
+  (_f: Fixtures, v: Vars): Json => ({
+    customer_id: v.customer!,
+    amount: "100",
+    list_value: { amount: "40", currency: "USD" },
+    ends_at: inDays(30),
+    ...change,
+  });
+
+const CONTRACT_SPECS: Readonly<Record<string, Spec>> = {
+  "POST /v1/contracts": {
+    setup: async ({ client }) => {
+      const bound = String((await freshCustomer(client)).id);
+      await client.create("/v1/contracts", contractBody(bound));
+      const card = await client.create("/v1/rate_cards", { name: `empty-${unique()}` });
+      return {
+        customer: String((await freshCustomer(client)).id),
+        customer2: String((await freshCustomer(client)).id),
+        bound,
+        emptyCard: String(card.id),
+      };
+    },
+    body: contractWith({}),
+    other: (_f, v) => ({ path: "/v1/contracts", json: contractBody(v.customer2!) }),
+    zeroAllowed: ["commitment"],
+    ids: {
+      customer_id: { code: "not_found", kind: "cus" },
+      rate_card_id: { code: "not_found", kind: "rcd" },
+    },
+    business: [
+      {
+        name: "a term overlapping the customer's contract",
+        code: "already_exists",
+        body: (_f, v) => contractBody(v.bound!, { starts_at: inDays(100), ends_at: inDays(400) }),
+      },
+      {
+        name: "a term ending before it starts",
+        code: "invalid_argument",
+        body: contractWith({ starts_at: inDays(10), ends_at: inDays(5) }),
+      },
+      {
+        name: "a term ending as it starts",
+        code: "invalid_argument",
+        body: contractWith({ starts_at: inDays(10), ends_at: inDays(10) }),
+      },
+      {
+        name: "a term starting in the past (a period change in the past)",
+        code: "invalid_argument",
+        body: contractWith({ starts_at: inDays(-2) }),
+      },
+      {
+        name: "a term of more than 120 months",
+        code: "invalid_argument",
+        body: contractWith({ ends_at: inDays(3700) }),
+      },
+      {
+        name: "an installment interval longer than the term",
+        code: "invalid_argument",
+        body: contractWith({ schedule: { kind: "installments", interval: { unit: "year", count: 2 } } }),
+      },
+      {
+        name: "installments without an interval",
+        code: "invalid_argument",
+        body: contractWith({ schedule: { kind: "installments" } }),
+      },
+      {
+        name: "a schedule kind not in the list",
+        code: "validation_failed",
+        field: "schedule",
+        body: contractWith({ schedule: { kind: "monthly" } }),
+      },
+      {
+        name: "a credit price without currency",
+        code: "validation_failed",
+        field: "credit_price",
+        body: contractWith({ credit_price: { amount: "0.008" } }),
+      },
+      {
+        name: "a negative credit price",
+        code: "invalid_amount",
+        field: "credit_price.amount",
+        body: contractWith({ credit_price: { amount: "-0.008", currency: "USD" } }),
+      },
+      {
+        name: "a credit price as a JSON number",
+        code: "validation_failed",
+        field: "credit_price",
+        body: contractWith({ credit_price: { amount: 0.008, currency: "USD" } }),
+      },
+      {
+        name: "a rolling expiry without months",
+        code: "invalid_argument",
+        body: contractWith({ expiry: { kind: "rolling" } }),
+      },
+      {
+        name: "a version to pin, with none in force",
+        code: "no_rate_card",
+        body: (_f, v) =>
+          contractBody(v.customer!, { rate_card_id: v.emptyCard!, allow_rate_card_upgrades: false }),
+      },
+      {
+        name: "an override line without a rate",
+        code: "invalid_rate_card",
+        body: contractWith({
+          overrides: [{ id: "x", action: "chat.completion", quantity: "output_tokens" }],
+        }),
+      },
+    ],
+  },
+  "GET /v1/customers/:id/contracts": {},
+  "GET /v1/contracts/:id": {},
+  "POST /v1/contracts/:id/terminate": {
+    setup: async ({ client }) => {
+      const terminated = await freshContract(client);
+      await client.create(`/v1/contracts/${terminated}/terminate`, {});
+      return { contract: await freshContract(client), other: await freshContract(client), terminated };
+    },
+    id: (_f, v) => v.contract!,
+    body: () => ({ credits: "forfeit" }),
+    other: (_f, v) => ({ path: `/v1/contracts/${v.other}/terminate`, json: {} }),
+    business: [
+      { name: "terminating twice", code: "invalid_argument", id: (_f, v) => v.terminated! },
+      {
+        name: "credits neither keep nor forfeit",
+        code: "validation_failed",
+        field: "credits",
+        body: () => ({ credits: "burn" }),
+      },
+    ],
+  },
+  "POST /v1/poc_allocations": {
+    setup: async ({ client }) => ({
+      customer: String((await freshCustomer(client)).id),
+      customer2: String((await freshCustomer(client)).id),
+    }),
+    body: pocWith({}),
+    other: (f, v) => ({
+      path: "/v1/poc_allocations",
+      json: { ...pocWith({})(f, v), customer_id: v.customer2! },
+    }),
+    ids: { customer_id: { code: "not_found", kind: "cus" } },
+    business: [
+      {
+        name: "a window ending before it starts",
+        code: "invalid_argument",
+        body: pocWith({ starts_at: inDays(10), ends_at: inDays(5) }),
+      },
+      {
+        name: "a window starting in the past",
+        code: "invalid_argument",
+        body: pocWith({ starts_at: inDays(-2) }),
+      },
+      {
+        name: "a window of more than 366 days",
+        code: "invalid_argument",
+        body: pocWith({ ends_at: inDays(400) }),
+      },
+      {
+        name: "a window that has already ended",
+        code: "invalid_argument",
+        body: pocWith({ ends_at: inDays(-1) }),
+      },
+      {
+        name: "a list value without currency",
+        code: "validation_failed",
+        field: "list_value",
+        body: pocWith({ list_value: { amount: "40" } }),
+      },
+      {
+        name: "a negative list value",
+        code: "invalid_amount",
+        field: "list_value.amount",
+        body: pocWith({ list_value: { amount: "-40", currency: "USD" } }),
+      },
+      {
+        name: "an empty scope",
+        code: "validation_failed",
+        field: "scope",
+        body: pocWith({ scope: [] }),
+      },
+      {
+        name: "a scope pattern outside the syntax",
+        code: "invalid_argument",
+        body: pocWith({ scope: ["Docs Review"] }),
+      },
+    ],
+  },
+  "GET /v1/customers/:id/poc_allocations": {},
+  "GET /v1/poc_allocations/:id": {},
+};
+
 export const SPECS: Readonly<Record<string, Spec>> = {
   "POST /v1/customers": {
     body: customerBody,
@@ -1524,4 +1749,5 @@ export const SPECS: Readonly<Record<string, Spec>> = {
   ...METERING_SPECS,
   ...LIFECYCLE_SPECS,
   ...GIFT_SPECS,
+  ...CONTRACT_SPECS,
 };

@@ -46,6 +46,12 @@ export interface TenantFixtures {
   readonly subscription2: string;
   /** A gift code (10 uses, 3 credits each), claimed once by the second customer. */
   readonly giftCode: string;
+  /** A year's contract (10 credits upfront) of the main customer, and one of the second. */
+  readonly contract: string;
+  readonly contract2: string;
+  /** A proof-of-concept allocation of the main customer, and one of the second. */
+  readonly poc: string;
+  readonly poc2: string;
 }
 
 /** What every bad-input and tenancy test starts from: two tenants with one of everything. */
@@ -155,6 +161,28 @@ async function tenantFixtures(client: Client, tenantId: string, t: string): Prom
   const subscription2 = await client.create("/v1/subscriptions", { customer_id: c2.id, plan_id: plan.id });
   const giftCode = await client.create("/v1/gift_codes", { code: "FIXTURE", amount: "3", max_uses: 10 });
   await client.create("/v1/gift_codes/claim", { code: giftCode.code, customer_id: c2.id });
+  const contract = async (customerId: unknown) =>
+    String(
+      (
+        await client.create("/v1/contracts", {
+          customer_id: customerId,
+          ends_at: new Date(Date.now() + 365 * 86_400_000).toISOString(),
+          commitment: "10",
+          credit_price: { amount: "0.01", currency: "USD" },
+        })
+      ).id,
+    );
+  const poc = async (customerId: unknown) =>
+    String(
+      (
+        await client.create("/v1/poc_allocations", {
+          customer_id: customerId,
+          amount: "5",
+          list_value: { amount: "2", currency: "USD" },
+          ends_at: new Date(Date.now() + 30 * 86_400_000).toISOString(),
+        })
+      ).id,
+    );
   return {
     tenantId,
     key: client.key,
@@ -186,6 +214,10 @@ async function tenantFixtures(client: Client, tenantId: string, t: string): Prom
     subscription: String(subscription.id),
     subscription2: String(subscription2.id),
     giftCode: String(giftCode.code),
+    contract: await contract(customer),
+    contract2: await contract(c2.id),
+    poc: await poc(customer),
+    poc2: await poc(c2.id),
   };
 }
 
