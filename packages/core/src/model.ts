@@ -21,7 +21,10 @@ export type IdPrefix =
   | "ctv"
   | "pln"
   | "sbs"
-  | "gft";
+  | "gft"
+  | "pbk"
+  | "pur"
+  | "cmt";
 
 /** Where a grant's credits came from. */
 export const GRANT_SOURCES = [
