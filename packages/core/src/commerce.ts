@@ -95,9 +95,13 @@ function checkPurchaseExpiry(policy: ExpiryPolicy | undefined, field: string): R
   const checked = validateExpiryPolicy(policy ?? { kind: "never" });
   if (!checked.ok) return fail(checked.error.code, checked.error.message, { field });
   if (checked.value.kind === "period_end") {
-    return fail("invalid_argument", 'Purchased credits have no period: their expiry is "never" or "rolling".', {
-      field,
-    });
+    return fail(
+      "invalid_argument",
+      'Purchased credits have no period: their expiry is "never" or "rolling".',
+      {
+        field,
+      },
+    );
   }
   return checked;
 }
@@ -172,7 +176,9 @@ export function validatePriceBook(input: PriceBookInput): Result<PriceBook> {
     const field = `tiers/${i}`;
     const last = i === tiers.length - 1;
     if (typeof t.unitPrice !== "bigint" || t.unitPrice < 0n || !inRange(t.unitPrice))
-      return fail("invalid_amount", "A tier's unit price is an amount ≥ 0.", { field: `${field}/unit_price` });
+      return fail("invalid_amount", "A tier's unit price is an amount ≥ 0.", {
+        field: `${field}/unit_price`,
+      });
     if (last) {
       if (t.upTo !== null)
         return fail("invalid_argument", "The last tier has no end (up_to null): every amount has a price.", {
@@ -195,7 +201,12 @@ export function validatePriceBook(input: PriceBookInput): Result<PriceBook> {
       return fail("invalid_argument", "Commitment bands are positive and rise strictly.", {
         field: `${field}/min_committed`,
       });
-    if (!Number.isInteger(b.percentOff) || b.percentOff < 1 || b.percentOff > 99 || b.percentOff < lastPercent)
+    if (
+      !Number.isInteger(b.percentOff) ||
+      b.percentOff < 1 ||
+      b.percentOff > 99 ||
+      b.percentOff < lastPercent
+    )
       return fail(
         "invalid_argument",
         "A commitment discount is a whole percent from 1 to 99, never less than a smaller band's.",
@@ -295,7 +306,9 @@ export function priceCredits(book: PriceBook, credits: bigint, committed = 0n): 
 export function pricePack(book: PriceBook, packId: string, committed = 0n): Result<Quote> {
   const pack = book.packs.find((p) => p.id === packId);
   if (!pack)
-    return fail("not_found", `The ${book.currency} price book has no pack "${packId}".`, { field: "pack_id" });
+    return fail("not_found", `The ${book.currency} price book has no pack "${packId}".`, {
+      field: "pack_id",
+    });
   return ok(quote(book, pack.credits, pack.id, pack.price, 1n, committed, pack.expiry));
 }
 
@@ -436,4 +449,3 @@ export function decideTopUp(input: {
   }
   return ok({ kind: "buy", quote: priced.value });
 }
-

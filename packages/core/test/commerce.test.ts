@@ -69,8 +69,14 @@ const bookArb = fc
     return book({
       currency: "EUR",
       decimals,
-      tiers: [...sortedEnds.map((upTo, i) => ({ upTo, unitPrice: prices[i]! })), { upTo: null, unitPrice: prices[4]! }],
-      commitmentDiscounts: sortedBands.map((minCommitted, i) => ({ minCommitted, percentOff: sortedPercents[i]! })),
+      tiers: [
+        ...sortedEnds.map((upTo, i) => ({ upTo, unitPrice: prices[i]! })),
+        { upTo: null, unitPrice: prices[4]! },
+      ],
+      commitmentDiscounts: sortedBands.map((minCommitted, i) => ({
+        minCommitted,
+        percentOff: sortedPercents[i]!,
+      })),
     });
   });
 
@@ -91,7 +97,10 @@ describe("price book validation", () => {
     ["nothing to sell", { currency: "USD" }, "packs"],
     [
       "a pack price finer than the decimals",
-      { ...BOOK, packs: [{ id: "p", name: "P", credits: UNIT, price: usd("1.001"), expiry: { kind: "never" } }] },
+      {
+        ...BOOK,
+        packs: [{ id: "p", name: "P", credits: UNIT, price: usd("1.001"), expiry: { kind: "never" } }],
+      },
       "packs/0/price",
     ],
     [
@@ -107,7 +116,10 @@ describe("price book validation", () => {
     ],
     [
       "a pack expiring at period end",
-      { ...BOOK, packs: [{ id: "p", name: "P", credits: UNIT, price: UNIT, expiry: { kind: "period_end" } }] },
+      {
+        ...BOOK,
+        packs: [{ id: "p", name: "P", credits: UNIT, price: UNIT, expiry: { kind: "period_end" } }],
+      },
       "packs/0/expiry",
     ],
     [
@@ -128,7 +140,17 @@ describe("price book validation", () => {
       "tiers/1/up_to",
     ],
     ["a bounded last tier", { ...BOOK, tiers: [{ upTo: credits(10n), unitPrice: UNIT }] }, "tiers/0/up_to"],
-    ["an unbounded middle tier", { ...BOOK, tiers: [{ upTo: null, unitPrice: UNIT }, { upTo: null, unitPrice: UNIT }] }, "tiers/0/up_to"],
+    [
+      "an unbounded middle tier",
+      {
+        ...BOOK,
+        tiers: [
+          { upTo: null, unitPrice: UNIT },
+          { upTo: null, unitPrice: UNIT },
+        ],
+      },
+      "tiers/0/up_to",
+    ],
     ["a negative unit price", { ...BOOK, tiers: [{ upTo: null, unitPrice: -1n }] }, "tiers/0/unit_price"],
     [
       "a discount that falls as the commitment grows",
@@ -223,30 +245,42 @@ describe("pricing", () => {
 
   test("property: buying more never costs less (graduated tiers are monotone)", () => {
     fc.assert(
-      fc.property(bookArb, amountArb, amountArb, fc.bigInt({ min: 0n, max: 10n ** 16n }), (b, x, y, committed) => {
-        const [lo, hi] = x <= y ? [x, y] : [y, x];
-        assert.ok(graduatedCost(b.tiers, lo) <= graduatedCost(b.tiers, hi));
-        const a = priceCredits(b, lo, committed);
-        const c = priceCredits(b, hi, committed);
-        assert.ok(a.ok && c.ok);
-        assert.ok(a.value.price <= c.value.price);
-      }),
+      fc.property(
+        bookArb,
+        amountArb,
+        amountArb,
+        fc.bigInt({ min: 0n, max: 10n ** 16n }),
+        (b, x, y, committed) => {
+          const [lo, hi] = x <= y ? [x, y] : [y, x];
+          assert.ok(graduatedCost(b.tiers, lo) <= graduatedCost(b.tiers, hi));
+          const a = priceCredits(b, lo, committed);
+          const c = priceCredits(b, hi, committed);
+          assert.ok(a.ok && c.ok);
+          assert.ok(a.value.price <= c.value.price);
+        },
+      ),
     );
   });
 
   test("property: a discount never raises the price, and more commitment never costs more", () => {
     fc.assert(
-      fc.property(bookArb, amountArb, fc.bigInt({ min: 0n, max: 10n ** 16n }), fc.bigInt({ min: 0n, max: 10n ** 16n }), (b, q, c1, c2) => {
-        const [lo, hi] = c1 <= c2 ? [c1, c2] : [c2, c1];
-        const none = priceCredits(b, q, 0n);
-        const less = priceCredits(b, q, lo);
-        const more = priceCredits(b, q, hi);
-        assert.ok(none.ok && less.ok && more.ok);
-        assert.ok(less.value.price <= none.value.price);
-        assert.ok(more.value.price <= less.value.price);
-        assert.ok(less.value.price <= less.value.listPrice);
-        assert.equal(none.value.price, none.value.listPrice);
-      }),
+      fc.property(
+        bookArb,
+        amountArb,
+        fc.bigInt({ min: 0n, max: 10n ** 16n }),
+        fc.bigInt({ min: 0n, max: 10n ** 16n }),
+        (b, q, c1, c2) => {
+          const [lo, hi] = c1 <= c2 ? [c1, c2] : [c2, c1];
+          const none = priceCredits(b, q, 0n);
+          const less = priceCredits(b, q, lo);
+          const more = priceCredits(b, q, hi);
+          assert.ok(none.ok && less.ok && more.ok);
+          assert.ok(less.value.price <= none.value.price);
+          assert.ok(more.value.price <= less.value.price);
+          assert.ok(less.value.price <= less.value.listPrice);
+          assert.equal(none.value.price, none.value.listPrice);
+        },
+      ),
     );
   });
 
@@ -292,13 +326,25 @@ describe("auto top-up decisions", () => {
   });
 
   test("nothing to buy at or above the threshold", () => {
-    const d = decideTopUp({ config: config(), book: book(), balance: credits(200n), spent: 0n, committed: 0n });
+    const d = decideTopUp({
+      config: config(),
+      book: book(),
+      balance: credits(200n),
+      spent: 0n,
+      committed: 0n,
+    });
     assert.ok(d.ok);
     assert.equal(d.value.kind, "not_needed");
   });
 
   test("an amount, a target balance, or a pack", () => {
-    const amount = decideTopUp({ config: config(), book: book(), balance: credits(150n), spent: 0n, committed: 0n });
+    const amount = decideTopUp({
+      config: config(),
+      book: book(),
+      balance: credits(150n),
+      spent: 0n,
+      committed: 0n,
+    });
     assert.ok(amount.ok && amount.value.kind === "buy");
     assert.equal(amount.value.quote.credits, credits(500n));
     assert.equal(amount.value.quote.price, usd("60"));
