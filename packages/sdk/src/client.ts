@@ -2,12 +2,15 @@ import { type ApiPromise, Transport } from "./http.js";
 import {
   Adjustments,
   ApiKeys,
+  AutoTopUps,
   CostTables,
   Customers,
   Events,
   Gifts,
   Grants,
   Plans,
+  PriceBooks,
+  Purchases,
   RateCards,
   Reports,
   Runs,
@@ -115,6 +118,12 @@ export class Drawdown {
   readonly gifts: Gifts;
   /** A test tenant's clock: get, advance (every expiry due on the way happens, in order). */
   readonly testClock: TestClocks;
+  /** The price book (packs, tiers, committed-use discounts) and customers' commitments. */
+  readonly priceBooks: PriceBooks;
+  /** Purchases of credits: create, list, get, confirm, fail, cancel. */
+  readonly purchases: Purchases;
+  /** Wallets' auto top-up: set, get, disable, run. */
+  readonly autoTopUps: AutoTopUps;
   readonly #transport: Transport;
 
   constructor(options: DrawdownOptions) {
@@ -137,6 +146,9 @@ export class Drawdown {
     this.plans = new Plans(this.#transport);
     this.subscriptions = new Subscriptions(this.#transport);
     this.gifts = new Gifts(this.#transport);
+    this.priceBooks = new PriceBooks(this.#transport);
+    this.purchases = new Purchases(this.#transport);
+    this.autoTopUps = new AutoTopUps(this.#transport);
     this.testClock = new TestClocks(this.#transport);
   }
 

@@ -1,5 +1,13 @@
 import { createHash, randomBytes } from "node:crypto";
-import { type ApiKey, Gifts, IngestWriter, Metering, type Store, Subscriptions } from "@drawdown/storage";
+import {
+  type ApiKey,
+  Commerce,
+  Gifts,
+  IngestWriter,
+  Metering,
+  type Store,
+  Subscriptions,
+} from "@drawdown/storage";
 import { Type } from "@sinclair/typebox";
 import Fastify, {
   type FastifyError,
@@ -7,6 +15,7 @@ import Fastify, {
   type FastifyReply,
   type FastifyRequest,
 } from "fastify";
+import { COMMERCE_ROUTES } from "./commerce-routes.js";
 import type { Config } from "./config.js";
 import { ApiError, type ApiErrorCode, type Problem, problem } from "./errors.js";
 import { GIFT_ROUTES } from "./gift-routes.js";
@@ -31,6 +40,8 @@ export interface AppOptions {
   readonly writer?: IngestWriter;
   /** Plans and subscriptions (a scheduler job of the store); built over the store when absent. */
   readonly subscriptions?: Subscriptions;
+  /** Price books, purchases and auto top-up (a scheduler job of the store); built over the store when absent. */
+  readonly commerce?: Commerce;
   readonly config: Pick<Config, "bodyLimit" | "logRequests"> & Partial<Pick<Config, "writerLanes">>;
 }
 
@@ -199,9 +210,16 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     writer: options.writer ?? new IngestWriter(store, metering, { lanes: config.writerLanes ?? 2 }),
     subscriptions: options.subscriptions ?? new Subscriptions(store),
     gifts: new Gifts(store),
+    commerce: options.commerce ?? new Commerce(store),
   };
   // The machine-readable and the human-readable reference, both public.
-  const openapi = buildOpenApi([...ROUTES, ...METERING_ROUTES, ...LIFECYCLE_ROUTES, ...GIFT_ROUTES]);
+  const openapi = buildOpenApi([
+    ...ROUTES,
+    ...METERING_ROUTES,
+    ...LIFECYCLE_ROUTES,
+    ...GIFT_ROUTES,
+    ...COMMERCE_ROUTES,
+  ]);
   (openapi.paths as Record<string, unknown>)["/v1/public/{tenant_id}/rate_card"] = {
     get: {
       operationId: "getPublicRateCard",
@@ -252,7 +270,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     { parseAs: "string" },
     app.getDefaultJsonParser("error", "error"),
   );
-  for (const r of [...ROUTES, ...METERING_ROUTES, ...LIFECYCLE_ROUTES, ...GIFT_ROUTES])
+  for (const r of [...ROUTES, ...METERING_ROUTES, ...LIFECYCLE_ROUTES, ...GIFT_ROUTES, ...COMMERCE_ROUTES])
     register(app, services, r);
   return app;
 }
@@ -275,6 +293,7 @@ interface Services {
   readonly writer: IngestWriter;
   readonly subscriptions: Subscriptions;
   readonly gifts: Gifts;
+  readonly commerce: Commerce;
 }
 
 function register(app: FastifyInstance, services: Services, r: Route): void {

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
+import { COMMERCE_ROUTES } from "../../src/commerce-routes.js";
 import type { ApiErrorCode } from "../../src/errors.js";
 import { GIFT_ROUTES } from "../../src/gift-routes.js";
 import { LIFECYCLE_ROUTES } from "../../src/lifecycle-routes.js";
@@ -167,6 +168,7 @@ export const API_ROUTES: readonly Route[] = [
   ...METERING_ROUTES,
   ...LIFECYCLE_ROUTES,
   ...GIFT_ROUTES,
+  ...COMMERCE_ROUTES,
 ];
 
 const routeKey = (r: Route): string => `${r.method} ${r.url}`;

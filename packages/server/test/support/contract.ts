@@ -1,4 +1,5 @@
 import { Value } from "@sinclair/typebox/value";
+import { COMMERCE_ROUTES } from "../../src/commerce-routes.js";
 import type { ApiErrorCode } from "../../src/errors.js";
 import { GIFT_ROUTES } from "../../src/gift-routes.js";
 import { LIFECYCLE_ROUTES } from "../../src/lifecycle-routes.js";
@@ -33,6 +34,7 @@ export const ALL_ROUTES: readonly Route[] = [
   ...METERING_ROUTES,
   ...LIFECYCLE_ROUTES,
   ...GIFT_ROUTES,
+  ...COMMERCE_ROUTES,
 ];
 
 const matchers = ALL_ROUTES.map((route) => ({
