@@ -10,7 +10,13 @@ export async function run({ dd, assert, log }) {
   await dd.priceBooks.publish({
     currency: "USD",
     packs: [
-      { id: "annual", name: "1,000 credits", credits: "1000", price: "100", expiry: { kind: "rolling", months: 12 } },
+      {
+        id: "annual",
+        name: "1,000 credits",
+        credits: "1000",
+        price: "100",
+        expiry: { kind: "rolling", months: 12 },
+      },
     ],
     // Custom amounts (what auto top-up buys): 12 cents a credit up to 1,000, then 10 cents.
     tiers: [

@@ -855,7 +855,9 @@ export class Commerce implements DueJob {
             spent: BigInt(spent.rows[0]!.total),
             committed: await this.committedAt(ex, tenantId, wallet.customerId, config.currency, now),
           })
-        : fail("no_price_book", `No ${config.currency} price book is published.`);
+        : fail("no_price_book", `No ${config.currency} price book is published.`, {
+            currency: config.currency,
+          });
       if (!decided.ok) {
         if (!scheduled) return outcome ? ok(outcome) : decided;
         if (decided.error.code === "auto_top_up_cap_reached") {

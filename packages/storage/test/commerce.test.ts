@@ -105,7 +105,9 @@ for (const backend of backends()) {
       assert.equal(p.value.price, usd(100n));
       assert.equal(await total(tenantId, walletId), "0");
       await store.advanceClock(tenantId, T0 + DAY);
-      const c = await store.db.transaction((tx) => commerce.confirmPurchase(tx, tenantId, p.value.id, "wire-42"));
+      const c = await store.db.transaction((tx) =>
+        commerce.confirmPurchase(tx, tenantId, p.value.id, "wire-42"),
+      );
       assert.ok(c.ok);
       assert.equal(c.value.status, "confirmed");
       assert.equal(c.value.providerReference, "wire-42");
@@ -412,7 +414,12 @@ for (const backend of backends()) {
       );
       const other = database.store(() => T0);
       const commerce2 = new Commerce(other);
-      await Promise.all([commerce.run(tenantId), commerce2.run(tenantId), commerce.run(null), commerce2.run(null)]);
+      await Promise.all([
+        commerce.run(tenantId),
+        commerce2.run(tenantId),
+        commerce.run(null),
+        commerce2.run(null),
+      ]);
       assert.equal(await total(tenantId, walletId), "200");
       const bought = await commerce.listPurchases(tenantId, { walletId }, { limit: 10 });
       assert.equal(bought.items.length, 1);
