@@ -1,6 +1,5 @@
 // Prepaid credits that expire after a year: a purchased pack with its cost basis, burned down
 // by usage, and the rest broken (moved to breakage) exactly once when the year is over.
-// (Auto top-up comes with the lifecycle work still open.)
 export const title = "prepaid credits that expire after a year";
 
 export async function run({ dd, assert, log }) {

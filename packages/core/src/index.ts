@@ -4,6 +4,7 @@
  */
 export * from "./amount.js";
 export * from "./burndown.js";
+export * from "./commerce.js";
 export * from "./contracts.js";
 export * from "./journal.js";
 export * from "./ledger.js";

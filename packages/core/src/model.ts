@@ -23,7 +23,10 @@ export type IdPrefix =
   | "sbs"
   | "gft"
   | "ctr"
-  | "poc";
+  | "poc"
+  | "pbk"
+  | "pur"
+  | "cmt";
 
 /** Where a grant's credits came from. */
 export const GRANT_SOURCES = [

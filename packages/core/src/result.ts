@@ -26,7 +26,11 @@ export type LedgerErrorCode =
   | "event_in_future"
   | "invalid_event"
   | "gift_code_exhausted"
-  | "gift_code_ended";
+  | "gift_code_ended"
+  | "no_price_book"
+  | "purchase_not_pending"
+  | "auto_top_up_disabled"
+  | "auto_top_up_cap_reached";
 
 /** A business failure: a stable code, a message a person can act on, optional details. */
 export interface LedgerError {

@@ -2,6 +2,7 @@ import { type ApiPromise, Transport } from "./http.js";
 import {
   Adjustments,
   ApiKeys,
+  AutoTopUps,
   Contracts,
   CostTables,
   Customers,
@@ -10,6 +11,8 @@ import {
   Grants,
   Plans,
   PocAllocations,
+  PriceBooks,
+  Purchases,
   RateCards,
   Reports,
   Runs,
@@ -121,6 +124,12 @@ export class Drawdown {
   readonly pocAllocations: PocAllocations;
   /** A test tenant's clock: get, advance (every expiry due on the way happens, in order). */
   readonly testClock: TestClocks;
+  /** The price book (packs, tiers, committed-use discounts) and customers' commitments. */
+  readonly priceBooks: PriceBooks;
+  /** Purchases of credits: create, list, get, confirm, fail, cancel. */
+  readonly purchases: Purchases;
+  /** Wallets' auto top-up: set, get, disable, run. */
+  readonly autoTopUps: AutoTopUps;
   readonly #transport: Transport;
 
   constructor(options: DrawdownOptions) {
@@ -145,6 +154,9 @@ export class Drawdown {
     this.gifts = new Gifts(this.#transport);
     this.contracts = new Contracts(this.#transport);
     this.pocAllocations = new PocAllocations(this.#transport);
+    this.priceBooks = new PriceBooks(this.#transport);
+    this.purchases = new Purchases(this.#transport);
+    this.autoTopUps = new AutoTopUps(this.#transport);
     this.testClock = new TestClocks(this.#transport);
   }
 

@@ -22,6 +22,7 @@ export { ApiPromise, type ApiResponse } from "./http.js";
 export {
   Adjustments,
   ApiKeys,
+  AutoTopUps,
   Contracts,
   CostTables,
   Customers,
@@ -30,6 +31,8 @@ export {
   Grants,
   Plans,
   PocAllocations,
+  PriceBooks,
+  Purchases,
   paginate,
   RateCards,
   Reports,

@@ -3,8 +3,13 @@ import type { ApiPromise, Transport } from "./http.js";
 import type {
   ApiKey,
   ApiKeyCreateParams,
+  AutoTopUp,
+  AutoTopUpParams,
+  AutoTopUpRun,
   Balance,
   CloudEventInput,
+  Commitment,
+  CommitmentCreateParams,
   Contract,
   ContractCreateParams,
   ContractTerminateParams,
@@ -47,6 +52,13 @@ import type {
   PocAllocation,
   PocAllocationCreateParams,
   PostOptions,
+  PriceBook,
+  PriceBookParams,
+  Purchase,
+  PurchaseConfirmParams,
+  PurchaseCreateParams,
+  PurchaseListParams,
+  PurchaseUnpaidParams,
   RateCard,
   RateCardCreateParams,
   RateCardVersion,
@@ -1347,5 +1359,229 @@ export class PocAllocations extends Resource {
    */
   get(id: string, options?: RequestOptions): ApiPromise<PocAllocation> {
     return this.fetchJson(options, () => ({ path: `/v1/poc_allocations/${seg(id)}` }));
+  }
+}
+
+/**
+ * The price book: what credits cost to buy per currency (packs, graduated tiers, committed-use
+ * discounts), and customers' commitments. Kept apart from rate cards (what actions cost in credits).
+ */
+export class PriceBooks extends Resource {
+  /**
+   * Publishes a currency's price book: its next version, in force for every purchase priced from now on.
+   *
+   * @example
+   * await dd.priceBooks.publish({
+   *   currency: "USD",
+   *   packs: [{ id: "annual", name: "1,000 credits", credits: "1000", price: "100", expiry: { kind: "rolling", months: 12 } }],
+   *   tiers: [{ up_to: "1000", unit_price: "0.12" }, { up_to: null, unit_price: "0.10" }],
+   *   commitment_discounts: [{ min_committed: "10000", percent_off: 10 }],
+   * });
+   */
+  publish(params: PriceBookParams, options?: PostOptions): ApiPromise<PriceBook> {
+    return this.postJson(options, () => ({
+      path: "/v1/price_books",
+      body: {
+        ...params,
+        packs: params.packs?.map((p, i) => ({
+          ...p,
+          credits: wireAmount(p.credits, `packs[${i}].credits`),
+          price: wireAmount(p.price, `packs[${i}].price`),
+        })),
+        tiers: params.tiers?.map((t, i) => ({
+          up_to: t.up_to === null ? null : wireAmount(t.up_to, `tiers[${i}].up_to`),
+          unit_price: wireAmount(t.unit_price, `tiers[${i}].unit_price`),
+        })),
+        commitment_discounts: params.commitment_discounts?.map((d, i) => ({
+          ...d,
+          min_committed: wireAmount(d.min_committed, `commitment_discounts[${i}].min_committed`),
+        })),
+      },
+    }));
+  }
+
+  /**
+   * The price books in force, one per currency.
+   *
+   * @example
+   * const { data: books } = await dd.priceBooks.list();
+   */
+  list(options?: RequestOptions): ApiPromise<List<PriceBook>> {
+    return this.fetchJson(options, () => ({ path: "/v1/price_books" }));
+  }
+
+  /**
+   * Records a customer's commitment to buy credits over a term: while in force, the book's
+   * committed-use discount for its total applies to every purchase in that currency.
+   *
+   * @example
+   * await dd.priceBooks.commit(acme.id, { currency: "USD", credits: "12000", ends_at: "2027-12-31T00:00:00Z" });
+   */
+  commit(customerId: string, params: CommitmentCreateParams, options?: PostOptions): ApiPromise<Commitment> {
+    return this.postJson(options, () => ({
+      path: `/v1/customers/${seg(customerId)}/commitments`,
+      body: {
+        ...params,
+        credits: wireAmount(params.credits, "credits"),
+        starts_at: maybeTime(params.starts_at, "starts_at"),
+        ends_at: wireTime(params.ends_at, "ends_at"),
+      },
+    }));
+  }
+
+  /**
+   * A customer's commitments, oldest first.
+   *
+   * @example
+   * const { data } = await dd.priceBooks.commitments(acme.id);
+   */
+  commitments(customerId: string, options?: RequestOptions): ApiPromise<List<Commitment>> {
+    return this.fetchJson(options, () => ({ path: `/v1/customers/${seg(customerId)}/commitments` }));
+  }
+}
+
+/**
+ * Purchases of credits through a payment provider: pending until paid, then a grant with its
+ * cost basis (exactly once).
+ */
+export class Purchases extends Resource {
+  /**
+   * Buys a pack or a custom amount for a wallet. Paid at once (`confirmed`, with `grant_id`), an
+   * invoice (`pending`: no credits until confirmed), or declined (`failed`).
+   *
+   * @example
+   * const invoice = await dd.purchases.create({ wallet_id: acme.wallet_id, currency: "USD", pack_id: "annual", provider: "manual" });
+   */
+  create(params: PurchaseCreateParams, options?: PostOptions): ApiPromise<Purchase> {
+    return this.postJson(options, () => ({
+      path: "/v1/purchases",
+      body: {
+        ...params,
+        credits: params.credits === undefined ? undefined : wireAmount(params.credits, "credits"),
+      },
+    }));
+  }
+
+  /**
+   * Purchases in id order, filtered by customer, wallet, status.
+   *
+   * @example
+   * const { data: pending } = await dd.purchases.list({ status: "pending" });
+   */
+  list(params?: PurchaseListParams, options?: RequestOptions): ApiPromise<List<Purchase>> {
+    return this.fetchJson(options, () => ({
+      path: "/v1/purchases",
+      query: {
+        ...pageQuery(params),
+        customer_id: params?.customer_id,
+        wallet_id: params?.wallet_id,
+        status: params?.status,
+      },
+    }));
+  }
+
+  /**
+   * One purchase.
+   *
+   * @example
+   * const p = await dd.purchases.get(invoice.id);
+   */
+  get(id: string, options?: RequestOptions): ApiPromise<Purchase> {
+    return this.fetchJson(options, () => ({ path: `/v1/purchases/${seg(id)}` }));
+  }
+
+  /**
+   * Confirms a pending purchase's payment: its credits are granted now, once. A purchase that is
+   * not pending throws `purchase_not_pending` and nothing changes.
+   *
+   * @example
+   * const paid = await dd.purchases.confirm(invoice.id, { reference: "wire-2027-001" });
+   */
+  confirm(id: string, params: PurchaseConfirmParams = {}, options?: PostOptions): ApiPromise<Purchase> {
+    return this.postJson(options, () => ({ path: `/v1/purchases/${seg(id)}/confirm`, body: { ...params } }));
+  }
+
+  /**
+   * Records that a pending purchase will not be paid: no credits; an auto top-up's failed payment turns it off.
+   *
+   * @example
+   * await dd.purchases.fail(invoice.id, { reason: "invoice unpaid after 30 days" });
+   */
+  fail(id: string, params: PurchaseUnpaidParams = {}, options?: PostOptions): ApiPromise<Purchase> {
+    return this.postJson(options, () => ({ path: `/v1/purchases/${seg(id)}/fail`, body: { ...params } }));
+  }
+
+  /**
+   * Withdraws a pending purchase: no credits.
+   *
+   * @example
+   * await dd.purchases.cancel(invoice.id, { reason: "ordered twice" });
+   */
+  cancel(id: string, params: PurchaseUnpaidParams = {}, options?: PostOptions): ApiPromise<Purchase> {
+    return this.postJson(options, () => ({ path: `/v1/purchases/${seg(id)}/cancel`, body: { ...params } }));
+  }
+}
+
+/**
+ * Auto top-up per wallet: below a threshold, buy an amount, up to a target, or a pack, within a
+ * monthly cap; it turns itself off after a failed payment.
+ */
+export class AutoTopUps extends Resource {
+  /**
+   * Sets (or replaces, turning it back on) a wallet's auto top-up.
+   *
+   * @example
+   * await dd.autoTopUps.set(acme.wallet_id, {
+   *   threshold: "200", amount: "500", currency: "USD", monthly_cap: "100", provider: "test", payment_method: "pm_test_ok",
+   * });
+   */
+  set(walletId: string, params: AutoTopUpParams, options?: PostOptions): ApiPromise<AutoTopUp> {
+    return this.postJson(options, () => ({
+      path: `/v1/wallets/${seg(walletId)}/auto_top_up`,
+      body: {
+        ...params,
+        threshold: wireAmount(params.threshold, "threshold"),
+        amount: params.amount === undefined ? undefined : wireAmount(params.amount, "amount"),
+        target_balance:
+          params.target_balance === undefined
+            ? undefined
+            : wireAmount(params.target_balance, "target_balance"),
+        monthly_cap: wireAmount(params.monthly_cap, "monthly_cap"),
+      },
+    }));
+  }
+
+  /**
+   * A wallet's auto top-up, with `disabled_reason` when it turned itself off.
+   *
+   * @example
+   * const { enabled, disabled_reason } = await dd.autoTopUps.get(acme.wallet_id);
+   */
+  get(walletId: string, options?: RequestOptions): ApiPromise<AutoTopUp> {
+    return this.fetchJson(options, () => ({ path: `/v1/wallets/${seg(walletId)}/auto_top_up` }));
+  }
+
+  /**
+   * Turns a wallet's auto top-up off.
+   *
+   * @example
+   * await dd.autoTopUps.disable(acme.wallet_id);
+   */
+  disable(walletId: string, options?: PostOptions): ApiPromise<AutoTopUp> {
+    return this.postJson(options, () => ({
+      path: `/v1/wallets/${seg(walletId)}/auto_top_up/disable`,
+      body: {},
+    }));
+  }
+
+  /**
+   * Checks a wallet's auto top-up now (the scheduler does it on its own). Throws
+   * `auto_top_up_disabled` or `auto_top_up_cap_reached`, changing nothing.
+   *
+   * @example
+   * const { outcome, purchase } = await dd.autoTopUps.run(acme.wallet_id);
+   */
+  run(walletId: string, options?: PostOptions): ApiPromise<AutoTopUpRun> {
+    return this.postJson(options, () => ({ path: `/v1/wallets/${seg(walletId)}/auto_top_up/run`, body: {} }));
   }
 }

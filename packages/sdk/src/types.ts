@@ -1265,3 +1265,177 @@ export interface PocAllocation {
   used_list_value: Money;
   created_at: string;
 }
+
+// ------------------------------------------------------------------ top-ups and the price book
+
+/** When purchased credits expire: never, or (`rolling`) `months` after the payment is confirmed. */
+export interface PurchaseExpiry {
+  kind: "never" | "rolling";
+  /** For rolling: 1 to 120. */
+  months?: number;
+}
+
+/** Body of `priceBooks.publish`. Money amounts are decimal strings (or bigint units at scale 9) of the currency. */
+export interface PriceBookParams {
+  /** ISO 4217, e.g. "USD". */
+  currency: string;
+  /** Decimals the currency charges in (0 to 9); every price rounds to them once. Default 2. */
+  decimals?: number;
+  packs?: {
+    /** 1 to 64 lowercase letters, digits, "-" or "_". */
+    id: string;
+    name: string;
+    credits: AmountInput;
+    price: AmountInput;
+    /** Default never. */
+    expiry?: PurchaseExpiry;
+  }[];
+  /** Graduated bands for custom amounts: each credit priced by its band; the last band has `up_to: null`. */
+  tiers?: { up_to: AmountInput | null; unit_price: AmountInput }[];
+  /** When credits bought as a custom amount expire; default never. */
+  custom_expiry?: PurchaseExpiry;
+  /** A customer committed to at least `min_committed` credits gets `percent_off` (1 to 99) off every purchase. */
+  commitment_discounts?: { min_committed: AmountInput; percent_off: number }[];
+}
+
+/** A published price book: one currency's version in force. */
+export interface PriceBook {
+  object: "price_book";
+  id: string;
+  currency: string;
+  version: number;
+  decimals: number;
+  packs: { id: string; name: string; credits: string; price: string; expiry: PurchaseExpiry }[];
+  tiers: { up_to: string | null; unit_price: string }[];
+  custom_expiry: PurchaseExpiry;
+  commitment_discounts: { min_committed: string; percent_off: number }[];
+  created_at: string;
+}
+
+/** Body of `commitments.create`. */
+export interface CommitmentCreateParams {
+  currency: string;
+  /** Credits committed over the term. */
+  credits: AmountInput;
+  /** Default now. */
+  starts_at?: TimeInput;
+  ends_at: TimeInput;
+}
+
+/** A customer's committed use in one currency over a term. */
+export interface Commitment {
+  object: "commitment";
+  id: string;
+  customer_id: string;
+  currency: string;
+  credits: string;
+  starts_at: string;
+  ends_at: string;
+  created_at: string;
+}
+
+/** Body of `purchases.create`: exactly one of `pack_id` and `credits`. */
+export interface PurchaseCreateParams {
+  wallet_id: string;
+  /** The price book to buy from. */
+  currency: string;
+  pack_id?: string;
+  /** A custom amount, priced by the book's tiers. */
+  credits?: AmountInput;
+  /** "manual" (an invoice, confirmed through the API) or "test" (test tenants). */
+  provider: string;
+  /** For the test provider: pm_test_ok, pm_test_declined or pm_test_pending. */
+  payment_method?: string;
+}
+
+/** A purchase of credits: pending until paid, then confirmed with its grant. */
+export interface Purchase {
+  object: "purchase";
+  id: string;
+  customer_id: string;
+  wallet_id: string;
+  status: "pending" | "confirmed" | "failed" | "canceled";
+  origin: "api" | "auto_top_up";
+  currency: string;
+  credits: string;
+  pack_id: string | null;
+  /** Before the committed-use discount. */
+  list_price: string;
+  discount_percent: number;
+  /** What the customer pays, rounded once to the book's decimals. */
+  price: string;
+  /** Money per credit: price ÷ credits, rounded down. */
+  cost_basis: string;
+  price_book_id: string;
+  expiry: PurchaseExpiry;
+  provider: string;
+  payment_method: string | null;
+  provider_reference: string | null;
+  failure_reason: string | null;
+  /** The grant its payment made, once confirmed. */
+  grant_id: string | null;
+  created_at: string;
+  resolved_at: string | null;
+}
+
+/** Query of `purchases.list`. */
+export interface PurchaseListParams extends PageParams {
+  customer_id?: string;
+  wallet_id?: string;
+  status?: Purchase["status"];
+}
+
+/** Body of `purchases.confirm`. */
+export interface PurchaseConfirmParams {
+  /** The payment's reference (a wire, a receipt). */
+  reference?: string;
+}
+
+/** Body of `purchases.fail` and `purchases.cancel`. */
+export interface PurchaseUnpaidParams {
+  reason?: string;
+}
+
+/** Body of `autoTopUps.set`: exactly one of `amount`, `target_balance` and `pack_id`. */
+export interface AutoTopUpParams {
+  /** A top-up is due when the balance is below this. */
+  threshold: AmountInput;
+  amount?: AmountInput;
+  target_balance?: AmountInput;
+  pack_id?: string;
+  currency: string;
+  /** The most money auto top-up may spend per calendar month (UTC). */
+  monthly_cap: AmountInput;
+  provider: string;
+  payment_method?: string;
+  /** Default true. */
+  enabled?: boolean;
+}
+
+/** A wallet's auto top-up. */
+export interface AutoTopUp {
+  object: "auto_top_up";
+  wallet_id: string;
+  enabled: boolean;
+  /** Why it turned itself off (a failed payment), or null. */
+  disabled_reason: string | null;
+  threshold: string;
+  amount: string | null;
+  target_balance: string | null;
+  pack_id: string | null;
+  currency: string;
+  monthly_cap: string;
+  provider: string;
+  payment_method: string | null;
+  /** The month's cap stopped a top-up: none is tried before this. */
+  capped_until: string | null;
+  updated_at: string;
+}
+
+/** What `autoTopUps.run` did. */
+export interface AutoTopUpRun {
+  object: "auto_top_up_run";
+  outcome: "purchased" | "not_needed" | "pending";
+  purchase: Purchase | null;
+  auto_top_up: AutoTopUp;
+}

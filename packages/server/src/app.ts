@@ -1,6 +1,7 @@
 import { createHash, randomBytes } from "node:crypto";
 import {
   type ApiKey,
+  Commerce,
   Contracts,
   Gifts,
   IngestWriter,
@@ -15,6 +16,7 @@ import Fastify, {
   type FastifyReply,
   type FastifyRequest,
 } from "fastify";
+import { COMMERCE_ROUTES } from "./commerce-routes.js";
 import type { Config } from "./config.js";
 import { CONTRACT_ROUTES } from "./contract-routes.js";
 import { ApiError, type ApiErrorCode, type Problem, problem } from "./errors.js";
@@ -34,6 +36,7 @@ export const API_ROUTES: readonly Route[] = [
   ...GIFT_ROUTES,
   ...EXPIRY_ROUTES,
   ...CONTRACT_ROUTES,
+  ...COMMERCE_ROUTES,
 ];
 
 declare module "fastify" {
@@ -53,6 +56,8 @@ export interface AppOptions {
   readonly subscriptions?: Subscriptions;
   /** Contracts (their installments are a scheduler job of the store); built over the store when absent. */
   readonly contracts?: Contracts;
+  /** Price books, purchases and auto top-up (a scheduler job of the store); built over the store when absent. */
+  readonly commerce?: Commerce;
   readonly config: Pick<Config, "bodyLimit" | "logRequests"> & Partial<Pick<Config, "writerLanes">>;
 }
 
@@ -222,6 +227,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     subscriptions: options.subscriptions ?? new Subscriptions(store),
     gifts: new Gifts(store),
     contracts: options.contracts ?? new Contracts(store, metering),
+    commerce: options.commerce ?? new Commerce(store),
   };
   // The machine-readable and the human-readable reference, both public.
   const openapi = buildOpenApi(API_ROUTES);
@@ -298,6 +304,7 @@ interface Services {
   readonly subscriptions: Subscriptions;
   readonly gifts: Gifts;
   readonly contracts: Contracts;
+  readonly commerce: Commerce;
 }
 
 function register(app: FastifyInstance, services: Services, r: Route): void {

@@ -8,6 +8,7 @@ import {
 } from "@drawdown/core";
 import type {
   ApiKey,
+  Commerce,
   Contracts,
   Gifts,
   IngestWriter,
@@ -50,6 +51,8 @@ export interface RequestContext<P, Q, B> {
   readonly gifts: Gifts;
   /** Contracts and proof-of-concept allocations. */
   readonly contracts: Contracts;
+  /** Price books, purchases and auto top-up. */
+  readonly commerce: Commerce;
   /** The transaction a POST runs in (with its idempotency record); the database for a GET. */
   readonly tx: SqlExecutor;
 }
@@ -134,7 +137,7 @@ export function timestamp(text: string, field: string): number {
 export const optionalTimestamp = (text: string | null | undefined, field: string) =>
   text === undefined ? undefined : text === null ? null : timestamp(text, field);
 
-function page(query: { limit?: string; cursor?: string }, cursorPattern: RegExp) {
+export function page(query: { limit?: string; cursor?: string }, cursorPattern: RegExp) {
   const limit = query.limit === undefined ? 50 : Number(query.limit);
   if (!Number.isInteger(limit) || limit < 1 || limit > 200) {
     throw new ApiError("validation_failed", "limit must be from 1 to 200.", {
@@ -154,7 +157,7 @@ function page(query: { limit?: string; cursor?: string }, cursorPattern: RegExp)
   return { limit, after };
 }
 
-const ID_CURSOR = /^[a-z]{3}_[0-9a-z]{1,60}$/;
+export const ID_CURSOR = /^[a-z]{3}_[0-9a-z]{1,60}$/;
 const SEQ_CURSOR = /^[1-9][0-9]{0,18}$/;
 
 export const notFound = (what: string, id: string) => new ApiError("not_found", `No ${what} ${id}.`);

@@ -3,6 +3,7 @@ import { test } from "node:test";
 import type * as Sdk from "@drawdown/sdk";
 import { API_ERROR_STATUS, Drawdown } from "@drawdown/sdk";
 import type { Static } from "@sinclair/typebox";
+import type * as CM from "../src/commerce-routes.js";
 import type * as C from "../src/contract-routes.js";
 import { type ApiErrorCode, ERRORS } from "../src/errors.js";
 import { type CloudEvent, NativeEvent } from "../src/events.js";
@@ -162,6 +163,29 @@ check<Equal<keyof Sdk.PocAllocation, keyof Static<typeof C.PocView>>>();
 check<Assignable<Sdk.PocAllocation, Static<typeof C.PocView>>>();
 check<Equal<keyof Sdk.PocAllocationCreateParams, keyof Static<typeof C.PocCreate>>>();
 check<Assignable<Static<typeof C.PocCreate>, Sdk.PocAllocationCreateParams>>();
+// Top-ups and the price book.
+check<Equal<keyof Sdk.PriceBook, keyof Static<typeof CM.PriceBookView>>>();
+check<Assignable<Sdk.PriceBook, Static<typeof CM.PriceBookView>>>();
+check<Equal<keyof Sdk.Commitment, keyof Static<typeof CM.CommitmentView>>>();
+check<Assignable<Sdk.Commitment, Static<typeof CM.CommitmentView>>>();
+check<Equal<keyof Sdk.Purchase, keyof Static<typeof CM.PurchaseView>>>();
+check<Assignable<Sdk.Purchase, Static<typeof CM.PurchaseView>>>();
+check<Equal<keyof Sdk.AutoTopUp, keyof Static<typeof CM.AutoTopUpView>>>();
+check<Assignable<Sdk.AutoTopUp, Static<typeof CM.AutoTopUpView>>>();
+check<Equal<keyof Sdk.AutoTopUpRun, keyof Static<typeof CM.AutoTopUpRunView>>>();
+check<Assignable<Sdk.AutoTopUpRun, Static<typeof CM.AutoTopUpRunView>>>();
+check<Equal<keyof Sdk.PriceBookParams, keyof Static<typeof CM.PriceBookCreate>>>();
+check<Assignable<Static<typeof CM.PriceBookCreate>, Sdk.PriceBookParams>>();
+check<Equal<keyof Sdk.CommitmentCreateParams, keyof Static<typeof CM.CommitmentCreate>>>();
+check<Assignable<Static<typeof CM.CommitmentCreate>, Sdk.CommitmentCreateParams>>();
+check<Equal<keyof Sdk.PurchaseCreateParams, keyof Static<typeof CM.PurchaseCreate>>>();
+check<Assignable<Static<typeof CM.PurchaseCreate>, Sdk.PurchaseCreateParams>>();
+check<Equal<keyof Sdk.PurchaseConfirmParams, keyof Static<typeof CM.PurchaseConfirm>>>();
+check<Assignable<Static<typeof CM.PurchaseConfirm>, Sdk.PurchaseConfirmParams>>();
+check<Equal<keyof Sdk.PurchaseUnpaidParams, keyof Static<typeof CM.PurchaseUnpaid>>>();
+check<Assignable<Static<typeof CM.PurchaseUnpaid>, Sdk.PurchaseUnpaidParams>>();
+check<Equal<keyof Sdk.AutoTopUpParams, keyof Static<typeof CM.AutoTopUpSet>>>();
+check<Assignable<Static<typeof CM.AutoTopUpSet>, Sdk.AutoTopUpParams>>();
 
 // Paging: the same parameters (limit travels as text; the SDK takes a number).
 check<Equal<keyof Sdk.PageParams, keyof Static<typeof S.Page>>>();
@@ -339,6 +363,50 @@ test("the SDK calls every route, sending exactly the documented query parameters
     ends_at: time,
     scope: null,
   };
+  const book: Required<Sdk.PriceBookParams> = {
+    currency: "USD",
+    decimals: 2,
+    packs: [
+      { id: "p", name: "P", credits: "10", price: 1_000_000_000n, expiry: { kind: "rolling", months: 12 } },
+    ],
+    tiers: [{ up_to: null, unit_price: "0.1" }],
+    custom_expiry: { kind: "never" },
+    commitment_discounts: [{ min_committed: "100", percent_off: 10 }],
+  };
+  const commitment: Required<Sdk.CommitmentCreateParams> = {
+    currency: "USD",
+    credits: "1000",
+    starts_at: time,
+    ends_at: time,
+  };
+  const {
+    pack_id: _p,
+    credits: _c,
+    ...purchaseBase
+  } = {
+    wallet_id: "wal_1",
+    currency: "USD",
+    pack_id: "p",
+    credits: "5",
+    provider: "test",
+    payment_method: "pm_test_ok",
+  } satisfies Required<Sdk.PurchaseCreateParams>;
+  const {
+    amount: _a,
+    target_balance: _t,
+    pack_id: _k,
+    ...topUpBase
+  } = {
+    threshold: "10",
+    amount: "5",
+    target_balance: "20",
+    pack_id: "p",
+    currency: "USD",
+    monthly_cap: "50",
+    provider: "test",
+    payment_method: "pm_test_ok",
+    enabled: true,
+  } satisfies Required<Sdk.AutoTopUpParams>;
   await Promise.all([
     dd.contracts.create(contract),
     dd.contracts.list("cus_1"),
@@ -347,6 +415,23 @@ test("the SDK calls every route, sending exactly the documented query parameters
     dd.pocAllocations.create(poc),
     dd.pocAllocations.list("cus_1"),
     dd.pocAllocations.get("poc_1"),
+    dd.priceBooks.publish(book),
+    dd.priceBooks.list(),
+    dd.priceBooks.commit("cus_1", commitment),
+    dd.priceBooks.commitments("cus_1"),
+    dd.purchases.create({ ...purchaseBase, pack_id: "p" }),
+    dd.purchases.create({ ...purchaseBase, credits: 5n }),
+    dd.purchases.list({ customer_id: "cus_1", wallet_id: "wal_1", status: "pending", limit: 5, cursor: "c" }),
+    dd.purchases.get("pur_1"),
+    dd.purchases.confirm("pur_1", { reference: "r" }),
+    dd.purchases.fail("pur_1", { reason: "r" }),
+    dd.purchases.cancel("pur_1", { reason: "r" }),
+    dd.autoTopUps.set("wal_1", { ...topUpBase, amount: "5" }),
+    dd.autoTopUps.set("wal_1", { ...topUpBase, target_balance: 20_000_000_000n }),
+    dd.autoTopUps.set("wal_1", { ...topUpBase, pack_id: "p" }),
+    dd.autoTopUps.get("wal_1"),
+    dd.autoTopUps.disable("wal_1"),
+    dd.autoTopUps.run("wal_1"),
     dd.gifts.createCode(giftCode),
     dd.gifts.listCodes(),
     dd.gifts.claim({ code: "WELCOME25", customer_id: "cus_1" }),
@@ -419,6 +504,12 @@ test("the SDK calls every route, sending exactly the documented query parameters
   // Bodies of exactly one of their fields (the test clock's advance: to or seconds): each call
   // sends one of them, and the calls together send every one.
   const oneOf = new Map<string, Set<string>>([["advanceTestClock", new Set()]]);
+  // Bodies with exactly one of some fields besides the others: each call sends one of the
+  // alternatives and every other field, and the calls together send every alternative.
+  const alternatives = new Map<string, { fields: readonly string[]; sent: Set<string> }>([
+    ["createPurchase", { fields: ["pack_id", "credits"], sent: new Set() }],
+    ["setAutoTopUp", { fields: ["amount", "target_balance", "pack_id"], sent: new Set() }],
+  ]);
   const called = new Set<string>();
   for (const s of sent.slice(0, -2)) {
     if (s.path.startsWith("/v1/public/")) {
@@ -439,12 +530,26 @@ test("the SDK calls every route, sending exactly the documented query parameters
       either.add(s.body[0]!);
       continue;
     }
+    const alt = alternatives.get(route.operationId);
+    if (alt) {
+      const chosen = s.body.filter((f) => alt.fields.includes(f));
+      assert.equal(chosen.length, 1, `${route.operationId}: exactly one of ${alt.fields.join(", ")}`);
+      alt.sent.add(chosen[0]!);
+      assert.deepEqual(
+        [...s.body].sort(),
+        props(route.body).filter((f) => !alt.fields.includes(f) || f === chosen[0]),
+        `${route.operationId}: body fields`,
+      );
+      continue;
+    }
     assert.deepEqual(
       [...s.body].sort(),
       unknownBody[route.operationId] ?? props(route.body),
       `${route.operationId}: body fields`,
     );
   }
+  for (const [operationId, alt] of alternatives)
+    assert.deepEqual([...alt.sent].sort(), [...alt.fields].sort(), `${operationId}: every alternative sent`);
   for (const [operationId, fields] of oneOf) {
     const route = ALL_ROUTES.find((r) => r.operationId === operationId);
     const documented = Object.keys((route?.body as { properties?: object } | undefined)?.properties ?? {});

@@ -2,6 +2,8 @@
  * @drawdown/storage: the ledger on PostgreSQL's dialect, embedded (PGlite) or served
  * (PostgreSQL 15+), with the same migrations and queries on both.
  */
+
+export * from "./commerce.js";
 export * from "./contracts.js";
 export * from "./gifts.js";
 export * from "./ids.js";

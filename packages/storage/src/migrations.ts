@@ -404,6 +404,104 @@ ALTER TABLE grant_changes ADD CONSTRAINT grant_changes_kind_check CHECK (kind IN
 `,
   },
   {
+    version: 9,
+    name: "commerce",
+    sql: /* sql */ `
+-- What credits cost to buy, per currency: each publication is a new version (JSON definition);
+-- purchases name the version they were priced by.
+CREATE TABLE price_books (
+  tenant_id text NOT NULL REFERENCES tenants (id),
+  id text NOT NULL,
+  currency text NOT NULL CHECK (currency ~ '^[A-Z]{3}$'),
+  version integer NOT NULL CHECK (version > 0),
+  definition text NOT NULL,
+  created_at timestamptz NOT NULL,
+  PRIMARY KEY (tenant_id, id),
+  UNIQUE (tenant_id, currency, version)
+);
+
+-- A customer's committed use: credits committed over a term, in one currency (committed-use discounts).
+CREATE TABLE commitments (
+  tenant_id text NOT NULL,
+  id text NOT NULL,
+  customer_id text NOT NULL,
+  currency text NOT NULL CHECK (currency ~ '^[A-Z]{3}$'),
+  credits numeric(38, 0) NOT NULL CHECK (credits > 0),
+  starts_at timestamptz NOT NULL,
+  ends_at timestamptz NOT NULL CHECK (ends_at > starts_at),
+  created_at timestamptz NOT NULL,
+  PRIMARY KEY (tenant_id, id),
+  FOREIGN KEY (tenant_id, customer_id) REFERENCES customers (tenant_id, id)
+);
+CREATE INDEX commitments_by_customer ON commitments (tenant_id, customer_id, currency);
+
+-- A purchase of credits: pending until its payment is confirmed, when its grant is written in
+-- the same transaction as the status change (grant_id set exactly when confirmed).
+CREATE TABLE purchases (
+  tenant_id text NOT NULL,
+  id text NOT NULL,
+  customer_id text NOT NULL,
+  wallet_id text NOT NULL,
+  currency text NOT NULL CHECK (currency ~ '^[A-Z]{3}$'),
+  credits numeric(38, 0) NOT NULL CHECK (credits > 0),
+  pack_id text,
+  list_price numeric(38, 0) NOT NULL CHECK (list_price >= 0),
+  discount_percent integer NOT NULL CHECK (discount_percent BETWEEN 0 AND 99),
+  price numeric(38, 0) NOT NULL CHECK (price >= 0 AND price <= list_price),
+  cost_basis numeric(38, 0) NOT NULL CHECK (cost_basis >= 0),
+  price_book_id text NOT NULL,
+  expiry text NOT NULL,
+  provider text NOT NULL,
+  payment_method text,
+  provider_reference text,
+  status text NOT NULL CHECK (status IN ('pending', 'confirmed', 'failed', 'canceled')),
+  failure_reason text,
+  origin text NOT NULL CHECK (origin IN ('api', 'auto_top_up')),
+  grant_id text,
+  created_at timestamptz NOT NULL,
+  resolved_at timestamptz,
+  PRIMARY KEY (tenant_id, id),
+  FOREIGN KEY (tenant_id, wallet_id) REFERENCES wallets (tenant_id, id),
+  FOREIGN KEY (tenant_id, price_book_id) REFERENCES price_books (tenant_id, id),
+  CHECK ((status = 'confirmed') = (grant_id IS NOT NULL)),
+  CHECK ((status = 'pending') = (resolved_at IS NULL))
+);
+CREATE INDEX purchases_by_wallet ON purchases (tenant_id, wallet_id, created_at);
+CREATE INDEX purchases_by_customer ON purchases (tenant_id, customer_id, id);
+-- At most one auto top-up purchase waits for its payment per wallet.
+CREATE UNIQUE INDEX purchases_one_pending_auto ON purchases (tenant_id, wallet_id)
+  WHERE origin = 'auto_top_up' AND status = 'pending';
+
+-- A wallet's auto top-up: buys when the balance is below the threshold, within a monthly cap.
+CREATE TABLE auto_top_ups (
+  tenant_id text NOT NULL,
+  wallet_id text NOT NULL,
+  threshold numeric(38, 0) NOT NULL CHECK (threshold >= 0),
+  buy_kind text NOT NULL CHECK (buy_kind IN ('amount', 'target', 'pack')),
+  buy_credits numeric(38, 0) CHECK (buy_credits > 0),
+  pack_id text,
+  currency text NOT NULL CHECK (currency ~ '^[A-Z]{3}$'),
+  monthly_cap numeric(38, 0) NOT NULL CHECK (monthly_cap > 0),
+  provider text NOT NULL,
+  payment_method text,
+  enabled boolean NOT NULL,
+  disabled_reason text,
+  disabled_at timestamptz,
+  -- Set when the month's cap stopped a top-up: nothing is tried again before it (the next month).
+  capped_until timestamptz,
+  -- Top-ups tried so far: the provider's idempotency key of the next is auto_top_up:<wallet>:<attempts + 1>.
+  attempts integer NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+  created_at timestamptz NOT NULL,
+  updated_at timestamptz NOT NULL,
+  PRIMARY KEY (tenant_id, wallet_id),
+  FOREIGN KEY (tenant_id, wallet_id) REFERENCES wallets (tenant_id, id),
+  CHECK ((buy_kind = 'pack') = (pack_id IS NOT NULL)),
+  CHECK ((buy_kind = 'pack') = (buy_credits IS NULL))
+);
+CREATE INDEX auto_top_ups_enabled ON auto_top_ups (tenant_id) WHERE enabled;
+`,
+  },
+  {
     version: 10,
     name: "contracts",
     sql: /* sql */ `

@@ -115,7 +115,8 @@ export type Kind =
   | "pln"
   | "sbs"
   | "ctr"
-  | "poc";
+  | "poc"
+  | "pur";
 
 /** Tenant `t`'s fixture of a kind. */
 export const fixtureOf = (f: Fixtures, t: "a" | "b", kind: Kind): string => {
@@ -135,6 +136,7 @@ export const fixtureOf = (f: Fixtures, t: "a" | "b", kind: Kind): string => {
     sbs: x.subscription,
     ctr: x.contract,
     poc: x.poc,
+    pur: x.purchase,
   }[kind];
 };
 
@@ -1383,6 +1385,378 @@ const CONTRACT_SPECS: Readonly<Record<string, Spec>> = {
   "GET /v1/poc_allocations/:id": {},
 };
 
+// ------------------------------------------------------------------ top-ups and the price book
+
+const TIERS = [
+  { up_to: "1000", unit_price: "0.12" },
+  { up_to: null, unit_price: "0.1" },
+];
+
+const bookWith = (change: Json) => (): Json => ({
+  currency: "EUR",
+  packs: [{ id: "starter", name: "Starter", credits: "100", price: "9.5" }],
+  tiers: TIERS,
+  ...change,
+});
+
+const pack = (change: Json): Json => ({ id: "p", name: "P", credits: "10", price: "1", ...change });
+
+/** A fresh purchase of tenant A: a pending invoice, or one already confirmed. */
+async function freshPurchase(client: Client, wallet: string, confirmed = false): Promise<string> {
+  const p = await client.create("/v1/purchases", {
+    wallet_id: wallet,
+    currency: "USD",
+    credits: "5",
+    provider: "manual",
+  });
+  if (confirmed) await client.create(`/v1/purchases/${p.id}/confirm`, {});
+  return String(p.id);
+}
+
+/** Setup of the routes that resolve a purchase: fresh pending ones, and one in each final state. */
+const purchaseStates = async ({ f, client }: { f: Fixtures; client: Client }): Promise<Vars> => {
+  const failed = await freshPurchase(client, f.a.wallet2);
+  await client.create(`/v1/purchases/${failed}/fail`, { reason: "bounced" });
+  const canceled = await freshPurchase(client, f.a.wallet2);
+  await client.create(`/v1/purchases/${canceled}/cancel`, {});
+  return {
+    purchase: await freshPurchase(client, f.a.wallet2),
+    other: await freshPurchase(client, f.a.wallet2),
+    confirmed: await freshPurchase(client, f.a.wallet2, true),
+    failed,
+    canceled,
+  };
+};
+
+const notPending: Variant[] = [
+  { name: "a purchase confirmed already", code: "purchase_not_pending", id: (_f, v) => v.confirmed! },
+  { name: "a purchase whose payment failed", code: "purchase_not_pending", id: (_f, v) => v.failed! },
+  { name: "a canceled purchase", code: "purchase_not_pending", id: (_f, v) => v.canceled! },
+];
+
+const topUpWith = (change: Json) => (): Json => ({
+  threshold: "50",
+  amount: "100",
+  currency: "USD",
+  monthly_cap: "100",
+  provider: "test",
+  payment_method: "pm_test_ok",
+  ...change,
+});
+
+const COMMERCE_SPECS: Readonly<Record<string, Spec>> = {
+  "POST /v1/price_books": {
+    body: bookWith({}),
+    other: () => ({ path: "/v1/price_books", json: bookWith({ currency: "GBP" })() }),
+    business: [
+      { name: "a book that sells nothing", code: "invalid_argument", body: () => ({ currency: "EUR" }) },
+      {
+        name: "a lowercase currency",
+        code: "validation_failed",
+        field: "currency",
+        body: bookWith({ currency: "eur" }),
+      },
+      { name: "decimals 10", code: "validation_failed", field: "decimals", body: bookWith({ decimals: 10 }) },
+      {
+        name: "a pack price finer than the book's decimals",
+        code: "invalid_amount",
+        body: bookWith({ packs: [pack({ price: "1.005" })] }),
+      },
+      {
+        name: "a pack of zero credits",
+        code: "invalid_amount",
+        body: bookWith({ packs: [pack({ credits: "0" })] }),
+      },
+      {
+        name: "a pack price as a JSON number",
+        code: "validation_failed",
+        field: "price",
+        body: bookWith({ packs: [pack({ price: 1 })] }),
+      },
+      {
+        name: "a pack id listed twice",
+        code: "invalid_argument",
+        body: bookWith({ packs: [pack({}), pack({ name: "Q" })] }),
+      },
+      {
+        name: "a pack id with capitals",
+        code: "validation_failed",
+        field: "id",
+        body: bookWith({ packs: [pack({ id: "Starter" })] }),
+      },
+      {
+        name: "a pack expiring at period end (purchases have no period)",
+        code: "validation_failed",
+        field: "kind",
+        body: bookWith({ packs: [pack({ expiry: { kind: "period_end" } })] }),
+      },
+      {
+        name: "a rolling expiry without its months",
+        code: "invalid_argument",
+        field: "months",
+        body: bookWith({ packs: [pack({ expiry: { kind: "rolling" } })] }),
+      },
+      {
+        name: "a negative unit price",
+        code: "invalid_amount",
+        body: bookWith({ tiers: [{ up_to: null, unit_price: "-0.1" }] }),
+      },
+      {
+        name: "a last tier with an end",
+        code: "invalid_argument",
+        body: bookWith({ tiers: [{ up_to: "1000", unit_price: "0.1" }] }),
+      },
+      {
+        name: "tier ends that fall",
+        code: "invalid_argument",
+        body: bookWith({
+          tiers: [
+            { up_to: "1000", unit_price: "0.1" },
+            { up_to: "500", unit_price: "0.1" },
+            { up_to: null, unit_price: "0.1" },
+          ],
+        }),
+      },
+      {
+        name: "a commitment discount of 100%",
+        code: "validation_failed",
+        field: "percent_off",
+        body: bookWith({ commitment_discounts: [{ min_committed: "10", percent_off: 100 }] }),
+      },
+      {
+        name: "a discount that falls as the commitment grows",
+        code: "invalid_argument",
+        body: bookWith({
+          commitment_discounts: [
+            { min_committed: "10", percent_off: 20 },
+            { min_committed: "20", percent_off: 10 },
+          ],
+        }),
+      },
+      {
+        name: "51 packs",
+        code: "validation_failed",
+        field: "packs",
+        body: bookWith({ packs: Array.from({ length: 51 }, (_, i) => pack({ id: `p${i}` })) }),
+      },
+    ],
+  },
+  "GET /v1/price_books": {},
+  "POST /v1/customers/:id/commitments": {
+    setup: async ({ client }) => ({
+      customer: String((await freshCustomer(client)).id),
+      other: String((await freshCustomer(client)).id),
+    }),
+    id: (_f, v) => v.customer!,
+    body: () => ({ currency: "USD", credits: "10000", ends_at: FUTURE }),
+    other: (_f, v) => ({
+      path: `/v1/customers/${v.other}/commitments`,
+      json: { currency: "USD", credits: "5", ends_at: FUTURE },
+    }),
+    business: [
+      {
+        name: "an end in the past",
+        code: "invalid_argument",
+        body: () => ({ currency: "USD", credits: "10", ends_at: "2001-01-01T00:00:00Z" }),
+      },
+      {
+        name: "an end before the start",
+        code: "invalid_argument",
+        body: () => ({ currency: "USD", credits: "10", starts_at: LATER, ends_at: FUTURE }),
+      },
+      {
+        name: "a currency that is no code",
+        code: "validation_failed",
+        field: "currency",
+        body: () => ({ currency: "dollars", credits: "10", ends_at: FUTURE }),
+      },
+    ],
+  },
+  "GET /v1/customers/:id/commitments": {},
+  "POST /v1/purchases": {
+    setup: async ({ client }) => ({ wallet: String((await freshCustomer(client)).wallet_id) }),
+    body: (_f, v) => ({ wallet_id: v.wallet!, currency: "USD", pack_id: "starter", provider: "manual" }),
+    other: (_f, v) => ({
+      path: "/v1/purchases",
+      json: { wallet_id: v.wallet!, currency: "USD", credits: "3", provider: "manual" },
+    }),
+    ids: { wallet_id: { code: "not_found", kind: "wal" } },
+    business: [
+      {
+        name: "a currency without a price book",
+        code: "no_price_book",
+        body: (_f, v) => ({ wallet_id: v.wallet!, currency: "JPY", pack_id: "starter", provider: "manual" }),
+      },
+      {
+        name: "a pack the book does not have",
+        code: "not_found",
+        body: (_f, v) => ({ wallet_id: v.wallet!, currency: "USD", pack_id: "nope", provider: "manual" }),
+      },
+      {
+        name: "both a pack and credits",
+        code: "invalid_argument",
+        body: (_f, v) => ({
+          wallet_id: v.wallet!,
+          currency: "USD",
+          pack_id: "starter",
+          credits: "5",
+          provider: "manual",
+        }),
+      },
+      {
+        name: "neither a pack nor credits",
+        code: "invalid_argument",
+        body: (_f, v) => ({ wallet_id: v.wallet!, currency: "USD", provider: "manual" }),
+      },
+      {
+        name: "a provider this server does not have",
+        code: "invalid_argument",
+        field: "provider",
+        body: (_f, v) => ({ wallet_id: v.wallet!, currency: "USD", pack_id: "starter", provider: "paypal" }),
+      },
+      {
+        name: "the test provider without a test payment method",
+        code: "invalid_argument",
+        field: "payment_method",
+        body: (_f, v) => ({
+          wallet_id: v.wallet!,
+          currency: "USD",
+          pack_id: "starter",
+          provider: "test",
+          payment_method: "pm_card_visa",
+        }),
+      },
+    ],
+  },
+  "GET /v1/purchases": {},
+  "GET /v1/purchases/:id": {},
+  "POST /v1/purchases/:id/confirm": {
+    setup: purchaseStates,
+    id: (_f, v) => v.purchase!,
+    body: () => ({ reference: "wire-1" }),
+    other: (_f, v) => ({ path: `/v1/purchases/${v.other}/confirm`, json: {} }),
+    business: notPending,
+  },
+  "POST /v1/purchases/:id/fail": {
+    setup: purchaseStates,
+    id: (_f, v) => v.purchase!,
+    body: () => ({ reason: "invoice unpaid" }),
+    other: (_f, v) => ({ path: `/v1/purchases/${v.other}/fail`, json: {} }),
+    business: notPending,
+  },
+  "POST /v1/purchases/:id/cancel": {
+    setup: purchaseStates,
+    id: (_f, v) => v.purchase!,
+    body: () => ({ reason: "ordered twice" }),
+    other: (_f, v) => ({ path: `/v1/purchases/${v.other}/cancel`, json: {} }),
+    business: notPending,
+  },
+  "POST /v1/wallets/:id/auto_top_up": {
+    setup: async ({ client }) => ({
+      wallet: String((await freshCustomer(client)).wallet_id),
+      other: String((await freshCustomer(client)).wallet_id),
+    }),
+    id: (_f, v) => v.wallet!,
+    body: topUpWith({}),
+    other: (_f, v) => ({ path: `/v1/wallets/${v.other}/auto_top_up`, json: topUpWith({})() }),
+    zeroAllowed: ["threshold"],
+    business: [
+      {
+        name: "both an amount and a target",
+        code: "invalid_argument",
+        body: topUpWith({ target_balance: "500" }),
+      },
+      {
+        name: "no amount, target or pack",
+        code: "invalid_argument",
+        body: () => {
+          const { amount: _, ...rest } = topUpWith({})();
+          return rest;
+        },
+      },
+      {
+        name: "a target at the threshold",
+        code: "invalid_argument",
+        body: () => {
+          const { amount: _, ...rest } = topUpWith({ target_balance: "50" })();
+          return rest;
+        },
+      },
+      {
+        name: "a pack the book does not have",
+        code: "not_found",
+        body: () => {
+          const { amount: _, ...rest } = topUpWith({ pack_id: "nope" })();
+          return rest;
+        },
+      },
+      {
+        name: "a currency without a price book",
+        code: "no_price_book",
+        body: topUpWith({ currency: "JPY" }),
+      },
+      {
+        name: "a declining test card's unknown cousin",
+        code: "invalid_argument",
+        field: "payment_method",
+        body: topUpWith({ payment_method: "pm_card_visa" }),
+      },
+    ],
+  },
+  "GET /v1/wallets/:id/auto_top_up": {},
+  "POST /v1/wallets/:id/auto_top_up/disable": {
+    setup: async ({ client }) => {
+      const set = async () => {
+        const wallet = String((await freshCustomer(client)).wallet_id);
+        await client.create(`/v1/wallets/${wallet}/auto_top_up`, topUpWith({})());
+        return wallet;
+      };
+      return {
+        wallet: await set(),
+        other: await set(),
+        none: String((await freshCustomer(client)).wallet_id),
+      };
+    },
+    id: (_f, v) => v.wallet!,
+    other: (_f, v) => ({ path: `/v1/wallets/${v.other}/auto_top_up/disable`, json: {} }),
+    business: [{ name: "a wallet without auto top-up", code: "not_found", id: (_f, v) => v.none! }],
+  },
+  "POST /v1/wallets/:id/auto_top_up/run": {
+    setup: async ({ client }) => {
+      const set = async (change: Json) => {
+        const c = await freshCustomer(client);
+        const wallet = String(c.wallet_id);
+        await client.create("/v1/grants", { wallet_id: wallet, amount: "100", source: "promo" });
+        await client.create(`/v1/wallets/${wallet}/auto_top_up`, topUpWith(change)());
+        return wallet;
+      };
+      const off = await set({ enabled: false });
+      // The cap spent: a first top-up of 100 credits (12.00) fits the 20.00 cap, a second does not.
+      const capped = await set({ threshold: "150", monthly_cap: "20" });
+      await client.create(`/v1/wallets/${capped}/auto_top_up/run`, {});
+      await client.create(`/v1/wallets/${capped}/debits`, { amount: "100", reason: "spent" });
+      return {
+        wallet: await set({}),
+        other: await set({}),
+        off,
+        capped,
+        none: String((await freshCustomer(client)).wallet_id),
+      };
+    },
+    id: (_f, v) => v.wallet!,
+    other: (_f, v) => ({ path: `/v1/wallets/${v.other}/auto_top_up/run`, json: {} }),
+    business: [
+      { name: "an auto top-up that is off", code: "auto_top_up_disabled", id: (_f, v) => v.off! },
+      {
+        name: "an auto top-up whose cap is already spent",
+        code: "auto_top_up_cap_reached",
+        id: (_f, v) => v.capped!,
+      },
+      { name: "a wallet without auto top-up", code: "not_found", id: (_f, v) => v.none! },
+    ],
+  },
+};
+
 export const SPECS: Readonly<Record<string, Spec>> = {
   "POST /v1/customers": {
     body: customerBody,
@@ -1750,4 +2124,5 @@ export const SPECS: Readonly<Record<string, Spec>> = {
   ...LIFECYCLE_SPECS,
   ...GIFT_SPECS,
   ...CONTRACT_SPECS,
+  ...COMMERCE_SPECS,
 };

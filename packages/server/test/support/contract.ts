@@ -1,4 +1,5 @@
 import { Value } from "@sinclair/typebox/value";
+import { COMMERCE_ROUTES } from "../../src/commerce-routes.js";
 import { CONTRACT_ROUTES } from "../../src/contract-routes.js";
 import type { ApiErrorCode } from "../../src/errors.js";
 import { GIFT_ROUTES } from "../../src/gift-routes.js";
@@ -35,6 +36,7 @@ export const ALL_ROUTES: readonly Route[] = [
   ...LIFECYCLE_ROUTES,
   ...GIFT_ROUTES,
   ...CONTRACT_ROUTES,
+  ...COMMERCE_ROUTES,
 ];
 
 const matchers = ALL_ROUTES.map((route) => ({

@@ -52,6 +52,13 @@ export interface TenantFixtures {
   /** A proof-of-concept allocation of the main customer, and one of the second. */
   readonly poc: string;
   readonly poc2: string;
+  /**
+   * A USD price book (pack "starter": 100 credits for 10.00; tiers 0.12 then 0.10 a credit), a
+   * pending invoice for the pack into the main wallet, a commitment of the main customer, and
+   * an auto top-up on the main wallet (threshold 1: it never falls due here).
+   */
+  readonly priceBook: string;
+  readonly purchase: string;
 }
 
 /** What every bad-input and tenancy test starts from: two tenants with one of everything. */
@@ -183,6 +190,33 @@ async function tenantFixtures(client: Client, tenantId: string, t: string): Prom
         })
       ).id,
     );
+  const priceBook = await client.create("/v1/price_books", {
+    currency: "USD",
+    packs: [{ id: "starter", name: "Starter", credits: "100", price: "10" }],
+    tiers: [
+      { up_to: "1000", unit_price: "0.12" },
+      { up_to: null, unit_price: "0.1" },
+    ],
+    commitment_discounts: [{ min_committed: "10000", percent_off: 10 }],
+  });
+  const purchase = await client.create("/v1/purchases", {
+    wallet_id: wallet,
+    currency: "USD",
+    pack_id: "starter",
+    provider: "manual",
+  });
+  await client.create(`/v1/customers/${customer}/commitments`, {
+    currency: "USD",
+    credits: "1000",
+    ends_at: "2099-01-01T00:00:00Z",
+  });
+  await client.create(`/v1/wallets/${wallet}/auto_top_up`, {
+    threshold: "1",
+    amount: "100",
+    currency: "USD",
+    monthly_cap: "100",
+    provider: "manual",
+  });
   return {
     tenantId,
     key: client.key,
@@ -218,6 +252,8 @@ async function tenantFixtures(client: Client, tenantId: string, t: string): Prom
     contract2: await contract(c2.id),
     poc: await poc(customer),
     poc2: await poc(c2.id),
+    priceBook: String(priceBook.id),
+    purchase: String(purchase.id),
   };
 }
 
