@@ -653,7 +653,9 @@ export function validatePlan(input: PlanInput): Result<Plan> {
       field: "cancel.onCancel",
     });
   }
-  const allocation = validateAllocation(input.allocation ?? { mode: "customer" });
+  const allocation = validateAllocation(
+    input.allocation === undefined ? { mode: "customer" } : input.allocation,
+  );
   if (!allocation.ok) return allocation;
   if (allocation.value.mode === "per_member" && perSeat) {
     return fail(
