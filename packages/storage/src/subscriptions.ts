@@ -468,7 +468,7 @@ export class Subscriptions implements DueJob {
     );
     if (!rows[0]) return ok(null);
     const locked = await this.#lock(ex, tenantId, String(rows[0].id));
-    if (!locked || locked.status !== "active") return ok(null);
+    if (locked?.status !== "active") return ok(null);
     // Periods already due renew first (and allocate to the new wallet with everyone else).
     const renewed = await this.#renew(
       ex,
