@@ -202,5 +202,14 @@ for (const backend of backends()) {
       const late = await member(dd, customer);
       assert.deepEqual([await available(dd, late.id), await available(dd, customer.wallet_id)], ["0", "25"]);
     });
+
+    test("every response matched its documented schema (plans with allocations, balances with the pool)", () => {
+      assert.deepEqual(log.violations, []);
+      for (const op of ["createPlan", "getPlan", "getBalance", "createWallet"])
+        assert.ok(
+          (log.seen.get(op) ?? []).some((s) => s < 300),
+          op,
+        );
+    });
   });
 }
