@@ -536,6 +536,44 @@ export interface Money {
 }
 
 /**
+ * Who a plan's credits are allotted to (DESIGN.md, "Pooling"):
+ * - `customer` (the default): the period's allotment (times the seats, for a per-seat plan)
+ *   goes to the customer's pool wallet, which every member draws after their own grants;
+ * - `per_member`: the allotment is per member. At each renewal every member wallet of the
+ *   customer receives it, split by {@link splitAllocation}: `poolSharePercent` percent goes to
+ *   the customer's pool wallet (shared by all members), the rest stays in the member's own
+ *   wallet. 0 keeps every credit personal; 100 pools them all. A customer without member
+ *   wallets receives nothing. Not combinable with `perSeat`: the members are the seats.
+ */
+export type Allocation =
+  | { readonly mode: "customer" }
+  | { readonly mode: "per_member"; readonly poolSharePercent: number };
+
+/** Checks an allocation: a known mode; a pool share a whole percent from 0 to 100. */
+export function validateAllocation(allocation: Allocation): Result<Allocation> {
+  if (typeof allocation !== "object" || allocation === null) {
+    return fail("invalid_argument", "An allocation is an object with a mode.", { field: "allocation" });
+  }
+  switch (allocation.mode) {
+    case "customer":
+      return ok({ mode: "customer" });
+    case "per_member":
+      if (!isPercent(allocation.poolSharePercent)) {
+        return fail(
+          "invalid_argument",
+          "poolSharePercent is a whole percent from 0 to 100: the share of each member's allocation that goes to the shared pool.",
+          { field: "allocation.poolSharePercent" },
+        );
+      }
+      return ok({ mode: "per_member", poolSharePercent: allocation.poolSharePercent });
+    default:
+      return fail("invalid_argument", 'An allocation\'s mode is "customer" or "per_member".', {
+        field: "allocation.mode",
+      });
+  }
+}
+
+/**
  * A plan: a base fee per period plus included credits (DESIGN.md, "Plan, subscription").
  * Data only; a subscription follows one plan and renews it every {@link Interval}.
  */
@@ -552,6 +590,8 @@ export interface Plan {
   /** When the plan's credits expire. */
   readonly expiry: ExpiryPolicy;
   readonly cancel: CancelPolicy;
+  /** Who receives the allotment: the customer's pool, or each member (with a pool share). */
+  readonly allocation: Allocation;
 }
 
 /** A plan as a caller writes it: the policies default to no rollover, expiry at period end, credits kept until period end. */
@@ -569,6 +609,8 @@ export interface PlanInput {
   readonly expiry?: ExpiryPolicy;
   /** Default: `{ onCancel: "keep_until_period_end" }`. */
   readonly cancel?: CancelPolicy;
+  /** Default: `{ mode: "customer" }`. */
+  readonly allocation?: Allocation;
 }
 
 const CANCEL_MODES: readonly CancelMode[] = ["forfeit", "keep_until_period_end", "keep"];
@@ -595,7 +637,8 @@ function checkSeats(seats: unknown, field: string): Result<number> {
  * Validates a plan and fills its defaults. Fails with `invalid_argument` (its `details.field`
  * names the field) or `invalid_amount`. Beyond each field's own rules: a rollover policy other
  * than `none` needs expiry `period_end`, because rollover happens when credits end with their
- * period; credits that outlive it (`never`, `rolling`) have nothing to roll.
+ * period; credits that outlive it (`never`, `rolling`) have nothing to roll. A `per_member`
+ * allocation cannot be per seat.
  */
 export function validatePlan(input: PlanInput): Result<Plan> {
   const id = checkId(input.id, "id");
@@ -652,6 +695,17 @@ export function validatePlan(input: PlanInput): Result<Plan> {
       field: "cancel.onCancel",
     });
   }
+  const allocation = validateAllocation(
+    input.allocation === undefined ? { mode: "customer" } : input.allocation,
+  );
+  if (!allocation.ok) return allocation;
+  if (allocation.value.mode === "per_member" && perSeat) {
+    return fail(
+      "invalid_argument",
+      "A per_member allocation is already per member wallet; it cannot also be per seat. Use per_seat false.",
+      { field: "allocation" },
+    );
+  }
   return ok({
     id: id.value,
     name: input.name,
@@ -662,6 +716,7 @@ export function validatePlan(input: PlanInput): Result<Plan> {
     rollover: rollover.value,
     expiry: expiry.value,
     cancel: { onCancel: cancel.onCancel },
+    allocation: allocation.value,
   });
 }
 
@@ -678,8 +733,14 @@ export const LIFECYCLE_METADATA = {
   subscription: "subscription_id",
   plan: "plan_id",
   period: "period_index",
-  /** Why a plan grant was issued: `renewal`, `seats_added` or `upgrade`. */
+  /** Why a plan grant was issued: `renewal`, `seats_added`, `upgrade` or `member_added`. */
   reason: "lifecycle",
+  /** On a per-member plan's grants: `personal` (a member's own part) or `pool_share` (the pooled part). */
+  allocation: "allocation",
+  /** On a per-member plan's grants: the member wallet the allocation is for (a renewal's summed pool grant has none). */
+  member: "member_wallet_id",
+  /** On a renewal's summed pool grant: how many members' shares it holds. */
+  members: "member_count",
   /** On a rollover grant: the grant it was carried from. */
   source: "source_grant_id",
   /** On a rollover grant: the plan grant its credits were first granted in. */
@@ -725,11 +786,14 @@ export interface RenewalPlan {
   readonly lapsed: boolean;
 }
 
+/** Why the lifecycle issued a plan grant (its `lifecycle` metadata). */
+export type PlanGrantReason = "renewal" | "seats_added" | "upgrade" | "member_added";
+
 const renewalMetadata = (
   subscriptionId: string,
   plan: Plan,
   period: Period,
-  reason: "renewal" | "seats_added" | "upgrade",
+  reason: PlanGrantReason,
 ): Record<string, string> => ({
   [LIFECYCLE_METADATA.subscription]: subscriptionId,
   [LIFECYCLE_METADATA.plan]: plan.id,
@@ -745,7 +809,8 @@ function planGrant(
   period: Period,
   amount: bigint,
   grantedAt: number,
-  reason: "renewal" | "seats_added" | "upgrade",
+  reason: PlanGrantReason,
+  extra: Readonly<Record<string, string>> = {},
 ): GrantInput {
   return {
     walletId,
@@ -755,7 +820,7 @@ function planGrant(
     currency: null,
     effectiveAt: grantedAt,
     expiresAt: expiryFor(plan.expiry, grantedAt, period.to),
-    metadata: renewalMetadata(subscriptionId, plan, period, reason),
+    metadata: { ...renewalMetadata(subscriptionId, plan, period, reason), ...extra },
   };
 }
 
@@ -793,6 +858,11 @@ export function planRenewal(ctx: Context, input: RenewalInput): Result<RenewalPl
   if (!seats.ok) return seats;
   const period = checkPeriod(input.period);
   if (!period.ok) return period;
+  if (plan.value.allocation.mode !== "customer") {
+    return fail("invalid_argument", "A per-member plan renews with planMemberRenewal.", {
+      field: "plan.allocation",
+    });
+  }
   const amount = periodAllotment(plan.value, seats.value);
   if (!inRange(amount)) {
     return fail("invalid_amount", "The period's allotment (allotment × seats) is out of range.", {
@@ -813,6 +883,228 @@ export function planRenewal(ctx: Context, input: RenewalInput): Result<RenewalPl
     grant,
     lapsed: expiresAt !== null && expiresAt <= ctx.now,
   });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per-member allocations and pooling
+// ---------------------------------------------------------------------------------------------
+
+/** A member's allocation split in two: what stays in the member's wallet and what goes to the pool. */
+export interface AllocationSplit {
+  readonly personal: bigint;
+  readonly pool: bigint;
+}
+
+/**
+ * Splits a member's allocation: the pool receives `amount × poolSharePercent / 100`, rounded
+ * down, and the member keeps the rest. So `personal + pool = amount` exactly, always: the
+ * split never creates or loses a unit, and a remainder unit of the division stays personal.
+ *
+ * @example
+ * splitAllocation(credits(25n), 20) // { personal: 20 credits, pool: 5 credits }
+ * splitAllocation(7n, 50)           // { personal: 4n, pool: 3n }
+ */
+export function splitAllocation(amount: bigint, poolSharePercent: number): AllocationSplit {
+  if (typeof amount !== "bigint" || amount < 0n) throw new RangeError("amount is a bigint ≥ 0.");
+  if (!isPercent(poolSharePercent)) throw new RangeError("poolSharePercent is a whole percent, 0 to 100.");
+  const pool = (amount * BigInt(poolSharePercent)) / 100n;
+  return { personal: amount - pool, pool };
+}
+
+/** The pool share of a per-member plan; fails for a plan allotted to the customer. */
+function poolShareOf(plan: Plan): Result<number> {
+  if (plan.allocation.mode !== "per_member") {
+    return fail("invalid_argument", "The plan allots its credits to the customer, not per member.", {
+      field: "plan.allocation",
+    });
+  }
+  return ok(plan.allocation.poolSharePercent);
+}
+
+/** What a per-member plan's period renewal needs. */
+export interface MemberRenewalInput {
+  readonly subscriptionId: string;
+  /** A plan with a `per_member` allocation. */
+  readonly plan: Plan;
+  readonly period: Period;
+  readonly customerId: string;
+  /** The customer's pool wallet: it receives the members' pool shares. */
+  readonly poolWalletId: string;
+  /** The member wallets to allocate to (each at most once). */
+  readonly memberWalletIds: readonly string[];
+}
+
+/** One member's part of a renewal. */
+export interface MemberAllocation {
+  readonly walletId: string;
+  /** The member's own part: a plan grant in its wallet (null when zero). */
+  readonly personal: bigint;
+  /** The member's share paid into the pool (summed into the renewal's pool grant). */
+  readonly pool: bigint;
+  readonly grant: GrantInput | null;
+}
+
+/** A per-member plan's period renewal, planned. */
+export interface MemberRenewalPlan {
+  /** {@link renewalKey}: the period renews once, members and pool together. */
+  readonly key: string;
+  readonly period: Period;
+  /** One line per member wallet, in wallet id order. */
+  readonly members: readonly MemberAllocation[];
+  /** The sum of the members' pool shares. */
+  readonly pool: bigint;
+  /** One pool grant holding every member's share (null when zero). */
+  readonly poolGrant: GrantInput | null;
+  /** As {@link RenewalPlan.lapsed}: the credits' expiry is already past; issue nothing. */
+  readonly lapsed: boolean;
+}
+
+/**
+ * Plans the renewal of one period of a `per_member` plan: every member wallet receives the
+ * allotment, split by {@link splitAllocation} into its own plan grant (`allocation: personal`,
+ * naming the member wallet) and a share for the pool; the members' shares are summed into one
+ * plan grant of the pool wallet (`allocation: pool_share`, with `member_count`), so a pool
+ * holds one grant per period however many members it has. Grants are effective at the
+ * period's start and expire by the plan's expiry policy, like {@link planRenewal}'s.
+ *
+ * Exact: Σ personal + pool = allotment × members. With no member wallet nothing is granted.
+ */
+export function planMemberRenewal(ctx: Context, input: MemberRenewalInput): Result<MemberRenewalPlan> {
+  const plan = checkSubscription({ ...input, walletId: input.poolWalletId });
+  if (!plan.ok) return plan;
+  const share = poolShareOf(plan.value);
+  if (!share.ok) return share;
+  const customer = checkId(input.customerId, "customerId");
+  if (!customer.ok) return customer;
+  const period = checkPeriod(input.period);
+  if (!period.ok) return period;
+  const ids = [...input.memberWalletIds].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+  for (const [i, id] of ids.entries()) {
+    const checked = checkId(id, "memberWalletIds");
+    if (!checked.ok) return checked;
+    if (id === input.poolWalletId || (i > 0 && ids[i - 1] === id)) {
+      return fail("invalid_argument", `Member wallet ${id} is listed twice or is the pool.`, {
+        field: "memberWalletIds",
+      });
+    }
+  }
+  const split = splitAllocation(plan.value.allotment, share.value);
+  const pool = split.pool * BigInt(ids.length);
+  if (!inRange(pool)) {
+    return fail("invalid_amount", "The pool's allotment (pool share × members) is out of range.", {
+      field: "memberWalletIds",
+    });
+  }
+  const { from } = period.value;
+  const members = ids.map((walletId) => ({
+    walletId,
+    personal: split.personal,
+    pool: split.pool,
+    grant:
+      split.personal > 0n
+        ? planGrant(
+            input.subscriptionId,
+            walletId,
+            plan.value,
+            period.value,
+            split.personal,
+            from,
+            "renewal",
+            {
+              [LIFECYCLE_METADATA.allocation]: "personal",
+              [LIFECYCLE_METADATA.member]: walletId,
+            },
+          )
+        : null,
+  }));
+  const poolGrant =
+    pool > 0n
+      ? planGrant(input.subscriptionId, input.poolWalletId, plan.value, period.value, pool, from, "renewal", {
+          [LIFECYCLE_METADATA.allocation]: "pool_share",
+          [LIFECYCLE_METADATA.members]: String(ids.length),
+        })
+      : null;
+  const expiresAt = expiryFor(plan.value.expiry, from, period.value.to);
+  return ok({
+    key: renewalKey(input.subscriptionId, period.value.index),
+    period: period.value,
+    members,
+    pool,
+    poolGrant,
+    lapsed: expiresAt !== null && expiresAt <= ctx.now,
+  });
+}
+
+/** What a member joining during a period of a per-member plan needs. */
+export interface MemberAdditionInput {
+  readonly subscriptionId: string;
+  readonly plan: Plan;
+  /** The current period; `ctx.now` must fall within it. */
+  readonly period: Period;
+  readonly poolWalletId: string;
+  readonly memberWalletId: string;
+}
+
+/** A joining member's allocation, planned. */
+export interface MemberAdditionPlan {
+  /** The allotment prorated to the rest of the period (rounded down), before the split. */
+  readonly amount: bigint;
+  readonly personal: bigint;
+  readonly pool: bigint;
+  /** Into the member's wallet; null when zero. */
+  readonly personalGrant: GrantInput | null;
+  /** Into the pool wallet, naming the member; null when zero. */
+  readonly poolGrant: GrantInput | null;
+}
+
+/**
+ * Plans the allocation of a member wallet created during a period of a `per_member` plan:
+ * the allotment prorated to the rest of the period like {@link planSeatChange} (rounded down),
+ * then split by {@link splitAllocation}. Both grants are effective now, expire by the plan's
+ * expiry policy and carry `lifecycle: member_added` and the member wallet. Prorating, not the
+ * full allotment, so creating members late in a period cannot mint whole allocations.
+ * The storage layer keys it per member and period, so it is granted once.
+ */
+export function planMemberAddition(ctx: Context, input: MemberAdditionInput): Result<MemberAdditionPlan> {
+  const plan = checkSubscription({ ...input, walletId: input.poolWalletId });
+  if (!plan.ok) return plan;
+  const share = poolShareOf(plan.value);
+  if (!share.ok) return share;
+  const member = checkId(input.memberWalletId, "memberWalletId");
+  if (!member.ok) return member;
+  if (input.memberWalletId === input.poolWalletId) {
+    return fail("invalid_argument", "The member wallet is the pool.", { field: "memberWalletId" });
+  }
+  const period = checkWithinPeriod(ctx.now, input.period);
+  if (!period.ok) return period;
+  const amount = prorate(plan.value.allotment, period.value, ctx.now);
+  const split = splitAllocation(amount, share.value);
+  const grant = (walletId: string, part: bigint, allocation: "personal" | "pool_share") =>
+    part > 0n
+      ? planGrant(input.subscriptionId, walletId, plan.value, period.value, part, ctx.now, "member_added", {
+          [LIFECYCLE_METADATA.allocation]: allocation,
+          [LIFECYCLE_METADATA.member]: input.memberWalletId,
+        })
+      : null;
+  return ok({
+    amount,
+    personal: split.personal,
+    pool: split.pool,
+    personalGrant: grant(input.memberWalletId, split.personal, "personal"),
+    poolGrant: grant(input.poolWalletId, split.pool, "pool_share"),
+  });
+}
+
+/**
+ * The base of a per-member plan's relative rollover caps, per wallet: rollover is planned
+ * wallet by wallet, each capped against its own period allotment, so one member's unused
+ * credits never use up another's cap. A member wallet's base is its personal part of the
+ * allotment; the pool's is the pool share times the members allocated in the period.
+ */
+export function memberRolloverBase(plan: Plan, wallet: "member" | "pool", members: number): bigint {
+  const share = plan.allocation.mode === "per_member" ? plan.allocation.poolSharePercent : 0;
+  const split = splitAllocation(plan.allotment, share);
+  return wallet === "member" ? split.personal : split.pool * BigInt(members);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1291,6 +1583,10 @@ export interface PlanChangePlan {
  * under the current plan (its rollover) and the next renewal follows the new one; nothing is
  * granted or taken back. Since an allotment only rises within a period, a string of changes
  * never grants more than a single upgrade to the highest plan reached.
+ *
+ * A change to or from a plan with a `per_member` allocation is always planned like a
+ * downgrade (in force from the period end, nothing granted now): the members' allocations of
+ * the current period stay as they are, and the next renewal allocates under the new plan.
  */
 export function planPlanChange(ctx: Context, input: PlanChangeInput): Result<PlanChangePlan> {
   const from = checkSubscription({ ...input, plan: input.from }, "from");
@@ -1316,7 +1612,9 @@ export function planPlanChange(ctx: Context, input: PlanChangeInput): Result<Pla
   if (!period.ok) return period;
   const before = periodAllotment(from.value, granted.value);
   const after = periodAllotment(to.value, granted.value);
-  if (after <= before) {
+  // Who receives the credits changes with a per-member plan: that takes effect at a period boundary.
+  const perMember = from.value.allocation.mode === "per_member" || to.value.allocation.mode === "per_member";
+  if (perMember || after <= before) {
     return ok({ kind: "downgrade", effectiveAt: period.value.to, amount: 0n, grant: null });
   }
   const amount = prorate(after - before, period.value, ctx.now);

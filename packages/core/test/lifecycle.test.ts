@@ -425,6 +425,7 @@ describe("validatePlan", () => {
       rollover: { kind: "none" },
       expiry: { kind: "period_end" },
       cancel: { onCancel: "keep_until_period_end" },
+      allocation: { mode: "customer" },
     });
   });
 

@@ -323,7 +323,9 @@ export class Wallets extends Resource {
 
   /**
    * A wallet's balance: total, available now, pending (not yet effective) and expired
-   * awaiting breakage; its grants in burn-down order; available credits per scope.
+   * awaiting breakage; its grants in burn-down order; available credits per scope. For a
+   * member's wallet, `pool` is the customer's pool it draws after its own grants, and
+   * `spendable` what a debit can draw now (own plus pool).
    * All amounts are decimal strings (convert with `toUnits` for arithmetic).
    *
    * @example
@@ -1008,6 +1010,11 @@ export class Plans extends Resource {
    * await dd.plans.create({
    *   name: "Team", base_fee: { amount: "10", currency: "USD" }, interval: { unit: "month", count: 1 },
    *   allotment: 100_000_000_000n, per_seat: true, rollover: { kind: "declining", schedule: [100, 50, 0] },
+   * });
+   * // 25 credits per member per month: 20 stay in each member's wallet, 5 go to the team's pool.
+   * await dd.plans.create({
+   *   name: "Team pooled", base_fee: { amount: "99", currency: "USD" }, interval: { unit: "month", count: 1 },
+   *   allotment: "25", allocation: { mode: "per_member", pool_share_percent: 20 },
    * });
    */
   create(params: PlanCreateParams, options?: PostOptions): ApiPromise<Plan> {

@@ -425,6 +425,18 @@ export interface ExpiryPolicyInput {
   months?: number;
 }
 
+/**
+ * Who receives a plan's credits: `customer` (the default) puts the period's allotment in the
+ * customer's pool wallet; `per_member` gives every member wallet the allotment each period,
+ * `pool_share_percent` (0 to 100, required) of it paid into the customer's pool, shared by all
+ * members, and the rest kept in the member's own wallet. The pool part rounds down; the
+ * remainder stays personal. A `per_member` plan cannot be `per_seat`.
+ */
+export interface Allocation {
+  mode: "customer" | "per_member";
+  pool_share_percent?: number;
+}
+
 /** Body of `plans.create`. */
 export interface PlanCreateParams {
   /** Unique per tenant. */
@@ -442,6 +454,8 @@ export interface PlanCreateParams {
   expiry?: ExpiryPolicyInput;
   /** What a cancel does to the credits: void them now (`forfeit`) or let them last to the period end (default). */
   on_cancel?: "forfeit" | "keep_until_period_end" | "keep";
+  /** Default `{ mode: "customer" }`; `{ mode: "per_member", pool_share_percent: 20 }` for 20% partial pooling. */
+  allocation?: Allocation;
 }
 
 /** Body of `subscriptions.create`. */
@@ -619,6 +633,13 @@ export interface Balance {
   grants: BalanceGrant[];
   /** Available credits per scope. */
   scopes: ScopeBalance[];
+  /**
+   * For a member's wallet: the customer's pool, which a debit draws after the member's own
+   * grants, and what it has available now (shared with every member). Null for a pool wallet.
+   */
+  pool: { wallet_id: string; available: string } | null;
+  /** What a debit on this wallet can draw now: `available`, plus the pool's for a member's wallet. */
+  spendable: string;
 }
 
 /** One difference between the materialized balances and the journal. */
@@ -974,6 +995,8 @@ export interface Plan {
   expiry: ExpiryPolicy;
   /** `forfeit`, `keep_until_period_end` or `keep`. */
   on_cancel: string;
+  /** Who receives the credits: the customer's pool, or each member with a pooled share. */
+  allocation: Allocation;
   created_at: string;
 }
 

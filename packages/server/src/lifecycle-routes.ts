@@ -1,4 +1,10 @@
-import { type ExpiryPolicy, formatAmount, type RolloverCap, type RolloverPolicy } from "@drawdown/core";
+import {
+  type Allocation,
+  type ExpiryPolicy,
+  formatAmount,
+  type RolloverCap,
+  type RolloverPolicy,
+} from "@drawdown/core";
 import type { PlanRecord, SubscriptionRecord } from "@drawdown/storage";
 import { type Static, Type } from "@sinclair/typebox";
 import { ApiError } from "./errors.js";
@@ -74,6 +80,24 @@ export const ExpiryWire = Type.Object(
   { ...strict, title: "ExpiryPolicy" },
 );
 
+export const AllocationWire = Type.Object(
+  {
+    mode: Type.Union([Type.Literal("customer"), Type.Literal("per_member")], {
+      description:
+        "customer (default): the allotment goes to the customer's pool wallet. per_member: every member wallet receives the allotment each period, pool_share_percent of it paid into the shared pool.",
+    }),
+    pool_share_percent: Type.Optional(
+      Type.Integer({
+        minimum: 0,
+        maximum: 100,
+        description:
+          "For per_member (required): the percent of each member's allocation that goes to the customer's pool; the rest stays in the member's wallet. Rounds down; the remainder stays personal.",
+      }),
+    ),
+  },
+  { ...strict, title: "Allocation" },
+);
+
 export const PlanCreate = Type.Object(
   {
     name: Type.String({ minLength: 1, maxLength: 100 }),
@@ -92,6 +116,7 @@ export const PlanCreate = Type.Object(
           "What a cancel does to the credits: void them now, or let them last to the period end (default).",
       }),
     ),
+    allocation: Type.Optional(AllocationWire),
   },
   { ...strict, title: "PlanCreate" },
 );
@@ -108,6 +133,7 @@ export const PlanView = Type.Object(
     rollover: RolloverWire,
     expiry: ExpiryWire,
     on_cancel: Type.String(),
+    allocation: AllocationWire,
     created_at: Type.String(),
   },
   { title: "Plan" },
@@ -218,6 +244,29 @@ export const expiryFrom = (w: Static<typeof ExpiryWire> | undefined): ExpiryPoli
   return { kind: w.kind };
 };
 
+function allocationFrom(w: Static<typeof AllocationWire> | undefined): Allocation | undefined {
+  if (w === undefined) return undefined;
+  if (w.mode === "customer") {
+    if (w.pool_share_percent !== undefined)
+      throw new ApiError(
+        "invalid_argument",
+        "allocation.pool_share_percent applies to a per_member allocation only.",
+        { details: { field: "allocation.pool_share_percent" } },
+      );
+    return { mode: "customer" };
+  }
+  if (w.pool_share_percent === undefined)
+    throw new ApiError(
+      "invalid_argument",
+      "allocation.pool_share_percent is required for a per_member allocation (0 keeps every credit personal).",
+      { details: { field: "allocation.pool_share_percent" } },
+    );
+  return { mode: "per_member", poolSharePercent: w.pool_share_percent };
+}
+
+const allocationView = (a: Allocation): Static<typeof AllocationWire> =>
+  a.mode === "per_member" ? { mode: a.mode, pool_share_percent: a.poolSharePercent } : { mode: a.mode };
+
 const planView = (p: PlanRecord) => ({
   object: "plan" as const,
   id: p.id,
@@ -230,6 +279,7 @@ const planView = (p: PlanRecord) => ({
   expiry:
     p.expiry.kind === "rolling" ? { kind: p.expiry.kind, months: p.expiry.months } : { kind: p.expiry.kind },
   on_cancel: p.cancel.onCancel,
+  allocation: allocationView(p.allocation),
   created_at: new Date(p.createdAt).toISOString(),
 });
 
@@ -257,7 +307,7 @@ export const LIFECYCLE_ROUTES: readonly Route[] = [
     tag: "Plans and subscriptions",
     summary: "Create a plan",
     description:
-      "A base fee per period plus included credits (per customer or per seat), with a rollover policy (none, full, capped by an absolute amount, a percent or a multiple of the allotment, at most N periods, or declining like 100/50/0), an expiry policy for its credits (period end, never, rolling N months) and a cancel rule. Rollover needs expiry at period end.",
+      "A base fee per period plus included credits (per customer, per seat, or per member with a share pooled), with a rollover policy (none, full, capped by an absolute amount, a percent or a multiple of the allotment, at most N periods, or declining like 100/50/0), an expiry policy for its credits (period end, never, rolling N months) and a cancel rule. Rollover needs expiry at period end. A per_member allocation cannot be per_seat.",
     access: "secret",
     body: PlanCreate,
     response: PlanView,
@@ -277,6 +327,7 @@ export const LIFECYCLE_ROUTES: readonly Route[] = [
           ...(body.rollover ? { rollover: rolloverFrom(body.rollover)! } : {}),
           ...(body.expiry ? { expiry: expiryFrom(body.expiry)! } : {}),
           ...(body.on_cancel ? { cancel: { onCancel: body.on_cancel } } : {}),
+          ...(body.allocation ? { allocation: allocationFrom(body.allocation)! } : {}),
         }),
       );
       return { status: 201, body: planView(plan) };
@@ -321,7 +372,7 @@ export const LIFECYCLE_ROUTES: readonly Route[] = [
     tag: "Plans and subscriptions",
     summary: "Subscribe a customer to a plan",
     description:
-      "Starts now (or at start_at, never in the past) and grants the first period's credits into the customer's pool wallet. Each later period renews exactly once, in order, with the closing period's rollover. A customer has one active subscription at a time.",
+      "Starts now (or at start_at, never in the past) and grants the first period's credits into the customer's pool wallet (or, for a per_member plan, to every member wallet and the pool's share). Each later period renews exactly once, in order, with the closing period's rollover. A customer has one active subscription at a time.",
     access: "secret",
     body: SubscriptionCreate,
     response: SubscriptionView,

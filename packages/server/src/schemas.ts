@@ -358,6 +358,21 @@ export const BalanceView = Type.Object(
     scopes: Type.Array(Type.Object({ scope: Nullable(Type.Array(Type.String())), available: Amount() }), {
       description: "Available credits per scope; a null scope pays for every action.",
     }),
+    pool: Nullable(
+      Type.Object(
+        {
+          wallet_id: Type.String({ description: "The customer's pool wallet." }),
+          available: Amount("What the pool has available now, shared with every member."),
+        },
+        {
+          description:
+            "For a member's wallet: the customer's pool, drawn after the member's own grants. Null for a pool wallet.",
+        },
+      ),
+    ),
+    spendable: Amount(
+      "What a debit on this wallet can draw now: available, plus the pool's available for a member's wallet.",
+    ),
   },
   { title: "Balance" },
 );

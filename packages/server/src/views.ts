@@ -119,6 +119,8 @@ export const balanceView = (b: Balance, now: number) => ({
     scope: s.scope === null ? null : [...s.scope],
     available: formatAmount(s.available),
   })),
+  pool: b.pool === null ? null : { wallet_id: b.pool.walletId, available: formatAmount(b.pool.available) },
+  spendable: formatAmount(b.available + (b.pool?.available ?? 0n)),
 });
 
 export const reconcileView = (r: ReconcileReport) => ({

@@ -320,6 +320,7 @@ test("the SDK calls every route, sending exactly the documented query parameters
     rollover: { kind: "capped", cap: { multiple_of_allotment: 3n }, max_periods: 2 },
     expiry: { kind: "period_end" },
     on_cancel: "keep_until_period_end",
+    allocation: { mode: "per_member", pool_share_percent: 20 },
   };
   const subscription: Required<Sdk.SubscriptionCreateParams> = {
     customer_id: "cus_1",

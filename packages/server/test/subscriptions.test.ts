@@ -191,6 +191,7 @@ for (const backend of backends()) {
           rollover: { kind: "none" },
           expiry: { kind: "period_end" },
           on_cancel: "keep_until_period_end",
+          allocation: { mode: "customer" },
           created_at: "",
         },
       );

@@ -404,6 +404,28 @@ ALTER TABLE grant_changes ADD CONSTRAINT grant_changes_kind_check CHECK (kind IN
 `,
   },
   {
+    version: 8,
+    name: "member_allocations",
+    sql: /* sql */ `
+-- A per-member plan's allocation of one period to one member wallet: at most one (invariant 7),
+-- whether it came with the period's renewal or when the member's wallet was created.
+CREATE TABLE member_allocations (
+  tenant_id text NOT NULL,
+  subscription_id text NOT NULL,
+  period_index integer NOT NULL CHECK (period_index >= 0),
+  wallet_id text NOT NULL,
+  reason text NOT NULL CHECK (reason IN ('renewal', 'member_added')),
+  personal numeric(38, 0) NOT NULL CHECK (personal >= 0),
+  pool numeric(38, 0) NOT NULL CHECK (pool >= 0),
+  -- The member's own plan grant, and the pool grant holding its share (a renewal's is shared).
+  personal_grant_id text,
+  pool_grant_id text,
+  allocated_at timestamptz NOT NULL,
+  PRIMARY KEY (tenant_id, subscription_id, period_index, wallet_id)
+);
+`,
+  },
+  {
     version: 9,
     name: "commerce",
     sql: /* sql */ `

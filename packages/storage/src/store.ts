@@ -83,6 +83,11 @@ export interface Balance {
   readonly grants: GrantRecord[];
   /** Available credits per scope; `null` scope is usable for every action. */
   readonly scopes: { readonly scope: readonly string[] | null; readonly available: bigint }[];
+  /**
+   * For a member's wallet: the customer's pool, which a debit draws after the member's own
+   * grants, and what it has available now (shared with every other member). Null for a pool.
+   */
+  readonly pool: { readonly walletId: string; readonly available: bigint } | null;
 }
 
 /** A kind of scheduled effect the store runs with its own (see {@link Store.addDueJob}). */
@@ -92,6 +97,13 @@ export interface DueJob {
   /** Does what is due now for one tenant (or all): exactly once, safe with several instances. */
   run(tenantId: string | null): Promise<unknown>;
 }
+
+/** Work done in the transaction that creates a member wallet (see {@link Store.addMemberWalletHook}). */
+export type MemberWalletHook = (
+  ex: SqlExecutor,
+  tenantId: string,
+  wallet: WalletRecord,
+) => Promise<Result<unknown>>;
 
 /** One disagreement found by {@link Store.reconcile}. */
 export interface Difference {
@@ -138,6 +150,7 @@ export class Store {
   /** Test tenants whose time is set by their test clock. */
   readonly #tenantClocks = new Map<string, number>();
   readonly #jobs: DueJob[] = [];
+  readonly #walletHooks: MemberWalletHook[] = [];
 
   constructor(
     readonly db: SqlClient,
@@ -584,7 +597,21 @@ export class Store {
       [tenantId, this.#newId("wal"), customerId, memberId, iso(this.now(tenantId))],
     );
     if (rowCount === 0) return fail("already_exists", `Member ${memberId} already has a wallet.`);
-    return ok(toWallet(rows[0]!));
+    const wallet = toWallet(rows[0]!);
+    // In the same transaction: a wallet exists only with what it is owed (a per-member plan's allocation).
+    for (const hook of this.#walletHooks) {
+      const r = await hook(ex, tenantId, wallet);
+      if (!r.ok) return r;
+    }
+    return ok(wallet);
+  }
+
+  /**
+   * Adds work done when a member wallet is created, in its transaction (a per-member plan
+   * allocates the current period to it). Storage-internal, like {@link addDueJob}.
+   */
+  addMemberWalletHook(hook: MemberWalletHook): void {
+    this.#walletHooks.push(hook);
   }
 
   async getWallet(tenantId: string, id: string, ex: SqlExecutor = this.db): Promise<WalletRecord | null> {
@@ -607,33 +634,40 @@ export class Store {
    * their drawable grants plus any named ones, expire what is due, let the core plan, write.
    * On a failure nothing is written. Every ledger write of the storage layer goes through it
    * (subscriptions too); `ex` is the caller's transaction.
+   *
+   * `walletId` may list several wallets of one customer (a per-member renewal writes to every
+   * member wallet and the pool at once): all are locked together, in id order, and the first
+   * is `state.wallet`. A write never spans two customers.
    */
   async mutate(
     ex: SqlExecutor,
     tenantId: string,
-    walletId: string,
+    walletId: string | readonly string[],
     extraGrantIds: readonly string[],
     plan: (
       ctx: Context,
       state: { wallet: WalletRecord; sources: DrawSource[]; grants: Map<string, Grant> },
     ) => Result<Effect> | Promise<Result<Effect>>,
   ): Promise<Result<Effect>> {
-    const wallet = await this.getWallet(tenantId, walletId, ex);
-    if (!wallet) return fail("not_found", `No wallet ${walletId}.`);
-    const ids = [wallet.id];
+    const listed = typeof walletId === "string" ? [walletId] : [...walletId];
+    const first = listed[0];
+    const wallet = first === undefined ? null : await this.getWallet(tenantId, first, ex);
+    if (!wallet) return fail("not_found", `No wallet ${first ?? "(none given)"}.`);
+    const ids = [...new Set(listed)];
     if (wallet.memberId !== null) {
       const pool = await ex.query(
         "SELECT id FROM wallets WHERE tenant_id = $1 AND customer_id = $2 AND member_id IS NULL",
         [tenantId, wallet.customerId],
       );
-      ids.push(String(pool.rows[0]!.id));
+      const poolId = String(pool.rows[0]!.id);
+      if (!ids.includes(poolId)) ids.push(poolId);
     }
     // Lock in a fixed order so two writers never deadlock.
     const locked = await ex.query(
-      "SELECT id FROM wallets WHERE tenant_id = $1 AND id = ANY($2::text[]) ORDER BY id FOR UPDATE",
-      [tenantId, ids],
+      "SELECT id FROM wallets WHERE tenant_id = $1 AND id = ANY($2::text[]) AND customer_id = $3 ORDER BY id FOR UPDATE",
+      [tenantId, ids, wallet.customerId],
     );
-    invariant(locked.rowCount === ids.length, "every wallet to lock exists");
+    invariant(locked.rowCount === ids.length, "every wallet to lock exists and belongs to one customer");
     const ctx = this.#ctx(tenantId);
     // Drawable grants, grants due to expire (even empty ones: their status changes once), named ones.
     const { rows } = await ex.query(
@@ -999,6 +1033,15 @@ export class Store {
   async balance(tenantId: string, walletId: string): Promise<Balance | null> {
     const wallet = await this.getWallet(tenantId, walletId);
     if (!wallet) return null;
+    let pool: Balance["pool"] = null;
+    if (wallet.memberId !== null) {
+      const { rows } = await this.db.query(
+        "SELECT id FROM wallets WHERE tenant_id = $1 AND customer_id = $2 AND member_id IS NULL",
+        [tenantId, wallet.customerId],
+      );
+      const poolBalance = await this.balance(tenantId, String(rows[0]!.id));
+      pool = { walletId: poolBalance!.walletId, available: poolBalance!.available };
+    }
     const { rows } = await this.db.query(
       `SELECT ${GRANT_COLUMNS} FROM grants WHERE tenant_id = $1 AND wallet_id = $2 AND status = 'active' AND remaining > 0`,
       [tenantId, walletId],
@@ -1037,6 +1080,7 @@ export class Store {
               ? -1
               : 1,
       ),
+      pool,
     };
   }
 

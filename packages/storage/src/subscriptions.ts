@@ -8,21 +8,27 @@ import {
   type GrantInput,
   grantAccount,
   issueGrant,
+  memberRolloverBase,
   ok,
   type Plan,
   type PlanInput,
   periodAt,
+  planMemberAddition,
+  planMemberRenewal,
   planPlanChange,
   planRenewal,
   planRollover,
   planSeatChange,
   type Result,
   ROLLOVER_EXPIRY,
+  type RolloverCandidate,
+  type RolloverLine,
   rolloverCandidate,
   validateGrantInput,
   validatePlan,
   voidGrant,
 } from "@drawdown/core";
+import type { WalletRecord } from "./records.js";
 import type { Row, SqlExecutor } from "./sql.js";
 import type { DueJob, Store } from "./store.js";
 
@@ -57,11 +63,37 @@ const ms = (v: unknown): number => (v instanceof Date ? v.getTime() : new Date(S
 const planJson = (p: Plan): string =>
   JSON.stringify(p, (_k, v) => (typeof v === "bigint" ? { $bigint: v.toString() } : v));
 
-const planFrom = (row: Row): PlanRecord => ({
-  ...(JSON.parse(String(row.definition), (_k, v) =>
+const planFrom = (row: Row): PlanRecord => {
+  const plan = JSON.parse(String(row.definition), (_k, v) =>
     v !== null && typeof v === "object" && "$bigint" in v ? BigInt(v.$bigint) : v,
-  ) as Plan),
-  createdAt: ms(row.created_at),
+  ) as Plan;
+  // Plans stored before allocations existed allot to the customer.
+  return { ...plan, allocation: plan.allocation ?? { mode: "customer" }, createdAt: ms(row.created_at) };
+};
+
+/** One member wallet's allocation for one period of a per-member plan. */
+export interface MemberAllocationRecord {
+  readonly subscriptionId: string;
+  readonly periodIndex: number;
+  readonly walletId: string;
+  readonly reason: "renewal" | "member_added";
+  readonly personal: bigint;
+  readonly pool: bigint;
+  readonly personalGrantId: string | null;
+  readonly poolGrantId: string | null;
+  readonly allocatedAt: number;
+}
+
+const allocationFrom = (r: Row): MemberAllocationRecord => ({
+  subscriptionId: String(r.subscription_id),
+  periodIndex: Number(r.period_index),
+  walletId: String(r.wallet_id),
+  reason: r.reason as MemberAllocationRecord["reason"],
+  personal: BigInt(String(r.personal)),
+  pool: BigInt(String(r.pool)),
+  personalGrantId: r.personal_grant_id === null ? null : String(r.personal_grant_id),
+  poolGrantId: r.pool_grant_id === null ? null : String(r.pool_grant_id),
+  allocatedAt: ms(r.allocated_at),
 });
 
 const subscriptionFrom = (r: Row): SubscriptionRecord => ({
@@ -94,6 +126,20 @@ const managed = (plan: Plan, input: GrantInput): GrantInput =>
 export class Subscriptions implements DueJob {
   constructor(private readonly store: Store) {
     store.addDueJob(this);
+    store.addMemberWalletHook((ex, tenantId, wallet) => this.#memberAdded(ex, tenantId, wallet));
+  }
+
+  /** A subscription's per-member allocations, by period then wallet. */
+  async listMemberAllocations(
+    tenantId: string,
+    subscriptionId: string,
+    ex: SqlExecutor = this.store.db,
+  ): Promise<MemberAllocationRecord[]> {
+    const { rows } = await ex.query(
+      "SELECT * FROM member_allocations WHERE tenant_id = $1 AND subscription_id = $2 ORDER BY period_index, wallet_id",
+      [tenantId, subscriptionId],
+    );
+    return rows.map(allocationFrom);
   }
 
   /** Creates a plan (validated by the core: policies, limits, defaults). */
@@ -328,8 +374,8 @@ export class Subscriptions implements DueJob {
     const plan = (await this.getPlan(tenantId, sub.planId, ex))!;
     const now = this.store.now(tenantId);
     if (plan.cancel.onCancel === "forfeit") {
-      const pool = await this.#pool(ex, tenantId, sub.customerId);
-      const r = await this.store.mutate(ex, tenantId, pool, [], (ctx, state) => {
+      const wallets = await this.#wallets(ex, tenantId, sub.customerId);
+      const r = await this.store.mutate(ex, tenantId, wallets.all, [], (ctx, state) => {
         const effects: Effect[] = [];
         for (const g of this.#ownGrants(state.grants, sub.id)) {
           const v = voidGrant(ctx, sub.customerId, g, "subscription canceled: credits forfeited");
@@ -346,8 +392,8 @@ export class Subscriptions implements DueJob {
       // Credits that would outlive the period (plans whose credits never expire, or roll for
       // months) are cut to its end, as a recorded change of each grant.
       const periodEnd = sub.nextRenewalAt;
-      const pool = await this.#pool(ex, tenantId, sub.customerId);
-      const r = await this.store.mutate(ex, tenantId, pool, [], (ctx, state) =>
+      const wallets = await this.#wallets(ex, tenantId, sub.customerId);
+      const r = await this.store.mutate(ex, tenantId, wallets.all, [], (ctx, state) =>
         ok({
           ...EMPTY,
           grantChanges: this.#ownGrants(state.grants, sub.id)
@@ -388,6 +434,102 @@ export class Subscriptions implements DueJob {
     return String(rows[0]!.id);
   }
 
+  /**
+   * The customer's wallets: the pool, its members' (in id order), and all of them with the pool
+   * first. Subscription writes lock them all: a per-member plan's credits live in every one.
+   */
+  async #wallets(
+    ex: SqlExecutor,
+    tenantId: string,
+    customerId: string,
+  ): Promise<{ pool: string; members: { id: string; createdAt: number }[]; all: string[] }> {
+    const { rows } = await ex.query(
+      "SELECT id, member_id, created_at FROM wallets WHERE tenant_id = $1 AND customer_id = $2 ORDER BY member_id NULLS FIRST, id",
+      [tenantId, customerId],
+    );
+    const pool = String(rows.find((r) => r.member_id === null)!.id);
+    const members = rows
+      .filter((r) => r.member_id !== null)
+      .map((r) => ({ id: String(r.id), createdAt: ms(r.created_at) }))
+      .sort((a, b) => (a.id < b.id ? -1 : 1));
+    return { pool, members, all: [pool, ...members.map((m) => m.id)] };
+  }
+
+  /**
+   * A member wallet was just created (in this transaction): under an active per-member plan it
+   * receives the current period's allocation, prorated, once. The subscription's row lock
+   * orders this against a renewal running at the same time: whichever comes second sees the
+   * other's work (the renewal, the new wallet; this, the renewed period).
+   */
+  async #memberAdded(ex: SqlExecutor, tenantId: string, wallet: WalletRecord): Promise<Result<unknown>> {
+    const { rows } = await ex.query(
+      "SELECT id FROM subscriptions WHERE tenant_id = $1 AND customer_id = $2 AND status = 'active'",
+      [tenantId, wallet.customerId],
+    );
+    if (!rows[0]) return ok(null);
+    const locked = await this.#lock(ex, tenantId, String(rows[0].id));
+    if (locked?.status !== "active") return ok(null);
+    // Periods already due renew first (and allocate to the new wallet with everyone else).
+    const renewed = await this.#renew(
+      ex,
+      tenantId,
+      locked,
+      (await this.getPlan(tenantId, locked.planId, ex))!,
+    );
+    if (!renewed.ok) return renewed;
+    const sub = (await this.getSubscription(tenantId, locked.id, ex))!;
+    if (sub.renewedThrough < 0) return ok(null);
+    const plan = (await this.getPlan(tenantId, sub.planId, ex))!;
+    if (plan.allocation.mode !== "per_member") return ok(null);
+    const period = periodAt(sub.startedAt, plan.interval, sub.renewedThrough);
+    const now = this.store.now(tenantId);
+    if (now < period.from || now >= period.to) return ok(null);
+    const fresh = await ex.query(
+      `INSERT INTO member_allocations (tenant_id, subscription_id, period_index, wallet_id, reason, personal, pool, allocated_at)
+       VALUES ($1, $2, $3, $4, 'member_added', 0, 0, $5) ON CONFLICT DO NOTHING RETURNING wallet_id`,
+      [tenantId, sub.id, period.index, wallet.id, iso(now)],
+    );
+    if (fresh.rowCount === 0) return ok(null);
+    const pool = await this.#pool(ex, tenantId, sub.customerId);
+    let planned = { personal: 0n, pool: 0n };
+    const r = await this.store.mutate(ex, tenantId, [wallet.id, pool], [], (ctx) => {
+      const addition = planMemberAddition(ctx, {
+        subscriptionId: sub.id,
+        plan,
+        period,
+        poolWalletId: pool,
+        memberWalletId: wallet.id,
+      });
+      if (!addition.ok) return addition;
+      planned = addition.value;
+      const effects: Effect[] = [];
+      for (const g of [addition.value.personalGrant, addition.value.poolGrant]) {
+        if (!g) continue;
+        const issued = issueGrant(ctx, sub.customerId, managed(plan, g));
+        if (!issued.ok) return issued;
+        effects.push(issued.value);
+      }
+      return ok(combine(...effects));
+    });
+    if (!r.ok) return r;
+    const grantIn = (walletId: string) => r.value.newGrants.find((g) => g.walletId === walletId)?.id ?? null;
+    await ex.query(
+      `UPDATE member_allocations SET personal = $5, pool = $6, personal_grant_id = $7, pool_grant_id = $8
+       WHERE tenant_id = $1 AND subscription_id = $2 AND period_index = $3 AND wallet_id = $4`,
+      [
+        tenantId,
+        sub.id,
+        period.index,
+        wallet.id,
+        planned.personal.toString(),
+        planned.pool.toString(),
+        grantIn(wallet.id),
+        grantIn(pool),
+      ],
+    );
+    return ok(null);
+  }
+
   /** Active grants the subscription issued (plan credits and their rollovers). */
   #ownGrants(grants: ReadonlyMap<string, Grant>, subscriptionId: string): Grant[] {
     return [...grants.values()]
@@ -399,6 +541,10 @@ export class Subscriptions implements DueJob {
    * Renews every period of the subscription that has started, in order, each in one write:
    * the closing period's rollover (or, once canceled, its expiry), then the new period's grant.
    * A period's key is inserted first; if it exists, another writer renewed it.
+   *
+   * Under a per-member plan the new period's write also allocates to every member wallet
+   * (each keyed in `member_allocations`, so once) and pays their pool shares into one pool
+   * grant. Every write locks all the customer's wallets: plan credits may live in any of them.
    */
   async #renew(
     ex: SqlExecutor,
@@ -409,7 +555,8 @@ export class Subscriptions implements DueJob {
     let sub = first;
     let plan = current;
     let renewed = 0;
-    const pool = await this.#pool(ex, tenantId, sub.customerId);
+    const wallets = await this.#wallets(ex, tenantId, sub.customerId);
+    const pool = wallets.pool;
     while (sub.nextRenewalAt !== null && sub.nextRenewalAt <= this.store.now(tenantId)) {
       const index = sub.renewedThrough + 1;
       const period = periodAt(sub.startedAt, plan.interval, index);
@@ -419,21 +566,73 @@ export class Subscriptions implements DueJob {
         !closing && sub.pendingPlanId !== null ? await this.getPlan(tenantId, sub.pendingPlanId, ex) : null;
       const next = pending ?? plan;
       const key = closing ? `close:${sub.id}` : `renewal:${sub.id}:${index}`;
+      const now = iso(this.store.now(tenantId));
       const fresh = await ex.query(
         `INSERT INTO subscription_renewals (tenant_id, key, subscription_id, period_index, renewed_at)
          VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING key`,
-        [tenantId, key, sub.id, index, iso(this.store.now(tenantId))],
+        [tenantId, key, sub.id, index, now],
       );
       if (fresh.rowCount > 0) {
+        const perMember = !closing && next.allocation.mode === "per_member";
+        // Each member's allocation is keyed too: only wallets without one for this period get one.
+        // A period caught up late is allocated to the wallets that existed before it ended.
+        const members = perMember
+          ? (
+              await ex.query(
+                `INSERT INTO member_allocations (tenant_id, subscription_id, period_index, wallet_id, reason, personal, pool, allocated_at)
+                 SELECT $1, $2, $3, w, 'renewal', 0, 0, $5 FROM unnest($4::text[]) AS w ON CONFLICT DO NOTHING RETURNING wallet_id`,
+                [
+                  tenantId,
+                  sub.id,
+                  index,
+                  wallets.members.filter((m) => m.createdAt < period.to).map((m) => m.id),
+                  now,
+                ],
+              )
+            ).rows.map((r) => String(r.wallet_id))
+          : [];
+        // The closing period's members: the base of the pool's relative rollover cap.
+        const closingMembers =
+          index > 0 && plan.allocation.mode === "per_member"
+            ? await this.#allocatedMembers(ex, tenantId, sub.id, index - 1)
+            : 0;
         let grantId: string | null = null;
-        const r = await this.store.mutate(ex, tenantId, pool, [], (ctx, state) => {
+        let split: { walletId: string; personal: bigint; pool: bigint }[] = [];
+        const r = await this.store.mutate(ex, tenantId, wallets.all, [], (ctx, state) => {
           const effects: Effect[] = [];
           if (index > 0) {
-            const roll = this.#rollover(ctx, sub, plan, state.grants, period.from, period.to, closing);
+            const roll = this.#rollover(ctx, sub, plan, state.grants, period.from, period.to, closing, {
+              pool,
+              members: closingMembers,
+            });
             if (!roll.ok) return roll;
             effects.push(roll.value);
           }
-          if (!closing) {
+          if (perMember) {
+            const renewal = planMemberRenewal(ctx, {
+              subscriptionId: sub.id,
+              plan: next,
+              period,
+              customerId: sub.customerId,
+              poolWalletId: pool,
+              memberWalletIds: members,
+            });
+            if (!renewal.ok) return renewal;
+            if (!renewal.value.lapsed) {
+              split = renewal.value.members.map((m) => ({
+                walletId: m.walletId,
+                personal: m.personal,
+                pool: m.pool,
+              }));
+              for (const g of [...renewal.value.members.map((m) => m.grant), renewal.value.poolGrant]) {
+                if (!g) continue;
+                const issued = issueGrant(ctx, sub.customerId, managed(next, g));
+                if (!issued.ok) return issued;
+                if (g.walletId === pool) grantId = issued.value.newGrants[0]?.id ?? null;
+                effects.push(issued.value);
+              }
+            }
+          } else if (!closing) {
             const renewal = planRenewal(ctx, {
               subscriptionId: sub.id,
               plan: next,
@@ -458,6 +657,28 @@ export class Subscriptions implements DueJob {
           key,
           grantId,
         ]);
+        if (split.length > 0) {
+          const personalGrant = new Map(
+            r.value.newGrants
+              .filter((g) => g.source === "plan" && g.walletId !== pool)
+              .map((g) => [g.walletId, g.id] as const),
+          );
+          await ex.query(
+            `UPDATE member_allocations a SET personal = d.personal, pool = d.pool, personal_grant_id = d.grant_id, pool_grant_id = $4
+             FROM unnest($5::text[], $6::numeric[], $7::numeric[], $8::text[]) AS d(wallet_id, personal, pool, grant_id)
+             WHERE a.tenant_id = $1 AND a.subscription_id = $2 AND a.period_index = $3 AND a.wallet_id = d.wallet_id`,
+            [
+              tenantId,
+              sub.id,
+              index,
+              grantId,
+              split.map((m) => m.walletId),
+              split.map((m) => m.personal.toString()),
+              split.map((m) => m.pool.toString()),
+              split.map((m) => personalGrant.get(m.walletId) ?? null),
+            ],
+          );
+        }
         renewed++;
       }
       const nextAt = closing ? null : period.to;
@@ -480,11 +701,24 @@ export class Subscriptions implements DueJob {
     return ok(renewed);
   }
 
+  /** How many member wallets were allocated a period (with its renewal or on joining). */
+  async #allocatedMembers(ex: SqlExecutor, tenantId: string, subscriptionId: string, index: number) {
+    const { rows } = await ex.query<{ n: number }>(
+      "SELECT count(*)::int AS n FROM member_allocations WHERE tenant_id = $1 AND subscription_id = $2 AND period_index = $3",
+      [tenantId, subscriptionId, index],
+    );
+    return Number(rows[0]?.n ?? 0);
+  }
+
   /**
    * The closing period's rollover as one balanced `rollover` transaction: each expiring credit
    * leaves its grant; what the policy carries enters a new rollover grant (linked to its source,
    * expiring with the next period), the rest goes to breakage. A canceled subscription carries
    * nothing. The expiring grants leave `active` here, once.
+   *
+   * Under a per-member plan the rollover is planned wallet by wallet: each member wallet and
+   * the pool carry their own credits, capped against their own period allotment
+   * ({@link memberRolloverBase}); credits never move between wallets.
    */
   #rollover(
     ctx: Context,
@@ -494,34 +728,52 @@ export class Subscriptions implements DueJob {
     periodEnd: number,
     nextPeriodEnd: number,
     closing: boolean,
+    wallets: { pool: string; members: number },
   ): Result<Effect> {
     const expiring = this.#ownGrants(grants, sub.id).filter(
       (g) => g.expiresAt === periodEnd && g.metadata[ROLLOVER_EXPIRY.key] === ROLLOVER_EXPIRY.value,
     );
     if (expiring.length === 0) return ok(EMPTY);
-    const candidates = [];
+    const groups = new Map<string, RolloverCandidate[]>();
+    const perWallet = plan.allocation.mode === "per_member";
     for (const g of expiring) {
       const c = rolloverCandidate(g);
       if (!c.ok) return c;
-      candidates.push(c.value);
+      const group = perWallet ? g.walletId : "";
+      groups.set(group, [...(groups.get(group) ?? []), c.value]);
     }
-    const planned = planRollover(ctx, {
-      policy: closing ? { kind: "none" } : plan.rollover,
-      allotment: plan.allotment,
-      seats: plan.perSeat ? sub.grantedSeats : 1,
-      periodEnd,
-      nextPeriodEnd,
-      expiringGrants: candidates,
-    });
-    if (!planned.ok) return planned;
+    const lines: RolloverLine[] = [];
+    let lapsed = false;
+    for (const [walletId, candidates] of [...groups].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
+      const base = !perWallet
+        ? { allotment: plan.allotment, seats: plan.perSeat ? sub.grantedSeats : 1 }
+        : {
+            allotment: memberRolloverBase(
+              plan,
+              walletId === wallets.pool ? "pool" : "member",
+              wallets.members,
+            ),
+            seats: 1,
+          };
+      const planned = planRollover(ctx, {
+        policy: closing ? { kind: "none" } : plan.rollover,
+        ...base,
+        periodEnd,
+        nextPeriodEnd,
+        expiringGrants: candidates,
+      });
+      if (!planned.ok) return planned;
+      lines.push(...planned.value.lines);
+      lapsed = planned.value.lapsed;
+    }
     const entries = [];
     const newGrants: Grant[] = [];
     let breakage = 0n;
-    for (const line of planned.value.lines) {
+    for (const line of lines) {
       if (line.remaining > 0n)
         entries.push(entry(grantAccount(line.grantId, line.walletId), -line.remaining));
       breakage += line.breakage;
-      if (line.rollover && line.carried > 0n && !planned.value.lapsed) {
+      if (line.rollover && line.carried > 0n && !lapsed) {
         const fields = validateGrantInput(
           { ...ctx, now: Math.min(ctx.now, periodEnd) },
           managed(plan, line.rollover),
