@@ -23,6 +23,7 @@ import {
   ok,
   overdraftDeltas,
   type Result,
+  ROLLOVER_EXPIRY,
   reverse,
   voidGrant,
   walletDeltas,
@@ -751,11 +752,14 @@ export class Store {
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
         [tenantId, c.id, c.grantId, c.kind, iso(c.from), iso(c.to), c.reason, iso(c.at)],
       );
-      await ex.query("UPDATE grants SET expires_at = $3 WHERE tenant_id = $1 AND id = $2", [
-        tenantId,
-        c.grantId,
-        iso(c.to),
-      ]);
+      // An extended grant no longer ends with its period, so its subscription's rollover (which
+      // takes credits ending at a period end) will never expire it: drop the rollover's mark, and
+      // it expires at its new time like any grant. Without this it stayed active forever.
+      await ex.query(
+        `UPDATE grants SET expires_at = $3, metadata = CASE WHEN $4::boolean THEN metadata - $5::text ELSE metadata END
+         WHERE tenant_id = $1 AND id = $2`,
+        [tenantId, c.grantId, iso(c.to), c.kind === "expiry_extended", ROLLOVER_EXPIRY.key],
+      );
     }
   }
 
