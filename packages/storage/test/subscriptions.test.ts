@@ -141,7 +141,8 @@ for (const backend of backends()) {
           )
         ).ok,
       );
-      const first = (await store.listGrants(tenantId, { walletId: customer.walletId }, { limit: 10 })).items[0]!;
+      const first = (await store.listGrants(tenantId, { walletId: customer.walletId }, { limit: 10 }))
+        .items[0]!;
       assert.equal(first.expiresAt, PERIOD_ENDS[0]);
       const extendedTo = PERIOD_ENDS[0]! + 5 * DAY;
       const extended = await store.db.transaction((tx) =>
