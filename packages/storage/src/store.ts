@@ -154,8 +154,9 @@ export class Store {
 
   /**
    * Sets (or, with null, clears) a test tenant's clock as this instance knows it. The database
-   * holds the truth (`tenants.clock_at`); other instances learn it when they next authenticate
-   * a key of the tenant (within the key cache's two seconds).
+   * holds the truth (`tenants.clock_at`); other instances read it at each request of a tenant
+   * whose clock they know to be frozen, and learn of a tenant's first advance when they next
+   * look its key up (within the key cache's two seconds).
    */
   rememberClock(tenantId: string, at: number | null): void {
     if (at === null) this.#tenantClocks.delete(tenantId);
@@ -273,7 +274,16 @@ export class Store {
   async authenticate(secret: string): Promise<{ key: ApiKey; tenant: Tenant } | null> {
     const hash = hashKey(secret);
     const cached = this.#keys.get(hash);
-    if (cached && cached.until > Date.now() && !this.#revoked.has(cached.found.key.id)) return cached.found;
+    if (cached && cached.until > Date.now() && !this.#revoked.has(cached.found.key.id)) {
+      // A frozen test clock moves when any instance advances it: read it again (one primary-key
+      // read), so every request lives at the tenant's time. Without this, an instance whose key
+      // cache was warm kept the old time for up to KEY_CACHE_MS after another advanced the clock:
+      // it showed balances and posted writes at that old time (and started subscriptions in the
+      // past). Live tenants, and test tenants never advanced, skip the read.
+      const tenantId = cached.found.tenant.id;
+      if (this.#tenantClocks.has(tenantId)) await this.clockOf(tenantId);
+      return cached.found;
+    }
     const found = await this.#lookUpKey(hash);
     if (found && !this.#revoked.has(found.key.id)) {
       if (this.#keys.size >= 10_000) this.#keys.clear();
