@@ -45,6 +45,11 @@ const HOUR = 3_600_000;
 const DAY = 24 * HOUR;
 /** A month-end start: monthly periods clamp to Feb 28, Apr 30... and come back to the 31st. */
 const T0 = Date.UTC(2027, 0, 31, 12);
+/**
+ * Timelines per backend. Each is a database scenario of up to 19 steps, each step checked in
+ * full, so few runs cover a lot; a failure is reported unshrunk (shrinking timelines on a
+ * database takes many minutes), with the seed and path that replay it.
+ */
 const RUNS = 16;
 
 const ms = (v: unknown): number => (v instanceof Date ? v.getTime() : new Date(String(v)).getTime());
@@ -152,7 +157,8 @@ const planArb: fc.Arbitrary<PlanSpec> = fc
   .map((p) => (p.rollover.kind === "none" ? p : { ...p, expiry: { kind: "period_end" } }));
 
 const abortArb = fc.integer({ min: 0, max: 11 }).map((n) => n === 0);
-const customerArb = fc.integer({ min: 0, max: 2 });
+/** Customer 0 always subscribes first: it gets most of the traffic. */
+const customerArb = fc.constantFrom(0, 0, 1, 2);
 const hoursArb = fc.oneof(
   fc.integer({ min: 1, max: 48 }),
   fc.integer({ min: 2, max: 35 }).map((d) => d * 24 + 7),
@@ -185,7 +191,7 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
       .map((r): Op => ({ kind: "subscribe", ...r })),
   },
   {
-    weight: 1,
+    weight: 2,
     arbitrary: fc
       .record({ customer: customerArb, seats: fc.integer({ min: 0, max: 6 }), abort: abortArb })
       .map((r): Op => ({ kind: "seats", ...r })),
@@ -197,7 +203,7 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
       .map((r): Op => ({ kind: "changePlan", ...r })),
   },
   {
-    weight: 1,
+    weight: 2,
     arbitrary: fc
       .record({ customer: customerArb, abort: abortArb })
       .map((r): Op => ({ kind: "cancel", ...r })),
@@ -223,7 +229,7 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
       .record({
         customer: customerArb,
         member: fc.boolean(),
-        amount: amountArb(40),
+        amount: amountArb(15),
         action: fc.integer({ min: 0, max: ACTIONS.length - 1 }),
         abort: abortArb,
       })
