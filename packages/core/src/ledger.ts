@@ -402,7 +402,9 @@ export function debit(ctx: Context, sources: readonly DrawSource[], input: Debit
  * Marks a grant whose expiry is handled by its subscription's rollover (metadata
  * `drawdown_expiry: rollover`): expiry on touch and the expiry scheduler leave it to the
  * period's renewal, which carries part of it forward and expires the rest in one transaction.
- * It is not drawable after its expiry either way.
+ * It is not drawable after its expiry either way. Extending its expiry removes the mark: the
+ * grant then no longer ends with its period, so the rollover would never take it, and it
+ * expires at its new time like any grant.
  */
 export const ROLLOVER_EXPIRY = { key: "drawdown_expiry", value: "rollover" } as const;
 
@@ -470,7 +472,11 @@ export function applyEffect(grants: ReadonlyMap<string, Grant>, effect: Effect):
   for (const c of effect.grantChanges) {
     const g = next.get(c.grantId);
     invariant(g, `effect names unknown grant ${c.grantId}`);
-    next.set(c.grantId, { ...g, expiresAt: c.to });
+    if (c.kind === "expiry_extended" && ROLLOVER_EXPIRY.key in g.metadata) {
+      // Extended past its period end, it expires on its own (see ROLLOVER_EXPIRY).
+      const { [ROLLOVER_EXPIRY.key]: _, ...metadata } = g.metadata;
+      next.set(c.grantId, { ...g, expiresAt: c.to, metadata });
+    } else next.set(c.grantId, { ...g, expiresAt: c.to });
   }
   return next;
 }

@@ -27,6 +27,7 @@ import {
   POLICY_SOURCES,
   type PolicySource,
   type Result,
+  ROLLOVER_EXPIRY,
   reverse,
   type SourceExpiryPolicy,
   validateSourceExpiry,
@@ -172,8 +173,9 @@ export class Store {
 
   /**
    * Sets (or, with null, clears) a test tenant's clock as this instance knows it. The database
-   * holds the truth (`tenants.clock_at`); other instances learn it when they next authenticate
-   * a key of the tenant (within the key cache's two seconds).
+   * holds the truth (`tenants.clock_at`); other instances read it at each request of a tenant
+   * whose clock they know to be frozen, and learn of a tenant's first advance when they next
+   * look its key up (within the key cache's two seconds).
    */
   rememberClock(tenantId: string, at: number | null): void {
     if (at === null) this.#tenantClocks.delete(tenantId);
@@ -291,7 +293,16 @@ export class Store {
   async authenticate(secret: string): Promise<{ key: ApiKey; tenant: Tenant } | null> {
     const hash = hashKey(secret);
     const cached = this.#keys.get(hash);
-    if (cached && cached.until > Date.now() && !this.#revoked.has(cached.found.key.id)) return cached.found;
+    if (cached && cached.until > Date.now() && !this.#revoked.has(cached.found.key.id)) {
+      // A frozen test clock moves when any instance advances it: read it again (one primary-key
+      // read), so every request lives at the tenant's time. Without this, an instance whose key
+      // cache was warm kept the old time for up to KEY_CACHE_MS after another advanced the clock:
+      // it showed balances and posted writes at that old time (and started subscriptions in the
+      // past). Live tenants, and test tenants never advanced, skip the read.
+      const tenantId = cached.found.tenant.id;
+      if (this.#tenantClocks.has(tenantId)) await this.clockOf(tenantId);
+      return cached.found;
+    }
     const found = await this.#lookUpKey(hash);
     if (found && !this.#revoked.has(found.key.id)) {
       if (this.#keys.size >= 10_000) this.#keys.clear();
@@ -791,11 +802,14 @@ export class Store {
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
         [tenantId, c.id, c.grantId, c.kind, iso(c.from), iso(c.to), c.reason, iso(c.at)],
       );
-      await ex.query("UPDATE grants SET expires_at = $3 WHERE tenant_id = $1 AND id = $2", [
-        tenantId,
-        c.grantId,
-        iso(c.to),
-      ]);
+      // An extended grant no longer ends with its period, so its subscription's rollover (which
+      // takes credits ending at a period end) will never expire it: drop the rollover's mark, and
+      // it expires at its new time like any grant. Without this it stayed active forever.
+      await ex.query(
+        `UPDATE grants SET expires_at = $3, metadata = CASE WHEN $4::boolean THEN metadata - $5::text ELSE metadata END
+         WHERE tenant_id = $1 AND id = $2`,
+        [tenantId, c.grantId, iso(c.to), c.kind === "expiry_extended", ROLLOVER_EXPIRY.key],
+      );
     }
   }
 

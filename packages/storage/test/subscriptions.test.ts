@@ -120,6 +120,59 @@ for (const backend of backends()) {
       assert.deepEqual((await store.reconcile(tenantId)).differences, []);
     });
 
+    test("a plan credit under a rollover policy, extended past its period end, expires once at its new time instead of rolling over", async () => {
+      // Found by the random timelines (timeline.test.ts): the extended grant was left to the
+      // rollover, which only takes credits ending at a period end, so it never expired.
+      const { tenantId, customer } = await setup();
+      const plan = await store.db.transaction((tx) =>
+        subs.createPlan(tx, tenantId, {
+          name: "Full rollover",
+          baseFee: { amount: 0n, currency: "USD" },
+          interval: { unit: "month", count: 1 },
+          allotment: credits(10n),
+          rollover: { kind: "full", maxPeriods: 1 },
+        }),
+      );
+      assert.ok(plan.ok);
+      assert.ok(
+        (
+          await store.db.transaction((tx) =>
+            subs.subscribe(tx, tenantId, { customerId: customer.id, planId: plan.value.id }),
+          )
+        ).ok,
+      );
+      const first = (await store.listGrants(tenantId, { walletId: customer.walletId }, { limit: 10 }))
+        .items[0]!;
+      assert.equal(first.expiresAt, PERIOD_ENDS[0]);
+      const extendedTo = PERIOD_ENDS[0]! + 5 * DAY;
+      const extended = await store.db.transaction((tx) =>
+        store.extendGrantExpiry(tx, tenantId, first.id, extendedTo, "goodwill"),
+      );
+      assert.ok(extended.ok);
+      assert.equal(extended.value.metadata.drawdown_expiry, undefined, "no longer the rollover's to expire");
+      assert.ok((await store.advanceClock(tenantId, PERIOD_ENDS[2]! + DAY)).ok);
+      const after = (await store.getGrant(tenantId, first.id))!;
+      assert.deepEqual([after.status, after.remaining, after.statusAt], ["expired", 0n, extendedTo]);
+      const { rows } = await store.db.query<{ kind: string }>(
+        `SELECT t.kind FROM journal_entries e JOIN journal_transactions t ON t.tenant_id = e.tenant_id AND t.id = e.tx_id
+         WHERE e.tenant_id = $1 AND e.grant_id = $2 AND e.amount < 0`,
+        [tenantId, first.id],
+      );
+      assert.deepEqual(
+        rows.map((r) => r.kind),
+        ["expire"],
+        "its 10 credits went to breakage once, at the new expiry",
+      );
+      const rolled = await store.db.query(
+        "SELECT 1 FROM grants WHERE tenant_id = $1 AND metadata->>'source_grant_id' = $2",
+        [tenantId, first.id],
+      );
+      assert.equal(rolled.rowCount, 0, "not carried: it did not end with its period");
+      // The later periods' credits roll as before: period 1's 10 carried into period 2.
+      assert.equal(await balance(tenantId, customer.walletId), "20");
+      assert.deepEqual((await store.reconcile(tenantId)).differences, []);
+    });
+
     test("a declining 100/50/0 rollover", async () => {
       const { tenantId, customer } = await setup();
       const plan = await store.db.transaction((tx) =>

@@ -1,8 +1,9 @@
-import type { Store } from "@drawdown/storage";
+import { createIdGenerator, type SqlClient, Store } from "@drawdown/storage";
 import { backends, type TestDatabase } from "@drawdown/storage/testing";
 import { buildApp } from "../../src/app.js";
+import { startScheduler } from "../../src/server.js";
 
-export { backends, POSTGRES_URL } from "@drawdown/storage/testing";
+export { backends, POSTGRES_URL, postgresDatabase } from "@drawdown/storage/testing";
 
 /** A server listening on a free loopback port, with one tenant and its secret key. */
 export interface TestServer {
@@ -14,23 +15,42 @@ export interface TestServer {
   readonly key: string;
   /** Creates another tenant with its own secret key (for cross-tenant tests). */
   newTenant(name?: string): Promise<{ tenantId: string; key: string }>;
+  /** Stops the server (and its scheduler); closes the database unless it was shared in. */
   close(): Promise<void>;
 }
 
 /**
  * Starts the real HTTP app on a database of `backend` ("pglite" by default). The clock is
- * injectable so tests can move time without sleeping.
+ * injectable so tests can move time without sleeping. With `database` (PostgreSQL), the
+ * server runs on that one, through a connection pool of its own, instead of a fresh one, and
+ * leaves it open on close: several servers on one database are several instances of one
+ * deployment. With `schedulerMs`, it runs the
+ * scheduler as the real server does (none by default).
  */
 export async function startTestServer(
-  options: { backend?: "pglite" | "postgres"; clock?: () => number } = {},
+  options: {
+    backend?: "pglite" | "postgres";
+    clock?: () => number;
+    database?: TestDatabase;
+    schedulerMs?: number;
+  } = {},
 ): Promise<TestServer> {
-  const backend = backends().find((b) => b.name === (options.backend ?? "pglite"));
-  if (!backend)
-    throw new Error(`backend ${options.backend} is not available (set DATABASE_URL for postgres)`);
-  const database = await backend.open();
-  const store = database.store(options.clock);
+  let database = options.database;
+  if (!database) {
+    const backend = backends().find((b) => b.name === (options.backend ?? "pglite"));
+    if (!backend)
+      throw new Error(`backend ${options.backend} is not available (set DATABASE_URL for postgres)`);
+    database = await backend.open();
+  }
+  const db = database;
+  // Sharing a database: a client of its own, as another process of the deployment.
+  const own: SqlClient | null = options.database ? await db.connect() : null;
+  const store = own
+    ? new Store(own, { clock: options.clock, newId: createIdGenerator(options.clock) })
+    : db.store(options.clock);
   const app = await buildApp({ store, config: { bodyLimit: 1024 * 1024, logRequests: false } });
   const url = await app.listen({ host: "127.0.0.1", port: 0 });
+  const scheduler = startScheduler(store, options.schedulerMs ?? 0);
   const newTenant = async (name = "Test") => {
     const tenant = await store.createTenant(name, "test");
     const key = await store.createApiKey(tenant.id, { kind: "secret", name: "test" });
@@ -41,13 +61,15 @@ export async function startTestServer(
   return {
     url,
     store,
-    database,
+    database: db,
     tenantId: first.tenantId,
     key: first.key,
     newTenant,
     close: async () => {
+      await scheduler.stop();
       await app.close();
-      await database.close();
+      if (own) await own.close();
+      else await db.close();
     },
   };
 }

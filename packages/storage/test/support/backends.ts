@@ -1,4 +1,7 @@
 import { randomBytes } from "node:crypto";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import {
   createIdGenerator,
   migrate,
@@ -14,6 +17,11 @@ export interface TestDatabase {
   readonly db: SqlClient;
   /** A store on this database with the given clock (default: real time). */
   store(clock?: () => number): Store;
+  /**
+   * Another client on the same data, as another process would open (PostgreSQL: a pool of its
+   * own; PGlite, one process's database, has none). The caller closes it.
+   */
+  connect(): Promise<SqlClient>;
   close(): Promise<void>;
 }
 
@@ -28,6 +36,7 @@ export async function pgliteDatabase(): Promise<TestDatabase> {
     name: "pglite",
     db,
     store: (clock) => new Store(db, { clock, newId: createIdGenerator(clock) }),
+    connect: () => Promise.reject(new Error("PGlite is one process's database: use PostgreSQL")),
     close: () => db.close(),
   };
 }
@@ -43,6 +52,7 @@ export async function postgresDatabase(url: string, options: { max?: number } = 
     name: "postgres",
     db,
     store: (clock) => new Store(db, { clock, newId: createIdGenerator(clock) }),
+    connect: () => openPostgres(url, { schema, max: options.max ?? 10 }),
     close: async () => {
       await db.close();
       await admin.exec(`DROP SCHEMA ${schema} CASCADE`);
@@ -61,4 +71,59 @@ export function backends(): { name: "pglite" | "postgres"; open: () => Promise<T
   ];
   if (POSTGRES_URL) list.push({ name: "postgres", open: () => postgresDatabase(POSTGRES_URL) });
   return list;
+}
+
+/**
+ * A database that outlives its connections, for restart tests: `restart` drops the current
+ * client and opens a new one on the same data, as a server process coming back up would.
+ * PGlite keeps its data in a temporary folder (really closed and reopened); PostgreSQL keeps a
+ * fresh schema (a new pool). `close` drops the data.
+ */
+export interface RestartableDatabase {
+  readonly name: "pglite" | "postgres";
+  /** The client of the current "process". */
+  readonly db: SqlClient;
+  /** Closes the current client and opens (and migrates, as a server start does) a new one. */
+  restart(): Promise<SqlClient>;
+  close(): Promise<void>;
+}
+
+/** A {@link RestartableDatabase} on the named backend (PostgreSQL needs DATABASE_URL). */
+export async function restartableDatabase(name: "pglite" | "postgres"): Promise<RestartableDatabase> {
+  let open: () => Promise<SqlClient>;
+  let drop: () => Promise<void>;
+  if (name === "pglite") {
+    const dir = mkdtempSync(join(tmpdir(), "drawdown-restart-"));
+    open = () => openPglite(dir);
+    drop = async () => rmSync(dir, { recursive: true, force: true });
+  } else {
+    if (!POSTGRES_URL) throw new Error("set DATABASE_URL for a PostgreSQL database");
+    const url = POSTGRES_URL;
+    const schema = `dd_test_${randomBytes(6).toString("hex")}`;
+    const admin = await openPostgres(url, { max: 1 });
+    await admin.exec(`CREATE SCHEMA ${schema}`);
+    open = () => openPostgres(url, { schema, max: 10 });
+    drop = async () => {
+      await admin.exec(`DROP SCHEMA ${schema} CASCADE`);
+      await admin.close();
+    };
+  }
+  let db = await open();
+  await migrate(db);
+  return {
+    name,
+    get db() {
+      return db;
+    },
+    restart: async () => {
+      await db.close();
+      db = await open();
+      await migrate(db);
+      return db;
+    },
+    close: async () => {
+      await db.close();
+      await drop();
+    },
+  };
 }
