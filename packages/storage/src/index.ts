@@ -3,6 +3,7 @@
  * (PostgreSQL 15+), with the same migrations and queries on both.
  */
 export * from "./gifts.js";
+export * from "./holds.js";
 export * from "./ids.js";
 export * from "./ingest.js";
 export * from "./metering.js";

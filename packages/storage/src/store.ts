@@ -17,6 +17,7 @@ import {
   type Grant,
   type GrantInput,
   grantDeltas,
+  heldDeltas,
   type IdGenerator,
   invariant,
   isDrawableNow,
@@ -71,12 +72,17 @@ export interface Balance {
   readonly walletId: string;
   readonly customerId: string;
   readonly memberId: string | null;
-  /** Sum of the wallet's grants' remaining amounts (equal to the journal, invariant 3). */
+  /**
+   * The wallet's balance: its grants' remaining amounts plus what its pending holds reserve,
+   * minus what it owes (equal to the journal, invariant 3).
+   */
   readonly total: bigint;
-  /** What can be drawn now: effective, unexpired grants (minus pending holds, once holds exist). */
+  /** What can be spent now: effective, unexpired grants; pending holds are already out of them. */
   readonly available: bigint;
   /** Remaining in grants not yet effective. */
-  readonly pending: bigint;
+  readonly upcoming: bigint;
+  /** Reserved by pending holds (the wallet's hold account). */
+  readonly held: bigint;
   /** Remaining in grants past their expiry that await breakage. */
   readonly expired: bigint;
   /** The grants holding credits, in burn-down order. */
@@ -95,7 +101,7 @@ export interface DueJob {
 
 /** One disagreement found by {@link Store.reconcile}. */
 export interface Difference {
-  readonly kind: "wallet" | "grant" | "transaction";
+  readonly kind: "wallet" | "grant" | "transaction" | "hold";
   readonly tenantId: string;
   readonly id: string;
   readonly message: string;
@@ -730,15 +736,18 @@ export class Store {
       const byWallet = walletDeltas(entries);
       if (byWallet.size > 0) {
         const owed = overdraftDeltas(entries);
+        const held = heldDeltas(entries);
         const ids = [...byWallet.keys()];
         await ex.query(
-          `UPDATE wallets w SET balance = w.balance + d.delta, overdraft = w.overdraft - d.owed
-           FROM unnest($2::text[], $3::numeric[], $4::numeric[]) AS d(id, delta, owed) WHERE w.tenant_id = $1 AND w.id = d.id`,
+          `UPDATE wallets w SET balance = w.balance + d.delta, overdraft = w.overdraft - d.owed, held = w.held + d.held
+           FROM unnest($2::text[], $3::numeric[], $4::numeric[], $5::numeric[]) AS d(id, delta, owed, held)
+           WHERE w.tenant_id = $1 AND w.id = d.id`,
           [
             tenantId,
             ids,
             ids.map((id) => String(byWallet.get(id))),
             ids.map((id) => String(owed.get(id) ?? 0n)),
+            ids.map((id) => String(held.get(id) ?? 0n)),
           ],
         );
       }
@@ -1006,7 +1015,7 @@ export class Store {
     const now = this.now(tenantId);
     const grants = rows.map(toGrant);
     let available = 0n;
-    let pending = 0n;
+    let upcoming = 0n;
     let expired = 0n;
     const scopes = new Map<string, { scope: readonly string[] | null; available: bigint }>();
     for (const g of grants) {
@@ -1016,7 +1025,7 @@ export class Store {
         const s = scopes.get(key) ?? { scope: g.scope, available: 0n };
         scopes.set(key, { scope: s.scope, available: s.available + g.remaining });
       } else if (g.expiresAt !== null && g.expiresAt <= now) expired += g.remaining;
-      else pending += g.remaining;
+      else upcoming += g.remaining;
     }
     grants.sort(compareBurnOrder);
     return {
@@ -1025,7 +1034,8 @@ export class Store {
       memberId: wallet.memberId,
       total: wallet.balance,
       available,
-      pending,
+      upcoming,
+      held: wallet.held,
       expired,
       grants,
       scopes: [...scopes.values()].sort((a, b) =>
@@ -1112,26 +1122,51 @@ export class Store {
   async reconcile(tenantId: string | null = null, ex: SqlExecutor = this.db): Promise<ReconcileReport> {
     const differences: Difference[] = [];
     const wallets = await ex.query(
-      `SELECT w.tenant_id, w.id, w.balance::text AS balance, (coalesce(g.total, 0) - w.overdraft)::text AS grants,
-         coalesce(j.total, 0)::text AS journal, w.overdraft::text AS overdraft, (-coalesce(j.owed, 0))::text AS journal_owed
+      `SELECT w.tenant_id, w.id, w.balance::text AS balance, (coalesce(g.total, 0) + w.held - w.overdraft)::text AS grants,
+         coalesce(j.total, 0)::text AS journal, w.overdraft::text AS overdraft, (-coalesce(j.owed, 0))::text AS journal_owed,
+         w.held::text AS held, coalesce(j.held, 0)::text AS journal_held
        FROM wallets w
        LEFT JOIN (SELECT tenant_id, wallet_id, sum(remaining) AS total FROM grants GROUP BY 1, 2) g
          ON g.tenant_id = w.tenant_id AND g.wallet_id = w.id
-       LEFT JOIN (SELECT tenant_id, wallet_id, sum(amount) AS total, sum(amount) FILTER (WHERE account = 'overdraft') AS owed
+       LEFT JOIN (SELECT tenant_id, wallet_id, sum(amount) AS total, sum(amount) FILTER (WHERE account = 'overdraft') AS owed,
+                    sum(amount) FILTER (WHERE account = 'hold') AS held
                   FROM journal_entries WHERE wallet_id IS NOT NULL GROUP BY 1, 2) j
          ON j.tenant_id = w.tenant_id AND j.wallet_id = w.id
        WHERE $1::text IS NULL OR w.tenant_id = $1`,
       [tenantId],
     );
     for (const w of wallets.rows) {
-      if (w.balance !== w.grants || w.balance !== w.journal || w.overdraft !== w.journal_owed) {
+      if (
+        w.balance !== w.grants ||
+        w.balance !== w.journal ||
+        w.overdraft !== w.journal_owed ||
+        w.held !== w.journal_held
+      ) {
         differences.push({
           kind: "wallet",
           tenantId: String(w.tenant_id),
           id: String(w.id),
-          message: `balance ${w.balance} units, grants minus overdraft ${w.grants}, journal says ${w.journal}; overdraft ${w.overdraft}, journal owes ${w.journal_owed}`,
+          message: `balance ${w.balance} units, grants plus held minus overdraft ${w.grants}, journal says ${w.journal}; overdraft ${w.overdraft}, journal owes ${w.journal_owed}; held ${w.held}, journal holds ${w.journal_held}`,
         });
       }
+    }
+    // What a customer's wallets hold equals what its pending holds reserve (invariant 6).
+    const holds = await ex.query(
+      `SELECT coalesce(w.tenant_id, h.tenant_id) AS tenant_id, coalesce(w.customer_id, h.customer_id) AS customer_id,
+         coalesce(w.held, 0)::text AS held, coalesce(h.amount, 0)::text AS pending
+       FROM (SELECT tenant_id, customer_id, sum(held) AS held FROM wallets GROUP BY 1, 2) w
+       FULL JOIN (SELECT tenant_id, customer_id, sum(amount) AS amount FROM holds WHERE status = 'pending' GROUP BY 1, 2) h
+         ON h.tenant_id = w.tenant_id AND h.customer_id = w.customer_id
+       WHERE ($1::text IS NULL OR coalesce(w.tenant_id, h.tenant_id) = $1) AND coalesce(w.held, 0) <> coalesce(h.amount, 0)`,
+      [tenantId],
+    );
+    for (const h of holds.rows) {
+      differences.push({
+        kind: "hold",
+        tenantId: String(h.tenant_id),
+        id: String(h.customer_id),
+        message: `customer's wallets hold ${h.held} units, its pending holds reserve ${h.pending}`,
+      });
     }
     const grants = await ex.query(
       `SELECT g.tenant_id, g.id, g.remaining::text AS remaining, coalesce(j.total, 0)::text AS journal
