@@ -1,3 +1,4 @@
+import { Holds } from "./holds.js";
 import { type ApiPromise, Transport } from "./http.js";
 import {
   Adjustments,
@@ -115,6 +116,8 @@ export class Drawdown {
   readonly gifts: Gifts;
   /** A test tenant's clock: get, advance (every expiry due on the way happens, in order). */
   readonly testClock: TestClocks;
+  /** Authorize and holds: authorize (optionally holding the estimate), settle, void, get, list, ping. */
+  readonly holds: Holds;
   readonly #transport: Transport;
 
   constructor(options: DrawdownOptions) {
@@ -138,6 +141,7 @@ export class Drawdown {
     this.subscriptions = new Subscriptions(this.#transport);
     this.gifts = new Gifts(this.#transport);
     this.testClock = new TestClocks(this.#transport);
+    this.holds = new Holds(this.#transport);
   }
 
   /**

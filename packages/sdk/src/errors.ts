@@ -59,6 +59,8 @@ export const API_ERROR_STATUS: Readonly<Record<ApiErrorCode, number>> = {
   transaction_already_reversed: 409,
   gift_code_exhausted: 409,
   gift_code_ended: 409,
+  hold_not_pending: 409,
+  hold_expired: 409,
   idempotency_key_reused: 409,
   payload_too_large: 413,
   unsupported_media_type: 415,

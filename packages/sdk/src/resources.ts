@@ -67,14 +67,14 @@ import type {
   WalletCreateParams,
 } from "./types.js";
 
-/** An id in a path, escaped. */
-const seg = (id: string): string => {
+/** An id in a path, escaped. @internal */
+export const seg = (id: string): string => {
   if (typeof id !== "string" || id === "") throw new TypeError("An id must be a non-empty string.");
   return encodeURIComponent(id);
 };
 
-/** Paging parameters for the query string. */
-const pageQuery = (p: PageParams | undefined) => ({
+/** Paging parameters for the query string. @internal */
+export const pageQuery = (p: PageParams | undefined) => ({
   limit: p?.limit === undefined ? undefined : String(p.limit),
   cursor: p?.cursor,
 });
@@ -104,8 +104,8 @@ export async function* paginate<T>(
   } while (next !== undefined);
 }
 
-/** Base of every resource group. */
-abstract class Resource {
+/** Base of every resource group. @internal */
+export abstract class Resource {
   constructor(protected readonly transport: Transport) {}
 
   /** A GET. `build` runs inside the returned promise, so a bad argument rejects the call. */
@@ -305,8 +305,8 @@ export class Wallets extends Resource {
   }
 
   /**
-   * A wallet's balance: total, available now, pending (not yet effective) and expired
-   * awaiting breakage; its grants in burn-down order; available credits per scope.
+   * A wallet's balance: total, available now, upcoming (not yet effective), held by pending
+   * holds, and expired awaiting breakage; its grants in burn-down order; available credits per scope.
    * All amounts are decimal strings (convert with `toUnits` for arithmetic).
    *
    * @example
@@ -652,8 +652,8 @@ export class TestClocks extends Resource {
 const isCloudEvent = (e: EventInput): e is CloudEventInput =>
   e !== null && typeof e === "object" && "specversion" in e;
 
-/** Quantities for the wire: decimal strings. */
-function wireQuantities(q: Record<string, unknown>, where: string): Record<string, string> {
+/** Quantities for the wire: decimal strings. @internal */
+export function wireQuantities(q: Record<string, unknown>, where: string): Record<string, string> {
   if (q === null || typeof q !== "object") throw new TypeError(`${where}: quantities is an object.`);
   return Object.fromEntries(
     Object.entries(q).map(([k, v]) => [k, wireQuantity(v as never, `${where}.${k}`)]),

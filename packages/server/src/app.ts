@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from "node:crypto";
-import { type ApiKey, Gifts, IngestWriter, Metering, type Store, Subscriptions } from "@drawdown/storage";
+import { type ApiKey, Gifts, Holds, IngestWriter, Metering, type Store, Subscriptions } from "@drawdown/storage";
 import { Type } from "@sinclair/typebox";
 import Fastify, {
   type FastifyError,
@@ -11,6 +11,7 @@ import type { Config } from "./config.js";
 import { ApiError, type ApiErrorCode, type Problem, problem } from "./errors.js";
 import { EXPIRY_ROUTES } from "./expiry-routes.js";
 import { GIFT_ROUTES } from "./gift-routes.js";
+import { HOLD_ROUTES } from "./hold-routes.js";
 import { LIFECYCLE_ROUTES } from "./lifecycle-routes.js";
 import { METERING_ROUTES, publicRateCard } from "./metering-routes.js";
 import { buildOpenApi } from "./openapi.js";
@@ -24,6 +25,7 @@ export const API_ROUTES: readonly Route[] = [
   ...LIFECYCLE_ROUTES,
   ...GIFT_ROUTES,
   ...EXPIRY_ROUTES,
+  ...HOLD_ROUTES,
 ];
 
 declare module "fastify" {
@@ -41,6 +43,8 @@ export interface AppOptions {
   readonly writer?: IngestWriter;
   /** Plans and subscriptions (a scheduler job of the store); built over the store when absent. */
   readonly subscriptions?: Subscriptions;
+  /** Authorize and holds (their timeouts a scheduler job of the store); built over the store when absent. */
+  readonly holds?: Holds;
   readonly config: Pick<Config, "bodyLimit" | "logRequests"> & Partial<Pick<Config, "writerLanes">>;
 }
 
@@ -209,6 +213,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     writer: options.writer ?? new IngestWriter(store, metering, { lanes: config.writerLanes ?? 2 }),
     subscriptions: options.subscriptions ?? new Subscriptions(store),
     gifts: new Gifts(store),
+    holds: options.holds ?? new Holds(store, metering),
   };
   // The machine-readable and the human-readable reference, both public.
   const openapi = buildOpenApi(API_ROUTES);
@@ -284,6 +289,7 @@ interface Services {
   readonly writer: IngestWriter;
   readonly subscriptions: Subscriptions;
   readonly gifts: Gifts;
+  readonly holds: Holds;
 }
 
 function register(app: FastifyInstance, services: Services, r: Route): void {

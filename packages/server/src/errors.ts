@@ -52,6 +52,8 @@ export const ERRORS: Readonly<Record<ApiErrorCode, { status: number; title: stri
   transaction_already_reversed: { status: 409, title: "Transaction already reversed" },
   gift_code_exhausted: { status: 409, title: "Gift code used up" },
   gift_code_ended: { status: 409, title: "Gift code ended" },
+  hold_not_pending: { status: 409, title: "Hold already resolved" },
+  hold_expired: { status: 409, title: "Hold expired" },
   idempotency_key_reused: { status: 409, title: "Idempotency key reused" },
   payload_too_large: { status: 413, title: "Payload too large" },
   unsupported_media_type: { status: 415, title: "Unsupported media type" },

@@ -1,6 +1,7 @@
 import { Value } from "@sinclair/typebox/value";
 import type { ApiErrorCode } from "../../src/errors.js";
 import { GIFT_ROUTES } from "../../src/gift-routes.js";
+import { HOLD_ROUTES } from "../../src/hold-routes.js";
 import { LIFECYCLE_ROUTES } from "../../src/lifecycle-routes.js";
 import { METERING_ROUTES } from "../../src/metering-routes.js";
 import { ROUTES, type Route } from "../../src/routes.js";
@@ -33,6 +34,7 @@ export const ALL_ROUTES: readonly Route[] = [
   ...METERING_ROUTES,
   ...LIFECYCLE_ROUTES,
   ...GIFT_ROUTES,
+  ...HOLD_ROUTES,
 ];
 
 const matchers = ALL_ROUTES.map((route) => ({

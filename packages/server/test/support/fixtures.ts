@@ -46,6 +46,9 @@ export interface TenantFixtures {
   readonly subscription2: string;
   /** A gift code (10 uses, 3 credits each), claimed once by the second customer. */
   readonly giftCode: string;
+  /** A pending hold of 1 credit (7 days) on the main customer's pool, and one of the second customer. */
+  readonly hold: string;
+  readonly hold2: string;
 }
 
 /** What every bad-input and tenancy test starts from: two tenants with one of everything. */
@@ -155,6 +158,20 @@ async function tenantFixtures(client: Client, tenantId: string, t: string): Prom
   const subscription2 = await client.create("/v1/subscriptions", { customer_id: c2.id, plan_id: plan.id });
   const giftCode = await client.create("/v1/gift_codes", { code: "FIXTURE", amount: "3", max_uses: 10 });
   await client.create("/v1/gift_codes/claim", { code: giftCode.code, customer_id: c2.id });
+  const hold = async (customerId: string) =>
+    String(
+      (
+        (await client.create("/v1/authorize", {
+          customer_id: customerId,
+          action: "chat.completion",
+          estimate: { credits: "1" },
+          hold: true,
+          hold_timeout_seconds: 7 * 86_400,
+        })) as { hold: { id: string } }
+      ).hold.id,
+    );
+  const hold1 = await hold(customer);
+  const hold2 = await hold(String(c2.id));
   return {
     tenantId,
     key: client.key,
@@ -186,6 +203,8 @@ async function tenantFixtures(client: Client, tenantId: string, t: string): Prom
     subscription: String(subscription.id),
     subscription2: String(subscription2.id),
     giftCode: String(giftCode.code),
+    hold: hold1,
+    hold2,
   };
 }
 
