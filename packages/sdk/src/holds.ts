@@ -198,7 +198,7 @@ export class Holds extends Resource {
   }
 
   /**
-   * Holds of a wallet or a customer, oldest first, optionally by status.
+   * Holds of a wallet or a customer, in id order (by creation time to the millisecond), optionally by status.
    *
    * @example
    * const { data: pending } = await dd.holds.list({ wallet_id: acme.wallet_id, status: "pending" });

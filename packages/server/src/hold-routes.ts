@@ -1,4 +1,11 @@
-import { formatAmount, formatTimestamp, HOLD_LIMITS, type HoldStatus, parseDecimal, QUANTITY_SCALE } from "@drawdown/core";
+import {
+  formatAmount,
+  formatTimestamp,
+  HOLD_LIMITS,
+  type HoldStatus,
+  parseDecimal,
+  QUANTITY_SCALE,
+} from "@drawdown/core";
 import type { HoldRecord, SettleEvent } from "@drawdown/storage";
 import { Type } from "@sinclair/typebox";
 import { ApiError } from "./errors.js";
@@ -276,7 +283,8 @@ export const HOLD_ROUTES: readonly Route[] = [
     operationId: "listHolds",
     tag: "Holds",
     summary: "List holds",
-    description: "Holds of a wallet or a customer (or all), oldest first, optionally by status.",
+    description:
+      "Holds of a wallet or a customer (or all), in id order (by creation time to the millisecond), optionally by status.",
     access: "read",
     query: ListQuery,
     response: S.ListOf(HoldView),
