@@ -1,5 +1,13 @@
 import { createHash, randomBytes } from "node:crypto";
-import { type ApiKey, Gifts, Holds, IngestWriter, Metering, type Store, Subscriptions } from "@drawdown/storage";
+import {
+  type ApiKey,
+  Gifts,
+  Holds,
+  IngestWriter,
+  Metering,
+  type Store,
+  Subscriptions,
+} from "@drawdown/storage";
 import { Type } from "@sinclair/typebox";
 import Fastify, {
   type FastifyError,
