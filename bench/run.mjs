@@ -4,7 +4,9 @@
 // process, and measures in one run: batch ingestion spread over 10,000 wallets, batch
 // ingestion on one hot wallet, single-event requests at 50 concurrent clients, and a naive
 // ledger (one transaction per event: insert the event, update the balance) on the same
-// PostgreSQL. The last line printed is one JSON object with the figures and their ratios.
+// PostgreSQL; then authorize-with-hold followed by settle at 50 concurrent clients, and the
+// bare endpoint of the same server (GET /v1/ping: authenticates, does nothing else) at the same
+// concurrency. The last line printed is one JSON object with the figures and their ratios.
 import { spawn } from "node:child_process";
 import { once } from "node:events";
 import http from "node:http";
@@ -20,6 +22,8 @@ const SINGLE_EVENTS = Math.max(1, Math.round(Number(process.env.BENCH_SINGLE_EVE
 const NAIVE_EVENTS = Math.round(10_000 * SCALE);
 const CONCURRENT_BATCHES = 4;
 const SINGLE_CLIENTS = 50;
+const AUTH_CYCLES = Math.max(1, Math.round(Number(process.env.BENCH_AUTH_CYCLES || 10_000) * SCALE));
+const AUTH_CLIENTS = 50;
 
 const log = (...args) => console.error("[bench]", ...args);
 const dbName = `drawdown_bench_${process.pid}`;
@@ -83,6 +87,24 @@ try {
       );
       req.on("error", reject);
       req.end(body);
+    });
+
+  const get = (path) =>
+    new Promise((resolve, reject) => {
+      const req = http.request(
+        { hostname, port, path, method: "GET", agent, headers: { authorization: `Bearer ${key}` } },
+        (res) => {
+          const chunks = [];
+          res.on("data", (c) => chunks.push(c));
+          res.on("end", () =>
+            res.statusCode < 300
+              ? resolve(Buffer.concat(chunks))
+              : reject(new Error(`${res.statusCode} ${Buffer.concat(chunks)}`)),
+          );
+        },
+      );
+      req.on("error", reject);
+      req.end();
     });
 
   let seq = 0;
@@ -167,6 +189,49 @@ try {
   const naiveRate = NAIVE_EVENTS / naiveSeconds;
   log(`naive ledger: ${NAIVE_EVENTS} in ${naiveSeconds.toFixed(2)} s`);
 
+  // ---- authorize with a hold, then settle it, at 50 concurrent clients (random wallets)
+  const authBody = (customer) =>
+    `{"customer_id":"${customer}","action":"chat.completion","estimate":{"quantities":{"input_tokens":1200,"output_tokens":300},"dimensions":{"model":"gpt-4o"}},"hold":true,"hold_timeout_seconds":60}`;
+  const settleBody = `{"quantities":{"input_tokens":1000,"output_tokens":250},"dimensions":{"model":"gpt-4o"}}`;
+  const cycle = async () => {
+    const customer = customers[Math.floor(Math.random() * customers.length)];
+    const t = process.hrtime.bigint();
+    const a = JSON.parse(await post("/v1/authorize", authBody(customer)));
+    const ms = Number(process.hrtime.bigint() - t) / 1e6;
+    if (a.decision !== "allow" || !a.hold) throw new Error(`authorize: ${JSON.stringify(a)}`);
+    await post(`/v1/holds/${a.hold.id}/settle`, settleBody);
+    return ms;
+  };
+  for (let i = 0; i < 200; i++) await cycle(); // warm up
+  const latencies = [];
+  let nextCycle = 0;
+  const authStart = process.hrtime.bigint();
+  await Promise.all(
+    Array.from({ length: AUTH_CLIENTS }, async () => {
+      while (nextCycle++ < AUTH_CYCLES) latencies.push(await cycle());
+    }),
+  );
+  const authSeconds = Number(process.hrtime.bigint() - authStart) / 1e9;
+  const authRate = AUTH_CYCLES / authSeconds;
+  latencies.sort((a, b) => a - b);
+  const pct = (p) => latencies[Math.min(latencies.length - 1, Math.floor((p / 100) * latencies.length))];
+  log(
+    `authorize+hold then settle, ${AUTH_CLIENTS} clients: ${AUTH_CYCLES} in ${authSeconds.toFixed(2)} s; authorize p50 ${pct(50).toFixed(2)} ms, p99 ${pct(99).toFixed(2)} ms`,
+  );
+
+  // ---- the bare endpoint of the same server: authenticated, no work, same concurrency
+  for (let i = 0; i < 200; i++) await get("/v1/ping");
+  let nextPing = 0;
+  const pingStart = process.hrtime.bigint();
+  await Promise.all(
+    Array.from({ length: AUTH_CLIENTS }, async () => {
+      while (nextPing++ < AUTH_CYCLES) await get("/v1/ping");
+    }),
+  );
+  const pingSeconds = Number(process.hrtime.bigint() - pingStart) / 1e9;
+  const bareRate = AUTH_CYCLES / pingSeconds;
+  log(`bare GET /v1/ping, ${AUTH_CLIENTS} clients: ${AUTH_CYCLES} in ${pingSeconds.toFixed(2)} s`);
+
   // ---- the ledger must still reconcile
   const r = await run("node", ["packages/cli/dist/src/main.js", "reconcile"], { DATABASE_URL });
   log(r.trim());
@@ -182,6 +247,10 @@ try {
       naive_events_per_s: round(naiveRate),
       ratio_vs_naive: Number((spread / naiveRate).toFixed(2)),
       hot_vs_spread: Number((hotRate / spread).toFixed(2)),
+      authorize_p99_ms: Number(pct(99).toFixed(2)),
+      authorize_per_s: round(authRate),
+      bare_per_s: round(bareRate),
+      authorize_vs_bare: Number((authRate / bareRate).toFixed(2)),
       batch_size: BATCH,
       wallets: WALLETS,
     }),

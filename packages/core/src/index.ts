@@ -6,6 +6,7 @@ export * from "./amount.js";
 export * from "./burndown.js";
 export * from "./commerce.js";
 export * from "./contracts.js";
+export * from "./holds.js";
 export * from "./journal.js";
 export * from "./ledger.js";
 export * from "./lifecycle.js";

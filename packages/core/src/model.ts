@@ -26,7 +26,8 @@ export type IdPrefix =
   | "poc"
   | "pbk"
   | "pur"
-  | "cmt";
+  | "cmt"
+  | "hld";
 
 /** Where a grant's credits came from. */
 export const GRANT_SOURCES = [
@@ -85,11 +86,14 @@ export type SystemAccount = (typeof SYSTEM_ACCOUNTS)[number];
 
 /**
  * One side of an entry: a grant of a wallet, a wallet's overdraft (credits owed beyond its
- * grants under a soft cap; its entries are negative while owed), or a system account.
+ * grants under a soft cap; its entries are negative while owed), a wallet's hold account
+ * (credits reserved by its pending holds; positive while held, see core/holds.ts), or a
+ * system account.
  */
 export type Account =
   | { readonly kind: "grant"; readonly grantId: string; readonly walletId: string }
   | { readonly kind: "overdraft"; readonly walletId: string }
+  | { readonly kind: "hold"; readonly walletId: string }
   | { readonly kind: "system"; readonly name: SystemAccount };
 
 /** Units of value a journal can carry. Entries balance per unit. */
@@ -113,6 +117,9 @@ export const TRANSACTION_KINDS = [
   "expire",
   "rollover",
   "reversal",
+  "hold",
+  "hold.settle",
+  "hold.release",
 ] as const;
 export type TransactionKind = (typeof TRANSACTION_KINDS)[number];
 

@@ -30,7 +30,9 @@ export type LedgerErrorCode =
   | "no_price_book"
   | "purchase_not_pending"
   | "auto_top_up_disabled"
-  | "auto_top_up_cap_reached";
+  | "auto_top_up_cap_reached"
+  | "hold_not_pending"
+  | "hold_expired";
 
 /** A business failure: a stable code, a message a person can act on, optional details. */
 export interface LedgerError {

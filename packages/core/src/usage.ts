@@ -368,8 +368,8 @@ export function planUsage(
 }
 
 /** An event's cost: what it reported, else the cost table in force at its time. */
-function costOf(
-  state: UsageState,
+export function costOf(
+  state: Pick<UsageState, "costAt">,
   event: UsageEvent,
 ): { amount: bigint; currency: string; versionId: string | null } | null {
   const table = state.costAt(event.time);

@@ -1,3 +1,4 @@
+import { Holds } from "./holds.js";
 import { type ApiPromise, Transport } from "./http.js";
 import {
   Adjustments,
@@ -130,6 +131,8 @@ export class Drawdown {
   readonly purchases: Purchases;
   /** Wallets' auto top-up: set, get, disable, run. */
   readonly autoTopUps: AutoTopUps;
+  /** Authorize and holds: authorize (optionally holding the estimate), settle, void, get, list, ping. */
+  readonly holds: Holds;
   readonly #transport: Transport;
 
   constructor(options: DrawdownOptions) {
@@ -158,6 +161,7 @@ export class Drawdown {
     this.purchases = new Purchases(this.#transport);
     this.autoTopUps = new AutoTopUps(this.#transport);
     this.testClock = new TestClocks(this.#transport);
+    this.holds = new Holds(this.#transport);
   }
 
   /**

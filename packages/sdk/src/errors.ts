@@ -63,6 +63,8 @@ export const API_ERROR_STATUS: Readonly<Record<ApiErrorCode, number>> = {
   purchase_not_pending: 409,
   auto_top_up_disabled: 409,
   auto_top_up_cap_reached: 409,
+  hold_not_pending: 409,
+  hold_expired: 409,
   idempotency_key_reused: 409,
   payload_too_large: 413,
   unsupported_media_type: 415,

@@ -18,6 +18,17 @@ export {
   type DrawdownErrorCode,
   type FieldError,
 } from "./errors.js";
+export {
+  type Authorization,
+  type AuthorizeParams,
+  type EstimateInput,
+  type Hold,
+  type HoldListParams,
+  type HoldStatus,
+  Holds,
+  type SettleEventInput,
+  type SettleParams,
+} from "./holds.js";
 export { ApiPromise, type ApiResponse } from "./http.js";
 export {
   Adjustments,

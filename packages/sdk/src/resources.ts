@@ -84,14 +84,14 @@ import type {
   WalletCreateParams,
 } from "./types.js";
 
-/** An id in a path, escaped. */
-const seg = (id: string): string => {
+/** An id in a path, escaped. @internal */
+export const seg = (id: string): string => {
   if (typeof id !== "string" || id === "") throw new TypeError("An id must be a non-empty string.");
   return encodeURIComponent(id);
 };
 
-/** Paging parameters for the query string. */
-const pageQuery = (p: PageParams | undefined) => ({
+/** Paging parameters for the query string. @internal */
+export const pageQuery = (p: PageParams | undefined) => ({
   limit: p?.limit === undefined ? undefined : String(p.limit),
   cursor: p?.cursor,
 });
@@ -121,8 +121,8 @@ export async function* paginate<T>(
   } while (next !== undefined);
 }
 
-/** Base of every resource group. */
-abstract class Resource {
+/** Base of every resource group. @internal */
+export abstract class Resource {
   constructor(protected readonly transport: Transport) {}
 
   /** A GET. `build` runs inside the returned promise, so a bad argument rejects the call. */
@@ -322,10 +322,10 @@ export class Wallets extends Resource {
   }
 
   /**
-   * A wallet's balance: total, available now, pending (not yet effective) and expired
-   * awaiting breakage; its grants in burn-down order; available credits per scope. For a
-   * member's wallet, `pool` is the customer's pool it draws after its own grants, and
-   * `spendable` what a debit can draw now (own plus pool).
+   * A wallet's balance: total, available now, upcoming (not yet effective), held by pending
+   * holds, and expired awaiting breakage; its grants in burn-down order; available credits per
+   * scope. For a member's wallet, `pool` is the customer's pool it draws after its own grants,
+   * and `spendable` what a debit can draw now (own plus pool).
    * All amounts are decimal strings (convert with `toUnits` for arithmetic).
    *
    * @example
@@ -671,8 +671,8 @@ export class TestClocks extends Resource {
 const isCloudEvent = (e: EventInput): e is CloudEventInput =>
   e !== null && typeof e === "object" && "specversion" in e;
 
-/** Quantities for the wire: decimal strings. */
-function wireQuantities(q: Record<string, unknown>, where: string): Record<string, string> {
+/** Quantities for the wire: decimal strings. @internal */
+export function wireQuantities(q: Record<string, unknown>, where: string): Record<string, string> {
   if (q === null || typeof q !== "object") throw new TypeError(`${where}: quantities is an object.`);
   return Object.fromEntries(
     Object.entries(q).map(([k, v]) => [k, wireQuantity(v as never, `${where}.${k}`)]),

@@ -619,12 +619,14 @@ export interface Balance {
   wallet_id: string;
   customer_id: string;
   member_id: string | null;
-  /** Sum of the grants' remaining credits. */
+  /** The wallet's balance: its grants' remaining credits plus what pending holds reserve, minus what it owes. */
   total: string;
-  /** Usable now: effective, unexpired grants. */
+  /** Spendable now: effective, unexpired grants (pending holds are already out of it). */
   available: string;
   /** In grants not yet effective. */
-  pending: string;
+  upcoming: string;
+  /** Reserved by pending holds until they are settled, voided or expire. */
+  held: string;
   /** In grants past expiry awaiting breakage. */
   expired: string;
   /** When the balance was read. */

@@ -4,6 +4,7 @@ import {
   Commerce,
   Contracts,
   Gifts,
+  Holds,
   IngestWriter,
   Metering,
   type Store,
@@ -22,6 +23,7 @@ import { CONTRACT_ROUTES } from "./contract-routes.js";
 import { ApiError, type ApiErrorCode, type Problem, problem } from "./errors.js";
 import { EXPIRY_ROUTES } from "./expiry-routes.js";
 import { GIFT_ROUTES } from "./gift-routes.js";
+import { HOLD_ROUTES } from "./hold-routes.js";
 import { LIFECYCLE_ROUTES } from "./lifecycle-routes.js";
 import { METERING_ROUTES, publicRateCard } from "./metering-routes.js";
 import { buildOpenApi } from "./openapi.js";
@@ -37,6 +39,7 @@ export const API_ROUTES: readonly Route[] = [
   ...EXPIRY_ROUTES,
   ...CONTRACT_ROUTES,
   ...COMMERCE_ROUTES,
+  ...HOLD_ROUTES,
 ];
 
 declare module "fastify" {
@@ -58,6 +61,8 @@ export interface AppOptions {
   readonly contracts?: Contracts;
   /** Price books, purchases and auto top-up (a scheduler job of the store); built over the store when absent. */
   readonly commerce?: Commerce;
+  /** Authorize and holds (their timeouts a scheduler job of the store); built over the store when absent. */
+  readonly holds?: Holds;
   readonly config: Pick<Config, "bodyLimit" | "logRequests"> & Partial<Pick<Config, "writerLanes">>;
 }
 
@@ -228,6 +233,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     gifts: new Gifts(store),
     contracts: options.contracts ?? new Contracts(store, metering),
     commerce: options.commerce ?? new Commerce(store),
+    holds: options.holds ?? new Holds(store, metering),
   };
   // The machine-readable and the human-readable reference, both public.
   const openapi = buildOpenApi(API_ROUTES);
@@ -305,6 +311,7 @@ interface Services {
   readonly gifts: Gifts;
   readonly contracts: Contracts;
   readonly commerce: Commerce;
+  readonly holds: Holds;
 }
 
 function register(app: FastifyInstance, services: Services, r: Route): void {

@@ -56,6 +56,8 @@ export const ERRORS: Readonly<Record<ApiErrorCode, { status: number; title: stri
   purchase_not_pending: { status: 409, title: "Purchase not pending" },
   auto_top_up_disabled: { status: 409, title: "Auto top-up disabled" },
   auto_top_up_cap_reached: { status: 409, title: "Auto top-up cap reached" },
+  hold_not_pending: { status: 409, title: "Hold already resolved" },
+  hold_expired: { status: 409, title: "Hold expired" },
   idempotency_key_reused: { status: 409, title: "Idempotency key reused" },
   payload_too_large: { status: 413, title: "Payload too large" },
   unsupported_media_type: { status: 415, title: "Unsupported media type" },

@@ -11,6 +11,7 @@ import type {
   Commerce,
   Contracts,
   Gifts,
+  Holds,
   IngestWriter,
   Metering,
   SqlExecutor,
@@ -53,6 +54,8 @@ export interface RequestContext<P, Q, B> {
   readonly contracts: Contracts;
   /** Price books, purchases and auto top-up. */
   readonly commerce: Commerce;
+  /** Authorize and holds. */
+  readonly holds: Holds;
   /** The transaction a POST runs in (with its idempotency record); the database for a GET. */
   readonly tx: SqlExecutor;
 }
@@ -163,7 +166,7 @@ const SEQ_CURSOR = /^[1-9][0-9]{0,18}$/;
 export const notFound = (what: string, id: string) => new ApiError("not_found", `No ${what} ${id}.`);
 
 /** Restricted keys see one customer; anything else looks like it does not exist. */
-function visible(key: ApiKey, customerId: string, what: string, id: string): void {
+export function visible(key: ApiKey, customerId: string, what: string, id: string): void {
   if (key.customerId !== null && key.customerId !== customerId) throw notFound(what, id);
 }
 

@@ -337,9 +337,14 @@ export const BalanceView = Type.Object(
     wallet_id: Type.String(),
     customer_id: Type.String(),
     member_id: Nullable(Type.String()),
-    total: Amount("Sum of the grants' remaining credits."),
-    available: Amount("Usable now: effective, unexpired grants."),
-    pending: Amount("In grants not yet effective."),
+    total: Amount(
+      "The wallet's balance: its grants' remaining credits plus what pending holds reserve, minus what it owes.",
+    ),
+    available: Amount(
+      "Spendable now: effective, unexpired grants. Pending holds are already out of it (available = balance − held − upcoming − expired, at zero overdraft).",
+    ),
+    upcoming: Amount("In grants not yet effective."),
+    held: Amount("Reserved by pending holds until they are settled, voided or expire."),
     expired: Amount("In grants past expiry awaiting breakage."),
     as_of: ts("When the balance was read."),
     grants: Type.Array(

@@ -102,7 +102,8 @@ export const balanceView = (b: Balance, now: number) => ({
   member_id: b.memberId,
   total: formatAmount(b.total),
   available: formatAmount(b.available),
-  pending: formatAmount(b.pending),
+  upcoming: formatAmount(b.upcoming),
+  held: formatAmount(b.held),
   expired: formatAmount(b.expired),
   as_of: formatTimestamp(now),
   grants: b.grants.map((g) => ({

@@ -28,10 +28,10 @@ const DAY = 86_400_000;
 const T0 = Date.parse("2026-03-01T00:00:00.000Z");
 const iso = (ms: number) => new Date(ms).toISOString();
 
-/** The balance's own arithmetic: total = available + pending + expired = Σ grants. */
+/** The balance's own arithmetic: total = available + upcoming + expired + held = Σ grants + held. */
 function assertBalanceAddsUp(b: Balance): void {
-  assert.equal(sum([b.available, b.pending, b.expired]), b.total);
-  assert.equal(sum(b.grants.map((g) => g.remaining)), b.total);
+  assert.equal(sum([b.available, b.upcoming, b.expired, b.held]), b.total);
+  assert.equal(sum([...b.grants.map((g) => g.remaining), b.held]), b.total);
   assert.equal(sum(b.scopes.map((s) => s.available)), b.available);
 }
 
@@ -190,7 +190,7 @@ for (const backend of backends()) {
       assertBalanceAddsUp(pool);
       assert.equal(pool.total, "175");
       assert.equal(pool.available, "170");
-      assert.equal(pool.pending, "5");
+      assert.equal(pool.upcoming, "5");
       assert.equal(pool.expired, "0");
       assert.equal(pool.as_of, iso(now));
       // Lower priority first; scoped first; soonest expiry; free before paid.
@@ -346,7 +346,7 @@ for (const backend of backends()) {
       assert.equal(voided.status_changed_at, iso(now));
       await fails(dd.grants.void(g.gift.id), "grant_inactive", 409);
       const pool = await dd.wallets.balance(acme.wallet_id);
-      assert.equal(pool.pending, "0");
+      assert.equal(pool.upcoming, "0");
       assert.equal(pool.total, "134");
       const voidTxn = (await dd.transactions.list({ wallet_id: acme.wallet_id, from: iso(now) })).data;
       assert.deepEqual(

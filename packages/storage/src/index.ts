@@ -6,6 +6,7 @@
 export * from "./commerce.js";
 export * from "./contracts.js";
 export * from "./gifts.js";
+export * from "./holds.js";
 export * from "./ids.js";
 export * from "./ingest.js";
 export * from "./metering.js";

@@ -15,7 +15,7 @@ import {
   type UsageWallet,
   usageKey,
 } from "@drawdown/core";
-import { Metering } from "./metering.js";
+import { type Catalog, type CustomerPricing, Metering } from "./metering.js";
 import { toGrant } from "./records.js";
 import type { SqlExecutor } from "./sql.js";
 import type { Store } from "./store.js";
@@ -342,28 +342,7 @@ export class IngestWriter {
       };
       await this.store.writeEffect(ex, tenantId, "", effect);
       await insertEvents(ex, tenantId, accepted, now);
-      const tiered = [...plan.usageDeltas].filter(([key]) => {
-        const lineId = key.slice(key.lastIndexOf("|") + 1);
-        return (
-          catalog.tieredLines.has(lineId) ||
-          [...pricing.values()].some((p) => p.overrideLines.some((l) => l.id === lineId && l.tiers))
-        );
-      });
-      if (tiered.length > 0) {
-        const parts = tiered.map(([key, delta]) => ({ key: key.split("|"), delta }));
-        await ex.query(
-          `INSERT INTO usage_counters (tenant_id, customer_id, period, line_id, quantity)
-           SELECT $1, * FROM unnest($2::text[], $3::timestamptz[], $4::text[], $5::numeric[])
-           ON CONFLICT (tenant_id, customer_id, period, line_id) DO UPDATE SET quantity = usage_counters.quantity + EXCLUDED.quantity`,
-          [
-            tenantId,
-            parts.map((p) => p.key[0]!),
-            parts.map((p) => new Date(Number(p.key[1])).toISOString()),
-            parts.map((p) => p.key[2]!),
-            parts.map((p) => p.delta.toString()),
-          ],
-        );
-      }
+      await writeUsageCounters(ex, tenantId, plan.usageDeltas, catalog, pricing);
     }
 
     for (const i of echoes) {
@@ -479,6 +458,40 @@ export function explain(o: Accepted): Record<string, unknown> {
   };
 }
 
+/**
+ * Adds period usage of tiered lines (what volume tiers count on) to the counters; usage of
+ * flat lines is not counted.
+ */
+export async function writeUsageCounters(
+  ex: SqlExecutor,
+  tenantId: string,
+  usageDeltas: ReadonlyMap<string, bigint>,
+  catalog: Catalog,
+  pricing: ReadonlyMap<string, CustomerPricing>,
+): Promise<void> {
+  const tiered = [...usageDeltas].filter(([key]) => {
+    const lineId = key.slice(key.lastIndexOf("|") + 1);
+    return (
+      catalog.tieredLines.has(lineId) ||
+      [...pricing.values()].some((p) => p.overrideLines.some((l) => l.id === lineId && l.tiers))
+    );
+  });
+  if (tiered.length === 0) return;
+  const parts = tiered.map(([key, delta]) => ({ key: key.split("|"), delta }));
+  await ex.query(
+    `INSERT INTO usage_counters (tenant_id, customer_id, period, line_id, quantity)
+     SELECT $1, * FROM unnest($2::text[], $3::timestamptz[], $4::text[], $5::numeric[])
+     ON CONFLICT (tenant_id, customer_id, period, line_id) DO UPDATE SET quantity = usage_counters.quantity + EXCLUDED.quantity`,
+    [
+      tenantId,
+      parts.map((p) => p.key[0]!),
+      parts.map((p) => new Date(Number(p.key[1])).toISOString()),
+      parts.map((p) => p.key[2]!),
+      parts.map((p) => p.delta.toString()),
+    ],
+  );
+}
+
 const EVENT_COLUMNS = [
   "tenant_id",
   "event_id",
@@ -495,14 +508,19 @@ const EVENT_COLUMNS = [
   "cost",
   "revenue",
   "detail",
+  "hold_id",
 ] as const;
 
-/** Writes the accepted events with COPY: one round trip, no per-row statement. */
-async function insertEvents(
+/**
+ * Writes the accepted events with COPY: one round trip, no per-row statement. Events posted
+ * by settling a hold name it.
+ */
+export async function insertEvents(
   ex: SqlExecutor,
   tenantId: string,
   accepted: readonly { outcome: Accepted; fingerprint: string }[],
   now: number,
+  holdId: string | null = null,
 ): Promise<void> {
   if (accepted.length === 0) return;
   const receivedAt = new Date(now).toISOString();
@@ -544,6 +562,7 @@ async function insertEvents(
       o.cost === null ? null : o.cost.toString(),
       o.revenue.toString(),
       JSON.stringify(detail),
+      holdId,
     ];
   });
   await ex.copyFrom("usage_events", EVENT_COLUMNS, rows);

@@ -604,6 +604,65 @@ CREATE TABLE expiry_policies (
 );
 `,
   },
+  {
+    version: 12,
+    name: "holds",
+    sql: /* sql */ `
+-- Credits reserved by a wallet's pending holds: its hold account (see core/holds.ts). The
+-- balance is grants plus held minus overdraft; available is what the grants can pay now.
+ALTER TABLE wallets ADD COLUMN held numeric(38, 0) NOT NULL DEFAULT 0 CHECK (held >= 0);
+
+-- Holds: an estimate reserved until settled, voided or expired; each resolves exactly once.
+CREATE TABLE holds (
+  tenant_id text NOT NULL,
+  id text NOT NULL,
+  customer_id text NOT NULL,
+  wallet_id text NOT NULL,
+  subject_id text,
+  action text NOT NULL,
+  amount numeric(38, 0) NOT NULL CHECK (amount >= 0),
+  -- Where the held credits came from, in burn-down order: [{wallet_id, grant_id|null, amount}].
+  draws text NOT NULL,
+  estimate text NOT NULL,
+  status text NOT NULL CHECK (status IN ('pending', 'posted', 'voided', 'expired')),
+  created_at timestamptz NOT NULL,
+  expires_at timestamptz NOT NULL CHECK (expires_at > created_at),
+  resolved_at timestamptz,
+  posted numeric(38, 0) NOT NULL DEFAULT 0 CHECK (posted >= 0),
+  released numeric(38, 0) NOT NULL DEFAULT 0 CHECK (released >= 0 AND released <= amount),
+  unpaid numeric(38, 0) NOT NULL DEFAULT 0 CHECK (unpaid >= 0),
+  transaction_id text,
+  resolve_transaction_id text,
+  PRIMARY KEY (tenant_id, id),
+  CHECK ((status = 'pending') = (resolved_at IS NULL))
+);
+CREATE INDEX holds_wallet ON holds (tenant_id, wallet_id, id);
+CREATE INDEX holds_customer ON holds (tenant_id, customer_id, id);
+-- The scheduler's search for holds past their timeout.
+CREATE INDEX holds_due ON holds (expires_at) WHERE status = 'pending';
+
+-- Events posted by a settlement name their hold.
+ALTER TABLE usage_events ADD COLUMN hold_id text;
+CREATE INDEX usage_events_hold ON usage_events (tenant_id, hold_id) WHERE hold_id IS NOT NULL;
+
+-- New transaction kinds and the hold account, added to whatever lists the checks hold now
+-- (other migrations may have added their own), so no kind or account is lost.
+DO $$
+DECLARE def text;
+BEGIN
+  SELECT pg_get_constraintdef(oid) INTO def FROM pg_constraint
+    WHERE conrelid = 'journal_transactions'::regclass AND conname = 'journal_transactions_kind_check';
+  EXECUTE 'ALTER TABLE journal_transactions DROP CONSTRAINT journal_transactions_kind_check';
+  EXECUTE 'ALTER TABLE journal_transactions ADD CONSTRAINT journal_transactions_kind_check '
+    || replace(def, 'ARRAY[', 'ARRAY[''hold''::text, ''hold.settle''::text, ''hold.release''::text, ');
+  SELECT pg_get_constraintdef(oid) INTO def FROM pg_constraint
+    WHERE conrelid = 'journal_entries'::regclass AND conname = 'journal_entries_account_check';
+  EXECUTE 'ALTER TABLE journal_entries DROP CONSTRAINT journal_entries_account_check';
+  EXECUTE 'ALTER TABLE journal_entries ADD CONSTRAINT journal_entries_account_check '
+    || replace(def, 'ARRAY[', 'ARRAY[''hold''::text, ');
+END $$;
+`,
+  },
 ];
 
 /** Thrown when the database's schema is newer than this build knows. */

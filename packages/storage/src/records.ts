@@ -57,6 +57,8 @@ export interface WalletRecord {
   readonly customerId: string;
   readonly memberId: string | null;
   readonly balance: bigint;
+  /** Credits its pending holds reserve (its hold account). */
+  readonly held: bigint;
   readonly createdAt: number;
 }
 
@@ -127,6 +129,7 @@ export const toWallet = (r: Row): WalletRecord => ({
   customerId: str(r.customer_id),
   memberId: strOrNull(r.member_id),
   balance: big(r.balance),
+  held: r.held === undefined ? 0n : big(r.held),
   createdAt: ms(r.created_at),
 });
 
@@ -153,8 +156,8 @@ export const toEntry = (r: Row): Entry => ({
   account:
     r.account === "grant"
       ? { kind: "grant", grantId: str(r.grant_id), walletId: str(r.wallet_id) }
-      : r.account === "overdraft"
-        ? { kind: "overdraft", walletId: str(r.wallet_id) }
+      : r.account === "overdraft" || r.account === "hold"
+        ? { kind: r.account, walletId: str(r.wallet_id) }
         : { kind: "system", name: r.account as SystemAccount },
   amount: big(r.amount),
   unit: "credit",

@@ -287,7 +287,7 @@ END $$;`;
       for (const s of statements) {
         assert.match(
           s,
-          /^(CREATE|ALTER|INSERT|UPDATE|DROP|COMMENT)\b/,
+          /^(CREATE|ALTER|INSERT|UPDATE|DROP|COMMENT|DO)\b/,
           `statement starts a command: ${s.slice(0, 60)}`,
         );
         assert.ok(s.endsWith(";"), `statement ends whole: ${s.slice(-60)}`);

@@ -535,7 +535,7 @@ for (const backend of backends()) {
         assert.equal(bal.memberId, null);
         assert.equal(bal.total, c(10 + 11 + 12 + 13 + 14 + 15 + 16 + 17));
         assert.equal(bal.available, c(10 + 11 + 12 + 13 + 14 + 15 + 16));
-        assert.equal(bal.pending, c(17));
+        assert.equal(bal.upcoming, c(17));
         assert.equal(bal.expired, 0n);
         assert.deepEqual(bal.scopes, [
           { scope: ["chat.*"], available: c(12) },
@@ -552,7 +552,7 @@ for (const backend of backends()) {
         // A day later h is effective: nothing pending.
         now = T0 + DAY;
         const later = await store.balance(tenantId, walletId);
-        assert.equal(later?.pending, 0n);
+        assert.equal(later?.upcoming, 0n);
         assert.equal(later?.available, later?.total);
       });
 
@@ -565,7 +565,7 @@ for (const backend of backends()) {
         assert.equal(bal?.total, c(12));
         assert.equal(bal?.available, c(7));
         assert.equal(bal?.expired, c(5));
-        assert.equal(bal?.pending, 0n);
+        assert.equal(bal?.upcoming, 0n);
       });
     });
 

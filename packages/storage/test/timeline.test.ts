@@ -1240,7 +1240,7 @@ class Timeline {
     }
     // The balance as the API reads it: what can be drawn never goes below zero.
     const b = await store.balance(t, this.customers[0]!.member ?? this.customers[0]!.pool);
-    assert.ok(b && b.available >= 0n && b.available + b.pending + b.expired === b.total);
+    assert.ok(b && b.available >= 0n && b.available + b.upcoming + b.held + b.expired === b.total);
     // Everything issued is held, consumed, broken or voided: nothing else makes or loses a credit.
     const s = (a: string) => system.get(a) ?? 0n;
     assert.equal(

@@ -116,7 +116,8 @@ export type Kind =
   | "sbs"
   | "ctr"
   | "poc"
-  | "pur";
+  | "pur"
+  | "hld";
 
 /** Tenant `t`'s fixture of a kind. */
 export const fixtureOf = (f: Fixtures, t: "a" | "b", kind: Kind): string => {
@@ -137,6 +138,7 @@ export const fixtureOf = (f: Fixtures, t: "a" | "b", kind: Kind): string => {
     ctr: x.contract,
     poc: x.poc,
     pur: x.purchase,
+    hld: x.hold,
   }[kind];
 };
 
@@ -156,6 +158,7 @@ export const otherCustomersOf = (f: Fixtures, kind: Kind): string | null => {
         sbs: x.subscription2,
         ctr: x.contract2,
         poc: x.poc2,
+        hld: x.hold2,
       } as Partial<Record<Kind, string>>
     )[kind] ?? null
   );
@@ -194,6 +197,33 @@ async function expiredGrant(client: Client, world: World): Promise<string> {
   const { grant } = await freshGrant(client, { expires_at: expiresAt });
   world.advance(120_000);
   return grant;
+}
+
+const authorizeBody = (f: Fixtures): Json => ({
+  customer_id: f.a.customer,
+  action: "chat.completion",
+  estimate: { credits: "1" },
+});
+
+/** A fresh 1-credit hold of a customer, left pending, or settled, voided, or past its timeout. */
+async function freshHold(
+  client: Client,
+  customerId: string,
+  state: "pending" | "posted" | "voided" | "expired" = "pending",
+  world?: World,
+): Promise<string> {
+  const a = await client.create<{ hold: { id: string } }>("/v1/authorize", {
+    customer_id: customerId,
+    action: "chat.completion",
+    estimate: { credits: "1" },
+    hold: true,
+    hold_timeout_seconds: state === "expired" ? 60 : 7 * 86_400,
+  });
+  const id = a.hold.id;
+  if (state === "posted") await client.create(`/v1/holds/${id}/settle`, { quantities: { output_tokens: 1 } });
+  if (state === "voided") await client.create(`/v1/holds/${id}/void`, {});
+  if (state === "expired") world!.advance(120_000);
+  return id;
 }
 
 const metadataCases = (body: (f: Fixtures, v: Vars) => Json): Variant[] => [
@@ -2115,6 +2145,181 @@ export const SPECS: Readonly<Record<string, Spec>> = {
       },
     ],
   },
+  "POST /v1/authorize": {
+    body: (f) => authorizeBody(f),
+    other: (f) => ({ path: "/v1/authorize", json: { ...authorizeBody(f), estimate: { credits: "2" } } }),
+    zeroAllowed: ["credits"],
+    ids: {
+      customer_id: { code: "not_found", kind: "cus" },
+      subject_id: {
+        code: "not_found",
+        kind: "sub",
+        base: (f) => ({ ...authorizeBody(f), subject_id: f.a.member }),
+      },
+    },
+    business: [
+      {
+        name: "a negative estimate",
+        code: "invalid_amount",
+        field: "estimate.credits",
+        body: (f) => ({ ...authorizeBody(f), estimate: { credits: "-1" } }),
+      },
+      {
+        name: "an absurd estimate (beyond the amount range)",
+        code: "invalid_amount",
+        field: "estimate.credits",
+        body: (f) => ({ ...authorizeBody(f), estimate: { credits: "1000000000000000000000" } }),
+      },
+      {
+        name: "an estimate that is not a number",
+        code: "invalid_amount",
+        field: "estimate.credits",
+        body: (f) => ({ ...authorizeBody(f), estimate: { credits: "1e3" } }),
+      },
+      {
+        name: "an estimate in credits and quantities",
+        code: "invalid_argument",
+        field: "estimate",
+        body: (f) => ({ ...authorizeBody(f), estimate: { credits: "1", quantities: { output_tokens: 1 } } }),
+      },
+      {
+        name: "an empty estimate",
+        code: "invalid_argument",
+        field: "estimate",
+        body: (f) => ({ ...authorizeBody(f), estimate: {} }),
+      },
+      {
+        name: "a negative quantity",
+        code: "validation_failed",
+        field: "estimate",
+        body: (f) => ({ ...authorizeBody(f), estimate: { quantities: { output_tokens: -5 } } }),
+      },
+      {
+        name: "an absurd quantity",
+        code: "invalid_amount",
+        field: "estimate.quantities.output_tokens",
+        body: (f) => ({ ...authorizeBody(f), estimate: { quantities: { output_tokens: "1e40" } } }),
+      },
+      {
+        name: "quantities of an action the rate card does not price",
+        code: "unknown_action",
+        body: (f) => ({
+          ...authorizeBody(f),
+          action: "image.render",
+          estimate: { quantities: { pixels: 5 } },
+        }),
+      },
+      {
+        name: "a hold timeout of zero",
+        code: "validation_failed",
+        field: "hold_timeout_seconds",
+        body: (f) => ({ ...authorizeBody(f), hold: true, hold_timeout_seconds: 0 }),
+      },
+      {
+        name: "a hold timeout beyond 7 days",
+        code: "validation_failed",
+        field: "hold_timeout_seconds",
+        body: (f) => ({ ...authorizeBody(f), hold: true, hold_timeout_seconds: 7 * 86_400 + 1 }),
+      },
+      {
+        name: "a hold timeout without a hold",
+        code: "invalid_argument",
+        field: "hold_timeout_seconds",
+        body: (f) => ({ ...authorizeBody(f), hold_timeout_seconds: 60 }),
+      },
+      {
+        name: "a subject of another customer",
+        code: "not_found",
+        body: (f) => ({ ...authorizeBody(f), subject_id: f.a.subject2 }),
+      },
+    ],
+  },
+  "GET /v1/holds": {},
+  "GET /v1/holds/:id": {},
+  "POST /v1/holds/:id/settle": {
+    setup: async ({ f, client, world }) => ({
+      hold: await freshHold(client, f.a.customer),
+      other: await freshHold(client, f.a.customer),
+      posted: await freshHold(client, f.a.customer, "posted"),
+      voided: await freshHold(client, f.a.customer, "voided"),
+      expired: await freshHold(client, f.a.customer, "expired", world),
+    }),
+    id: (_f, v) => v.hold!,
+    body: () => ({ quantities: { output_tokens: 10 } }),
+    other: (_f, v) => ({ path: `/v1/holds/${v.other}/settle`, json: { quantities: { output_tokens: 10 } } }),
+    business: [
+      { name: "a hold already settled", code: "hold_not_pending", id: (_f, v) => v.posted! },
+      { name: "a voided hold", code: "hold_not_pending", id: (_f, v) => v.voided! },
+      { name: "an expired hold", code: "hold_expired", id: (_f, v) => v.expired! },
+      {
+        name: "events and quantities both",
+        code: "invalid_argument",
+        body: () => ({
+          quantities: { output_tokens: 1 },
+          events: [{ id: `evt-${unique()}`, quantities: { output_tokens: 1 } }],
+        }),
+      },
+      { name: "neither events nor quantities", code: "invalid_argument", body: () => ({}) },
+      {
+        name: "an event id already recorded",
+        code: "event_id_reused",
+        body: (f) => ({ events: [{ id: f.a.event, quantities: { output_tokens: 1 } }] }),
+      },
+      {
+        name: "an event id twice",
+        code: "invalid_argument",
+        body: () => ({
+          events: [
+            { id: "evt-twice", quantities: { output_tokens: 1 } },
+            { id: "evt-twice", quantities: { output_tokens: 1 } },
+          ],
+        }),
+      },
+      {
+        name: "a negative quantity",
+        code: "validation_failed",
+        field: "quantities",
+        body: () => ({ quantities: { output_tokens: -1 } }),
+      },
+      {
+        name: "an absurd quantity",
+        code: "invalid_event",
+        body: () => ({ quantities: { output_tokens: "1e40" } }),
+      },
+      {
+        name: "an event of an action the rate card does not price",
+        code: "unknown_action",
+        body: () => ({
+          events: [{ id: `evt-${unique()}`, action: "image.render", quantities: { pixels: 1 } }],
+        }),
+      },
+      {
+        name: "an event time a year ago",
+        code: "event_too_old",
+        body: () => ({
+          events: [{ id: `evt-${unique()}`, quantities: { output_tokens: 1 }, time: "2020-01-01T00:00:00Z" }],
+        }),
+      },
+    ],
+  },
+  "POST /v1/holds/:id/void": {
+    setup: async ({ f, client, world }) => ({
+      hold: await freshHold(client, f.a.customer),
+      other: await freshHold(client, f.a.customer),
+      posted: await freshHold(client, f.a.customer, "posted"),
+      voided: await freshHold(client, f.a.customer, "voided"),
+      expired: await freshHold(client, f.a.customer, "expired", world),
+    }),
+    id: (_f, v) => v.hold!,
+    body: () => ({}),
+    other: (_f, v) => ({ path: `/v1/holds/${v.other}/void`, json: {} }),
+    business: [
+      { name: "a hold already settled", code: "hold_not_pending", id: (_f, v) => v.posted! },
+      { name: "a voided hold", code: "hold_not_pending", id: (_f, v) => v.voided! },
+      { name: "an expired hold", code: "hold_expired", id: (_f, v) => v.expired! },
+    ],
+  },
+  "GET /v1/ping": {},
   "GET /v1/test_clock": {},
   "POST /v1/test_clock/advance": {
     // A live tenant of its own, with a secret key: it has no test clock.

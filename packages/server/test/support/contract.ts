@@ -3,6 +3,7 @@ import { COMMERCE_ROUTES } from "../../src/commerce-routes.js";
 import { CONTRACT_ROUTES } from "../../src/contract-routes.js";
 import type { ApiErrorCode } from "../../src/errors.js";
 import { GIFT_ROUTES } from "../../src/gift-routes.js";
+import { HOLD_ROUTES } from "../../src/hold-routes.js";
 import { LIFECYCLE_ROUTES } from "../../src/lifecycle-routes.js";
 import { METERING_ROUTES } from "../../src/metering-routes.js";
 import { ROUTES, type Route } from "../../src/routes.js";
@@ -37,6 +38,7 @@ export const ALL_ROUTES: readonly Route[] = [
   ...GIFT_ROUTES,
   ...CONTRACT_ROUTES,
   ...COMMERCE_ROUTES,
+  ...HOLD_ROUTES,
 ];
 
 const matchers = ALL_ROUTES.map((route) => ({

@@ -59,6 +59,9 @@ export interface TenantFixtures {
    */
   readonly priceBook: string;
   readonly purchase: string;
+  /** A pending hold of 1 credit (7 days) on the main customer's pool, and one of the second customer. */
+  readonly hold: string;
+  readonly hold2: string;
 }
 
 /** What every bad-input and tenancy test starts from: two tenants with one of everything. */
@@ -217,6 +220,20 @@ async function tenantFixtures(client: Client, tenantId: string, t: string): Prom
     monthly_cap: "100",
     provider: "manual",
   });
+  const hold = async (customerId: string) =>
+    String(
+      (
+        (await client.create("/v1/authorize", {
+          customer_id: customerId,
+          action: "chat.completion",
+          estimate: { credits: "1" },
+          hold: true,
+          hold_timeout_seconds: 7 * 86_400,
+        })) as { hold: { id: string } }
+      ).hold.id,
+    );
+  const hold1 = await hold(customer);
+  const hold2 = await hold(String(c2.id));
   return {
     tenantId,
     key: client.key,
@@ -254,6 +271,8 @@ async function tenantFixtures(client: Client, tenantId: string, t: string): Prom
     poc2: await poc(c2.id),
     priceBook: String(priceBook.id),
     purchase: String(purchase.id),
+    hold: hold1,
+    hold2,
   };
 }
 

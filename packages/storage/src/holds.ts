@@ -1,0 +1,572 @@
+import {
+  type Authorization,
+  checkPending,
+  type Effect,
+  fail,
+  type Grant,
+  type Hold,
+  type HoldDraw,
+  type HoldState,
+  type HoldStatus,
+  invariant,
+  type OveragePolicy,
+  ok,
+  periodStart,
+  planAuthorize,
+  planRelease,
+  planSettle,
+  type RateCardContent,
+  type Result,
+  rateEvent,
+  type UsageEvent,
+  usageKey,
+} from "@drawdown/core";
+import { insertEvents, writeUsageCounters } from "./ingest.js";
+import { type Catalog, type CustomerPricing, Metering } from "./metering.js";
+import type { Page } from "./records.js";
+import type { Row, SqlExecutor } from "./sql.js";
+import type { DueJob, Store } from "./store.js";
+
+/**
+ * Authorize and holds on the store (core/holds.ts plans; this locks, loads and writes).
+ *
+ * Every step that changes a hold (authorize with a hold, settle, void, expire) runs through
+ * {@link Store.mutate}: the paying wallet and its pool are locked in id order, due grant
+ * expiries happen first, the core plans, the effect is written, and the hold row changes by a
+ * guarded update (`WHERE status = 'pending'`), asserted to hit exactly one row. The wallet lock
+ * serializes everything on one wallet, so the check and the debit are one atomic step and a
+ * hold resolves exactly once, whatever the number of instances (invariant 6).
+ *
+ * Hook point for spend caps and the outbox: {@link Holds.authorize}'s plan callback runs under
+ * the wallet lock, in the request's transaction; a cap check narrows the decision there, and an
+ * outbox row written on the same `ex` commits with the hold.
+ */
+
+/** The estimate an authorization was asked for, as given. */
+export type Estimate =
+  | { readonly credits: bigint }
+  | {
+      readonly quantities: Readonly<Record<string, bigint>>;
+      readonly dimensions: Readonly<Record<string, string>>;
+    };
+
+/** What a caller asks authorize. */
+export interface AuthorizeRequest {
+  readonly customerId: string;
+  readonly subjectId: string | null;
+  readonly action: string;
+  readonly estimate: Estimate;
+  /** Seconds until the hold expires; null: only answer, place no hold. */
+  readonly holdTimeoutSeconds: number | null;
+}
+
+/** A hold as stored: the core's hold plus its journal links and the estimate as given. */
+export interface HoldRecord extends Hold {
+  readonly transactionId: string | null;
+  readonly resolveTransactionId: string | null;
+  /** The estimate as given: credits, or quantities with dimensions (decimal strings). */
+  readonly estimate: Readonly<Record<string, unknown>>;
+}
+
+/** What settling posts: an event per usage, or quantities of the hold's action. */
+export type SettleInput =
+  | { readonly events: readonly SettleEvent[] }
+  | {
+      readonly quantities: Readonly<Record<string, bigint>>;
+      readonly dimensions?: Readonly<Record<string, string>>;
+      readonly status?: "succeeded" | "failed";
+    };
+
+/** A usage event posted against a hold: customer and subject are the hold's. */
+export interface SettleEvent {
+  readonly id: string;
+  readonly action: string | null;
+  readonly dimensions: Readonly<Record<string, string>>;
+  readonly quantities: Readonly<Record<string, bigint>>;
+  readonly time: number | null;
+  readonly status: "succeeded" | "failed";
+  readonly runId: string | null;
+  readonly reportedCost: bigint | null;
+  /** The fingerprint of the event's body, stored like an ingested event's. */
+  readonly fingerprint: string;
+}
+
+const iso = (t: number): string => new Date(t).toISOString();
+const ms = (v: unknown): number => (v instanceof Date ? v.getTime() : new Date(String(v)).getTime());
+const EMPTY: Effect = { transactions: [], newGrants: [], statusChanges: [], grantChanges: [] };
+
+function toHold(r: Row): HoldRecord {
+  const draws = (
+    JSON.parse(String(r.draws)) as { wallet_id: string; grant_id: string | null; amount: string }[]
+  ).map((d): HoldDraw => ({ walletId: d.wallet_id, grantId: d.grant_id, amount: BigInt(d.amount) }));
+  return {
+    id: String(r.id),
+    customerId: String(r.customer_id),
+    walletId: String(r.wallet_id),
+    subjectId: r.subject_id === null ? null : String(r.subject_id),
+    action: String(r.action),
+    amount: BigInt(String(r.amount)),
+    draws,
+    status: String(r.status) as HoldStatus,
+    createdAt: ms(r.created_at),
+    expiresAt: ms(r.expires_at),
+    resolvedAt: r.resolved_at === null ? null : ms(r.resolved_at),
+    posted: BigInt(String(r.posted)),
+    released: BigInt(String(r.released)),
+    unpaid: BigInt(String(r.unpaid)),
+    transactionId: r.transaction_id === null ? null : String(r.transaction_id),
+    resolveTransactionId: r.resolve_transaction_id === null ? null : String(r.resolve_transaction_id),
+    estimate: JSON.parse(String(r.estimate)) as Record<string, unknown>,
+  };
+}
+
+const drawsJson = (draws: readonly HoldDraw[]): string =>
+  JSON.stringify(
+    draws.map((d) => ({ wallet_id: d.walletId, grant_id: d.grantId, amount: d.amount.toString() })),
+  );
+
+const estimateJson = (e: Estimate, credits: bigint): string =>
+  JSON.stringify(
+    "credits" in e
+      ? { credits: credits.toString() }
+      : {
+          credits: credits.toString(),
+          quantities: Object.fromEntries(Object.entries(e.quantities).map(([k, v]) => [k, v.toString()])),
+          dimensions: e.dimensions,
+        },
+  );
+
+/** Authorize, holds and their timeouts (a scheduler job of the store). */
+export class Holds implements DueJob {
+  constructor(
+    private readonly store: Store,
+    private readonly metering: Metering,
+  ) {
+    store.addDueJob(this);
+  }
+
+  /** The paying wallet of a customer's subject (its member wallet) or of the customer (its pool). */
+  async #payer(
+    ex: SqlExecutor,
+    tenantId: string,
+    customerId: string,
+    subjectId: string | null,
+  ): Promise<Result<string>> {
+    const { rows } = await ex.query(
+      `SELECT w.id, w.member_id, (SELECT s.customer_id FROM subjects s WHERE s.tenant_id = $1 AND s.id = $3) AS subject_customer
+       FROM wallets w WHERE w.tenant_id = $1 AND w.customer_id = $2 AND (w.member_id IS NULL OR w.member_id = $3)`,
+      [tenantId, customerId, subjectId],
+    );
+    const pool = rows.find((r) => r.member_id === null);
+    if (!pool) return fail("not_found", `No customer ${customerId}.`);
+    if (subjectId !== null && String(pool.subject_customer) !== customerId)
+      return fail("not_found", `Customer ${customerId} has no subject ${subjectId}.`);
+    const own = rows.find((r) => r.member_id !== null);
+    return ok(String((own ?? pool).id));
+  }
+
+  /** The pool's overdraft and policy, read under the lock. */
+  async #poolState(
+    ex: SqlExecutor,
+    tenantId: string,
+    poolId: string,
+  ): Promise<{ overdraft: bigint; policy: OveragePolicy }> {
+    const { rows } = await ex.query(
+      "SELECT overdraft::text AS overdraft, overage_mode, overage_floor::text AS floor FROM wallets WHERE tenant_id = $1 AND id = $2",
+      [tenantId, poolId],
+    );
+    const r = rows[0]!;
+    return {
+      overdraft: BigInt(String(r.overdraft)),
+      policy: { mode: r.overage_mode as OveragePolicy["mode"], floor: BigInt(String(r.floor)) },
+    };
+  }
+
+  async #pricing(
+    ex: SqlExecutor,
+    tenantId: string,
+    customerId: string,
+  ): Promise<{ catalog: Catalog; pricing: Map<string, CustomerPricing> }> {
+    const catalog = await this.metering.catalog(ex, tenantId);
+    const pricing = await this.metering.customerPricing(ex, tenantId, [customerId]);
+    return { catalog, pricing };
+  }
+
+  /** Period usage of the customer's tiered lines at these times (what volume tiers count on). */
+  async #usage(
+    ex: SqlExecutor,
+    tenantId: string,
+    customerId: string,
+    times: readonly number[],
+    catalog: Catalog,
+    pricing: Map<string, CustomerPricing>,
+  ): Promise<Map<string, bigint>> {
+    const usage = new Map<string, bigint>();
+    const tiered =
+      catalog.tieredLines.size > 0 || [...pricing.values()].some((p) => p.overrideLines.some((l) => l.tiers));
+    if (!tiered) return usage;
+    const periods = [...new Set(times.map((t) => iso(periodStart(t))))];
+    const u = await ex.query(
+      `SELECT customer_id, period, line_id, quantity::text AS quantity FROM usage_counters
+       WHERE tenant_id = $1 AND customer_id = $2 AND period = ANY($3::timestamptz[])`,
+      [tenantId, customerId, periods],
+    );
+    for (const r of u.rows)
+      usage.set(usageKey(String(r.customer_id), ms(r.period), String(r.line_id)), BigInt(String(r.quantity)));
+    return usage;
+  }
+
+  /** Rates an estimate given in quantities, as an event of the action now would be rated. */
+  async #rateEstimate(
+    ex: SqlExecutor,
+    tenantId: string,
+    customerId: string,
+    action: string,
+    estimate: Estimate,
+  ): Promise<Result<bigint>> {
+    if ("credits" in estimate) return ok(estimate.credits);
+    const now = this.store.now(tenantId);
+    const { catalog, pricing } = await this.#pricing(ex, tenantId, customerId);
+    const at = Metering.pricingAt(catalog, pricing.get(customerId), now);
+    if (!at) return fail("no_rate_card", "No rate card version is in force now to rate the estimate.");
+    const usage = await this.#usage(ex, tenantId, customerId, [now], catalog, pricing);
+    const period = periodStart(now);
+    const r = rateEvent(
+      at.content as RateCardContent,
+      at.overrides,
+      { action, dimensions: estimate.dimensions, quantities: estimate.quantities, status: "succeeded" },
+      (lineId) => usage.get(usageKey(customerId, period, lineId)) ?? 0n,
+    );
+    if (!r.ok) return r;
+    return ok(r.value.credits);
+  }
+
+  /**
+   * Answers allow or deny for an estimate and, when `holdTimeoutSeconds` is given and the answer
+   * is allow, places the hold, in the caller's transaction, under the wallet lock: the check
+   * and the reservation are one atomic step (never read, decide, then write).
+   */
+  async authorize(
+    ex: SqlExecutor,
+    tenantId: string,
+    request: AuthorizeRequest,
+  ): Promise<Result<{ authorization: Authorization; hold: HoldRecord | null }>> {
+    const payer = await this.#payer(ex, tenantId, request.customerId, request.subjectId);
+    if (!payer.ok) return payer;
+    const estimate = await this.#rateEstimate(
+      ex,
+      tenantId,
+      request.customerId,
+      request.action,
+      request.estimate,
+    );
+    if (!estimate.ok) return estimate;
+    let answer = null as { authorization: Authorization; transactionId: string | null } | null;
+    const r = await this.store.mutate(ex, tenantId, payer.value, [], async (ctx, s) => {
+      const state = await this.#holdState(ex, tenantId, s);
+      const planned = planAuthorize(ctx, state, {
+        customerId: request.customerId,
+        walletId: payer.value,
+        subjectId: request.subjectId,
+        action: request.action,
+        estimate: estimate.value,
+        holdTimeoutSeconds: request.holdTimeoutSeconds,
+      });
+      if (!planned.ok) return planned;
+      // Spend caps join here (narrowing the decision), and an outbox row on `ex` commits with it.
+      answer = {
+        authorization: planned.value.authorization,
+        transactionId: planned.value.transaction?.id ?? null,
+      };
+      return ok({ ...EMPTY, transactions: planned.value.transaction ? [planned.value.transaction] : [] });
+    });
+    if (!r.ok) return r;
+    const a = answer;
+    invariant(a, "an authorization that succeeded was planned");
+    const hold = a.authorization.hold;
+    if (hold === null) return ok({ authorization: a.authorization, hold: null });
+    await ex.query(
+      `INSERT INTO holds (tenant_id, id, customer_id, wallet_id, subject_id, action, amount, draws, estimate, status,
+         created_at, expires_at, transaction_id)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', $10, $11, $12)`,
+      [
+        tenantId,
+        hold.id,
+        hold.customerId,
+        hold.walletId,
+        hold.subjectId,
+        hold.action,
+        hold.amount.toString(),
+        drawsJson(hold.draws),
+        estimateJson(request.estimate, hold.amount),
+        iso(hold.createdAt),
+        iso(hold.expiresAt),
+        a.transactionId,
+      ],
+    );
+    const record: HoldRecord = {
+      ...hold,
+      transactionId: a.transactionId,
+      resolveTransactionId: null,
+      estimate: JSON.parse(estimateJson(request.estimate, hold.amount)) as Record<string, unknown>,
+    };
+    return ok({ authorization: a.authorization, hold: record });
+  }
+
+  async #holdState(
+    ex: SqlExecutor,
+    tenantId: string,
+    s: { wallet: { customerId: string; memberId: string | null; id: string }; sources: HoldState["sources"] },
+  ): Promise<HoldState> {
+    const poolWalletId = s.sources[s.sources.length - 1]!.walletId;
+    const pool = await this.#poolState(ex, tenantId, poolWalletId);
+    return { sources: s.sources, poolWalletId, ...pool };
+  }
+
+  async #lockedHold(ex: SqlExecutor, tenantId: string, holdId: string): Promise<HoldRecord> {
+    const { rows } = await ex.query("SELECT * FROM holds WHERE tenant_id = $1 AND id = $2", [
+      tenantId,
+      holdId,
+    ]);
+    invariant(rows[0], `hold ${holdId} exists`);
+    return toHold(rows[0]);
+  }
+
+  /** Marks a pending hold resolved: the guarded update hits exactly one row (invariant 6). */
+  async #resolve(ex: SqlExecutor, tenantId: string, hold: Hold, transactionId: string | null): Promise<void> {
+    const { rowCount } = await ex.query(
+      `UPDATE holds SET status = $3, resolved_at = $4, posted = $5, released = $6, unpaid = $7, resolve_transaction_id = $8
+       WHERE tenant_id = $1 AND id = $2 AND status = 'pending'`,
+      [
+        tenantId,
+        hold.id,
+        hold.status,
+        iso(hold.resolvedAt!),
+        hold.posted.toString(),
+        hold.released.toString(),
+        hold.unpaid.toString(),
+        transactionId,
+      ],
+    );
+    invariant(rowCount === 1, `hold ${hold.id} resolved twice`);
+  }
+
+  /**
+   * Settles a pending hold with the actual usage: the events draw the hold first, an overrun
+   * follows the wallet's policy, the rest is released; the events are recorded like ingested
+   * ones, naming the hold. Fails, changing nothing, on a hold that is not pending or has timed
+   * out, an event id already used, or an event the rate card cannot rate.
+   */
+  async settle(
+    ex: SqlExecutor,
+    tenantId: string,
+    holdId: string,
+    input: SettleInput,
+  ): Promise<Result<HoldRecord>> {
+    const found = await this.getHold(tenantId, holdId, ex);
+    if (!found) return fail("not_found", `No hold ${holdId}.`);
+    const now = this.store.now(tenantId);
+    const given: SettleEvent[] =
+      "events" in input
+        ? [...input.events]
+        : [
+            {
+              id: `${holdId}.settle`,
+              action: null,
+              dimensions: input.dimensions ?? {},
+              quantities: input.quantities,
+              time: null,
+              status: input.status ?? "succeeded",
+              runId: null,
+              reportedCost: null,
+              fingerprint: `${holdId}.settle`,
+            },
+          ];
+    const ids = new Set<string>();
+    for (const e of given) {
+      if (ids.has(e.id))
+        return fail("invalid_argument", `Event id "${e.id}" appears twice in this settlement.`, {
+          event_id: e.id,
+        });
+      ids.add(e.id);
+    }
+    const events: UsageEvent[] = given.map((e) => ({
+      id: e.id,
+      customerId: found.customerId,
+      subjectId: found.subjectId,
+      action: e.action ?? found.action,
+      dimensions: e.dimensions,
+      quantities: e.quantities,
+      time: e.time ?? now,
+      status: e.status,
+      runId: e.runId,
+      reportedCost: e.reportedCost,
+    }));
+    const { catalog, pricing } = await this.#pricing(ex, tenantId, found.customerId);
+    const usage = await this.#usage(
+      ex,
+      tenantId,
+      found.customerId,
+      events.map((e) => e.time),
+      catalog,
+      pricing,
+    );
+    let settled = null as {
+      hold: Hold;
+      outcomes: Parameters<typeof insertEvents>[2];
+      usageDeltas: ReadonlyMap<string, bigint>;
+      transactionId: string | null;
+    } | null;
+    const grantIds = found.draws.flatMap((d) => (d.grantId === null ? [] : [d.grantId]));
+    const r = await this.store.mutate(ex, tenantId, found.walletId, grantIds, async (ctx, s) => {
+      // Read again under the lock: the first read may predate a concurrent resolution.
+      const hold = await this.#lockedHold(ex, tenantId, holdId);
+      const pending = checkPending(hold, ctx.now);
+      if (!pending.ok) return pending;
+      const used = await ex.query(
+        "SELECT event_id FROM usage_events WHERE tenant_id = $1 AND event_id = ANY($2::text[]) LIMIT 1",
+        [tenantId, [...ids]],
+      );
+      if (used.rows[0])
+        return fail(
+          "event_id_reused",
+          `Event id "${String(used.rows[0].event_id)}" is already recorded; each event of a settlement needs a new id.`,
+          { event_id: String(used.rows[0].event_id) },
+        );
+      const state = await this.#holdState(ex, tenantId, s);
+      const plan = planSettle(
+        ctx,
+        hold,
+        {
+          ...state,
+          grants: s.grants as ReadonlyMap<string, Grant>,
+          pricingAt: (customerId, time) => Metering.pricingAt(catalog, pricing.get(customerId), time),
+          costAt: (time) => Metering.costAt(catalog, time),
+          usage,
+        },
+        events,
+      );
+      if (!plan.ok) return plan;
+      settled = {
+        hold: plan.value.hold,
+        outcomes: plan.value.outcomes.map((outcome, i) => ({ outcome, fingerprint: given[i]!.fingerprint })),
+        usageDeltas: plan.value.usageDeltas,
+        transactionId: plan.value.transaction?.id ?? null,
+      };
+      return ok({ ...EMPTY, transactions: plan.value.transaction ? [plan.value.transaction] : [] });
+    });
+    if (!r.ok) return r;
+    const done = settled;
+    invariant(done, "a settlement that succeeded was planned");
+    await this.#resolve(ex, tenantId, done.hold, done.transactionId);
+    await insertEvents(ex, tenantId, done.outcomes, this.store.now(tenantId), holdId);
+    await writeUsageCounters(ex, tenantId, done.usageDeltas, catalog, pricing);
+    return ok((await this.getHold(tenantId, holdId, ex))!);
+  }
+
+  /** Voids a pending hold: every held credit goes back; a failed run costs nothing. */
+  async void(ex: SqlExecutor, tenantId: string, holdId: string): Promise<Result<HoldRecord>> {
+    const found = await this.getHold(tenantId, holdId, ex);
+    if (!found) return fail("not_found", `No hold ${holdId}.`);
+    const r = await this.#release(ex, tenantId, found, "voided");
+    if (!r.ok) return r;
+    return ok((await this.getHold(tenantId, holdId, ex))!);
+  }
+
+  /** Releases a hold (void or expiry) under its wallet's lock; `skip` when an expiry finds it already resolved. */
+  async #release(
+    ex: SqlExecutor,
+    tenantId: string,
+    found: HoldRecord,
+    status: "voided" | "expired",
+  ): Promise<Result<"done" | "skip">> {
+    let released = null as { hold: Hold; transactionId: string | null } | null;
+    const grantIds = found.draws.flatMap((d) => (d.grantId === null ? [] : [d.grantId]));
+    const r = await this.store.mutate(ex, tenantId, found.walletId, grantIds, async (ctx, s) => {
+      const hold = await this.#lockedHold(ex, tenantId, found.id);
+      if (status === "expired" && (hold.status !== "pending" || ctx.now < hold.expiresAt)) return ok(EMPTY);
+      if (status === "voided") {
+        const pending = checkPending(hold, ctx.now);
+        if (!pending.ok) return pending;
+      }
+      const plan = planRelease(ctx, hold, s.grants as ReadonlyMap<string, Grant>, status);
+      if (!plan.ok) return plan;
+      released = { hold: plan.value.hold, transactionId: plan.value.transaction?.id ?? null };
+      return ok({ ...EMPTY, transactions: plan.value.transaction ? [plan.value.transaction] : [] });
+    });
+    if (!r.ok) return r;
+    const done = released;
+    if (done === null) return ok("skip");
+    await this.#resolve(ex, tenantId, done.hold, done.transactionId);
+    return ok("done");
+  }
+
+  async getHold(tenantId: string, id: string, ex: SqlExecutor = this.store.db): Promise<HoldRecord | null> {
+    const { rows } = await ex.query("SELECT * FROM holds WHERE tenant_id = $1 AND id = $2", [tenantId, id]);
+    return rows[0] ? toHold(rows[0]) : null;
+  }
+
+  /** Holds of a wallet or a customer, newest id last, filtered by status. */
+  async listHolds(
+    tenantId: string,
+    filter: { walletId?: string | null; customerId?: string | null; status?: HoldStatus | null },
+    page: { after?: string | null; limit: number },
+  ): Promise<Page<HoldRecord>> {
+    const { rows } = await this.store.db.query(
+      `SELECT * FROM holds WHERE tenant_id = $1 AND ($2::text IS NULL OR wallet_id = $2)
+       AND ($3::text IS NULL OR customer_id = $3) AND ($4::text IS NULL OR status = $4)
+       AND ($5::text IS NULL OR id > $5) ORDER BY id LIMIT $6`,
+      [
+        tenantId,
+        filter.walletId ?? null,
+        filter.customerId ?? null,
+        filter.status ?? null,
+        page.after ?? null,
+        page.limit + 1,
+      ],
+    );
+    const items = rows.slice(0, page.limit).map(toHold);
+    const last = items[items.length - 1];
+    return { items, next: rows.length > page.limit && last ? last.id : null };
+  }
+
+  // ---------------------------------------------------------------- the timeout job
+
+  /** The earliest pending hold timeout at or before `upTo` (the test clock stops there). */
+  async nextDue(tenantId: string, upTo: number): Promise<number | null> {
+    const { rows } = await this.store.db.query<{ at: unknown }>(
+      "SELECT min(expires_at) AS at FROM holds WHERE tenant_id = $1 AND status = 'pending' AND expires_at <= $2",
+      [tenantId, iso(upTo)],
+    );
+    const at = rows[0]?.at;
+    return at === null || at === undefined ? null : ms(at);
+  }
+
+  /**
+   * Expires every pending hold past its timeout (each tenant by its own clock), one per
+   * transaction under its wallet's lock: exactly once with several instances, and whatever
+   * came due while no instance ran is caught up. Returns the holds expired.
+   */
+  async run(tenantId: string | null): Promise<number> {
+    let expired = 0;
+    for (;;) {
+      const { rows } = await this.store.db.query(
+        `SELECT h.* FROM holds h JOIN tenants t ON t.id = h.tenant_id
+         WHERE h.status = 'pending' AND h.expires_at <= coalesce(t.clock_at, $1::timestamptz)
+           AND ($2::text IS NULL OR h.tenant_id = $2)
+         ORDER BY h.expires_at, h.id LIMIT 100`,
+        [iso(this.store.now()), tenantId],
+      );
+      const before = expired;
+      for (const row of rows) {
+        const hold = toHold(row);
+        const tenant = String(row.tenant_id);
+        await this.store.clockOf(tenant);
+        const r = await this.store.db.transaction((tx) => this.#release(tx, tenant, hold, "expired"));
+        if (r.ok && r.value === "done") expired++;
+      }
+      // Stop at the last page, or when nothing moved (another instance took them, or one is stuck).
+      if (rows.length < 100 || expired === before) return expired;
+    }
+  }
+}
