@@ -21,7 +21,11 @@ export type IdPrefix =
   | "ctv"
   | "pln"
   | "sbs"
-  | "gft";
+  | "gft"
+  | "evt"
+  | "whe"
+  | "whd"
+  | "alr";
 
 /** Where a grant's credits came from. */
 export const GRANT_SOURCES = [

@@ -26,7 +26,8 @@ export type LedgerErrorCode =
   | "event_in_future"
   | "invalid_event"
   | "gift_code_exhausted"
-  | "gift_code_ended";
+  | "gift_code_ended"
+  | "invalid_webhook_url";
 
 /** A business failure: a stable code, a message a person can act on, optional details. */
 export interface LedgerError {
