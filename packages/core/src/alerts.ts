@@ -9,9 +9,12 @@ import { fail, ok, type Result } from "./result.js";
  * The level of a wallet (both in units):
  * - `available`: what it can draw now: the remaining credits of its own active grants that
  *   are effective and not expired, minus what it owes (its overdraft under a soft cap).
- * - `reference`, the 100% of "percent remaining": the `amount` of those same grants that
- *   still hold credits. A grant used up leaves the reference, a new grant joins it: a 100-credit
- *   plan grant at 15 left is 15%; a 100-credit top-up then makes it 115 of 200 (57.5%).
+ * - `reference`, the 100% of "percent remaining": the wallet's available right after it last
+ *   received a grant (any source: a plan period, a rollover, a purchase or top-up, a gift, an
+ *   adjustment). Debits, expiries, voids and reversals move available and leave the reference:
+ *   a 100-credit plan grant with 15 left is at 15%; a 100-credit top-up then makes 115 the new
+ *   100%. (A wallet that received its last grant before alerts existed takes the amount of its
+ *   grants that still hold credits.)
  */
 
 /** A rule of a wallet. */

@@ -1,6 +1,7 @@
 import { type ApiPromise, Transport } from "./http.js";
 import {
   Adjustments,
+  Alerts,
   ApiKeys,
   CostTables,
   Customers,
@@ -16,6 +17,7 @@ import {
   TestClocks,
   Transactions,
   Wallets,
+  Webhooks,
 } from "./resources.js";
 import type { PostOptions, PublicRateCard, ReconcileReport, RequestOptions } from "./types.js";
 
@@ -115,6 +117,10 @@ export class Drawdown {
   readonly gifts: Gifts;
   /** A test tenant's clock: get, advance (every expiry due on the way happens, in order). */
   readonly testClock: TestClocks;
+  /** Webhook endpoints (create, list, get, update, delete, rotateSecret, test) and their delivery log. */
+  readonly webhooks: Webhooks;
+  /** Alerts: list the fired ones; a wallet's rules (rules, setRules). */
+  readonly alerts: Alerts;
   readonly #transport: Transport;
 
   constructor(options: DrawdownOptions) {
@@ -138,6 +144,8 @@ export class Drawdown {
     this.subscriptions = new Subscriptions(this.#transport);
     this.gifts = new Gifts(this.#transport);
     this.testClock = new TestClocks(this.#transport);
+    this.webhooks = new Webhooks(this.#transport);
+    this.alerts = new Alerts(this.#transport);
   }
 
   /**

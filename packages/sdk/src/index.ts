@@ -21,6 +21,7 @@ export {
 export { ApiPromise, type ApiResponse } from "./http.js";
 export {
   Adjustments,
+  Alerts,
   ApiKeys,
   CostTables,
   Customers,
@@ -37,5 +38,6 @@ export {
   TestClocks,
   Transactions,
   Wallets,
+  Webhooks,
 } from "./resources.js";
 export type * from "./types.js";

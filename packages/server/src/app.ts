@@ -1,5 +1,14 @@
 import { createHash, randomBytes } from "node:crypto";
-import { type ApiKey, Gifts, IngestWriter, Metering, type Store, Subscriptions } from "@drawdown/storage";
+import {
+  Alerts,
+  type ApiKey,
+  Gifts,
+  IngestWriter,
+  Metering,
+  type Store,
+  Subscriptions,
+  Webhooks,
+} from "@drawdown/storage";
 import { Type } from "@sinclair/typebox";
 import Fastify, {
   type FastifyError,
@@ -10,12 +19,14 @@ import Fastify, {
 import type { Config } from "./config.js";
 import { ApiError, type ApiErrorCode, type Problem, problem } from "./errors.js";
 import { EXPIRY_ROUTES } from "./expiry-routes.js";
+import { ALERT_ROUTES } from "./alert-routes.js";
 import { GIFT_ROUTES } from "./gift-routes.js";
 import { LIFECYCLE_ROUTES } from "./lifecycle-routes.js";
 import { METERING_ROUTES, publicRateCard } from "./metering-routes.js";
 import { buildOpenApi } from "./openapi.js";
 import { renderReference } from "./reference.js";
 import { type Reply, ROUTES, type Route } from "./routes.js";
+import { WEBHOOK_ROUTES } from "./webhook-routes.js";
 
 /** Every route of the API, from each area's table: what the app registers and OpenAPI lists. */
 export const API_ROUTES: readonly Route[] = [
@@ -24,6 +35,8 @@ export const API_ROUTES: readonly Route[] = [
   ...LIFECYCLE_ROUTES,
   ...GIFT_ROUTES,
   ...EXPIRY_ROUTES,
+  ...WEBHOOK_ROUTES,
+  ...ALERT_ROUTES,
 ];
 
 declare module "fastify" {
@@ -41,7 +54,10 @@ export interface AppOptions {
   readonly writer?: IngestWriter;
   /** Plans and subscriptions (a scheduler job of the store); built over the store when absent. */
   readonly subscriptions?: Subscriptions;
-  readonly config: Pick<Config, "bodyLimit" | "logRequests"> & Partial<Pick<Config, "writerLanes">>;
+  /** Webhook endpoints and the deliverer (a scheduler job of the store); built over the store when absent. */
+  readonly webhooks?: Webhooks;
+  readonly config: Pick<Config, "bodyLimit" | "logRequests"> &
+    Partial<Pick<Config, "writerLanes" | "webhookTimeoutMs">>;
 }
 
 const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/;
@@ -209,6 +225,8 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     writer: options.writer ?? new IngestWriter(store, metering, { lanes: config.writerLanes ?? 2 }),
     subscriptions: options.subscriptions ?? new Subscriptions(store),
     gifts: new Gifts(store),
+    webhooks: options.webhooks ?? new Webhooks(store, { timeoutMs: config.webhookTimeoutMs ?? 10_000 }),
+    alerts: new Alerts(store),
   };
   // The machine-readable and the human-readable reference, both public.
   const openapi = buildOpenApi(API_ROUTES);
@@ -284,6 +302,8 @@ interface Services {
   readonly writer: IngestWriter;
   readonly subscriptions: Subscriptions;
   readonly gifts: Gifts;
+  readonly webhooks: Webhooks;
+  readonly alerts: Alerts;
 }
 
 function register(app: FastifyInstance, services: Services, r: Route): void {

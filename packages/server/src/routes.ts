@@ -7,6 +7,7 @@ import {
   type Result,
 } from "@drawdown/core";
 import type {
+  Alerts,
   ApiKey,
   Gifts,
   IngestWriter,
@@ -14,6 +15,7 @@ import type {
   SqlExecutor,
   Store,
   Subscriptions,
+  Webhooks,
 } from "@drawdown/storage";
 import { type Static, type TSchema, Type } from "@sinclair/typebox";
 import { ApiError, type ApiErrorCode } from "./errors.js";
@@ -47,6 +49,10 @@ export interface RequestContext<P, Q, B> {
   readonly subscriptions: Subscriptions;
   /** Gift codes, gifts and referrals. */
   readonly gifts: Gifts;
+  /** Webhook endpoints, deliveries and the deliverer. */
+  readonly webhooks: Webhooks;
+  /** Alert rules and fired alerts. */
+  readonly alerts: Alerts;
   /** The transaction a POST runs in (with its idempotency record); the database for a GET. */
   readonly tx: SqlExecutor;
 }
@@ -131,7 +137,7 @@ export function timestamp(text: string, field: string): number {
 export const optionalTimestamp = (text: string | null | undefined, field: string) =>
   text === undefined ? undefined : text === null ? null : timestamp(text, field);
 
-function page(query: { limit?: string; cursor?: string }, cursorPattern: RegExp) {
+export function page(query: { limit?: string; cursor?: string }, cursorPattern: RegExp) {
   const limit = query.limit === undefined ? 50 : Number(query.limit);
   if (!Number.isInteger(limit) || limit < 1 || limit > 200) {
     throw new ApiError("validation_failed", "limit must be from 1 to 200.", {
@@ -151,13 +157,13 @@ function page(query: { limit?: string; cursor?: string }, cursorPattern: RegExp)
   return { limit, after };
 }
 
-const ID_CURSOR = /^[a-z]{3}_[0-9a-z]{1,60}$/;
+export const ID_CURSOR = /^[a-z]{3}_[0-9a-z]{1,60}$/;
 const SEQ_CURSOR = /^[1-9][0-9]{0,18}$/;
 
 export const notFound = (what: string, id: string) => new ApiError("not_found", `No ${what} ${id}.`);
 
 /** Restricted keys see one customer; anything else looks like it does not exist. */
-function visible(key: ApiKey, customerId: string, what: string, id: string): void {
+export function visible(key: ApiKey, customerId: string, what: string, id: string): void {
   if (key.customerId !== null && key.customerId !== customerId) throw notFound(what, id);
 }
 

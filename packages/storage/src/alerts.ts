@@ -91,31 +91,47 @@ const DEFAULT_EXPIRING_DAYS = (() => {
   return r?.kind === "expiring_soon" ? r.days : null;
 })();
 
+/** A wallet's available now (see the core's alerts module): its drawable grants' remaining, minus its overdraft. */
+const AVAILABLE = `
+  LEFT JOIN LATERAL (
+    SELECT sum(remaining) AS available, sum(amount) AS holding FROM grants
+    WHERE tenant_id = w.tenant_id AND wallet_id = w.id AND status = 'active' AND remaining > 0
+      AND effective_at <= $3 AND (expires_at IS NULL OR expires_at > $3)
+  ) g ON true`;
+
 /**
  * Evaluates the balance rules of wallets whose balance just changed, in the caller's
  * transaction (which holds their locks): fires the rules that crossed, re-arms those that
- * recovered. One query reads every wallet's level, rules and fired state, and returns only the
- * wallets where something may change: those with their own rules, with a fired rule, or below
- * the defaults' highest threshold. A healthy wallet on the defaults costs nothing more.
- * Returns the alerts fired. Storage-internal: `Store.writeEffect` calls it.
+ * recovered. Wallets `credited` (that received a grant) first take their new available as
+ * their reference. One query then reads every wallet's level, rules and fired
+ * state, and returns only the wallets where something may change: those with their own rules,
+ * with a fired rule, or below the defaults' highest threshold; a healthy wallet on the
+ * defaults costs nothing more. Returns the alerts fired. Storage-internal: `Store.writeEffect`
+ * calls it.
  */
 export async function evaluateWalletAlerts(
   ex: SqlExecutor,
   store: Store,
   tenantId: string,
   walletIds: readonly string[],
+  credited: readonly string[],
 ): Promise<AlertRecord[]> {
   if (walletIds.length === 0) return [];
-  const now = store.now(tenantId);
+  const now = iso(store.now(tenantId));
+  if (credited.length > 0) {
+    await ex.query(
+      `INSERT INTO alert_references (tenant_id, wallet_id, reference, updated_at)
+       SELECT w.tenant_id, w.id, greatest(coalesce(g.available, 0) - w.overdraft, 0), $3 FROM wallets w ${AVAILABLE}
+       WHERE w.tenant_id = $1 AND w.id = ANY($2::text[])
+       ON CONFLICT (tenant_id, wallet_id) DO UPDATE SET reference = excluded.reference, updated_at = excluded.updated_at`,
+      [tenantId, credited, now],
+    );
+  }
   const { rows } = await ex.query(
-    `SELECT w.id, w.customer_id, w.member_id, (coalesce(g.available, 0) - w.overdraft)::text AS available,
-       coalesce(g.reference, 0)::text AS reference, r.rules, s.fired
-     FROM wallets w
-     LEFT JOIN LATERAL (
-       SELECT sum(remaining) AS available, sum(amount) AS reference FROM grants
-       WHERE tenant_id = w.tenant_id AND wallet_id = w.id AND status = 'active' AND remaining > 0
-         AND effective_at <= $3 AND (expires_at IS NULL OR expires_at > $3)
-     ) g ON true
+    `SELECT w.id, (coalesce(g.available, 0) - w.overdraft)::text AS available,
+       coalesce(x.reference, g.holding, 0)::text AS reference, r.rules, s.fired
+     FROM wallets w ${AVAILABLE}
+     LEFT JOIN alert_references x ON x.tenant_id = w.tenant_id AND x.wallet_id = w.id
      LEFT JOIN wallet_alert_rules r ON r.tenant_id = w.tenant_id AND r.wallet_id = w.id
      LEFT JOIN LATERAL (
        SELECT array_agg(key) AS fired FROM alert_states
@@ -123,9 +139,9 @@ export async function evaluateWalletAlerts(
      ) s ON true
      WHERE w.tenant_id = $1 AND w.id = ANY($2::text[])
        AND (r.wallet_id IS NOT NULL OR s.fired IS NOT NULL
-            OR (coalesce(g.available, 0) - w.overdraft) * 100 <= $4 * coalesce(g.reference, 0))
+            OR (coalesce(g.available, 0) - w.overdraft) * 100 <= $4 * coalesce(x.reference, g.holding, 0))
      ORDER BY w.id`,
-    [tenantId, walletIds, iso(now), DEFAULT_WATERMARK, [...BALANCE_ALERT_KINDS]],
+    [tenantId, walletIds, now, DEFAULT_WATERMARK, [...BALANCE_ALERT_KINDS]],
   );
   const fired: AlertRecord[] = [];
   for (const r of rows) {

@@ -495,6 +495,15 @@ CREATE TABLE wallet_alert_rules (
   PRIMARY KEY (tenant_id, wallet_id)
 );
 
+-- The 100% of "percent remaining": what the wallet had available right after its last credit.
+CREATE TABLE alert_references (
+  tenant_id text NOT NULL,
+  wallet_id text NOT NULL,
+  reference numeric(38, 0) NOT NULL,
+  updated_at timestamptz NOT NULL,
+  PRIMARY KEY (tenant_id, wallet_id)
+);
+
 -- A rule that fired and has not re-armed (no row: armed).
 CREATE TABLE alert_states (
   tenant_id text NOT NULL,

@@ -788,8 +788,13 @@ export class Store {
       });
     }
     // Alerts on every wallet whose balance changed, in this transaction (one query).
-    const changed = walletDeltas(effect.transactions.flatMap((t) => t.entries));
-    if (changed.size > 0) await evaluateWalletAlerts(ex, this, tenantId, [...changed.keys()].sort());
+    const entries = effect.transactions.flatMap((t) => t.entries);
+    const changed = walletDeltas(entries);
+    if (changed.size > 0) {
+      // A wallet that received a grant takes its new available as its 100% (see core alerts).
+      const credited = [...new Set(effect.newGrants.map((g) => g.walletId))].sort();
+      await evaluateWalletAlerts(ex, this, tenantId, [...changed.keys()].sort(), credited);
+    }
   }
 
   /**

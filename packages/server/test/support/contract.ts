@@ -4,7 +4,9 @@ import { GIFT_ROUTES } from "../../src/gift-routes.js";
 import { LIFECYCLE_ROUTES } from "../../src/lifecycle-routes.js";
 import { METERING_ROUTES } from "../../src/metering-routes.js";
 import { ROUTES, type Route } from "../../src/routes.js";
+import { ALERT_ROUTES } from "../../src/alert-routes.js";
 import { ProblemView } from "../../src/schemas.js";
+import { WEBHOOK_ROUTES } from "../../src/webhook-routes.js";
 
 /**
  * Checks every response a test receives against the documentation: a success body against
@@ -33,6 +35,8 @@ export const ALL_ROUTES: readonly Route[] = [
   ...METERING_ROUTES,
   ...LIFECYCLE_ROUTES,
   ...GIFT_ROUTES,
+  ...WEBHOOK_ROUTES,
+  ...ALERT_ROUTES,
 ];
 
 const matchers = ALL_ROUTES.map((route) => ({
