@@ -5,10 +5,12 @@ import { API_ERROR_STATUS, Drawdown } from "@drawdown/sdk";
 import type { Static } from "@sinclair/typebox";
 import { type ApiErrorCode, ERRORS } from "../src/errors.js";
 import { type CloudEvent, NativeEvent } from "../src/events.js";
+import type * as A from "../src/alert-routes.js";
 import type * as G from "../src/gift-routes.js";
 import type * as L from "../src/lifecycle-routes.js";
 import type * as M from "../src/metering-routes.js";
 import type * as S from "../src/schemas.js";
+import type * as W from "../src/webhook-routes.js";
 import { ALL_ROUTES, routeOf } from "./support/contract.js";
 
 /**
@@ -146,6 +148,26 @@ check<Equal<keyof Sdk.GiftCreateParams, keyof Static<typeof G.GiftCreate>>>();
 check<Assignable<Static<typeof G.GiftCreate>, Sdk.GiftCreateParams>>();
 check<Equal<keyof Sdk.ReferralCreateParams, keyof Static<typeof G.ReferralCreate>>>();
 check<Assignable<Static<typeof G.ReferralCreate>, Sdk.ReferralCreateParams>>();
+
+// Webhooks and alerts.
+check<Equal<keyof Sdk.WebhookEndpoint, keyof Static<typeof W.WebhookEndpointView>>>();
+check<Assignable<Sdk.WebhookEndpoint, Static<typeof W.WebhookEndpointView>>>();
+check<Equal<keyof Sdk.WebhookEndpointCreateParams, keyof Static<typeof W.WebhookEndpointCreate>>>();
+check<Assignable<Static<typeof W.WebhookEndpointCreate>, Sdk.WebhookEndpointCreateParams>>();
+check<Equal<keyof Sdk.WebhookEndpointUpdateParams, keyof Static<typeof W.WebhookEndpointUpdate>>>();
+check<Assignable<Static<typeof W.WebhookEndpointUpdate>, Sdk.WebhookEndpointUpdateParams>>();
+check<Equal<keyof Sdk.WebhookDelivery, keyof Static<typeof W.WebhookDeliveryView>>>();
+check<Assignable<Sdk.WebhookDelivery, Static<typeof W.WebhookDeliveryView>>>();
+check<Equal<keyof Sdk.WebhookDeliveryDetail, keyof Static<typeof W.WebhookDeliveryDetailView>>>();
+check<Assignable<Sdk.WebhookDeliveryDetail, Static<typeof W.WebhookDeliveryDetailView>>>();
+check<Equal<keyof Sdk.WebhookAttempt, keyof Static<typeof W.WebhookAttemptView>>>();
+check<Equal<keyof Sdk.Alert, keyof Static<typeof A.AlertView>>>();
+check<Assignable<Sdk.Alert, Static<typeof A.AlertView>>>();
+check<Equal<keyof Sdk.AlertRules, keyof Static<typeof A.AlertRulesView>>>();
+check<Assignable<Sdk.AlertRules, Static<typeof A.AlertRulesView>>>();
+check<Equal<Sdk.AlertRule, Static<typeof A.AlertRuleWire>>>();
+check<Equal<keyof Sdk.AlertRulesSetParams, keyof Static<typeof A.AlertRulesSet>>>();
+check<Assignable<Static<typeof A.AlertRulesSet>, Sdk.AlertRulesSetParams>>();
 
 // Paging: the same parameters (limit travels as text; the SDK takes a number).
 check<Equal<keyof Sdk.PageParams, keyof Static<typeof S.Page>>>();
@@ -303,7 +325,28 @@ test("the SDK calls every route, sending exactly the documented query parameters
     scope: null,
     expires_at: null,
   };
+  const endpoint: Required<Sdk.WebhookEndpointCreateParams> = {
+    url: "https://example.com/hooks",
+    event_types: ["*"],
+    description: "d",
+    enabled: true,
+  };
+  const deliveryList: Required<Sdk.WebhookDeliveryListParams> = { ...page, status: "failed" };
+  const alertList: Required<Sdk.AlertListParams> = { ...page, wallet_id: "w", customer_id: "c", kind: "exhausted" };
   await Promise.all([
+    dd.webhooks.create(endpoint),
+    dd.webhooks.list(),
+    dd.webhooks.get("whe_1"),
+    dd.webhooks.update("whe_1", endpoint),
+    dd.webhooks.delete("whe_1"),
+    dd.webhooks.rotateSecret("whe_1"),
+    dd.webhooks.test("whe_1"),
+    dd.webhooks.deliveries("whe_1", deliveryList),
+    dd.webhooks.delivery("whd_1"),
+    dd.webhooks.redeliver("whd_1"),
+    dd.alerts.list(alertList),
+    dd.alerts.rules("wal_1"),
+    dd.alerts.setRules("wal_1", { rules: [{ kind: "amount_remaining", amount: 5n }] }),
     dd.gifts.createCode(giftCode),
     dd.gifts.listCodes(),
     dd.gifts.claim({ code: "WELCOME25", customer_id: "cus_1" }),

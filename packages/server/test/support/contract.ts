@@ -1,10 +1,10 @@
 import { Value } from "@sinclair/typebox/value";
+import { ALERT_ROUTES } from "../../src/alert-routes.js";
 import type { ApiErrorCode } from "../../src/errors.js";
 import { GIFT_ROUTES } from "../../src/gift-routes.js";
 import { LIFECYCLE_ROUTES } from "../../src/lifecycle-routes.js";
 import { METERING_ROUTES } from "../../src/metering-routes.js";
 import { ROUTES, type Route } from "../../src/routes.js";
-import { ALERT_ROUTES } from "../../src/alert-routes.js";
 import { ProblemView } from "../../src/schemas.js";
 import { WEBHOOK_ROUTES } from "../../src/webhook-routes.js";
 

@@ -46,6 +46,9 @@ export interface TenantFixtures {
   readonly subscription2: string;
   /** A gift code (10 uses, 3 credits each), claimed once by the second customer. */
   readonly giftCode: string;
+  /** A webhook endpoint (to a closed port) and its test-send's delivery, pending a retry. */
+  readonly webhookEndpoint: string;
+  readonly webhookDelivery: string;
 }
 
 /** What every bad-input and tenancy test starts from: two tenants with one of everything. */
@@ -120,6 +123,10 @@ async function tenantFixtures(client: Client, tenantId: string, t: string): Prom
     source: "gift",
   });
   await client.create(`/v1/grants/${voided.grant.id}/void`, { reason: "fixture" });
+  // The pool's own rule: its next debit fires an alert (so every tenant has one to list).
+  await client.create(`/v1/wallets/${wallet}/alert_rules`, {
+    rules: [{ kind: "amount_remaining", amount: "1000" }, { kind: "exhausted" }],
+  });
   const debit = await client.create(`/v1/wallets/${wallet}/debits`, {
     amount: "1",
     reason: "fixture",
@@ -155,6 +162,12 @@ async function tenantFixtures(client: Client, tenantId: string, t: string): Prom
   const subscription2 = await client.create("/v1/subscriptions", { customer_id: c2.id, plan_id: plan.id });
   const giftCode = await client.create("/v1/gift_codes", { code: "FIXTURE", amount: "3", max_uses: 10 });
   await client.create("/v1/gift_codes/claim", { code: giftCode.code, customer_id: c2.id });
+  // Port 9 (discard) has no listener on loopback: the test-send fails at once and waits to retry.
+  const endpoint = await client.create("/v1/webhook_endpoints", {
+    url: "http://127.0.0.1:9/hooks",
+    event_types: ["*"],
+  });
+  const delivery = await client.create(`/v1/webhook_endpoints/${endpoint.id}/test`);
   return {
     tenantId,
     key: client.key,
@@ -186,6 +199,8 @@ async function tenantFixtures(client: Client, tenantId: string, t: string): Prom
     subscription: String(subscription.id),
     subscription2: String(subscription2.id),
     giftCode: String(giftCode.code),
+    webhookEndpoint: String(endpoint.id),
+    webhookDelivery: String(delivery.id),
   };
 }
 
