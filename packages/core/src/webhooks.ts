@@ -72,7 +72,9 @@ export function validateEventFilters(filters: readonly string[]): Result<string[
 /** Whether an endpoint with these filters receives events of `type` (never `webhook.test`). */
 export function matchesEventFilters(filters: readonly string[], type: string): boolean {
   if (UNFILTERED.has(type)) return false;
-  return filters.some((f) => f === "*" || f === type || (f.endsWith(".*") && type.startsWith(f.slice(0, -1))));
+  return filters.some(
+    (f) => f === "*" || f === type || (f.endsWith(".*") && type.startsWith(f.slice(0, -1))),
+  );
 }
 
 /** The longest endpoint URL accepted. */
@@ -93,7 +95,9 @@ export function validateWebhookUrl(text: string): Result<string> {
   try {
     url = new URL(text);
   } catch {
-    return refuse(`"${text.slice(0, 100)}" is not an absolute URL; give one like https://example.com/webhooks.`);
+    return refuse(
+      `"${text.slice(0, 100)}" is not an absolute URL; give one like https://example.com/webhooks.`,
+    );
   }
   if (url.protocol !== "http:" && url.protocol !== "https:")
     return refuse(`only http and https URLs receive webhooks, not ${url.protocol.slice(0, 20)}`);
@@ -115,10 +119,10 @@ export interface RetryPolicy {
 }
 
 /**
- * The default schedule: 30 s after the first failure, doubling to at most 12 hours, 15
- * attempts in all: about three days of retries.
+ * The default schedule: 30 s after the first failure, doubling to at most 12 hours, 16
+ * attempts in all: the last one 1.35 to 2.7 days after the first.
  */
-export const WEBHOOK_RETRY: RetryPolicy = { baseMs: 30_000, capMs: 12 * 3_600_000, maxAttempts: 15 };
+export const WEBHOOK_RETRY: RetryPolicy = { baseMs: 30_000, capMs: 12 * 3_600_000, maxAttempts: 16 };
 
 /**
  * The delay before the next attempt after `failedAttempts` attempts have failed (1 or more),
@@ -127,7 +131,11 @@ export const WEBHOOK_RETRY: RetryPolicy = { baseMs: 30_000, capMs: 12 * 3_600_00
  * [step / 2, step], so retries of many deliveries spread out but never come sooner than half
  * the step. `random` is in [0, 1): injected, so the schedule is a pure function.
  */
-export function retryDelay(failedAttempts: number, random: number, policy: RetryPolicy = WEBHOOK_RETRY): number | null {
+export function retryDelay(
+  failedAttempts: number,
+  random: number,
+  policy: RetryPolicy = WEBHOOK_RETRY,
+): number | null {
   if (!Number.isInteger(failedAttempts) || failedAttempts < 1) return 0;
   if (failedAttempts >= policy.maxAttempts) return null;
   const exponent = Math.min(failedAttempts - 1, 40);

@@ -1253,7 +1253,11 @@ export class Webhooks extends Resource {
    * @example
    * await dd.webhooks.update(ep.id, { enabled: false });
    */
-  update(id: string, params: WebhookEndpointUpdateParams, options?: PostOptions): ApiPromise<WebhookEndpoint> {
+  update(
+    id: string,
+    params: WebhookEndpointUpdateParams,
+    options?: PostOptions,
+  ): ApiPromise<WebhookEndpoint> {
     return this.postJson(options, () => ({ path: `/v1/webhook_endpoints/${seg(id)}`, body: { ...params } }));
   }
 
@@ -1269,7 +1273,10 @@ export class Webhooks extends Resource {
    * const { secret } = await dd.webhooks.rotateSecret(ep.id);
    */
   rotateSecret(id: string, options?: PostOptions): ApiPromise<WebhookEndpoint> {
-    return this.postJson(options, () => ({ path: `/v1/webhook_endpoints/${seg(id)}/rotate_secret`, body: {} }));
+    return this.postJson(options, () => ({
+      path: `/v1/webhook_endpoints/${seg(id)}/rotate_secret`,
+      body: {},
+    }));
   }
 
   /**
@@ -1365,7 +1372,9 @@ export class Alerts extends Resource {
           params.rules === null
             ? null
             : params.rules.map((r, i) =>
-                r.kind === "amount_remaining" ? { ...r, amount: wireAmount(r.amount, `rules[${i}].amount`) } : r,
+                r.kind === "amount_remaining"
+                  ? { ...r, amount: wireAmount(r.amount, `rules[${i}].amount`) }
+                  : r,
               ),
       },
     }));

@@ -174,7 +174,16 @@ export const ALERT_ROUTES: readonly Route[] = [
     errors: ["not_found", "invalid_argument", "invalid_amount"],
     handle: async ({ alerts, tx, tenantId, params, body }) =>
       okReply(
-        rulesView(must(await alerts.setRules(tx, tenantId, params.id, body.rules === null ? null : body.rules.map(ruleFrom)))),
+        rulesView(
+          must(
+            await alerts.setRules(
+              tx,
+              tenantId,
+              params.id,
+              body.rules === null ? null : body.rules.map(ruleFrom),
+            ),
+          ),
+        ),
       ),
   }),
 ];

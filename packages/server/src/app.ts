@@ -16,10 +16,10 @@ import Fastify, {
   type FastifyReply,
   type FastifyRequest,
 } from "fastify";
+import { ALERT_ROUTES } from "./alert-routes.js";
 import type { Config } from "./config.js";
 import { ApiError, type ApiErrorCode, type Problem, problem } from "./errors.js";
 import { EXPIRY_ROUTES } from "./expiry-routes.js";
-import { ALERT_ROUTES } from "./alert-routes.js";
 import { GIFT_ROUTES } from "./gift-routes.js";
 import { LIFECYCLE_ROUTES } from "./lifecycle-routes.js";
 import { METERING_ROUTES, publicRateCard } from "./metering-routes.js";

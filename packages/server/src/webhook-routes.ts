@@ -18,7 +18,8 @@ const time = (t: number | null) => (t === null ? null : new Date(t).toISOString(
 const Url = Type.String({
   minLength: 1,
   maxLength: WEBHOOK_URL_MAX,
-  description: "Where events are POSTed: an absolute http or https URL, without user name, password or fragment.",
+  description:
+    "Where events are POSTed: an absolute http or https URL, without user name, password or fragment.",
 });
 
 const EventTypes = Type.Array(Type.String({ minLength: 1, maxLength: 100 }), {
@@ -27,7 +28,9 @@ const EventTypes = Type.Array(Type.String({ minLength: 1, maxLength: 100 }), {
   description: `The event types the endpoint receives: "*" (all), a type, or a resource's types ("grant.*"). Types: ${EVENT_TYPE_NAMES.filter((t) => t !== "webhook.test").join(", ")}.`,
 });
 
-const Description = Nullable(Type.String({ maxLength: 500, description: "Your note on what the endpoint is for." }));
+const Description = Nullable(
+  Type.String({ maxLength: 500, description: "Your note on what the endpoint is for." }),
+);
 
 export const WebhookEndpointCreate = Type.Object(
   {
@@ -77,7 +80,11 @@ export const WebhookEndpointView = Type.Object(
   { title: "WebhookEndpoint" },
 );
 
-const DeliveryStatus = Type.Union([Type.Literal("pending"), Type.Literal("succeeded"), Type.Literal("failed")]);
+const DeliveryStatus = Type.Union([
+  Type.Literal("pending"),
+  Type.Literal("succeeded"),
+  Type.Literal("failed"),
+]);
 
 export const WebhookDeliveryView = Type.Object(
   {
@@ -101,7 +108,9 @@ export const WebhookAttemptView = Type.Object(
   {
     n: Type.Integer({ description: "1 for the first attempt." }),
     attempted_at: Type.String(),
-    status_code: Nullable(Type.Integer({ description: "The receiver's HTTP status; null without an answer." })),
+    status_code: Nullable(
+      Type.Integer({ description: "The receiver's HTTP status; null without an answer." }),
+    ),
     error: Nullable(Type.String({ description: "Why it failed; null when it succeeded." })),
     duration_ms: Type.Integer(),
     response: Nullable(Type.String({ description: "The start of the receiver's answer." })),
@@ -211,7 +220,12 @@ export const WEBHOOK_ROUTES: readonly Route[] = [
     response: S.ListOf(WebhookEndpointView),
     errors: [],
     handle: async ({ webhooks, tenantId }) =>
-      okReply(listView((await webhooks.listEndpoints(tenantId)).map((e) => endpointView(e)), null)),
+      okReply(
+        listView(
+          (await webhooks.listEndpoints(tenantId)).map((e) => endpointView(e)),
+          null,
+        ),
+      ),
   }),
   route({
     method: "GET",
@@ -262,7 +276,8 @@ export const WEBHOOK_ROUTES: readonly Route[] = [
     operationId: "deleteWebhookEndpoint",
     tag: "Webhooks",
     summary: "Delete a webhook endpoint",
-    description: "It gets nothing more; its pending deliveries are marked failed. Answers the endpoint as it was left.",
+    description:
+      "It gets nothing more; its pending deliveries are marked failed. Answers the endpoint as it was left.",
     access: "secret",
     params: S.IdParam("whe", "webhook endpoint"),
     body: S.Empty,
@@ -332,7 +347,8 @@ export const WEBHOOK_ROUTES: readonly Route[] = [
     operationId: "getWebhookDelivery",
     tag: "Webhooks",
     summary: "Get a delivery with its attempts",
-    description: "The delivery, the event it carries, and every attempt: status code, error, duration, next attempt.",
+    description:
+      "The delivery, the event it carries, and every attempt: status code, error, duration, next attempt.",
     access: "secret",
     params: S.IdParam("whd", "webhook delivery"),
     response: WebhookDeliveryDetailView,

@@ -3,9 +3,9 @@ import { test } from "node:test";
 import type * as Sdk from "@drawdown/sdk";
 import { API_ERROR_STATUS, Drawdown } from "@drawdown/sdk";
 import type { Static } from "@sinclair/typebox";
+import type * as A from "../src/alert-routes.js";
 import { type ApiErrorCode, ERRORS } from "../src/errors.js";
 import { type CloudEvent, NativeEvent } from "../src/events.js";
-import type * as A from "../src/alert-routes.js";
 import type * as G from "../src/gift-routes.js";
 import type * as L from "../src/lifecycle-routes.js";
 import type * as M from "../src/metering-routes.js";
@@ -332,7 +332,12 @@ test("the SDK calls every route, sending exactly the documented query parameters
     enabled: true,
   };
   const deliveryList: Required<Sdk.WebhookDeliveryListParams> = { ...page, status: "failed" };
-  const alertList: Required<Sdk.AlertListParams> = { ...page, wallet_id: "w", customer_id: "c", kind: "exhausted" };
+  const alertList: Required<Sdk.AlertListParams> = {
+    ...page,
+    wallet_id: "w",
+    customer_id: "c",
+    kind: "exhausted",
+  };
   await Promise.all([
     dd.webhooks.create(endpoint),
     dd.webhooks.list(),

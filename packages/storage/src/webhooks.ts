@@ -305,13 +305,25 @@ export class Webhooks implements DueJob {
     const { rows } = await ex.query(
       `UPDATE webhook_endpoints SET url = $3, event_types = $4, description = $5, enabled = $6, updated_at = $7
        WHERE tenant_id = $1 AND id = $2 RETURNING *`,
-      [tenantId, id, url, types, description, patch.enabled ?? current.enabled, iso(this.store.now(tenantId))],
+      [
+        tenantId,
+        id,
+        url,
+        types,
+        description,
+        patch.enabled ?? current.enabled,
+        iso(this.store.now(tenantId)),
+      ],
     );
     return ok(toEndpoint(rows[0]!));
   }
 
   /** Deletes an endpoint: it gets nothing more, and its pending deliveries fail. */
-  async deleteEndpoint(ex: SqlExecutor, tenantId: string, id: string): Promise<Result<WebhookEndpointRecord>> {
+  async deleteEndpoint(
+    ex: SqlExecutor,
+    tenantId: string,
+    id: string,
+  ): Promise<Result<WebhookEndpointRecord>> {
     const current = await this.#lock(ex, tenantId, id);
     if (!current) return fail("not_found", `No webhook endpoint ${id}.`);
     const now = iso(this.store.now(tenantId));
@@ -400,7 +412,10 @@ export class Webhooks implements DueJob {
       event: {
         id: String(r.event_id),
         type: String(r.event_type),
-        payload: (typeof r.payload === "string" ? JSON.parse(r.payload) : r.payload) as Record<string, unknown>,
+        payload: (typeof r.payload === "string" ? JSON.parse(r.payload) : r.payload) as Record<
+          string,
+          unknown
+        >,
         createdAt: ms(r.event_created_at),
       },
       attemptLog: attempts.rows.map(toAttempt),
@@ -511,7 +526,9 @@ export class Webhooks implements DueJob {
         const d = byId.get(`${r.tenant_id}|${r.id}`)!;
         const tenantNow = this.store.now(String(r.tenant_id));
         const previousValid =
-          d.previous_secret !== null && d.previous_secret_until !== null && ms(d.previous_secret_until) > tenantNow;
+          d.previous_secret !== null &&
+          d.previous_secret_until !== null &&
+          ms(d.previous_secret_until) > tenantNow;
         return {
           tenantId: String(r.tenant_id),
           id: String(r.id),
@@ -522,7 +539,10 @@ export class Webhooks implements DueJob {
           event: {
             id: String(r.event_id),
             type: String(d.type),
-            payload: (typeof d.payload === "string" ? JSON.parse(d.payload) : d.payload) as Record<string, unknown>,
+            payload: (typeof d.payload === "string" ? JSON.parse(d.payload) : d.payload) as Record<
+              string,
+              unknown
+            >,
             createdAt: ms(d.created_at),
           },
         };
@@ -625,7 +645,7 @@ async function excerpt(res: Response): Promise<string | null> {
   } finally {
     await reader.cancel().catch(() => undefined);
   }
-  return out.slice(0, RESPONSE_MAX).replace(/\u0000/g, "");
+  return out.slice(0, RESPONSE_MAX).replaceAll("\u0000", "");
 }
 
 /** A failed POST in words: a refused connection, a timeout, a name that does not resolve. */
