@@ -466,11 +466,13 @@ export class Webhooks implements DueJob {
   // ---------------------------------------------------------------- the deliverer
 
   async nextDue(tenantId: string, upTo: number): Promise<number | null> {
+    // A delivery another deliverer is sending is not due here: the test clock would wait on it.
     const { rows } = await this.store.db.query(
       `SELECT min(d.next_attempt_at) AS at FROM webhook_deliveries d
        JOIN webhook_endpoints e ON e.tenant_id = d.tenant_id AND e.id = d.endpoint_id
-       WHERE d.tenant_id = $1 AND d.status = 'pending' AND d.next_attempt_at <= $2 AND e.enabled AND e.deleted_at IS NULL`,
-      [tenantId, iso(upTo)],
+       WHERE d.tenant_id = $1 AND d.status = 'pending' AND d.next_attempt_at <= $2 AND e.enabled AND e.deleted_at IS NULL
+         AND (d.leased_until IS NULL OR d.leased_until < $3)`,
+      [tenantId, iso(upTo), iso(this.store.now())],
     );
     return msOrNull(rows[0]?.at);
   }
