@@ -746,7 +746,8 @@ export class Store {
         );
       }
     }
-    const left = grantDeltas(effect.transactions.flatMap((t) => t.entries));
+    const entries = effect.transactions.flatMap((t) => t.entries);
+    const left = effect.statusChanges.length > 0 ? grantDeltas(entries) : new Map<string, bigint>();
     for (const c of effect.statusChanges) {
       const { rows, rowCount } = await ex.query(
         "UPDATE grants SET status = $3, status_at = $4 WHERE tenant_id = $1 AND id = $2 AND status = 'active' RETURNING wallet_id, customer_id",
@@ -788,7 +789,6 @@ export class Store {
       });
     }
     // Alerts on every wallet whose balance changed, in this transaction (one query).
-    const entries = effect.transactions.flatMap((t) => t.entries);
     const changed = walletDeltas(entries);
     if (changed.size > 0) {
       // A wallet that received a grant takes its new available as its 100% (see core alerts).
