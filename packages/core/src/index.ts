@@ -2,6 +2,7 @@
  * @drawdown/core: the pure ledger. No I/O and no runtime dependencies; the clock and the
  * id generator are passed in, so every function here is deterministic and property-tested.
  */
+export * from "./alerts.js";
 export * from "./amount.js";
 export * from "./burndown.js";
 export * from "./commerce.js";
@@ -15,3 +16,4 @@ export * from "./rating.js";
 export * from "./result.js";
 export * from "./time.js";
 export * from "./usage.js";
+export * from "./webhooks.js";

@@ -27,7 +27,11 @@ export type IdPrefix =
   | "pbk"
   | "pur"
   | "cmt"
-  | "hld";
+  | "hld"
+  | "evt"
+  | "whe"
+  | "whd"
+  | "alr";
 
 /** Where a grant's credits came from. */
 export const GRANT_SOURCES = [

@@ -32,7 +32,8 @@ export type LedgerErrorCode =
   | "auto_top_up_disabled"
   | "auto_top_up_cap_reached"
   | "hold_not_pending"
-  | "hold_expired";
+  | "hold_expired"
+  | "invalid_webhook_url";
 
 /** A business failure: a stable code, a message a person can act on, optional details. */
 export interface LedgerError {

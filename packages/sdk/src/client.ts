@@ -2,6 +2,7 @@ import { Holds } from "./holds.js";
 import { type ApiPromise, Transport } from "./http.js";
 import {
   Adjustments,
+  Alerts,
   ApiKeys,
   AutoTopUps,
   Contracts,
@@ -22,6 +23,7 @@ import {
   TestClocks,
   Transactions,
   Wallets,
+  Webhooks,
 } from "./resources.js";
 import type { PostOptions, PublicRateCard, ReconcileReport, RequestOptions } from "./types.js";
 
@@ -133,6 +135,10 @@ export class Drawdown {
   readonly autoTopUps: AutoTopUps;
   /** Authorize and holds: authorize (optionally holding the estimate), settle, void, get, list, ping. */
   readonly holds: Holds;
+  /** Webhook endpoints (create, list, get, update, delete, rotateSecret, test) and their delivery log. */
+  readonly webhooks: Webhooks;
+  /** Alerts: list the fired ones; a wallet's rules (rules, setRules). */
+  readonly alerts: Alerts;
   readonly #transport: Transport;
 
   constructor(options: DrawdownOptions) {
@@ -162,6 +168,8 @@ export class Drawdown {
     this.autoTopUps = new AutoTopUps(this.#transport);
     this.testClock = new TestClocks(this.#transport);
     this.holds = new Holds(this.#transport);
+    this.webhooks = new Webhooks(this.#transport);
+    this.alerts = new Alerts(this.#transport);
   }
 
   /**

@@ -37,6 +37,7 @@ export const API_ERROR_STATUS: Readonly<Record<ApiErrorCode, number>> = {
   malformed_json: 400,
   invalid_cursor: 400,
   invalid_idempotency_key: 400,
+  invalid_webhook_url: 400,
   wallet_mismatch: 400,
   unknown_action: 400,
   invalid_rate_card: 400,

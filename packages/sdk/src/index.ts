@@ -32,6 +32,7 @@ export {
 export { ApiPromise, type ApiResponse } from "./http.js";
 export {
   Adjustments,
+  Alerts,
   ApiKeys,
   AutoTopUps,
   Contracts,
@@ -53,5 +54,6 @@ export {
   TestClocks,
   Transactions,
   Wallets,
+  Webhooks,
 } from "./resources.js";
 export type * from "./types.js";

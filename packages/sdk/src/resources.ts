@@ -1,6 +1,10 @@
 import { wireAmount, wirePer, wireQuantity, wireTime } from "./amounts.js";
 import type { ApiPromise, Transport } from "./http.js";
 import type {
+  Alert,
+  AlertListParams,
+  AlertRules,
+  AlertRulesSetParams,
   ApiKey,
   ApiKeyCreateParams,
   AutoTopUp,
@@ -82,6 +86,12 @@ import type {
   UsageEvent,
   Wallet,
   WalletCreateParams,
+  WebhookDelivery,
+  WebhookDeliveryDetail,
+  WebhookDeliveryListParams,
+  WebhookEndpoint,
+  WebhookEndpointCreateParams,
+  WebhookEndpointUpdateParams,
 } from "./types.js";
 
 /** An id in a path, escaped. @internal */
@@ -1590,5 +1600,166 @@ export class AutoTopUps extends Resource {
    */
   run(walletId: string, options?: PostOptions): ApiPromise<AutoTopUpRun> {
     return this.postJson(options, () => ({ path: `/v1/wallets/${seg(walletId)}/auto_top_up/run`, body: {} }));
+  }
+}
+
+/**
+ * Webhooks: endpoints that receive events (grant.created, alert.triggered, …) signed per the
+ * Standard Webhooks spec, and their delivery log. Verify each with the endpoint's secret
+ * (any Standard Webhooks library) and dedupe by the `webhook-id` header: delivery is at least once.
+ */
+export class Webhooks extends Resource {
+  /**
+   * Creates an endpoint. The answer carries its `secret`, the only time it is shown.
+   *
+   * @example
+   * const ep = await dd.webhooks.create({ url: "https://example.com/hooks", event_types: ["alert.triggered", "grant.*"] });
+   * saveSecret(ep.secret!);
+   */
+  create(params: WebhookEndpointCreateParams, options?: PostOptions): ApiPromise<WebhookEndpoint> {
+    return this.postJson(options, () => ({ path: "/v1/webhook_endpoints", body: { ...params } }));
+  }
+
+  /** Every endpoint of the tenant (never their secrets). */
+  list(options?: RequestOptions): ApiPromise<List<WebhookEndpoint>> {
+    return this.fetchJson(options, () => ({ path: "/v1/webhook_endpoints" }));
+  }
+
+  /** One endpoint. */
+  get(id: string, options?: RequestOptions): ApiPromise<WebhookEndpoint> {
+    return this.fetchJson(options, () => ({ path: `/v1/webhook_endpoints/${seg(id)}` }));
+  }
+
+  /**
+   * Changes an endpoint's URL, event types, description or enabled state.
+   *
+   * @example
+   * await dd.webhooks.update(ep.id, { enabled: false });
+   */
+  update(
+    id: string,
+    params: WebhookEndpointUpdateParams,
+    options?: PostOptions,
+  ): ApiPromise<WebhookEndpoint> {
+    return this.postJson(options, () => ({ path: `/v1/webhook_endpoints/${seg(id)}`, body: { ...params } }));
+  }
+
+  /** Deletes an endpoint: nothing more is sent to it; its pending deliveries fail. */
+  delete(id: string, options?: PostOptions): ApiPromise<WebhookEndpoint> {
+    return this.postJson(options, () => ({ path: `/v1/webhook_endpoints/${seg(id)}/delete`, body: {} }));
+  }
+
+  /**
+   * A new secret (in the answer only); the previous one signs too for 24 hours.
+   *
+   * @example
+   * const { secret } = await dd.webhooks.rotateSecret(ep.id);
+   */
+  rotateSecret(id: string, options?: PostOptions): ApiPromise<WebhookEndpoint> {
+    return this.postJson(options, () => ({
+      path: `/v1/webhook_endpoints/${seg(id)}/rotate_secret`,
+      body: {},
+    }));
+  }
+
+  /**
+   * Sends a `webhook.test` event to the endpoint now and answers the delivery with the attempt.
+   *
+   * @example
+   * const d = await dd.webhooks.test(ep.id);
+   * console.log(d.status, d.attempt_log[0]?.status_code);
+   */
+  test(id: string, options?: RequestOptions): ApiPromise<WebhookDeliveryDetail> {
+    return this.transport.request(() => ({
+      method: "POST",
+      path: `/v1/webhook_endpoints/${seg(id)}/test`,
+      body: {},
+      signal: options?.signal,
+    }));
+  }
+
+  /** An endpoint's deliveries, newest first. */
+  deliveries(
+    endpointId: string,
+    params?: WebhookDeliveryListParams,
+    options?: RequestOptions,
+  ): ApiPromise<List<WebhookDelivery>> {
+    return this.fetchJson(options, () => ({
+      path: `/v1/webhook_endpoints/${seg(endpointId)}/deliveries`,
+      query: { ...pageQuery(params), status: params?.status },
+    }));
+  }
+
+  /** A delivery, its event and every attempt (status code, error, duration, next attempt). */
+  delivery(id: string, options?: RequestOptions): ApiPromise<WebhookDeliveryDetail> {
+    return this.fetchJson(options, () => ({ path: `/v1/webhook_deliveries/${seg(id)}` }));
+  }
+
+  /**
+   * Attempts a delivery again now (a failed one gets one more attempt), with the same webhook-id.
+   *
+   * @example
+   * const again = await dd.webhooks.redeliver(delivery.id);
+   */
+  redeliver(id: string, options?: RequestOptions): ApiPromise<WebhookDeliveryDetail> {
+    return this.transport.request(() => ({
+      method: "POST",
+      path: `/v1/webhook_deliveries/${seg(id)}/retry`,
+      body: {},
+      signal: options?.signal,
+    }));
+  }
+}
+
+/**
+ * Alerts: rules per wallet (20% and 10% remaining and exhausted by default) that fire once per
+ * crossing and re-arm after recovery, delivered as `alert.triggered` webhooks.
+ */
+export class Alerts extends Resource {
+  /**
+   * Fired alerts, newest first.
+   *
+   * @example
+   * const { data } = await dd.alerts.list({ wallet_id: acme.wallet_id, kind: "percent_remaining" });
+   */
+  list(params?: AlertListParams, options?: RequestOptions): ApiPromise<List<Alert>> {
+    return this.fetchJson(options, () => ({
+      path: "/v1/alerts",
+      query: {
+        ...pageQuery(params),
+        wallet_id: params?.wallet_id,
+        customer_id: params?.customer_id,
+        kind: params?.kind,
+      },
+    }));
+  }
+
+  /** A wallet's rules (the defaults while it has set none). */
+  rules(walletId: string, options?: RequestOptions): ApiPromise<AlertRules> {
+    return this.fetchJson(options, () => ({ path: `/v1/wallets/${seg(walletId)}/alert_rules` }));
+  }
+
+  /**
+   * Replaces a wallet's rules (empty: no alerts; null: the defaults again).
+   *
+   * @example
+   * await dd.alerts.setRules(acme.wallet_id, {
+   *   rules: [{ kind: "percent_remaining", percent: 25 }, { kind: "amount_remaining", amount: "50" }, { kind: "expiring_soon", days: 7 }],
+   * });
+   */
+  setRules(walletId: string, params: AlertRulesSetParams, options?: PostOptions): ApiPromise<AlertRules> {
+    return this.postJson(options, () => ({
+      path: `/v1/wallets/${seg(walletId)}/alert_rules`,
+      body: {
+        rules:
+          params.rules === null
+            ? null
+            : params.rules.map((r, i) =>
+                r.kind === "amount_remaining"
+                  ? { ...r, amount: wireAmount(r.amount, `rules[${i}].amount`) }
+                  : r,
+              ),
+      },
+    }));
   }
 }

@@ -1464,3 +1464,143 @@ export interface AutoTopUpRun {
   purchase: Purchase | null;
   auto_top_up: AutoTopUp;
 }
+
+// ------------------------------------------------------------------ webhooks and alerts
+
+/** A webhook endpoint. `secret` is in the answers to `create` and `rotateSecret` only. */
+export interface WebhookEndpoint {
+  object: "webhook_endpoint";
+  id: string;
+  url: string;
+  description: string | null;
+  /** `"*"`, exact types (`"grant.created"`) or a resource's types (`"grant.*"`). */
+  event_types: string[];
+  enabled: boolean;
+  /** After a rotation, until when the previous secret signs too; else null. */
+  previous_secret_expires_at: string | null;
+  /** The signing secret (`whsec_…`): shown once, keep it. */
+  secret?: string;
+  created_at: string;
+  updated_at: string;
+}
+
+/** Body of `webhooks.create`. */
+export interface WebhookEndpointCreateParams {
+  /** An absolute http(s) URL; `invalid_webhook_url` otherwise. */
+  url: string;
+  /** What it receives: `"*"`, types such as `"grant.created"`, or `"grant.*"`. */
+  event_types: string[];
+  description?: string | null;
+  /** Default true. */
+  enabled?: boolean;
+}
+
+/** Body of `webhooks.update`: what to change. */
+export interface WebhookEndpointUpdateParams {
+  url?: string;
+  event_types?: string[];
+  description?: string | null;
+  /** false: no new events; pending deliveries wait until it is enabled again. */
+  enabled?: boolean;
+}
+
+/** One event to one endpoint. */
+export interface WebhookDelivery {
+  object: "webhook_delivery";
+  id: string;
+  endpoint_id: string;
+  /** The event's id: the `webhook-id` header of every attempt (dedupe by it). */
+  event_id: string;
+  event_type: string;
+  status: "pending" | "succeeded" | "failed";
+  attempts: number;
+  /** When the next attempt is due; null once succeeded or failed. */
+  next_attempt_at: string | null;
+  last_status_code: number | null;
+  last_error: string | null;
+  created_at: string;
+  updated_at: string;
+}
+
+/** One attempt of a delivery. */
+export interface WebhookAttempt {
+  n: number;
+  attempted_at: string;
+  /** The receiver's HTTP status; null without an answer (refused, timed out). */
+  status_code: number | null;
+  error: string | null;
+  duration_ms: number;
+  /** The start of the receiver's answer. */
+  response: string | null;
+  next_attempt_at: string | null;
+}
+
+/** A delivery with the event it carries and every attempt. */
+export interface WebhookDeliveryDetail extends WebhookDelivery {
+  event: { id: string; type: string; timestamp: string; data: Record<string, unknown> };
+  attempt_log: WebhookAttempt[];
+}
+
+/** Query of `webhooks.deliveries`. */
+export interface WebhookDeliveryListParams extends PageParams {
+  status?: "pending" | "succeeded" | "failed";
+}
+
+/** An alert rule as the API answers it. */
+export type AlertRule =
+  | { kind: "percent_remaining"; percent: number }
+  | { kind: "amount_remaining"; amount: string }
+  | { kind: "exhausted" }
+  | { kind: "expiring_soon"; days: number };
+
+/** An alert rule as `alerts.setRules` takes it (amounts as strings or bigint units). */
+export type AlertRuleInput =
+  | { kind: "percent_remaining"; percent: number }
+  | { kind: "amount_remaining"; amount: AmountInput }
+  | { kind: "exhausted" }
+  | { kind: "expiring_soon"; days: number };
+
+/** A wallet's alert rules. */
+export interface AlertRules {
+  object: "alert_rules";
+  wallet_id: string;
+  /** True while the wallet has not set rules of its own. */
+  defaults: boolean;
+  rules: AlertRule[];
+}
+
+/** Body of `alerts.setRules`: the new list (empty: no alerts), or null for the defaults. */
+export interface AlertRulesSetParams {
+  rules: AlertRuleInput[] | null;
+}
+
+/** Every kind of alert. */
+export type AlertKind =
+  | "percent_remaining"
+  | "amount_remaining"
+  | "exhausted"
+  | "expiring_soon"
+  | "spend_cap_reached"
+  | "auto_top_up_failed";
+
+/** A fired alert (also delivered as an `alert.triggered` webhook). */
+export interface Alert {
+  object: "alert";
+  id: string;
+  wallet_id: string;
+  customer_id: string;
+  kind: AlertKind;
+  rule_key: string | null;
+  /** Balance rules: rule, available, reference, percent_remaining; expiring soon: grant_id, expires_at, remaining. */
+  details: Record<string, unknown>;
+  /** The `alert.triggered` event that delivers it. */
+  event_id: string;
+  fired_at: string;
+}
+
+/** Query of `alerts.list`. */
+export interface AlertListParams extends PageParams {
+  wallet_id?: string;
+  customer_id?: string;
+  kind?: AlertKind;
+}

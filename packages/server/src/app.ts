@@ -1,5 +1,6 @@
 import { createHash, randomBytes } from "node:crypto";
 import {
+  Alerts,
   type ApiKey,
   Commerce,
   Contracts,
@@ -9,6 +10,7 @@ import {
   Metering,
   type Store,
   Subscriptions,
+  Webhooks,
 } from "@drawdown/storage";
 import { Type } from "@sinclair/typebox";
 import Fastify, {
@@ -17,6 +19,7 @@ import Fastify, {
   type FastifyReply,
   type FastifyRequest,
 } from "fastify";
+import { ALERT_ROUTES } from "./alert-routes.js";
 import { COMMERCE_ROUTES } from "./commerce-routes.js";
 import type { Config } from "./config.js";
 import { CONTRACT_ROUTES } from "./contract-routes.js";
@@ -29,6 +32,7 @@ import { METERING_ROUTES, publicRateCard } from "./metering-routes.js";
 import { buildOpenApi } from "./openapi.js";
 import { renderReference } from "./reference.js";
 import { type Reply, ROUTES, type Route } from "./routes.js";
+import { WEBHOOK_ROUTES } from "./webhook-routes.js";
 
 /** Every route of the API, from each area's table: what the app registers and OpenAPI lists. */
 export const API_ROUTES: readonly Route[] = [
@@ -40,6 +44,8 @@ export const API_ROUTES: readonly Route[] = [
   ...CONTRACT_ROUTES,
   ...COMMERCE_ROUTES,
   ...HOLD_ROUTES,
+  ...WEBHOOK_ROUTES,
+  ...ALERT_ROUTES,
 ];
 
 declare module "fastify" {
@@ -63,7 +69,10 @@ export interface AppOptions {
   readonly commerce?: Commerce;
   /** Authorize and holds (their timeouts a scheduler job of the store); built over the store when absent. */
   readonly holds?: Holds;
-  readonly config: Pick<Config, "bodyLimit" | "logRequests"> & Partial<Pick<Config, "writerLanes">>;
+  /** Webhook endpoints and the deliverer (a scheduler job of the store); built over the store when absent. */
+  readonly webhooks?: Webhooks;
+  readonly config: Pick<Config, "bodyLimit" | "logRequests"> &
+    Partial<Pick<Config, "writerLanes" | "webhookTimeoutMs">>;
 }
 
 const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/;
@@ -234,6 +243,8 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     contracts: options.contracts ?? new Contracts(store, metering),
     commerce: options.commerce ?? new Commerce(store),
     holds: options.holds ?? new Holds(store, metering),
+    webhooks: options.webhooks ?? new Webhooks(store, { timeoutMs: config.webhookTimeoutMs ?? 10_000 }),
+    alerts: new Alerts(store),
   };
   // The machine-readable and the human-readable reference, both public.
   const openapi = buildOpenApi(API_ROUTES);
@@ -312,6 +323,8 @@ interface Services {
   readonly contracts: Contracts;
   readonly commerce: Commerce;
   readonly holds: Holds;
+  readonly webhooks: Webhooks;
+  readonly alerts: Alerts;
 }
 
 function register(app: FastifyInstance, services: Services, r: Route): void {

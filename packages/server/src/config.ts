@@ -18,6 +18,10 @@ export interface Config {
   readonly schedulerMs: number;
   /** Lanes of the ingest writer on PostgreSQL (customers split by hash; one batch in flight each). */
   readonly writerLanes: number;
+  /** How long one webhook POST may take, answer included, in ms. */
+  readonly webhookTimeoutMs: number;
+  /** How often the webhook deliverer looks for due deliveries, in ms; 0 leaves it to the scheduler. */
+  readonly webhookPollMs: number;
 }
 
 const DEFAULTS = {
@@ -28,6 +32,8 @@ const DEFAULTS = {
   poolSize: 10,
   schedulerMs: 5_000,
   writerLanes: 2,
+  webhookTimeoutMs: 10_000,
+  webhookPollMs: 1_000,
 };
 
 function integer(
@@ -56,6 +62,8 @@ function integer(
  * - `DRAWDOWN_LOG_REQUESTS`: `1` to log requests.
  * - `DRAWDOWN_WRITER_LANES`: ingest writer lanes on PostgreSQL (default 2).
  * - `DRAWDOWN_SCHEDULER_MS`: how often due effects run (default 5000; 0: never, e.g. in tests).
+ * - `DRAWDOWN_WEBHOOK_TIMEOUT_MS`: how long one webhook POST may take (default 10000).
+ * - `DRAWDOWN_WEBHOOK_POLL_MS`: how often due webhooks are sent (default 1000; 0: only with the scheduler).
  */
 export function loadConfig(
   env: Readonly<Record<string, string | undefined>>,
@@ -93,6 +101,22 @@ export function loadConfig(
     16,
   );
   if (!writerLanes.ok) return writerLanes;
+  const webhookTimeoutMs = integer(
+    "DRAWDOWN_WEBHOOK_TIMEOUT_MS",
+    env.DRAWDOWN_WEBHOOK_TIMEOUT_MS,
+    DEFAULTS.webhookTimeoutMs,
+    100,
+    120_000,
+  );
+  if (!webhookTimeoutMs.ok) return webhookTimeoutMs;
+  const webhookPollMs = integer(
+    "DRAWDOWN_WEBHOOK_POLL_MS",
+    env.DRAWDOWN_WEBHOOK_POLL_MS,
+    DEFAULTS.webhookPollMs,
+    0,
+    3_600_000,
+  );
+  if (!webhookPollMs.ok) return webhookPollMs;
   return ok({
     databaseUrl,
     dataDir: env.DRAWDOWN_DATA_DIR || DEFAULTS.dataDir,
@@ -103,6 +127,8 @@ export function loadConfig(
     logRequests: env.DRAWDOWN_LOG_REQUESTS === "1",
     schedulerMs: schedulerMs.value,
     writerLanes: writerLanes.value,
+    webhookTimeoutMs: webhookTimeoutMs.value,
+    webhookPollMs: webhookPollMs.value,
     ...overrides,
   });
 }

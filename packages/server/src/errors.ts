@@ -30,6 +30,7 @@ export const ERRORS: Readonly<Record<ApiErrorCode, { status: number; title: stri
   malformed_json: { status: 400, title: "Malformed JSON" },
   invalid_cursor: { status: 400, title: "Invalid cursor" },
   invalid_idempotency_key: { status: 400, title: "Invalid idempotency key" },
+  invalid_webhook_url: { status: 400, title: "Invalid webhook URL" },
   wallet_mismatch: { status: 400, title: "Grant not in wallet" },
   unknown_action: { status: 400, title: "Unknown action" },
   invalid_rate_card: { status: 400, title: "Invalid rate card" },

@@ -7,6 +7,7 @@ import {
   type Result,
 } from "@drawdown/core";
 import type {
+  Alerts,
   ApiKey,
   Commerce,
   Contracts,
@@ -17,6 +18,7 @@ import type {
   SqlExecutor,
   Store,
   Subscriptions,
+  Webhooks,
 } from "@drawdown/storage";
 import { type Static, type TSchema, Type } from "@sinclair/typebox";
 import { ApiError, type ApiErrorCode } from "./errors.js";
@@ -56,6 +58,10 @@ export interface RequestContext<P, Q, B> {
   readonly commerce: Commerce;
   /** Authorize and holds. */
   readonly holds: Holds;
+  /** Webhook endpoints, deliveries and the deliverer. */
+  readonly webhooks: Webhooks;
+  /** Alert rules and fired alerts. */
+  readonly alerts: Alerts;
   /** The transaction a POST runs in (with its idempotency record); the database for a GET. */
   readonly tx: SqlExecutor;
 }

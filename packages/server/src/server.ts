@@ -7,6 +7,7 @@ import {
   pendingMigrations,
   type SqlClient,
   Store,
+  Webhooks,
 } from "@drawdown/storage";
 import type { FastifyInstance } from "fastify";
 import { buildApp } from "./app.js";
@@ -58,15 +59,19 @@ export async function startServer(
   const db = await openDatabase(config);
   const clock = options.clock ?? Date.now;
   const store = new Store(db, { clock, newId: createIdGenerator(clock) });
-  const app = await buildApp({ store, config });
+  const webhooks = new Webhooks(store, { timeoutMs: config.webhookTimeoutMs });
+  const app = await buildApp({ store, config, webhooks });
   const address = await app.listen({ host: config.host, port: config.port });
   const scheduler = startScheduler(store, config.schedulerMs);
+  // Webhooks go out sooner than the scheduler's tick; both are safe together (leases).
+  const deliverer = startLoop("drawdown webhooks", () => webhooks.run(null), config.webhookPollMs);
   return {
     url: address.replace("[::1]", "localhost"),
     app,
     store,
     close: async () => {
       await scheduler.stop();
+      await deliverer.stop();
       await app.close();
       await db.close();
     },
@@ -79,13 +84,17 @@ export async function startServer(
  * logged and retried at the next tick; nothing due is lost, since "due" is read from the data.
  */
 export function startScheduler(store: Store, everyMs: number): { stop(): Promise<void> } {
+  return startLoop("drawdown scheduler", () => store.runDue(), everyMs);
+}
+
+/** Runs `work` every `everyMs`, one run at a time; a failed run is logged and tried again next tick. */
+function startLoop(name: string, work: () => Promise<unknown>, everyMs: number): { stop(): Promise<void> } {
   if (everyMs <= 0) return { stop: async () => undefined };
   let running: Promise<unknown> | null = null;
   const timer = setInterval(() => {
     if (running) return;
-    running = store
-      .runDue()
-      .catch((error: unknown) => console.error("drawdown scheduler:", error))
+    running = work()
+      .catch((error: unknown) => console.error(`${name}:`, error))
       .finally(() => {
         running = null;
       });

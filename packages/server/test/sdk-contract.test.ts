@@ -3,6 +3,7 @@ import { test } from "node:test";
 import type * as Sdk from "@drawdown/sdk";
 import { API_ERROR_STATUS, Drawdown } from "@drawdown/sdk";
 import type { Static } from "@sinclair/typebox";
+import type * as A from "../src/alert-routes.js";
 import type * as CM from "../src/commerce-routes.js";
 import type * as C from "../src/contract-routes.js";
 import { type ApiErrorCode, ERRORS } from "../src/errors.js";
@@ -12,6 +13,7 @@ import type * as H from "../src/hold-routes.js";
 import type * as L from "../src/lifecycle-routes.js";
 import type * as M from "../src/metering-routes.js";
 import type * as S from "../src/schemas.js";
+import type * as W from "../src/webhook-routes.js";
 import { ALL_ROUTES, routeOf } from "./support/contract.js";
 
 /**
@@ -187,6 +189,25 @@ check<Equal<keyof Sdk.PurchaseUnpaidParams, keyof Static<typeof CM.PurchaseUnpai
 check<Assignable<Static<typeof CM.PurchaseUnpaid>, Sdk.PurchaseUnpaidParams>>();
 check<Equal<keyof Sdk.AutoTopUpParams, keyof Static<typeof CM.AutoTopUpSet>>>();
 check<Assignable<Static<typeof CM.AutoTopUpSet>, Sdk.AutoTopUpParams>>();
+// Webhooks and alerts.
+check<Equal<keyof Sdk.WebhookEndpoint, keyof Static<typeof W.WebhookEndpointView>>>();
+check<Assignable<Sdk.WebhookEndpoint, Static<typeof W.WebhookEndpointView>>>();
+check<Equal<keyof Sdk.WebhookEndpointCreateParams, keyof Static<typeof W.WebhookEndpointCreate>>>();
+check<Assignable<Static<typeof W.WebhookEndpointCreate>, Sdk.WebhookEndpointCreateParams>>();
+check<Equal<keyof Sdk.WebhookEndpointUpdateParams, keyof Static<typeof W.WebhookEndpointUpdate>>>();
+check<Assignable<Static<typeof W.WebhookEndpointUpdate>, Sdk.WebhookEndpointUpdateParams>>();
+check<Equal<keyof Sdk.WebhookDelivery, keyof Static<typeof W.WebhookDeliveryView>>>();
+check<Assignable<Sdk.WebhookDelivery, Static<typeof W.WebhookDeliveryView>>>();
+check<Equal<keyof Sdk.WebhookDeliveryDetail, keyof Static<typeof W.WebhookDeliveryDetailView>>>();
+check<Assignable<Sdk.WebhookDeliveryDetail, Static<typeof W.WebhookDeliveryDetailView>>>();
+check<Equal<keyof Sdk.WebhookAttempt, keyof Static<typeof W.WebhookAttemptView>>>();
+check<Equal<keyof Sdk.Alert, keyof Static<typeof A.AlertView>>>();
+check<Assignable<Sdk.Alert, Static<typeof A.AlertView>>>();
+check<Equal<keyof Sdk.AlertRules, keyof Static<typeof A.AlertRulesView>>>();
+check<Assignable<Sdk.AlertRules, Static<typeof A.AlertRulesView>>>();
+check<Equal<Sdk.AlertRule, Static<typeof A.AlertRuleWire>>>();
+check<Equal<keyof Sdk.AlertRulesSetParams, keyof Static<typeof A.AlertRulesSet>>>();
+check<Assignable<Static<typeof A.AlertRulesSet>, Sdk.AlertRulesSetParams>>();
 
 // Paging: the same parameters (limit travels as text; the SDK takes a number).
 check<Equal<keyof Sdk.PageParams, keyof Static<typeof S.Page>>>();
@@ -448,6 +469,19 @@ test("the SDK calls every route, sending exactly the documented query parameters
     customer_id: "c",
     status: "pending",
   };
+  const endpoint: Required<Sdk.WebhookEndpointCreateParams> = {
+    url: "https://example.com/hooks",
+    event_types: ["*"],
+    description: "d",
+    enabled: true,
+  };
+  const deliveryList: Required<Sdk.WebhookDeliveryListParams> = { ...page, status: "failed" };
+  const alertList: Required<Sdk.AlertListParams> = {
+    ...page,
+    wallet_id: "w",
+    customer_id: "c",
+    kind: "exhausted",
+  };
   await Promise.all([
     dd.contracts.create(contract),
     dd.contracts.list("cus_1"),
@@ -473,6 +507,19 @@ test("the SDK calls every route, sending exactly the documented query parameters
     dd.autoTopUps.get("wal_1"),
     dd.autoTopUps.disable("wal_1"),
     dd.autoTopUps.run("wal_1"),
+    dd.webhooks.create(endpoint),
+    dd.webhooks.list(),
+    dd.webhooks.get("whe_1"),
+    dd.webhooks.update("whe_1", endpoint),
+    dd.webhooks.delete("whe_1"),
+    dd.webhooks.rotateSecret("whe_1"),
+    dd.webhooks.test("whe_1"),
+    dd.webhooks.deliveries("whe_1", deliveryList),
+    dd.webhooks.delivery("whd_1"),
+    dd.webhooks.redeliver("whd_1"),
+    dd.alerts.list(alertList),
+    dd.alerts.rules("wal_1"),
+    dd.alerts.setRules("wal_1", { rules: [{ kind: "amount_remaining", amount: 5n }] }),
     dd.gifts.createCode(giftCode),
     dd.gifts.listCodes(),
     dd.gifts.claim({ code: "WELCOME25", customer_id: "cus_1" }),
@@ -505,6 +552,8 @@ test("the SDK calls every route, sending exactly the documented query parameters
     dd.grants.get("grt_1"),
     dd.grants.void("grt_1", { reason: "r" }),
     dd.grants.extend("grt_1", { expires_at: null, reason: "r" }),
+    dd.grants.expiryPolicies(),
+    dd.grants.setExpiryPolicy({ source: "contract", expiry: { kind: "rolling", months: 12 } }),
     dd.transactions.list(txnList),
     dd.transactions.get("txn_1"),
     dd.transactions.reverse("txn_1", { reason: "r" }),

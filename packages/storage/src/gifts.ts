@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { fail, ok, type Result, validateGrantInput } from "@drawdown/core";
+import { fail, formatAmount, ok, type Result, validateGrantInput } from "@drawdown/core";
 import type { GrantRecord } from "./records.js";
 import type { Row, SqlExecutor } from "./sql.js";
 import type { Store } from "./store.js";
@@ -214,6 +214,14 @@ export class Gifts {
       tenantId,
       gift.id,
     ]);
+    await this.store.emit(ex, tenantId, "gift.claimed", {
+      gift_code_id: gift.id,
+      code: gift.code,
+      customer_id: customerId,
+      grant_id: r.value.grant.id,
+      amount: formatAmount(gift.amount),
+      claimed_at: iso(now),
+    });
     return ok({
       codeId: gift.id,
       customerId,

@@ -3,6 +3,7 @@
  * (PostgreSQL 15+), with the same migrations and queries on both.
  */
 
+export * from "./alerts.js";
 export * from "./commerce.js";
 export * from "./contracts.js";
 export * from "./gifts.js";
@@ -11,7 +12,9 @@ export * from "./ids.js";
 export * from "./ingest.js";
 export * from "./metering.js";
 export * from "./migrations.js";
+export * from "./outbox.js";
 export * from "./records.js";
 export * from "./sql.js";
 export * from "./store.js";
 export * from "./subscriptions.js";
+export * from "./webhooks.js";

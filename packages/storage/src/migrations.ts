@@ -663,6 +663,130 @@ BEGIN
 END $$;
 `,
   },
+  {
+    version: 13,
+    name: "outbox_webhooks_alerts",
+    sql: /* sql */ `
+-- The outbox: every event a state change causes, written in the change's own transaction.
+CREATE TABLE outbox_events (
+  tenant_id text NOT NULL REFERENCES tenants (id),
+  id text NOT NULL,
+  type text NOT NULL,
+  payload jsonb NOT NULL,
+  created_at timestamptz NOT NULL,
+  PRIMARY KEY (tenant_id, id)
+);
+
+-- Webhook endpoints; deleted ones stay (soft) so their delivery log keeps its meaning.
+CREATE TABLE webhook_endpoints (
+  tenant_id text NOT NULL REFERENCES tenants (id),
+  id text NOT NULL,
+  url text NOT NULL,
+  description text,
+  event_types text[] NOT NULL,
+  enabled boolean NOT NULL DEFAULT true,
+  secret text NOT NULL,
+  previous_secret text,
+  previous_secret_until timestamptz,
+  created_at timestamptz NOT NULL,
+  updated_at timestamptz NOT NULL,
+  deleted_at timestamptz,
+  PRIMARY KEY (tenant_id, id)
+);
+CREATE INDEX webhook_endpoints_live ON webhook_endpoints (tenant_id) WHERE deleted_at IS NULL;
+
+-- One event to one endpoint. A lease (on real time) claims it for one deliverer at a time.
+CREATE TABLE webhook_deliveries (
+  tenant_id text NOT NULL,
+  id text NOT NULL,
+  endpoint_id text NOT NULL,
+  event_id text NOT NULL,
+  event_type text NOT NULL,
+  status text NOT NULL CHECK (status IN ('pending', 'succeeded', 'failed')),
+  attempts integer NOT NULL DEFAULT 0,
+  next_attempt_at timestamptz,
+  leased_until timestamptz,
+  lease text,
+  last_status_code integer,
+  last_error text,
+  created_at timestamptz NOT NULL,
+  updated_at timestamptz NOT NULL,
+  PRIMARY KEY (tenant_id, id),
+  UNIQUE (tenant_id, endpoint_id, event_id)
+);
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at) WHERE status = 'pending';
+CREATE INDEX webhook_deliveries_by_endpoint ON webhook_deliveries (tenant_id, endpoint_id, id);
+
+-- The delivery log: every attempt with its answer.
+CREATE TABLE webhook_attempts (
+  tenant_id text NOT NULL,
+  delivery_id text NOT NULL,
+  n integer NOT NULL,
+  attempted_at timestamptz NOT NULL,
+  status_code integer,
+  error text,
+  duration_ms integer NOT NULL,
+  response text,
+  next_attempt_at timestamptz,
+  PRIMARY KEY (tenant_id, delivery_id, n)
+);
+
+-- A wallet's own alert rules (no row: the defaults).
+CREATE TABLE wallet_alert_rules (
+  tenant_id text NOT NULL,
+  wallet_id text NOT NULL,
+  rules jsonb NOT NULL,
+  expiring_days integer,
+  updated_at timestamptz NOT NULL,
+  PRIMARY KEY (tenant_id, wallet_id)
+);
+
+-- The 100% of "percent remaining": what the wallet had available right after its last credit.
+CREATE TABLE alert_references (
+  tenant_id text NOT NULL,
+  wallet_id text NOT NULL,
+  reference numeric(38, 0) NOT NULL,
+  updated_at timestamptz NOT NULL,
+  PRIMARY KEY (tenant_id, wallet_id)
+);
+
+-- A rule that fired and has not re-armed (no row: armed).
+CREATE TABLE alert_states (
+  tenant_id text NOT NULL,
+  wallet_id text NOT NULL,
+  key text NOT NULL,
+  kind text NOT NULL,
+  alert_id text NOT NULL,
+  fired_at timestamptz NOT NULL,
+  PRIMARY KEY (tenant_id, wallet_id, key)
+);
+
+-- Every alert fired.
+CREATE TABLE alerts (
+  tenant_id text NOT NULL,
+  id text NOT NULL,
+  wallet_id text NOT NULL,
+  customer_id text NOT NULL,
+  kind text NOT NULL,
+  rule_key text,
+  details jsonb NOT NULL,
+  event_id text NOT NULL,
+  fired_at timestamptz NOT NULL,
+  PRIMARY KEY (tenant_id, id)
+);
+CREATE INDEX alerts_by_wallet ON alerts (tenant_id, wallet_id, id);
+CREATE INDEX alerts_by_customer ON alerts (tenant_id, customer_id, id);
+
+-- Expiring-soon notices: once per grant and expiry (a later expiry is a new crossing).
+CREATE TABLE alert_expiry_notices (
+  tenant_id text NOT NULL,
+  grant_id text NOT NULL,
+  expires_at timestamptz NOT NULL,
+  alert_id text,
+  PRIMARY KEY (tenant_id, grant_id, expires_at)
+);
+`,
+  },
 ];
 
 /** Thrown when the database's schema is newer than this build knows. */

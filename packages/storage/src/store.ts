@@ -8,6 +8,7 @@ import {
   type DrawSource,
   debit,
   type Effect,
+  type EventType,
   type ExpiryPolicy,
   expireDue,
   expiryForSource,
@@ -35,7 +36,9 @@ import {
   voidGrant,
   walletDeltas,
 } from "@drawdown/core";
+import { evaluateWalletAlerts } from "./alerts.js";
 import { hashKey, newKeySecret } from "./ids.js";
+import { type EventPayload, insertEvent } from "./outbox.js";
 import {
   type ApiKey,
   type Customer,
@@ -745,13 +748,42 @@ export class Store {
       if (entries.length <= SMALL_EFFECT_ENTRIES) await this.#writeSmall(ex, tenantId, effect);
       else await this.#writeLarge(ex, tenantId, effect);
     }
+    const entries = effect.transactions.flatMap((t) => t.entries);
+    for (const g of effect.newGrants) {
+      await this.emit(ex, tenantId, "grant.created", {
+        grant_id: g.id,
+        wallet_id: g.walletId,
+        customer_id: customerId,
+        amount: formatAmount(g.amount),
+        source: g.source,
+        effective_at: iso(g.effectiveAt),
+        expires_at: iso(g.expiresAt),
+        scope: g.scope,
+        metadata: g.metadata,
+      });
+    }
+    // Alerts on every wallet whose balance changed, in this transaction (one query).
+    const changed = walletDeltas(entries);
+    if (changed.size > 0) {
+      // A wallet that received a grant takes its new available as its 100% (see core alerts).
+      const credited = [...new Set(effect.newGrants.map((g) => g.walletId))].sort();
+      await evaluateWalletAlerts(ex, this, tenantId, [...changed.keys()].sort(), credited);
+    }
+    const left = effect.statusChanges.length > 0 ? grantDeltas(entries) : new Map<string, bigint>();
     for (const c of effect.statusChanges) {
-      const { rowCount } = await ex.query(
-        "UPDATE grants SET status = $3, status_at = $4 WHERE tenant_id = $1 AND id = $2 AND status = 'active'",
+      const { rows, rowCount } = await ex.query(
+        "UPDATE grants SET status = $3, status_at = $4 WHERE tenant_id = $1 AND id = $2 AND status = 'active' RETURNING wallet_id, customer_id",
         [tenantId, c.grantId, c.status, iso(this.now(tenantId))],
       );
       // Invariant 7: a grant leaves `active` exactly once; the wallet lock makes this hold.
       invariant(rowCount === 1, `grant ${c.grantId} changed status twice`);
+      await this.emit(ex, tenantId, c.status === "expired" ? "grant.expired" : "grant.voided", {
+        grant_id: c.grantId,
+        wallet_id: String(rows[0]!.wallet_id),
+        customer_id: String(rows[0]!.customer_id),
+        // What left the grant with this change (to breakage, a rollover, or voided).
+        amount: formatAmount(-(left.get(c.grantId) ?? 0n)),
+      });
     }
     for (const c of effect.grantChanges) {
       await ex.query(
@@ -890,6 +922,17 @@ export class Store {
         ],
       );
     }
+  }
+
+  /**
+   * Writes an event to the outbox in the caller's transaction `ex`, so it exists exactly when
+   * its cause commits; every enabled webhook endpoint subscribed to `type` gets a delivery.
+   * `type` is one of the closed list `EVENT_TYPES` (core); `payload` is the event's `data`,
+   * plain JSON (amounts as decimal strings, times RFC 3339). Returns the event id.
+   */
+  async emit(ex: SqlExecutor, tenantId: string, type: EventType, payload: EventPayload): Promise<string> {
+    const r = await insertEvent(ex, { newId: this.#newId, now: this.now(tenantId) }, tenantId, type, payload);
+    return r.eventId;
   }
 
   // ---------------------------------------------------------------- expiry policies per source

@@ -415,6 +415,13 @@ export class Subscriptions implements DueJob {
       "UPDATE subscriptions SET status = 'canceled', canceled_at = $3, pending_plan_id = NULL WHERE tenant_id = $1 AND id = $2",
       [tenantId, subscriptionId, iso(now)],
     );
+    await this.store.emit(ex, tenantId, "subscription.canceled", {
+      subscription_id: sub.id,
+      customer_id: sub.customerId,
+      plan_id: sub.planId,
+      canceled_at: iso(now),
+      on_cancel: plan.cancel.onCancel,
+    });
     return ok((await this.getSubscription(tenantId, subscriptionId, ex))!);
   }
 
@@ -678,6 +685,17 @@ export class Subscriptions implements DueJob {
               split.map((m) => personalGrant.get(m.walletId) ?? null),
             ],
           );
+        }
+        if (!closing) {
+          await this.store.emit(ex, tenantId, "subscription.renewed", {
+            subscription_id: sub.id,
+            customer_id: sub.customerId,
+            plan_id: next.id,
+            period_index: index,
+            period_start: iso(period.from),
+            period_end: iso(period.to),
+            grant_id: grantId,
+          });
         }
         renewed++;
       }

@@ -117,7 +117,9 @@ export type Kind =
   | "ctr"
   | "poc"
   | "pur"
-  | "hld";
+  | "hld"
+  | "whe"
+  | "whd";
 
 /** Tenant `t`'s fixture of a kind. */
 export const fixtureOf = (f: Fixtures, t: "a" | "b", kind: Kind): string => {
@@ -139,6 +141,8 @@ export const fixtureOf = (f: Fixtures, t: "a" | "b", kind: Kind): string => {
     poc: x.poc,
     pur: x.purchase,
     hld: x.hold,
+    whe: x.webhookEndpoint,
+    whd: x.webhookDelivery,
   }[kind];
 };
 
@@ -1069,6 +1073,202 @@ const giftCodeWith =
 const referralWith =
   (change: Json) =>
   (f: Fixtures): Json => ({ referrer_customer_id: f.a.customer, amount: "5", ...change });
+
+// ------------------------------------------------------------------ webhooks and alerts
+
+const endpointBody = (): Json => ({ url: "https://example.com/hooks", event_types: ["grant.*"] });
+/** Two fresh endpoints: one for the valid request, one for the conflicting other. */
+const freshEndpoints = async ({ client }: { client: Client }): Promise<Vars> => ({
+  endpoint: String((await client.create("/v1/webhook_endpoints", endpointBody())).id),
+  other: String((await client.create("/v1/webhook_endpoints", endpointBody())).id),
+});
+const urlCases = (body: (f: Fixtures, v: Vars) => Json): Variant[] => [
+  ...[
+    "ftp://example.com/hooks",
+    "javascript:alert(1)",
+    "/hooks",
+    "https://user:secret@example.com/hooks",
+  ].map(
+    (url): Variant => ({
+      name: `url ${url}`,
+      code: "invalid_webhook_url",
+      body: (f, v) => ({ ...body(f, v), url }),
+    }),
+  ),
+  {
+    name: "a url with a fragment",
+    code: "invalid_webhook_url",
+    body: (f, v) => ({ ...body(f, v), url: "https://example.com/hooks#x" }),
+  },
+  {
+    name: "a url over 2048 characters",
+    code: "validation_failed",
+    field: "url",
+    body: (f, v) => ({ ...body(f, v), url: `https://example.com/${"x".repeat(2048)}` }),
+  },
+  {
+    name: "an event type that does not exist",
+    code: "invalid_argument",
+    body: (f, v) => ({ ...body(f, v), event_types: ["grant.exploded"] }),
+  },
+  {
+    name: "a wildcard over no type",
+    code: "invalid_argument",
+    body: (f, v) => ({ ...body(f, v), event_types: ["nothing.*"] }),
+  },
+  {
+    name: "webhook.test as a filter (sent by test-sends only)",
+    code: "invalid_argument",
+    body: (f, v) => ({ ...body(f, v), event_types: ["webhook.test"] }),
+  },
+  {
+    name: "no event types",
+    code: "validation_failed",
+    field: "event_types",
+    body: (f, v) => ({ ...body(f, v), event_types: [] }),
+  },
+  {
+    name: "51 event types",
+    code: "validation_failed",
+    field: "event_types",
+    body: (f, v) => ({ ...body(f, v), event_types: Array.from({ length: 51 }, () => "*") }),
+  },
+  {
+    name: "a description over 500 characters",
+    code: "validation_failed",
+    field: "description",
+    body: (f, v) => ({ ...body(f, v), description: "d".repeat(501) }),
+  },
+];
+const rulesWith = (rules: unknown) => (): Json => ({ rules });
+
+const WEBHOOK_SPECS: Readonly<Record<string, Spec>> = {
+  "POST /v1/webhook_endpoints": {
+    body: endpointBody,
+    other: () => ({
+      path: "/v1/webhook_endpoints",
+      json: { url: "https://example.com/other", event_types: ["*"] },
+    }),
+    business: urlCases(endpointBody),
+  },
+  "GET /v1/webhook_endpoints": {},
+  "GET /v1/webhook_endpoints/:id": {},
+  "POST /v1/webhook_endpoints/:id": {
+    setup: freshEndpoints,
+    id: (_f, v) => v.endpoint!,
+    body: () => ({ description: "updated" }),
+    other: (_f, v) => ({ path: `/v1/webhook_endpoints/${v.endpoint}`, json: { enabled: false } }),
+    business: urlCases(() => ({})),
+  },
+  "POST /v1/webhook_endpoints/:id/delete": {
+    setup: freshEndpoints,
+    id: (_f, v) => v.endpoint!,
+    body: () => ({}),
+    other: (_f, v) => ({ path: `/v1/webhook_endpoints/${v.other}/delete`, json: {} }),
+  },
+  "POST /v1/webhook_endpoints/:id/rotate_secret": {
+    setup: freshEndpoints,
+    id: (_f, v) => v.endpoint!,
+    body: () => ({}),
+    other: (_f, v) => ({ path: `/v1/webhook_endpoints/${v.other}/rotate_secret`, json: {} }),
+  },
+  // Not keyed by Idempotency-Key and no `other`: no case sends the valid request.
+  "POST /v1/webhook_endpoints/:id/test": { body: () => ({}) },
+  "GET /v1/webhook_endpoints/:id/deliveries": {},
+  "GET /v1/webhook_deliveries/:id": {},
+  "POST /v1/webhook_deliveries/:id/retry": { body: () => ({}) },
+  "GET /v1/alerts": {},
+  "GET /v1/wallets/:id/alert_rules": {},
+  "POST /v1/wallets/:id/alert_rules": {
+    setup: async ({ client }) => ({
+      wallet: String((await client.create("/v1/customers", { kind: "individual" })).wallet_id),
+    }),
+    id: (_f, v) => v.wallet!,
+    body: rulesWith([{ kind: "percent_remaining", percent: 30 }, { kind: "exhausted" }]),
+    other: (_f, v) => ({ path: `/v1/wallets/${v.wallet}/alert_rules`, json: { rules: null } }),
+    business: [
+      {
+        name: "percent 0",
+        code: "validation_failed",
+        field: "rules",
+        body: rulesWith([{ kind: "percent_remaining", percent: 0 }]),
+      },
+      {
+        name: "percent 100",
+        code: "validation_failed",
+        field: "rules",
+        body: rulesWith([{ kind: "percent_remaining", percent: 100 }]),
+      },
+      {
+        name: "a fractional percent",
+        code: "validation_failed",
+        field: "rules",
+        body: rulesWith([{ kind: "percent_remaining", percent: 12.5 }]),
+      },
+      {
+        name: "an amount of 0",
+        code: "invalid_amount",
+        body: rulesWith([{ kind: "amount_remaining", amount: "0" }]),
+      },
+      {
+        name: "a negative amount",
+        code: "invalid_amount",
+        body: rulesWith([{ kind: "amount_remaining", amount: "-5" }]),
+      },
+      {
+        name: "an amount as a number",
+        code: "validation_failed",
+        field: "rules",
+        body: rulesWith([{ kind: "amount_remaining", amount: 5 }]),
+      },
+      {
+        name: "the same rule twice",
+        code: "invalid_argument",
+        body: rulesWith([{ kind: "exhausted" }, { kind: "exhausted" }]),
+      },
+      {
+        name: "two expiring_soon rules",
+        code: "invalid_argument",
+        body: rulesWith([
+          { kind: "expiring_soon", days: 3 },
+          { kind: "expiring_soon", days: 7 },
+        ]),
+      },
+      {
+        name: "days 0",
+        code: "validation_failed",
+        field: "rules",
+        body: rulesWith([{ kind: "expiring_soon", days: 0 }]),
+      },
+      {
+        name: "days over 365",
+        code: "validation_failed",
+        field: "rules",
+        body: rulesWith([{ kind: "expiring_soon", days: 366 }]),
+      },
+      {
+        name: "a kind not in the list",
+        code: "validation_failed",
+        field: "rules",
+        body: rulesWith([{ kind: "sunny" }]),
+      },
+      {
+        name: "a rule with an unknown field",
+        code: "validation_failed",
+        field: "rules",
+        body: rulesWith([{ kind: "exhausted", percent: 3 }]),
+      },
+      {
+        name: "21 rules",
+        code: "validation_failed",
+        field: "rules",
+        body: rulesWith(
+          Array.from({ length: 21 }, (_, i) => ({ kind: "percent_remaining", percent: i + 1 })),
+        ),
+      },
+    ],
+  },
+};
 
 const GIFT_SPECS: Readonly<Record<string, Spec>> = {
   "POST /v1/gift_codes": {
@@ -2378,4 +2578,5 @@ export const SPECS: Readonly<Record<string, Spec>> = {
   ...GIFT_SPECS,
   ...CONTRACT_SPECS,
   ...COMMERCE_SPECS,
+  ...WEBHOOK_SPECS,
 };

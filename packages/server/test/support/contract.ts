@@ -1,12 +1,7 @@
 import { Value } from "@sinclair/typebox/value";
-import { COMMERCE_ROUTES } from "../../src/commerce-routes.js";
-import { CONTRACT_ROUTES } from "../../src/contract-routes.js";
+import { API_ROUTES } from "../../src/app.js";
 import type { ApiErrorCode } from "../../src/errors.js";
-import { GIFT_ROUTES } from "../../src/gift-routes.js";
-import { HOLD_ROUTES } from "../../src/hold-routes.js";
-import { LIFECYCLE_ROUTES } from "../../src/lifecycle-routes.js";
-import { METERING_ROUTES } from "../../src/metering-routes.js";
-import { ROUTES, type Route } from "../../src/routes.js";
+import type { Route } from "../../src/routes.js";
 import { ProblemView } from "../../src/schemas.js";
 
 /**
@@ -30,16 +25,8 @@ const ANY_ROUTE: ReadonlySet<ApiErrorCode> = new Set<ApiErrorCode>([
   "internal_error",
 ]);
 
-/** Every route of the table: the ledger's, metering's and the lifecycle's (plans, subscriptions). */
-export const ALL_ROUTES: readonly Route[] = [
-  ...ROUTES,
-  ...METERING_ROUTES,
-  ...LIFECYCLE_ROUTES,
-  ...GIFT_ROUTES,
-  ...CONTRACT_ROUTES,
-  ...COMMERCE_ROUTES,
-  ...HOLD_ROUTES,
-];
+/** Every route of the API (the app's one table). */
+export const ALL_ROUTES: readonly Route[] = API_ROUTES;
 
 const matchers = ALL_ROUTES.map((route) => ({
   route,

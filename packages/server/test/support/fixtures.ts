@@ -62,6 +62,9 @@ export interface TenantFixtures {
   /** A pending hold of 1 credit (7 days) on the main customer's pool, and one of the second customer. */
   readonly hold: string;
   readonly hold2: string;
+  /** A webhook endpoint (to a closed port) and its test-send's delivery, pending a retry. */
+  readonly webhookEndpoint: string;
+  readonly webhookDelivery: string;
 }
 
 /** What every bad-input and tenancy test starts from: two tenants with one of everything. */
@@ -136,6 +139,10 @@ async function tenantFixtures(client: Client, tenantId: string, t: string): Prom
     source: "gift",
   });
   await client.create(`/v1/grants/${voided.grant.id}/void`, { reason: "fixture" });
+  // The pool's own rule: its next debit fires an alert (so every tenant has one to list).
+  await client.create(`/v1/wallets/${wallet}/alert_rules`, {
+    rules: [{ kind: "amount_remaining", amount: "1000" }, { kind: "exhausted" }],
+  });
   const debit = await client.create(`/v1/wallets/${wallet}/debits`, {
     amount: "1",
     reason: "fixture",
@@ -234,6 +241,12 @@ async function tenantFixtures(client: Client, tenantId: string, t: string): Prom
     );
   const hold1 = await hold(customer);
   const hold2 = await hold(String(c2.id));
+  // Port 9 (discard) has no listener on loopback: the test-send fails at once and waits to retry.
+  const endpoint = await client.create("/v1/webhook_endpoints", {
+    url: "http://127.0.0.1:9/hooks",
+    event_types: ["*"],
+  });
+  const delivery = await client.create(`/v1/webhook_endpoints/${endpoint.id}/test`);
   return {
     tenantId,
     key: client.key,
@@ -273,6 +286,8 @@ async function tenantFixtures(client: Client, tenantId: string, t: string): Prom
     purchase: String(purchase.id),
     hold: hold1,
     hold2,
+    webhookEndpoint: String(endpoint.id),
+    webhookDelivery: String(delivery.id),
   };
 }
 

@@ -1,0 +1,368 @@
+/**
+ * The outbox, the webhook deliverer and alerts, on PGlite and (when DATABASE_URL is set)
+ * PostgreSQL: signatures match the Standard Webhooks spec's reference; events exist exactly
+ * when their cause commits; two deliverers at once deliver each event once per endpoint;
+ * alerts fire once per crossing and re-arm, against a model over random debits and credits.
+ * Time is the injected clock or a tenant's test clock: nothing sleeps but the receiver.
+ */
+import assert from "node:assert/strict";
+import { createHmac } from "node:crypto";
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { after, before, describe, test } from "node:test";
+import {
+  type AlertRule,
+  alertConditionHolds,
+  alertRuleKey,
+  credits,
+  DEFAULT_ALERT_RULES,
+  type Result,
+} from "@drawdown/core";
+import fc from "fast-check";
+import {
+  Alerts,
+  fireAlert,
+  rearmAlert,
+  type Store,
+  signWebhook,
+  WEBHOOK_SECRET_PREFIX,
+  Webhooks,
+  webhookHeaders,
+} from "../src/index.js";
+import { backends, type TestDatabase } from "./support/backends.js";
+
+const c = (n: number): bigint => credits(BigInt(n));
+
+function okv<T>(r: Result<T>): T {
+  if (!r.ok) assert.fail(`expected success, got ${r.error.code}: ${r.error.message}`);
+  return r.value;
+}
+
+/** Verifies a Standard Webhooks signature header from the spec, independently of the code under test. */
+function verify(secret: string, headers: Record<string, string>, body: string): boolean {
+  const key = Buffer.from(secret.slice(WEBHOOK_SECRET_PREFIX.length), "base64");
+  const expected = createHmac("sha256", key)
+    .update(`${headers["webhook-id"]}.${headers["webhook-timestamp"]}.${body}`)
+    .digest("base64");
+  return headers["webhook-signature"]!.split(" ").some((s) => s === `v1,${expected}`);
+}
+
+describe("Standard Webhooks signatures", () => {
+  test("the spec's reference vector", () => {
+    assert.equal(
+      signWebhook(
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        "msg_p5jXN8AQM9LWM0D4loKWxJek",
+        1614265330,
+        '{"test": 2432232314}',
+      ),
+      "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=",
+    );
+  });
+
+  test("headers: one signature per secret, each verifying on its own; a changed body verifies with none", () => {
+    fc.assert(
+      fc.property(
+        fc.uint8Array({ minLength: 24, maxLength: 64 }),
+        fc.uint8Array({ minLength: 24, maxLength: 64 }),
+        fc.string(),
+        fc.nat(),
+        (a, b, body, ts) => {
+          const s1 = WEBHOOK_SECRET_PREFIX + Buffer.from(a).toString("base64");
+          const s2 = WEBHOOK_SECRET_PREFIX + Buffer.from(b).toString("base64");
+          const h = webhookHeaders([s1, s2], "evt_1", ts, body);
+          assert.equal(h["webhook-timestamp"], String(ts));
+          assert.equal(h["webhook-signature"]!.split(" ").length, 2);
+          assert.ok(verify(s1, h, body) && verify(s2, h, body));
+          assert.ok(!verify(s1, h, `${body}x`));
+        },
+      ),
+    );
+  });
+});
+
+/** A receiver counting each (path, webhook-id), answering after `delayMs`. */
+async function receiver(
+  delayMs: number,
+): Promise<{ url: string; seen: Map<string, number>; close(): Promise<void> }> {
+  const seen = new Map<string, number>();
+  const server: Server = createServer((req, res) => {
+    req.resume();
+    req.on("end", () => {
+      const key = `${req.url} ${req.headers["webhook-id"]}`;
+      seen.set(key, (seen.get(key) ?? 0) + 1);
+      setTimeout(() => res.end("ok"), delayMs);
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const port = (server.address() as AddressInfo).port;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    seen,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+for (const backend of backends()) {
+  describe(`outbox, webhooks and alerts on ${backend.name}`, () => {
+    let database: TestDatabase;
+    let store: Store;
+
+    before(async () => {
+      database = await backend.open();
+      store = database.store();
+    });
+    after(async () => {
+      await database?.close();
+    });
+
+    async function wallet(tenantId?: string) {
+      const t = tenantId ?? (await store.createTenant("Outbox", "test")).id;
+      const customer = okv(
+        await store.db.transaction((tx) => store.createCustomer(tx, t, { kind: "individual" })),
+      );
+      return { tenantId: t, customerId: customer.id, walletId: customer.walletId };
+    }
+
+    const events = async (tenantId: string) =>
+      (
+        await store.db.query<{ id: string; type: string; payload: unknown }>(
+          "SELECT id, type, payload FROM outbox_events WHERE tenant_id = $1 ORDER BY id",
+          [tenantId],
+        )
+      ).rows.map((r) => ({
+        ...r,
+        payload: (typeof r.payload === "string" ? JSON.parse(r.payload) : r.payload) as Record<
+          string,
+          unknown
+        >,
+      }));
+
+    test("an event exists exactly when its cause commits", async () => {
+      const w = await wallet();
+      await assert.rejects(
+        store.db.transaction(async (tx) => {
+          okv(
+            await store.createGrant(tx, w.tenantId, { walletId: w.walletId, amount: c(5), source: "promo" }),
+          );
+          throw new Error("rolled back");
+        }),
+      );
+      assert.deepEqual(await events(w.tenantId), []);
+      const g = okv(
+        await store.db.transaction((tx) =>
+          store.createGrant(tx, w.tenantId, { walletId: w.walletId, amount: c(5), source: "promo" }),
+        ),
+      );
+      const [e] = await events(w.tenantId);
+      assert.equal(e?.type, "grant.created");
+      assert.equal(e?.payload.grant_id, g.grant.id);
+      assert.equal(e?.payload.amount, "5");
+      assert.equal(e?.payload.customer_id, w.customerId);
+    });
+
+    test("two deliverers at once deliver each event once per endpoint", async () => {
+      const r = await receiver(15);
+      try {
+        const w = await wallet();
+        const a = new Webhooks(store, { timeoutMs: 5000 });
+        const other = database.store();
+        const b = new Webhooks(other, { timeoutMs: 5000 });
+        for (const path of ["/one", "/two"])
+          okv(
+            await store.db.transaction((tx) =>
+              a.createEndpoint(tx, w.tenantId, { url: r.url + path, eventTypes: ["*"] }),
+            ),
+          );
+        for (let i = 0; i < 40; i++)
+          okv(
+            await store.db.transaction((tx) =>
+              store.createGrant(tx, w.tenantId, { walletId: w.walletId, amount: c(1), source: "promo" }),
+            ),
+          );
+        const made = await Promise.all([a.run(null), b.run(null), a.run(w.tenantId), b.run(w.tenantId)]);
+        const total = made.reduce((x, y) => x + y, 0);
+        assert.equal(total, 80, `attempts made: ${made}`);
+        assert.equal(r.seen.size, 80);
+        assert.ok(
+          [...r.seen.values()].every((n) => n === 1),
+          "no duplicates in the normal path",
+        );
+        const { rows } = await store.db.query<{ status: string; n: number }>(
+          "SELECT status, count(*)::int AS n FROM webhook_deliveries WHERE tenant_id = $1 GROUP BY status",
+          [w.tenantId],
+        );
+        assert.deepEqual(rows, [{ status: "succeeded", n: 80 }]);
+        assert.equal(await a.run(null), 0, "nothing left to deliver");
+      } finally {
+        await r.close();
+      }
+    });
+
+    test("fireAlert: once per key until re-armed; without a key, every call", async () => {
+      const w = await wallet();
+      const fire = (key: string | null) =>
+        store.db.transaction((tx) =>
+          fireAlert(tx, store, {
+            tenantId: w.tenantId,
+            walletId: w.walletId,
+            kind: "spend_cap_reached",
+            key,
+            details: { cap: "100" },
+          }),
+        );
+      const first = await fire("cap:day:2026-03-01");
+      assert.ok(first);
+      assert.equal(first.customerId, w.customerId);
+      assert.equal(await fire("cap:day:2026-03-01"), null);
+      assert.ok(
+        await store.db.transaction((tx) => rearmAlert(tx, w.tenantId, w.walletId, "cap:day:2026-03-01")),
+      );
+      assert.ok(await fire("cap:day:2026-03-01"));
+      assert.ok(await fire(null));
+      assert.ok(await fire(null));
+      const triggered = (await events(w.tenantId)).filter((e) => e.type === "alert.triggered");
+      assert.equal(triggered.length, 4);
+      assert.equal(triggered[0]?.payload.kind, "spend_cap_reached");
+      assert.equal(triggered[0]?.payload.cap, "100");
+      assert.equal(triggered[0]?.payload.alert_id, first.id);
+    });
+
+    test("expiring soon: once per grant and expiry, with two schedulers racing", async () => {
+      const t = await store.createTenant("Expiring", "test");
+      okv(await store.advanceClock(t.id, Date.parse("2030-01-01T00:00:00Z")));
+      const w = await wallet(t.id);
+      const alerts = new Alerts(store);
+      okv(
+        await store.db.transaction((tx) =>
+          alerts.setRules(tx, t.id, w.walletId, [{ kind: "expiring_soon", days: 3 }]),
+        ),
+      );
+      okv(
+        await store.db.transaction((tx) =>
+          store.createGrant(tx, t.id, {
+            walletId: w.walletId,
+            amount: c(9),
+            source: "promo",
+            expiresAt: Date.parse("2030-01-10T00:00:00Z"),
+          }),
+        ),
+      );
+      assert.equal(await alerts.nextDue(t.id, Date.parse("2030-01-06T00:00:00Z")), null);
+      assert.equal(
+        await alerts.nextDue(t.id, Date.parse("2030-01-08T00:00:00Z")),
+        Date.parse("2030-01-07T00:00:00Z"),
+      );
+      okv(await store.advanceClock(t.id, Date.parse("2030-01-06T23:00:00Z")));
+      assert.equal((await alerts.list(t.id, {}, { limit: 10 })).items.length, 0);
+      await store.db.query("UPDATE tenants SET clock_at = $2 WHERE id = $1", [t.id, "2030-01-07T12:00:00Z"]);
+      await store.clockOf(t.id);
+      const other = new Alerts(database.store());
+      const [x, y] = await Promise.all([alerts.run(t.id), other.run(t.id)]);
+      assert.equal(x + y, 1);
+      const listed = (await alerts.list(t.id, {}, { limit: 10 })).items;
+      assert.deepEqual(
+        listed.map((a) => [a.kind, a.details.remaining]),
+        [["expiring_soon", "9"]],
+      );
+      assert.equal(await alerts.run(t.id), 0);
+    });
+
+    test("model: over random debits and credits, each rule fires once per crossing and re-arms after recovery", async () => {
+      // A clock of its own, a second per operation: the alerts of one operation share a time.
+      let now = Date.parse("2026-01-01T00:00:00Z");
+      const timed = database.store(() => now);
+      const t = await timed.createTenant("Alerts model", "live");
+      const alerts = new Alerts(timed);
+      const ruleSets: (readonly AlertRule[] | null)[] = [
+        null,
+        [
+          { kind: "percent_remaining", percent: 50 },
+          { kind: "amount_remaining", amount: c(30) },
+          { kind: "exhausted" },
+        ],
+        [{ kind: "amount_remaining", amount: c(5) }],
+      ];
+      const op = fc.oneof(
+        fc.record({ kind: fc.constant("credit" as const), amount: fc.integer({ min: 1, max: 150 }) }),
+        fc.record({ kind: fc.constant("debit" as const), amount: fc.integer({ min: 1, max: 120 }) }),
+      );
+      await fc.assert(
+        fc.asyncProperty(
+          fc.constantFrom(...ruleSets),
+          fc.array(op, { minLength: 1, maxLength: 18 }),
+          async (set, ops) => {
+            const w = await wallet(t.id);
+            if (set !== null)
+              okv(await timed.db.transaction((tx) => alerts.setRules(tx, t.id, w.walletId, set)));
+            const rules = set ?? DEFAULT_ALERT_RULES;
+            // The model: available, the reference (available after the last grant), armed state.
+            let available = 0n;
+            let reference = 0n;
+            const fired = new Set<string>();
+            const expected: string[] = [];
+            for (const o of ops) {
+              now += 1000;
+              const amount = c(o.amount);
+              if (o.kind === "credit") {
+                okv(
+                  await timed.db.transaction((tx) =>
+                    timed.createGrant(tx, t.id, { walletId: w.walletId, amount, source: "purchase" }),
+                  ),
+                );
+                available += amount;
+                reference = available;
+              } else {
+                const r = await timed.db.transaction((tx) =>
+                  timed.debitWallet(tx, t.id, w.walletId, {
+                    amount,
+                    kind: "debit",
+                    action: null,
+                    reason: "model",
+                  }),
+                );
+                if (available < amount) {
+                  assert.ok(!r.ok && r.error.code === "insufficient_credits");
+                  continue;
+                }
+                okv(r);
+                available -= amount;
+              }
+              const now_: string[] = [];
+              for (const rule of rules) {
+                const key = alertRuleKey(rule);
+                const holds = alertConditionHolds(rule, { available, reference });
+                if (holds && !fired.has(key)) {
+                  fired.add(key);
+                  now_.push(key);
+                } else if (!holds) fired.delete(key);
+              }
+              if (now_.length > 0) expected.push(`${new Date(now).toISOString()} ${now_.sort().join(",")}`);
+            }
+            // Each operation's alerts, in time order (within one operation, as a set).
+            const byTime = new Map<number, string[]>();
+            for (const a of (await alerts.list(t.id, { walletId: w.walletId }, { limit: 200 })).items)
+              byTime.set(a.firedAt, [...(byTime.get(a.firedAt) ?? []), a.ruleKey!]);
+            const got = [...byTime.entries()]
+              .sort(([x], [y]) => x - y)
+              .map(([at, keys]) => `${new Date(at).toISOString()} ${keys.sort().join(",")}`);
+            assert.deepEqual(got, expected);
+            const state = await timed.db.query<{ key: string }>(
+              "SELECT key FROM alert_states WHERE tenant_id = $1 AND wallet_id = $2 ORDER BY key",
+              [t.id, w.walletId],
+            );
+            assert.deepEqual(
+              state.rows.map((r) => r.key),
+              [...fired].sort(),
+            );
+          },
+        ),
+        { numRuns: backend.name === "pglite" ? 40 : 25 },
+      );
+    });
+  });
+}
