@@ -27,28 +27,28 @@ export interface Config {
 const DEFAULTS = {
   dataDir: ".drawdown/data",
   host: "127.0.0.1",
-  port: 4020,
-  bodyLimit: 1024 * 1024,
-  poolSize: 10,
-  schedulerMs: 5_000,
-  writerLanes: 2,
-  webhookTimeoutMs: 10_000,
-  webhookPollMs: 1_000,
 };
 
-function integer(
-  name: string,
-  text: string | undefined,
-  fallback: number,
-  min: number,
-  max: number,
-): Result<number> {
-  if (text === undefined || text === "") return ok(fallback);
-  if (!/^[0-9]+$/.test(text) || Number(text) < min || Number(text) > max) {
-    return fail("invalid_argument", `${name} must be an integer from ${min} to ${max}, not "${text}".`);
-  }
-  return ok(Number(text));
-}
+type IntegerSetting =
+  | "port"
+  | "bodyLimit"
+  | "poolSize"
+  | "schedulerMs"
+  | "writerLanes"
+  | "webhookTimeoutMs"
+  | "webhookPollMs";
+
+/** The integer settings: their variable, default and bounds, checked in this order. */
+const INTEGERS: readonly { key: IntegerSetting; env: string; fallback: number; min: number; max: number }[] =
+  [
+    { key: "port", env: "PORT", fallback: 4020, min: 0, max: 65535 },
+    { key: "bodyLimit", env: "DRAWDOWN_BODY_LIMIT", fallback: 1024 * 1024, min: 1024, max: 64 * 1024 * 1024 },
+    { key: "poolSize", env: "DRAWDOWN_POOL_SIZE", fallback: 10, min: 1, max: 500 },
+    { key: "schedulerMs", env: "DRAWDOWN_SCHEDULER_MS", fallback: 5_000, min: 0, max: 3_600_000 },
+    { key: "writerLanes", env: "DRAWDOWN_WRITER_LANES", fallback: 2, min: 1, max: 16 },
+    { key: "webhookTimeoutMs", env: "DRAWDOWN_WEBHOOK_TIMEOUT_MS", fallback: 10_000, min: 100, max: 120_000 },
+    { key: "webhookPollMs", env: "DRAWDOWN_WEBHOOK_POLL_MS", fallback: 1_000, min: 0, max: 3_600_000 },
+  ];
 
 /**
  * Reads the configuration from an environment (the process's, passed in by the entry point;
@@ -73,62 +73,24 @@ export function loadConfig(
   if (databaseUrl !== null && !/^postgres(ql)?:\/\//.test(databaseUrl)) {
     return fail("invalid_argument", "DATABASE_URL must be a postgres:// or postgresql:// URL.");
   }
-  const port = integer("PORT", env.PORT, DEFAULTS.port, 0, 65535);
-  if (!port.ok) return port;
-  const bodyLimit = integer(
-    "DRAWDOWN_BODY_LIMIT",
-    env.DRAWDOWN_BODY_LIMIT,
-    DEFAULTS.bodyLimit,
-    1024,
-    64 * 1024 * 1024,
-  );
-  if (!bodyLimit.ok) return bodyLimit;
-  const poolSize = integer("DRAWDOWN_POOL_SIZE", env.DRAWDOWN_POOL_SIZE, DEFAULTS.poolSize, 1, 500);
-  if (!poolSize.ok) return poolSize;
-  const schedulerMs = integer(
-    "DRAWDOWN_SCHEDULER_MS",
-    env.DRAWDOWN_SCHEDULER_MS,
-    DEFAULTS.schedulerMs,
-    0,
-    3_600_000,
-  );
-  if (!schedulerMs.ok) return schedulerMs;
-  const writerLanes = integer(
-    "DRAWDOWN_WRITER_LANES",
-    env.DRAWDOWN_WRITER_LANES,
-    DEFAULTS.writerLanes,
-    1,
-    16,
-  );
-  if (!writerLanes.ok) return writerLanes;
-  const webhookTimeoutMs = integer(
-    "DRAWDOWN_WEBHOOK_TIMEOUT_MS",
-    env.DRAWDOWN_WEBHOOK_TIMEOUT_MS,
-    DEFAULTS.webhookTimeoutMs,
-    100,
-    120_000,
-  );
-  if (!webhookTimeoutMs.ok) return webhookTimeoutMs;
-  const webhookPollMs = integer(
-    "DRAWDOWN_WEBHOOK_POLL_MS",
-    env.DRAWDOWN_WEBHOOK_POLL_MS,
-    DEFAULTS.webhookPollMs,
-    0,
-    3_600_000,
-  );
-  if (!webhookPollMs.ok) return webhookPollMs;
+  const integers = {} as Record<IntegerSetting, number>;
+  for (const { key, env: name, fallback, min, max } of INTEGERS) {
+    const text = env[name];
+    if (text === undefined || text === "") {
+      integers[key] = fallback;
+      continue;
+    }
+    if (!/^[0-9]+$/.test(text) || Number(text) < min || Number(text) > max) {
+      return fail("invalid_argument", `${name} must be an integer from ${min} to ${max}, not "${text}".`);
+    }
+    integers[key] = Number(text);
+  }
   return ok({
     databaseUrl,
     dataDir: env.DRAWDOWN_DATA_DIR || DEFAULTS.dataDir,
     host: env.HOST || DEFAULTS.host,
-    port: port.value,
-    bodyLimit: bodyLimit.value,
-    poolSize: poolSize.value,
+    ...integers,
     logRequests: env.DRAWDOWN_LOG_REQUESTS === "1",
-    schedulerMs: schedulerMs.value,
-    writerLanes: writerLanes.value,
-    webhookTimeoutMs: webhookTimeoutMs.value,
-    webhookPollMs: webhookPollMs.value,
     ...overrides,
   });
 }

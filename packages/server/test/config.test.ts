@@ -1,0 +1,58 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { loadConfig } from "../src/config.js";
+
+/** The configuration is parsed once: defaults, bounds, and a clear refusal for anything else. */
+
+test("an empty environment gives the documented defaults", () => {
+  const c = loadConfig({});
+  assert.ok(c.ok);
+  assert.deepEqual(c.value, {
+    databaseUrl: null,
+    dataDir: ".drawdown/data",
+    host: "127.0.0.1",
+    port: 4020,
+    bodyLimit: 1024 * 1024,
+    poolSize: 10,
+    schedulerMs: 5_000,
+    writerLanes: 2,
+    webhookTimeoutMs: 10_000,
+    webhookPollMs: 1_000,
+    logRequests: false,
+  });
+});
+
+test("integers within their bounds are taken; outside, or not integers, are refused by name", () => {
+  const c = loadConfig({
+    PORT: "0",
+    DRAWDOWN_SCHEDULER_MS: "0",
+    DRAWDOWN_WRITER_LANES: "16",
+    DRAWDOWN_LOG_REQUESTS: "1",
+  });
+  assert.ok(c.ok);
+  assert.equal(c.value.port, 0);
+  assert.equal(c.value.schedulerMs, 0);
+  assert.equal(c.value.writerLanes, 16);
+  assert.equal(c.value.logRequests, true);
+  for (const [name, text] of [
+    ["PORT", "65536"],
+    ["DRAWDOWN_BODY_LIMIT", "1023"],
+    ["DRAWDOWN_POOL_SIZE", "0"],
+    ["DRAWDOWN_WRITER_LANES", "1.5"],
+    ["DRAWDOWN_WEBHOOK_TIMEOUT_MS", "-1"],
+    ["DRAWDOWN_WEBHOOK_POLL_MS", "1e3"],
+  ] as const) {
+    const r = loadConfig({ [name]: text });
+    assert.ok(!r.ok, `${name}=${text}`);
+    assert.equal(r.error.code, "invalid_argument");
+    assert.match(r.error.message, new RegExp(`^${name} must be an integer`));
+  }
+  const url = loadConfig({ DATABASE_URL: "mysql://x" });
+  assert.ok(!url.ok);
+});
+
+test("overrides win over the environment", () => {
+  const c = loadConfig({ PORT: "1234" }, { port: 99 });
+  assert.ok(c.ok);
+  assert.equal(c.value.port, 99);
+});
