@@ -742,13 +742,11 @@ export class Store {
         ],
       );
     }
-    if (effect.transactions.length > 0) {
-      const txs = effect.transactions;
-      const entries = txs.flatMap((t) => t.entries);
+    const entries = effect.transactions.flatMap((t) => t.entries);
+    if (entries.length > 0) {
       if (entries.length <= SMALL_EFFECT_ENTRIES) await this.#writeSmall(ex, tenantId, effect);
       else await this.#writeLarge(ex, tenantId, effect);
     }
-    const entries = effect.transactions.flatMap((t) => t.entries);
     for (const g of effect.newGrants) {
       await this.emit(ex, tenantId, "grant.created", {
         grant_id: g.id,
