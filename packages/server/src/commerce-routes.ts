@@ -14,7 +14,18 @@ import type {
 } from "@drawdown/storage";
 import { type Static, Type } from "@sinclair/typebox";
 import { ApiError } from "./errors.js";
-import { amount, created, ID_CURSOR, must, okReply, page, type Route, route, timestamp } from "./routes.js";
+import {
+  amount,
+  created,
+  customerInPath,
+  ID_CURSOR,
+  must,
+  okReply,
+  page,
+  type Route,
+  route,
+  timestamp,
+} from "./routes.js";
 import * as S from "./schemas.js";
 import { listView } from "./views.js";
 
@@ -502,9 +513,8 @@ export const COMMERCE_ROUTES: readonly Route[] = [
     params: S.IdParam("cus", "customer"),
     response: S.ListOf(CommitmentView),
     errors: ["not_found"],
-    handle: async ({ commerce, store, tenantId, params }) => {
-      if (!(await store.getCustomer(tenantId, params.id)))
-        throw new ApiError("not_found", `No customer ${params.id}.`);
+    handle: async ({ commerce, store, tenantId, key, params }) => {
+      await customerInPath(store, tenantId, key, params.id);
       return okReply(
         listView((await commerce.listCommitments(tenantId, params.id)).map(commitmentView), null),
       );

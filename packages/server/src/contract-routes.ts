@@ -12,7 +12,18 @@ import { type Static, Type } from "@sinclair/typebox";
 import { ApiError } from "./errors.js";
 import { ExpiryWire, expiryFrom, IntervalWire } from "./lifecycle-routes.js";
 import { RateLineWire } from "./metering-routes.js";
-import { amount, created, must, notFound, okReply, type Route, route, timestamp } from "./routes.js";
+import {
+  amount,
+  created,
+  customerInPath,
+  must,
+  notFound,
+  okReply,
+  type Route,
+  route,
+  timestamp,
+  visible,
+} from "./routes.js";
 import * as S from "./schemas.js";
 import { grantStatus } from "./views.js";
 
@@ -282,10 +293,6 @@ const scheduleFrom = (w: Static<typeof ScheduleWire> | undefined): InstallmentSc
   return { kind: "installments", interval: w.interval };
 };
 
-/** Visible to this key: a restricted key sees its own customer's only. */
-const visible = (key: { customerId: string | null }, customerId: string) =>
-  key.customerId === null || key.customerId === customerId;
-
 /** The contract endpoints, appended to the others. */
 export const CONTRACT_ROUTES: readonly Route[] = [
   route({
@@ -345,8 +352,7 @@ export const CONTRACT_ROUTES: readonly Route[] = [
     errors: ["not_found"],
     handle: async (ctx) => {
       const { contracts, store, tenantId, key, params } = ctx;
-      if (!visible(key, params.id) || !(await store.getCustomer(tenantId, params.id)))
-        throw notFound("customer", params.id);
+      await customerInPath(store, tenantId, key, params.id);
       const data = [];
       for (const c of await contracts.list(tenantId, params.id))
         data.push(await contractReply(ctx, tenantId, c));
@@ -367,7 +373,8 @@ export const CONTRACT_ROUTES: readonly Route[] = [
     errors: ["not_found"],
     handle: async (ctx) => {
       const c = await ctx.contracts.get(ctx.tenantId, ctx.params.id);
-      if (!c || !visible(ctx.key, c.customerId)) throw notFound("contract", ctx.params.id);
+      if (!c) throw notFound("contract", ctx.params.id);
+      visible(ctx.key, c.customerId, "contract", ctx.params.id);
       return okReply(await contractReply(ctx, ctx.tenantId, c));
     },
   }),
@@ -433,8 +440,7 @@ export const CONTRACT_ROUTES: readonly Route[] = [
     errors: ["not_found"],
     handle: async (ctx) => {
       const { contracts, store, tenantId, key, params } = ctx;
-      if (!visible(key, params.id) || !(await store.getCustomer(tenantId, params.id)))
-        throw notFound("customer", params.id);
+      await customerInPath(store, tenantId, key, params.id);
       const data = [];
       for (const p of await contracts.listPocs(tenantId, params.id))
         data.push(await pocReply(ctx, tenantId, p));
@@ -453,7 +459,8 @@ export const CONTRACT_ROUTES: readonly Route[] = [
     errors: ["not_found"],
     handle: async (ctx) => {
       const p = await ctx.contracts.getPoc(ctx.tenantId, ctx.params.id);
-      if (!p || !visible(ctx.key, p.customerId)) throw notFound("proof-of-concept allocation", ctx.params.id);
+      if (!p) throw notFound("proof-of-concept allocation", ctx.params.id);
+      visible(ctx.key, p.customerId, "proof-of-concept allocation", ctx.params.id);
       return okReply(await pocReply(ctx, ctx.tenantId, p));
     },
   }),

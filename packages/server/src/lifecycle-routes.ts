@@ -8,7 +8,7 @@ import {
 import type { PlanRecord, SubscriptionRecord } from "@drawdown/storage";
 import { type Static, Type } from "@sinclair/typebox";
 import { ApiError } from "./errors.js";
-import { amount, must, notFound, okReply, type Route, route, timestamp } from "./routes.js";
+import { amount, customerInPath, must, notFound, okReply, type Route, route, timestamp } from "./routes.js";
 import * as S from "./schemas.js";
 
 /**
@@ -405,12 +405,7 @@ export const LIFECYCLE_ROUTES: readonly Route[] = [
     response: S.ListOf(SubscriptionView),
     errors: ["not_found"],
     handle: async ({ subscriptions, store, tenantId, key, params }) => {
-      if (
-        (key.customerId !== null && key.customerId !== params.id) ||
-        !(await store.getCustomer(tenantId, params.id))
-      ) {
-        throw notFound("customer", params.id);
-      }
+      await customerInPath(store, tenantId, key, params.id);
       return okReply({
         object: "list",
         data: (await subscriptions.listSubscriptions(tenantId, params.id)).map(subscriptionView),

@@ -176,6 +176,15 @@ export function visible(key: ApiKey, customerId: string, what: string, id: strin
   if (key.customerId !== null && key.customerId !== customerId) throw notFound(what, id);
 }
 
+/**
+ * A customer named in the path, for lists under it: one this key may see and that exists, or
+ * the same `not_found` either way (a foreign id answers like a missing one).
+ */
+export async function customerInPath(store: Store, tenantId: string, key: ApiKey, id: string): Promise<void> {
+  visible(key, id, "customer", id);
+  if (!(await store.getCustomer(tenantId, id))) throw notFound("customer", id);
+}
+
 function secretOnly(key: ApiKey): void {
   if (key.kind !== "secret")
     throw new ApiError("forbidden", "This needs a secret key; restricted keys only read.");
@@ -299,8 +308,7 @@ export const ROUTES: readonly Route[] = [
     response: S.ListOf(S.SubjectView),
     errors: ["not_found", "invalid_cursor"],
     handle: async ({ store, tenantId, key, params, query }) => {
-      visible(key, params.id, "customer", params.id);
-      if (!(await store.getCustomer(tenantId, params.id))) throw notFound("customer", params.id);
+      await customerInPath(store, tenantId, key, params.id);
       const r = await store.listSubjects(tenantId, params.id, page(query, ID_CURSOR));
       return okReply(listView(r.items.map(subjectView), r.next));
     },
@@ -352,8 +360,7 @@ export const ROUTES: readonly Route[] = [
     response: S.ListOf(S.WalletView),
     errors: ["not_found"],
     handle: async ({ store, tenantId, key, params }) => {
-      visible(key, params.id, "customer", params.id);
-      if (!(await store.getCustomer(tenantId, params.id))) throw notFound("customer", params.id);
+      await customerInPath(store, tenantId, key, params.id);
       return okReply(listView((await store.listWallets(tenantId, params.id)).map(walletView), null));
     },
   }),
