@@ -14,6 +14,7 @@ export * from "./lifecycle.js";
 export * from "./model.js";
 export * from "./rating.js";
 export * from "./result.js";
+export * from "./runs.js";
 export * from "./time.js";
 export * from "./usage.js";
 export * from "./webhooks.js";

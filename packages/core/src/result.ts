@@ -33,7 +33,13 @@ export type LedgerErrorCode =
   | "auto_top_up_cap_reached"
   | "hold_not_pending"
   | "hold_expired"
-  | "invalid_webhook_url";
+  | "invalid_webhook_url"
+  | "step_key_reused"
+  | "step_not_held"
+  | "run_not_running"
+  | "run_suspended"
+  | "run_steps_pending"
+  | "run_start_below_minimum";
 
 /** A business failure: a stable code, a message a person can act on, optional details. */
 export interface LedgerError {

@@ -20,6 +20,10 @@ export const EVENT_TYPES = {
   "gift.claimed": "A customer claimed a gift code.",
   "alert.triggered":
     "An alert rule fired: percent or amount remaining, exhausted, expiring soon, spend cap reached, auto top-up failed.",
+  "run.suspended":
+    "A step of a run was denied for lack of credits: the run is suspended at that step until credits return.",
+  "run.resumable":
+    "Credits granted to a suspended run's wallet cover its suspended step again: retry the step (or resume the run). Once per suspension.",
   "webhook.test": "A test-send: delivered only to the endpoint tested, whatever its filters.",
 } as const satisfies Record<string, string>;
 

@@ -1,4 +1,5 @@
 import { Holds } from "./holds.js";
+import { Runs } from "./runs.js";
 import { type ApiPromise, Transport } from "./http.js";
 import {
   Adjustments,
@@ -17,7 +18,6 @@ import {
   Purchases,
   RateCards,
   Reports,
-  Runs,
   Subjects,
   Subscriptions,
   TestClocks,
@@ -113,7 +113,7 @@ export class Drawdown {
   readonly costTables: CostTables;
   /** Reports: margin. */
   readonly reports: Reports;
-  /** Agent runs: get (totals of the events carrying a run id). */
+  /** Durable agent runs: start, step (authorize with a hold), settle or void a step, resume, complete, cancel, get, list, and the run start minimum. */
   readonly runs: Runs;
   /** Plans (a base fee plus credits per period, with rollover): create, list, get. */
   readonly plans: Plans;

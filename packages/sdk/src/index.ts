@@ -31,6 +31,19 @@ export {
 } from "./holds.js";
 export { ApiPromise, type ApiResponse } from "./http.js";
 export {
+  type Run,
+  type RunListParams,
+  type RunSettings,
+  type RunStartParams,
+  type RunStatus,
+  type RunStep,
+  type RunStepParams,
+  type RunStepResult,
+  type RunStepSettleParams,
+  type RunStepStatus,
+  Runs,
+} from "./runs.js";
+export {
   Adjustments,
   Alerts,
   ApiKeys,
@@ -48,7 +61,6 @@ export {
   paginate,
   RateCards,
   Reports,
-  Runs,
   Subjects,
   Subscriptions,
   TestClocks,

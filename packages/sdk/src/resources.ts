@@ -72,7 +72,6 @@ import type {
   ReferralCreateParams,
   RequestOptions,
   ReversalParams,
-  RunSummary,
   SeatChangeParams,
   Subject,
   SubjectCreateParams,
@@ -947,21 +946,6 @@ export class Reports extends Resource {
       path: "/v1/reports/gifts",
       query: { customer_id: params.customer_id },
     }));
-  }
-}
-
-/** Agent runs: the events that carry a `run_id`, summed. */
-export class Runs extends Resource {
-  /**
-   * A run's totals: events (failed ones counted apart), credits, unpaid charges, revenue, cost
-   * and margin, and when it started and ended. A restricted key reads its own customer's runs.
-   *
-   * @example
-   * const run = await dd.runs.get("run_42");
-   * console.log(run.events, run.credits, run.margin);
-   */
-  get(id: string, options?: RequestOptions): ApiPromise<RunSummary> {
-    return this.fetchJson(options, () => ({ path: `/v1/runs/${seg(id)}` }));
   }
 }
 

@@ -896,22 +896,8 @@ export interface MarginReport {
   rows: MarginRow[];
 }
 
-/** A run's totals over its events. */
-export interface RunSummary {
-  object: "run";
-  id: string;
-  customer_id: string;
-  events: number;
-  failed_events: number;
-  credits: string;
-  unpaid: string;
-  revenue: string;
-  cost: string;
-  margin: string;
-  /** The earliest and latest event time. */
-  started_at: string;
-  ended_at: string;
-}
+/** A run's totals over its events: the run as `runs.get` answers (kept under its first name). */
+export type RunSummary = import("./runs.js").Run;
 
 /** One public rate. */
 export interface PublicRate {

@@ -8,6 +8,7 @@ import {
   Holds,
   IngestWriter,
   Metering,
+  Runs,
   type Store,
   Subscriptions,
   Webhooks,
@@ -32,6 +33,7 @@ import { METERING_ROUTES, publicRateCard } from "./metering-routes.js";
 import { buildOpenApi } from "./openapi.js";
 import { renderReference } from "./reference.js";
 import { type Reply, ROUTES, type Route } from "./routes.js";
+import { RUN_ROUTES } from "./run-routes.js";
 import { WEBHOOK_ROUTES } from "./webhook-routes.js";
 
 /** Every route of the API, from each area's table: what the app registers and OpenAPI lists. */
@@ -44,6 +46,7 @@ export const API_ROUTES: readonly Route[] = [
   ...CONTRACT_ROUTES,
   ...COMMERCE_ROUTES,
   ...HOLD_ROUTES,
+  ...RUN_ROUTES,
   ...WEBHOOK_ROUTES,
   ...ALERT_ROUTES,
 ];
@@ -234,6 +237,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   });
 
   const metering = options.metering ?? new Metering((tenantId) => store.now(tenantId), store.newId);
+  const holds = options.holds ?? new Holds(store, metering);
   const services: Services = {
     store,
     metering,
@@ -242,7 +246,8 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     gifts: new Gifts(store),
     contracts: options.contracts ?? new Contracts(store, metering),
     commerce: options.commerce ?? new Commerce(store),
-    holds: options.holds ?? new Holds(store, metering),
+    holds,
+    runs: new Runs(store, holds),
     webhooks: options.webhooks ?? new Webhooks(store, { timeoutMs: config.webhookTimeoutMs ?? 10_000 }),
     alerts: new Alerts(store),
   };
@@ -323,6 +328,7 @@ interface Services {
   readonly contracts: Contracts;
   readonly commerce: Commerce;
   readonly holds: Holds;
+  readonly runs: Runs;
   readonly webhooks: Webhooks;
   readonly alerts: Alerts;
 }

@@ -665,49 +665,6 @@ export const METERING_ROUTES: readonly Route[] = [
       });
     },
   }),
-  route({
-    method: "GET",
-    url: "/v1/runs/:id",
-    operationId: "getRun",
-    tag: "Cost and margin",
-    summary: "A run's total cost and credits",
-    access: "read",
-    params: Type.Object({ id: Type.String({ minLength: 1, maxLength: 200 }) }, strict),
-    response: Type.Object(
-      { object: Type.Literal("run") },
-      { additionalProperties: true, title: "RunSummary" },
-    ),
-    errors: ["not_found"],
-    handle: async ({ store, tenantId, key, params }) => {
-      const { rows } = await store.db.query(
-        // A run belongs to one customer; a restricted key sees only its customer's events.
-        `SELECT CASE WHEN count(DISTINCT customer_id) = 1 THEN min(customer_id) END AS customer_id, count(*)::int AS events,
-           count(*) FILTER (WHERE detail::json->>'status' = 'failed')::int AS failed,
-           sum(charged)::text AS credits, sum(unpaid)::text AS unpaid, sum(revenue)::text AS revenue, coalesce(sum(cost), 0)::text AS cost,
-           min(time) AS started, max(time) AS ended
-         FROM usage_events WHERE tenant_id = $1 AND run_id = $2 AND ($3::text IS NULL OR customer_id = $3)`,
-        [tenantId, params.id, key.customerId],
-      );
-      const r = rows[0];
-      if (!r || Number(r.events) === 0) throw new ApiError("not_found", `No run ${params.id}.`);
-      const revenue = BigInt(String(r.revenue));
-      const cost = BigInt(String(r.cost));
-      return okReply({
-        object: "run",
-        id: params.id,
-        customer_id: r.customer_id,
-        events: r.events,
-        failed_events: r.failed,
-        credits: formatAmount(BigInt(String(r.credits))),
-        unpaid: formatAmount(BigInt(String(r.unpaid))),
-        revenue: formatAmount(revenue),
-        cost: formatAmount(cost),
-        margin: formatAmount(revenue - cost),
-        started_at: new Date(r.started as string).toISOString(),
-        ended_at: new Date(r.ended as string).toISOString(),
-      });
-    },
-  }),
 ];
 
 /** The public view of a tenant's default rate card: consumption rates by action and model, as customers should see them. */

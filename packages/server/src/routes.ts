@@ -15,6 +15,7 @@ import type {
   Holds,
   IngestWriter,
   Metering,
+  Runs,
   SqlExecutor,
   Store,
   Subscriptions,
@@ -58,6 +59,8 @@ export interface RequestContext<P, Q, B> {
   readonly commerce: Commerce;
   /** Authorize and holds. */
   readonly holds: Holds;
+  /** Durable runs and their steps (over the holds). */
+  readonly runs: Runs;
   /** Webhook endpoints, deliveries and the deliverer. */
   readonly webhooks: Webhooks;
   /** Alert rules and fired alerts. */

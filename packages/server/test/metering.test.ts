@@ -117,6 +117,17 @@ const RunSummary = Type.Object(
     object: Type.Literal("run"),
     id: Str,
     customer_id: Str,
+    // A run known only from its events: no status, no steps.
+    subject_id: Type.Null(),
+    wallet_id: Type.Null(),
+    status: Type.Null(),
+    metadata: Type.Object({}, strict),
+    suspended_step: Type.Null(),
+    resumable: Type.Literal(false),
+    created_at: Type.Null(),
+    finished_at: Type.Null(),
+    step_count: Type.Literal(0),
+    steps: Type.Array(Type.Never(), { maxItems: 0 }),
     events: Type.Integer(),
     failed_events: Type.Integer(),
     credits: Str,
@@ -799,6 +810,16 @@ for (const backend of backends()) {
           object: "run",
           id: "run_1",
           customer_id: acme.id,
+          subject_id: null,
+          wallet_id: null,
+          status: null,
+          metadata: {},
+          suspended_step: null,
+          resumable: false,
+          created_at: null,
+          finished_at: null,
+          step_count: 0,
+          steps: [],
           events: 4,
           failed_events: 1,
           credits: "116",
@@ -810,7 +831,7 @@ for (const backend of backends()) {
           ended_at: "",
         },
       );
-      assert.ok(run.started_at <= run.ended_at);
+      assert.ok(run.started_at !== null && run.ended_at !== null && run.started_at <= run.ended_at);
       await fails(dd.runs.get("run_nothing"), "not_found", 404);
     });
 

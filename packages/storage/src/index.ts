@@ -14,6 +14,8 @@ export * from "./metering.js";
 export * from "./migrations.js";
 export * from "./outbox.js";
 export * from "./records.js";
+export * from "./run-resume.js";
+export * from "./runs.js";
 export * from "./sql.js";
 export * from "./store.js";
 export * from "./subscriptions.js";

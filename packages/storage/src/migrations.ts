@@ -787,6 +787,78 @@ CREATE TABLE alert_expiry_notices (
 );
 `,
   },
+  {
+    version: 16,
+    name: "durable runs",
+    sql: /* sql */ `
+-- A run groups the steps of an agent workflow; its id is the run_id of its usage events.
+CREATE TABLE runs (
+  tenant_id text NOT NULL,
+  id text NOT NULL,
+  seq bigint GENERATED ALWAYS AS IDENTITY,
+  customer_id text NOT NULL,
+  subject_id text,
+  wallet_id text NOT NULL,
+  pool_wallet_id text NOT NULL,
+  status text NOT NULL CHECK (status IN ('running', 'suspended', 'completed', 'canceled')),
+  suspended_step text,
+  metadata jsonb NOT NULL,
+  created_at timestamptz NOT NULL,
+  updated_at timestamptz NOT NULL,
+  ended_at timestamptz,
+  PRIMARY KEY (tenant_id, id)
+);
+CREATE INDEX runs_by_customer ON runs (tenant_id, customer_id, seq);
+
+-- Each step under its key, with the fingerprint of its body and of its settle or void.
+CREATE TABLE run_steps (
+  tenant_id text NOT NULL,
+  run_id text NOT NULL,
+  key text NOT NULL,
+  seq integer NOT NULL,
+  fingerprint text NOT NULL,
+  action text NOT NULL,
+  estimate jsonb NOT NULL,
+  hold_timeout_seconds integer NOT NULL,
+  status text NOT NULL CHECK (status IN ('held', 'denied', 'settled', 'voided')),
+  hold_id text,
+  decision text NOT NULL,
+  reason text NOT NULL,
+  available numeric NOT NULL,
+  estimate_credits numeric NOT NULL,
+  attempts integer NOT NULL,
+  settle_fingerprint text,
+  created_at timestamptz NOT NULL,
+  updated_at timestamptz NOT NULL,
+  PRIMARY KEY (tenant_id, run_id, key)
+);
+CREATE INDEX run_steps_by_seq ON run_steps (tenant_id, run_id, seq);
+
+-- A suspended run, once per wallet of its paying chain: what a new grant there is checked
+-- against (one indexed lookup, only when grants are written), until run.resumable is emitted.
+CREATE TABLE run_suspensions (
+  tenant_id text NOT NULL,
+  run_id text NOT NULL,
+  wallet_id text NOT NULL,
+  step_key text NOT NULL,
+  action text NOT NULL,
+  estimate numeric NOT NULL,
+  suspended_at timestamptz NOT NULL,
+  resumable_at timestamptz,
+  PRIMARY KEY (tenant_id, run_id, wallet_id)
+);
+CREATE INDEX run_suspensions_waiting ON run_suspensions (tenant_id, wallet_id) WHERE resumable_at IS NULL;
+
+-- The low-balance soft cap on new runs, per wallet.
+CREATE TABLE run_settings (
+  tenant_id text NOT NULL,
+  wallet_id text NOT NULL,
+  run_start_minimum numeric NOT NULL,
+  updated_at timestamptz NOT NULL,
+  PRIMARY KEY (tenant_id, wallet_id)
+);
+`,
+  },
 ];
 
 /** Thrown when the database's schema is newer than this build knows. */

@@ -39,6 +39,7 @@ import {
 import { evaluateWalletAlerts } from "./alerts.js";
 import { hashKey, newKeySecret } from "./ids.js";
 import { type EventPayload, insertEvent } from "./outbox.js";
+import { announceResumableRuns } from "./run-resume.js";
 import {
   type ApiKey,
   type Customer,
@@ -767,6 +768,9 @@ export class Store {
       const credited = [...new Set(effect.newGrants.map((g) => g.walletId))].sort();
       await evaluateWalletAlerts(ex, this, tenantId, [...changed.keys()].sort(), credited);
     }
+    // Suspended runs these grants may make resumable (one indexed query; none on usage writes).
+    if (effect.newGrants.length > 0)
+      await announceResumableRuns(ex, this, tenantId, [...new Set(effect.newGrants.map((g) => g.walletId))]);
     const left = effect.statusChanges.length > 0 ? grantDeltas(entries) : new Map<string, bigint>();
     for (const c of effect.statusChanges) {
       const { rows, rowCount } = await ex.query(
