@@ -68,7 +68,7 @@ const RunParam = Type.Object(
 const RUN_STATUSES = ["running", "suspended", "completed", "canceled"] as const;
 const STEP_STATUSES = ["held", "denied", "settled", "voided", "expired"] as const;
 
-const RunStart = Type.Object(
+export const RunStart = Type.Object(
   {
     id: Type.Optional(RunId),
     customer_id: S.Id("cus", "The customer who pays."),

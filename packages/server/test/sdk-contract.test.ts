@@ -12,6 +12,7 @@ import type * as G from "../src/gift-routes.js";
 import type * as H from "../src/hold-routes.js";
 import type * as L from "../src/lifecycle-routes.js";
 import type * as M from "../src/metering-routes.js";
+import type * as R from "../src/run-routes.js";
 import type * as S from "../src/schemas.js";
 import type * as W from "../src/webhook-routes.js";
 import { ALL_ROUTES, routeOf } from "./support/contract.js";
@@ -220,6 +221,19 @@ check<Assignable<Sdk.Authorization, Static<typeof H.AuthorizationView>>>();
 check<Equal<keyof Sdk.AuthorizeParams, keyof Static<typeof H.AuthorizeBody>>>();
 check<Equal<keyof Sdk.SettleEventInput, keyof Static<typeof H.SettleEventWire>>>();
 check<Assignable<Static<typeof H.SettleEventWire>, Sdk.SettleEventInput>>();
+
+// Durable runs.
+check<Equal<keyof Sdk.Run, keyof Static<typeof R.RunView>>>();
+check<Assignable<Sdk.Run, Static<typeof R.RunView>>>();
+check<Equal<keyof Sdk.RunStep, keyof Static<typeof R.RunStepView>>>();
+check<Assignable<Sdk.RunStep, Static<typeof R.RunStepView>>>();
+check<Equal<keyof Sdk.RunStepResult, keyof Static<typeof R.RunStepResultView>>>();
+check<Assignable<Sdk.RunStepResult, Static<typeof R.RunStepResultView>>>();
+check<Equal<keyof Sdk.RunSettings, keyof Static<typeof R.RunSettingsView>>>();
+check<Assignable<Sdk.RunSettings, Static<typeof R.RunSettingsView>>>();
+check<Equal<keyof Sdk.RunStartParams, keyof Static<typeof R.RunStart>>>();
+check<Assignable<Static<typeof R.RunStart>, Sdk.RunStartParams>>();
+check<Equal<keyof Sdk.RunStepParams, keyof Static<typeof R.StepBody>>>();
 
 // Error codes: the SDK's union is the server's.
 check<Equal<Sdk.ApiErrorCode, ApiErrorCode>>();
@@ -463,6 +477,18 @@ test("the SDK calls every route, sending exactly the documented query parameters
     dimensions: { model: "m" },
     status: "succeeded",
   };
+  const runStart: Required<Sdk.RunStartParams> = {
+    id: "r",
+    customer_id: "cus_1",
+    subject_id: "sub_1",
+    metadata: { a: "b" },
+  };
+  const runStep: Required<Sdk.RunStepParams> = {
+    key: "k",
+    action: "agent.run",
+    estimate: { credits: "1" },
+    hold_timeout_seconds: 60,
+  };
   const holdList: Required<Sdk.HoldListParams> = {
     ...page,
     wallet_id: "w",
@@ -573,6 +599,17 @@ test("the SDK calls every route, sending exactly the documented query parameters
     dd.wallets.setOverage("wal_1", { mode: "soft_cap", floor: "-1" }),
     dd.reports.margin(margin),
     dd.runs.get("run_1"),
+    dd.runs.start(runStart),
+    dd.runs.list("cus_1", { ...page, status: "suspended" }),
+    dd.runs.step("run_1", runStep),
+    dd.runs.settleStep("run_1", { key: "k", events: [settleEvent] }),
+    dd.runs.settleStep("run_1", { key: "k", quantities: { tokens: 1n }, dimensions: { model: "m" }, status: "failed" }),
+    dd.runs.voidStep("run_1", "k"),
+    dd.runs.resume("run_1"),
+    dd.runs.complete("run_1"),
+    dd.runs.cancel("run_1"),
+    dd.runs.settings("wal_1"),
+    dd.runs.setSettings("wal_1", { run_start_minimum: 5n }),
     dd.publicRateCard("ten_1"),
     dd.testClock.get(),
     dd.testClock.advance({ to: time }),
@@ -610,6 +647,7 @@ test("the SDK calls every route, sending exactly the documented query parameters
   // Bodies with alternative field sets (settle: events, or quantities with dimensions and status).
   const fieldSets = new Map<string, { sets: string[][]; seen: Set<string> }>([
     ["settleHold", { sets: [["events"], ["dimensions", "quantities", "status"]], seen: new Set() }],
+    ["settleRunStep", { sets: [["events", "key"], ["dimensions", "key", "quantities", "status"]], seen: new Set() }],
   ]);
   const called = new Set<string>();
   for (const s of sent.slice(0, -2)) {

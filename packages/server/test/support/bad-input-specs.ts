@@ -665,7 +665,6 @@ const METERING_SPECS: Readonly<Record<string, Spec>> = {
     ],
   },
   "GET /v1/reports/margin": { query: { group_by: "customer" } },
-  "GET /v1/runs/:id": { idKind: "run" },
 };
 
 /** Every route of the table, by `METHOD url`. A route without an entry fails the suite. */
@@ -1141,6 +1140,264 @@ const urlCases = (body: (f: Fixtures, v: Vars) => Json): Variant[] => [
   },
 ];
 const rulesWith = (rules: unknown) => (): Json => ({ rules });
+
+// ------------------------------------------------------------------ durable runs
+
+/** A step body of tenant A's rate card. */
+const stepBody = (key = "s1", credits = "1"): Json => ({
+  key,
+  action: "chat.completion",
+  estimate: { credits },
+  hold_timeout_seconds: 7 * 86_400,
+});
+
+/**
+ * A fresh run of a customer: running (no steps), with step s1 held, settled or denied (the run
+ * suspended), its hold past its timeout, or the run completed or canceled.
+ */
+async function freshRun(
+  client: Client,
+  customerId: string,
+  state: "running" | "held" | "settled" | "suspended" | "expired" | "completed" | "canceled" = "running",
+  world?: World,
+): Promise<string> {
+  const id = String((await client.create("/v1/runs", { customer_id: customerId })).id);
+  if (state === "held" || state === "settled") await client.create(`/v1/runs/${id}/steps`, stepBody());
+  if (state === "expired")
+    await client.create(`/v1/runs/${id}/steps`, { ...stepBody(), hold_timeout_seconds: 60 });
+  if (state === "settled")
+    await client.create(`/v1/runs/${id}/settle_step`, { key: "s1", quantities: { output_tokens: 1 } });
+  if (state === "suspended") await client.create(`/v1/runs/${id}/steps`, stepBody("s1", MAX));
+  if (state === "expired") world!.advance(120_000);
+  if (state === "completed") await client.create(`/v1/runs/${id}/complete`, {});
+  if (state === "canceled") await client.create(`/v1/runs/${id}/cancel`, {});
+  return id;
+}
+
+const RUN_SPECS: Readonly<Record<string, Spec>> = {
+  "POST /v1/runs": {
+    setup: async ({ f, client }) => {
+      const poor = await freshCustomer(client);
+      await client.create(`/v1/wallets/${poor.wallet_id}/run_settings`, { run_start_minimum: "5" });
+      const taken = `taken-${unique()}`;
+      await client.create("/v1/runs", { id: taken, customer_id: f.a.customer });
+      return { poor: String(poor.id), taken };
+    },
+    body: (f) => ({ customer_id: f.a.customer }),
+    other: (f) => ({ path: "/v1/runs", json: { customer_id: f.a.customer2 } }),
+    ids: {
+      customer_id: { code: "not_found", kind: "cus" },
+      subject_id: { code: "not_found", kind: "sub" },
+    },
+    business: [
+      { name: "an id in use", code: "already_exists", body: (f, v) => ({ customer_id: f.a.customer, id: v.taken! }) },
+      {
+        name: "an id with a slash",
+        code: "validation_failed",
+        field: "id",
+        body: (f) => ({ customer_id: f.a.customer, id: "a/b" }),
+      },
+      {
+        name: "an id over 200 characters",
+        code: "validation_failed",
+        field: "id",
+        body: (f) => ({ customer_id: f.a.customer, id: "r".repeat(201) }),
+      },
+      {
+        name: "a subject of another customer",
+        code: "not_found",
+        body: (f) => ({ customer_id: f.a.customer, subject_id: f.a.subject2 }),
+      },
+      {
+        name: "less available than the wallet's run start minimum",
+        code: "run_start_below_minimum",
+        body: (_f, v) => ({ customer_id: v.poor! }),
+      },
+      ...metadataCases((f) => ({ customer_id: f.a.customer })),
+    ],
+  },
+  "GET /v1/runs/:id": { idKind: "run" },
+  "GET /v1/customers/:id/runs": {},
+  "POST /v1/runs/:id/steps": {
+    idKind: "run",
+    setup: async ({ f, client }) => ({
+      run: await freshRun(client, f.a.customer),
+      other: await freshRun(client, f.a.customer),
+      held: await freshRun(client, f.a.customer, "held"),
+      suspended: await freshRun(client, f.a.customer, "suspended"),
+      completed: await freshRun(client, f.a.customer, "completed"),
+    }),
+    id: (_f, v) => v.run!,
+    body: () => stepBody(),
+    other: (_f, v) => ({ path: `/v1/runs/${v.other}/steps`, json: stepBody() }),
+    business: [
+      {
+        name: "a step key reused with another body",
+        code: "step_key_reused",
+        id: (_f, v) => v.held!,
+        body: () => stepBody("s1", "2"),
+      },
+      { name: "a finished run", code: "run_not_running", id: (_f, v) => v.completed!, body: () => stepBody("s9") },
+      {
+        name: "a new step of a suspended run",
+        code: "run_suspended",
+        id: (_f, v) => v.suspended!,
+        body: () => stepBody("s2"),
+      },
+      {
+        name: "a key with a space",
+        code: "validation_failed",
+        field: "key",
+        body: () => ({ ...stepBody(), key: "step 1" }),
+      },
+      { name: "a negative estimate", code: "invalid_amount", body: () => stepBody("s1", "-1") },
+      { name: "an absurd estimate", code: "invalid_amount", body: () => stepBody("s1", "1e40") },
+      {
+        name: "an estimate in credits and quantities",
+        code: "invalid_argument",
+        field: "estimate",
+        body: () => ({ ...stepBody(), estimate: { credits: "1", quantities: { output_tokens: 1 } } }),
+      },
+      { name: "an empty estimate", code: "invalid_argument", body: () => ({ ...stepBody(), estimate: {} }) },
+      {
+        name: "quantities of an action the rate card does not price",
+        code: "unknown_action",
+        body: () => ({ ...stepBody(), action: "image.render", estimate: { quantities: { pixels: 5 } } }),
+      },
+      {
+        name: "a hold timeout of zero",
+        code: "validation_failed",
+        field: "hold_timeout_seconds",
+        body: () => ({ ...stepBody(), hold_timeout_seconds: 0 }),
+      },
+    ],
+  },
+  "POST /v1/runs/:id/settle_step": {
+    idKind: "run",
+    setup: async ({ f, client, world }) => ({
+      held: await freshRun(client, f.a.customer, "held"),
+      other: await freshRun(client, f.a.customer, "held"),
+      settled: await freshRun(client, f.a.customer, "settled"),
+      denied: await freshRun(client, f.a.customer, "suspended"),
+      expired: await freshRun(client, f.a.customer, "expired", world),
+    }),
+    id: (_f, v) => v.held!,
+    body: () => ({ key: "s1", quantities: { output_tokens: 10 } }),
+    other: (_f, v) => ({
+      path: `/v1/runs/${v.other}/settle_step`,
+      json: { key: "s1", quantities: { output_tokens: 10 } },
+    }),
+    business: [
+      {
+        name: "a settled step settled differently",
+        code: "step_key_reused",
+        id: (_f, v) => v.settled!,
+        body: () => ({ key: "s1", quantities: { output_tokens: 2 } }),
+      },
+      { name: "a denied step", code: "step_not_held", id: (_f, v) => v.denied! },
+      { name: "a step whose hold expired", code: "hold_expired", id: (_f, v) => v.expired! },
+      { name: "a step the run does not have", code: "not_found", body: () => ({ key: "nope", quantities: { output_tokens: 1 } }) },
+      {
+        name: "events and quantities both",
+        code: "invalid_argument",
+        body: () => ({
+          key: "s1",
+          quantities: { output_tokens: 1 },
+          events: [{ id: `evt-${unique()}`, quantities: { output_tokens: 1 } }],
+        }),
+      },
+      { name: "neither events nor quantities", code: "invalid_argument", body: () => ({ key: "s1" }) },
+      {
+        name: "an event id already recorded",
+        code: "event_id_reused",
+        body: (f) => ({ key: "s1", events: [{ id: f.a.event, quantities: { output_tokens: 1 } }] }),
+      },
+      {
+        name: "an event of another run",
+        code: "invalid_argument",
+        body: () => ({ key: "s1", events: [{ id: `evt-${unique()}`, quantities: { output_tokens: 1 }, run_id: "elsewhere" }] }),
+      },
+      {
+        name: "an absurd quantity",
+        code: "invalid_amount",
+        body: () => ({ key: "s1", quantities: { output_tokens: "1e40" } }),
+      },
+    ],
+  },
+  "POST /v1/runs/:id/void_step": {
+    idKind: "run",
+    setup: async ({ f, client }) => ({
+      held: await freshRun(client, f.a.customer, "held"),
+      other: await freshRun(client, f.a.customer, "held"),
+      settled: await freshRun(client, f.a.customer, "settled"),
+      denied: await freshRun(client, f.a.customer, "suspended"),
+    }),
+    id: (_f, v) => v.held!,
+    body: () => ({ key: "s1" }),
+    other: (_f, v) => ({ path: `/v1/runs/${v.other}/void_step`, json: { key: "s1" } }),
+    business: [
+      { name: "a settled step", code: "step_key_reused", id: (_f, v) => v.settled! },
+      { name: "a denied step", code: "step_not_held", id: (_f, v) => v.denied! },
+      { name: "a step the run does not have", code: "not_found", body: () => ({ key: "nope" }) },
+    ],
+  },
+  "POST /v1/runs/:id/resume": {
+    idKind: "run",
+    setup: async ({ f, client }) => ({
+      run: await freshRun(client, f.a.customer, "suspended"),
+      other: await freshRun(client, f.a.customer, "suspended"),
+      completed: await freshRun(client, f.a.customer, "completed"),
+      canceled: await freshRun(client, f.a.customer, "canceled"),
+    }),
+    id: (_f, v) => v.run!,
+    body: () => ({}),
+    other: (_f, v) => ({ path: `/v1/runs/${v.other}/resume`, json: {} }),
+    business: [
+      { name: "a completed run", code: "run_not_running", id: (_f, v) => v.completed! },
+      { name: "a canceled run", code: "run_not_running", id: (_f, v) => v.canceled! },
+    ],
+  },
+  "POST /v1/runs/:id/complete": {
+    idKind: "run",
+    setup: async ({ f, client }) => ({
+      run: await freshRun(client, f.a.customer),
+      other: await freshRun(client, f.a.customer),
+      completed: await freshRun(client, f.a.customer, "completed"),
+      held: await freshRun(client, f.a.customer, "held"),
+    }),
+    id: (_f, v) => v.run!,
+    body: () => ({}),
+    other: (_f, v) => ({ path: `/v1/runs/${v.other}/complete`, json: {} }),
+    business: [
+      { name: "a completed run", code: "run_not_running", id: (_f, v) => v.completed! },
+      { name: "a step still holding credits", code: "run_steps_pending", id: (_f, v) => v.held! },
+    ],
+  },
+  "POST /v1/runs/:id/cancel": {
+    idKind: "run",
+    setup: async ({ f, client }) => ({
+      run: await freshRun(client, f.a.customer, "held"),
+      other: await freshRun(client, f.a.customer),
+      completed: await freshRun(client, f.a.customer, "completed"),
+      canceled: await freshRun(client, f.a.customer, "canceled"),
+    }),
+    id: (_f, v) => v.run!,
+    body: () => ({}),
+    other: (_f, v) => ({ path: `/v1/runs/${v.other}/cancel`, json: {} }),
+    business: [
+      { name: "a completed run", code: "run_not_running", id: (_f, v) => v.completed! },
+      { name: "a canceled run", code: "run_not_running", id: (_f, v) => v.canceled! },
+    ],
+  },
+  "GET /v1/wallets/:id/run_settings": {},
+  "POST /v1/wallets/:id/run_settings": {
+    setup: async ({ client }) => ({ wallet: String((await freshCustomer(client)).wallet_id) }),
+    id: (_f, v) => v.wallet!,
+    body: () => ({ run_start_minimum: "5" }),
+    other: (_f, v) => ({ path: `/v1/wallets/${v.wallet}/run_settings`, json: { run_start_minimum: "6" } }),
+    zeroAllowed: ["run_start_minimum"],
+  },
+};
 
 const WEBHOOK_SPECS: Readonly<Record<string, Spec>> = {
   "POST /v1/webhook_endpoints": {
@@ -2579,4 +2836,5 @@ export const SPECS: Readonly<Record<string, Spec>> = {
   ...CONTRACT_SPECS,
   ...COMMERCE_SPECS,
   ...WEBHOOK_SPECS,
+  ...RUN_SPECS,
 };

@@ -166,6 +166,9 @@ async function tenantFixtures(client: Client, tenantId: string, t: string): Prom
       run_id: runId,
     });
   };
+  // Durable runs (their events below carry their ids): one of each customer.
+  await client.create("/v1/runs", { id: `run-${t}-1`, customer_id: customer, metadata: { fixture: "yes" } });
+  await client.create("/v1/runs", { id: `run-${t}-2`, customer_id: c2.id });
   await event(`evt-${t}-1`, customer, `run-${t}-1`);
   await event(`evt-${t}-2`, String(c2.id), `run-${t}-2`);
   const plan = await client.create("/v1/plans", {
