@@ -1,0 +1,260 @@
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+import { credits, type Result, UNIT } from "@drawdown/core";
+import fc from "fast-check";
+import { Holds, Metering, Runs, type SqlExecutor, type StepResult } from "../src/index.js";
+import { backends, type TestDatabase } from "./support/backends.js";
+
+const T0 = Date.UTC(2027, 2, 1, 12);
+
+function okv<T>(r: Result<T>): T {
+  if (!r.ok) assert.fail(`expected success, got ${r.error.code}: ${r.error.message}`);
+  return r.value;
+}
+
+function code<T>(r: Result<T>): string {
+  assert.ok(!r.ok, "expected a failure");
+  return r.error.code;
+}
+
+/** A store with holds and runs; each setup is a test tenant with a customer and a card (1 unit = 1 credit). */
+function harness(database: TestDatabase) {
+  const store = database.store(() => T0);
+  const metering = new Metering((t) => store.now(t), store.newId);
+  const holds = new Holds(store, metering);
+  const runs = new Runs(store, holds);
+  const tx = <T>(fn: (ex: SqlExecutor) => Promise<T>) => store.db.transaction(fn);
+
+  async function setup(amount: bigint) {
+    const tenant = await store.createTenant("Runs", "test");
+    okv(await store.advanceClock(tenant.id, T0));
+    const tenantId = tenant.id;
+    const customer = okv(await tx((ex) => store.createCustomer(ex, tenantId, { kind: "organization" })));
+    if (amount > 0n) await grant(tenantId, customer.walletId, amount);
+    const card = okv(await tx((ex) => metering.createRateCard(ex, tenantId, "Standard")));
+    okv(
+      await tx((ex) =>
+        metering.publishRateCardVersion(ex, tenantId, card.id, null, {
+          lines: [{ id: "step", action: "agent.step", quantity: "units", rate: "1" }],
+        }),
+      ),
+    );
+    return { tenantId, customerId: customer.id, walletId: customer.walletId };
+  }
+  const grant = async (tenantId: string, walletId: string, amount: bigint) =>
+    okv(await tx((ex) => store.createGrant(ex, tenantId, { walletId, amount, source: "top_up" })));
+  const start = (tenantId: string, customerId: string, id: string | null = null) =>
+    tx((ex) => runs.start(ex, tenantId, { id, customerId, subjectId: null, metadata: {} }));
+  const step = (tenantId: string, runId: string, key: string, estimate: bigint) =>
+    tx((ex) =>
+      runs.step(ex, tenantId, runId, {
+        key,
+        action: "agent.step",
+        estimate: { credits: estimate },
+        holdTimeoutSeconds: 3600,
+      }),
+    );
+  const settle = (tenantId: string, runId: string, key: string, units: bigint) =>
+    tx((ex) => runs.settleStep(ex, tenantId, runId, key, { quantities: { units: units * UNIT } }));
+  const voidStep = (tenantId: string, runId: string, key: string) =>
+    tx((ex) => runs.voidStep(ex, tenantId, runId, key));
+  const resume = (tenantId: string, runId: string) => tx((ex) => runs.resume(ex, tenantId, runId));
+  const outbox = async (tenantId: string, type: string) =>
+    (
+      await store.db.query<{ payload: unknown }>(
+        "SELECT payload FROM outbox_events WHERE tenant_id = $1 AND type = $2 ORDER BY created_at, id",
+        [tenantId, type],
+      )
+    ).rows.map((r) => (typeof r.payload === "string" ? JSON.parse(r.payload) : r.payload) as Record<string, string>);
+  /** What a run's events charged, and how many there are (the run's total, as GET /v1/runs/:id sums it). */
+  const runTotal = async (tenantId: string, runId: string) => {
+    const { rows } = await store.db.query<{ n: number; charged: string }>(
+      "SELECT count(*)::int AS n, coalesce(sum(charged), 0)::text AS charged FROM usage_events WHERE tenant_id = $1 AND run_id = $2",
+      [tenantId, runId],
+    );
+    return { events: Number(rows[0]!.n), charged: BigInt(rows[0]!.charged) };
+  };
+  const snapshot = async () => {
+    const out: Record<string, unknown> = {};
+    for (const t of ["runs", "run_steps", "run_suspensions", "holds", "journal_transactions", "outbox_events"]) {
+      out[t] = (await store.db.query(`SELECT * FROM ${t} ORDER BY 1, 2`)).rows;
+    }
+    return JSON.stringify(out);
+  };
+  return { store, holds, runs, tx, setup, grant, start, step, settle, voidStep, resume, outbox, runTotal, snapshot };
+}
+
+for (const backend of backends()) {
+  describe(`durable runs (${backend.name})`, () => {
+    let database: TestDatabase;
+    let h: ReturnType<typeof harness>;
+    before(async () => {
+      database = await backend.open();
+      h = harness(database);
+    });
+    after(async () => {
+      await database.close();
+    });
+
+    test("a step holds once; the same key and body replays, another body is refused; settling charges once", async () => {
+      const { tenantId, customerId, walletId } = await h.setup(credits(10n));
+      const run = okv(await h.start(tenantId, customerId, "r1"));
+      assert.equal(run.status, "running");
+      const first = okv(await h.step(tenantId, run.id, "a", credits(4n)));
+      assert.equal(first.step.status, "held");
+      assert.equal(first.replayed, false);
+      const before = await h.snapshot();
+      const again = okv(await h.step(tenantId, run.id, "a", credits(4n)));
+      assert.equal(again.replayed, true);
+      assert.equal(again.hold?.id, first.hold?.id);
+      assert.equal(code(await h.step(tenantId, run.id, "a", credits(5n))), "step_key_reused");
+      assert.equal(await h.snapshot(), before, "a replay and a conflict change nothing");
+      okv(await h.settle(tenantId, run.id, "a", 3n));
+      const settledOnce = await h.snapshot();
+      assert.equal(okv(await h.settle(tenantId, run.id, "a", 3n)).replayed, true);
+      assert.equal(code(await h.settle(tenantId, run.id, "a", 2n)), "step_key_reused");
+      assert.equal(code(await h.voidStep(tenantId, run.id, "a")), "step_key_reused");
+      assert.equal(okv(await h.step(tenantId, run.id, "a", credits(4n))).replayed, true);
+      assert.equal(await h.snapshot(), settledOnce);
+      assert.deepEqual(await h.runTotal(tenantId, run.id), { events: 1, charged: credits(3n) });
+      assert.equal((await h.store.balance(tenantId, walletId))!.available, credits(7n));
+      assert.deepEqual((await h.store.reconcile(tenantId)).differences, []);
+    });
+
+    test("a denial for lack of credits suspends the run and emits run.suspended in its transaction", async () => {
+      const { tenantId, customerId, walletId } = await h.setup(credits(5n));
+      const run = okv(await h.start(tenantId, customerId));
+      okv(await h.step(tenantId, run.id, "a", credits(3n)));
+      const denied = okv(await h.step(tenantId, run.id, "b", credits(3n)));
+      assert.equal(denied.step.status, "denied");
+      assert.equal(denied.run.status, "suspended");
+      assert.equal(denied.run.suspendedStep, "b");
+      const events = await h.outbox(tenantId, "run.suspended");
+      assert.equal(events.length, 1);
+      assert.equal(events[0]!.run_id, run.id);
+      assert.equal(events[0]!.available, "2");
+      // Still short: no new suspension. Another step must wait for the suspended one.
+      okv(await h.step(tenantId, run.id, "b", credits(3n)));
+      assert.equal((await h.outbox(tenantId, "run.suspended")).length, 1);
+      assert.equal(code(await h.step(tenantId, run.id, "c", credits(1n))), "run_suspended");
+      // The held step of the suspended run can still settle; what it releases is no grant: no webhook.
+      okv(await h.settle(tenantId, run.id, "a", 1n));
+      assert.equal((await h.outbox(tenantId, "run.resumable")).length, 0);
+      // A grant that covers the step announces it once; a later one does not again.
+      await h.grant(tenantId, walletId, credits(1n));
+      assert.equal((await h.outbox(tenantId, "run.resumable")).length, 1);
+      await h.grant(tenantId, walletId, credits(1n));
+      assert.equal((await h.outbox(tenantId, "run.resumable")).length, 1);
+      assert.notEqual((await h.runs.getRun(tenantId, run.id))!.resumableAt, null);
+      const resumed = okv(await h.resume(tenantId, run.id));
+      assert.ok("step" in resumed);
+      assert.equal((resumed as StepResult).run.status, "running");
+      assert.equal((resumed as StepResult).step.status, "held");
+      // Suspended again after being announced: a new suspension, announced again.
+      await h.store.db.transaction((ex) =>
+        h.store.debitWallet(ex, tenantId, walletId, { amount: credits(2n), action: null, kind: "debit", reason: "other use" }),
+      );
+      assert.equal(okv(await h.step(tenantId, run.id, "c", credits(5n))).run.status, "suspended");
+      assert.equal((await h.outbox(tenantId, "run.suspended")).length, 2);
+      await h.grant(tenantId, walletId, credits(10n));
+      assert.equal((await h.outbox(tenantId, "run.resumable")).length, 2);
+      assert.deepEqual((await h.store.reconcile(tenantId)).differences, []);
+    });
+
+    test("cancel voids what steps hold; complete waits for them; finished runs take no steps", async () => {
+      const { tenantId, customerId, walletId } = await h.setup(credits(10n));
+      const run = okv(await h.start(tenantId, customerId));
+      okv(await h.step(tenantId, run.id, "a", credits(4n)));
+      assert.equal(code(await h.tx((ex) => h.runs.complete(ex, tenantId, run.id))), "run_steps_pending");
+      const canceled = okv(await h.tx((ex) => h.runs.cancel(ex, tenantId, run.id)));
+      assert.equal(canceled.status, "canceled");
+      assert.equal((await h.store.balance(tenantId, walletId))!.available, credits(10n));
+      assert.equal((await h.runs.getStep(tenantId, run.id, "a"))!.status, "voided");
+      assert.equal(code(await h.step(tenantId, run.id, "b", credits(1n))), "run_not_running");
+      assert.equal(code(await h.tx((ex) => h.runs.cancel(ex, tenantId, run.id))), "run_not_running");
+    });
+
+    test("the run start minimum refuses new runs below it; started runs go on to the floor", async () => {
+      const { tenantId, customerId, walletId } = await h.setup(credits(10n));
+      okv(await h.tx((ex) => h.runs.setSettings(ex, tenantId, walletId, credits(4n))));
+      const run = okv(await h.start(tenantId, customerId));
+      okv(await h.step(tenantId, run.id, "a", credits(7n)));
+      const before = await h.snapshot();
+      assert.equal(code(await h.start(tenantId, customerId)), "run_start_below_minimum");
+      assert.equal(await h.snapshot(), before);
+      assert.equal(okv(await h.step(tenantId, run.id, "b", credits(3n))).step.status, "held");
+      assert.equal((await h.store.balance(tenantId, walletId))!.available, 0n);
+      okv(await h.tx((ex) => h.runs.setSettings(ex, tenantId, walletId, null)));
+      okv(await h.start(tenantId, customerId));
+    });
+
+    test("property: random steps, retries, denials, top-ups and resumes charge each settled step exactly once", async () => {
+      const Op = fc.oneof(
+        fc.record({ kind: fc.constant("step" as const), key: fc.integer({ min: 0, max: 4 }), est: fc.integer({ min: 1, max: 5 }) }),
+        fc.record({ kind: fc.constant("settle" as const), key: fc.integer({ min: 0, max: 4 }), units: fc.integer({ min: 0, max: 6 }) }),
+        fc.record({ kind: fc.constant("void" as const), key: fc.integer({ min: 0, max: 4 }) }),
+        fc.record({ kind: fc.constant("topup" as const), amount: fc.integer({ min: 1, max: 6 }) }),
+        fc.record({ kind: fc.constant("resume" as const) }),
+      );
+      await fc.assert(
+        fc.asyncProperty(fc.integer({ min: 0, max: 8 }), fc.array(Op, { minLength: 1, maxLength: 25 }), async (c0, ops) => {
+          const { tenantId, customerId, walletId } = await h.setup(credits(BigInt(c0)));
+          const run = okv(await h.start(tenantId, customerId));
+          let granted = credits(BigInt(c0));
+          /** What each step was first asked with, and what its settle charged (fixed once settled). */
+          const body = new Map<number, number>();
+          const charged = new Map<number, bigint>();
+          const resolved = new Map<number, string>();
+          for (const op of ops) {
+            if (op.kind === "topup") {
+              await h.grant(tenantId, walletId, credits(BigInt(op.amount)));
+              granted += credits(BigInt(op.amount));
+            } else if (op.kind === "resume") {
+              okv(await h.resume(tenantId, run.id));
+            } else if (op.kind === "step") {
+              const r = await h.step(tenantId, run.id, `k${op.key}`, credits(BigInt(op.est)));
+              const first = body.get(op.key);
+              if (first !== undefined && first !== op.est) assert.equal(code(r), "step_key_reused");
+              else if (!r.ok) assert.equal(r.error.code, "run_suspended");
+              else {
+                body.set(op.key, op.est);
+                if (r.value.step.status === "denied") assert.equal(r.value.run.status, "suspended");
+              }
+            } else {
+              const key = `k${op.key}`;
+              const step = await h.runs.getStep(tenantId, run.id, key);
+              const fingerprintBefore = resolved.get(op.key);
+              const r =
+                op.kind === "settle" ? await h.settle(tenantId, run.id, key, BigInt(op.units)) : await h.voidStep(tenantId, run.id, key);
+              const id = op.kind === "settle" ? `settle:${op.units}` : "void";
+              if (!step) assert.equal(code(r), "not_found");
+              else if (fingerprintBefore !== undefined) {
+                if (fingerprintBefore === id) assert.equal(okv(r).replayed, true);
+                else assert.equal(code(r), "step_key_reused");
+              } else if (step.status !== "held") assert.equal(code(r), "step_not_held");
+              else {
+                const v = okv(r);
+                resolved.set(op.key, id);
+                if (op.kind === "settle") charged.set(op.key, v.step.charged);
+              }
+            }
+            // After every operation: each settled step charged once, and the run's total is their sum.
+            const steps = await h.runs.listSteps(tenantId, run.id, 100);
+            for (const s of steps) {
+              const k = Number(s.key.slice(1));
+              assert.equal(s.charged, charged.get(k) ?? 0n, `step ${s.key} charged as first settled`);
+            }
+            const total = await h.runTotal(tenantId, run.id);
+            const sum = [...charged.values()].reduce((a, b) => a + b, 0n);
+            assert.equal(total.events, charged.size, "one event per settled step");
+            assert.equal(total.charged, sum, "the run's total is the sum of its steps");
+            const b = (await h.store.balance(tenantId, walletId))!;
+            assert.equal(b.total, granted - sum);
+          }
+          assert.deepEqual((await h.store.reconcile(tenantId)).differences, []);
+        }),
+        { numRuns: backend.name === "pglite" ? 30 : 15 },
+      );
+    });
+  });
+}
