@@ -5,7 +5,8 @@
 import { createHmac, timingSafeEqual } from "node:crypto";
 import { createServer } from "node:http";
 
-export const title = "an agent run suspended for lack of credits, topped up and resumed, charged once per step";
+export const title =
+  "an agent run suspended for lack of credits, topped up and resumed, charged once per step";
 
 /** Verifies a Standard Webhooks signature: v1, HMAC-SHA256 of "id.timestamp.body", keyed by the secret's bytes. */
 function verify(secret, headers, body) {
@@ -63,7 +64,11 @@ export async function run({ dd, assert, log }) {
       lines: [{ id: "tok", action: "agent.step", quantity: "output_tokens", rate: "1", per: "1000" }],
     });
     await dd.grants.create({ wallet_id: c.wallet_id, amount: "8", source: "purchase" });
-    const run = await dd.runs.start({ id: "research-42", customer_id: c.id, metadata: { agent: "researcher" } });
+    const run = await dd.runs.start({
+      id: "research-42",
+      customer_id: c.id,
+      metadata: { agent: "researcher" },
+    });
 
     /**
      * The agent: runs its plan from the start. A step already done answers `replayed` (nothing
@@ -71,12 +76,21 @@ export async function run({ dd, assert, log }) {
      */
     const agent = async () => {
       for (const s of PLAN) {
-        const body = { key: s.key, action: "agent.step", estimate: { quantities: { output_tokens: s.estimate } } };
+        const body = {
+          key: s.key,
+          action: "agent.step",
+          estimate: { quantities: { output_tokens: s.estimate } },
+        };
         const r = await dd.runs.step(run.id, body);
         if (r.step.status === "denied") return { stoppedAt: s.key, available: r.step.available };
         // Settled steps answer as they were; a crash between work and settle just settles again.
-        const settled = await dd.runs.settleStep(run.id, { key: s.key, quantities: { output_tokens: s.used } });
-        log(`step ${s.key.padEnd(9)} ${r.replayed ? "replayed" : "held    "} ${settled.replayed ? "(already settled)" : `charged ${settled.step.charged}`}`);
+        const settled = await dd.runs.settleStep(run.id, {
+          key: s.key,
+          quantities: { output_tokens: s.used },
+        });
+        log(
+          `step ${s.key.padEnd(9)} ${r.replayed ? "replayed" : "held    "} ${settled.replayed ? "(already settled)" : `charged ${settled.step.charged}`}`,
+        );
       }
       return { stoppedAt: null };
     };
@@ -87,7 +101,9 @@ export async function run({ dd, assert, log }) {
     assert.equal((await dd.runs.get(run.id)).status, "suspended");
     const suspended = await hooks("run.suspended");
     assert.equal(suspended.length, 1);
-    log(`webhook run.suspended: step ${suspended[0].data.step} needs ${suspended[0].data.estimate}, ${suspended[0].data.available} available`);
+    log(
+      `webhook run.suspended: step ${suspended[0].data.step} needs ${suspended[0].data.estimate}, ${suspended[0].data.available} available`,
+    );
 
     // The customer tops up; once it covers the suspended step, run.resumable arrives (once).
     await dd.grants.create({ wallet_id: c.wallet_id, amount: "2", source: "top_up" });

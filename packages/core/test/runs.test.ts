@@ -81,7 +81,10 @@ describe("a step's outcome on its run", () => {
             // A new suspension: from running, or after the last one was announced resumable.
             assert.equal(o.suspended, run.status === "running" || run.resumableAt !== null);
           } else {
-            assert.deepEqual([o.status, o.suspendedStep, o.suspended], [run.status, run.suspendedStep, false]);
+            assert.deepEqual(
+              [o.status, o.suspendedStep, o.suspended],
+              [run.status, run.suspendedStep, false],
+            );
           }
         },
       ),

@@ -1,5 +1,4 @@
 import { Holds } from "./holds.js";
-import { Runs } from "./runs.js";
 import { type ApiPromise, Transport } from "./http.js";
 import {
   Adjustments,
@@ -25,6 +24,7 @@ import {
   Wallets,
   Webhooks,
 } from "./resources.js";
+import { Runs } from "./runs.js";
 import type { PostOptions, PublicRateCard, ReconcileReport, RequestOptions } from "./types.js";
 
 /** Options of {@link Drawdown}. */

@@ -31,19 +31,6 @@ export {
 } from "./holds.js";
 export { ApiPromise, type ApiResponse } from "./http.js";
 export {
-  type Run,
-  type RunListParams,
-  type RunSettings,
-  type RunStartParams,
-  type RunStatus,
-  type RunStep,
-  type RunStepParams,
-  type RunStepResult,
-  type RunStepSettleParams,
-  type RunStepStatus,
-  Runs,
-} from "./runs.js";
-export {
   Adjustments,
   Alerts,
   ApiKeys,
@@ -68,4 +55,17 @@ export {
   Wallets,
   Webhooks,
 } from "./resources.js";
+export {
+  type Run,
+  type RunListParams,
+  type RunSettings,
+  type RunStartParams,
+  type RunStatus,
+  type RunStep,
+  type RunStepParams,
+  type RunStepResult,
+  type RunStepSettleParams,
+  type RunStepStatus,
+  Runs,
+} from "./runs.js";
 export type * from "./types.js";

@@ -102,7 +102,13 @@ export interface RunStepParams {
 
 /** Settle a step with events (their run_id is the run's), or quantities of its action. */
 export type RunStepSettleParams =
-  | { key: string; events: SettleEventInput[]; quantities?: undefined; dimensions?: undefined; status?: undefined }
+  | {
+      key: string;
+      events: SettleEventInput[];
+      quantities?: undefined;
+      dimensions?: undefined;
+      status?: undefined;
+    }
   | {
       key: string;
       events?: undefined;
@@ -170,7 +176,8 @@ export class Runs extends Resource {
   step(runId: string, params: RunStepParams, options?: PostOptions): ApiPromise<RunStepResult> {
     return this.postJson(options, () => {
       const e = params.estimate;
-      if (e === null || typeof e !== "object") throw new TypeError("estimate: an object with credits or quantities.");
+      if (e === null || typeof e !== "object")
+        throw new TypeError("estimate: an object with credits or quantities.");
       return {
         path: `/v1/runs/${seg(runId)}/steps`,
         body: {
@@ -198,13 +205,16 @@ export class Runs extends Resource {
       path: `/v1/runs/${seg(runId)}/settle_step`,
       body: {
         ...params,
-        quantities: params.quantities === undefined ? undefined : wireQuantities(params.quantities, "quantities"),
+        quantities:
+          params.quantities === undefined ? undefined : wireQuantities(params.quantities, "quantities"),
         events: params.events?.map((e, i) => ({
           ...e,
           quantities: wireQuantities(e.quantities, `events[${i}].quantities`),
           time: e.time === undefined ? undefined : wireTime(e.time, `events[${i}].time`),
           reported_cost:
-            e.reported_cost === undefined ? undefined : wireAmount(e.reported_cost, `events[${i}].reported_cost`),
+            e.reported_cost === undefined
+              ? undefined
+              : wireAmount(e.reported_cost, `events[${i}].reported_cost`),
         })),
       },
     }));
@@ -275,7 +285,9 @@ export class Runs extends Resource {
       path: `/v1/wallets/${seg(walletId)}/run_settings`,
       body: {
         run_start_minimum:
-          params.run_start_minimum === null ? null : wireAmount(params.run_start_minimum, "run_start_minimum"),
+          params.run_start_minimum === null
+            ? null
+            : wireAmount(params.run_start_minimum, "run_start_minimum"),
       },
     }));
   }

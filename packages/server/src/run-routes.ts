@@ -105,21 +105,31 @@ export const StepSettleBody = Type.Object(
       Type.Array(SettleEventWire, {
         minItems: 1,
         maxItems: HOLD_LIMITS.maxSettleEvents,
-        description: "The step's actual usage, as events (their run_id is the run's; action defaults to the step's).",
+        description:
+          "The step's actual usage, as events (their run_id is the run's; action defaults to the step's).",
       }),
     ),
     quantities: Type.Optional(
       Type.Record(
         Type.String({ pattern: "^[a-z][a-z0-9_]{0,63}$" }),
         Type.Union([Type.String({ maxLength: 40 }), Type.Integer({ minimum: 0 })]),
-        { additionalProperties: false, minProperties: 1, maxProperties: 20, description: "Quantities of the step's action." },
+        {
+          additionalProperties: false,
+          minProperties: 1,
+          maxProperties: 20,
+          description: "Quantities of the step's action.",
+        },
       ),
     ),
     dimensions: Type.Optional(
-      Type.Record(Type.String({ pattern: "^[a-z][a-z0-9_]{0,63}$" }), Type.String({ minLength: 1, maxLength: 200 }), {
-        additionalProperties: false,
-        maxProperties: 20,
-      }),
+      Type.Record(
+        Type.String({ pattern: "^[a-z][a-z0-9_]{0,63}$" }),
+        Type.String({ minLength: 1, maxLength: 200 }),
+        {
+          additionalProperties: false,
+          maxProperties: 20,
+        },
+      ),
     ),
     status: Type.Optional(Type.Union([Type.Literal("succeeded"), Type.Literal("failed")])),
   },
@@ -130,7 +140,10 @@ export const StepVoidBody = Type.Object({ key: StepKey }, { ...strict, title: "R
 
 export const RunSettingsBody = Type.Object(
   {
-    run_start_minimum: Type.Union([S.Amount("Credits available needed to start a run; null: no minimum."), Type.Null()]),
+    run_start_minimum: Type.Union([
+      S.Amount("Credits available needed to start a run; null: no minimum."),
+      Type.Null(),
+    ]),
   },
   { ...strict, title: "RunSettingsUpdate" },
 );
@@ -154,7 +167,9 @@ export const RunStepView = Type.Object(
     hold_id: Type.Union([Type.String(), Type.Null()]),
     charged: S.Amount("Credits its settlement posted."),
     unpaid: S.Amount("Usage of its settlement charged to nobody."),
-    attempts: Type.Integer({ description: "Authorizations: a retry of a denied or expired step is another." }),
+    attempts: Type.Integer({
+      description: "Authorizations: a retry of a denied or expired step is another.",
+    }),
     created_at: Type.String(),
     updated_at: Type.String(),
   },
@@ -176,11 +191,15 @@ export const RunView = Type.Object(
     }),
     metadata: Type.Record(Type.String(), Type.String()),
     suspended_step: Nullable(Type.String({ description: "The step the run is suspended at." })),
-    resumable: Type.Boolean({ description: "Suspended, and credits granted since cover the suspended step." }),
+    resumable: Type.Boolean({
+      description: "Suspended, and credits granted since cover the suspended step.",
+    }),
     created_at: Nullable(Type.String()),
     finished_at: Nullable(Type.String({ description: "When it was completed or canceled." })),
     step_count: Type.Integer(),
-    steps: Type.Array(RunStepView, { description: `Its steps in order (the first ${RUN_LIMITS.viewSteps}).` }),
+    steps: Type.Array(RunStepView, {
+      description: `Its steps in order (the first ${RUN_LIMITS.viewSteps}).`,
+    }),
     events: Type.Integer({ description: "Usage events naming the run." }),
     failed_events: Type.Integer(),
     credits: S.Amount("Credits its events were charged."),
@@ -201,7 +220,9 @@ export const RunStepResultView = Type.Object(
     run_status: Type.Union(RUN_STATUSES.map((s) => Type.Literal(s))),
     step: RunStepView,
     hold: Type.Union([HoldView, Type.Null()]),
-    replayed: Type.Boolean({ description: "True: the step was already done; nothing changed, nothing was charged." }),
+    replayed: Type.Boolean({
+      description: "True: the step was already done; nothing changed, nothing was charged.",
+    }),
   },
   { title: "RunStepResult" },
 );
@@ -281,7 +302,11 @@ async function runView(
     resumable: run !== null && run.status === "suspended" && run.resumableAt !== null,
     created_at: run ? formatTimestamp(run.createdAt) : null,
     finished_at: time(run?.endedAt ?? null),
-    step_count: run ? (steps.length < RUN_LIMITS.viewSteps ? steps.length : await runs.countSteps(tenantId, id, ex)) : 0,
+    step_count: run
+      ? steps.length < RUN_LIMITS.viewSteps
+        ? steps.length
+        : await runs.countSteps(tenantId, id, ex)
+      : 0,
     steps: steps.map(stepView),
     events: Number(r.events),
     failed_events: Number(r.failed),
@@ -378,7 +403,8 @@ export const RUN_ROUTES: readonly Route[] = [
     operationId: "listRuns",
     tag: "Runs",
     summary: "List a customer's runs",
-    description: "Runs started through the API, oldest first, optionally by status. Each with its steps and totals.",
+    description:
+      "Runs started through the API, oldest first, optionally by status. Each with its steps and totals.",
     access: "read",
     params: S.IdParam("cus", "customer"),
     query: S.withPage({
@@ -416,9 +442,13 @@ export const RUN_ROUTES: readonly Route[] = [
       await startedRun(runs, tenantId, key, params.id, tx);
       const e = body.estimate;
       if ((e.credits === undefined) === (e.quantities === undefined))
-        throw new ApiError("invalid_argument", "estimate takes credits or quantities (with dimensions), one of them.", {
-          errors: [{ path: "estimate", message: "credits or quantities" }],
-        });
+        throw new ApiError(
+          "invalid_argument",
+          "estimate takes credits or quantities (with dimensions), one of them.",
+          {
+            errors: [{ path: "estimate", message: "credits or quantities" }],
+          },
+        );
       if (e.credits !== undefined && e.dimensions !== undefined)
         throw new ApiError("invalid_argument", "estimate.dimensions go with quantities, not with credits.", {
           errors: [{ path: "estimate.dimensions", message: "only with quantities" }],
@@ -471,9 +501,13 @@ export const RUN_ROUTES: readonly Route[] = [
           errors: [{ path: "events", message: "events or quantities" }],
         });
       if (body.events !== undefined && (body.dimensions !== undefined || body.status !== undefined))
-        throw new ApiError("invalid_argument", "dimensions and status go with quantities; events carry their own.", {
-          errors: [{ path: "dimensions", message: "only with quantities" }],
-        });
+        throw new ApiError(
+          "invalid_argument",
+          "dimensions and status go with quantities; events carry their own.",
+          {
+            errors: [{ path: "dimensions", message: "only with quantities" }],
+          },
+        );
       const step = await runs.getStep(tenantId, run.id, body.key, tx);
       if (!step) throw new ApiError("not_found", `Run ${run.id} has no step "${body.key}".`);
       if (body.quantities !== undefined) {
@@ -488,7 +522,10 @@ export const RUN_ROUTES: readonly Route[] = [
       }
       const now = store.now(tenantId);
       const events: SettleEvent[] = body.events!.map((e, i) => {
-        const parsed = parseEvent({ ...e, customer_id: run.customerId, action: e.action ?? step.action }, now);
+        const parsed = parseEvent(
+          { ...e, customer_id: run.customerId, action: e.action ?? step.action },
+          now,
+        );
         if (!parsed.ok)
           throw new ApiError(parsed.error.code, `events[${i}]: ${parsed.error.message}`, {
             errors: [{ path: `events/${i}`, message: parsed.error.message }],
@@ -616,7 +653,8 @@ export const RUN_ROUTES: readonly Route[] = [
     response: RunSettingsView,
     errors: ["not_found", "invalid_amount"],
     handle: async ({ runs, tx, tenantId, params, body }) => {
-      const min = body.run_start_minimum === null ? null : amount(body.run_start_minimum, "run_start_minimum", true);
+      const min =
+        body.run_start_minimum === null ? null : amount(body.run_start_minimum, "run_start_minimum", true);
       const s = must(await runs.setSettings(tx, tenantId, params.id, min));
       return okReply(settingsView(s.walletId, s.runStartMinimum));
     },

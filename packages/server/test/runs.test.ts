@@ -26,7 +26,12 @@ for (const backend of backends()) {
 
     before(async () => {
       server = await startTestServer({ backend: backend.name, clock: () => T0 });
-      dd = new Drawdown({ apiKey: server.key, baseUrl: server.url, fetch: contractFetch(log), maxRetries: 0 });
+      dd = new Drawdown({
+        apiKey: server.key,
+        baseUrl: server.url,
+        fetch: contractFetch(log),
+        maxRetries: 0,
+      });
       await dd.testClock.advance({ to: new Date(T0) });
       const card = await dd.rateCards.create({ name: "Agents" });
       await dd.rateCards.publishVersion(card.id, {
@@ -54,12 +59,18 @@ for (const backend of backends()) {
           "SELECT payload FROM outbox_events WHERE tenant_id = $1 AND type = $2 ORDER BY created_at, id",
           [server.tenantId, type],
         )
-      ).rows.map((r) => (typeof r.payload === "string" ? JSON.parse(r.payload) : r.payload) as Record<string, string>);
+      ).rows.map(
+        (r) => (typeof r.payload === "string" ? JSON.parse(r.payload) : r.payload) as Record<string, string>,
+      );
     const step = (run: string, key: string, credits: string) =>
       dd.runs.step(run, { key, action: "agent.step", estimate: { credits } });
 
     test("steps hold, settle once, and a retry of either changes nothing", async () => {
-      const run = await dd.runs.start({ id: "run-a", customer_id: acme.id, metadata: { agent: "researcher" } });
+      const run = await dd.runs.start({
+        id: "run-a",
+        customer_id: acme.id,
+        metadata: { agent: "researcher" },
+      });
       assert.equal(run.status, "running");
       assert.equal(run.wallet_id, acme.wallet_id);
       const s1 = await step("run-a", "s1", "3");
@@ -240,7 +251,11 @@ for (const backend of backends()) {
       assert.equal((await portal.runs.get("l1")).id, "l1");
       await fails(portal.runs.get("run-a"), "not_found", 404);
       await fails(portal.runs.list(acme.id), "not_found", 404);
-      await fails(portal.runs.step("l1", { key: "k", action: "agent.step", estimate: { credits: "1" } }), "forbidden", 403);
+      await fails(
+        portal.runs.step("l1", { key: "k", action: "agent.step", estimate: { credits: "1" } }),
+        "forbidden",
+        403,
+      );
     });
 
     test("every response matched its documented schema", () => {

@@ -603,7 +603,12 @@ test("the SDK calls every route, sending exactly the documented query parameters
     dd.runs.list("cus_1", { ...page, status: "suspended" }),
     dd.runs.step("run_1", runStep),
     dd.runs.settleStep("run_1", { key: "k", events: [settleEvent] }),
-    dd.runs.settleStep("run_1", { key: "k", quantities: { tokens: 1n }, dimensions: { model: "m" }, status: "failed" }),
+    dd.runs.settleStep("run_1", {
+      key: "k",
+      quantities: { tokens: 1n },
+      dimensions: { model: "m" },
+      status: "failed",
+    }),
     dd.runs.voidStep("run_1", "k"),
     dd.runs.resume("run_1"),
     dd.runs.complete("run_1"),
@@ -647,7 +652,16 @@ test("the SDK calls every route, sending exactly the documented query parameters
   // Bodies with alternative field sets (settle: events, or quantities with dimensions and status).
   const fieldSets = new Map<string, { sets: string[][]; seen: Set<string> }>([
     ["settleHold", { sets: [["events"], ["dimensions", "quantities", "status"]], seen: new Set() }],
-    ["settleRunStep", { sets: [["events", "key"], ["dimensions", "key", "quantities", "status"]], seen: new Set() }],
+    [
+      "settleRunStep",
+      {
+        sets: [
+          ["events", "key"],
+          ["dimensions", "key", "quantities", "status"],
+        ],
+        seen: new Set(),
+      },
+    ],
   ]);
   const called = new Set<string>();
   for (const s of sent.slice(0, -2)) {

@@ -141,13 +141,14 @@ function canonical(v: unknown): unknown {
 }
 
 const fingerprintOf = (v: unknown): string =>
-  createHash("sha256").update(JSON.stringify(canonical(v))).digest("hex");
+  createHash("sha256")
+    .update(JSON.stringify(canonical(v)))
+    .digest("hex");
 
 const estimateJson = (e: Estimate): Record<string, unknown> =>
-  canonical("credits" in e ? { credits: e.credits } : { quantities: e.quantities, dimensions: e.dimensions }) as Record<
-    string,
-    unknown
-  >;
+  canonical(
+    "credits" in e ? { credits: e.credits } : { quantities: e.quantities, dimensions: e.dimensions },
+  ) as Record<string, unknown>;
 
 function toRun(r: Row): RunRecord {
   return {
@@ -161,7 +162,10 @@ function toRun(r: Row): RunRecord {
     suspendedStep: r.suspended_step === null ? null : String(r.suspended_step),
     suspendedAt: msOrNull(r.suspended_at),
     resumableAt: msOrNull(r.resumable_at),
-    metadata: (typeof r.metadata === "string" ? JSON.parse(r.metadata) : r.metadata) as Record<string, string>,
+    metadata: (typeof r.metadata === "string" ? JSON.parse(r.metadata) : r.metadata) as Record<
+      string,
+      string
+    >,
     createdAt: ms(r.created_at),
     updatedAt: ms(r.updated_at),
     endedAt: msOrNull(r.ended_at),
@@ -186,7 +190,10 @@ function toStep(r: Row): StepRecord {
     key: String(r.key),
     seq: Number(r.seq),
     action: String(r.action),
-    estimate: (typeof r.estimate === "string" ? JSON.parse(r.estimate) : r.estimate) as Record<string, unknown>,
+    estimate: (typeof r.estimate === "string" ? JSON.parse(r.estimate) : r.estimate) as Record<
+      string,
+      unknown
+    >,
     holdTimeoutSeconds: Number(r.hold_timeout_seconds),
     status,
     holdId: r.hold_id === null ? null : String(r.hold_id),
@@ -300,7 +307,10 @@ export class Runs {
 
   /** Locks a run's row for this transaction: one writer per run at a time. */
   async #lockRun(ex: SqlExecutor, tenantId: string, id: string): Promise<RunRecord | null> {
-    const locked = await ex.query("SELECT 1 FROM runs WHERE tenant_id = $1 AND id = $2 FOR UPDATE", [tenantId, id]);
+    const locked = await ex.query("SELECT 1 FROM runs WHERE tenant_id = $1 AND id = $2 FOR UPDATE", [
+      tenantId,
+      id,
+    ]);
     return locked.rows[0] ? this.getRun(tenantId, id, ex) : null;
   }
 
@@ -324,11 +334,10 @@ export class Runs {
     key: string,
     ex: SqlExecutor = this.store.db,
   ): Promise<StepRecord | null> {
-    const { rows } = await ex.query(`${STEP_SELECT} WHERE s.tenant_id = $1 AND s.run_id = $2 AND s.key = $3`, [
-      tenantId,
-      runId,
-      key,
-    ]);
+    const { rows } = await ex.query(
+      `${STEP_SELECT} WHERE s.tenant_id = $1 AND s.run_id = $2 AND s.key = $3`,
+      [tenantId, runId, key],
+    );
     return rows[0] ? toStep(rows[0]) : null;
   }
 
@@ -364,7 +373,12 @@ export class Runs {
    * suspends the run and emits `run.suspended`, in this transaction; allowing the step the run
    * is suspended at resumes it.
    */
-  async step(ex: SqlExecutor, tenantId: string, runId: string, request: StepRequest): Promise<Result<StepResult>> {
+  async step(
+    ex: SqlExecutor,
+    tenantId: string,
+    runId: string,
+    request: StepRequest,
+  ): Promise<Result<StepResult>> {
     const run = await this.#lockRun(ex, tenantId, runId);
     if (!run) return fail("not_found", `No run ${runId}.`);
     const fingerprint = fingerprintOf({
@@ -500,12 +514,18 @@ export class Runs {
     if (run.status === "running" || run.suspendedStep === null) return ok(run);
     const step = await this.getStep(tenantId, runId, run.suspendedStep, ex);
     invariant(step, `the suspended step of run ${runId} exists`);
-    const e = step.estimate as { credits?: string; quantities?: Record<string, string>; dimensions?: Record<string, string> };
+    const e = step.estimate as {
+      credits?: string;
+      quantities?: Record<string, string>;
+      dimensions?: Record<string, string>;
+    };
     const estimate: Estimate =
       e.credits !== undefined
         ? { credits: BigInt(e.credits) }
         : {
-            quantities: Object.fromEntries(Object.entries(e.quantities ?? {}).map(([k, v]) => [k, BigInt(v)])),
+            quantities: Object.fromEntries(
+              Object.entries(e.quantities ?? {}).map(([k, v]) => [k, BigInt(v)]),
+            ),
             dimensions: e.dimensions ?? {},
           };
     return this.#authorize(
@@ -551,9 +571,13 @@ export class Runs {
       if ("events" in input) {
         const other = input.events.find((e) => e.runId !== null && e.runId !== runId);
         if (other)
-          return fail("invalid_argument", `Event "${other.id}" names run ${other.runId}; a step's events belong to its run.`, {
-            event_id: other.id,
-          });
+          return fail(
+            "invalid_argument",
+            `Event "${other.id}" names run ${other.runId}; a step's events belong to its run.`,
+            {
+              event_id: other.id,
+            },
+          );
       }
       return this.holds.settle(ex, tenantId, holdId, { events });
     });
@@ -638,7 +662,12 @@ export class Runs {
     return rows.map(toStep);
   }
 
-  async #end(ex: SqlExecutor, tenantId: string, runId: string, status: "completed" | "canceled"): Promise<RunRecord> {
+  async #end(
+    ex: SqlExecutor,
+    tenantId: string,
+    runId: string,
+    status: "completed" | "canceled",
+  ): Promise<RunRecord> {
     const now = iso(this.store.now(tenantId));
     await ex.query("DELETE FROM run_suspensions WHERE tenant_id = $1 AND run_id = $2", [tenantId, runId]);
     await ex.query(
@@ -651,7 +680,11 @@ export class Runs {
   // ---------------------------------------------------------------- the start minimum
 
   /** A wallet's run settings (null: no such wallet). */
-  async getSettings(tenantId: string, walletId: string, ex: SqlExecutor = this.store.db): Promise<RunSettings | null> {
+  async getSettings(
+    tenantId: string,
+    walletId: string,
+    ex: SqlExecutor = this.store.db,
+  ): Promise<RunSettings | null> {
     const w = await this.store.getWallet(tenantId, walletId, ex);
     if (!w) return null;
     const { rows } = await ex.query(
@@ -673,7 +706,10 @@ export class Runs {
     if (runStartMinimum !== null && runStartMinimum < 0n)
       return fail("invalid_amount", "run_start_minimum must be zero or more credits.");
     if (runStartMinimum === null)
-      await ex.query("DELETE FROM run_settings WHERE tenant_id = $1 AND wallet_id = $2", [tenantId, walletId]);
+      await ex.query("DELETE FROM run_settings WHERE tenant_id = $1 AND wallet_id = $2", [
+        tenantId,
+        walletId,
+      ]);
     else
       await ex.query(
         `INSERT INTO run_settings (tenant_id, wallet_id, run_start_minimum, updated_at) VALUES ($1, $2, $3, $4)

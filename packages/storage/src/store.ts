@@ -39,7 +39,6 @@ import {
 import { evaluateWalletAlerts } from "./alerts.js";
 import { hashKey, newKeySecret } from "./ids.js";
 import { type EventPayload, insertEvent } from "./outbox.js";
-import { announceResumableRuns } from "./run-resume.js";
 import {
   type ApiKey,
   type Customer,
@@ -59,6 +58,7 @@ import {
   toWallet,
   type WalletRecord,
 } from "./records.js";
+import { announceResumableRuns } from "./run-resume.js";
 import type { Row, SqlClient, SqlExecutor } from "./sql.js";
 
 /** The clock and id generator the store gives the core. Injected so tests control time. */

@@ -65,7 +65,9 @@ function harness(database: TestDatabase) {
         "SELECT payload FROM outbox_events WHERE tenant_id = $1 AND type = $2 ORDER BY created_at, id",
         [tenantId, type],
       )
-    ).rows.map((r) => (typeof r.payload === "string" ? JSON.parse(r.payload) : r.payload) as Record<string, string>);
+    ).rows.map(
+      (r) => (typeof r.payload === "string" ? JSON.parse(r.payload) : r.payload) as Record<string, string>,
+    );
   /** What a run's events charged, and how many there are (the run's total, as GET /v1/runs/:id sums it). */
   const runTotal = async (tenantId: string, runId: string) => {
     const { rows } = await store.db.query<{ n: number; charged: string }>(
@@ -76,12 +78,34 @@ function harness(database: TestDatabase) {
   };
   const snapshot = async () => {
     const out: Record<string, unknown> = {};
-    for (const t of ["runs", "run_steps", "run_suspensions", "holds", "journal_transactions", "outbox_events"]) {
+    for (const t of [
+      "runs",
+      "run_steps",
+      "run_suspensions",
+      "holds",
+      "journal_transactions",
+      "outbox_events",
+    ]) {
       out[t] = (await store.db.query(`SELECT * FROM ${t} ORDER BY 1, 2`)).rows;
     }
     return JSON.stringify(out);
   };
-  return { store, holds, runs, tx, setup, grant, start, step, settle, voidStep, resume, outbox, runTotal, snapshot };
+  return {
+    store,
+    holds,
+    runs,
+    tx,
+    setup,
+    grant,
+    start,
+    step,
+    settle,
+    voidStep,
+    resume,
+    outbox,
+    runTotal,
+    snapshot,
+  };
 }
 
 for (const backend of backends()) {
@@ -152,7 +176,12 @@ for (const backend of backends()) {
       assert.equal((resumed as StepResult).step.status, "held");
       // Suspended again after being announced: a new suspension, announced again.
       await h.store.db.transaction((ex) =>
-        h.store.debitWallet(ex, tenantId, walletId, { amount: credits(2n), action: null, kind: "debit", reason: "other use" }),
+        h.store.debitWallet(ex, tenantId, walletId, {
+          amount: credits(2n),
+          action: null,
+          kind: "debit",
+          reason: "other use",
+        }),
       );
       assert.equal(okv(await h.step(tenantId, run.id, "c", credits(5n))).run.status, "suspended");
       assert.equal((await h.outbox(tenantId, "run.suspended")).length, 2);
@@ -193,19 +222,28 @@ for (const backend of backends()) {
     }, async () => {
       const { tenantId, customerId, walletId } = await h.setup(credits(100n));
       const run = okv(await h.start(tenantId, customerId));
-      const answers = await Promise.all(Array.from({ length: 20 }, () => h.step(tenantId, run.id, "a", credits(5n))));
+      const answers = await Promise.all(
+        Array.from({ length: 20 }, () => h.step(tenantId, run.id, "a", credits(5n))),
+      );
       const holds = new Set(answers.map((r) => okv(r).hold?.id));
       assert.equal(holds.size, 1, "one hold, whatever the retries");
       assert.equal(answers.filter((r) => !okv(r).replayed).length, 1);
-      const settles = await Promise.all(Array.from({ length: 20 }, () => h.settle(tenantId, run.id, "a", 4n)));
+      const settles = await Promise.all(
+        Array.from({ length: 20 }, () => h.settle(tenantId, run.id, "a", 4n)),
+      );
       assert.equal(settles.filter((r) => !okv(r).replayed).length, 1);
       assert.deepEqual(await h.runTotal(tenantId, run.id), { events: 1, charged: credits(4n) });
       // A suspended run: its retries and top-ups at once, in any order, all commit.
       const poor = await h.setup(0n);
-      const runs = await Promise.all(Array.from({ length: 5 }, () => h.start(poor.tenantId, poor.customerId)));
+      const runs = await Promise.all(
+        Array.from({ length: 5 }, () => h.start(poor.tenantId, poor.customerId)),
+      );
       for (const r of runs) okv(await h.step(poor.tenantId, okv(r).id, "x", credits(1n)));
       const raced = await Promise.all([
-        ...runs.flatMap((r) => [h.step(poor.tenantId, okv(r).id, "x", credits(1n)), h.resume(poor.tenantId, okv(r).id)]),
+        ...runs.flatMap((r) => [
+          h.step(poor.tenantId, okv(r).id, "x", credits(1n)),
+          h.resume(poor.tenantId, okv(r).id),
+        ]),
         ...Array.from({ length: 5 }, () => h.grant(poor.tenantId, poor.walletId, credits(1n))),
       ]);
       assert.equal(raced.length, 15);
@@ -217,69 +255,83 @@ for (const backend of backends()) {
 
     test("property: random steps, retries, denials, top-ups and resumes charge each settled step exactly once", async () => {
       const Op = fc.oneof(
-        fc.record({ kind: fc.constant("step" as const), key: fc.integer({ min: 0, max: 4 }), est: fc.integer({ min: 1, max: 5 }) }),
-        fc.record({ kind: fc.constant("settle" as const), key: fc.integer({ min: 0, max: 4 }), units: fc.integer({ min: 0, max: 6 }) }),
+        fc.record({
+          kind: fc.constant("step" as const),
+          key: fc.integer({ min: 0, max: 4 }),
+          est: fc.integer({ min: 1, max: 5 }),
+        }),
+        fc.record({
+          kind: fc.constant("settle" as const),
+          key: fc.integer({ min: 0, max: 4 }),
+          units: fc.integer({ min: 0, max: 6 }),
+        }),
         fc.record({ kind: fc.constant("void" as const), key: fc.integer({ min: 0, max: 4 }) }),
         fc.record({ kind: fc.constant("topup" as const), amount: fc.integer({ min: 1, max: 6 }) }),
         fc.record({ kind: fc.constant("resume" as const) }),
       );
       await fc.assert(
-        fc.asyncProperty(fc.integer({ min: 0, max: 8 }), fc.array(Op, { minLength: 1, maxLength: 25 }), async (c0, ops) => {
-          const { tenantId, customerId, walletId } = await h.setup(credits(BigInt(c0)));
-          const run = okv(await h.start(tenantId, customerId));
-          let granted = credits(BigInt(c0));
-          /** What each step was first asked with, and what its settle charged (fixed once settled). */
-          const body = new Map<number, number>();
-          const charged = new Map<number, bigint>();
-          const resolved = new Map<number, string>();
-          for (const op of ops) {
-            if (op.kind === "topup") {
-              await h.grant(tenantId, walletId, credits(BigInt(op.amount)));
-              granted += credits(BigInt(op.amount));
-            } else if (op.kind === "resume") {
-              okv(await h.resume(tenantId, run.id));
-            } else if (op.kind === "step") {
-              const r = await h.step(tenantId, run.id, `k${op.key}`, credits(BigInt(op.est)));
-              const first = body.get(op.key);
-              if (first !== undefined && first !== op.est) assert.equal(code(r), "step_key_reused");
-              else if (!r.ok) assert.equal(r.error.code, "run_suspended");
-              else {
-                body.set(op.key, op.est);
-                if (r.value.step.status === "denied") assert.equal(r.value.run.status, "suspended");
+        fc.asyncProperty(
+          fc.integer({ min: 0, max: 8 }),
+          fc.array(Op, { minLength: 1, maxLength: 25 }),
+          async (c0, ops) => {
+            const { tenantId, customerId, walletId } = await h.setup(credits(BigInt(c0)));
+            const run = okv(await h.start(tenantId, customerId));
+            let granted = credits(BigInt(c0));
+            /** What each step was first asked with, and what its settle charged (fixed once settled). */
+            const body = new Map<number, number>();
+            const charged = new Map<number, bigint>();
+            const resolved = new Map<number, string>();
+            for (const op of ops) {
+              if (op.kind === "topup") {
+                await h.grant(tenantId, walletId, credits(BigInt(op.amount)));
+                granted += credits(BigInt(op.amount));
+              } else if (op.kind === "resume") {
+                okv(await h.resume(tenantId, run.id));
+              } else if (op.kind === "step") {
+                const r = await h.step(tenantId, run.id, `k${op.key}`, credits(BigInt(op.est)));
+                const first = body.get(op.key);
+                if (first !== undefined && first !== op.est) assert.equal(code(r), "step_key_reused");
+                else if (!r.ok) assert.equal(r.error.code, "run_suspended");
+                else {
+                  body.set(op.key, op.est);
+                  if (r.value.step.status === "denied") assert.equal(r.value.run.status, "suspended");
+                }
+              } else {
+                const key = `k${op.key}`;
+                const step = await h.runs.getStep(tenantId, run.id, key);
+                const fingerprintBefore = resolved.get(op.key);
+                const r =
+                  op.kind === "settle"
+                    ? await h.settle(tenantId, run.id, key, BigInt(op.units))
+                    : await h.voidStep(tenantId, run.id, key);
+                const id = op.kind === "settle" ? `settle:${op.units}` : "void";
+                if (!step) assert.equal(code(r), "not_found");
+                else if (fingerprintBefore !== undefined) {
+                  if (fingerprintBefore === id) assert.equal(okv(r).replayed, true);
+                  else assert.equal(code(r), "step_key_reused");
+                } else if (step.status !== "held") assert.equal(code(r), "step_not_held");
+                else {
+                  const v = okv(r);
+                  resolved.set(op.key, id);
+                  if (op.kind === "settle") charged.set(op.key, v.step.charged);
+                }
               }
-            } else {
-              const key = `k${op.key}`;
-              const step = await h.runs.getStep(tenantId, run.id, key);
-              const fingerprintBefore = resolved.get(op.key);
-              const r =
-                op.kind === "settle" ? await h.settle(tenantId, run.id, key, BigInt(op.units)) : await h.voidStep(tenantId, run.id, key);
-              const id = op.kind === "settle" ? `settle:${op.units}` : "void";
-              if (!step) assert.equal(code(r), "not_found");
-              else if (fingerprintBefore !== undefined) {
-                if (fingerprintBefore === id) assert.equal(okv(r).replayed, true);
-                else assert.equal(code(r), "step_key_reused");
-              } else if (step.status !== "held") assert.equal(code(r), "step_not_held");
-              else {
-                const v = okv(r);
-                resolved.set(op.key, id);
-                if (op.kind === "settle") charged.set(op.key, v.step.charged);
+              // After every operation: each settled step charged once, and the run's total is their sum.
+              const steps = await h.runs.listSteps(tenantId, run.id, 100);
+              for (const s of steps) {
+                const k = Number(s.key.slice(1));
+                assert.equal(s.charged, charged.get(k) ?? 0n, `step ${s.key} charged as first settled`);
               }
+              const total = await h.runTotal(tenantId, run.id);
+              const sum = [...charged.values()].reduce((a, b) => a + b, 0n);
+              assert.equal(total.events, charged.size, "one event per settled step");
+              assert.equal(total.charged, sum, "the run's total is the sum of its steps");
+              const b = (await h.store.balance(tenantId, walletId))!;
+              assert.equal(b.total, granted - sum);
             }
-            // After every operation: each settled step charged once, and the run's total is their sum.
-            const steps = await h.runs.listSteps(tenantId, run.id, 100);
-            for (const s of steps) {
-              const k = Number(s.key.slice(1));
-              assert.equal(s.charged, charged.get(k) ?? 0n, `step ${s.key} charged as first settled`);
-            }
-            const total = await h.runTotal(tenantId, run.id);
-            const sum = [...charged.values()].reduce((a, b) => a + b, 0n);
-            assert.equal(total.events, charged.size, "one event per settled step");
-            assert.equal(total.charged, sum, "the run's total is the sum of its steps");
-            const b = (await h.store.balance(tenantId, walletId))!;
-            assert.equal(b.total, granted - sum);
-          }
-          assert.deepEqual((await h.store.reconcile(tenantId)).differences, []);
-        }),
+            assert.deepEqual((await h.store.reconcile(tenantId)).differences, []);
+          },
+        ),
         { numRuns: backend.name === "pglite" ? 30 : 15 },
       );
     });

@@ -1190,7 +1190,11 @@ const RUN_SPECS: Readonly<Record<string, Spec>> = {
       subject_id: { code: "not_found", kind: "sub" },
     },
     business: [
-      { name: "an id in use", code: "already_exists", body: (f, v) => ({ customer_id: f.a.customer, id: v.taken! }) },
+      {
+        name: "an id in use",
+        code: "already_exists",
+        body: (f, v) => ({ customer_id: f.a.customer, id: v.taken! }),
+      },
       {
         name: "an id with a slash",
         code: "validation_failed",
@@ -1237,7 +1241,12 @@ const RUN_SPECS: Readonly<Record<string, Spec>> = {
         id: (_f, v) => v.held!,
         body: () => stepBody("s1", "2"),
       },
-      { name: "a finished run", code: "run_not_running", id: (_f, v) => v.completed!, body: () => stepBody("s9") },
+      {
+        name: "a finished run",
+        code: "run_not_running",
+        id: (_f, v) => v.completed!,
+        body: () => stepBody("s9"),
+      },
       {
         name: "a new step of a suspended run",
         code: "run_suspended",
@@ -1296,7 +1305,11 @@ const RUN_SPECS: Readonly<Record<string, Spec>> = {
       },
       { name: "a denied step", code: "step_not_held", id: (_f, v) => v.denied! },
       { name: "a step whose hold expired", code: "hold_expired", id: (_f, v) => v.expired! },
-      { name: "a step the run does not have", code: "not_found", body: () => ({ key: "nope", quantities: { output_tokens: 1 } }) },
+      {
+        name: "a step the run does not have",
+        code: "not_found",
+        body: () => ({ key: "nope", quantities: { output_tokens: 1 } }),
+      },
       {
         name: "events and quantities both",
         code: "invalid_argument",
@@ -1315,7 +1328,10 @@ const RUN_SPECS: Readonly<Record<string, Spec>> = {
       {
         name: "an event of another run",
         code: "invalid_argument",
-        body: () => ({ key: "s1", events: [{ id: `evt-${unique()}`, quantities: { output_tokens: 1 }, run_id: "elsewhere" }] }),
+        body: () => ({
+          key: "s1",
+          events: [{ id: `evt-${unique()}`, quantities: { output_tokens: 1 }, run_id: "elsewhere" }],
+        }),
       },
       {
         name: "an absurd quantity",
