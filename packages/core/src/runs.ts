@@ -127,8 +127,8 @@ export function stepOutcome(
 
 /**
  * What to do with a settle (or void) of a step: `replay` (the same settle again: nothing
- * changes), or `settle`. Fails on a different settle of a resolved step (`step_key_reused`) and
- * on a step that holds nothing to settle (`step_not_held`: denied, or its hold expired).
+ * changes), or `settle`. Fails on a different settle of a resolved step (`step_key_reused`), on a
+ * step whose hold timed out (`hold_expired`) and on a step that holds nothing (`step_not_held`).
  */
 export function planSettleRequest(
   runId: string,
@@ -143,6 +143,12 @@ export function planSettleRequest(
       { step: step.key },
     );
   }
+  if (step.status === "expired")
+    return fail(
+      "hold_expired",
+      `Step "${step.key}" of run ${runId}: its hold timed out unsettled. Retry the step (same key and body) to authorize it again.`,
+      { step: step.key, status: step.status },
+    );
   if (step.status !== "held")
     return fail(
       "step_not_held",

@@ -99,6 +99,7 @@ describe("a settle request", () => {
         const r = planSettleRequest("r", step, fingerprint);
         if (step.settleFingerprint === fingerprint) assert.deepEqual(r, { ok: true, value: "replay" });
         else if (step.settleFingerprint !== null) assert.equal(!r.ok && r.error.code, "step_key_reused");
+        else if (step.status === "expired") assert.equal(!r.ok && r.error.code, "hold_expired");
         else if (step.status !== "held") assert.equal(!r.ok && r.error.code, "step_not_held");
         else assert.deepEqual(r, { ok: true, value: "settle" });
       }),

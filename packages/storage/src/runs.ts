@@ -172,9 +172,11 @@ function toRun(r: Row): RunRecord {
   };
 }
 
-function toStep(r: Row): StepRecord {
+function toStep(r: Row, now: number): StepRecord {
   const stored = String(r.status) as StepStatus;
-  const hold = r.hold_status === null || r.hold_status === undefined ? null : String(r.hold_status);
+  const raw = r.hold_status === null || r.hold_status === undefined ? null : String(r.hold_status);
+  // A pending hold past its timeout can no longer be posted: expired, whether or not the scheduler released it yet.
+  const hold = raw === "pending" && ms(r.hold_expires_at) <= now ? "expired" : raw;
   // A held step whose hold was resolved another way (its timeout, or the holds API) shows that outcome.
   const status: StepStatus =
     stored !== "held" || hold === null || hold === "pending"
@@ -215,7 +217,8 @@ const RUN_SELECT = `SELECT r.*, s.suspended_at, s.resumable_at FROM runs r
   LEFT JOIN LATERAL (SELECT min(suspended_at) AS suspended_at, min(resumable_at) AS resumable_at FROM run_suspensions x
     WHERE x.tenant_id = r.tenant_id AND x.run_id = r.id) s ON true`;
 
-const STEP_SELECT = `SELECT s.*, h.status AS hold_status, h.posted::text AS posted, h.unpaid::text AS unpaid FROM run_steps s
+const STEP_SELECT = `SELECT s.*, h.status AS hold_status, h.expires_at AS hold_expires_at, h.posted::text AS posted,
+  h.unpaid::text AS unpaid FROM run_steps s
   LEFT JOIN holds h ON h.tenant_id = s.tenant_id AND h.id = s.hold_id`;
 
 /** The action whose availability a run's start is checked for (unscoped grants and the soft cap's room count). */
@@ -325,7 +328,8 @@ export class Runs {
       `${STEP_SELECT} WHERE s.tenant_id = $1 AND s.run_id = $2 ORDER BY s.seq LIMIT $3`,
       [tenantId, runId, limit],
     );
-    return rows.map(toStep);
+    const now = this.store.now(tenantId);
+    return rows.map((r) => toStep(r, now));
   }
 
   async getStep(
@@ -338,7 +342,7 @@ export class Runs {
       `${STEP_SELECT} WHERE s.tenant_id = $1 AND s.run_id = $2 AND s.key = $3`,
       [tenantId, runId, key],
     );
-    return rows[0] ? toStep(rows[0]) : null;
+    return rows[0] ? toStep(rows[0], this.store.now(tenantId)) : null;
   }
 
   /** How many steps a run has. */
@@ -623,7 +627,10 @@ export class Runs {
     if (!run) return fail("not_found", `No run ${runId}.`);
     if (run.status === "completed" || run.status === "canceled")
       return fail("run_not_running", `Run ${runId} is already ${run.status}.`, { status: run.status });
-    const pending = (await this.#pendingSteps(ex, tenantId, runId)).map((s) => s.key);
+    // A hold past its timeout is released by the scheduler; only live holds keep a run open.
+    const pending = (await this.#pendingSteps(ex, tenantId, runId))
+      .filter((s) => s.status === "held")
+      .map((s) => s.key);
     if (pending.length > 0)
       return fail(
         "run_steps_pending",
@@ -654,12 +661,14 @@ export class Runs {
     return ok(await this.#end(ex, tenantId, runId, "canceled"));
   }
 
+  /** Steps whose hold is still pending (`held`, or `expired` while the scheduler has not released it). */
   async #pendingSteps(ex: SqlExecutor, tenantId: string, runId: string): Promise<StepRecord[]> {
     const { rows } = await ex.query(
       `${STEP_SELECT} WHERE s.tenant_id = $1 AND s.run_id = $2 AND s.status = 'held' AND h.status = 'pending' ORDER BY s.seq`,
       [tenantId, runId],
     );
-    return rows.map(toStep);
+    const now = this.store.now(tenantId);
+    return rows.map((r) => toStep(r, now));
   }
 
   async #end(

@@ -190,6 +190,37 @@ for (const backend of backends()) {
       assert.deepEqual((await h.store.reconcile(tenantId)).differences, []);
     });
 
+    test("a step whose hold timed out cannot settle; retrying it holds again, and it is charged once", async () => {
+      const { tenantId, customerId, walletId } = await h.setup(credits(10n));
+      const run = okv(await h.start(tenantId, customerId));
+      const first = okv(await h.step(tenantId, run.id, "a", credits(4n)));
+      okv(await h.store.advanceClock(tenantId, T0 + 2 * 3_600_000));
+      assert.equal((await h.holds.getHold(tenantId, first.hold!.id))!.status, "expired");
+      assert.equal((await h.runs.getStep(tenantId, run.id, "a"))!.status, "expired");
+      assert.equal(code(await h.settle(tenantId, run.id, "a", 1n)), "hold_expired");
+      const again = okv(await h.step(tenantId, run.id, "a", credits(4n)));
+      assert.equal(again.step.status, "held");
+      assert.equal(again.step.attempts, 2);
+      assert.notEqual(again.hold!.id, first.hold!.id);
+      okv(await h.settle(tenantId, run.id, "a", 3n));
+      assert.deepEqual(await h.runTotal(tenantId, run.id), { events: 1, charged: credits(3n) });
+      assert.equal((await h.store.balance(tenantId, walletId))!.total, credits(7n));
+    });
+
+    test("past its timeout, before the scheduler releases it, a step is expired already and a retry holds again", async () => {
+      const { tenantId, customerId } = await h.setup(credits(10n));
+      const run = okv(await h.start(tenantId, customerId));
+      const first = okv(await h.step(tenantId, run.id, "a", credits(4n)));
+      h.store.rememberClock(tenantId, T0 + 2 * 3_600_000); // time moves; no job has run
+      assert.equal((await h.holds.getHold(tenantId, first.hold!.id))!.status, "pending");
+      assert.equal((await h.runs.getStep(tenantId, run.id, "a"))!.status, "expired");
+      assert.equal(code(await h.settle(tenantId, run.id, "a", 1n)), "hold_expired");
+      const again = okv(await h.step(tenantId, run.id, "a", credits(4n)));
+      assert.equal(again.step.status, "held");
+      okv(await h.tx((ex) => h.runs.cancel(ex, tenantId, run.id)));
+      assert.equal((await h.runs.getStep(tenantId, run.id, "a"))!.status, "voided");
+    });
+
     test("cancel voids what steps hold; complete waits for them; finished runs take no steps", async () => {
       const { tenantId, customerId, walletId } = await h.setup(credits(10n));
       const run = okv(await h.start(tenantId, customerId));
