@@ -3,7 +3,7 @@ import { after, before, describe, test } from "node:test";
 import { credits, type Result, UNIT } from "@drawdown/core";
 import fc from "fast-check";
 import { Holds, Metering, Runs, type SqlExecutor, type StepResult } from "../src/index.js";
-import { backends, type TestDatabase } from "./support/backends.js";
+import { backends, POSTGRES_URL, postgresDatabase, type TestDatabase } from "./support/backends.js";
 
 const T0 = Date.UTC(2027, 2, 1, 12);
 
@@ -248,42 +248,6 @@ for (const backend of backends()) {
       okv(await h.start(tenantId, customerId));
     });
 
-    test("concurrent retries of one step hold once and settle once; retries racing grants never deadlock", {
-      skip: backend.name === "pglite" ? "PGlite is one connection: nothing runs at once" : false,
-    }, async () => {
-      const { tenantId, customerId, walletId } = await h.setup(credits(100n));
-      const run = okv(await h.start(tenantId, customerId));
-      const answers = await Promise.all(
-        Array.from({ length: 20 }, () => h.step(tenantId, run.id, "a", credits(5n))),
-      );
-      const holds = new Set(answers.map((r) => okv(r).hold?.id));
-      assert.equal(holds.size, 1, "one hold, whatever the retries");
-      assert.equal(answers.filter((r) => !okv(r).replayed).length, 1);
-      const settles = await Promise.all(
-        Array.from({ length: 20 }, () => h.settle(tenantId, run.id, "a", 4n)),
-      );
-      assert.equal(settles.filter((r) => !okv(r).replayed).length, 1);
-      assert.deepEqual(await h.runTotal(tenantId, run.id), { events: 1, charged: credits(4n) });
-      // A suspended run: its retries and top-ups at once, in any order, all commit.
-      const poor = await h.setup(0n);
-      const runs = await Promise.all(
-        Array.from({ length: 5 }, () => h.start(poor.tenantId, poor.customerId)),
-      );
-      for (const r of runs) okv(await h.step(poor.tenantId, okv(r).id, "x", credits(1n)));
-      const raced = await Promise.all([
-        ...runs.flatMap((r) => [
-          h.step(poor.tenantId, okv(r).id, "x", credits(1n)),
-          h.resume(poor.tenantId, okv(r).id),
-        ]),
-        ...Array.from({ length: 5 }, () => h.grant(poor.tenantId, poor.walletId, credits(1n))),
-      ]);
-      assert.equal(raced.length, 15);
-      for (const r of runs) okv(await h.resume(poor.tenantId, okv(r).id));
-      for (const r of runs) assert.equal((await h.runs.getRun(poor.tenantId, okv(r).id))!.status, "running");
-      assert.deepEqual((await h.store.reconcile(poor.tenantId)).differences, []);
-      assert.ok(walletId);
-    });
-
     test("property: random steps, retries, denials, top-ups and resumes charge each settled step exactly once", async () => {
       const Op = fc.oneof(
         fc.record({
@@ -365,6 +329,55 @@ for (const backend of backends()) {
         ),
         { numRuns: backend.name === "pglite" ? 30 : 15 },
       );
+    });
+  });
+}
+
+if (POSTGRES_URL) {
+  const url = POSTGRES_URL;
+  describe("durable runs under concurrency (postgres)", () => {
+    let database: TestDatabase;
+    let h: ReturnType<typeof harness>;
+    before(async () => {
+      database = await postgresDatabase(url, { max: 20 });
+      h = harness(database);
+    });
+    after(async () => {
+      await database.close();
+    });
+
+    test("concurrent retries of one step hold once and settle once; retries racing grants never deadlock", async () => {
+      const { tenantId, customerId, walletId } = await h.setup(credits(100n));
+      const run = okv(await h.start(tenantId, customerId));
+      const answers = await Promise.all(
+        Array.from({ length: 20 }, () => h.step(tenantId, run.id, "a", credits(5n))),
+      );
+      const holds = new Set(answers.map((r) => okv(r).hold?.id));
+      assert.equal(holds.size, 1, "one hold, whatever the retries");
+      assert.equal(answers.filter((r) => !okv(r).replayed).length, 1);
+      const settles = await Promise.all(
+        Array.from({ length: 20 }, () => h.settle(tenantId, run.id, "a", 4n)),
+      );
+      assert.equal(settles.filter((r) => !okv(r).replayed).length, 1);
+      assert.deepEqual(await h.runTotal(tenantId, run.id), { events: 1, charged: credits(4n) });
+      // A suspended run: its retries and top-ups at once, in any order, all commit.
+      const poor = await h.setup(0n);
+      const runs = await Promise.all(
+        Array.from({ length: 5 }, () => h.start(poor.tenantId, poor.customerId)),
+      );
+      for (const r of runs) okv(await h.step(poor.tenantId, okv(r).id, "x", credits(1n)));
+      const raced = await Promise.all([
+        ...runs.flatMap((r) => [
+          h.step(poor.tenantId, okv(r).id, "x", credits(1n)),
+          h.resume(poor.tenantId, okv(r).id),
+        ]),
+        ...Array.from({ length: 5 }, () => h.grant(poor.tenantId, poor.walletId, credits(1n))),
+      ]);
+      assert.equal(raced.length, 15);
+      for (const r of runs) okv(await h.resume(poor.tenantId, okv(r).id));
+      for (const r of runs) assert.equal((await h.runs.getRun(poor.tenantId, okv(r).id))!.status, "running");
+      assert.deepEqual((await h.store.reconcile(poor.tenantId)).differences, []);
+      assert.ok(walletId);
     });
   });
 }
