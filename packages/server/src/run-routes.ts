@@ -576,7 +576,8 @@ export const RUN_ROUTES: readonly Route[] = [
     params: RunParam,
     body: Type.Object({}, { ...strict, title: "RunResume" }),
     response: RunView,
-    errors: ["not_found", "run_not_running"],
+    // The suspended step is rated again: a rate card changed since can refuse it.
+    errors: ["not_found", "run_not_running", "unknown_action", "no_rate_card"],
     handle: async ({ store, runs, tx, tenantId, key, params }) => {
       await startedRun(runs, tenantId, key, params.id, tx);
       must(await runs.resume(tx, tenantId, params.id));
