@@ -31,7 +31,8 @@ export type IdPrefix =
   | "evt"
   | "whe"
   | "whd"
-  | "alr";
+  | "alr"
+  | "ovi";
 
 /** Where a grant's credits came from. */
 export const GRANT_SOURCES = [
@@ -85,7 +86,15 @@ export interface Wallet {
 }
 
 /** System accounts, the other side of every movement of credits. */
-export const SYSTEM_ACCOUNTS = ["issuance", "consumption", "adjustments", "breakage", "voided"] as const;
+export const SYSTEM_ACCOUNTS = [
+  "issuance",
+  "consumption",
+  "adjustments",
+  "breakage",
+  "voided",
+  // Overage billed at a price: credits owed that became money owed (an overage invoice).
+  "overage_receivable",
+] as const;
 export type SystemAccount = (typeof SYSTEM_ACCOUNTS)[number];
 
 /**
@@ -124,6 +133,8 @@ export const TRANSACTION_KINDS = [
   "hold",
   "hold.settle",
   "hold.release",
+  "overage.bill",
+  "overage.repay",
 ] as const;
 export type TransactionKind = (typeof TRANSACTION_KINDS)[number];
 

@@ -20,6 +20,8 @@ export const EVENT_TYPES = {
   "gift.claimed": "A customer claimed a gift code.",
   "alert.triggered":
     "An alert rule fired: percent or amount remaining, exhausted, expiring soon, spend cap reached, auto top-up failed.",
+  "overage.invoiced":
+    "A wallet's overage (credits owed under a priced soft cap) was billed: at a period renewal or on demand.",
   "webhook.test": "A test-send: delivered only to the endpoint tested, whatever its filters.",
 } as const satisfies Record<string, string>;
 

@@ -234,6 +234,8 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   });
 
   const metering = options.metering ?? new Metering((tenantId) => store.now(tenantId), store.newId);
+  // Authorize tries the wallet's auto top-up before denying (overage policies): holds need commerce.
+  const commerce = options.commerce ?? new Commerce(store);
   const services: Services = {
     store,
     metering,
@@ -241,8 +243,8 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     subscriptions: options.subscriptions ?? new Subscriptions(store),
     gifts: new Gifts(store),
     contracts: options.contracts ?? new Contracts(store, metering),
-    commerce: options.commerce ?? new Commerce(store),
-    holds: options.holds ?? new Holds(store, metering),
+    commerce,
+    holds: options.holds ?? new Holds(store, metering, commerce),
     webhooks: options.webhooks ?? new Webhooks(store, { timeoutMs: config.webhookTimeoutMs ?? 10_000 }),
     alerts: new Alerts(store),
   };

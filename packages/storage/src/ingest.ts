@@ -16,6 +16,7 @@ import {
   usageKey,
 } from "@drawdown/core";
 import { type Catalog, type CustomerPricing, Metering } from "./metering.js";
+import { OVERAGE_COLUMNS, overagePolicyFrom } from "./overage.js";
 import { toGrant } from "./records.js";
 import type { SqlExecutor } from "./sql.js";
 import type { Store } from "./store.js";
@@ -218,7 +219,7 @@ export class IngestWriter {
     ].sort();
     // Lock every wallet the batch may draw from, in id order (the order every writer uses).
     const locked = await ex.query(
-      `SELECT id, customer_id, member_id, overdraft::text AS overdraft, overage_mode, overage_floor::text AS overage_floor
+      `SELECT id, customer_id, member_id, ${OVERAGE_COLUMNS}
        FROM wallets WHERE tenant_id = $1 AND customer_id = ANY($2::text[]) AND (member_id IS NULL OR member_id = ANY($3::text[]))
        ORDER BY id FOR UPDATE`,
       [tenantId, customerIds, subjectIds],
@@ -250,7 +251,7 @@ export class IngestWriter {
           customerId: String(r.customer_id),
           memberId: r.member_id === null ? null : String(r.member_id),
           overdraft: BigInt(String(r.overdraft)),
-          policy: { mode: r.overage_mode as "hard_cap" | "soft_cap", floor: BigInt(String(r.overage_floor)) },
+          policy: overagePolicyFrom(r),
         };
         wallets.set(w.id, w);
         if (w.memberId === null) poolWallet.set(w.customerId, w.id);
