@@ -470,7 +470,11 @@ export function decideShortfallTopUp(input: {
   const priced =
     buy.kind === "pack"
       ? pricePack(book, buy.packId, committed)
-      : priceCredits(book, buy.kind === "amount" ? buy.credits : toTarget > need ? toTarget : need, committed);
+      : priceCredits(
+          book,
+          buy.kind === "amount" ? buy.credits : toTarget > need ? toTarget : need,
+          committed,
+        );
   if (!priced.ok) return priced;
   const left = config.monthlyCap - spent;
   if (priced.value.price > left) {

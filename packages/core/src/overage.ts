@@ -92,8 +92,10 @@ export function validateOveragePolicy(input: OveragePolicyInput): Result<Overage
     return invalid(`mode is one of ${OVERAGE_MODES.join(", ")}.`, "mode");
   const mode = input.mode;
   const floorGiven = input.floor ?? 0n;
-  if (!inRange(floorGiven)) return fail("invalid_amount", "floor is out of the amount range.", { field: "floor" });
-  if (floorGiven > 0n) return invalid("floor is at most 0: the lowest balance the wallet may reach.", "floor");
+  if (!inRange(floorGiven))
+    return fail("invalid_amount", "floor is out of the amount range.", { field: "floor" });
+  if (floorGiven > 0n)
+    return invalid("floor is at most 0: the lowest balance the wallet may reach.", "floor");
   const negativeFloor = mode === "soft_cap" || mode === "carry_deficit";
   if (!negativeFloor && floorGiven !== 0n)
     return invalid(
@@ -131,7 +133,10 @@ export function validateOveragePolicy(input: OveragePolicyInput): Result<Overage
         );
     const fb = throttle.fallbackAction;
     if (fb !== null && (!SCOPE_PATTERN.test(fb) || fb.endsWith(".*")))
-      return invalid("throttle.fallback_action is one action name, not a pattern.", "throttle.fallback_action");
+      return invalid(
+        "throttle.fallback_action is one action name, not a pattern.",
+        "throttle.fallback_action",
+      );
     if (throttle.allowedActions.length === 0 && fb === null)
       return invalid(
         "A throttle allows some cheaper actions or names a fallback action (or both).",

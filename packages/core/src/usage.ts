@@ -294,7 +294,10 @@ export function planUsage(
       if (room >= plan.shortfall) toOverdraft = plan.shortfall;
       else unpaid = rating.credits;
       // Invariant 4: what the pool owes never goes past its floor.
-      invariant(owed + toOverdraft <= -poolState.policy.floor || toOverdraft === 0n, "usage would pass the floor");
+      invariant(
+        owed + toOverdraft <= -poolState.policy.floor || toOverdraft === 0n,
+        "usage would pass the floor",
+      );
     }
     if (unpaid > 0n) {
       outcomes.push({

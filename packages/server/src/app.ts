@@ -30,6 +30,7 @@ import { HOLD_ROUTES } from "./hold-routes.js";
 import { LIFECYCLE_ROUTES } from "./lifecycle-routes.js";
 import { METERING_ROUTES, publicRateCard } from "./metering-routes.js";
 import { buildOpenApi } from "./openapi.js";
+import { OVERAGE_ROUTES } from "./overage-routes.js";
 import { renderReference } from "./reference.js";
 import { type Reply, ROUTES, type Route } from "./routes.js";
 import { WEBHOOK_ROUTES } from "./webhook-routes.js";
@@ -38,6 +39,7 @@ import { WEBHOOK_ROUTES } from "./webhook-routes.js";
 export const API_ROUTES: readonly Route[] = [
   ...ROUTES,
   ...METERING_ROUTES,
+  ...OVERAGE_ROUTES,
   ...LIFECYCLE_ROUTES,
   ...GIFT_ROUTES,
   ...EXPIRY_ROUTES,

@@ -923,7 +923,14 @@ export class Commerce implements DueJob {
           walletId,
           `no_provider: this server has no payment provider "${config.provider}"`,
         );
-        await this.#failed(ex, tenantId, walletId, "no_provider", `No payment provider "${config.provider}".`, null);
+        await this.#failed(
+          ex,
+          tenantId,
+          walletId,
+          "no_provider",
+          `No payment provider "${config.provider}".`,
+          null,
+        );
         return ok(
           outcome ?? {
             outcome: "not_needed",
@@ -963,7 +970,14 @@ export class Commerce implements DueJob {
       last = bought.value;
       if (last.status === "failed") {
         await this.#disable(ex, tenantId, walletId, `payment_failed: ${last.failureReason ?? "declined"}`);
-        await this.#failed(ex, tenantId, walletId, "payment_failed", last.failureReason ?? "declined", last.id);
+        await this.#failed(
+          ex,
+          tenantId,
+          walletId,
+          "payment_failed",
+          last.failureReason ?? "declined",
+          last.id,
+        );
       }
       config = (await this.getAutoTopUp(tenantId, walletId, ex))!;
       if (last.status !== "confirmed") return ok({ outcome: "purchased", purchase: last, autoTopUp: config });

@@ -183,10 +183,10 @@ export class Holds implements DueJob {
     tenantId: string,
     poolId: string,
   ): Promise<{ overdraft: bigint; policy: OveragePolicy }> {
-    const { rows } = await ex.query(`SELECT ${OVERAGE_COLUMNS} FROM wallets WHERE tenant_id = $1 AND id = $2`, [
-      tenantId,
-      poolId,
-    ]);
+    const { rows } = await ex.query(
+      `SELECT ${OVERAGE_COLUMNS} FROM wallets WHERE tenant_id = $1 AND id = $2`,
+      [tenantId, poolId],
+    );
     const r = rows[0]!;
     return { overdraft: BigInt(String(r.overdraft)), policy: overagePolicyFrom(r) };
   }
@@ -259,7 +259,9 @@ export class Holds implements DueJob {
     ex: SqlExecutor,
     tenantId: string,
     request: AuthorizeRequest,
-  ): Promise<Result<{ authorization: Authorization; hold: HoldRecord | null; autoTopUp: AutoTopUpAttempt | null }>> {
+  ): Promise<
+    Result<{ authorization: Authorization; hold: HoldRecord | null; autoTopUp: AutoTopUpAttempt | null }>
+  > {
     const payer = await this.#payer(ex, tenantId, request.customerId, request.subjectId);
     if (!payer.ok) return payer;
     const estimate = await this.#rateEstimate(
@@ -276,12 +278,20 @@ export class Holds implements DueJob {
     // Overage policies: an auto top-up is tried before denying for lack of credits, in this
     // transaction (the wallets stay locked); when it covers the need, the decision is made again.
     let autoTopUp: AutoTopUpAttempt | null = null;
-    if (this.commerce && a.authorization.decision === "deny" && a.authorization.reason === "insufficient_credits") {
+    if (
+      this.commerce &&
+      a.authorization.decision === "deny" &&
+      a.authorization.reason === "insufficient_credits"
+    ) {
       const chain = [payer.value, ...(a.poolWalletId === payer.value ? [] : [a.poolWalletId])];
       const need = a.authorization.estimate - a.authorization.available;
       const tried = await this.commerce.topUpBeforeDeny(ex, tenantId, chain, need);
       if (tried.outcome !== "none" || tried.purchases.length > 0)
-        autoTopUp = { outcome: tried.outcome, purchaseIds: tried.purchases.map((p) => p.id), reason: tried.reason };
+        autoTopUp = {
+          outcome: tried.outcome,
+          purchaseIds: tried.purchases.map((p) => p.id),
+          reason: tried.reason,
+        };
       if (tried.outcome === "covered") {
         const again = await this.#decide(ex, tenantId, request, payer.value, estimate.value);
         if (!again.ok) return again;

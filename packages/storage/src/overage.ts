@@ -121,7 +121,11 @@ const invoiceFrom = (r: Row): OverageInvoiceRecord => ({
 });
 
 /** Credits a customer's pending holds took from its pool's overdraft room (they go back on release). */
-export async function heldFromOverdraft(ex: SqlExecutor, tenantId: string, customerId: string): Promise<bigint> {
+export async function heldFromOverdraft(
+  ex: SqlExecutor,
+  tenantId: string,
+  customerId: string,
+): Promise<bigint> {
   const { rows } = await ex.query(
     "SELECT draws FROM holds WHERE tenant_id = $1 AND customer_id = $2 AND status = 'pending'",
     [tenantId, customerId],
@@ -351,7 +355,6 @@ export async function insertInvoice(
   });
   return invoice;
 }
-
 
 /**
  * Bills what a pool wallet owes now, on demand, at its soft cap's price: the overdraft moves
