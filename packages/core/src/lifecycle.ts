@@ -718,8 +718,8 @@ export function validatePlan(input: PlanInput): Result<Plan> {
   if (input.overage !== undefined && input.overage !== null) {
     const v = validateOveragePolicy(input.overage);
     if (!v.ok) {
-      const inner = v.error.details?.field;
-      return fail(v.error.code, v.error.message, { field: inner ? `overage.${inner}` : "overage" });
+      const field = v.error.details?.field ? `overage.${v.error.details.field}` : "overage";
+      return fail(v.error.code, `${field}: ${v.error.message}`, { field });
     }
     overage = v.value;
   }

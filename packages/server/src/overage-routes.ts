@@ -241,6 +241,7 @@ export const OVERAGE_ROUTES: readonly Route[] = [
       "The wallet takes its active subscription's plan's policy again, else the default hard_cap. Its floor never cuts below what it owes.",
     access: "secret",
     params: S.IdParam("wal", "wallet"),
+    body: Type.Object({}, { ...strict, title: "ClearOveragePolicy" }),
     response: OverageView,
     errors: ["not_found", "invalid_argument"],
     handle: async ({ tx, tenantId, params }) =>
@@ -256,6 +257,7 @@ export const OVERAGE_ROUTES: readonly Route[] = [
       "Under a soft_cap with a price: what the wallet owes moves to overage_receivable in one balanced `overage.bill` transaction and an overage invoice is recorded (credits, price, money amount, currency); the wallet owes nothing more. Credits its pending holds took from the overdraft are billed once settled. `invoice` is null when nothing is owed. Renewals bill the same way at each period's end.",
     access: "secret",
     params: S.IdParam("wal", "wallet"),
+    body: Type.Object({}, { ...strict, title: "BillOverage" }),
     response: Type.Object({
       object: Type.Literal("overage_bill"),
       wallet_id: Type.String(),
