@@ -34,7 +34,6 @@ import { backends, type TestDatabase } from "./support/backends.js";
  * plan policies and the wallet's own policy's precedence.
  */
 
-const DAY = 86_400_000;
 const T0 = Date.UTC(2027, 0, 10, 12);
 const cr = (n: number | bigint): bigint => credits(BigInt(n));
 const usd = (whole: bigint, cents = 0n): bigint => whole * UNIT + cents * 10_000_000n;
