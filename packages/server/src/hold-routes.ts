@@ -251,7 +251,7 @@ export const HOLD_ROUTES: readonly Route[] = [
     tag: "Holds",
     summary: "Authorize usage, optionally holding the estimate",
     description:
-      "Asks before expensive work whether the customer (or subject) may proceed: `allow`, `deny` or `throttle`, with the reason and the available amount. The estimate is in credits, or in quantities rated by the customer's rate card. With `hold: true`, an allowed estimate is held at once, in the same atomic step as the check: it leaves `available` until the hold is settled, voided, or expires after `hold_timeout_seconds`. A denial is an answer (200), not an error.",
+      "Asks before expensive work whether the customer (or subject) may proceed: `allow`, `deny` or `throttle`, with the reason and the available amount. The estimate is in credits, or in quantities rated by the customer's rate card. With `hold: true`, an allowed estimate is held at once, in the same atomic step as the check: it leaves `available` until the hold is settled, voided, or expires after `hold_timeout_seconds`. A denial is an answer (200), not an error. The pool's overage policy decides: a soft cap or carried deficit allows down to its floor, fair use always allows, a throttle answers `throttle` (with `allowed_actions` and `fallback_action`) for unlisted actions below its level; before denying for lack of credits, an enabled auto top-up with a synchronous provider is tried (`auto_top_up`).",
     access: "secret",
     body: AuthorizeBody,
     response: AuthorizationView,
