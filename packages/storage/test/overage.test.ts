@@ -24,7 +24,7 @@ import {
   Subscriptions,
   setWalletOverage,
 } from "../src/index.js";
-import { backends, type TestDatabase } from "./support/backends.js";
+import { backends, POSTGRES_URL, postgresDatabase, type TestDatabase } from "./support/backends.js";
 
 /**
  * Overage policies on both databases, with the test clock across renewals: a priced soft cap
@@ -448,6 +448,77 @@ for (const backend of backends()) {
         false,
       );
       await clean(tenantId);
+    });
+  });
+}
+
+// Registered on PostgreSQL only: PGlite is one connection and cannot race.
+if (POSTGRES_URL) {
+  const url = POSTGRES_URL;
+  describe("auto top-up before a denial, under concurrency (postgres)", () => {
+    let database: TestDatabase;
+    let store: Store;
+    let commerce: Commerce;
+    let holds: Holds;
+    before(async () => {
+      database = await postgresDatabase(url, { max: 20 });
+      store = database.store(() => T0);
+      const metering = new Metering((tenantId) => store.now(tenantId), store.newId);
+      commerce = new Commerce(store);
+      holds = new Holds(store, metering, commerce);
+    });
+    after(async () => {
+      await database.close();
+    });
+
+    test("authorizations topping up and the scheduled auto top-up at once: no deadlock, the cap holds, every allowed hold is paid", async () => {
+      const tenant = await store.createTenant("Race", "test");
+      const tenantId = tenant.id;
+      okv(await store.advanceClock(tenantId, T0));
+      okv(await store.db.transaction((tx) => commerce.publishPriceBook(tx, tenantId, BOOK)));
+      const customer = okv(
+        await store.db.transaction((tx) => store.createCustomer(tx, tenantId, { kind: "organization" })),
+      );
+      const walletId = customer.walletId;
+      okv(
+        await store.db.transaction((tx) =>
+          commerce.setAutoTopUp(tx, tenantId, walletId, {
+            // Always due for the scheduler too: both paths buy at once.
+            threshold: cr(100_000),
+            buy: { kind: "pack", packId: "small" },
+            currency: "USD",
+            monthlyCap: usd(40n),
+            provider: "test",
+            paymentMethod: "pm_test_ok",
+          }),
+        ),
+      );
+      const authorizations = Array.from({ length: 30 }, () =>
+        store.db.transaction((tx) =>
+          holds.authorize(tx, tenantId, {
+            customerId: customer.id,
+            subjectId: null,
+            action: "unit",
+            estimate: { credits: cr(10) },
+            holdTimeoutSeconds: 600,
+          }),
+        ),
+      );
+      const scheduled = Array.from({ length: 5 }, () => commerce.run(tenantId));
+      const [results] = await Promise.all([Promise.all(authorizations), Promise.all(scheduled)]);
+      const allowed = results.filter((r) => okv(r).authorization.decision === "allow").length;
+      const { rows } = await store.db.query(
+        "SELECT coalesce(sum(price), 0)::text AS spent, coalesce(sum(credits), 0)::text AS bought FROM purchases WHERE tenant_id = $1 AND status = 'confirmed'",
+        [tenantId],
+      );
+      const spent = BigInt(String(rows[0]!.spent));
+      const bought = BigInt(String(rows[0]!.bought));
+      assert.ok(spent <= usd(40n), "the monthly cap holds");
+      assert.ok(BigInt(allowed) * cr(10) <= bought, "every allowed hold is paid by credits bought");
+      assert.ok(allowed > 0);
+      const b = (await store.balance(tenantId, walletId))!;
+      assert.equal(b.held, BigInt(allowed) * cr(10));
+      assert.deepEqual((await store.reconcile(tenantId)).differences, []);
     });
   });
 }
