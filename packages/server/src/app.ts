@@ -241,7 +241,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   const services: Services = {
     store,
     metering,
-    writer: options.writer ?? new IngestWriter(store, metering, { lanes: config.writerLanes ?? 2 }),
+    writer: options.writer ?? new IngestWriter(store, metering, { lanes: config.writerLanes ?? 2, commerce }),
     subscriptions: options.subscriptions ?? new Subscriptions(store),
     gifts: new Gifts(store),
     contracts: options.contracts ?? new Contracts(store, metering),

@@ -63,9 +63,9 @@ for (const backend of backends()) {
       database = await backend.open();
       store = database.store(() => T0);
       metering = new Metering((tenantId) => store.now(tenantId), store.newId);
-      writer = new IngestWriter(store, metering);
       subs = new Subscriptions(store);
       commerce = new Commerce(store);
+      writer = new IngestWriter(store, metering, { commerce });
       holds = new Holds(store, metering, commerce);
     });
     after(async () => {
@@ -381,6 +381,36 @@ for (const backend of backends()) {
       assert.equal((await commerce.getAutoTopUp(tenantId, walletId))?.enabled, false);
       // Turned off: nothing is tried any more.
       assert.equal(okv(await authorize(tenantId, customer.id, "unit", cr(100))).autoTopUp, null);
+      await clean(tenantId);
+    });
+
+    test("usage under a hard cap tries the auto top-up before recording a charge unpaid", async () => {
+      const { tenantId, customer, walletId } = await setup();
+      okv(await write((tx) => commerce.publishPriceBook(tx, tenantId, BOOK)));
+      okv(
+        await write((tx) =>
+          commerce.setAutoTopUp(tx, tenantId, walletId, {
+            threshold: cr(1),
+            buy: { kind: "pack", packId: "small" },
+            currency: "USD",
+            monthlyCap: usd(2n),
+            provider: "test",
+            paymentMethod: "pm_test_ok",
+          }),
+        ),
+      );
+      // 15 calls, no credits: one pack of 20 is bought in the batch's transaction, and the charge is paid.
+      const paid = await use(tenantId, customer.id, 15);
+      assert.deepEqual([paid?.drawn, paid?.unpaid], [cr(15), 0n]);
+      assert.equal(await available(tenantId, walletId), "5");
+      // 10 more: the cap is spent, so the charge is unpaid and auto_top_up_failed fires.
+      const unpaid = await use(tenantId, customer.id, 10);
+      assert.deepEqual([unpaid?.drawn, unpaid?.unpaid], [0n, cr(10)]);
+      const { rows } = await store.db.query(
+        "SELECT 1 FROM alerts WHERE tenant_id = $1 AND kind = 'auto_top_up_failed'",
+        [tenantId],
+      );
+      assert.equal(rows.length, 1);
       await clean(tenantId);
     });
 
