@@ -381,7 +381,14 @@ export class Subscriptions implements DueJob {
     const now = this.store.now(tenantId);
     if (plan.cancel.onCancel === "forfeit") {
       const wallets = await this.#wallets(ex, tenantId, sub.customerId);
-      const r = await this.store.mutate(ex, tenantId, wallets.all, [], (ctx, state) => {
+      // Every active grant of the subscription, the fully drawn ones too (the write pipeline
+      // loads only grants holding credits): each leaves `active` as voided.
+      const own = await ex.query(
+        "SELECT id FROM grants WHERE tenant_id = $1 AND customer_id = $2 AND status = 'active' AND metadata->>'subscription_id' = $3",
+        [tenantId, sub.customerId, sub.id],
+      );
+      const ownIds = own.rows.map((g) => String(g.id));
+      const r = await this.store.mutate(ex, tenantId, wallets.all, ownIds, (ctx, state) => {
         const effects: Effect[] = [];
         for (const g of this.#ownGrants(state.grants, sub.id)) {
           const v = voidGrant(ctx, sub.customerId, g, "subscription canceled: credits forfeited");
