@@ -449,3 +449,40 @@ export function decideTopUp(input: {
   }
   return ok({ kind: "buy", quote: priced.value });
 }
+
+/**
+ * Decides the auto top-up tried before a denial (overage.ts): `need` more credits would let the
+ * request through. It buys what the configuration buys (its amount, its pack; a target buys up
+ * to the target or the need, whichever is more), whatever the threshold; the caller buys again
+ * while the need is not covered. The month's cap holds as in {@link decideTopUp}.
+ */
+export function decideShortfallTopUp(input: {
+  readonly config: AutoTopUpConfig;
+  readonly book: PriceBook;
+  readonly balance: bigint;
+  readonly need: bigint;
+  readonly spent: bigint;
+  readonly committed: bigint;
+}): Result<Quote> {
+  const { config, book, balance, need, spent, committed } = input;
+  const buy = config.buy;
+  const toTarget = buy.kind === "target" ? buy.balance - balance : 0n;
+  const priced =
+    buy.kind === "pack"
+      ? pricePack(book, buy.packId, committed)
+      : priceCredits(
+          book,
+          buy.kind === "amount" ? buy.credits : toTarget > need ? toTarget : need,
+          committed,
+        );
+  if (!priced.ok) return priced;
+  const left = config.monthlyCap - spent;
+  if (priced.value.price > left) {
+    return fail(
+      "auto_top_up_cap_reached",
+      `This month's auto top-up cap is spent: the next top-up costs ${formatAmount(priced.value.price)} ${book.currency} and ${formatAmount(left > 0n ? left : 0n)} is left; it resets on the 1st.`,
+      { price: formatAmount(priced.value.price), cap_left: formatAmount(left > 0n ? left : 0n) },
+    );
+  }
+  return ok(priced.value);
+}

@@ -3,6 +3,7 @@ import { type Draw, type DrawSource, drawable, planDraws } from "./burndown.js";
 import { entry, grantAccount } from "./journal.js";
 import { type Context, makeTx } from "./ledger.js";
 import type { Entry, Grant, JournalTransaction } from "./model.js";
+import { type OveragePolicy, overageRoom, overrunAllowed, throttleCheck } from "./overage.js";
 import { rateEvent } from "./rating.js";
 import { fail, invariant, ok, type Result } from "./result.js";
 import {
@@ -10,7 +11,6 @@ import {
   type CostTableAt,
   checkEventTime,
   costOf,
-  type OveragePolicy,
   type PricingAt,
   periodStart,
   type UsageEvent,
@@ -84,11 +84,17 @@ export interface Hold {
   readonly unpaid: bigint;
 }
 
-/** allow, deny, or throttle (reserved for the throttle overage policy, which allows only cheaper actions). */
+/** allow, deny, or throttle (the throttle overage policy: below its level only listed cheaper actions proceed). */
 export type Decision = "allow" | "deny" | "throttle";
 
-/** Why: enough credits; enough with the soft cap's overdraft; not enough. */
-export type DecisionReason = "sufficient_credits" | "within_overdraft" | "insufficient_credits";
+/** The closed list of reasons: enough credits; enough with the overage policy's overdraft; not enough; throttled. */
+export const DECISION_REASONS = [
+  "sufficient_credits",
+  "within_overdraft",
+  "insufficient_credits",
+  "below_throttle_level",
+] as const;
+export type DecisionReason = (typeof DECISION_REASONS)[number];
 
 /** What authorize answers. */
 export interface Authorization {
@@ -99,6 +105,10 @@ export interface Authorization {
   readonly estimate: bigint;
   /** The hold placed, when asked for and allowed. */
   readonly hold: Hold | null;
+  /** On `throttle`: the actions still allowed below the level (patterns as set); null otherwise. */
+  readonly allowedActions: readonly string[] | null;
+  /** On `throttle`: the cheaper action suggested instead; null otherwise or when none is set. */
+  readonly fallbackAction: string | null;
 }
 
 /** A wallet chain as a hold sees it, locked: grants (the member's own, then the pool's) and the pool's policy. */
@@ -110,16 +120,9 @@ export interface HoldState {
   readonly policy: OveragePolicy;
 }
 
-/** How much further a soft cap lets the pool owe: its floor's depth minus what it owes. */
+/** How much further the pool's overage policy lets it owe (see overage.ts): its floor's depth minus what it owes. */
 export const overdraftRoom = (state: Pick<HoldState, "overdraft" | "policy">): bigint =>
-  state.policy.mode === "soft_cap" ? -state.policy.floor - state.overdraft : 0n;
-
-/**
- * Whether settling may post more than the hold: the policy hook. Today a soft cap allows an
- * overrun (drawn from grants, then down to the floor); a hard cap posts at most the hold and
- * records the rest unpaid. The overage policies of issue 5 point 3 decide here.
- */
-export const overrunAllowed = (policy: OveragePolicy): boolean => policy.mode === "soft_cap";
+  overageRoom(state.policy, state.overdraft);
 
 /** What the chain can pay for `action` now: eligible grants plus overdraft room. */
 export const availableFor = (state: HoldState, action: string, now: number): bigint =>
@@ -170,7 +173,24 @@ export function planAuthorize(
   const base = {
     available,
     estimate: input.estimate,
+    allowedActions: null,
+    fallbackAction: null,
   };
+  // The throttle overage policy: below its level, an action it does not list is throttled.
+  const throttled = throttleCheck(state.policy, input.action, available, input.estimate);
+  if (throttled) {
+    return ok({
+      authorization: {
+        ...base,
+        decision: "throttle",
+        reason: "below_throttle_level",
+        hold: null,
+        allowedActions: throttled.allowedActions,
+        fallbackAction: throttled.fallbackAction,
+      },
+      transaction: null,
+    });
+  }
   if (!allowed) {
     return ok({
       authorization: { ...base, decision: "deny", reason: "insufficient_credits", hold: null },

@@ -12,6 +12,7 @@ export * from "./journal.js";
 export * from "./ledger.js";
 export * from "./lifecycle.js";
 export * from "./model.js";
+export * from "./overage.js";
 export * from "./rating.js";
 export * from "./result.js";
 export * from "./runs.js";

@@ -1,6 +1,7 @@
 import { inRange, UNIT } from "./amount.js";
 import type { Context, GrantInput } from "./ledger.js";
 import type { Grant } from "./model.js";
+import { type OveragePolicy, type OveragePolicyInput, validateOveragePolicy } from "./overage.js";
 import { fail, ok, type Result } from "./result.js";
 import { daysInMonth } from "./time.js";
 
@@ -592,6 +593,11 @@ export interface Plan {
   readonly cancel: CancelPolicy;
   /** Who receives the allotment: the customer's pool, or each member (with a pool share). */
   readonly allocation: Allocation;
+  /**
+   * The overage policy its subscribers' pool wallets take (at subscribe and plan change),
+   * unless a wallet set its own; null (or absent, for plans stored before): none.
+   */
+  readonly overage?: OveragePolicy | null;
 }
 
 /** A plan as a caller writes it: the policies default to no rollover, expiry at period end, credits kept until period end. */
@@ -611,6 +617,8 @@ export interface PlanInput {
   readonly cancel?: CancelPolicy;
   /** Default: `{ mode: "customer" }`. */
   readonly allocation?: Allocation;
+  /** Default: none (subscribers keep their wallet's policy). */
+  readonly overage?: OveragePolicyInput | null;
 }
 
 const CANCEL_MODES: readonly CancelMode[] = ["forfeit", "keep_until_period_end", "keep"];
@@ -706,6 +714,15 @@ export function validatePlan(input: PlanInput): Result<Plan> {
       { field: "allocation" },
     );
   }
+  let overage: OveragePolicy | null = null;
+  if (input.overage !== undefined && input.overage !== null) {
+    const v = validateOveragePolicy(input.overage);
+    if (!v.ok) {
+      const field = v.error.details?.field ? `overage.${v.error.details.field}` : "overage";
+      return fail(v.error.code, `${field}: ${v.error.message}`, { field });
+    }
+    overage = v.value;
+  }
   return ok({
     id: id.value,
     name: input.name,
@@ -717,6 +734,7 @@ export function validatePlan(input: PlanInput): Result<Plan> {
     expiry: expiry.value,
     cancel: { onCancel: cancel.onCancel },
     allocation: allocation.value,
+    ...(overage ? { overage } : {}),
   });
 }
 

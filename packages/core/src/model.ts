@@ -32,7 +32,8 @@ export type IdPrefix =
   | "whe"
   | "whd"
   | "alr"
-  | "run";
+  | "run"
+  | "ovi";
 
 /** Where a grant's credits came from. */
 export const GRANT_SOURCES = [
@@ -86,7 +87,15 @@ export interface Wallet {
 }
 
 /** System accounts, the other side of every movement of credits. */
-export const SYSTEM_ACCOUNTS = ["issuance", "consumption", "adjustments", "breakage", "voided"] as const;
+export const SYSTEM_ACCOUNTS = [
+  "issuance",
+  "consumption",
+  "adjustments",
+  "breakage",
+  "voided",
+  // Overage billed at a price: credits owed that became money owed (an overage invoice).
+  "overage_receivable",
+] as const;
 export type SystemAccount = (typeof SYSTEM_ACCOUNTS)[number];
 
 /**
@@ -125,6 +134,8 @@ export const TRANSACTION_KINDS = [
   "hold",
   "hold.settle",
   "hold.release",
+  "overage.bill",
+  "overage.repay",
 ] as const;
 export type TransactionKind = (typeof TRANSACTION_KINDS)[number];
 

@@ -3,8 +3,9 @@ import { type Draw, planDraws } from "./burndown.js";
 import { entry, grantAccount } from "./journal.js";
 import { expireDueEntries, makeTx } from "./ledger.js";
 import type { Entry, Grant, IdGenerator, JournalTransaction } from "./model.js";
+import { type OveragePolicy, overageRoom } from "./overage.js";
 import { type RateCardContent, type RateLine, type Rating, rateEvent } from "./rating.js";
-import { fail, ok, type Result } from "./result.js";
+import { fail, invariant, ok, type Result } from "./result.js";
 
 /**
  * Metering's pure core: a batch of usage events, in arrival order, is rated and drawn down
@@ -17,14 +18,8 @@ export const LATE_GRACE_MS = 7 * 86_400_000;
 /** How far ahead of the server's clock an event's time may be: 5 minutes of clock skew. */
 export const FUTURE_SKEW_MS = 5 * 60_000;
 
-/** What happens when credits do not cover a charge. */
-export type OverageMode = "hard_cap" | "soft_cap";
-
-/** A wallet's overage policy. `floor` (≤ 0) is how low a soft cap lets the balance go. */
-export interface OveragePolicy {
-  readonly mode: OverageMode;
-  readonly floor: bigint;
-}
+// The overage policy (its modes and rules) lives in overage.ts; re-exported for older imports.
+export type { OverageMode, OveragePolicy } from "./overage.js";
 
 /** A usage event, parsed: quantities at 9 decimals, time in epoch milliseconds. */
 export interface UsageEvent {
@@ -294,9 +289,15 @@ export function planUsage(
     let unpaid = 0n;
     let toOverdraft = 0n;
     if (plan.shortfall > 0n) {
-      const room = poolState.policy.mode === "soft_cap" ? -poolState.policy.floor - owed : 0n;
+      // The overage policy decides how far the pool may owe (overage.ts); throttle owes nothing.
+      const room = overageRoom(poolState.policy, owed);
       if (room >= plan.shortfall) toOverdraft = plan.shortfall;
       else unpaid = rating.credits;
+      // Invariant 4: what the pool owes never goes past its floor.
+      invariant(
+        owed + toOverdraft <= -poolState.policy.floor || toOverdraft === 0n,
+        "usage would pass the floor",
+      );
     }
     if (unpaid > 0n) {
       outcomes.push({

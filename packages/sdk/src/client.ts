@@ -11,6 +11,7 @@ import {
   Events,
   Gifts,
   Grants,
+  OverageInvoices,
   Plans,
   PocAllocations,
   PriceBooks,
@@ -95,7 +96,7 @@ export class Drawdown {
   readonly customers: Customers;
   /** Members, agents and workflows of a customer: create, list, listAll, get. */
   readonly subjects: Subjects;
-  /** Wallets: create (a member's), list, get, balance, setOverage. */
+  /** Wallets: create (a member's), list, get, balance, setOverage, getOverage, clearOverage, billOverage. */
   readonly wallets: Wallets;
   /** Manual credit and debit adjustments on a wallet. */
   readonly adjustments: Adjustments;
@@ -139,6 +140,8 @@ export class Drawdown {
   readonly webhooks: Webhooks;
   /** Alerts: list the fired ones; a wallet's rules (rules, setRules). */
   readonly alerts: Alerts;
+  /** Overage invoices (priced soft caps billed at renewals and on demand): list. */
+  readonly overageInvoices: OverageInvoices;
   readonly #transport: Transport;
 
   constructor(options: DrawdownOptions) {
@@ -170,6 +173,7 @@ export class Drawdown {
     this.holds = new Holds(this.#transport);
     this.webhooks = new Webhooks(this.#transport);
     this.alerts = new Alerts(this.#transport);
+    this.overageInvoices = new OverageInvoices(this.#transport);
   }
 
   /**

@@ -49,7 +49,7 @@ export interface Hold {
 export interface Authorization {
   object: "authorization";
   decision: "allow" | "deny" | "throttle";
-  /** sufficient_credits, within_overdraft or insufficient_credits. */
+  /** sufficient_credits, within_overdraft, insufficient_credits or below_throttle_level. */
   reason: string;
   /** What the wallet chain could pay for this action before this request. */
   available: string;
@@ -57,6 +57,17 @@ export interface Authorization {
   estimate: string;
   /** The hold placed, when asked for and allowed. */
   hold: Hold | null;
+  /** On `throttle`: the actions still allowed below the level; null otherwise. */
+  allowed_actions: string[] | null;
+  /** On `throttle`: the cheaper action to use instead, when the policy names one. */
+  fallback_action: string | null;
+  /** The auto top-up tried before a denial for lack of credits; null when none was tried. */
+  auto_top_up: {
+    /** `covered` (bought, decided again), `failed` (alert fired), `none` (nothing bought now). */
+    outcome: string;
+    purchase_ids: string[];
+    reason: string | null;
+  } | null;
 }
 
 /** The estimate: credits, or quantities (with dimensions) rated by the customer's rate card. */

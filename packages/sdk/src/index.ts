@@ -41,6 +41,7 @@ export {
   Events,
   Gifts,
   Grants,
+  OverageInvoices,
   Plans,
   PocAllocations,
   PriceBooks,

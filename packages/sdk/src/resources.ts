@@ -47,6 +47,9 @@ import type {
   List,
   MarginReport,
   MarginReportParams,
+  OverageBill,
+  OverageInvoice,
+  OverageInvoiceListParams,
   OveragePolicy,
   OveragePolicyParams,
   PageParams,
@@ -347,15 +350,17 @@ export class Wallets extends Resource {
   }
 
   /**
-   * Sets a customer's pool wallet's overage policy: what happens when credits do not cover a
-   * usage charge. `hard_cap` (the default): the charge is recorded unpaid and nothing is drawn.
-   * `soft_cap`: the balance may go down to `floor` (zero or negative); what is owed is kept as
-   * the wallet's overdraft (its balance is its grants minus the overdraft). `invalid_argument`
-   * for a member's wallet, or when the balance is already below the new floor.
+   * Sets a customer's pool wallet's own overage policy (it overrides the plan's): what happens
+   * when credits do not cover a charge. `hard_cap` (the default): denied, or recorded unpaid.
+   * `soft_cap`: the balance may go down to `floor`; with a `price`, what is owed is billed at
+   * each renewal and on demand. `throttle`: below `throttle.level`, authorize answers
+   * `throttle` for actions not listed. `carry_deficit`: down to `floor`, repaid from the next
+   * period's plan credits. `fair_use`: never denied. `invalid_argument` for a member's wallet,
+   * or when the wallet already owes more than the new floor allows.
    *
    * @example
-   * await dd.wallets.setOverage(acme.wallet_id, { mode: "soft_cap", floor: "-100" });
-   * await dd.wallets.setOverage(acme.wallet_id, { mode: "hard_cap" });
+   * await dd.wallets.setOverage(acme.wallet_id, { mode: "soft_cap", floor: "-100", price: { amount: "0.02", currency: "USD" } });
+   * await dd.wallets.setOverage(acme.wallet_id, { mode: "throttle", throttle: { level: "50", allowed_actions: ["chat.mini"], fallback_action: "chat.mini" } });
    */
   setOverage(
     walletId: string,
@@ -364,9 +369,58 @@ export class Wallets extends Resource {
   ): ApiPromise<OveragePolicy> {
     return this.postJson(options, () => ({
       path: `/v1/wallets/${seg(walletId)}/overage`,
-      body: { ...params, floor: params.floor === undefined ? undefined : wireAmount(params.floor, "floor") },
+      body: wireOverage(params),
     }));
   }
+
+  /** A pool wallet's overage policy, where it came from (`wallet`, `plan`, `default`), and what it owes. */
+  getOverage(walletId: string, options?: RequestOptions): ApiPromise<OveragePolicy> {
+    return this.fetchJson(options, () => ({ path: `/v1/wallets/${seg(walletId)}/overage` }));
+  }
+
+  /** Removes a wallet's own overage policy: it takes its plan's again, else the default hard cap. */
+  clearOverage(walletId: string, options?: PostOptions): ApiPromise<OveragePolicy> {
+    return this.postJson(options, () => ({ path: `/v1/wallets/${seg(walletId)}/overage/clear`, body: {} }));
+  }
+
+  /**
+   * Bills what a wallet owes now at its soft cap's price: the overdraft moves to
+   * `overage_receivable` and an overage invoice is recorded (`invoice` null when nothing is owed).
+   *
+   * @example
+   * const { invoice } = await dd.wallets.billOverage(acme.wallet_id);
+   * if (invoice) console.log(invoice.credits, "credits,", invoice.amount, invoice.currency);
+   */
+  billOverage(walletId: string, options?: PostOptions): ApiPromise<OverageBill> {
+    return this.postJson(options, () => ({ path: `/v1/wallets/${seg(walletId)}/overage/bill`, body: {} }));
+  }
+}
+
+/** Overage invoices: what priced soft caps billed, at renewals and on demand. */
+export class OverageInvoices extends Resource {
+  /**
+   * Overage invoices, oldest first, by wallet or customer.
+   *
+   * @example
+   * const { data } = await dd.overageInvoices.list({ wallet_id: acme.wallet_id });
+   */
+  list(params?: OverageInvoiceListParams, options?: RequestOptions): ApiPromise<List<OverageInvoice>> {
+    return this.fetchJson(options, () => ({
+      path: "/v1/overage_invoices",
+      query: { ...pageQuery(params), wallet_id: params?.wallet_id, customer_id: params?.customer_id },
+    }));
+  }
+}
+
+/** An overage policy on the wire: amounts as decimal strings. */
+function wireOverage(p: OveragePolicyParams): object {
+  if (p === null || typeof p !== "object") throw new TypeError("overage: an object.");
+  return defined({
+    ...p,
+    floor: p.floor === undefined ? undefined : wireAmount(p.floor, "floor"),
+    price: p.price && { ...p.price, amount: wireAmount(p.price.amount, "price.amount") },
+    throttle: p.throttle && { ...p.throttle, level: wireAmount(p.throttle.level, "throttle.level") },
+  });
 }
 
 /** Manual corrections, each with a required reason kept in the journal. */
@@ -962,6 +1016,7 @@ function wirePlan(p: PlanCreateParams): object {
       amount: wireAmount(p.base_fee.amount, "base_fee.amount"),
     },
     allotment: wireAmount(p.allotment, "allotment"),
+    overage: p.overage && wireOverage(p.overage),
     rollover:
       p.rollover &&
       defined({

@@ -361,12 +361,65 @@ export interface CostTableParams {
   lines: RateLineInput[];
 }
 
-/** Body of `wallets.setOverage`. */
+/** The overage modes (see docs/concepts.md, "Overage policies"). */
+export type OverageMode = "hard_cap" | "soft_cap" | "throttle" | "carry_deficit" | "fair_use";
+
+/** Body of `wallets.setOverage`, and a plan's `overage`. */
 export interface OveragePolicyParams {
-  /** `hard_cap`: what credits cannot cover is recorded unpaid. `soft_cap`: the balance may go down to `floor`. */
-  mode: "hard_cap" | "soft_cap";
+  /**
+   * `hard_cap`: never below zero. `soft_cap`: down to `floor`, billed at `price` when set.
+   * `throttle`: below `throttle.level`, only the listed actions proceed. `carry_deficit`: down
+   * to `floor`, repaid by the next period's plan credits. `fair_use`: never denied.
+   */
+  mode: OverageMode;
   /** The lowest balance, zero or negative (string or bigint units), e.g. `"-100"`; default 0. */
   floor?: AmountInput;
+  /** soft_cap only: money per credit the overage is billed at. */
+  price?: { amount: AmountInput; currency: string };
+  /** throttle only (required there). */
+  throttle?: {
+    /** Credits available (after the estimate) under which the throttle applies. */
+    level: AmountInput;
+    /** Actions (or `prefix.*`) still allowed below the level. */
+    allowed_actions?: string[];
+    /** The cheaper action to suggest. */
+    fallback_action?: string;
+  };
+}
+
+/** An overage invoice: a wallet's overage billed at its price. */
+export interface OverageInvoice {
+  object: "overage_invoice";
+  id: string;
+  customer_id: string;
+  wallet_id: string;
+  /** Credits billed. */
+  credits: string;
+  /** Money per credit. */
+  price: string;
+  currency: string;
+  /** Money: credits × price, rounded once. */
+  amount: string;
+  /** `renewal` or `on_demand`. */
+  reason: string;
+  period_start: string | null;
+  period_end: string;
+  /** The `overage.bill` transaction. */
+  transaction_id: string;
+  created_at: string;
+}
+
+/** What `wallets.billOverage` answers: the invoice, or null when nothing was owed. */
+export interface OverageBill {
+  object: "overage_bill";
+  wallet_id: string;
+  invoice: OverageInvoice | null;
+}
+
+/** Query of `overageInvoices.list`. */
+export interface OverageInvoiceListParams extends PageParams {
+  wallet_id?: string;
+  customer_id?: string;
 }
 
 /** Query of `reports.margin`. */
@@ -456,6 +509,8 @@ export interface PlanCreateParams {
   on_cancel?: "forfeit" | "keep_until_period_end" | "keep";
   /** Default `{ mode: "customer" }`; `{ mode: "per_member", pool_share_percent: 20 }` for 20% partial pooling. */
   allocation?: Allocation;
+  /** The overage policy subscribers' pool wallets take, unless a wallet sets its own. */
+  overage?: OveragePolicyParams;
 }
 
 /** Body of `subscriptions.create`. */
@@ -862,13 +917,23 @@ export interface CostTableVersion {
   lines: RateLine[];
 }
 
-/** A pool wallet's overage policy. */
-export interface OveragePolicy {
-  object: "overage_policy";
-  wallet_id: string;
+/** An overage policy's fields, as the API shows them (on a wallet and on a plan). */
+export interface OveragePolicyFields {
   mode: string;
   /** The lowest balance (≤ 0). */
   floor: string;
+  price: { amount: string; currency: string } | null;
+  throttle: { level: string; allowed_actions: string[]; fallback_action: string | null } | null;
+}
+
+/** A pool wallet's overage policy, where it came from, and what the wallet owes. */
+export interface OveragePolicy extends OveragePolicyFields {
+  object: "overage_policy";
+  wallet_id: string;
+  /** `wallet` (set on the wallet: overrides the plan's), `plan` or `default`. */
+  source: string;
+  /** Credits owed now (the overdraft). */
+  owed: string;
 }
 
 /** One row of the margin report. */
@@ -985,6 +1050,8 @@ export interface Plan {
   on_cancel: string;
   /** Who receives the credits: the customer's pool, or each member with a pooled share. */
   allocation: Allocation;
+  /** The overage policy its subscribers take; null: none. */
+  overage: OveragePolicyFields | null;
   created_at: string;
 }
 

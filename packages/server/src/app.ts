@@ -31,6 +31,7 @@ import { HOLD_ROUTES } from "./hold-routes.js";
 import { LIFECYCLE_ROUTES } from "./lifecycle-routes.js";
 import { METERING_ROUTES, publicRateCard } from "./metering-routes.js";
 import { buildOpenApi } from "./openapi.js";
+import { OVERAGE_ROUTES } from "./overage-routes.js";
 import { renderReference } from "./reference.js";
 import { type Reply, ROUTES, type Route } from "./routes.js";
 import { RUN_ROUTES } from "./run-routes.js";
@@ -40,6 +41,7 @@ import { WEBHOOK_ROUTES } from "./webhook-routes.js";
 export const API_ROUTES: readonly Route[] = [
   ...ROUTES,
   ...METERING_ROUTES,
+  ...OVERAGE_ROUTES,
   ...LIFECYCLE_ROUTES,
   ...GIFT_ROUTES,
   ...EXPIRY_ROUTES,
@@ -237,15 +239,17 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   });
 
   const metering = options.metering ?? new Metering((tenantId) => store.now(tenantId), store.newId);
-  const holds = options.holds ?? new Holds(store, metering);
+  // Authorize tries the wallet's auto top-up before denying (overage policies): holds need commerce.
+  const commerce = options.commerce ?? new Commerce(store);
+  const holds = options.holds ?? new Holds(store, metering, commerce);
   const services: Services = {
     store,
     metering,
-    writer: options.writer ?? new IngestWriter(store, metering, { lanes: config.writerLanes ?? 2 }),
+    writer: options.writer ?? new IngestWriter(store, metering, { lanes: config.writerLanes ?? 2, commerce }),
     subscriptions: options.subscriptions ?? new Subscriptions(store),
     gifts: new Gifts(store),
     contracts: options.contracts ?? new Contracts(store, metering),
-    commerce: options.commerce ?? new Commerce(store),
+    commerce,
     holds,
     runs: new Runs(store, holds),
     webhooks: options.webhooks ?? new Webhooks(store, { timeoutMs: config.webhookTimeoutMs ?? 10_000 }),

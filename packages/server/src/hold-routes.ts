@@ -1,4 +1,5 @@
 import {
+  DECISION_REASONS,
   formatAmount,
   formatTimestamp,
   HOLD_LIMITS,
@@ -127,10 +128,32 @@ export const AuthorizationView = Type.Object(
   {
     object: Type.Literal("authorization"),
     decision: Type.Union([Type.Literal("allow"), Type.Literal("deny"), Type.Literal("throttle")]),
-    reason: Type.String({ description: "sufficient_credits, within_overdraft or insufficient_credits." }),
+    reason: Type.String({
+      description: `${DECISION_REASONS.join(", ")} (below_throttle_level: the throttle overage policy).`,
+    }),
     available: S.Amount("What the wallet chain could pay for this action before this request."),
     estimate: S.Amount("The estimate in credits."),
     hold: Type.Union([HoldView, Type.Null()]),
+    allowed_actions: Type.Union([Type.Array(Type.String()), Type.Null()], {
+      description: "On throttle: the actions (or patterns) still allowed below the level; null otherwise.",
+    }),
+    fallback_action: Type.Union([Type.String(), Type.Null()], {
+      description: "On throttle: the cheaper action to use instead, when the policy names one.",
+    }),
+    auto_top_up: Type.Union(
+      [
+        Type.Object({
+          outcome: Type.String({
+            description:
+              "covered (bought, decided again), failed (declined, cap reached: auto_top_up_failed alert), none (nothing bought now).",
+          }),
+          purchase_ids: Type.Array(Type.String()),
+          reason: Type.Union([Type.String(), Type.Null()]),
+        }),
+        Type.Null(),
+      ],
+      { description: "The auto top-up tried before a denial for lack of credits; null when none was tried." },
+    ),
   },
   { title: "Authorization" },
 );
@@ -228,7 +251,7 @@ export const HOLD_ROUTES: readonly Route[] = [
     tag: "Holds",
     summary: "Authorize usage, optionally holding the estimate",
     description:
-      "Asks before expensive work whether the customer (or subject) may proceed: `allow`, `deny` or `throttle`, with the reason and the available amount. The estimate is in credits, or in quantities rated by the customer's rate card. With `hold: true`, an allowed estimate is held at once, in the same atomic step as the check: it leaves `available` until the hold is settled, voided, or expires after `hold_timeout_seconds`. A denial is an answer (200), not an error.",
+      "Asks before expensive work whether the customer (or subject) may proceed: `allow`, `deny` or `throttle`, with the reason and the available amount. The estimate is in credits, or in quantities rated by the customer's rate card. With `hold: true`, an allowed estimate is held at once, in the same atomic step as the check: it leaves `available` until the hold is settled, voided, or expires after `hold_timeout_seconds`. A denial is an answer (200), not an error. The pool's overage policy decides: a soft cap or carried deficit allows down to its floor, fair use always allows, a throttle answers `throttle` (with `allowed_actions` and `fallback_action`) for unlisted actions below its level; before denying for lack of credits, an enabled auto top-up with a synchronous provider is tried (`auto_top_up`).",
     access: "secret",
     body: AuthorizeBody,
     response: AuthorizationView,
@@ -274,6 +297,15 @@ export const HOLD_ROUTES: readonly Route[] = [
         available: formatAmount(a.available),
         estimate: formatAmount(a.estimate),
         hold: r.hold ? holdView(r.hold) : null,
+        allowed_actions: a.allowedActions === null ? null : [...a.allowedActions],
+        fallback_action: a.fallbackAction,
+        auto_top_up: r.autoTopUp
+          ? {
+              outcome: r.autoTopUp.outcome,
+              purchase_ids: [...r.autoTopUp.purchaseIds],
+              reason: r.autoTopUp.reason,
+            }
+          : null,
       });
     },
   }),

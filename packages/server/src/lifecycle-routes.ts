@@ -8,6 +8,12 @@ import {
 import type { PlanRecord, SubscriptionRecord } from "@drawdown/storage";
 import { type Static, Type } from "@sinclair/typebox";
 import { ApiError } from "./errors.js";
+import {
+  OveragePolicyFields,
+  OveragePolicyWire,
+  overageFrom,
+  overagePolicyFields,
+} from "./overage-routes.js";
 import { amount, customerInPath, must, notFound, okReply, type Route, route, timestamp } from "./routes.js";
 import * as S from "./schemas.js";
 
@@ -117,6 +123,7 @@ export const PlanCreate = Type.Object(
       }),
     ),
     allocation: Type.Optional(AllocationWire),
+    overage: Type.Optional(OveragePolicyWire),
   },
   { ...strict, title: "PlanCreate" },
 );
@@ -134,6 +141,10 @@ export const PlanView = Type.Object(
     expiry: ExpiryWire,
     on_cancel: Type.String(),
     allocation: AllocationWire,
+    overage: Type.Union([Type.Object(OveragePolicyFields), Type.Null()], {
+      description:
+        "The overage policy its subscribers' pool wallets take at subscribe and plan change, unless a wallet set its own; null: none.",
+    }),
     created_at: Type.String(),
   },
   { title: "Plan" },
@@ -280,6 +291,7 @@ const planView = (p: PlanRecord) => ({
     p.expiry.kind === "rolling" ? { kind: p.expiry.kind, months: p.expiry.months } : { kind: p.expiry.kind },
   on_cancel: p.cancel.onCancel,
   allocation: allocationView(p.allocation),
+  overage: p.overage ? overagePolicyFields(p.overage) : null,
   created_at: new Date(p.createdAt).toISOString(),
 });
 
@@ -328,6 +340,7 @@ export const LIFECYCLE_ROUTES: readonly Route[] = [
           ...(body.expiry ? { expiry: expiryFrom(body.expiry)! } : {}),
           ...(body.on_cancel ? { cancel: { onCancel: body.on_cancel } } : {}),
           ...(body.allocation ? { allocation: allocationFrom(body.allocation)! } : {}),
+          ...(body.overage ? { overage: overageFrom(body.overage, "overage.") } : {}),
         }),
       );
       return { status: 201, body: planView(plan) };

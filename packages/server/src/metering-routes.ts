@@ -1,4 +1,4 @@
-import { formatAmount, parseDecimal, type RateCardInput } from "@drawdown/core";
+import { formatAmount, type RateCardInput } from "@drawdown/core";
 import type { ChargeRecord, EventDetail, IngestResult, RateCard, RateCardVersion } from "@drawdown/storage";
 import { Type } from "@sinclair/typebox";
 import { ApiError } from "./errors.js";
@@ -8,8 +8,8 @@ import * as S from "./schemas.js";
 
 /**
  * Metering and rating endpoints: usage events (single and batch, native or CloudEvents),
- * price explanations, rate cards and their versions, customer pricing, cost tables,
- * overage policies, and the margin reports.
+ * price explanations, rate cards and their versions, customer pricing, cost tables, and the
+ * margin reports. (Overage policies: overage-routes.ts.)
  */
 
 const strict = { additionalProperties: false } as const;
@@ -561,44 +561,6 @@ export const METERING_ROUTES: readonly Route[] = [
           lines: v.input.lines,
         },
       };
-    },
-  }),
-  route({
-    method: "POST",
-    url: "/v1/wallets/:id/overage",
-    operationId: "setOveragePolicy",
-    tag: "Wallets",
-    summary: "Set a pool wallet's overage policy",
-    description:
-      "hard_cap (default): a charge the credits cannot cover is recorded unpaid. soft_cap: the balance may go down to floor (≤ 0); what is owed is the wallet's overdraft.",
-    access: "secret",
-    params: S.IdParam("wal", "wallet"),
-    body: Type.Object(
-      {
-        mode: Type.Union([Type.Literal("hard_cap"), Type.Literal("soft_cap")]),
-        floor: Type.Optional(Decimal('The lowest balance, ≤ 0, e.g. "-100". Default 0.')),
-      },
-      { ...strict, title: "OveragePolicy" },
-    ),
-    response: Type.Object({
-      object: Type.Literal("overage_policy"),
-      wallet_id: Type.String(),
-      mode: Type.String(),
-      floor: S.Amount(),
-    }),
-    errors: ["not_found", "invalid_argument", "invalid_amount"],
-    handle: async ({ metering, tx, tenantId, params, body }) => {
-      const floor =
-        body.floor === undefined
-          ? 0n
-          : must(parseDecimal(body.floor, 9, { allowNegative: true, allowZero: true }));
-      const p = must(await metering.setOveragePolicy(tx, tenantId, params.id, { mode: body.mode, floor }));
-      return okReply({
-        object: "overage_policy",
-        wallet_id: params.id,
-        mode: p.mode,
-        floor: formatAmount(p.floor),
-      });
     },
   }),
   route({

@@ -717,6 +717,10 @@ for (const backend of backends()) {
         wallet_id: acme.wallet_id,
         mode: "soft_cap",
         floor: "-50",
+        price: null,
+        throttle: null,
+        source: "wallet",
+        owed: "0",
       });
       // 50 searches: 100 credits, 98 drawn and 2 owed.
       const r = await dd.events.ingest({

@@ -12,6 +12,7 @@ import type * as G from "../src/gift-routes.js";
 import type * as H from "../src/hold-routes.js";
 import type * as L from "../src/lifecycle-routes.js";
 import type * as M from "../src/metering-routes.js";
+import type * as O from "../src/overage-routes.js";
 import type * as R from "../src/run-routes.js";
 import type * as S from "../src/schemas.js";
 import type * as W from "../src/webhook-routes.js";
@@ -111,6 +112,14 @@ check<Assignable<Static<typeof M.RateCardVersionCreate>, Sdk.RateCardVersionPara
 check<Equal<keyof Sdk.UsageEventInput, keyof Static<typeof NativeEvent>>>();
 check<Assignable<Static<typeof NativeEvent>, Sdk.UsageEventInput>>();
 check<Assignable<Static<typeof CloudEvent>, Sdk.CloudEventInput>>();
+
+// Overage policies.
+check<Equal<keyof Sdk.OveragePolicy, keyof Static<typeof O.OverageView>>>();
+check<Assignable<Sdk.OveragePolicy, Static<typeof O.OverageView>>>();
+check<Equal<keyof Sdk.OveragePolicyParams, keyof Static<typeof O.OveragePolicyWire>>>();
+check<Assignable<Static<typeof O.OveragePolicyWire>, Sdk.OveragePolicyParams>>();
+check<Equal<keyof Sdk.OverageInvoice, keyof Static<typeof O.OverageInvoiceView>>>();
+check<Assignable<Sdk.OverageInvoice, Static<typeof O.OverageInvoiceView>>>();
 
 // Plans and subscriptions.
 check<Equal<keyof Sdk.Plan, keyof Static<typeof L.PlanView>>>();
@@ -356,6 +365,18 @@ test("the SDK calls every route, sending exactly the documented query parameters
     to: time,
     customer_id: "c",
   };
+  const overage: Required<Sdk.OveragePolicyParams> = {
+    mode: "soft_cap",
+    floor: "-1",
+    price: { amount: "0.02", currency: "USD" },
+    throttle: { level: 5n, allowed_actions: ["chat.mini"], fallback_action: "chat.mini" },
+  };
+  const overageInvoiceList: Required<Sdk.OverageInvoiceListParams> = {
+    limit: 10,
+    cursor: "c",
+    wallet_id: "wal_1",
+    customer_id: "cus_1",
+  };
   const plan: Required<Sdk.PlanCreateParams> = {
     name: "n",
     base_fee: { amount: "20", currency: "USD" },
@@ -366,6 +387,7 @@ test("the SDK calls every route, sending exactly the documented query parameters
     expiry: { kind: "period_end" },
     on_cancel: "keep_until_period_end",
     allocation: { mode: "per_member", pool_share_percent: 20 },
+    overage,
   };
   const subscription: Required<Sdk.SubscriptionCreateParams> = {
     customer_id: "cus_1",
@@ -596,7 +618,11 @@ test("the SDK calls every route, sending exactly the documented query parameters
     dd.rateCards.publishVersion("rcd_1", version),
     dd.customers.setPricing("cus_1", pricing),
     dd.costTables.publish(costTable),
-    dd.wallets.setOverage("wal_1", { mode: "soft_cap", floor: "-1" }),
+    dd.wallets.setOverage("wal_1", overage),
+    dd.wallets.getOverage("wal_1"),
+    dd.wallets.clearOverage("wal_1"),
+    dd.wallets.billOverage("wal_1"),
+    dd.overageInvoices.list(overageInvoiceList),
     dd.reports.margin(margin),
     dd.runs.get("run_1"),
     dd.runs.start(runStart),

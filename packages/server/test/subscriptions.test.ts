@@ -192,6 +192,7 @@ for (const backend of backends()) {
           expiry: { kind: "period_end" },
           on_cancel: "keep_until_period_end",
           allocation: { mode: "customer" },
+          overage: null,
           created_at: "",
         },
       );

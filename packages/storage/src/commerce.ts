@@ -1,5 +1,6 @@
 import {
   type AutoTopUpConfig,
+  decideShortfallTopUp,
   decideTopUp,
   type ExpiryPolicy,
   fail,
@@ -18,6 +19,7 @@ import {
   validateAutoTopUp,
   validatePriceBook,
 } from "@drawdown/core";
+import { fireAlert, rearmAlert } from "./alerts.js";
 import type { Page } from "./records.js";
 import type { Row, SqlExecutor } from "./sql.js";
 import type { DueJob, Store } from "./store.js";
@@ -61,6 +63,11 @@ export interface PaymentProvider {
   readonly id: string;
   /** Usable by test tenants only (a provider that moves no real money). */
   readonly testOnly: boolean;
+  /**
+   * Answers a charge at once (paid or declined): only such a provider is tried by an auto
+   * top-up before a denial, inside the request. Absent: false.
+   */
+  readonly synchronous?: boolean;
   /** Checks a payment method before anything is written; a message says what is wrong, null when fine. */
   checkPaymentMethod(paymentMethod: string | null): string | null;
   charge(request: PaymentRequest): Promise<PaymentResult>;
@@ -91,6 +98,7 @@ export const TEST_PAYMENT_METHODS = {
 export const testProvider: PaymentProvider = {
   id: "test",
   testOnly: true,
+  synchronous: true,
   checkPaymentMethod: (pm) =>
     pm !== null && pm in TEST_PAYMENT_METHODS
       ? null
@@ -259,6 +267,9 @@ const autoTopUpFrom = (r: Row): AutoTopUpRecord => {
 
 /** Metadata key on a purchased grant naming its purchase. */
 export const PURCHASE_METADATA_KEY = "purchase_id";
+
+/** The key `auto_top_up_failed` alerts fire under: once per crossing, re-armed by a paid top-up or a new setting. */
+export const AUTO_TOP_UP_FAILED_KEY = "auto_top_up_failed";
 
 /** How many purchases one check of a wallet makes at most (several when one is not enough). */
 const TOP_UPS_PER_CHECK = 20;
@@ -662,6 +673,8 @@ export class Commerce implements DueJob {
        WHERE tenant_id = $1 AND id = $2 AND status = 'pending'`,
       [tenantId, id, granted.value.grant.id, iso(now), reference],
     );
+    // A paid auto top-up: the next failure is a new crossing of `auto_top_up_failed`.
+    if (p.origin === "auto_top_up") await rearmAlert(ex, tenantId, p.walletId, AUTO_TOP_UP_FAILED_KEY);
     return ok((await this.getPurchase(tenantId, id, ex))!);
   }
 
@@ -686,8 +699,10 @@ export class Commerce implements DueJob {
       "UPDATE purchases SET status = $3, failure_reason = $4, resolved_at = $5 WHERE tenant_id = $1 AND id = $2",
       [tenantId, id, status, why, iso(now)],
     );
-    if (status === "failed" && p.origin === "auto_top_up")
+    if (status === "failed" && p.origin === "auto_top_up") {
       await this.#disable(ex, tenantId, p.walletId, `payment_failed: ${why}`);
+      await this.#failed(ex, tenantId, p.walletId, "payment_failed", why, p.id);
+    }
     return ok((await this.getPurchase(tenantId, id, ex))!);
   }
 
@@ -752,6 +767,7 @@ export class Commerce implements DueJob {
         now,
       ],
     );
+    await rearmAlert(ex, tenantId, walletId, AUTO_TOP_UP_FAILED_KEY);
     return ok((await this.getAutoTopUp(tenantId, walletId, ex))!);
   }
 
@@ -783,6 +799,24 @@ export class Commerce implements DueJob {
     return ok((await this.getAutoTopUp(tenantId, walletId, ex))!);
   }
 
+  /** Fires `auto_top_up_failed` for the wallet, once per crossing (re-armed by a paid top-up or a new setting). */
+  async #failed(
+    ex: SqlExecutor,
+    tenantId: string,
+    walletId: string,
+    code: string,
+    message: string,
+    purchaseId: string | null,
+  ): Promise<void> {
+    await fireAlert(ex, this.store, {
+      tenantId,
+      walletId,
+      kind: "auto_top_up_failed",
+      key: AUTO_TOP_UP_FAILED_KEY,
+      details: { code, reason: message, purchase_id: purchaseId },
+    });
+  }
+
   async #disable(ex: SqlExecutor, tenantId: string, walletId: string, reason: string): Promise<void> {
     const now = iso(this.store.now(tenantId));
     await ex.query(
@@ -809,6 +843,8 @@ export class Commerce implements DueJob {
     walletId: string,
     scheduled = false,
   ): Promise<Result<TopUpRun>> {
+    // Wallets before the auto top-up's row: the order authorize takes them in (no deadlock).
+    await this.#lockChain(ex, tenantId, walletId);
     const { rows } = await ex.query(
       "SELECT * FROM auto_top_ups WHERE tenant_id = $1 AND wallet_id = $2 FOR UPDATE",
       [tenantId, walletId],
@@ -868,6 +904,7 @@ export class Commerce implements DueJob {
         } else {
           await this.#disable(ex, tenantId, walletId, `${decided.error.code}: ${decided.error.message}`);
         }
+        await this.#failed(ex, tenantId, walletId, decided.error.code, decided.error.message, null);
         return ok(
           outcome ?? {
             outcome: "not_needed",
@@ -885,6 +922,14 @@ export class Commerce implements DueJob {
           tenantId,
           walletId,
           `no_provider: this server has no payment provider "${config.provider}"`,
+        );
+        await this.#failed(
+          ex,
+          tenantId,
+          walletId,
+          "no_provider",
+          `No payment provider "${config.provider}".`,
+          null,
         );
         return ok(
           outcome ?? {
@@ -909,6 +954,7 @@ export class Commerce implements DueJob {
       if (!bought.ok) {
         if (!scheduled) return outcome ? ok(outcome) : bought;
         await this.#disable(ex, tenantId, walletId, `${bought.error.code}: ${bought.error.message}`);
+        await this.#failed(ex, tenantId, walletId, bought.error.code, bought.error.message, null);
         return ok(
           outcome ?? {
             outcome: "not_needed",
@@ -922,12 +968,126 @@ export class Commerce implements DueJob {
         [tenantId, walletId, attempt],
       );
       last = bought.value;
-      if (last.status === "failed")
+      if (last.status === "failed") {
         await this.#disable(ex, tenantId, walletId, `payment_failed: ${last.failureReason ?? "declined"}`);
+        await this.#failed(
+          ex,
+          tenantId,
+          walletId,
+          "payment_failed",
+          last.failureReason ?? "declined",
+          last.id,
+        );
+      }
       config = (await this.getAutoTopUp(tenantId, walletId, ex))!;
       if (last.status !== "confirmed") return ok({ outcome: "purchased", purchase: last, autoTopUp: config });
     }
     return ok({ outcome: "purchased", purchase: last, autoTopUp: config });
+  }
+
+  /** Locks a wallet and (for a member's) its pool, in id order: what the store's write pipeline locks. */
+  async #lockChain(ex: SqlExecutor, tenantId: string, walletId: string): Promise<void> {
+    await ex.query(
+      `SELECT id FROM wallets WHERE tenant_id = $1 AND customer_id = (SELECT customer_id FROM wallets WHERE tenant_id = $1 AND id = $2)
+       AND (id = $2 OR member_id IS NULL) ORDER BY id FOR UPDATE`,
+      [tenantId, walletId],
+    );
+  }
+
+  /**
+   * The auto top-up tried before a denial (overage policies, core/overage.ts): `need` more
+   * credits would let a request through. In the caller's transaction, which already holds the
+   * wallets' locks: the first wallet of `walletIds` (the payer, then its pool) with an enabled
+   * auto top-up buys per its configuration until `need` is covered, within its monthly cap,
+   * through a synchronous provider only (an invoice cannot pay now). `covered`: decide again.
+   * `failed` (declined, cap reached, no price book): `auto_top_up_failed` fired. `none`: no
+   * enabled auto top-up, a provider that does not answer at once, or a payment still pending.
+   */
+  async topUpBeforeDeny(
+    ex: SqlExecutor,
+    tenantId: string,
+    walletIds: readonly string[],
+    need: bigint,
+  ): Promise<{ outcome: "covered" | "failed" | "none"; purchases: PurchaseRecord[]; reason: string | null }> {
+    const none = { outcome: "none" as const, purchases: [], reason: null };
+    if (need <= 0n) return none;
+    let config: AutoTopUpRecord | null = null;
+    for (const walletId of walletIds) {
+      const { rows } = await ex.query(
+        "SELECT * FROM auto_top_ups WHERE tenant_id = $1 AND wallet_id = $2 AND enabled FOR UPDATE",
+        [tenantId, walletId],
+      );
+      if (rows[0]) {
+        config = autoTopUpFrom(rows[0]);
+        break;
+      }
+    }
+    if (!config) return none;
+    const walletId = config.walletId;
+    const provider = this.#providers.get(config.provider);
+    if (!provider?.synchronous) return none;
+    const pending = await ex.query(
+      "SELECT 1 FROM purchases WHERE tenant_id = $1 AND wallet_id = $2 AND origin = 'auto_top_up' AND status = 'pending'",
+      [tenantId, walletId],
+    );
+    if (pending.rowCount > 0) return none;
+    const purchases: PurchaseRecord[] = [];
+    const failed = async (code: string, message: string, purchaseId: string | null) => {
+      await this.#failed(ex, tenantId, walletId, code, message, purchaseId);
+      return { outcome: "failed" as const, purchases, reason: `${code}: ${message}` };
+    };
+    let bought = 0n;
+    let attempts = config.attempts;
+    for (let i = 0; i < TOP_UPS_PER_CHECK && bought < need; i++) {
+      const now = this.store.now(tenantId);
+      const book = await this.currentPriceBook(tenantId, config.currency, ex);
+      if (!book) return failed("no_price_book", `No ${config.currency} price book is published.`, null);
+      const wallet = (await this.store.getWallet(tenantId, walletId, ex))!;
+      const spent = await ex.query<{ total: string }>(
+        `SELECT coalesce(sum(price), 0)::text AS total FROM purchases WHERE tenant_id = $1 AND wallet_id = $2
+           AND origin = 'auto_top_up' AND currency = $3 AND status IN ('pending', 'confirmed') AND created_at >= $4`,
+        [tenantId, walletId, config.currency, iso(monthStart(now))],
+      );
+      const quote = decideShortfallTopUp({
+        config,
+        book,
+        balance: wallet.balance,
+        need: need - bought,
+        spent: BigInt(spent.rows[0]!.total),
+        committed: await this.committedAt(ex, tenantId, wallet.customerId, config.currency, now),
+      });
+      if (!quote.ok) return failed(quote.error.code, quote.error.message, null);
+      attempts++;
+      const r = await this.#buy(ex, tenantId, {
+        id: this.store.newId("pur"),
+        walletId,
+        customerId: wallet.customerId,
+        quote: quote.value,
+        bookId: book.id,
+        provider,
+        paymentMethod: config.paymentMethod,
+        origin: "auto_top_up",
+        idempotencyKey: `auto_top_up:${walletId}:${attempts}`,
+      });
+      await ex.query("UPDATE auto_top_ups SET attempts = $3 WHERE tenant_id = $1 AND wallet_id = $2", [
+        tenantId,
+        walletId,
+        attempts,
+      ]);
+      if (!r.ok) return failed(r.error.code, r.error.message, null);
+      purchases.push(r.value);
+      if (r.value.status === "failed") {
+        const why = r.value.failureReason ?? "declined";
+        await this.#disable(ex, tenantId, walletId, `payment_failed: ${why}`);
+        return failed("payment_failed", why, r.value.id);
+      }
+      // Pending: no credits until it is paid; the request is denied, nothing failed.
+      if (r.value.status !== "confirmed") return { outcome: "none", purchases, reason: null };
+      bought += r.value.credits;
+    }
+    return bought >= need
+      ? { outcome: "covered", purchases, reason: null }
+      : { outcome: "none", purchases, reason: null };
   }
 
   // ------------------------------------------------------------------ the scheduler's job

@@ -21,8 +21,10 @@ import {
   type UsageEvent,
   usageKey,
 } from "@drawdown/core";
+import type { Commerce } from "./commerce.js";
 import { insertEvents, writeUsageCounters } from "./ingest.js";
 import { type Catalog, type CustomerPricing, Metering } from "./metering.js";
+import { OVERAGE_COLUMNS, overagePolicyFrom } from "./overage.js";
 import type { Page } from "./records.js";
 import type { Row, SqlExecutor } from "./sql.js";
 import type { DueJob, Store } from "./store.js";
@@ -49,6 +51,14 @@ export type Estimate =
       readonly quantities: Readonly<Record<string, bigint>>;
       readonly dimensions: Readonly<Record<string, string>>;
     };
+
+/** An auto top-up tried before a denial: covered (decided again), failed (alert fired), or none bought. */
+export interface AutoTopUpAttempt {
+  readonly outcome: "covered" | "failed" | "none";
+  readonly purchaseIds: readonly string[];
+  /** Why it failed (`code: message`); null otherwise. */
+  readonly reason: string | null;
+}
 
 /** What a caller asks authorize. */
 export interface AuthorizeRequest {
@@ -141,6 +151,8 @@ export class Holds implements DueJob {
   constructor(
     private readonly store: Store,
     private readonly metering: Metering,
+    /** Tries a wallet's auto top-up before denying for lack of credits; null: never tried. */
+    private readonly commerce: Commerce | null = null,
   ) {
     store.addDueJob(this);
   }
@@ -172,14 +184,11 @@ export class Holds implements DueJob {
     poolId: string,
   ): Promise<{ overdraft: bigint; policy: OveragePolicy }> {
     const { rows } = await ex.query(
-      "SELECT overdraft::text AS overdraft, overage_mode, overage_floor::text AS floor FROM wallets WHERE tenant_id = $1 AND id = $2",
+      `SELECT ${OVERAGE_COLUMNS} FROM wallets WHERE tenant_id = $1 AND id = $2`,
       [tenantId, poolId],
     );
     const r = rows[0]!;
-    return {
-      overdraft: BigInt(String(r.overdraft)),
-      policy: { mode: r.overage_mode as OveragePolicy["mode"], floor: BigInt(String(r.floor)) },
-    };
+    return { overdraft: BigInt(String(r.overdraft)), policy: overagePolicyFrom(r) };
   }
 
   async #pricing(
@@ -250,7 +259,9 @@ export class Holds implements DueJob {
     ex: SqlExecutor,
     tenantId: string,
     request: AuthorizeRequest,
-  ): Promise<Result<{ authorization: Authorization; hold: HoldRecord | null }>> {
+  ): Promise<
+    Result<{ authorization: Authorization; hold: HoldRecord | null; autoTopUp: AutoTopUpAttempt | null }>
+  > {
     const payer = await this.#payer(ex, tenantId, request.customerId, request.subjectId);
     if (!payer.ok) return payer;
     const estimate = await this.#rateEstimate(
@@ -261,30 +272,34 @@ export class Holds implements DueJob {
       request.estimate,
     );
     if (!estimate.ok) return estimate;
-    let answer = null as { authorization: Authorization; transactionId: string | null } | null;
-    const r = await this.store.mutate(ex, tenantId, payer.value, [], async (ctx, s) => {
-      const state = await this.#holdState(ex, tenantId, s);
-      const planned = planAuthorize(ctx, state, {
-        customerId: request.customerId,
-        walletId: payer.value,
-        subjectId: request.subjectId,
-        action: request.action,
-        estimate: estimate.value,
-        holdTimeoutSeconds: request.holdTimeoutSeconds,
-      });
-      if (!planned.ok) return planned;
-      // Spend caps join here (narrowing the decision), and an outbox row on `ex` commits with it.
-      answer = {
-        authorization: planned.value.authorization,
-        transactionId: planned.value.transaction?.id ?? null,
-      };
-      return ok({ ...EMPTY, transactions: planned.value.transaction ? [planned.value.transaction] : [] });
-    });
-    if (!r.ok) return r;
-    const a = answer;
-    invariant(a, "an authorization that succeeded was planned");
+    const first = await this.#decide(ex, tenantId, request, payer.value, estimate.value);
+    if (!first.ok) return first;
+    let a = first.value;
+    // Overage policies: an auto top-up is tried before denying for lack of credits, in this
+    // transaction (the wallets stay locked); when it covers the need, the decision is made again.
+    let autoTopUp: AutoTopUpAttempt | null = null;
+    if (
+      this.commerce &&
+      a.authorization.decision === "deny" &&
+      a.authorization.reason === "insufficient_credits"
+    ) {
+      const chain = [payer.value, ...(a.poolWalletId === payer.value ? [] : [a.poolWalletId])];
+      const need = a.authorization.estimate - a.authorization.available;
+      const tried = await this.commerce.topUpBeforeDeny(ex, tenantId, chain, need);
+      if (tried.outcome !== "none" || tried.purchases.length > 0)
+        autoTopUp = {
+          outcome: tried.outcome,
+          purchaseIds: tried.purchases.map((p) => p.id),
+          reason: tried.reason,
+        };
+      if (tried.outcome === "covered") {
+        const again = await this.#decide(ex, tenantId, request, payer.value, estimate.value);
+        if (!again.ok) return again;
+        a = again.value;
+      }
+    }
     const hold = a.authorization.hold;
-    if (hold === null) return ok({ authorization: a.authorization, hold: null });
+    if (hold === null) return ok({ authorization: a.authorization, hold: null, autoTopUp });
     await ex.query(
       `INSERT INTO holds (tenant_id, id, customer_id, wallet_id, subject_id, action, amount, draws, estimate, status,
          created_at, expires_at, transaction_id)
@@ -310,7 +325,45 @@ export class Holds implements DueJob {
       resolveTransactionId: null,
       estimate: JSON.parse(estimateJson(request.estimate, hold.amount)) as Record<string, unknown>,
     };
-    return ok({ authorization: a.authorization, hold: record });
+    return ok({ authorization: a.authorization, hold: record, autoTopUp });
+  }
+
+  /** One locked decision (and hold, when allowed and asked) through the store's write pipeline. */
+  async #decide(
+    ex: SqlExecutor,
+    tenantId: string,
+    request: AuthorizeRequest,
+    payer: string,
+    estimate: bigint,
+  ): Promise<Result<{ authorization: Authorization; transactionId: string | null; poolWalletId: string }>> {
+    let answer = null as {
+      authorization: Authorization;
+      transactionId: string | null;
+      poolWalletId: string;
+    } | null;
+    const r = await this.store.mutate(ex, tenantId, payer, [], async (ctx, s) => {
+      const state = await this.#holdState(ex, tenantId, s);
+      const planned = planAuthorize(ctx, state, {
+        customerId: request.customerId,
+        walletId: payer,
+        subjectId: request.subjectId,
+        action: request.action,
+        estimate,
+        holdTimeoutSeconds: request.holdTimeoutSeconds,
+      });
+      if (!planned.ok) return planned;
+      // Spend caps join here (narrowing the decision), and an outbox row on `ex` commits with it.
+      answer = {
+        authorization: planned.value.authorization,
+        transactionId: planned.value.transaction?.id ?? null,
+        poolWalletId: state.poolWalletId,
+      };
+      return ok({ ...EMPTY, transactions: planned.value.transaction ? [planned.value.transaction] : [] });
+    });
+    if (!r.ok) return r;
+    const a = answer;
+    invariant(a, "an authorization that succeeded was planned");
+    return ok(a);
   }
 
   async #holdState(

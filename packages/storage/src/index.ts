@@ -13,6 +13,7 @@ export * from "./ingest.js";
 export * from "./metering.js";
 export * from "./migrations.js";
 export * from "./outbox.js";
+export * from "./overage.js";
 export * from "./records.js";
 export * from "./run-resume.js";
 export * from "./runs.js";

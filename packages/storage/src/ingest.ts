@@ -15,7 +15,9 @@ import {
   type UsageWallet,
   usageKey,
 } from "@drawdown/core";
+import type { Commerce } from "./commerce.js";
 import { type Catalog, type CustomerPricing, Metering } from "./metering.js";
+import { OVERAGE_COLUMNS, overagePolicyFrom } from "./overage.js";
 import { toGrant } from "./records.js";
 import type { SqlExecutor } from "./sql.js";
 import type { Store } from "./store.js";
@@ -54,6 +56,8 @@ export interface WriterOptions {
    * PostgreSQL; always 1 on PGlite (one connection).
    */
   readonly lanes?: number;
+  /** Tries a wallet's auto top-up before charges are recorded unpaid for lack of credits (overage). */
+  readonly commerce?: Commerce;
 }
 
 /** Part of one caller's events, for one lane. */
@@ -84,6 +88,7 @@ export class IngestWriter {
   readonly #queues: Pending[][];
   readonly #busy: boolean[];
   readonly #maxBatch: number;
+  readonly #commerce: Commerce | null;
 
   constructor(
     private readonly store: Store,
@@ -91,6 +96,7 @@ export class IngestWriter {
     options: WriterOptions = {},
   ) {
     this.#maxBatch = options.maxBatchEvents ?? 5000;
+    this.#commerce = options.commerce ?? null;
     const lanes = store.db.kind === "pglite" ? 1 : Math.max(1, options.lanes ?? 2);
     this.#queues = Array.from({ length: lanes }, () => []);
     this.#busy = this.#queues.map(() => false);
@@ -218,7 +224,7 @@ export class IngestWriter {
     ].sort();
     // Lock every wallet the batch may draw from, in id order (the order every writer uses).
     const locked = await ex.query(
-      `SELECT id, customer_id, member_id, overdraft::text AS overdraft, overage_mode, overage_floor::text AS overage_floor
+      `SELECT id, customer_id, member_id, ${OVERAGE_COLUMNS}
        FROM wallets WHERE tenant_id = $1 AND customer_id = ANY($2::text[]) AND (member_id IS NULL OR member_id = ANY($3::text[]))
        ORDER BY id FOR UPDATE`,
       [tenantId, customerIds, subjectIds],
@@ -250,7 +256,7 @@ export class IngestWriter {
           customerId: String(r.customer_id),
           memberId: r.member_id === null ? null : String(r.member_id),
           overdraft: BigInt(String(r.overdraft)),
-          policy: { mode: r.overage_mode as "hard_cap" | "soft_cap", floor: BigInt(String(r.overage_floor)) },
+          policy: overagePolicyFrom(r),
         };
         wallets.set(w.id, w);
         if (w.memberId === null) poolWallet.set(w.customerId, w.id);
@@ -265,14 +271,17 @@ export class IngestWriter {
         for (const r of s.rows)
           subjects.set(String(r.id), { customerId: String(r.customer_id), kind: String(r.kind) });
       }
-      const grantRows = await ex.query(
-        `SELECT id, wallet_id, customer_id, amount, remaining, source, cost_basis, currency, effective_at, expires_at, priority,
-           scope, metadata, status, status_at, created_at
-         FROM grants WHERE tenant_id = $1 AND wallet_id = ANY($2::text[]) AND status = 'active'
-           AND (remaining > 0 OR expires_at <= $3)`,
-        [tenantId, [...wallets.keys()], new Date(this.store.now(tenantId)).toISOString()],
-      );
-      const grants = new Map<string, Grant>(grantRows.rows.map((r) => [String(r.id), toGrant(r)]));
+      const loadGrants = async () => {
+        const grantRows = await ex.query(
+          `SELECT id, wallet_id, customer_id, amount, remaining, source, cost_basis, currency, effective_at, expires_at, priority,
+             scope, metadata, status, status_at, created_at
+           FROM grants WHERE tenant_id = $1 AND wallet_id = ANY($2::text[]) AND status = 'active'
+             AND (remaining > 0 OR expires_at <= $3)`,
+          [tenantId, [...wallets.keys()], new Date(this.store.now(tenantId)).toISOString()],
+        );
+        return new Map<string, Grant>(grantRows.rows.map((r) => [String(r.id), toGrant(r)]));
+      };
+      const grants = await loadGrants();
       const catalog = await this.metering.catalog(ex, tenantId);
       const pricing = await this.metering.customerPricing(ex, tenantId, customerIds);
       const usage = new Map<string, bigint>();
@@ -294,20 +303,26 @@ export class IngestWriter {
         }
       }
       const now = this.store.now(tenantId);
-      const plan = planUsage(
-        { now, newId: this.store.newId },
-        {
-          wallets,
-          grants,
-          poolWallet,
-          memberWallet,
-          subjects,
-          pricingAt: (customerId, time) => Metering.pricingAt(catalog, pricing.get(customerId), time),
-          costAt: (time) => Metering.costAt(catalog, time),
-          usage,
-        },
-        fresh.map((i) => items[i]!.event),
-      );
+      const planBatch = (loaded: Map<string, Grant>) =>
+        planUsage(
+          { now, newId: this.store.newId },
+          {
+            wallets,
+            grants: loaded,
+            poolWallet,
+            memberWallet,
+            subjects,
+            pricingAt: (customerId, time) => Metering.pricingAt(catalog, pricing.get(customerId), time),
+            costAt: (time) => Metering.costAt(catalog, time),
+            usage,
+          },
+          fresh.map((i) => items[i]!.event),
+        );
+      let plan = planBatch(grants);
+      // Overage: an auto top-up is tried before charges are recorded unpaid for lack of credits
+      // (the wallets are locked); when it bought credits, the batch is planned again with them.
+      if (this.#commerce && (await topUpUnpaid(ex, this.#commerce, tenantId, plan.outcomes, poolWallet)))
+        plan = planBatch(await loadGrants());
       const accepted: { outcome: Accepted; fingerprint: string }[] = [];
       const refused: number[] = [];
       plan.outcomes.forEach((o, k) => {
@@ -362,6 +377,35 @@ export class IngestWriter {
       return r;
     });
   }
+}
+
+/**
+ * The auto top-up tried before usage charges are recorded unpaid for lack of credits: per
+ * customer, the paying wallets then the pool, for what the unpaid charges need. True when a
+ * purchase was paid (the batch must be planned again).
+ */
+async function topUpUnpaid(
+  ex: SqlExecutor,
+  commerce: Commerce,
+  tenantId: string,
+  outcomes: readonly UsageOutcome[],
+  poolWallet: ReadonlyMap<string, string>,
+): Promise<boolean> {
+  const needs = new Map<string, { payers: Set<string>; need: bigint }>();
+  for (const o of outcomes) {
+    if (o.kind !== "accepted" || o.unpaid === 0n || o.reason !== "insufficient_credits") continue;
+    const pool = poolWallet.get(o.event.customerId)!;
+    const n = needs.get(pool) ?? { payers: new Set<string>(), need: 0n };
+    n.payers.add(o.walletId);
+    n.need += o.unpaid;
+    needs.set(pool, n);
+  }
+  let bought = false;
+  for (const [pool, n] of [...needs].sort(([a], [b]) => (a < b ? -1 : 1))) {
+    const r = await commerce.topUpBeforeDeny(ex, tenantId, [...new Set([...n.payers, pool])], n.need);
+    if (r.purchases.some((p) => p.status === "confirmed")) bought = true;
+  }
+  return bought;
 }
 
 const reused = (id: string): IngestResult => ({

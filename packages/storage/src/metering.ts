@@ -3,6 +3,7 @@ import {
   fail,
   type IdGenerator,
   type OveragePolicy,
+  type OveragePolicyInput,
   ok,
   type PricingAt,
   parseRateCard,
@@ -13,6 +14,7 @@ import {
   type Result,
   versionAt,
 } from "@drawdown/core";
+import { setWalletOverage } from "./overage.js";
 import type { SqlExecutor } from "./sql.js";
 
 /** A published rate card version: the wire form as given and its parsed content. */
@@ -366,31 +368,17 @@ export class Metering {
     return v ? { versionId: v.id, currency: v.currency, lines: v.lines } : null;
   }
 
-  /** Sets the overage policy of a customer's pool wallet. What it owes (its overdraft) must fit the new floor. */
+  /**
+   * Sets the overage policy of a customer's pool wallet (its own, overriding its plan's). What
+   * it owes (its overdraft) must fit the new floor. See storage/overage.ts for every mode.
+   */
   async setOveragePolicy(
     ex: SqlExecutor,
     tenantId: string,
     walletId: string,
-    policy: OveragePolicy,
+    policy: OveragePolicyInput,
   ): Promise<Result<OveragePolicy>> {
-    if (policy.floor > 0n || (policy.mode === "hard_cap" && policy.floor !== 0n)) {
-      return fail("invalid_argument", "floor is 0 for a hard cap, and at most 0 for a soft cap.");
-    }
-    const { rows } = await ex.query(
-      "SELECT member_id, overdraft::text AS overdraft FROM wallets WHERE tenant_id = $1 AND id = $2 FOR UPDATE",
-      [tenantId, walletId],
-    );
-    const w = rows[0];
-    if (!w) return fail("not_found", `No wallet ${walletId}.`);
-    if (w.member_id !== null)
-      return fail("invalid_argument", "Overage policies apply to a customer's pool wallet, not a member's.");
-    if (BigInt(String(w.overdraft)) > -policy.floor) {
-      return fail("invalid_argument", "The wallet already owes more (its overdraft) than this floor allows.");
-    }
-    await ex.query(
-      "UPDATE wallets SET overage_mode = $3, overage_floor = $4 WHERE tenant_id = $1 AND id = $2",
-      [tenantId, walletId, policy.mode, policy.floor.toString()],
-    );
-    return ok(policy);
+    const r = await setWalletOverage(ex, tenantId, walletId, policy);
+    return r.ok ? ok(r.value.policy) : r;
   }
 }

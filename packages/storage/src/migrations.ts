@@ -788,6 +788,62 @@ CREATE TABLE alert_expiry_notices (
 `,
   },
   {
+    version: 15,
+    name: "overage_policies",
+    sql: /* sql */ `
+-- Overage policies (core/overage.ts): every mode, a soft cap's price per credit, a throttle's
+-- rule, and where the wallet's policy came from (set on the wallet, from its plan, default).
+ALTER TABLE wallets DROP CONSTRAINT IF EXISTS wallets_overage_mode_check;
+ALTER TABLE wallets ADD CONSTRAINT wallets_overage_mode_check
+  CHECK (overage_mode IN ('hard_cap', 'soft_cap', 'throttle', 'carry_deficit', 'fair_use'));
+ALTER TABLE wallets ADD COLUMN overage_price numeric(38, 0) CHECK (overage_price > 0);
+ALTER TABLE wallets ADD COLUMN overage_currency text CHECK (overage_currency ~ '^[A-Z]{3}$');
+ALTER TABLE wallets ADD COLUMN overage_throttle jsonb;
+ALTER TABLE wallets ADD COLUMN overage_source text NOT NULL DEFAULT 'default'
+  CHECK (overage_source IN ('wallet', 'plan', 'default'));
+ALTER TABLE wallets ADD CONSTRAINT wallets_overage_price CHECK ((overage_price IS NULL) = (overage_currency IS NULL));
+
+-- Overage invoices: what a wallet owed, billed at its price, moved to overage_receivable by
+-- the transaction named. A renewal bills once: its key is unique.
+CREATE TABLE overage_invoices (
+  tenant_id text NOT NULL,
+  id text NOT NULL,
+  customer_id text NOT NULL,
+  wallet_id text NOT NULL,
+  credits numeric(38, 0) NOT NULL CHECK (credits > 0),
+  price numeric(38, 0) NOT NULL CHECK (price > 0),
+  currency text NOT NULL CHECK (currency ~ '^[A-Z]{3}$'),
+  amount numeric(38, 0) NOT NULL CHECK (amount >= 0),
+  reason text NOT NULL CHECK (reason IN ('renewal', 'on_demand')),
+  period_start timestamptz,
+  period_end timestamptz NOT NULL,
+  renewal_key text,
+  transaction_id text NOT NULL,
+  created_at timestamptz NOT NULL,
+  PRIMARY KEY (tenant_id, id),
+  UNIQUE (tenant_id, renewal_key)
+);
+CREATE INDEX overage_invoices_wallet ON overage_invoices (tenant_id, wallet_id, id);
+CREATE INDEX overage_invoices_customer ON overage_invoices (tenant_id, customer_id, id);
+
+-- New transaction kinds and the receivable account, added to whatever lists the checks hold.
+DO $$
+DECLARE def text;
+BEGIN
+  SELECT pg_get_constraintdef(oid) INTO def FROM pg_constraint
+    WHERE conrelid = 'journal_transactions'::regclass AND conname = 'journal_transactions_kind_check';
+  EXECUTE 'ALTER TABLE journal_transactions DROP CONSTRAINT journal_transactions_kind_check';
+  EXECUTE 'ALTER TABLE journal_transactions ADD CONSTRAINT journal_transactions_kind_check '
+    || replace(def, 'ARRAY[', 'ARRAY[''overage.bill''::text, ''overage.repay''::text, ');
+  SELECT pg_get_constraintdef(oid) INTO def FROM pg_constraint
+    WHERE conrelid = 'journal_entries'::regclass AND conname = 'journal_entries_account_check';
+  EXECUTE 'ALTER TABLE journal_entries DROP CONSTRAINT journal_entries_account_check';
+  EXECUTE 'ALTER TABLE journal_entries ADD CONSTRAINT journal_entries_account_check '
+    || replace(def, 'ARRAY[', 'ARRAY[''overage_receivable''::text, ');
+END $$;
+`,
+  },
+  {
     version: 16,
     name: "durable runs",
     sql: /* sql */ `

@@ -1,4 +1,5 @@
-import { type DrawSource, drawable, formatAmount, type OveragePolicy, overdraftRoom } from "@drawdown/core";
+import { type DrawSource, drawable, formatAmount, overdraftRoom } from "@drawdown/core";
+import { overageColumnsOf, overagePolicyFrom } from "./overage.js";
 import { toGrant } from "./records.js";
 import type { SqlExecutor } from "./sql.js";
 import type { Store } from "./store.js";
@@ -33,8 +34,7 @@ export async function announceResumableRuns(
   for (const r of rows) {
     const runId = String(r.run_id);
     const run = await ex.query(
-      `SELECT r.customer_id, r.subject_id, r.wallet_id, r.pool_wallet_id, p.overdraft::text AS overdraft,
-         p.overage_mode, p.overage_floor::text AS floor
+      `SELECT r.customer_id, r.subject_id, r.wallet_id, r.pool_wallet_id, ${overageColumnsOf("p")}
        FROM runs r JOIN wallets p ON p.tenant_id = r.tenant_id AND p.id = r.pool_wallet_id
        WHERE r.tenant_id = $1 AND r.id = $2`,
       [tenantId, runId],
@@ -51,10 +51,7 @@ export async function announceResumableRuns(
       walletId,
       grants: all.filter((g) => g.walletId === walletId),
     }));
-    const policy = {
-      mode: row.overage_mode as OveragePolicy["mode"],
-      floor: BigInt(String(row.floor)),
-    } as OveragePolicy;
+    const policy = overagePolicyFrom(row);
     const available =
       drawable(sources, String(r.action), now) +
       overdraftRoom({ overdraft: BigInt(String(row.overdraft)), policy });

@@ -118,7 +118,7 @@ export type MemberWalletHook = (
 
 /** One disagreement found by {@link Store.reconcile}. */
 export interface Difference {
-  readonly kind: "wallet" | "grant" | "transaction" | "hold";
+  readonly kind: "wallet" | "grant" | "transaction" | "hold" | "overage";
   readonly tenantId: string;
   readonly id: string;
   readonly message: string;
@@ -1339,6 +1339,23 @@ export class Store {
         tenantId: String(h.tenant_id),
         id: String(h.customer_id),
         message: `customer's wallets hold ${h.held} units, its pending holds reserve ${h.pending}`,
+      });
+    }
+    // What overage_receivable holds equals the credits of the overage invoices (storage/overage.ts).
+    const receivable = await ex.query(
+      `SELECT coalesce(j.tenant_id, i.tenant_id) AS tenant_id, (-coalesce(j.total, 0))::text AS journal,
+         coalesce(i.total, 0)::text AS invoiced
+       FROM (SELECT tenant_id, sum(amount) AS total FROM journal_entries WHERE account = 'overage_receivable' GROUP BY 1) j
+       FULL JOIN (SELECT tenant_id, sum(credits) AS total FROM overage_invoices GROUP BY 1) i ON i.tenant_id = j.tenant_id
+       WHERE ($1::text IS NULL OR coalesce(j.tenant_id, i.tenant_id) = $1) AND -coalesce(j.total, 0) <> coalesce(i.total, 0)`,
+      [tenantId],
+    );
+    for (const r of receivable.rows) {
+      differences.push({
+        kind: "overage",
+        tenantId: String(r.tenant_id),
+        id: String(r.tenant_id),
+        message: `overage_receivable holds ${r.journal} units, the overage invoices bill ${r.invoiced}`,
       });
     }
     const grants = await ex.query(

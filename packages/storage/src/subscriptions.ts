@@ -28,6 +28,7 @@ import {
   validatePlan,
   voidGrant,
 } from "@drawdown/core";
+import { applyPlanOverage, insertInvoice, type PlannedInvoice, planRenewalOverage } from "./overage.js";
 import type { WalletRecord } from "./records.js";
 import type { Row, SqlExecutor } from "./sql.js";
 import type { DueJob, Store } from "./store.js";
@@ -230,6 +231,8 @@ export class Subscriptions implements DueJob {
         `Customer ${input.customerId} already has an active subscription; change or cancel it.`,
       );
     }
+    // The plan's overage policy, unless the wallet set its own (storage/overage.ts).
+    await applyPlanOverage(ex, tenantId, await this.#pool(ex, tenantId, input.customerId), plan);
     const renewed = await this.#renew(ex, tenantId, subscriptionFrom(rows[0]!), plan);
     if (!renewed.ok) return renewed;
     return ok((await this.getSubscription(tenantId, id, ex))!);
@@ -320,6 +323,7 @@ export class Subscriptions implements DueJob {
         );
       }
       await this.#setPlan(ex, tenantId, sub.id, to.id, null);
+      await applyPlanOverage(ex, tenantId, await this.#pool(ex, tenantId, sub.customerId), to);
       return ok((await this.getSubscription(tenantId, subscriptionId, ex))!);
     }
     const pool = await this.#pool(ex, tenantId, sub.customerId);
@@ -340,8 +344,10 @@ export class Subscriptions implements DueJob {
       return issueGrant(ctx, sub.customerId, managed(to, change.value.grant));
     });
     if (!r.ok) return r;
-    if (kind === "upgrade") await this.#setPlan(ex, tenantId, sub.id, to.id, null);
-    else await this.#setPlan(ex, tenantId, sub.id, from.id, to.id);
+    if (kind === "upgrade") {
+      await this.#setPlan(ex, tenantId, sub.id, to.id, null);
+      await applyPlanOverage(ex, tenantId, pool, to);
+    } else await this.#setPlan(ex, tenantId, sub.id, from.id, to.id);
     return ok((await this.getSubscription(tenantId, subscriptionId, ex))!);
   }
 
@@ -375,7 +381,14 @@ export class Subscriptions implements DueJob {
     const now = this.store.now(tenantId);
     if (plan.cancel.onCancel === "forfeit") {
       const wallets = await this.#wallets(ex, tenantId, sub.customerId);
-      const r = await this.store.mutate(ex, tenantId, wallets.all, [], (ctx, state) => {
+      // Every active grant of the subscription, the fully drawn ones too (the write pipeline
+      // loads only grants holding credits): each leaves `active` as voided.
+      const own = await ex.query(
+        "SELECT id FROM grants WHERE tenant_id = $1 AND customer_id = $2 AND status = 'active' AND metadata->>'subscription_id' = $3",
+        [tenantId, sub.customerId, sub.id],
+      );
+      const ownIds = own.rows.map((g) => String(g.id));
+      const r = await this.store.mutate(ex, tenantId, wallets.all, ownIds, (ctx, state) => {
         const effects: Effect[] = [];
         for (const g of this.#ownGrants(state.grants, sub.id)) {
           const v = voidGrant(ctx, sub.customerId, g, "subscription canceled: credits forfeited");
@@ -605,7 +618,8 @@ export class Subscriptions implements DueJob {
             : 0;
         let grantId: string | null = null;
         let split: { walletId: string; personal: bigint; pool: bigint }[] = [];
-        const r = await this.store.mutate(ex, tenantId, wallets.all, [], (ctx, state) => {
+        let invoice: PlannedInvoice | null = null;
+        const r = await this.store.mutate(ex, tenantId, wallets.all, [], async (ctx, state) => {
           const effects: Effect[] = [];
           if (index > 0) {
             const roll = this.#rollover(ctx, sub, plan, state.grants, period.from, period.to, closing, {
@@ -656,9 +670,26 @@ export class Subscriptions implements DueJob {
               effects.push(issued.value);
             }
           }
-          return ok(combine(...effects));
+          // Overage at the renewal (storage/overage.ts): a priced soft cap bills what the closing
+          // period left owed; carry deficit repays what is owed from the new plan credits.
+          const planned = combine(...effects);
+          const overage = await planRenewalOverage(ex, ctx, {
+            tenantId,
+            poolWalletId: pool,
+            closesPeriod: index > 0,
+            periodEnd: period.from,
+            renewalKey: key,
+            newGrants: planned.newGrants.filter((g) => g.source === "plan"),
+          });
+          if (!overage.ok) return overage;
+          invoice = overage.value.invoice;
+          return ok({ ...planned, transactions: [...planned.transactions, ...overage.value.transactions] });
         });
         if (!r.ok) return r;
+        const billed = invoice as PlannedInvoice | null;
+        if (billed) await insertInvoice(ex, this.store, tenantId, billed);
+        // A downgrade in force from this period brings its plan's overage policy.
+        if (next.id !== plan.id) await applyPlanOverage(ex, tenantId, pool, next);
         await ex.query("UPDATE subscription_renewals SET grant_id = $3 WHERE tenant_id = $1 AND key = $2", [
           tenantId,
           key,

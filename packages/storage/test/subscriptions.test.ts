@@ -308,5 +308,42 @@ for (const backend of backends()) {
       );
       assert.deepEqual((await store.reconcile(tenantId)).differences, []);
     });
+
+    test("a forfeit cancel voids the subscription's credits, fully drawn ones too", async () => {
+      const { tenantId, customer } = await setup();
+      const plan = await store.db.transaction((tx) =>
+        subs.createPlan(tx, tenantId, {
+          name: "Forfeit 10",
+          baseFee: { amount: 10n * UNIT, currency: "USD" },
+          interval: { unit: "month", count: 1 },
+          allotment: credits(10n),
+          cancel: { onCancel: "forfeit" },
+        }),
+      );
+      assert.ok(plan.ok);
+      const s = await store.db.transaction((tx) =>
+        subs.subscribe(tx, tenantId, { customerId: customer.id, planId: plan.value.id }),
+      );
+      assert.ok(s.ok);
+      const debit = await store.db.transaction((tx) =>
+        store.debitWallet(tx, tenantId, customer.walletId, {
+          amount: credits(10n),
+          action: null,
+          kind: "adjustment.debit",
+          reason: "use it all",
+        }),
+      );
+      assert.ok(debit.ok);
+      assert.ok((await store.db.transaction((tx) => subs.cancel(tx, tenantId, s.value.id))).ok);
+      const { rows } = await store.db.query(
+        "SELECT status FROM grants WHERE tenant_id = $1 AND metadata->>'subscription_id' = $2",
+        [tenantId, s.value.id],
+      );
+      assert.deepEqual(
+        rows.map((r) => r.status),
+        ["voided"],
+      );
+      assert.deepEqual((await store.reconcile(tenantId)).differences, []);
+    });
   });
 }

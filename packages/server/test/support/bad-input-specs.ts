@@ -662,8 +662,105 @@ const METERING_SPECS: Readonly<Record<string, Spec>> = {
         field: "floor",
         body: () => ({ mode: "soft_cap", floor: `-${"1".repeat(40)}` }),
       },
+      {
+        name: "an unknown mode",
+        code: "validation_failed",
+        field: "mode",
+        body: () => ({ mode: "lenient" }),
+      },
+      {
+        name: "a price on a hard cap",
+        code: "invalid_argument",
+        body: () => ({ mode: "hard_cap", price: { amount: "0.02", currency: "USD" } }),
+      },
+      {
+        name: "a price of zero",
+        code: "invalid_amount",
+        body: () => ({ mode: "soft_cap", floor: "-10", price: { amount: "0", currency: "USD" } }),
+      },
+      {
+        name: "a negative price",
+        code: "invalid_amount",
+        body: () => ({ mode: "soft_cap", floor: "-10", price: { amount: "-1", currency: "USD" } }),
+      },
+      {
+        name: "a lowercase price currency",
+        code: "validation_failed",
+        field: "price",
+        body: () => ({ mode: "soft_cap", floor: "-10", price: { amount: "1", currency: "usd" } }),
+      },
+      { name: "a throttle without its rule", code: "invalid_argument", body: () => ({ mode: "throttle" }) },
+      {
+        name: "a throttle that allows nothing and names no fallback",
+        code: "invalid_argument",
+        body: () => ({ mode: "throttle", throttle: { level: "10", allowed_actions: [] } }),
+      },
+      {
+        name: "a throttle with a negative level",
+        code: "invalid_amount",
+        body: () => ({ mode: "throttle", throttle: { level: "-1", fallback_action: "chat.mini" } }),
+      },
+      {
+        name: "a throttle allowing a bad action pattern",
+        code: "invalid_argument",
+        body: () => ({ mode: "throttle", throttle: { level: "1", allowed_actions: ["Bad Action"] } }),
+      },
+      {
+        name: "a fallback action that is a pattern",
+        code: "invalid_argument",
+        body: () => ({ mode: "throttle", throttle: { level: "1", fallback_action: "chat.*" } }),
+      },
+      {
+        name: "a throttle rule on a soft cap",
+        code: "invalid_argument",
+        body: () => ({ mode: "soft_cap", throttle: { level: "1", fallback_action: "chat.mini" } }),
+      },
+      {
+        name: "a floor on fair use",
+        code: "invalid_argument",
+        body: () => ({ mode: "fair_use", floor: "-5" }),
+      },
     ],
   },
+  "GET /v1/wallets/:id/overage": {
+    business: [{ name: "a member's wallet", code: "invalid_argument", id: (f) => f.a.memberWallet }],
+  },
+  "POST /v1/wallets/:id/overage/clear": {
+    setup: async ({ client }) => ({
+      wallet: String((await freshCustomer(client)).wallet_id),
+      other: String((await freshCustomer(client)).wallet_id),
+    }),
+    id: (_f, v) => v.wallet!,
+    body: () => ({}),
+    other: (_f, v) => ({ path: `/v1/wallets/${v.other}/overage/clear`, json: {} }),
+    business: [{ name: "a member's wallet", code: "invalid_argument", id: (f) => f.a.memberWallet }],
+  },
+  "POST /v1/wallets/:id/overage/bill": {
+    setup: async ({ client }) => {
+      const priced = async () => {
+        const w = String((await freshCustomer(client)).wallet_id);
+        await client.create(`/v1/wallets/${w}/overage`, {
+          mode: "soft_cap",
+          floor: "-10",
+          price: { amount: "0.5", currency: "USD" },
+        });
+        return w;
+      };
+      return {
+        wallet: await priced(),
+        other: await priced(),
+        unpriced: String((await freshCustomer(client)).wallet_id),
+      };
+    },
+    id: (_f, v) => v.wallet!,
+    body: () => ({}),
+    other: (_f, v) => ({ path: `/v1/wallets/${v.other}/overage/bill`, json: {} }),
+    business: [
+      { name: "a member's wallet", code: "invalid_argument", id: (f) => f.a.memberWallet },
+      { name: "a wallet whose overage has no price", code: "invalid_argument", id: (_f, v) => v.unpriced! },
+    ],
+  },
+  "GET /v1/overage_invoices": {},
   "GET /v1/reports/margin": { query: { group_by: "customer" } },
 };
 
@@ -708,6 +805,18 @@ const LIFECYCLE_SPECS: Readonly<Record<string, Spec>> = {
     zeroAllowed: ["allotment"],
     business: [
       { name: "a name already taken", code: "already_exists", body: planWith({ name: "Fixture plan" }) },
+      {
+        name: "an overage policy with a price on a hard cap",
+        code: "invalid_argument",
+        field: "overage.price",
+        body: planWith({ overage: { mode: "hard_cap", price: { amount: "1", currency: "USD" } } }),
+      },
+      {
+        name: "an overage floor that is not an amount",
+        code: "invalid_amount",
+        field: "overage.floor",
+        body: planWith({ overage: { mode: "soft_cap", floor: "x" } }),
+      },
       { name: "a blank name", code: "invalid_argument", body: planWith({ name: "   " }) },
       {
         name: "a name over 100 characters",

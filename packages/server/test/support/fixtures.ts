@@ -1,3 +1,4 @@
+import { formatAmount, parseAmount, UNIT } from "@drawdown/core";
 import { startTestServer, type TestServer } from "./harness.js";
 import { Client } from "./http.js";
 
@@ -244,6 +245,38 @@ async function tenantFixtures(client: Client, tenantId: string, t: string): Prom
     );
   const hold1 = await hold(customer);
   const hold2 = await hold(String(c2.id));
+  // An overage invoice of each customer (so every tenant, and the restricted key's customer,
+  // has one to list): a priced soft cap owes 1 credit, billed; then the policy is cleared and
+  // the credits the usage drew are granted back.
+  const overageInvoice = async (customerId: string, walletId: string, n: number) => {
+    await client.create(`/v1/wallets/${walletId}/overage`, {
+      mode: "soft_cap",
+      floor: "-10",
+      price: { amount: "0.5", currency: "USD" },
+    });
+    const b = await client.ok<{ available: string }>({
+      method: "GET",
+      path: `/v1/wallets/${walletId}/balance`,
+    });
+    const available = parseAmount(b.available, { allowZero: true });
+    if (!available.ok) throw new Error(available.error.message);
+    await client.create("/v1/events", {
+      id: `evt-${t}-overage-${n}`,
+      customer_id: customerId,
+      action: "chat.completion",
+      quantities: { output_tokens: formatAmount((available.value + UNIT) * 1000n) },
+    });
+    await client.create(`/v1/wallets/${walletId}/overage/bill`, {});
+    await client.create(`/v1/wallets/${walletId}/overage/clear`, {});
+    if (available.value > 0n)
+      await client.create("/v1/grants", {
+        wallet_id: walletId,
+        amount: formatAmount(available.value),
+        source: "promo",
+      });
+  };
+  await overageInvoice(customer, wallet, 1);
+  await overageInvoice(String(c2.id), String(c2.wallet_id), 2);
   // Port 9 (discard) has no listener on loopback: the test-send fails at once and waits to retry.
   const endpoint = await client.create("/v1/webhook_endpoints", {
     url: "http://127.0.0.1:9/hooks",
