@@ -31,7 +31,8 @@ export type IdPrefix =
   | "evt"
   | "whe"
   | "whd"
-  | "alr";
+  | "alr"
+  | "cap";
 
 /** Where a grant's credits came from. */
 export const GRANT_SOURCES = [

@@ -33,7 +33,9 @@ export type LedgerErrorCode =
   | "auto_top_up_cap_reached"
   | "hold_not_pending"
   | "hold_expired"
-  | "invalid_webhook_url";
+  | "invalid_webhook_url"
+  | "spend_cap_reached"
+  | "forbidden";
 
 /** A business failure: a stable code, a message a person can act on, optional details. */
 export interface LedgerError {

@@ -1,5 +1,7 @@
 import {
   type Authorization,
+  type CapEffect,
+  type CapReservation,
   checkPending,
   type Effect,
   fail,
@@ -21,6 +23,13 @@ import {
   type UsageEvent,
   usageKey,
 } from "@drawdown/core";
+import {
+  capReservationsOf,
+  dropCapReservations,
+  loadCapState,
+  writeCapEffect,
+  writeCapReservations,
+} from "./caps.js";
 import { insertEvents, writeUsageCounters } from "./ingest.js";
 import { type Catalog, type CustomerPricing, Metering } from "./metering.js";
 import type { Page } from "./records.js";
@@ -261,10 +270,17 @@ export class Holds implements DueJob {
       request.estimate,
     );
     if (!estimate.ok) return estimate;
-    let answer = null as { authorization: Authorization; transactionId: string | null } | null;
+    let answer = null as {
+      authorization: Authorization;
+      transactionId: string | null;
+      caps: CapEffect;
+      capReservations: readonly CapReservation[];
+    } | null;
     const r = await this.store.mutate(ex, tenantId, payer.value, [], async (ctx, s) => {
       const state = await this.#holdState(ex, tenantId, s);
-      const planned = planAuthorize(ctx, state, {
+      // Spend caps and their counters, read under the pool's lock (caps.ts).
+      const caps = await loadCapState(ex, tenantId, [request.customerId], [ctx.now]);
+      const planned = planAuthorize(ctx, caps ? { ...state, caps } : state, {
         customerId: request.customerId,
         walletId: payer.value,
         subjectId: request.subjectId,
@@ -273,18 +289,21 @@ export class Holds implements DueJob {
         holdTimeoutSeconds: request.holdTimeoutSeconds,
       });
       if (!planned.ok) return planned;
-      // Spend caps join here (narrowing the decision), and an outbox row on `ex` commits with it.
       answer = {
         authorization: planned.value.authorization,
         transactionId: planned.value.transaction?.id ?? null,
+        caps: planned.value.caps,
+        capReservations: planned.value.capReservations,
       };
       return ok({ ...EMPTY, transactions: planned.value.transaction ? [planned.value.transaction] : [] });
     });
     if (!r.ok) return r;
     const a = answer;
     invariant(a, "an authorization that succeeded was planned");
+    await writeCapEffect(ex, this.store, tenantId, a.caps);
     const hold = a.authorization.hold;
     if (hold === null) return ok({ authorization: a.authorization, hold: null });
+    await writeCapReservations(ex, tenantId, hold.id, a.capReservations);
     await ex.query(
       `INSERT INTO holds (tenant_id, id, customer_id, wallet_id, subject_id, action, amount, draws, estimate, status,
          created_at, expires_at, transaction_id)
@@ -416,6 +435,7 @@ export class Holds implements DueJob {
       outcomes: Parameters<typeof insertEvents>[2];
       usageDeltas: ReadonlyMap<string, bigint>;
       transactionId: string | null;
+      caps: CapEffect;
     } | null;
     const grantIds = found.draws.flatMap((d) => (d.grantId === null ? [] : [d.grantId]));
     const r = await this.store.mutate(ex, tenantId, found.walletId, grantIds, async (ctx, s) => {
@@ -434,11 +454,16 @@ export class Holds implements DueJob {
           { event_id: String(used.rows[0].event_id) },
         );
       const state = await this.#holdState(ex, tenantId, s);
+      // Caps count a hold's settlement in the period it was placed in (caps.ts).
+      const caps = await loadCapState(ex, tenantId, [hold.customerId], [hold.createdAt]);
+      const capReservations = caps ? await capReservationsOf(ex, tenantId, hold.id) : [];
       const plan = planSettle(
         ctx,
         hold,
         {
           ...state,
+          ...(caps ? { caps } : {}),
+          capReservations,
           grants: s.grants as ReadonlyMap<string, Grant>,
           pricingAt: (customerId, time) => Metering.pricingAt(catalog, pricing.get(customerId), time),
           costAt: (time) => Metering.costAt(catalog, time),
@@ -452,6 +477,7 @@ export class Holds implements DueJob {
         outcomes: plan.value.outcomes.map((outcome, i) => ({ outcome, fingerprint: given[i]!.fingerprint })),
         usageDeltas: plan.value.usageDeltas,
         transactionId: plan.value.transaction?.id ?? null,
+        caps: plan.value.caps,
       };
       return ok({ ...EMPTY, transactions: plan.value.transaction ? [plan.value.transaction] : [] });
     });
@@ -461,6 +487,8 @@ export class Holds implements DueJob {
     await this.#resolve(ex, tenantId, done.hold, done.transactionId);
     await insertEvents(ex, tenantId, done.outcomes, this.store.now(tenantId), holdId);
     await writeUsageCounters(ex, tenantId, done.usageDeltas, catalog, pricing);
+    await dropCapReservations(ex, tenantId, holdId, false);
+    await writeCapEffect(ex, this.store, tenantId, done.caps);
     return ok((await this.getHold(tenantId, holdId, ex))!);
   }
 
@@ -498,6 +526,8 @@ export class Holds implements DueJob {
     const done = released;
     if (done === null) return ok("skip");
     await this.#resolve(ex, tenantId, done.hold, done.transactionId);
+    // The hold's reserved cap room is free again (caps.ts).
+    await dropCapReservations(ex, tenantId, found.id, true);
     return ok("done");
   }
 

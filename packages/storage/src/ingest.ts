@@ -15,6 +15,7 @@ import {
   type UsageWallet,
   usageKey,
 } from "@drawdown/core";
+import { loadCapState, writeCapEffect } from "./caps.js";
 import { type Catalog, type CustomerPricing, Metering } from "./metering.js";
 import { toGrant } from "./records.js";
 import type { SqlExecutor } from "./sql.js";
@@ -294,6 +295,8 @@ export class IngestWriter {
         }
       }
       const now = this.store.now(tenantId);
+      // Spend caps and their counters, read under the pool locks taken above (caps.ts).
+      const caps = await loadCapState(ex, tenantId, customerIds, [now]);
       const plan = planUsage(
         { now, newId: this.store.newId },
         {
@@ -305,6 +308,7 @@ export class IngestWriter {
           pricingAt: (customerId, time) => Metering.pricingAt(catalog, pricing.get(customerId), time),
           costAt: (time) => Metering.costAt(catalog, time),
           usage,
+          ...(caps ? { caps } : {}),
         },
         fresh.map((i) => items[i]!.event),
       );
@@ -343,6 +347,7 @@ export class IngestWriter {
       await this.store.writeEffect(ex, tenantId, "", effect);
       await insertEvents(ex, tenantId, accepted, now);
       await writeUsageCounters(ex, tenantId, plan.usageDeltas, catalog, pricing);
+      await writeCapEffect(ex, this.store, tenantId, plan.caps);
     }
 
     for (const i of echoes) {
