@@ -96,7 +96,10 @@ export const capCounterKey = (capId: string, periodStart: number): string => `${
 /** Checks a cap's limit: zero or more credits, within the amount range (`invalid_amount` otherwise). */
 export function checkCapLimit(limit: bigint): Result<bigint> {
   if (limit < 0n || !inRange(limit))
-    return fail("invalid_amount", "A spend cap's limit must be zero or more credits, within the amount range.");
+    return fail(
+      "invalid_amount",
+      "A spend cap's limit must be zero or more credits, within the amount range.",
+    );
   return ok(limit);
 }
 
@@ -137,7 +140,11 @@ export class CapBook {
   }
 
   /** The tightest applicable cap's room at `at`, with that cap; null when no cap applies. */
-  room(chain: readonly string[], subjectId: string | null, at: number): { room: bigint; cap: SpendCap } | null {
+  room(
+    chain: readonly string[],
+    subjectId: string | null,
+    at: number,
+  ): { room: bigint; cap: SpendCap } | null {
     let best: { room: bigint; cap: SpendCap } | null = null;
     for (const cap of this.applicable(chain, subjectId)) {
       const room = capRoom(cap, this.#counters.get(capCounterKey(cap.id, capPeriodStart(cap.period, at))));

@@ -1,6 +1,13 @@
 import { divRound, inRange, minAmount, SCALE } from "./amount.js";
 import { type Draw, type DrawSource, drawable, planDraws } from "./burndown.js";
-import { CapBook, type CapEffect, type CapReservation, type CapState, NO_CAP_EFFECT, narrowByCap } from "./caps.js";
+import {
+  CapBook,
+  type CapEffect,
+  type CapReservation,
+  type CapState,
+  NO_CAP_EFFECT,
+  narrowByCap,
+} from "./caps.js";
 import { entry, grantAccount } from "./journal.js";
 import { type Context, makeTx } from "./ledger.js";
 import type { Entry, Grant, JournalTransaction } from "./model.js";

@@ -127,7 +127,9 @@ export const AuthorizationView = Type.Object(
   {
     object: Type.Literal("authorization"),
     decision: Type.Union([Type.Literal("allow"), Type.Literal("deny"), Type.Literal("throttle")]),
-    reason: Type.String({ description: "sufficient_credits, within_overdraft or insufficient_credits." }),
+    reason: Type.String({
+      description: "sufficient_credits, within_overdraft, insufficient_credits or spend_cap_reached.",
+    }),
     available: S.Amount("What the wallet chain could pay for this action before this request."),
     estimate: S.Amount("The estimate in credits."),
     hold: Type.Union([HoldView, Type.Null()]),

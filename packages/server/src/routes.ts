@@ -87,8 +87,12 @@ export interface Route<
   readonly tag: string;
   readonly summary: string;
   readonly description?: string;
-  /** `secret`: secret keys only. `read`: restricted keys too, confined to their customer. */
-  readonly access: "secret" | "read";
+  /**
+   * `secret`: secret keys only. `read`: restricted keys too, confined to their customer.
+   * `customer`: a write a restricted key may make for its own customer (its spend caps); the
+   * handler confines it and says what such a key may not change.
+   */
+  readonly access: "secret" | "read" | "customer";
   readonly params?: P;
   readonly query?: Q;
   readonly body?: B;

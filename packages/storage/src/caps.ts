@@ -61,10 +61,10 @@ const toCap = (r: Row): SpendCapRecord => ({
 
 /** Locks the customer's pool wallet (the lock every charge of the customer holds). */
 async function lockPool(ex: SqlExecutor, tenantId: string, customerId: string): Promise<void> {
-  await ex.query("SELECT id FROM wallets WHERE tenant_id = $1 AND customer_id = $2 AND member_id IS NULL FOR UPDATE", [
-    tenantId,
-    customerId,
-  ]);
+  await ex.query(
+    "SELECT id FROM wallets WHERE tenant_id = $1 AND customer_id = $2 AND member_id IS NULL FOR UPDATE",
+    [tenantId, customerId],
+  );
 }
 
 /**
@@ -268,7 +268,8 @@ export class SpendCaps {
       [tenantId, input.targetId],
     );
     const t = target.rows[0];
-    if (!t) return fail("not_found", `No wallet or subject ${input.targetId}.`, { target_id: input.targetId });
+    if (!t)
+      return fail("not_found", `No wallet or subject ${input.targetId}.`, { target_id: input.targetId });
     if (String(t.customer_id) !== input.customerId)
       return fail(
         "invalid_argument",
@@ -276,9 +277,13 @@ export class SpendCaps {
         { target_id: input.targetId },
       );
     if (targetKind === "subject" && t.kind !== "member" && t.kind !== "agent")
-      return fail("invalid_argument", `A spend cap's subject is a member or an agent, not a ${String(t.kind)}.`, {
-        target_id: input.targetId,
-      });
+      return fail(
+        "invalid_argument",
+        `A spend cap's subject is a member or an agent, not a ${String(t.kind)}.`,
+        {
+          target_id: input.targetId,
+        },
+      );
     await lockPool(ex, tenantId, input.customerId);
     const now = this.store.now(tenantId);
     const id = this.store.newId("cap");
@@ -308,10 +313,10 @@ export class SpendCaps {
 
   /** A cap and its current period's counters; null when there is none. */
   async get(tenantId: string, id: string, ex: SqlExecutor = this.store.db): Promise<SpendCapView | null> {
-    const { rows } = await ex.query(`SELECT ${CAP_COLUMNS} FROM spend_caps WHERE tenant_id = $1 AND id = $2`, [
-      tenantId,
-      id,
-    ]);
+    const { rows } = await ex.query(
+      `SELECT ${CAP_COLUMNS} FROM spend_caps WHERE tenant_id = $1 AND id = $2`,
+      [tenantId, id],
+    );
     return rows[0] ? (await this.#view(ex, tenantId, [toCap(rows[0])]))[0]! : null;
   }
 
@@ -362,17 +367,20 @@ export class SpendCaps {
     if (!checked.ok) return checked;
     const found = await this.#forChange(ex, tenantId, id, actor);
     if (!found.ok) return found;
-    await ex.query("UPDATE spend_caps SET limit_amount = $3, updated_at = $4 WHERE tenant_id = $1 AND id = $2", [
-      tenantId,
-      id,
-      checked.value.toString(),
-      iso(this.store.now(tenantId)),
-    ]);
+    await ex.query(
+      "UPDATE spend_caps SET limit_amount = $3, updated_at = $4 WHERE tenant_id = $1 AND id = $2",
+      [tenantId, id, checked.value.toString(), iso(this.store.now(tenantId))],
+    );
     return ok((await this.get(tenantId, id, ex))!);
   }
 
   /** Deletes a cap with its counters and reservations; returns it as it was. */
-  async delete(ex: SqlExecutor, tenantId: string, id: string, actor: CapSetter): Promise<Result<SpendCapView>> {
+  async delete(
+    ex: SqlExecutor,
+    tenantId: string,
+    id: string,
+    actor: CapSetter,
+  ): Promise<Result<SpendCapView>> {
     const found = await this.#forChange(ex, tenantId, id, actor);
     if (!found.ok) return found;
     const before = (await this.get(tenantId, id, ex))!;

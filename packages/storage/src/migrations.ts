@@ -786,7 +786,8 @@ CREATE TABLE alert_expiry_notices (
   PRIMARY KEY (tenant_id, grant_id, expires_at)
 );
 `,
-  },  {
+  },
+  {
     version: 14,
     name: "spend_caps",
     sql: /* sql */ `

@@ -1069,17 +1069,23 @@ export class Store {
       return fail("not_found", `No grant ${input.grantId}.`);
     // Spend caps (caps.ts) are checked in the debit's plan, under its locks; their effect is written after.
     let caps: Awaited<ReturnType<typeof capDebit>> | null = null;
-    const r = await this.mutate(ex, tenantId, walletId, input.grantId ? [input.grantId] : [], async (ctx, s) => {
-      const planned = debit(ctx, s.sources, { ...input, customerId: s.wallet.customerId });
-      if (!planned.ok || input.kind !== "debit") return planned;
-      const chain = s.sources.map((x) => x.walletId);
-      caps = await capDebit(ex, tenantId, s.wallet.customerId, chain, ctx.now, input.amount);
-      if (caps.ok) return planned;
-      return fail("spend_cap_reached", "A spend cap's room for this period is smaller than the debit.", {
-        requested: formatAmount(input.amount),
-        cap_remaining: formatAmount(caps.room ?? 0n),
-      });
-    });
+    const r = await this.mutate(
+      ex,
+      tenantId,
+      walletId,
+      input.grantId ? [input.grantId] : [],
+      async (ctx, s) => {
+        const planned = debit(ctx, s.sources, { ...input, customerId: s.wallet.customerId });
+        if (!planned.ok || input.kind !== "debit") return planned;
+        const chain = s.sources.map((x) => x.walletId);
+        caps = await capDebit(ex, tenantId, s.wallet.customerId, chain, ctx.now, input.amount);
+        if (caps.ok) return planned;
+        return fail("spend_cap_reached", "A spend cap's room for this period is smaller than the debit.", {
+          requested: formatAmount(input.amount),
+          cap_remaining: formatAmount(caps.room ?? 0n),
+        });
+      },
+    );
     const capped = caps as Awaited<ReturnType<typeof capDebit>> | null;
     if (capped) await writeCapEffect(ex, this, tenantId, capped.effect);
     if (!r.ok) return r;
