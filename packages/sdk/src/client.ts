@@ -1,3 +1,4 @@
+import { SpendCaps } from "./caps.js";
 import { Holds } from "./holds.js";
 import { type ApiPromise, Transport } from "./http.js";
 import {
@@ -139,6 +140,8 @@ export class Drawdown {
   readonly webhooks: Webhooks;
   /** Alerts: list the fired ones; a wallet's rules (rules, setRules). */
   readonly alerts: Alerts;
+  /** Spend caps per wallet, member or agent, per day or month: create, list, listAll, get, update, delete. */
+  readonly spendCaps: SpendCaps;
   readonly #transport: Transport;
 
   constructor(options: DrawdownOptions) {
@@ -170,6 +173,7 @@ export class Drawdown {
     this.holds = new Holds(this.#transport);
     this.webhooks = new Webhooks(this.#transport);
     this.alerts = new Alerts(this.#transport);
+    this.spendCaps = new SpendCaps(this.#transport);
   }
 
   /**

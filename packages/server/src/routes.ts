@@ -450,7 +450,7 @@ export const ROUTES: readonly Route[] = [
     tag: "Adjustments",
     summary: "Debit adjustment",
     description:
-      "Takes credits by hand with a required reason, in burn-down order (or from one grant with `grant_id`). Fails with `insufficient_credits` and changes nothing when the wallet cannot cover it.",
+      "Takes credits by hand with a required reason, in burn-down order (or from one grant with `grant_id`). Fails with `insufficient_credits` and changes nothing when the wallet cannot cover it, and with `spend_cap_reached` when a spend cap on the wallet's chain has less room.",
     access: "secret",
     params: S.IdParam("wal", "wallet"),
     body: S.DebitAdjustment,
@@ -460,6 +460,7 @@ export const ROUTES: readonly Route[] = [
       "not_found",
       "invalid_amount",
       "insufficient_credits",
+      "spend_cap_reached",
       "wallet_mismatch",
       "grant_inactive",
       "grant_expired",

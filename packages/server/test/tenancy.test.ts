@@ -270,6 +270,18 @@ describe("restricted keys", () => {
   const own = (k: Kind): string => fixtureOf(f, "a", k);
 
   for (const r of API_ROUTES) {
+    if (r.access === "customer") {
+      // Writes a restricted key may make for its own customer (its spend caps; see
+      // spend-caps.test.ts): another customer's ids look like ones that do not exist.
+      test(`${routeKey(r)}: another customer's id looks nonexistent`, async () => {
+        const kind = idKindOf(r);
+        assert.ok(kind, `${routeKey(r)} has a path id`);
+        const other = otherCustomersOf(f, kind);
+        assert.ok(other, `a fixture of kind ${kind} for the second customer`);
+        await looksNonexistent((id) => ({ ...callOf(r, id, restricted) }), other, kind);
+      });
+      continue;
+    }
     if (r.method === "POST" || r.access === "secret") {
       test(`${routeKey(r)}: forbidden`, async () => {
         const kind = idKindOf(r);

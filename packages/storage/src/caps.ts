@@ -392,8 +392,8 @@ export class SpendCaps {
 }
 
 /**
- * The spend cap check of a direct debit (`debit` kind; corrections are not spending), in the
- * debit's plan under its wallet locks: the charge beyond the tightest applicable cap's room
+ * The spend cap check of a direct debit (usage or a manual debit: both charge the wallet), in
+ * the debit's plan under its wallet locks: the charge beyond the tightest applicable cap's room
  * is refused with `spend_cap_reached`. Returns the effect to write either way (a refusal
  * fires the cap's alert).
  */

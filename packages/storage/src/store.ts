@@ -1076,7 +1076,7 @@ export class Store {
       input.grantId ? [input.grantId] : [],
       async (ctx, s) => {
         const planned = debit(ctx, s.sources, { ...input, customerId: s.wallet.customerId });
-        if (!planned.ok || input.kind !== "debit") return planned;
+        if (!planned.ok) return planned;
         const chain = s.sources.map((x) => x.walletId);
         caps = await capDebit(ex, tenantId, s.wallet.customerId, chain, ctx.now, input.amount);
         if (caps.ok) return planned;
