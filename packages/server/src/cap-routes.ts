@@ -1,5 +1,5 @@
 import { CAP_PERIODS, type CapSetter, formatAmount } from "@drawdown/core";
-import { type ApiKey, type SpendCapView as CapRecord, SpendCaps } from "@drawdown/storage";
+import { type ApiKey, type SpendCapView as CapRecord, SpendCaps, type SqlExecutor } from "@drawdown/storage";
 import { Type } from "@sinclair/typebox";
 import {
   amount,
@@ -105,8 +105,14 @@ const capView = (c: CapRecord, deleted = false) => ({
 const setterOf = (key: ApiKey): CapSetter => (key.kind === "secret" ? "vendor" : "customer");
 
 /** A cap this key may see, or `not_found` (another customer's cap looks like a missing one). */
-async function visibleCap(caps: SpendCaps, tenantId: string, key: ApiKey, id: string): Promise<CapRecord> {
-  const c = await caps.get(tenantId, id);
+async function visibleCap(
+  caps: SpendCaps,
+  tenantId: string,
+  key: ApiKey,
+  id: string,
+  ex?: SqlExecutor,
+): Promise<CapRecord> {
+  const c = await caps.get(tenantId, id, ex);
   if (!c) throw notFound("spend cap", id);
   visible(key, c.customerId, "spend cap", id);
   return c;
@@ -196,7 +202,7 @@ export const CAP_ROUTES: readonly Route[] = [
     errors: ["not_found", "invalid_amount", "forbidden"],
     handle: async ({ store, tx, tenantId, key, params, body }) => {
       const caps = new SpendCaps(store);
-      await visibleCap(caps, tenantId, key, params.id);
+      await visibleCap(caps, tenantId, key, params.id, tx);
       const limit = amount(body.limit, "limit", true);
       return okReply(capView(must(await caps.update(tx, tenantId, params.id, limit, setterOf(key)))));
     },
@@ -215,7 +221,7 @@ export const CAP_ROUTES: readonly Route[] = [
     errors: ["not_found", "forbidden"],
     handle: async ({ store, tx, tenantId, key, params }) => {
       const caps = new SpendCaps(store);
-      await visibleCap(caps, tenantId, key, params.id);
+      await visibleCap(caps, tenantId, key, params.id, tx);
       return okReply(capView(must(await caps.delete(tx, tenantId, params.id, setterOf(key))), true));
     },
   }),
