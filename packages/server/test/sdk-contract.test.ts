@@ -592,7 +592,7 @@ test("the SDK calls every route, sending exactly the documented query parameters
     dd.holds.list(holdList),
     dd.holds.ping(),
     dd.spendCaps.create("cus_1", { target_id: "wal_1", period: "day", limit: 5n }),
-    dd.spendCaps.list("cus_1", { limit: 10 }),
+    dd.spendCaps.list("cus_1", { limit: 10, cursor: "c" }),
     dd.spendCaps.get("cap_1"),
     dd.spendCaps.update("cap_1", { limit: "3" }),
     dd.spendCaps.delete("cap_1"),
