@@ -297,7 +297,7 @@ describe("spend caps under random interleavings (property)", () => {
               if (a.hold) holds.push({ hold: a.hold, subject, reservations: r.value.capReservations });
             } else if (op.kind === "settle" || op.kind === "void") {
               const h = holds[op.hold % Math.max(1, holds.length)];
-              if (!h || h.hold.status !== "pending") continue;
+              if (h?.hold.status !== "pending") continue;
               if (op.kind === "void") {
                 const r = planRelease(ctx, h.hold, grants, "voided");
                 assert.ok(r.ok);
