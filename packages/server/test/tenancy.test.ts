@@ -19,7 +19,8 @@ import { type Answer, assertProblem, type Call, type Client, snapshot } from "./
 /**
  * Tenancy: every query is confined to the key's tenant, and a restricted key to its customer.
  * Another tenant's id answers exactly like an id that does not exist; reads never show another
- * tenant's (or, for a restricted key, another customer's) rows; restricted keys cannot write;
+ * tenant's (or, for a restricted key, another customer's) rows; restricted keys cannot write
+ * (except their own customer's spend caps, where another customer's ids look nonexistent);
  * a revoked key stops at once; keys are stored hashed. Driven by the route table.
  */
 

@@ -46,9 +46,10 @@ import type { DueJob, Store } from "./store.js";
  * serializes everything on one wallet, so the check and the debit are one atomic step and a
  * hold resolves exactly once, whatever the number of instances (invariant 6).
  *
- * Hook point for spend caps and the outbox: {@link Holds.authorize}'s plan callback runs under
- * the wallet lock, in the request's transaction; a cap check narrows the decision there, and an
- * outbox row written on the same `ex` commits with the hold.
+ * Spend caps (caps.ts) are loaded in the plan callbacks, under the same locks (the chain always
+ * includes the pool, which every charge of the customer locks): authorize narrows the decision
+ * and reserves cap room, settle turns the reservation into spending, void and expiry free it.
+ * An outbox row written on the same `ex` commits with the hold.
  */
 
 /** The estimate an authorization was asked for, as given. */
