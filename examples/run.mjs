@@ -27,7 +27,7 @@ try {
     const { run, title } = await import(`./${file}`);
     const started = Date.now();
     try {
-      await run({ dd, assert, log: (...a) => console.log("   ", ...a) });
+      await run({ dd, assert, log: (...a) => console.log("   ", ...a), baseUrl: server.url });
       passed++;
       console.log(`ok ${title ?? file} (${Date.now() - started} ms)`);
     } catch (error) {

@@ -1,5 +1,13 @@
 import { divRound, inRange, minAmount, SCALE } from "./amount.js";
 import { type Draw, type DrawSource, drawable, planDraws } from "./burndown.js";
+import {
+  CapBook,
+  type CapEffect,
+  type CapReservation,
+  type CapState,
+  NO_CAP_EFFECT,
+  narrowByCap,
+} from "./caps.js";
 import { entry, grantAccount } from "./journal.js";
 import { type Context, makeTx } from "./ledger.js";
 import type { Entry, Grant, JournalTransaction } from "./model.js";
@@ -87,12 +95,16 @@ export interface Hold {
 /** allow, deny, or throttle (the throttle overage policy: below its level only listed cheaper actions proceed). */
 export type Decision = "allow" | "deny" | "throttle";
 
-/** The closed list of reasons: enough credits; enough with the overage policy's overdraft; not enough; throttled. */
+/**
+ * The closed list of reasons: enough credits; enough with the overage policy's overdraft; not
+ * enough; throttled; a spend cap's room is too small.
+ */
 export const DECISION_REASONS = [
   "sufficient_credits",
   "within_overdraft",
   "insufficient_credits",
   "below_throttle_level",
+  "spend_cap_reached",
 ] as const;
 export type DecisionReason = (typeof DECISION_REASONS)[number];
 
@@ -100,7 +112,10 @@ export type DecisionReason = (typeof DECISION_REASONS)[number];
 export interface Authorization {
   readonly decision: Decision;
   readonly reason: DecisionReason;
-  /** What the wallet chain could pay for this action before this request: its grants plus overdraft room. */
+  /**
+   * What the wallet chain could pay for this action before this request: its grants plus
+   * overdraft room, narrowed by the room of the spend caps that apply.
+   */
   readonly available: bigint;
   readonly estimate: bigint;
   /** The hold placed, when asked for and allowed. */
@@ -118,6 +133,8 @@ export interface HoldState {
   /** What the pool owes now under a soft cap (≥ 0). */
   readonly overdraft: bigint;
   readonly policy: OveragePolicy;
+  /** The customer's spend caps and their counters (caps.ts); none when absent. */
+  readonly caps?: CapState;
 }
 
 /** How much further the pool's overage policy lets it owe (see overage.ts): its floor's depth minus what it owes. */
@@ -145,13 +162,19 @@ export interface AuthorizeInput {
  * places the hold: the estimate moves from grants (burn-down order) and overdraft room into
  * the wallets' hold accounts. Asserts invariant 4: what remains available stays ≥ the floor.
  * Bad input (a negative or out-of-range estimate, a timeout out of bounds) fails and plans
- * nothing. A spend cap check joins here later: it narrows `available` before the decision.
+ * nothing. Spend caps narrow `available` before the decision (a deny then says
+ * `spend_cap_reached`), and a hold reserves its estimate of cap room (`capReservations`).
  */
 export function planAuthorize(
   ctx: Context,
   state: HoldState,
   input: AuthorizeInput,
-): Result<{ authorization: Authorization; transaction: JournalTransaction | null }> {
+): Result<{
+  authorization: Authorization;
+  transaction: JournalTransaction | null;
+  caps: CapEffect;
+  capReservations: readonly CapReservation[];
+}> {
   if (input.estimate < 0n || !inRange(input.estimate))
     return fail("invalid_amount", "The estimate must be zero or more credits, within the amount range.");
   const timeout = input.holdTimeoutSeconds;
@@ -168,7 +191,12 @@ export function planAuthorize(
   }
   const fromGrants = drawable(state.sources, input.action, ctx.now);
   const room = overdraftRoom(state);
-  const available = fromGrants + room;
+  // Spend caps (caps.ts) narrow what may be spent; the chain's wallets and the subject pick them.
+  const capBook = new CapBook(state.caps);
+  const chain = state.sources.map((s) => s.walletId);
+  const capRoom = capBook.roomFor(chain, input.subjectId, ctx.now);
+  const walletLevel = fromGrants + room;
+  const available = narrowByCap(walletLevel, capRoom);
   const allowed = input.estimate <= available;
   const base = {
     available,
@@ -176,8 +204,9 @@ export function planAuthorize(
     allowedActions: null,
     fallbackAction: null,
   };
-  // The throttle overage policy: below its level, an action it does not list is throttled.
-  const throttled = throttleCheck(state.policy, input.action, available, input.estimate);
+  // The throttle overage policy: below its level (the wallet's, not a cap's), an action it does
+  // not list is throttled.
+  const throttled = throttleCheck(state.policy, input.action, walletLevel, input.estimate);
   if (throttled) {
     return ok({
       authorization: {
@@ -189,17 +218,33 @@ export function planAuthorize(
         fallbackAction: throttled.fallbackAction,
       },
       transaction: null,
+      caps: NO_CAP_EFFECT,
+      capReservations: [],
     });
   }
   if (!allowed) {
+    const capped = capRoom !== null && input.estimate > capRoom;
+    if (capped) capBook.refuse(chain, input.subjectId, ctx.now);
     return ok({
-      authorization: { ...base, decision: "deny", reason: "insufficient_credits", hold: null },
+      authorization: {
+        ...base,
+        decision: "deny",
+        reason: capped ? "spend_cap_reached" : "insufficient_credits",
+        hold: null,
+      },
       transaction: null,
+      caps: capBook.effect(),
+      capReservations: [],
     });
   }
   const reason: DecisionReason = input.estimate <= fromGrants ? "sufficient_credits" : "within_overdraft";
   if (timeout === null)
-    return ok({ authorization: { ...base, decision: "allow", reason, hold: null }, transaction: null });
+    return ok({
+      authorization: { ...base, decision: "allow", reason, hold: null },
+      transaction: null,
+      caps: NO_CAP_EFFECT,
+      capReservations: [],
+    });
 
   const plan = planDraws(state.sources, input.estimate, input.action, ctx.now);
   const draws: HoldDraw[] = plan.draws.map((d) => ({ ...d }));
@@ -232,7 +277,14 @@ export function planAuthorize(
   for (const [walletId, amount] of perWallet(draws)) entries.push(entry({ kind: "hold", walletId }, amount));
   const transaction =
     input.estimate > 0n ? makeTx(ctx, "hold", input.customerId, entries, { action: input.action }) : null;
-  return ok({ authorization: { ...base, decision: "allow", reason, hold }, transaction });
+  // While pending, the hold reserves its estimate of every applicable cap's room.
+  const capReservations = capBook.reserve(chain, input.subjectId, ctx.now, input.estimate);
+  return ok({
+    authorization: { ...base, decision: "allow", reason, hold },
+    transaction,
+    caps: capBook.effect(),
+    capReservations,
+  });
 }
 
 /** Sums of draws per wallet, in first-seen order. */
@@ -338,6 +390,8 @@ export interface SettleState extends HoldState {
   readonly costAt: (time: number) => CostTableAt | null;
   /** Period usage per {@link usageKey}, for volume tiers. */
   readonly usage: ReadonlyMap<string, bigint>;
+  /** The cap room the hold reserved when placed (freed now; what is posted counts as spent). */
+  readonly capReservations?: readonly CapReservation[];
 }
 
 /** A settlement, planned: the hold as resolved, each event's charge, the journal, tier counters. */
@@ -346,6 +400,8 @@ export interface SettlePlan {
   readonly outcomes: readonly Accepted[];
   readonly transaction: JournalTransaction | null;
   readonly usageDeltas: ReadonlyMap<string, bigint>;
+  /** Spend cap counters: the reservation freed, what was posted spent (in the hold's period). */
+  readonly caps: CapEffect;
 }
 
 /**
@@ -392,10 +448,20 @@ export function planSettle(
   if (!inRange(total)) return fail("invalid_amount", "The events' charges add up beyond the amount range.");
   const fromHold = minAmount(total, hold.amount);
   const beyond = total - fromHold;
-  // An overrun draws the chain by the burn-down order, then overdraft room, never past the floor.
+  // Spend caps: the reservation becomes spending, counted in the period the hold was placed in.
+  const capBook = new CapBook(state.caps);
+  const chain = state.sources.map((s) => s.walletId);
+  capBook.release(state.capReservations ?? []);
+  capBook.charge(chain, hold.subjectId, hold.createdAt, fromHold);
+  let capLimited = false;
+  // An overrun draws the chain by the burn-down order, then overdraft room, never past the floor
+  // nor past a spend cap's room.
   let overrun: HoldDraw[] = [];
   if (beyond > 0n && overrunAllowed(state.policy)) {
-    const plan = planDraws(state.sources, beyond, hold.action, ctx.now);
+    const capped = narrowByCap(beyond, capBook.roomFor(chain, hold.subjectId, hold.createdAt));
+    capLimited = capped < beyond;
+    if (capLimited) capBook.refuse(chain, hold.subjectId, hold.createdAt);
+    const plan = planDraws(state.sources, capped, hold.action, ctx.now);
     overrun = plan.draws.map((d) => ({ ...d }));
     // What grants cannot cover goes on the overdraft as far as the room goes; the floor refuses the rest.
     const owe = minAmount(plan.shortfall, overdraftRoom(state));
@@ -406,6 +472,7 @@ export function planSettle(
   const paid = paying.reduce((s, d) => s + d.amount, 0n);
   const unpaid = total - paid;
   invariant(unpaid >= 0n, "a settlement pays no more than its events cost");
+  capBook.charge(chain, hold.subjectId, hold.createdAt, paid - fromHold);
 
   // Each event, in order, takes its charge from the paying draws; what is left is unpaid.
   let queue = paying;
@@ -447,9 +514,11 @@ export function planSettle(
         r.rating.credits === 0n
           ? r.rating.reason
           : short > 0n
-            ? overrunAllowed(state.policy)
-              ? "insufficient_credits"
-              : "hold_exceeded"
+            ? capLimited
+              ? "spend_cap_reached"
+              : overrunAllowed(state.policy)
+                ? "insufficient_credits"
+                : "hold_exceeded"
             : null,
       transactionId: null,
     });
@@ -492,6 +561,7 @@ export function planSettle(
     })),
     transaction,
     usageDeltas,
+    caps: capBook.effect(),
   });
 }
 

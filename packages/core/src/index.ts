@@ -5,6 +5,7 @@
 export * from "./alerts.js";
 export * from "./amount.js";
 export * from "./burndown.js";
+export * from "./caps.js";
 export * from "./commerce.js";
 export * from "./contracts.js";
 export * from "./holds.js";

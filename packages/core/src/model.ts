@@ -33,7 +33,8 @@ export type IdPrefix =
   | "whd"
   | "alr"
   | "run"
-  | "ovi";
+  | "ovi"
+  | "cap";
 
 /** Where a grant's credits came from. */
 export const GRANT_SOURCES = [

@@ -39,7 +39,9 @@ export type LedgerErrorCode =
   | "run_not_running"
   | "run_suspended"
   | "run_steps_pending"
-  | "run_start_below_minimum";
+  | "run_start_below_minimum"
+  | "spend_cap_reached"
+  | "forbidden";
 
 /** A business failure: a stable code, a message a person can act on, optional details. */
 export interface LedgerError {

@@ -1,5 +1,6 @@
 import { divRound, SCALE } from "./amount.js";
 import { type Draw, planDraws } from "./burndown.js";
+import { CapBook, type CapEffect, type CapState } from "./caps.js";
 import { entry, grantAccount } from "./journal.js";
 import { expireDueEntries, makeTx } from "./ledger.js";
 import type { Entry, Grant, IdGenerator, JournalTransaction } from "./model.js";
@@ -71,6 +72,8 @@ export interface UsageState {
   readonly costAt: (time: number) => CostTableAt | null;
   /** Period usage per {@link usageKey}, in quantity units. */
   readonly usage: ReadonlyMap<string, bigint>;
+  /** The spend caps of the batch's customers and their counters (see caps.ts); none when absent. */
+  readonly caps?: CapState;
 }
 
 /** The calendar month (UTC) an event's time falls in, as its first millisecond: tiers count per period. */
@@ -129,6 +132,8 @@ export interface UsagePlan {
   readonly expired: readonly string[];
   readonly overdraftDeltas: ReadonlyMap<string, bigint>;
   readonly usageDeltas: ReadonlyMap<string, bigint>;
+  /** Spend cap counters to bump, and the caps reached. */
+  readonly caps: CapEffect;
 }
 
 /** Checks an event's time against the clock: not beyond the skew ahead, not beyond the grace behind. */
@@ -176,6 +181,7 @@ export function planUsage(
   const usageDeltas = new Map<string, bigint>();
   const transactions: JournalTransaction[] = [];
   const expired: string[] = [];
+  const caps = new CapBook(state.caps);
 
   // Expire what is due first, per customer, so no expired credit is drawn.
   const byCustomer = new Map<string, Grant[]>();
@@ -279,6 +285,23 @@ export function planUsage(
       });
       continue;
     }
+    // Spend caps (caps.ts): a charge beyond the tightest applicable cap's room is refused whole.
+    const capRoom = caps.roomFor(walletChain, event.subjectId, ctx.now);
+    if (capRoom !== null && rating.credits > capRoom) {
+      caps.refuse(walletChain, event.subjectId, ctx.now);
+      outcomes.push({
+        ...base,
+        drawn: 0n,
+        overdraft: 0n,
+        unpaid: rating.credits,
+        draws: [],
+        revenue: 0n,
+        revenueCurrency: null,
+        reason: "spend_cap_reached",
+        transactionId: null,
+      });
+      continue;
+    }
     const sources = walletChain.map((walletId) => ({
       walletId,
       grants: (walletGrants.get(walletId) ?? []).map((id) => grants.get(id)!),
@@ -314,6 +337,7 @@ export function planUsage(
       continue;
     }
     countUsage();
+    caps.charge(walletChain, event.subjectId, ctx.now, rating.credits);
     let revenue = 0n;
     let revenueCurrency: string | null = null;
     const c: Charges = charges.get(event.customerId) ?? {
@@ -365,7 +389,7 @@ export function planUsage(
   const overdraftDeltas = new Map<string, bigint>();
   for (const [walletId, owed] of overdraft)
     overdraftDeltas.set(walletId, owed - state.wallets.get(walletId)!.overdraft);
-  return { outcomes, transactions, expired, overdraftDeltas, usageDeltas };
+  return { outcomes, transactions, expired, overdraftDeltas, usageDeltas, caps: caps.effect() };
 }
 
 /** An event's cost: what it reported, else the cost table in force at its time. */

@@ -1,3 +1,4 @@
+import { SpendCaps } from "./caps.js";
 import { Holds } from "./holds.js";
 import { type ApiPromise, Transport } from "./http.js";
 import {
@@ -142,6 +143,8 @@ export class Drawdown {
   readonly alerts: Alerts;
   /** Overage invoices (priced soft caps billed at renewals and on demand): list. */
   readonly overageInvoices: OverageInvoices;
+  /** Spend caps per wallet, member or agent, per day or month: create, list, listAll, get, update, delete. */
+  readonly spendCaps: SpendCaps;
   readonly #transport: Transport;
 
   constructor(options: DrawdownOptions) {
@@ -174,6 +177,7 @@ export class Drawdown {
     this.webhooks = new Webhooks(this.#transport);
     this.alerts = new Alerts(this.#transport);
     this.overageInvoices = new OverageInvoices(this.#transport);
+    this.spendCaps = new SpendCaps(this.#transport);
   }
 
   /**

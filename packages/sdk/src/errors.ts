@@ -49,6 +49,7 @@ export const API_ERROR_STATUS: Readonly<Record<ApiErrorCode, number>> = {
   event_id_reused: 409,
   unauthorized: 401,
   insufficient_credits: 402,
+  spend_cap_reached: 402,
   forbidden: 403,
   not_found: 404,
   route_not_found: 404,

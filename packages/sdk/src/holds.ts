@@ -49,7 +49,7 @@ export interface Hold {
 export interface Authorization {
   object: "authorization";
   decision: "allow" | "deny" | "throttle";
-  /** sufficient_credits, within_overdraft, insufficient_credits or below_throttle_level. */
+  /** sufficient_credits, within_overdraft, insufficient_credits, below_throttle_level or spend_cap_reached. */
   reason: string;
   /** What the wallet chain could pay for this action before this request. */
   available: string;

@@ -8,6 +8,7 @@
  * console.log(b.available, toUnits(b.available));
  */
 export { toCredits, toUnits, UNITS_PER_CREDIT } from "./amounts.js";
+export { type SpendCap, type SpendCapCreateParams, SpendCaps } from "./caps.js";
 export { Drawdown, type DrawdownOptions, publicRateCard } from "./client.js";
 export {
   API_ERROR_CODES,

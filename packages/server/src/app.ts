@@ -21,6 +21,7 @@ import Fastify, {
   type FastifyRequest,
 } from "fastify";
 import { ALERT_ROUTES } from "./alert-routes.js";
+import { CAP_ROUTES } from "./cap-routes.js";
 import { COMMERCE_ROUTES } from "./commerce-routes.js";
 import type { Config } from "./config.js";
 import { CONTRACT_ROUTES } from "./contract-routes.js";
@@ -49,6 +50,7 @@ export const API_ROUTES: readonly Route[] = [
   ...COMMERCE_ROUTES,
   ...HOLD_ROUTES,
   ...RUN_ROUTES,
+  ...CAP_ROUTES,
   ...WEBHOOK_ROUTES,
   ...ALERT_ROUTES,
 ];

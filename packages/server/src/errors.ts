@@ -43,6 +43,7 @@ export const ERRORS: Readonly<Record<ApiErrorCode, { status: number; title: stri
   unauthorized: { status: 401, title: "Unauthorized" },
   insufficient_credits: { status: 402, title: "Insufficient credits" },
   run_start_below_minimum: { status: 402, title: "Below the run start minimum" },
+  spend_cap_reached: { status: 402, title: "Spend cap reached" },
   forbidden: { status: 403, title: "Forbidden" },
   not_found: { status: 404, title: "Not found" },
   route_not_found: { status: 404, title: "No such route" },

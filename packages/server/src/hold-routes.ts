@@ -129,7 +129,7 @@ export const AuthorizationView = Type.Object(
     object: Type.Literal("authorization"),
     decision: Type.Union([Type.Literal("allow"), Type.Literal("deny"), Type.Literal("throttle")]),
     reason: Type.String({
-      description: `${DECISION_REASONS.join(", ")} (below_throttle_level: the throttle overage policy).`,
+      description: `${DECISION_REASONS.join(", ")} (below_throttle_level: the throttle overage policy; spend_cap_reached: a spend cap's room).`,
     }),
     available: S.Amount("What the wallet chain could pay for this action before this request."),
     estimate: S.Amount("The estimate in credits."),

@@ -80,7 +80,11 @@ export function buildOpenApi(routes: readonly Route[]): Record<string, unknown> 
         : {}),
       responses,
       "x-access":
-        r.access === "read" ? "secret or restricted key (restricted: its customer only)" : "secret key",
+        r.access === "read"
+          ? "secret or restricted key (restricted: its customer only)"
+          : r.access === "customer"
+            ? "secret key, or a restricted key for its own customer (see the description)"
+            : "secret key",
       "x-error-codes": r.errors,
     };
     if (r.method === "POST") {

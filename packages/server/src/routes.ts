@@ -90,8 +90,12 @@ export interface Route<
   readonly tag: string;
   readonly summary: string;
   readonly description?: string;
-  /** `secret`: secret keys only. `read`: restricted keys too, confined to their customer. */
-  readonly access: "secret" | "read";
+  /**
+   * `secret`: secret keys only. `read`: restricted keys too, confined to their customer.
+   * `customer`: a write a restricted key may make for its own customer (its spend caps); the
+   * handler confines it and says what such a key may not change.
+   */
+  readonly access: "secret" | "read" | "customer";
   readonly params?: P;
   readonly query?: Q;
   readonly body?: B;
@@ -449,7 +453,7 @@ export const ROUTES: readonly Route[] = [
     tag: "Adjustments",
     summary: "Debit adjustment",
     description:
-      "Takes credits by hand with a required reason, in burn-down order (or from one grant with `grant_id`). Fails with `insufficient_credits` and changes nothing when the wallet cannot cover it.",
+      "Takes credits by hand with a required reason, in burn-down order (or from one grant with `grant_id`). Fails with `insufficient_credits` and changes nothing when the wallet cannot cover it, and with `spend_cap_reached` when a spend cap on the wallet's chain has less room.",
     access: "secret",
     params: S.IdParam("wal", "wallet"),
     body: S.DebitAdjustment,
@@ -459,6 +463,7 @@ export const ROUTES: readonly Route[] = [
       "not_found",
       "invalid_amount",
       "insufficient_credits",
+      "spend_cap_reached",
       "wallet_mismatch",
       "grant_inactive",
       "grant_expired",

@@ -4,6 +4,7 @@ import type * as Sdk from "@drawdown/sdk";
 import { API_ERROR_STATUS, Drawdown } from "@drawdown/sdk";
 import type { Static } from "@sinclair/typebox";
 import type * as A from "../src/alert-routes.js";
+import type * as SC from "../src/cap-routes.js";
 import type * as CM from "../src/commerce-routes.js";
 import type * as C from "../src/contract-routes.js";
 import { type ApiErrorCode, ERRORS } from "../src/errors.js";
@@ -218,6 +219,12 @@ check<Assignable<Sdk.AlertRules, Static<typeof A.AlertRulesView>>>();
 check<Equal<Sdk.AlertRule, Static<typeof A.AlertRuleWire>>>();
 check<Equal<keyof Sdk.AlertRulesSetParams, keyof Static<typeof A.AlertRulesSet>>>();
 check<Assignable<Static<typeof A.AlertRulesSet>, Sdk.AlertRulesSetParams>>();
+
+// Spend caps.
+check<Equal<keyof Sdk.SpendCap, keyof Static<typeof SC.SpendCapView>>>();
+check<Assignable<Sdk.SpendCap, Static<typeof SC.SpendCapView>>>();
+check<Equal<keyof Sdk.SpendCapCreateParams, keyof Static<typeof SC.SpendCapCreate>>>();
+check<Assignable<Static<typeof SC.SpendCapCreate>, Sdk.SpendCapCreateParams>>();
 
 // Paging: the same parameters (limit travels as text; the SDK takes a number).
 check<Equal<keyof Sdk.PageParams, keyof Static<typeof S.Page>>>();
@@ -652,6 +659,11 @@ test("the SDK calls every route, sending exactly the documented query parameters
     dd.holds.get("hld_1"),
     dd.holds.list(holdList),
     dd.holds.ping(),
+    dd.spendCaps.create("cus_1", { target_id: "wal_1", period: "day", limit: 5n }),
+    dd.spendCaps.list("cus_1", { limit: 10, cursor: "c" }),
+    dd.spendCaps.get("cap_1"),
+    dd.spendCaps.update("cap_1", { limit: "3" }),
+    dd.spendCaps.delete("cap_1"),
   ]);
   // The CloudEvents shapes, each with its media type.
   await dd.events.ingest(cloud);

@@ -19,7 +19,8 @@ import { type Answer, assertProblem, type Call, type Client, snapshot } from "./
 /**
  * Tenancy: every query is confined to the key's tenant, and a restricted key to its customer.
  * Another tenant's id answers exactly like an id that does not exist; reads never show another
- * tenant's (or, for a restricted key, another customer's) rows; restricted keys cannot write;
+ * tenant's (or, for a restricted key, another customer's) rows; restricted keys cannot write
+ * (except their own customer's spend caps, where another customer's ids look nonexistent);
  * a revoked key stops at once; keys are stored hashed. Driven by the route table.
  */
 
@@ -270,6 +271,18 @@ describe("restricted keys", () => {
   const own = (k: Kind): string => fixtureOf(f, "a", k);
 
   for (const r of API_ROUTES) {
+    if (r.access === "customer") {
+      // Writes a restricted key may make for its own customer (its spend caps; see
+      // spend-caps.test.ts): another customer's ids look like ones that do not exist.
+      test(`${routeKey(r)}: another customer's id looks nonexistent`, async () => {
+        const kind = idKindOf(r);
+        assert.ok(kind, `${routeKey(r)} has a path id`);
+        const other = otherCustomersOf(f, kind);
+        assert.ok(other, `a fixture of kind ${kind} for the second customer`);
+        await looksNonexistent((id) => ({ ...callOf(r, id, restricted) }), other, kind);
+      });
+      continue;
+    }
     if (r.method === "POST" || r.access === "secret") {
       test(`${routeKey(r)}: forbidden`, async () => {
         const kind = idKindOf(r);

@@ -1,5 +1,7 @@
 import {
   type Authorization,
+  type CapEffect,
+  type CapReservation,
   checkPending,
   type Effect,
   fail,
@@ -21,6 +23,13 @@ import {
   type UsageEvent,
   usageKey,
 } from "@drawdown/core";
+import {
+  capReservationsOf,
+  dropCapReservations,
+  loadCapState,
+  writeCapEffect,
+  writeCapReservations,
+} from "./caps.js";
 import type { Commerce } from "./commerce.js";
 import { insertEvents, writeUsageCounters } from "./ingest.js";
 import { type Catalog, type CustomerPricing, Metering } from "./metering.js";
@@ -39,9 +48,10 @@ import type { DueJob, Store } from "./store.js";
  * serializes everything on one wallet, so the check and the debit are one atomic step and a
  * hold resolves exactly once, whatever the number of instances (invariant 6).
  *
- * Hook point for spend caps and the outbox: {@link Holds.authorize}'s plan callback runs under
- * the wallet lock, in the request's transaction; a cap check narrows the decision there, and an
- * outbox row written on the same `ex` commits with the hold.
+ * Spend caps (caps.ts) are loaded in the plan callbacks, under the same locks (the chain always
+ * includes the pool, which every charge of the customer locks): authorize narrows the decision
+ * and reserves cap room, settle turns the reservation into spending, void and expiry free it.
+ * An outbox row written on the same `ex` commits with the hold.
  */
 
 /** The estimate an authorization was asked for, as given. */
@@ -58,6 +68,15 @@ export interface AutoTopUpAttempt {
   readonly purchaseIds: readonly string[];
   /** Why it failed (`code: message`); null otherwise. */
   readonly reason: string | null;
+}
+
+/** An authorization planned under the wallet locks, before its spend-cap changes are written. */
+interface Decided {
+  readonly authorization: Authorization;
+  readonly transactionId: string | null;
+  readonly poolWalletId: string;
+  readonly caps: CapEffect;
+  readonly capReservations: readonly CapReservation[];
 }
 
 /** What a caller asks authorize. */
@@ -298,8 +317,10 @@ export class Holds implements DueJob {
         a = again.value;
       }
     }
+    await writeCapEffect(ex, this.store, tenantId, a.caps);
     const hold = a.authorization.hold;
     if (hold === null) return ok({ authorization: a.authorization, hold: null, autoTopUp });
+    await writeCapReservations(ex, tenantId, hold.id, a.capReservations);
     await ex.query(
       `INSERT INTO holds (tenant_id, id, customer_id, wallet_id, subject_id, action, amount, draws, estimate, status,
          created_at, expires_at, transaction_id)
@@ -329,21 +350,20 @@ export class Holds implements DueJob {
   }
 
   /** One locked decision (and hold, when allowed and asked) through the store's write pipeline. */
+  /** One authorization planned under the locks: the answer, its journal and its spend-cap changes. */
   async #decide(
     ex: SqlExecutor,
     tenantId: string,
     request: AuthorizeRequest,
     payer: string,
     estimate: bigint,
-  ): Promise<Result<{ authorization: Authorization; transactionId: string | null; poolWalletId: string }>> {
-    let answer = null as {
-      authorization: Authorization;
-      transactionId: string | null;
-      poolWalletId: string;
-    } | null;
+  ): Promise<Result<Decided>> {
+    let answer = null as Decided | null;
     const r = await this.store.mutate(ex, tenantId, payer, [], async (ctx, s) => {
       const state = await this.#holdState(ex, tenantId, s);
-      const planned = planAuthorize(ctx, state, {
+      // Spend caps and their counters, read under the pool's lock (caps.ts).
+      const caps = await loadCapState(ex, tenantId, [request.customerId], [ctx.now]);
+      const planned = planAuthorize(ctx, caps ? { ...state, caps } : state, {
         customerId: request.customerId,
         walletId: payer,
         subjectId: request.subjectId,
@@ -352,11 +372,12 @@ export class Holds implements DueJob {
         holdTimeoutSeconds: request.holdTimeoutSeconds,
       });
       if (!planned.ok) return planned;
-      // Spend caps join here (narrowing the decision), and an outbox row on `ex` commits with it.
       answer = {
         authorization: planned.value.authorization,
         transactionId: planned.value.transaction?.id ?? null,
         poolWalletId: state.poolWalletId,
+        caps: planned.value.caps,
+        capReservations: planned.value.capReservations,
       };
       return ok({ ...EMPTY, transactions: planned.value.transaction ? [planned.value.transaction] : [] });
     });
@@ -469,6 +490,7 @@ export class Holds implements DueJob {
       outcomes: Parameters<typeof insertEvents>[2];
       usageDeltas: ReadonlyMap<string, bigint>;
       transactionId: string | null;
+      caps: CapEffect;
     } | null;
     const grantIds = found.draws.flatMap((d) => (d.grantId === null ? [] : [d.grantId]));
     const r = await this.store.mutate(ex, tenantId, found.walletId, grantIds, async (ctx, s) => {
@@ -487,11 +509,16 @@ export class Holds implements DueJob {
           { event_id: String(used.rows[0].event_id) },
         );
       const state = await this.#holdState(ex, tenantId, s);
+      // Caps count a hold's settlement in the period it was placed in (caps.ts).
+      const caps = await loadCapState(ex, tenantId, [hold.customerId], [hold.createdAt]);
+      const capReservations = caps ? await capReservationsOf(ex, tenantId, hold.id) : [];
       const plan = planSettle(
         ctx,
         hold,
         {
           ...state,
+          ...(caps ? { caps } : {}),
+          capReservations,
           grants: s.grants as ReadonlyMap<string, Grant>,
           pricingAt: (customerId, time) => Metering.pricingAt(catalog, pricing.get(customerId), time),
           costAt: (time) => Metering.costAt(catalog, time),
@@ -505,6 +532,7 @@ export class Holds implements DueJob {
         outcomes: plan.value.outcomes.map((outcome, i) => ({ outcome, fingerprint: given[i]!.fingerprint })),
         usageDeltas: plan.value.usageDeltas,
         transactionId: plan.value.transaction?.id ?? null,
+        caps: plan.value.caps,
       };
       return ok({ ...EMPTY, transactions: plan.value.transaction ? [plan.value.transaction] : [] });
     });
@@ -514,6 +542,8 @@ export class Holds implements DueJob {
     await this.#resolve(ex, tenantId, done.hold, done.transactionId);
     await insertEvents(ex, tenantId, done.outcomes, this.store.now(tenantId), holdId);
     await writeUsageCounters(ex, tenantId, done.usageDeltas, catalog, pricing);
+    await dropCapReservations(ex, tenantId, holdId, false);
+    await writeCapEffect(ex, this.store, tenantId, done.caps);
     return ok((await this.getHold(tenantId, holdId, ex))!);
   }
 
@@ -551,6 +581,8 @@ export class Holds implements DueJob {
     const done = released;
     if (done === null) return ok("skip");
     await this.#resolve(ex, tenantId, done.hold, done.transactionId);
+    // The hold's reserved cap room is free again (caps.ts).
+    await dropCapReservations(ex, tenantId, found.id, true);
     return ok("done");
   }
 

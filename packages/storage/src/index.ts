@@ -4,6 +4,7 @@
  */
 
 export * from "./alerts.js";
+export * from "./caps.js";
 export * from "./commerce.js";
 export * from "./contracts.js";
 export * from "./gifts.js";

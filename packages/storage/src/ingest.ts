@@ -15,6 +15,7 @@ import {
   type UsageWallet,
   usageKey,
 } from "@drawdown/core";
+import { loadCapState, writeCapEffect } from "./caps.js";
 import type { Commerce } from "./commerce.js";
 import { type Catalog, type CustomerPricing, Metering } from "./metering.js";
 import { OVERAGE_COLUMNS, overagePolicyFrom } from "./overage.js";
@@ -303,6 +304,8 @@ export class IngestWriter {
         }
       }
       const now = this.store.now(tenantId);
+      // Spend caps and their counters, read under the pool locks taken above (caps.ts).
+      const caps = await loadCapState(ex, tenantId, customerIds, [now]);
       const planBatch = (loaded: Map<string, Grant>) =>
         planUsage(
           { now, newId: this.store.newId },
@@ -315,6 +318,7 @@ export class IngestWriter {
             pricingAt: (customerId, time) => Metering.pricingAt(catalog, pricing.get(customerId), time),
             costAt: (time) => Metering.costAt(catalog, time),
             usage,
+            ...(caps ? { caps } : {}),
           },
           fresh.map((i) => items[i]!.event),
         );
@@ -358,6 +362,7 @@ export class IngestWriter {
       await this.store.writeEffect(ex, tenantId, "", effect);
       await insertEvents(ex, tenantId, accepted, now);
       await writeUsageCounters(ex, tenantId, plan.usageDeltas, catalog, pricing);
+      await writeCapEffect(ex, this.store, tenantId, plan.caps);
     }
 
     for (const i of echoes) {

@@ -788,6 +788,49 @@ CREATE TABLE alert_expiry_notices (
 `,
   },
   {
+    version: 14,
+    name: "spend_caps",
+    sql: /* sql */ `
+-- Spend caps: a limit per UTC day or month on a wallet's chain or a member's or agent's
+-- charges, one per target, period and setter (the vendor's and the customer's coexist).
+CREATE TABLE spend_caps (
+  tenant_id text NOT NULL REFERENCES tenants (id),
+  id text NOT NULL,
+  customer_id text NOT NULL,
+  target_kind text NOT NULL CHECK (target_kind IN ('wallet', 'subject')),
+  target_id text NOT NULL,
+  period text NOT NULL CHECK (period IN ('day', 'month')),
+  limit_amount numeric NOT NULL CHECK (limit_amount >= 0),
+  set_by text NOT NULL CHECK (set_by IN ('vendor', 'customer')),
+  created_at timestamptz NOT NULL,
+  updated_at timestamptz NOT NULL,
+  PRIMARY KEY (tenant_id, id),
+  UNIQUE (tenant_id, target_id, period, set_by)
+);
+CREATE INDEX spend_caps_by_customer ON spend_caps (tenant_id, customer_id, id);
+
+-- What a cap counted in one period: charged credits, and pending holds' reserved room.
+-- Written only under the lock of the customer's pool wallet, which every charge holds.
+CREATE TABLE spend_cap_counters (
+  tenant_id text NOT NULL,
+  cap_id text NOT NULL,
+  period_start timestamptz NOT NULL,
+  spent numeric NOT NULL DEFAULT 0,
+  held numeric NOT NULL DEFAULT 0,
+  PRIMARY KEY (tenant_id, cap_id, period_start)
+);
+
+-- The cap room a pending hold reserved; freed when the hold resolves.
+CREATE TABLE spend_cap_holds (
+  tenant_id text NOT NULL,
+  hold_id text NOT NULL,
+  cap_id text NOT NULL,
+  period_start timestamptz NOT NULL,
+  amount numeric NOT NULL,
+  PRIMARY KEY (tenant_id, hold_id, cap_id)
+`,
+  },
+  {
     version: 15,
     name: "overage_policies",
     sql: /* sql */ `

@@ -37,6 +37,7 @@ import {
   walletDeltas,
 } from "@drawdown/core";
 import { evaluateWalletAlerts } from "./alerts.js";
+import { capDebit, writeCapEffect } from "./caps.js";
 import { hashKey, newKeySecret } from "./ids.js";
 import { type EventPayload, insertEvent } from "./outbox.js";
 import {
@@ -1070,9 +1071,27 @@ export class Store {
   ): Promise<Result<TransactionRecord>> {
     if (input.grantId && !(await this.getGrant(tenantId, input.grantId, ex)))
       return fail("not_found", `No grant ${input.grantId}.`);
-    const r = await this.mutate(ex, tenantId, walletId, input.grantId ? [input.grantId] : [], (ctx, s) =>
-      debit(ctx, s.sources, { ...input, customerId: s.wallet.customerId }),
+    // Spend caps (caps.ts) are checked in the debit's plan, under its locks; their effect is written after.
+    let caps: Awaited<ReturnType<typeof capDebit>> | null = null;
+    const r = await this.mutate(
+      ex,
+      tenantId,
+      walletId,
+      input.grantId ? [input.grantId] : [],
+      async (ctx, s) => {
+        const planned = debit(ctx, s.sources, { ...input, customerId: s.wallet.customerId });
+        if (!planned.ok) return planned;
+        const chain = s.sources.map((x) => x.walletId);
+        caps = await capDebit(ex, tenantId, s.wallet.customerId, chain, ctx.now, input.amount);
+        if (caps.ok) return planned;
+        return fail("spend_cap_reached", "A spend cap's room for this period is smaller than the debit.", {
+          requested: formatAmount(input.amount),
+          cap_remaining: formatAmount(caps.room ?? 0n),
+        });
+      },
     );
+    const capped = caps as Awaited<ReturnType<typeof capDebit>> | null;
+    if (capped) await writeCapEffect(ex, this, tenantId, capped.effect);
     if (!r.ok) return r;
     const tx = r.value.transactions[r.value.transactions.length - 1]!;
     return ok((await this.getTransaction(tenantId, tx.id, ex))!);

@@ -119,7 +119,8 @@ export type Kind =
   | "pur"
   | "hld"
   | "whe"
-  | "whd";
+  | "whd"
+  | "cap";
 
 /** Tenant `t`'s fixture of a kind. */
 export const fixtureOf = (f: Fixtures, t: "a" | "b", kind: Kind): string => {
@@ -143,6 +144,7 @@ export const fixtureOf = (f: Fixtures, t: "a" | "b", kind: Kind): string => {
     hld: x.hold,
     whe: x.webhookEndpoint,
     whd: x.webhookDelivery,
+    cap: x.spendCap,
   }[kind];
 };
 
@@ -163,6 +165,7 @@ export const otherCustomersOf = (f: Fixtures, kind: Kind): string | null => {
         ctr: x.contract2,
         poc: x.poc2,
         hld: x.hold2,
+        cap: x.spendCap2,
       } as Partial<Record<Kind, string>>
     )[kind] ?? null
   );
@@ -228,6 +231,17 @@ async function freshHold(
   if (state === "voided") await client.create(`/v1/holds/${id}/void`, {});
   if (state === "expired") world!.advance(120_000);
   return id;
+}
+
+/** A fresh vendor cap (10 credits a day) on a fresh customer's pool. */
+async function freshCap(client: Client): Promise<string> {
+  const c = await client.create("/v1/customers", { kind: "individual" });
+  const cap = await client.create(`/v1/customers/${c.id}/spend_caps`, {
+    target_id: c.wallet_id,
+    period: "day",
+    limit: "10",
+  });
+  return String(cap.id);
 }
 
 const metadataCases = (body: (f: Fixtures, v: Vars) => Json): Variant[] => [
@@ -2899,6 +2913,79 @@ export const SPECS: Readonly<Record<string, Spec>> = {
       { name: "a hold already settled", code: "hold_not_pending", id: (_f, v) => v.posted! },
       { name: "a voided hold", code: "hold_not_pending", id: (_f, v) => v.voided! },
       { name: "an expired hold", code: "hold_expired", id: (_f, v) => v.expired! },
+    ],
+  },
+  "POST /v1/customers/:id/spend_caps": {
+    body: (f) => ({ target_id: f.a.agent, period: "day", limit: "10" }),
+    other: (f) => ({
+      path: `/v1/customers/${f.a.customer}/spend_caps`,
+      json: { target_id: f.a.member, period: "day", limit: "10" },
+    }),
+    zeroAllowed: ["limit"],
+    ids: { target_id: { code: "not_found", kind: "wal" } },
+    business: [
+      {
+        name: "a wallet of another customer",
+        code: "invalid_argument",
+        body: (f) => ({ target_id: f.a.wallet2, period: "day", limit: "10" }),
+      },
+      {
+        name: "a subject of another customer",
+        code: "invalid_argument",
+        body: (f) => ({ target_id: f.a.subject2, period: "day", limit: "10" }),
+      },
+      {
+        name: "a second vendor cap on the same target and period",
+        code: "already_exists",
+        body: (f) => ({ target_id: f.a.wallet, period: "month", limit: "5" }),
+      },
+      {
+        name: "a restricted key for another customer",
+        code: "not_found",
+        id: (f) => f.a.customer2,
+        key: (f) => f.restricted,
+        body: (f) => ({ target_id: f.a.wallet2, period: "day", limit: "10" }),
+      },
+    ],
+  },
+  "GET /v1/customers/:id/spend_caps": {},
+  "GET /v1/spend_caps/:id": {},
+  "POST /v1/spend_caps/:id": {
+    setup: async ({ client }) => ({
+      cap: await freshCap(client),
+      other: await freshCap(client),
+    }),
+    id: (_f, v) => v.cap!,
+    body: () => ({ limit: "20" }),
+    other: (_f, v) => ({ path: `/v1/spend_caps/${v.other}`, json: { limit: "30" } }),
+    zeroAllowed: ["limit"],
+    business: [
+      {
+        name: "a restricted key on the vendor's cap",
+        code: "forbidden",
+        id: (f) => f.a.spendCap,
+        key: (f) => f.restricted,
+        body: () => ({ limit: "1" }),
+      },
+    ],
+  },
+  "POST /v1/spend_caps/:id/delete": {
+    setup: async ({ client }) => {
+      const deleted = await freshCap(client);
+      await client.create(`/v1/spend_caps/${deleted}/delete`, {});
+      return { cap: await freshCap(client), other: await freshCap(client), deleted };
+    },
+    id: (_f, v) => v.cap!,
+    body: () => ({}),
+    other: (_f, v) => ({ path: `/v1/spend_caps/${v.other}/delete`, json: {} }),
+    business: [
+      {
+        name: "a restricted key on the vendor's cap",
+        code: "forbidden",
+        id: (f) => f.a.spendCap,
+        key: (f) => f.restricted,
+      },
+      { name: "a cap already deleted", code: "not_found", id: (_f, v) => v.deleted! },
     ],
   },
   "GET /v1/ping": {},

@@ -66,6 +66,9 @@ export interface TenantFixtures {
   /** A webhook endpoint (to a closed port) and its test-send's delivery, pending a retry. */
   readonly webhookEndpoint: string;
   readonly webhookDelivery: string;
+  /** A vendor's monthly spend cap on the main pool (1,000,000 credits: never reached here), and one on the second customer's pool. */
+  readonly spendCap: string;
+  readonly spendCap2: string;
 }
 
 /** What every bad-input and tenancy test starts from: two tenants with one of everything. */
@@ -283,6 +286,16 @@ async function tenantFixtures(client: Client, tenantId: string, t: string): Prom
     event_types: ["*"],
   });
   const delivery = await client.create(`/v1/webhook_endpoints/${endpoint.id}/test`);
+  const cap = async (customerId: string, walletId: string) =>
+    String(
+      (
+        await client.create(`/v1/customers/${customerId}/spend_caps`, {
+          target_id: walletId,
+          period: "month",
+          limit: "1000000",
+        })
+      ).id,
+    );
   return {
     tenantId,
     key: client.key,
@@ -324,6 +337,8 @@ async function tenantFixtures(client: Client, tenantId: string, t: string): Prom
     hold2,
     webhookEndpoint: String(endpoint.id),
     webhookDelivery: String(delivery.id),
+    spendCap: await cap(customer, wallet),
+    spendCap2: await cap(String(c2.id), String(c2.wallet_id)),
   };
 }
 
