@@ -828,6 +828,7 @@ CREATE TABLE spend_cap_holds (
   period_start timestamptz NOT NULL,
   amount numeric NOT NULL,
   PRIMARY KEY (tenant_id, hold_id, cap_id)
+);
 `,
   },
   {
