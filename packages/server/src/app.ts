@@ -5,6 +5,7 @@ import {
   Commerce,
   Contracts,
   Gifts,
+  HoldWriter,
   Holds,
   IngestWriter,
   Metering,
@@ -234,6 +235,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   });
 
   const metering = options.metering ?? new Metering((tenantId) => store.now(tenantId), store.newId);
+  const holds = options.holds ?? new Holds(store, metering);
   const services: Services = {
     store,
     metering,
@@ -242,7 +244,8 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     gifts: new Gifts(store),
     contracts: options.contracts ?? new Contracts(store, metering),
     commerce: options.commerce ?? new Commerce(store),
-    holds: options.holds ?? new Holds(store, metering),
+    holds,
+    holdWriter: new HoldWriter(store, holds, metering),
     webhooks: options.webhooks ?? new Webhooks(store, { timeoutMs: config.webhookTimeoutMs ?? 10_000 }),
     alerts: new Alerts(store),
   };
@@ -323,6 +326,7 @@ interface Services {
   readonly contracts: Contracts;
   readonly commerce: Commerce;
   readonly holds: Holds;
+  readonly holdWriter: HoldWriter;
   readonly webhooks: Webhooks;
   readonly alerts: Alerts;
 }
@@ -384,12 +388,20 @@ function register(app: FastifyInstance, services: Services, r: Route): void {
           );
         }
         const path = req.url.split("?")[0]!;
+        const print = fingerprint(r.method, path, req.body);
+        if (r.groupCommit) {
+          out = await groupCommitted(r, { ...base, tx: store.db }, key, print, req.id);
+          if (out.conflict) throw keyReused();
+          if (out.replayed) reply.header("idempotent-replayed", "true");
+          if (out.problem) return sendProblem(reply, out.body as Problem);
+          return reply.code(out.status).send(out.body);
+        }
         // What this request answers now; the idempotency record may keep less (no secrets).
         let answer: Reply | undefined;
         const result = await store.idempotent(
           auth.tenantId,
           key,
-          fingerprint(r.method, path, req.body),
+          print,
           async (tx) => {
             try {
               answer = await r.handle({ ...base, tx });
@@ -404,12 +416,7 @@ function register(app: FastifyInstance, services: Services, r: Route): void {
             }
           },
         );
-        if (result.kind === "conflict") {
-          throw new ApiError(
-            "idempotency_key_reused",
-            "This Idempotency-Key was used with a different request; use a new key for a new request.",
-          );
-        }
+        if (result.kind === "conflict") throw keyReused();
         if (result.kind === "replayed") reply.header("idempotent-replayed", "true");
         out = result.kind === "fresh" && answer ? answer : result.outcome;
       }
@@ -417,4 +424,34 @@ function register(app: FastifyInstance, services: Services, r: Route): void {
       return reply.code(out.status).send(out.body);
     },
   });
+}
+
+const keyReused = () =>
+  new ApiError(
+    "idempotency_key_reused",
+    "This Idempotency-Key was used with a different request; use a new key for a new request.",
+  );
+
+/**
+ * Runs a `groupCommit` route: its writer claims the Idempotency-Key in the batch's transaction.
+ * A business failure raised before the writer (a missing hold, a bad event) is the request's
+ * result too: stored under the key in a transaction of its own, and replayed on retry.
+ */
+async function groupCommitted(
+  r: Route,
+  ctx: Parameters<Route["handle"]>[0],
+  key: string | null,
+  print: string,
+  requestId: string,
+): Promise<Reply> {
+  try {
+    return await r.handle({ ...ctx, idempotency: key === null ? null : { key, fingerprint: print } });
+  } catch (error) {
+    if (!(error instanceof ApiError) || key === null) throw error;
+    const p = problem(error.code, error.message, requestId, error.extra);
+    const failed: Reply = { status: p.status, body: p, problem: true };
+    const stored = await ctx.store.idempotent(ctx.tenantId, key, print, async () => failed);
+    if (stored.kind === "conflict") return { status: 409, body: null, conflict: true };
+    return stored.kind === "replayed" ? { ...stored.outcome, replayed: true } : failed;
+  }
 }

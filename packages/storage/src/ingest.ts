@@ -513,18 +513,18 @@ const EVENT_COLUMNS = [
 
 /**
  * Writes the accepted events with COPY: one round trip, no per-row statement. Events posted
- * by settling a hold name it.
+ * by settling a hold name it (`holdId`, or each item's own when several holds settle at once).
  */
 export async function insertEvents(
   ex: SqlExecutor,
   tenantId: string,
-  accepted: readonly { outcome: Accepted; fingerprint: string }[],
+  accepted: readonly { outcome: Accepted; fingerprint: string; holdId?: string }[],
   now: number,
   holdId: string | null = null,
 ): Promise<void> {
   if (accepted.length === 0) return;
   const receivedAt = new Date(now).toISOString();
-  const rows = accepted.map(({ outcome: o, fingerprint }) => {
+  const rows = accepted.map(({ outcome: o, fingerprint, holdId: own }) => {
     const e = o.event;
     const quantities: Record<string, string> = {};
     for (const [k, v] of Object.entries(e.quantities)) quantities[k] = formatDecimal(v, QUANTITY_SCALE);
@@ -562,7 +562,7 @@ export async function insertEvents(
       o.cost === null ? null : o.cost.toString(),
       o.revenue.toString(),
       JSON.stringify(detail),
-      holdId,
+      own ?? holdId,
     ];
   });
   await ex.copyFrom("usage_events", EVENT_COLUMNS, rows);
