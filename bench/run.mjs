@@ -138,7 +138,9 @@ try {
     const seconds = Number(process.hrtime.bigint() - started) / 1e9;
     const cpu = await done(accepted / 1000);
     costs[label] = cpu;
-    log(`${label}: ${accepted} events in ${seconds.toFixed(2)} s; CPU per 1,000 events: server ${cpu.server_ms} ms, PostgreSQL ${cpu.db_ms} ms`);
+    log(
+      `${label}: ${accepted} events in ${seconds.toFixed(2)} s; CPU per 1,000 events: server ${cpu.server_ms} ms, PostgreSQL ${cpu.db_ms} ms; ${cpu.commits} commits per 1,000`,
+    );
     if (accepted !== count * BATCH) throw new Error(`${label}: ${accepted} of ${count * BATCH} accepted`);
     return accepted / seconds;
   }
@@ -232,7 +234,7 @@ try {
   latencies.sort((a, b) => a - b);
   const pct = (p) => latencies[Math.min(latencies.length - 1, Math.floor((p / 100) * latencies.length))];
   log(
-    `authorize+hold then settle, ${AUTH_CLIENTS} clients: ${AUTH_CYCLES} in ${authSeconds.toFixed(2)} s; authorize p50 ${pct(50).toFixed(2)} ms, p99 ${pct(99).toFixed(2)} ms; CPU per cycle: server ${authCpu.server_ms} ms, PostgreSQL ${authCpu.db_ms} ms`,
+    `authorize+hold then settle, ${AUTH_CLIENTS} clients: ${AUTH_CYCLES} in ${authSeconds.toFixed(2)} s; authorize p50 ${pct(50).toFixed(2)} ms, p99 ${pct(99).toFixed(2)} ms; CPU per cycle: server ${authCpu.server_ms} ms, PostgreSQL ${authCpu.db_ms} ms; ${authCpu.commits} commits per cycle`,
   );
 
   // ---- the bare endpoint of the same server: authenticated, no work, same concurrency
@@ -405,21 +407,35 @@ function cpuMeter(db, dbName, serverPid) {
       await new Promise((r) => setTimeout(r, 100));
     }
   })();
-  const read = () => ({ server: ticks(serverPid) ?? 0, db: [...backends.values()].reduce((a, b) => a + b, 0) });
+  const read = () => ({
+    server: ticks(serverPid) ?? 0,
+    db: [...backends.values()].reduce((a, b) => a + b, 0),
+  });
+  // Commits and statements-worth of work: transactions per operation shows how well requests batch.
+  const commits = async () =>
+    Number(
+      (await db.query("SELECT xact_commit FROM pg_stat_database WHERE datname = $1", [dbName])).rows[0]
+        .xact_commit,
+    );
   return {
     /** Starts a phase: returns a function that ends it and gives CPU ms per operation. */
     async phase() {
       await sample();
       const start = read();
       const before = new Map(backends);
+      const startCommits = await commits();
       return async (ops) => {
         await sample();
         const end = read();
+        // The statistics reach pg_stat_database within a second of a backend going idle.
+        await new Promise((r) => setTimeout(r, 1100));
+        const txs = (await commits()) - startCommits;
         let db = 0;
         for (const [pid, t] of backends) db += t - (before.get(pid) ?? 0);
         return {
           server_ms: Number((((end.server - start.server) * 1000) / ops).toFixed(3)),
           db_ms: Number(((db * 1000) / ops).toFixed(3)),
+          commits: Number((txs / ops).toFixed(3)),
         };
       };
     },

@@ -5,8 +5,8 @@ import {
   Commerce,
   Contracts,
   Gifts,
-  HoldWriter,
   Holds,
+  HoldWriter,
   IngestWriter,
   Metering,
   type Store,
@@ -398,24 +398,19 @@ function register(app: FastifyInstance, services: Services, r: Route): void {
         }
         // What this request answers now; the idempotency record may keep less (no secrets).
         let answer: Reply | undefined;
-        const result = await store.idempotent(
-          auth.tenantId,
-          key,
-          print,
-          async (tx) => {
-            try {
-              answer = await r.handle({ ...base, tx });
-              return r.stored ? { ...answer, body: r.stored(answer.body) } : answer;
-            } catch (error) {
-              // A business failure is this request's result too: stored, and replayed on retry.
-              if (error instanceof ApiError) {
-                const p = problem(error.code, error.message, req.id, error.extra);
-                return { status: p.status, body: p, problem: true } satisfies Reply;
-              }
-              throw error;
+        const result = await store.idempotent(auth.tenantId, key, print, async (tx) => {
+          try {
+            answer = await r.handle({ ...base, tx });
+            return r.stored ? { ...answer, body: r.stored(answer.body) } : answer;
+          } catch (error) {
+            // A business failure is this request's result too: stored, and replayed on retry.
+            if (error instanceof ApiError) {
+              const p = problem(error.code, error.message, req.id, error.extra);
+              return { status: p.status, body: p, problem: true } satisfies Reply;
             }
-          },
-        );
+            throw error;
+          }
+        });
         if (result.kind === "conflict") throw keyReused();
         if (result.kind === "replayed") reply.header("idempotent-replayed", "true");
         out = result.kind === "fresh" && answer ? answer : result.outcome;

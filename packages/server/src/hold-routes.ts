@@ -274,7 +274,9 @@ export const HOLD_ROUTES: readonly Route[] = [
         subjectId: body.subject_id ?? null,
         action: body.action,
         estimate,
-        holdTimeoutSeconds: body.hold ? (body.hold_timeout_seconds ?? HOLD_LIMITS.timeoutDefaultSeconds) : null,
+        holdTimeoutSeconds: body.hold
+          ? (body.hold_timeout_seconds ?? HOLD_LIMITS.timeoutDefaultSeconds)
+          : null,
       };
       return committed(
         ctx,
@@ -380,7 +382,7 @@ export const HOLD_ROUTES: readonly Route[] = [
           },
         );
       // Its customer and wallet, which never change; the writer reads it again under the wallet's lock.
-      const hold = await holds.getHold(tenantId, params.id);
+      const hold = holdWriter.known(tenantId, params.id) ?? (await holds.getHold(tenantId, params.id));
       if (!hold) throw notFound("hold", params.id);
       const now = store.now(tenantId);
       const raw =

@@ -12,8 +12,8 @@ import type {
   Commerce,
   Contracts,
   Gifts,
-  HoldWriter,
   Holds,
+  HoldWriter,
   IdempotencyClaim,
   IngestWriter,
   Metering,
@@ -138,7 +138,11 @@ export const route = <P extends TSchema, Q extends TSchema, B extends TSchema>(r
 // ------------------------------------------------------------------ helpers
 
 /** A result as the reply a handler gives: `ok` for a success, a problem for a business failure. */
-export function replyOf<T>(result: Result<T, LedgerError>, requestId: string, ok: (value: T) => Reply): Reply {
+export function replyOf<T>(
+  result: Result<T, LedgerError>,
+  requestId: string,
+  ok: (value: T) => Reply,
+): Reply {
   if (result.ok) return ok(result.value);
   const e = ApiError.from(result.error);
   const p = problem(e.code, e.message, requestId, e.extra);
@@ -150,7 +154,10 @@ export function replyOf<T>(result: Result<T, LedgerError>, requestId: string, ok
  * answer into the reply: the same function makes the reply and the key's recorded outcome.
  */
 export async function committed<T>(
-  ctx: { readonly requestId: string; readonly idempotency?: RequestContext<unknown, unknown, unknown>["idempotency"] },
+  ctx: {
+    readonly requestId: string;
+    readonly idempotency?: RequestContext<unknown, unknown, unknown>["idempotency"];
+  },
   submit: (claim: IdempotencyClaim | null) => Promise<WriterAnswer<T>>,
   ok: (value: T) => Reply,
 ): Promise<Reply> {

@@ -1,7 +1,7 @@
 import {
   type Accepted,
-  applyEffect,
   type Authorization,
+  applyEffect,
   checkPending,
   combine,
   type Effect,
@@ -82,6 +82,12 @@ interface SettleOp extends OpBase {
 }
 type Op = AuthorizeOp | SettleOp;
 
+/** The immutable facts of a hold. */
+export type KnownHold = Pick<HoldRecord, "id" | "customerId" | "walletId" | "subjectId" | "action">;
+
+/** Holds remembered by {@link HoldWriter.known}, oldest forgotten first. */
+const MAX_KNOWN = 100_000;
+
 /** Tuning of the authorize/settle writer. */
 export interface HoldWriterOptions {
   /** Most requests in one transaction. Default 256. */
@@ -93,6 +99,9 @@ export interface HoldWriterOptions {
 const RETRYABLE = new Set(["23505", "40001", "40P01"]);
 const EMPTY: Effect = { transactions: [], newGrants: [], statusChanges: [], grantChanges: [] };
 const iso = (t: number): string => new Date(t).toISOString();
+/** Named, not `*`: a statement with fixed columns can be prepared (see sql.ts). */
+const HOLD_COLUMNS =
+  "id, customer_id, wallet_id, subject_id, action, amount, draws, estimate, status, created_at, expires_at, resolved_at, posted, released, unpaid, transaction_id, resolve_transaction_id";
 const GRANT_COLUMNS =
   "id, wallet_id, customer_id, amount, remaining, source, cost_basis, currency, effective_at, expires_at, priority, scope, metadata, status, status_at, created_at";
 
@@ -120,6 +129,8 @@ export class HoldWriter {
   readonly #queues: Op[][];
   readonly #busy: boolean[];
   readonly #maxBatch: number;
+  /** What never changes about the holds this writer placed (customer, wallet, subject, action): see {@link known}. */
+  readonly #placed = new Map<string, KnownHold>();
 
   constructor(
     private readonly store: Store,
@@ -177,6 +188,26 @@ export class HoldWriter {
     );
   }
 
+  /**
+   * The customer, wallet, subject and action of a hold this instance placed: none of them ever
+   * changes, so settling it needs no read before joining the queue (a hold placed elsewhere,
+   * or forgotten, is read). Its state is always read under the wallet's lock.
+   */
+  known(tenantId: string, holdId: string): KnownHold | null {
+    return this.#placed.get(`${tenantId}\n${holdId}`) ?? null;
+  }
+
+  #remember(tenantId: string, hold: KnownHold): void {
+    if (this.#placed.size >= MAX_KNOWN) this.#placed.delete(this.#placed.keys().next().value!);
+    this.#placed.set(`${tenantId}\n${hold.id}`, {
+      id: hold.id,
+      customerId: hold.customerId,
+      walletId: hold.walletId,
+      subjectId: hold.subjectId,
+      action: hold.action,
+    });
+  }
+
   #enqueue(op: Op): void {
     const lane = laneOf(op.customerId, this.#queues.length);
     this.#queues[lane]!.push(op);
@@ -221,7 +252,14 @@ export class HoldWriter {
     for (let attempt = 1; attempt <= 3; attempt++) {
       try {
         const answers = await this.store.db.transaction((tx) => this.#process(tx, tenantId, ops));
-        ops.forEach((op, i) => op.resolve(answers[i]!));
+        ops.forEach((op, i) => {
+          const a = answers[i]!;
+          if (op.kind === "authorize" && a.kind === "fresh" && a.result.ok) {
+            const hold = (a.result.value as AuthorizeOutcome).hold;
+            if (hold) this.#remember(tenantId, hold);
+          }
+          op.resolve(a);
+        });
         return;
       } catch (error) {
         const code = (error as { code?: string }).code;
@@ -292,52 +330,29 @@ export class HoldWriter {
       results[i] = r;
     };
 
-    // 2. The paying wallet of each authorization (as Holds#payer finds it).
-    const payers = new Map<number, string>();
+    // 2. Lock, in one statement and in id order, every wallet the batch may pay from: the
+    // settled holds' wallets, and each authorizing customer's pool and named members' wallets.
     const authorizeAt = live.filter((i) => ops[i]!.kind === "authorize");
-    if (authorizeAt.length > 0) {
-      const reqs = authorizeAt.map((i) => (ops[i] as AuthorizeOp).request);
-      const subjectIds = [...new Set(reqs.flatMap((r) => (r.subjectId === null ? [] : [r.subjectId])))];
-      const { rows } = await ex.query(
-        `SELECT w.id, w.customer_id, w.member_id FROM wallets w
-         WHERE w.tenant_id = $1 AND w.customer_id = ANY($2::text[]) AND (w.member_id IS NULL OR w.member_id = ANY($3::text[]))`,
-        [tenantId, [...new Set(reqs.map((r) => r.customerId))], subjectIds],
-      );
-      const subjects = new Map<string, string>();
-      if (subjectIds.length > 0) {
-        const s = await ex.query("SELECT id, customer_id FROM subjects WHERE tenant_id = $1 AND id = ANY($2::text[])", [
-          tenantId,
-          subjectIds,
-        ]);
-        for (const r of s.rows) subjects.set(String(r.id), String(r.customer_id));
-      }
-      for (const i of authorizeAt) {
-        const req = (ops[i] as AuthorizeOp).request;
-        const pool = rows.find((r) => r.customer_id === req.customerId && r.member_id === null);
-        if (!pool) settle(fail("not_found", `No customer ${req.customerId}.`), i);
-        else if (req.subjectId !== null && subjects.get(req.subjectId) !== req.customerId)
-          settle(fail("not_found", `Customer ${req.customerId} has no subject ${req.subjectId}.`), i);
-        else {
-          const own = rows.find((r) => r.customer_id === req.customerId && r.member_id === req.subjectId);
-          payers.set(i, String((own ?? pool).id));
-        }
-      }
-    }
     const settleAt = live.filter((i) => ops[i]!.kind === "settle");
-
-    // 3. Lock every wallet of the batch and the pools of its customers, in id order, in one statement.
-    const walletIds = [...new Set([...payers.values(), ...settleAt.map((i) => (ops[i] as SettleOp).walletId)])];
-    const customerIds = [
-      ...new Set(
-        live.filter((i) => results[i] === null).map((i) => ops[i]!.customerId),
-      ),
-    ].sort();
-    if (walletIds.length === 0) return this.#finish(ex, tenantId, ops, answers, results);
+    const reqs = authorizeAt.map((i) => (ops[i] as AuthorizeOp).request);
+    const subjectIds = [...new Set(reqs.flatMap((r) => (r.subjectId === null ? [] : [r.subjectId])))];
+    const subjects = new Map<string, string>();
+    if (subjectIds.length > 0) {
+      const s = await ex.query(
+        "SELECT id, customer_id FROM subjects WHERE tenant_id = $1 AND id = ANY($2::text[])",
+        [tenantId, subjectIds],
+      );
+      for (const r of s.rows) subjects.set(String(r.id), String(r.customer_id));
+    }
+    const settleWallets = [...new Set(settleAt.map((i) => (ops[i] as SettleOp).walletId))];
+    const customerIds = [...new Set(live.map((i) => ops[i]!.customerId))].sort();
+    if (customerIds.length === 0) return this.#finish(ex, tenantId, ops, answers, results);
     const locked = await ex.query(
       `SELECT id, customer_id, member_id, overdraft::text AS overdraft, overage_mode, overage_floor::text AS floor
-       FROM wallets WHERE tenant_id = $1 AND (id = ANY($2::text[]) OR (member_id IS NULL AND customer_id = ANY($3::text[])))
+       FROM wallets WHERE tenant_id = $1
+         AND (id = ANY($2::text[]) OR (customer_id = ANY($3::text[]) AND (member_id IS NULL OR member_id = ANY($4::text[]))))
        ORDER BY id FOR UPDATE`,
-      [tenantId, walletIds, customerIds],
+      [tenantId, settleWallets, customerIds, subjectIds],
     );
     const wallets = new Map(
       locked.rows.map((r) => [
@@ -352,21 +367,41 @@ export class HoldWriter {
       if (r.member_id !== null) continue;
       pools.set(String(r.customer_id), String(r.id));
       overdraft.set(String(r.id), BigInt(String(r.overdraft)));
-      policy.set(String(r.id), { mode: r.overage_mode as OveragePolicy["mode"], floor: BigInt(String(r.floor)) });
+      policy.set(String(r.id), {
+        mode: r.overage_mode as OveragePolicy["mode"],
+        floor: BigInt(String(r.floor)),
+      });
+    }
+    // 3. The paying wallet of each authorization (as Holds#payer finds it).
+    const payers = new Map<number, string>();
+    for (const i of authorizeAt) {
+      const req = (ops[i] as AuthorizeOp).request;
+      const pool = pools.get(req.customerId);
+      if (pool === undefined) settle(fail("not_found", `No customer ${req.customerId}.`), i);
+      else if (req.subjectId !== null && subjects.get(req.subjectId) !== req.customerId)
+        settle(fail("not_found", `Customer ${req.customerId} has no subject ${req.subjectId}.`), i);
+      else {
+        const own = [...wallets].find(
+          ([, w]) => w.customerId === req.customerId && w.memberId === req.subjectId,
+        );
+        payers.set(i, own ? own[0] : pool);
+      }
     }
 
     // 4. The settled holds, read under their wallets' locks.
     const holdRows = new Map<string, HoldRecord>();
     if (settleAt.length > 0) {
-      const { rows } = await ex.query("SELECT * FROM holds WHERE tenant_id = $1 AND id = ANY($2::text[])", [
-        tenantId,
-        [...new Set(settleAt.map((i) => (ops[i] as SettleOp).holdId))],
-      ]);
+      const { rows } = await ex.query(
+        `SELECT ${HOLD_COLUMNS} FROM holds WHERE tenant_id = $1 AND id = ANY($2::text[])`,
+        [tenantId, [...new Set(settleAt.map((i) => (ops[i] as SettleOp).holdId))]],
+      );
       for (const r of rows) holdRows.set(String(r.id), toHold(r));
     }
 
     // 5. Drawable grants of the locked wallets, grants due to expire, and the settled holds' grants.
-    const extra = [...holdRows.values()].flatMap((h) => h.draws.flatMap((d) => (d.grantId === null ? [] : [d.grantId])));
+    const extra = [...holdRows.values()].flatMap((h) =>
+      h.draws.flatMap((d) => (d.grantId === null ? [] : [d.grantId])),
+    );
     const grantRows = await ex.query(
       `SELECT ${GRANT_COLUMNS} FROM grants WHERE tenant_id = $1 AND wallet_id = ANY($2::text[])
        AND ((status = 'active' AND (remaining > 0 OR expires_at <= $4)) OR id = ANY($3::text[]))`,
@@ -393,7 +428,8 @@ export class HoldWriter {
     // 6. Pricing (once), tier usage of the periods concerned, and the settlements' used event ids.
     const catalog = await this.metering.catalog(ex, tenantId);
     const pricing = await this.metering.customerPricing(ex, tenantId, customerIds);
-    const pricingAt = (customerId: string, time: number) => Metering.pricingAt(catalog, pricing.get(customerId), time);
+    const pricingAt = (customerId: string, time: number) =>
+      Metering.pricingAt(catalog, pricing.get(customerId), time);
     const costAt = (time: number) => Metering.costAt(catalog, time);
     const settleEvents = new Map<number, { events: UsageEvent[]; given: SettleEvent[] } | null>();
     for (const i of settleAt) {
@@ -411,7 +447,10 @@ export class HoldWriter {
     const tiered =
       catalog.tieredLines.size > 0 || [...pricing.values()].some((p) => p.overrideLines.some((l) => l.tiers));
     if (tiered) {
-      const times = [now, ...[...settleEvents.values()].flatMap((s) => (s ? s.events.map((e) => e.time) : []))];
+      const times = [
+        now,
+        ...[...settleEvents.values()].flatMap((s) => (s ? s.events.map((e) => e.time) : [])),
+      ];
       const u = await ex.query(
         `SELECT customer_id, period, line_id, quantity::text AS quantity FROM usage_counters
          WHERE tenant_id = $1 AND customer_id = ANY($2::text[]) AND period = ANY($3::timestamptz[])`,
@@ -521,7 +560,13 @@ export class HoldWriter {
         const plan = planSettle(
           ctx,
           hold,
-          { ...stateOf(hold.customerId, hold.walletId), grants: grants.get(hold.customerId)!, pricingAt, costAt, usage },
+          {
+            ...stateOf(hold.customerId, hold.walletId),
+            grants: grants.get(hold.customerId)!,
+            pricingAt,
+            costAt,
+            usage,
+          },
           events,
         );
         if (!plan.ok) {
@@ -679,7 +724,9 @@ function settlementEvents(
   const ids = new Set<string>();
   for (const e of given) {
     if (ids.has(e.id))
-      return fail("invalid_argument", `Event id "${e.id}" appears twice in this settlement.`, { event_id: e.id });
+      return fail("invalid_argument", `Event id "${e.id}" appears twice in this settlement.`, {
+        event_id: e.id,
+      });
     ids.add(e.id);
   }
   const events = given.map(
