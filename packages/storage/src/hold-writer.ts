@@ -325,7 +325,7 @@ export class HoldWriter {
         }
       }
     }
-    const live = ops.flatMap((op, i) => (answers[i] === null ? [i] : []));
+    const live = ops.flatMap((_op, i) => (answers[i] === null ? [i] : []));
     const settle = (r: Result<unknown>, i: number) => {
       results[i] = r;
     };
@@ -578,9 +578,9 @@ export class HoldWriter {
         const transactionId = tx?.id ?? null;
         resolved.push({ hold: plan.value.hold, transactionId });
         for (const e of events) used.add(e.id);
-        plan.value.outcomes.forEach((outcome, k) =>
-          outcomes.push({ outcome, fingerprint: given[k]!.fingerprint, holdId: hold.id }),
-        );
+        plan.value.outcomes.forEach((outcome, k) => {
+          outcomes.push({ outcome, fingerprint: given[k]!.fingerprint, holdId: hold.id });
+        });
         for (const [key, delta] of plan.value.usageDeltas) {
           usage.set(key, (usage.get(key) ?? 0n) + delta);
           usageDeltas.set(key, (usageDeltas.get(key) ?? 0n) + delta);
