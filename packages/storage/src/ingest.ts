@@ -565,5 +565,19 @@ export async function insertEvents(
       own ?? holdId,
     ];
   });
-  await ex.copyFrom("usage_events", EVENT_COLUMNS, rows);
+  if (rows.length > SMALL_INSERT_ROWS) {
+    await ex.copyFrom("usage_events", EVENT_COLUMNS, rows);
+    return;
+  }
+  // A few rows (a settlement, a small writer batch): one INSERT is one round trip; COPY takes two.
+  await ex.query(
+    `INSERT INTO usage_events (${EVENT_COLUMNS.join(", ")})
+     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[],
+       $8::text[], $9::text[], $10::numeric[], $11::numeric[], $12::numeric[], $13::numeric[], $14::numeric[],
+       $15::text[], $16::text[])`,
+    EVENT_COLUMNS.map((_, c) => rows.map((r) => r[c] ?? null)),
+  );
 }
+
+/** Event rows up to this many are inserted with one statement, more with COPY. */
+const SMALL_INSERT_ROWS = 64;
