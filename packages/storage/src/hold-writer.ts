@@ -99,6 +99,12 @@ export interface HoldWriterOptions {
    * Always 1 on PGlite.
    */
   readonly lanes?: number;
+  /**
+   * False: every request runs alone through {@link Holds.authorize} / {@link Holds.settle} in a
+   * transaction of its own with its key (the one-request path, as before group commit). For a
+   * feature the batch planner does not carry yet; default true.
+   */
+  readonly batch?: boolean;
 }
 
 const RETRYABLE = new Set(["23505", "40001", "40P01"]);
@@ -134,6 +140,7 @@ export class HoldWriter {
   readonly #queues: Op[][];
   readonly #busy: boolean[];
   readonly #maxBatch: number;
+  readonly #batch: boolean;
   /** What never changes about the holds this writer placed (customer, wallet, subject, action): see {@link known}. */
   readonly #placed = new Map<string, KnownHold>();
 
@@ -144,6 +151,7 @@ export class HoldWriter {
     options: HoldWriterOptions = {},
   ) {
     this.#maxBatch = Math.max(1, options.maxBatch ?? 256);
+    this.#batch = options.batch ?? true;
     const lanes = store.db.kind === "pglite" ? 1 : Math.max(1, options.lanes ?? 1);
     this.#queues = Array.from({ length: lanes }, () => []);
     this.#busy = this.#queues.map(() => false);
@@ -254,7 +262,7 @@ export class HoldWriter {
   }
 
   async #runTenant(tenantId: string, ops: Op[]): Promise<void> {
-    for (let attempt = 1; attempt <= 3; attempt++) {
+    for (let attempt = 1; this.#batch && attempt <= 3; attempt++) {
       try {
         const answers = await this.store.db.transaction((tx) => this.#process(tx, tenantId, ops));
         ops.forEach((op, i) => {
@@ -271,7 +279,7 @@ export class HoldWriter {
         if (code === undefined || !RETRYABLE.has(code)) break;
       }
     }
-    // The batch as a whole keeps failing: each request alone, through the one-request path.
+    // The batch as a whole keeps failing (or batching is off): each request alone, through the one-request path.
     for (const op of ops) {
       try {
         op.resolve(await this.#alone(tenantId, op));

@@ -234,6 +234,33 @@ for (const backend of backends()) {
       assert.deepEqual((await h.store.reconcile(tenantId)).differences, []);
     });
 
+    test("with batching off, each request runs alone and answers the same", async () => {
+      const { tenantId, customerId, walletId } = await h.setup(credits(10n));
+      const alone = new HoldWriter(h.store, h.holds, h.metering, { batch: false });
+      const [x, y] = await Promise.all([
+        alone.authorize(tenantId, h.request(customerId, credits(6n), true), null),
+        alone.authorize(tenantId, h.request(customerId, credits(6n), true), null),
+      ]);
+      assert.deepEqual([authorizeShape(fresh(x)).decision, authorizeShape(fresh(y)).decision].sort(), [
+        "allow",
+        "deny",
+      ]);
+      const placed = okv(fresh(x.kind === "fresh" && x.result.ok && x.result.value.hold ? x : y)).hold!;
+      const settled = okv(
+        fresh(
+          await alone.settle(
+            tenantId,
+            { id: placed.id, customerId, walletId },
+            { quantities: { units: 2n * UNIT } },
+            null,
+          ),
+        ),
+      );
+      assert.equal(settled.posted, credits(2n));
+      assert.equal(settled.released, credits(4n));
+      assert.deepEqual((await h.store.reconcile(tenantId)).differences, []);
+    });
+
     test("idempotency keys commit with the batch: a replay answers the first outcome, another request conflicts", async () => {
       const { tenantId, customerId, walletId } = await h.setup(credits(10n));
       const claim = (fingerprint: string): IdempotencyClaim => ({
