@@ -9,6 +9,7 @@
 // concurrency. The last line printed is one JSON object with the figures and their ratios.
 import { spawn } from "node:child_process";
 import { once } from "node:events";
+import { readFileSync } from "node:fs";
 import http from "node:http";
 import pg from "pg";
 
@@ -20,7 +21,7 @@ const SPREAD_BATCHES = Math.max(1, Math.round(Number(process.env.BENCH_SPREAD_BA
 const HOT_BATCHES = Math.max(1, Math.round(Number(process.env.BENCH_HOT_BATCHES || 120) * SCALE));
 const SINGLE_EVENTS = Math.max(1, Math.round(Number(process.env.BENCH_SINGLE_EVENTS || 10_000) * SCALE));
 const NAIVE_EVENTS = Math.round(10_000 * SCALE);
-const CONCURRENT_BATCHES = 4;
+const CONCURRENT_BATCHES = Math.max(1, Number(process.env.BENCH_CONCURRENT_BATCHES || 4));
 const SINGLE_CLIENTS = 50;
 const AUTH_CYCLES = Math.max(1, Math.round(Number(process.env.BENCH_AUTH_CYCLES || 10_000) * SCALE));
 const AUTH_CLIENTS = 50;
@@ -40,6 +41,10 @@ try {
   await run("node", ["packages/cli/dist/src/main.js", "migrate"], { DATABASE_URL });
   const db = new pg.Pool({ connectionString: DATABASE_URL, max: 16 });
   const { key, customers, hot } = await seed(db);
+  // Fresh statistics, as a live database has (autovacuum analyzes within a minute): without
+  // them the planner takes the bulk-seeded tables for empty and scans a tenant's 10,000 grants
+  // for one wallet's (see docs/benchmarks.md).
+  await db.query("ANALYZE");
   log(`seeded ${WALLETS} wallets`);
 
   // ---- the server, in its own process
@@ -59,6 +64,8 @@ try {
     server.on("exit", (code) => reject(new Error(`server exited ${code}`)));
   });
   const { hostname, port } = new URL(base);
+  const meter = cpuMeter(db, dbName, server.pid);
+  const costs = {};
   const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
   const post = (path, body) =>
     new Promise((resolve, reject) => {
@@ -118,6 +125,7 @@ try {
     let next = 0;
     let accepted = 0;
     const started = process.hrtime.bigint();
+    const done = await meter.phase();
     await Promise.all(
       Array.from({ length: CONCURRENT_BATCHES }, async () => {
         while (next < bodies.length) {
@@ -128,7 +136,11 @@ try {
       }),
     );
     const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-    log(`${label}: ${accepted} events in ${seconds.toFixed(2)} s`);
+    const cpu = await done(accepted / 1000);
+    costs[label] = cpu;
+    log(
+      `${label}: ${accepted} events in ${seconds.toFixed(2)} s; CPU per 1,000 events: server ${cpu.server_ms} ms, PostgreSQL ${cpu.db_ms} ms; ${cpu.commits} commits per 1,000`,
+    );
     if (accepted !== count * BATCH) throw new Error(`${label}: ${accepted} of ${count * BATCH} accepted`);
     return accepted / seconds;
   }
@@ -146,6 +158,7 @@ try {
   );
   let nextSingle = 0;
   const singleStart = process.hrtime.bigint();
+  const singleDone = await meter.phase();
   await Promise.all(
     Array.from({ length: SINGLE_CLIENTS }, async () => {
       while (nextSingle < singles.length) await post("/v1/events", singles[nextSingle++]);
@@ -153,7 +166,10 @@ try {
   );
   const singleSeconds = Number(process.hrtime.bigint() - singleStart) / 1e9;
   const singleRate = SINGLE_EVENTS / singleSeconds;
-  log(`single events, ${SINGLE_CLIENTS} clients: ${SINGLE_EVENTS} in ${singleSeconds.toFixed(2)} s`);
+  const singleCpu = await singleDone(SINGLE_EVENTS / 1000);
+  log(
+    `single events, ${SINGLE_CLIENTS} clients: ${SINGLE_EVENTS} in ${singleSeconds.toFixed(2)} s; CPU per 1,000 events: server ${singleCpu.server_ms} ms, PostgreSQL ${singleCpu.db_ms} ms`,
+  );
 
   // ---- the naive ledger: one transaction per event, same PostgreSQL, same concurrency as the single-event clients
   await db.query(`CREATE TABLE naive_balances (id int PRIMARY KEY, balance numeric(38,0) NOT NULL CHECK (balance >= 0));
@@ -206,6 +222,7 @@ try {
   const latencies = [];
   let nextCycle = 0;
   const authStart = process.hrtime.bigint();
+  const authDone = await meter.phase();
   await Promise.all(
     Array.from({ length: AUTH_CLIENTS }, async () => {
       while (nextCycle++ < AUTH_CYCLES) latencies.push(await cycle());
@@ -213,16 +230,18 @@ try {
   );
   const authSeconds = Number(process.hrtime.bigint() - authStart) / 1e9;
   const authRate = AUTH_CYCLES / authSeconds;
+  const authCpu = await authDone(AUTH_CYCLES);
   latencies.sort((a, b) => a - b);
   const pct = (p) => latencies[Math.min(latencies.length - 1, Math.floor((p / 100) * latencies.length))];
   log(
-    `authorize+hold then settle, ${AUTH_CLIENTS} clients: ${AUTH_CYCLES} in ${authSeconds.toFixed(2)} s; authorize p50 ${pct(50).toFixed(2)} ms, p99 ${pct(99).toFixed(2)} ms`,
+    `authorize+hold then settle, ${AUTH_CLIENTS} clients: ${AUTH_CYCLES} in ${authSeconds.toFixed(2)} s; authorize p50 ${pct(50).toFixed(2)} ms, p99 ${pct(99).toFixed(2)} ms; CPU per cycle: server ${authCpu.server_ms} ms, PostgreSQL ${authCpu.db_ms} ms; ${authCpu.commits} commits per cycle`,
   );
 
   // ---- the bare endpoint of the same server: authenticated, no work, same concurrency
   for (let i = 0; i < 200; i++) await get("/v1/ping");
   let nextPing = 0;
   const pingStart = process.hrtime.bigint();
+  const pingDone = await meter.phase();
   await Promise.all(
     Array.from({ length: AUTH_CLIENTS }, async () => {
       while (nextPing++ < AUTH_CYCLES) await get("/v1/ping");
@@ -230,7 +249,11 @@ try {
   );
   const pingSeconds = Number(process.hrtime.bigint() - pingStart) / 1e9;
   const bareRate = AUTH_CYCLES / pingSeconds;
-  log(`bare GET /v1/ping, ${AUTH_CLIENTS} clients: ${AUTH_CYCLES} in ${pingSeconds.toFixed(2)} s`);
+  const pingCpu = await pingDone(AUTH_CYCLES);
+  log(
+    `bare GET /v1/ping, ${AUTH_CLIENTS} clients: ${AUTH_CYCLES} in ${pingSeconds.toFixed(2)} s; CPU per request: server ${pingCpu.server_ms} ms`,
+  );
+  await meter.stop();
 
   // ---- the ledger must still reconcile
   const r = await run("node", ["packages/cli/dist/src/main.js", "reconcile"], { DATABASE_URL });
@@ -260,7 +283,9 @@ try {
     server.kill("SIGTERM");
     await once(server, "exit").catch(() => undefined);
   }
-  await admin.query(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`);
+  // BENCH_KEEP_DB=1 keeps the database, to EXPLAIN the hot statements on it afterwards.
+  if (process.env.BENCH_KEEP_DB) log(`kept database ${dbName}`);
+  else await admin.query(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`);
   await admin.end();
 }
 
@@ -350,4 +375,73 @@ async function seed(db) {
     });
     await sql.close();
   }
+}
+
+/**
+ * CPU seconds spent by the server process and by the database's backends (Linux /proc), so a
+ * phase's cost per operation can be compared on a machine other work shares: wall-clock rates
+ * move with the neighbours' load, CPU per operation much less. Backends are sampled every
+ * 100 ms (a backend that exits keeps its last reading).
+ */
+function cpuMeter(db, dbName, serverPid) {
+  const ticks = (pid) => {
+    try {
+      const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
+      return (Number(f[11]) + Number(f[12])) / 100;
+    } catch {
+      return null;
+    }
+  };
+  const backends = new Map();
+  let stopped = false;
+  const sample = async () => {
+    const { rows } = await db.query("SELECT pid FROM pg_stat_activity WHERE datname = $1", [dbName]);
+    for (const { pid } of rows) {
+      const t = ticks(pid);
+      if (t !== null) backends.set(pid, t);
+    }
+  };
+  const loop = (async () => {
+    while (!stopped) {
+      await sample().catch(() => undefined);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  })();
+  const read = () => ({
+    server: ticks(serverPid) ?? 0,
+    db: [...backends.values()].reduce((a, b) => a + b, 0),
+  });
+  // Commits and statements-worth of work: transactions per operation shows how well requests batch.
+  const commits = async () =>
+    Number(
+      (await db.query("SELECT xact_commit FROM pg_stat_database WHERE datname = $1", [dbName])).rows[0]
+        .xact_commit,
+    );
+  return {
+    /** Starts a phase: returns a function that ends it and gives CPU ms per operation. */
+    async phase() {
+      await sample();
+      const start = read();
+      const before = new Map(backends);
+      const startCommits = await commits();
+      return async (ops) => {
+        await sample();
+        const end = read();
+        // The statistics reach pg_stat_database within a second of a backend going idle.
+        await new Promise((r) => setTimeout(r, 1100));
+        const txs = (await commits()) - startCommits;
+        let db = 0;
+        for (const [pid, t] of backends) db += t - (before.get(pid) ?? 0);
+        return {
+          server_ms: Number((((end.server - start.server) * 1000) / ops).toFixed(3)),
+          db_ms: Number(((db * 1000) / ops).toFixed(3)),
+          commits: Number((txs / ops).toFixed(3)),
+        };
+      };
+    },
+    async stop() {
+      stopped = true;
+      await loop;
+    },
+  };
 }

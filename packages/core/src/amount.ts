@@ -92,10 +92,20 @@ export function formatAmount(units: bigint): string {
 export function formatDecimal(value: bigint, scale: number): string {
   const negative = value < 0n;
   const magnitude = negative ? -value : value;
-  const one = 10n ** BigInt(scale);
-  const whole = magnitude / one;
-  const fraction = scale === 0 ? "" : (magnitude % one).toString().padStart(scale, "0").replace(/0+$/, "");
-  return (negative ? "-" : "") + whole.toString() + (fraction ? "." + fraction : "");
+  // One conversion to a string and slicing, not a division: this runs several times per event.
+  const digits = magnitude.toString();
+  let whole: string;
+  let fraction: string;
+  if (digits.length > scale) {
+    whole = digits.slice(0, digits.length - scale);
+    fraction = digits.slice(digits.length - scale);
+  } else {
+    whole = "0";
+    fraction = digits.padStart(scale, "0");
+  }
+  let end = fraction.length;
+  while (end > 0 && fraction.charCodeAt(end - 1) === 48) end--;
+  return (negative ? "-" : "") + whole + (end > 0 ? `.${fraction.slice(0, end)}` : "");
 }
 
 /**

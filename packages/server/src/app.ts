@@ -6,6 +6,7 @@ import {
   Contracts,
   Gifts,
   Holds,
+  HoldWriter,
   IngestWriter,
   Metering,
   Runs,
@@ -254,6 +255,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     commerce,
     holds,
     runs: new Runs(store, holds),
+    holdWriter: new HoldWriter(store, holds, metering, { batch: false }),
     webhooks: options.webhooks ?? new Webhooks(store, { timeoutMs: config.webhookTimeoutMs ?? 10_000 }),
     alerts: new Alerts(store),
   };
@@ -335,6 +337,7 @@ interface Services {
   readonly commerce: Commerce;
   readonly holds: Holds;
   readonly runs: Runs;
+  readonly holdWriter: HoldWriter;
   readonly webhooks: Webhooks;
   readonly alerts: Alerts;
 }
@@ -396,32 +399,31 @@ function register(app: FastifyInstance, services: Services, r: Route): void {
           );
         }
         const path = req.url.split("?")[0]!;
+        // Only a keyed request is compared with an earlier one: no hash of the body without a key.
+        const print = key === null ? "" : fingerprint(r.method, path, req.body);
+        if (r.groupCommit) {
+          out = await groupCommitted(r, { ...base, tx: store.db }, key, print, req.id);
+          if (out.conflict) throw keyReused();
+          if (out.replayed) reply.header("idempotent-replayed", "true");
+          if (out.problem) return sendProblem(reply, out.body as Problem);
+          return reply.code(out.status).send(out.body);
+        }
         // What this request answers now; the idempotency record may keep less (no secrets).
         let answer: Reply | undefined;
-        const result = await store.idempotent(
-          auth.tenantId,
-          key,
-          fingerprint(r.method, path, req.body),
-          async (tx) => {
-            try {
-              answer = await r.handle({ ...base, tx });
-              return r.stored ? { ...answer, body: r.stored(answer.body) } : answer;
-            } catch (error) {
-              // A business failure is this request's result too: stored, and replayed on retry.
-              if (error instanceof ApiError) {
-                const p = problem(error.code, error.message, req.id, error.extra);
-                return { status: p.status, body: p, problem: true } satisfies Reply;
-              }
-              throw error;
+        const result = await store.idempotent(auth.tenantId, key, print, async (tx) => {
+          try {
+            answer = await r.handle({ ...base, tx });
+            return r.stored ? { ...answer, body: r.stored(answer.body) } : answer;
+          } catch (error) {
+            // A business failure is this request's result too: stored, and replayed on retry.
+            if (error instanceof ApiError) {
+              const p = problem(error.code, error.message, req.id, error.extra);
+              return { status: p.status, body: p, problem: true } satisfies Reply;
             }
-          },
-        );
-        if (result.kind === "conflict") {
-          throw new ApiError(
-            "idempotency_key_reused",
-            "This Idempotency-Key was used with a different request; use a new key for a new request.",
-          );
-        }
+            throw error;
+          }
+        });
+        if (result.kind === "conflict") throw keyReused();
         if (result.kind === "replayed") reply.header("idempotent-replayed", "true");
         out = result.kind === "fresh" && answer ? answer : result.outcome;
       }
@@ -429,4 +431,34 @@ function register(app: FastifyInstance, services: Services, r: Route): void {
       return reply.code(out.status).send(out.body);
     },
   });
+}
+
+const keyReused = () =>
+  new ApiError(
+    "idempotency_key_reused",
+    "This Idempotency-Key was used with a different request; use a new key for a new request.",
+  );
+
+/**
+ * Runs a `groupCommit` route: its writer claims the Idempotency-Key in the batch's transaction.
+ * A business failure raised before the writer (a missing hold, a bad event) is the request's
+ * result too: stored under the key in a transaction of its own, and replayed on retry.
+ */
+async function groupCommitted(
+  r: Route,
+  ctx: Parameters<Route["handle"]>[0],
+  key: string | null,
+  print: string,
+  requestId: string,
+): Promise<Reply> {
+  try {
+    return await r.handle({ ...ctx, idempotency: key === null ? null : { key, fingerprint: print } });
+  } catch (error) {
+    if (!(error instanceof ApiError) || key === null) throw error;
+    const p = problem(error.code, error.message, requestId, error.extra);
+    const failed: Reply = { status: p.status, body: p, problem: true };
+    const stored = await ctx.store.idempotent(ctx.tenantId, key, print, async () => failed);
+    if (stored.kind === "conflict") return { status: 409, body: null, conflict: true };
+    return stored.kind === "replayed" ? { ...stored.outcome, replayed: true } : failed;
+  }
 }

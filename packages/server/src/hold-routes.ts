@@ -11,7 +11,18 @@ import type { HoldRecord, SettleEvent } from "@drawdown/storage";
 import { Type } from "@sinclair/typebox";
 import { ApiError } from "./errors.js";
 import { parseEvent } from "./events.js";
-import { amount, ID_CURSOR, must, notFound, okReply, page, type Route, route, visible } from "./routes.js";
+import {
+  amount,
+  committed,
+  ID_CURSOR,
+  must,
+  notFound,
+  okReply,
+  page,
+  type Route,
+  route,
+  visible,
+} from "./routes.js";
 import * as S from "./schemas.js";
 import { listView } from "./views.js";
 
@@ -256,7 +267,10 @@ export const HOLD_ROUTES: readonly Route[] = [
     body: AuthorizeBody,
     response: AuthorizationView,
     errors: ["not_found", "invalid_amount", "invalid_argument", "unknown_action", "no_rate_card"],
-    handle: async ({ holds, tx, tenantId, body }) => {
+    // Batched with other authorizations and settlements: one transaction, wallets locked once.
+    groupCommit: true,
+    handle: async (ctx) => {
+      const { holdWriter, tenantId, body } = ctx;
       const e = body.estimate;
       if ((e.credits === undefined) === (e.quantities === undefined))
         throw new ApiError(
@@ -278,35 +292,39 @@ export const HOLD_ROUTES: readonly Route[] = [
         e.credits !== undefined
           ? { credits: amount(e.credits, "estimate.credits", true) }
           : { quantities: quantities(e.quantities!, "estimate.quantities"), dimensions: e.dimensions ?? {} };
-      const r = must(
-        await holds.authorize(tx, tenantId, {
-          customerId: body.customer_id,
-          subjectId: body.subject_id ?? null,
-          action: body.action,
-          estimate,
-          holdTimeoutSeconds: body.hold
-            ? (body.hold_timeout_seconds ?? HOLD_LIMITS.timeoutDefaultSeconds)
-            : null,
-        }),
-      );
-      const a = r.authorization;
-      return okReply({
-        object: "authorization",
-        decision: a.decision,
-        reason: a.reason,
-        available: formatAmount(a.available),
-        estimate: formatAmount(a.estimate),
-        hold: r.hold ? holdView(r.hold) : null,
-        allowed_actions: a.allowedActions === null ? null : [...a.allowedActions],
-        fallback_action: a.fallbackAction,
-        auto_top_up: r.autoTopUp
-          ? {
-              outcome: r.autoTopUp.outcome,
-              purchase_ids: [...r.autoTopUp.purchaseIds],
-              reason: r.autoTopUp.reason,
-            }
+      const request = {
+        customerId: body.customer_id,
+        subjectId: body.subject_id ?? null,
+        action: body.action,
+        estimate,
+        holdTimeoutSeconds: body.hold
+          ? (body.hold_timeout_seconds ?? HOLD_LIMITS.timeoutDefaultSeconds)
           : null,
-      });
+      };
+      return committed(
+        ctx,
+        (claim) => holdWriter.authorize(tenantId, request, claim),
+        (r) => {
+          const a = r.authorization;
+          return okReply({
+            object: "authorization",
+            decision: a.decision,
+            reason: a.reason,
+            available: formatAmount(a.available),
+            estimate: formatAmount(a.estimate),
+            hold: r.hold ? holdView(r.hold) : null,
+            allowed_actions: a.allowedActions === null ? null : [...a.allowedActions],
+            fallback_action: a.fallbackAction,
+            auto_top_up: r.autoTopUp
+              ? {
+                  outcome: r.autoTopUp.outcome,
+                  purchase_ids: [...r.autoTopUp.purchaseIds],
+                  reason: r.autoTopUp.reason,
+                }
+              : null,
+          });
+        },
+      );
     },
   }),
   route({
@@ -380,7 +398,9 @@ export const HOLD_ROUTES: readonly Route[] = [
       "event_too_old",
       "event_in_future",
     ],
-    handle: async ({ holds, store, tx, tenantId, params, body }) => {
+    groupCommit: true,
+    handle: async (ctx) => {
+      const { holds, holdWriter, store, tenantId, params, body } = ctx;
       if ((body.events === undefined) === (body.quantities === undefined))
         throw new ApiError("invalid_argument", "Settle with events or with quantities, one of them.", {
           errors: [{ path: "events", message: "events or quantities" }],
@@ -393,7 +413,8 @@ export const HOLD_ROUTES: readonly Route[] = [
             errors: [{ path: "dimensions", message: "only with quantities" }],
           },
         );
-      const hold = await holds.getHold(tenantId, params.id, tx);
+      // Its customer and wallet, which never change; the writer reads it again under the wallet's lock.
+      const hold = holdWriter.known(tenantId, params.id) ?? (await holds.getHold(tenantId, params.id));
       if (!hold) throw notFound("hold", params.id);
       const now = store.now(tenantId);
       const raw =
@@ -428,7 +449,11 @@ export const HOLD_ROUTES: readonly Route[] = [
           fingerprint: parsed.value.fingerprint,
         };
       });
-      return okReply(holdView(must(await holds.settle(tx, tenantId, params.id, { events }))));
+      return committed(
+        ctx,
+        (claim) => holdWriter.settle(tenantId, hold, { events }, claim),
+        (h) => okReply(holdView(h)),
+      );
     },
   }),
   route({

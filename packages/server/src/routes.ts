@@ -13,6 +13,8 @@ import type {
   Contracts,
   Gifts,
   Holds,
+  HoldWriter,
+  IdempotencyClaim,
   IngestWriter,
   Metering,
   Runs,
@@ -20,9 +22,10 @@ import type {
   Store,
   Subscriptions,
   Webhooks,
+  WriterAnswer,
 } from "@drawdown/storage";
 import { type Static, type TSchema, Type } from "@sinclair/typebox";
-import { ApiError, type ApiErrorCode } from "./errors.js";
+import { ApiError, type ApiErrorCode, problem } from "./errors.js";
 import * as S from "./schemas.js";
 import {
   apiKeyView,
@@ -65,8 +68,15 @@ export interface RequestContext<P, Q, B> {
   readonly webhooks: Webhooks;
   /** Alert rules and fired alerts. */
   readonly alerts: Alerts;
+  /** The group-commit writer of authorize and settle. */
+  readonly holdWriter: HoldWriter;
   /** The transaction a POST runs in (with its idempotency record); the database for a GET. */
   readonly tx: SqlExecutor;
+  /**
+   * For a `groupCommit` route: the request's Idempotency-Key and fingerprint (null without a
+   * key), which the handler hands to its writer so the key commits with the effect.
+   */
+  readonly idempotency?: { readonly key: string; readonly fingerprint: string } | null;
 }
 
 /** A handler's answer. */
@@ -75,6 +85,10 @@ export interface Reply {
   readonly body: unknown;
   /** True when the body is a problem document (sent as application/problem+json). */
   readonly problem?: boolean;
+  /** A `groupCommit` route's answer replayed from the Idempotency-Key's first outcome. */
+  readonly replayed?: boolean;
+  /** A `groupCommit` route's Idempotency-Key was used with another request. */
+  readonly conflict?: boolean;
 }
 
 /** One endpoint: its schemas (validation and documentation both) and its handler. */
@@ -113,6 +127,13 @@ export interface Route<
    * Idempotency-Key transaction, and `tx` is the database.
    */
   readonly idempotencyKey?: false;
+  /**
+   * True for POSTs whose writer batches requests (authorize, settle): the handler runs outside
+   * any transaction (`tx` is the database) and gives `idempotency` to the writer, which claims
+   * the key and records its outcome in the batch's transaction. A failure raised before the
+   * writer is stored under the key in a transaction of its own.
+   */
+  readonly groupCommit?: true;
   /** A larger body limit in bytes (batch ingestion). */
   readonly bodyLimit?: number;
 }
@@ -122,6 +143,37 @@ export const route = <P extends TSchema, Q extends TSchema, B extends TSchema>(r
   r as unknown as Route;
 
 // ------------------------------------------------------------------ helpers
+
+/** A result as the reply a handler gives: `ok` for a success, a problem for a business failure. */
+export function replyOf<T>(
+  result: Result<T, LedgerError>,
+  requestId: string,
+  ok: (value: T) => Reply,
+): Reply {
+  if (result.ok) return ok(result.value);
+  const e = ApiError.from(result.error);
+  const p = problem(e.code, e.message, requestId, e.extra);
+  return { status: p.status, body: p, problem: true };
+}
+
+/**
+ * Hands a request to a group-commit writer with its Idempotency-Key, and turns the writer's
+ * answer into the reply: the same function makes the reply and the key's recorded outcome.
+ */
+export async function committed<T>(
+  ctx: {
+    readonly requestId: string;
+    readonly idempotency?: RequestContext<unknown, unknown, unknown>["idempotency"];
+  },
+  submit: (claim: IdempotencyClaim | null) => Promise<WriterAnswer<T>>,
+  ok: (value: T) => Reply,
+): Promise<Reply> {
+  const reply = (r: Result<unknown>) => replyOf(r as Result<T>, ctx.requestId, ok);
+  const answer = await submit(ctx.idempotency ? { ...ctx.idempotency, outcome: reply } : null);
+  if (answer.kind === "conflict") return { status: 409, body: null, conflict: true };
+  if (answer.kind === "replayed") return { ...(answer.outcome as Reply), replayed: true };
+  return reply(answer.result);
+}
 
 /** Unwraps a core or store result, raising its failure as an API error. */
 export function must<T>(result: Result<T, LedgerError>): T {

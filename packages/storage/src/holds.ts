@@ -124,7 +124,8 @@ const iso = (t: number): string => new Date(t).toISOString();
 const ms = (v: unknown): number => (v instanceof Date ? v.getTime() : new Date(String(v)).getTime());
 const EMPTY: Effect = { transactions: [], newGrants: [], statusChanges: [], grantChanges: [] };
 
-function toHold(r: Row): HoldRecord {
+/** A hold row as read from the database (shared with the group-commit writer). */
+export function toHold(r: Row): HoldRecord {
   const draws = (
     JSON.parse(String(r.draws)) as { wallet_id: string; grant_id: string | null; amount: string }[]
   ).map((d): HoldDraw => ({ walletId: d.wallet_id, grantId: d.grant_id, amount: BigInt(d.amount) }));
@@ -149,12 +150,14 @@ function toHold(r: Row): HoldRecord {
   };
 }
 
-const drawsJson = (draws: readonly HoldDraw[]): string =>
+/** A hold's draws as stored (JSON, amounts in units). */
+export const drawsJson = (draws: readonly HoldDraw[]): string =>
   JSON.stringify(
     draws.map((d) => ({ wallet_id: d.walletId, grant_id: d.grantId, amount: d.amount.toString() })),
   );
 
-const estimateJson = (e: Estimate, credits: bigint): string =>
+/** The estimate as stored on a hold: as given, with its credits. */
+export const estimateJson = (e: Estimate, credits: bigint): string =>
   JSON.stringify(
     "credits" in e
       ? { credits: credits.toString() }

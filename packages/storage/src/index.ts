@@ -8,6 +8,7 @@ export * from "./caps.js";
 export * from "./commerce.js";
 export * from "./contracts.js";
 export * from "./gifts.js";
+export * from "./hold-writer.js";
 export * from "./holds.js";
 export * from "./ids.js";
 export * from "./ingest.js";

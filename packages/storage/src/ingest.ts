@@ -562,18 +562,18 @@ const EVENT_COLUMNS = [
 
 /**
  * Writes the accepted events with COPY: one round trip, no per-row statement. Events posted
- * by settling a hold name it.
+ * by settling a hold name it (`holdId`, or each item's own when several holds settle at once).
  */
 export async function insertEvents(
   ex: SqlExecutor,
   tenantId: string,
-  accepted: readonly { outcome: Accepted; fingerprint: string }[],
+  accepted: readonly { outcome: Accepted; fingerprint: string; holdId?: string }[],
   now: number,
   holdId: string | null = null,
 ): Promise<void> {
   if (accepted.length === 0) return;
   const receivedAt = new Date(now).toISOString();
-  const rows = accepted.map(({ outcome: o, fingerprint }) => {
+  const rows = accepted.map(({ outcome: o, fingerprint, holdId: own }) => {
     const e = o.event;
     const quantities: Record<string, string> = {};
     for (const [k, v] of Object.entries(e.quantities)) quantities[k] = formatDecimal(v, QUANTITY_SCALE);
@@ -611,8 +611,22 @@ export async function insertEvents(
       o.cost === null ? null : o.cost.toString(),
       o.revenue.toString(),
       JSON.stringify(detail),
-      holdId,
+      own ?? holdId,
     ];
   });
-  await ex.copyFrom("usage_events", EVENT_COLUMNS, rows);
+  if (rows.length > SMALL_INSERT_ROWS) {
+    await ex.copyFrom("usage_events", EVENT_COLUMNS, rows);
+    return;
+  }
+  // A few rows (a settlement, a small writer batch): one INSERT is one round trip; COPY takes two.
+  await ex.query(
+    `INSERT INTO usage_events (${EVENT_COLUMNS.join(", ")})
+     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[],
+       $8::text[], $9::text[], $10::numeric[], $11::numeric[], $12::numeric[], $13::numeric[], $14::numeric[],
+       $15::text[], $16::text[])`,
+    EVENT_COLUMNS.map((_, c) => rows.map((r) => r[c] ?? null)),
+  );
 }
+
+/** Event rows up to this many are inserted with one statement, more with COPY. */
+const SMALL_INSERT_ROWS = 64;

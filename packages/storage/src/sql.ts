@@ -90,6 +90,37 @@ export async function openPglite(dataDir?: string): Promise<SqlClient> {
   };
 }
 
+/** Most statements one pool prepares; past it, statements are sent unnamed (parsed each time). */
+const MAX_PREPARED = 2000;
+
+/**
+ * A statement whose result columns a schema change could alter (`SELECT *`, `t.*`,
+ * `RETURNING *`): a prepared one would fail with "cached plan must not change result type"
+ * after another instance's migration added a column, so these are never prepared.
+ */
+const STAR = /(?:SELECT|RETURNING|,)\s+(?:\w+\.)?\*/i;
+
+/**
+ * The prepared-statement name of a parameterized statement, or undefined (sent unnamed).
+ * PostgreSQL then parses and analyzes each statement once per connection, not at every
+ * call: about a third of the database's CPU per statement on the hot paths, and less work in
+ * the driver (see docs/benchmarks.md). Statements without parameters (migrations, DDL) are
+ * never prepared.
+ */
+function statementNames(): (text: string, params: readonly unknown[] | undefined) => string | undefined {
+  const names = new Map<string, string>();
+  return (text, params) => {
+    if (params === undefined || params.length === 0) return undefined;
+    let name = names.get(text);
+    if (name === undefined) {
+      if (names.size >= MAX_PREPARED || STAR.test(text)) return undefined;
+      name = `dd_${names.size}`;
+      names.set(text, name);
+    }
+    return name;
+  };
+}
+
 /** Options for a PostgreSQL pool. */
 export interface PostgresOptions {
   /** Pool size. Default 10. */
@@ -103,19 +134,26 @@ export async function openPostgres(url: string, options: PostgresOptions = {}): 
   const pool = new pg.Pool({
     connectionString: url,
     max: options.max ?? 10,
-    ...(options.schema ? { options: `-c search_path=${options.schema}` } : {}),
+    // Prepared statements are planned for their values each time (a generic plan, chosen
+    // after five runs, may scan a tenant's every row when its statistics lag a growing table).
+    options: `-c plan_cache_mode=force_custom_plan${options.schema ? ` -c search_path=${options.schema}` : ""}`,
   });
   pool.on("error", () => {
     // An idle client lost its connection; the pool replaces it on next use.
   });
   const client = await pool.connect();
   client.release();
+  const nameOf = statementNames();
   const run = async <T extends Row>(
     ex: pg.Pool | pg.PoolClient,
     text: string,
     params?: readonly unknown[],
   ) => {
-    const r = await ex.query<T>(text, params as unknown[] | undefined);
+    const name = nameOf(text, params);
+    const r =
+      name === undefined
+        ? await ex.query<T>(text, params as unknown[] | undefined)
+        : await ex.query<T>({ name, text, values: params as unknown[] });
     return { rows: r.rows, rowCount: r.rowCount ?? r.rows.length };
   };
   const copy = async (

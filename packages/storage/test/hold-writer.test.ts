@@ -1,0 +1,359 @@
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+import { credits, type Result, UNIT } from "@drawdown/core";
+import fc from "fast-check";
+import {
+  type AuthorizeOutcome,
+  type AuthorizeRequest,
+  type HoldRecord,
+  Holds,
+  HoldWriter,
+  type IdempotencyClaim,
+  Metering,
+  type SqlExecutor,
+  type Store,
+  type WriterAnswer,
+} from "../src/index.js";
+import { backends, POSTGRES_URL, postgresDatabase, type TestDatabase } from "./support/backends.js";
+
+// The group-commit writer of authorize and settle: batched, it answers exactly what the
+// one-request path (Holds.authorize / Holds.settle, one transaction each) answers for the same
+// requests in the same order, keeps invariants 4 and 6, and claims idempotency keys in its batch.
+
+const T0 = Date.UTC(2027, 2, 1, 12);
+
+function okv<T>(r: Result<T>): T {
+  if (!r.ok) assert.fail(`expected success, got ${r.error.code}: ${r.error.message}`);
+  return r.value;
+}
+
+function fresh<T>(a: WriterAnswer<T>): Result<T> {
+  assert.equal(a.kind, "fresh");
+  return (a as { result: Result<T> }).result;
+}
+
+function harness(database: TestDatabase, clock: () => number = () => T0) {
+  const store = database.store(clock);
+  const metering = new Metering((t) => store.now(t), store.newId);
+  const holds = new Holds(store, metering);
+  const writer = new HoldWriter(store, holds, metering);
+  const tx = <T>(fn: (ex: SqlExecutor) => Promise<T>) => store.db.transaction(fn);
+
+  /** A tenant with one customer holding `amount` credits in two grants, and a card: a `unit` costs 1 credit. */
+  async function setup(amount: bigint, softFloor: bigint | null = null) {
+    const tenant = await store.createTenant("Writer", "test");
+    okv(await store.advanceClock(tenant.id, clock()));
+    const tenantId = tenant.id;
+    const customer = okv(await tx((ex) => store.createCustomer(ex, tenantId, { kind: "organization" })));
+    const half = amount / 2n;
+    for (const [part, priority] of [
+      [half, 10],
+      [amount - half, 20],
+    ] as const)
+      if (part > 0n)
+        okv(
+          await tx((ex) =>
+            store.createGrant(ex, tenantId, {
+              walletId: customer.walletId,
+              amount: part,
+              source: "promo",
+              priority,
+            }),
+          ),
+        );
+    if (softFloor !== null)
+      okv(
+        await tx((ex) =>
+          metering.setOveragePolicy(ex, tenantId, customer.walletId, { mode: "soft_cap", floor: -softFloor }),
+        ),
+      );
+    const card = okv(await tx((ex) => metering.createRateCard(ex, tenantId, "Standard")));
+    okv(
+      await tx((ex) =>
+        metering.publishRateCardVersion(ex, tenantId, card.id, null, {
+          lines: [{ id: "run", action: "agent.run", quantity: "units", rate: "1" }],
+        }),
+      ),
+    );
+    return { tenantId, customerId: customer.id, walletId: customer.walletId };
+  }
+  const request = (customerId: string, estimate: bigint, hold: boolean): AuthorizeRequest => ({
+    customerId,
+    subjectId: null,
+    action: "agent.run",
+    estimate: { credits: estimate },
+    holdTimeoutSeconds: hold ? 300 : null,
+  });
+  return { store, metering, holds, writer, tx, setup, request };
+}
+
+/** What must agree between the two paths: everything but ids. */
+const authorizeShape = (r: Result<AuthorizeOutcome>) =>
+  r.ok
+    ? {
+        decision: r.value.authorization.decision,
+        reason: r.value.authorization.reason,
+        available: r.value.authorization.available,
+        held: r.value.hold?.amount ?? null,
+        draws: r.value.hold?.draws.map((d) => d.amount) ?? null,
+      }
+    : { code: r.error.code };
+const settleShape = (r: Result<HoldRecord>) =>
+  r.ok
+    ? { status: r.value.status, posted: r.value.posted, released: r.value.released, unpaid: r.value.unpaid }
+    : { code: r.error.code };
+
+const steps = fc.array(
+  fc.oneof(
+    fc.record({
+      kind: fc.constant("authorize" as const),
+      estimate: fc.integer({ min: 0, max: 8 }),
+      hold: fc.boolean(),
+    }),
+    fc.record({
+      kind: fc.constant("settle" as const),
+      target: fc.nat({ max: 20 }),
+      units: fc.integer({ min: 0, max: 10 }),
+    }),
+  ),
+  { minLength: 1, maxLength: 24 },
+);
+
+for (const backend of backends()) {
+  describe(`hold writer (${backend.name})`, () => {
+    let database: TestDatabase;
+    let h: ReturnType<typeof harness>;
+    before(async () => {
+      database = await backend.open();
+      h = harness(database);
+    });
+    after(async () => {
+      await database.close();
+    });
+
+    test("batched requests answer what the one-request path answers in the same order, and the ledgers agree", async () => {
+      await fc.assert(
+        fc.asyncProperty(steps, steps, fc.boolean(), async (first, second, soft) => {
+          const a = await h.setup(credits(20n), soft ? credits(5n) : null);
+          const b = await h.setup(credits(20n), soft ? credits(5n) : null);
+          const heldA: string[] = [];
+          const heldB: string[] = [];
+          // Two rounds: the second settles holds the first placed. Each round is submitted at
+          // once (the writer batches it) and run one request at a time on the other customer.
+          for (const round of [first, second]) {
+            const knownA = [...heldA];
+            const knownB = [...heldB];
+            const batched = await Promise.all(
+              round.map(async (s) => {
+                if (s.kind === "authorize") {
+                  const r = fresh(
+                    await h.writer.authorize(
+                      a.tenantId,
+                      h.request(a.customerId, credits(BigInt(s.estimate)), s.hold),
+                      null,
+                    ),
+                  );
+                  return { shape: authorizeShape(r), hold: r.ok ? (r.value.hold?.id ?? null) : null };
+                }
+                const id = knownA[s.target % Math.max(1, knownA.length)];
+                if (id === undefined) return { shape: null, hold: null };
+                const r = await h.writer.settle(
+                  a.tenantId,
+                  { id, customerId: a.customerId, walletId: a.walletId },
+                  { quantities: { units: BigInt(s.units) * UNIT } },
+                  null,
+                );
+                return { shape: settleShape(fresh(r)), hold: null };
+              }),
+            );
+            const single: unknown[] = [];
+            for (const s of round) {
+              if (s.kind === "authorize") {
+                const r = await h.tx((ex) =>
+                  h.holds.authorize(
+                    ex,
+                    b.tenantId,
+                    h.request(b.customerId, credits(BigInt(s.estimate)), s.hold),
+                  ),
+                );
+                single.push(authorizeShape(r));
+                if (r.ok && r.value.hold) heldB.push(r.value.hold.id);
+              } else {
+                const id = knownB[s.target % Math.max(1, knownB.length)];
+                if (id === undefined) single.push(null);
+                else
+                  single.push(
+                    settleShape(
+                      await h.tx((ex) =>
+                        h.holds.settle(ex, b.tenantId, id, { quantities: { units: BigInt(s.units) * UNIT } }),
+                      ),
+                    ),
+                  );
+              }
+            }
+            assert.deepEqual(
+              batched.map((x) => x.shape),
+              single,
+            );
+            for (const x of batched) if (x.hold !== null) heldA.push(x.hold);
+            assert.equal(heldA.length, heldB.length);
+          }
+          const [ba, bb] = [
+            await h.store.balance(a.tenantId, a.walletId),
+            await h.store.balance(b.tenantId, b.walletId),
+          ];
+          assert.equal(ba!.available, bb!.available);
+          assert.equal(ba!.held, bb!.held);
+          assert.equal(ba!.total, bb!.total);
+          // Invariant 4: available never below the floor.
+          assert.ok(
+            ba!.available - (await overdraft(h.store, a.tenantId, a.walletId)) >= (soft ? -credits(5n) : 0n),
+          );
+          assert.deepEqual((await h.store.reconcile(a.tenantId)).differences, []);
+        }),
+        { numRuns: backend.name === "pglite" ? 12 : 8 },
+      );
+    });
+
+    test("a hold settled twice in one batch resolves once; the second answers hold_not_pending", async () => {
+      const { tenantId, customerId, walletId } = await h.setup(credits(10n));
+      const placed = okv(
+        fresh(await h.writer.authorize(tenantId, h.request(customerId, credits(4n), true), null)),
+      );
+      const hold = { id: placed.hold!.id, customerId, walletId };
+      const [one, two] = await Promise.all([
+        h.writer.settle(tenantId, hold, { quantities: { units: 3n * UNIT } }, null),
+        h.writer.settle(tenantId, hold, { quantities: { units: 1n * UNIT } }, null),
+      ]);
+      assert.equal(okv(fresh(one)).posted, credits(3n));
+      const second = fresh(two);
+      assert.ok(!second.ok && second.error.code === "hold_not_pending");
+      const b = (await h.store.balance(tenantId, walletId))!;
+      assert.equal(b.available, credits(7n));
+      assert.equal(b.held, 0n);
+      assert.deepEqual((await h.store.reconcile(tenantId)).differences, []);
+    });
+
+    test("with batching off, each request runs alone and answers the same", async () => {
+      const { tenantId, customerId, walletId } = await h.setup(credits(10n));
+      const alone = new HoldWriter(h.store, h.holds, h.metering, { batch: false });
+      const [x, y] = await Promise.all([
+        alone.authorize(tenantId, h.request(customerId, credits(6n), true), null),
+        alone.authorize(tenantId, h.request(customerId, credits(6n), true), null),
+      ]);
+      assert.deepEqual([authorizeShape(fresh(x)).decision, authorizeShape(fresh(y)).decision].sort(), [
+        "allow",
+        "deny",
+      ]);
+      const placed = okv(fresh(x.kind === "fresh" && x.result.ok && x.result.value.hold ? x : y)).hold!;
+      const settled = okv(
+        fresh(
+          await alone.settle(
+            tenantId,
+            { id: placed.id, customerId, walletId },
+            { quantities: { units: 2n * UNIT } },
+            null,
+          ),
+        ),
+      );
+      assert.equal(settled.posted, credits(2n));
+      assert.equal(settled.released, credits(4n));
+      assert.deepEqual((await h.store.reconcile(tenantId)).differences, []);
+    });
+
+    test("idempotency keys commit with the batch: a replay answers the first outcome, another request conflicts", async () => {
+      const { tenantId, customerId, walletId } = await h.setup(credits(10n));
+      const claim = (fingerprint: string): IdempotencyClaim => ({
+        key: "k-1",
+        fingerprint,
+        outcome: (r) =>
+          r.ok ? { placed: (r.value as AuthorizeOutcome).hold?.id ?? null } : { failed: r.error.code },
+      });
+      // The same key twice at once: one runs, the other waits for the next batch and replays it.
+      const [x, y] = await Promise.all([
+        h.writer.authorize(tenantId, h.request(customerId, credits(2n), true), claim("f")),
+        h.writer.authorize(tenantId, h.request(customerId, credits(2n), true), claim("f")),
+      ]);
+      const kinds = [x.kind, y.kind].sort();
+      assert.deepEqual(kinds, ["fresh", "replayed"]);
+      const first = (x.kind === "fresh" ? x : y) as { result: Result<AuthorizeOutcome> };
+      const replay = (x.kind === "replayed" ? x : y) as { outcome: unknown };
+      assert.deepEqual(replay.outcome, { placed: okv(first.result).hold!.id });
+      const conflict = await h.writer.authorize(
+        tenantId,
+        h.request(customerId, credits(3n), true),
+        claim("g"),
+      );
+      assert.equal(conflict.kind, "conflict");
+      const b = (await h.store.balance(tenantId, walletId))!;
+      assert.equal(b.held, credits(2n), "one hold only");
+      // A business failure is an outcome too, stored under its key.
+      const failed = await h.writer.authorize(tenantId, h.request("cus_missing", credits(1n), true), {
+        ...claim("h"),
+        key: "k-2",
+      });
+      assert.ok(failed.kind === "fresh" && !failed.result.ok && failed.result.error.code === "not_found");
+      const again = await h.writer.authorize(tenantId, h.request("cus_missing", credits(1n), true), {
+        ...claim("h"),
+        key: "k-2",
+      });
+      assert.deepEqual(again, { kind: "replayed", outcome: { failed: "not_found" } });
+    });
+  });
+}
+
+async function overdraft(store: Store, tenantId: string, walletId: string): Promise<bigint> {
+  const { rows } = await store.db.query(
+    "SELECT overdraft::text AS o FROM wallets WHERE tenant_id = $1 AND id = $2",
+    [tenantId, walletId],
+  );
+  return BigInt(String(rows[0]!.o));
+}
+
+// Registered on PostgreSQL only: PGlite is one connection and cannot race.
+if (POSTGRES_URL) {
+  const url = POSTGRES_URL;
+  describe("hold writer under concurrency (postgres)", () => {
+    let database: TestDatabase;
+    let h: ReturnType<typeof harness>;
+    before(async () => {
+      database = await postgresDatabase(url, { max: 20 });
+      h = harness(database, Date.now);
+    });
+    after(async () => {
+      await database.close();
+    });
+
+    test("200 concurrent authorizations through two writers (two instances) against room for exactly 100 allow exactly 100", async () => {
+      const { store } = h;
+      const tenant = await store.createTenant("Race", "live");
+      const customer = okv(await h.tx((ex) => store.createCustomer(ex, tenant.id, { kind: "organization" })));
+      okv(
+        await h.tx((ex) =>
+          store.createGrant(ex, tenant.id, {
+            walletId: customer.walletId,
+            amount: credits(100n),
+            source: "promo",
+          }),
+        ),
+      );
+      const other = new HoldWriter(store, h.holds, h.metering);
+      const results = await Promise.all(
+        Array.from({ length: 200 }, (_, i) =>
+          (i % 2 === 0 ? h.writer : other).authorize(
+            tenant.id,
+            h.request(customer.id, credits(1n), true),
+            null,
+          ),
+        ),
+      );
+      const decisions = results.map((r) => okv(fresh(r)).authorization.decision);
+      assert.equal(decisions.filter((d) => d === "allow").length, 100);
+      assert.equal(decisions.filter((d) => d === "deny").length, 100);
+      const b = (await store.balance(tenant.id, customer.walletId))!;
+      assert.equal(b.available, 0n);
+      assert.equal(b.held, credits(100n));
+      assert.deepEqual((await store.reconcile(tenant.id)).differences, []);
+    });
+  });
+}
