@@ -254,3 +254,32 @@ export function capAlertDetails(r: CapReached): Record<string, string> {
 /** The smaller of a room and an optional cap room (null: no cap). */
 export const narrowByCap = (room: bigint, capRoomLeft: bigint | null): bigint =>
   capRoomLeft === null ? room : minAmount(room, capRoomLeft);
+
+/**
+ * The cap state after a plan's effect: its counter deltas added. A batch of plans (the
+ * group-commit writer) threads the state through them, so each sees what the earlier ones spent
+ * and reserved, as it would one transaction later.
+ */
+export function withCapEffect(state: CapState, effect: CapEffect): CapState {
+  if (effect.deltas.size === 0) return state;
+  const counters = new Map(state.counters);
+  for (const [key, d] of effect.deltas) {
+    const c = counters.get(key) ?? { spent: 0n, held: 0n };
+    counters.set(key, { spent: c.spent + d.spent, held: c.held + d.held });
+  }
+  return { caps: state.caps, counters };
+}
+
+/** Several plans' cap effects as one (deltas summed, caps reached in order), written together. */
+export function combineCapEffects(effects: readonly CapEffect[]): CapEffect {
+  const deltas = new Map<string, CapCounter>();
+  for (const e of effects)
+    for (const [key, d] of e.deltas) {
+      const c = deltas.get(key) ?? { spent: 0n, held: 0n };
+      deltas.set(key, { spent: c.spent + d.spent, held: c.held + d.held });
+    }
+  return {
+    deltas: new Map([...deltas].filter(([, d]) => d.spent !== 0n || d.held !== 0n)),
+    reached: effects.flatMap((e) => e.reached),
+  };
+}

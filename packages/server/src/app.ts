@@ -255,7 +255,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     commerce,
     holds,
     runs: new Runs(store, holds),
-    holdWriter: new HoldWriter(store, holds, metering, { batch: false }),
+    holdWriter: new HoldWriter(store, holds, metering),
     webhooks: options.webhooks ?? new Webhooks(store, { timeoutMs: config.webhookTimeoutMs ?? 10_000 }),
     alerts: new Alerts(store),
   };

@@ -185,6 +185,39 @@ export async function capReservationsOf(
   }));
 }
 
+/** The cap room each of these holds reserved, by hold id (holds without a reservation are absent). */
+export async function capReservationsOfHolds(
+  ex: SqlExecutor,
+  tenantId: string,
+  holdIds: readonly string[],
+): Promise<Map<string, CapReservation[]>> {
+  const out = new Map<string, CapReservation[]>();
+  if (holdIds.length === 0) return out;
+  const { rows } = await ex.query(
+    "SELECT hold_id, cap_id, period_start, amount::text AS amount FROM spend_cap_holds WHERE tenant_id = $1 AND hold_id = ANY($2::text[])",
+    [tenantId, [...holdIds]],
+  );
+  for (const r of rows) {
+    const list = out.get(String(r.hold_id)) ?? [];
+    list.push({ capId: String(r.cap_id), periodStart: ms(r.period_start), amount: BigInt(String(r.amount)) });
+    out.set(String(r.hold_id), list);
+  }
+  return out;
+}
+
+/** Drops the reservation rows of settled holds (their plans already moved the counters), in one statement. */
+export async function dropSettledReservations(
+  ex: SqlExecutor,
+  tenantId: string,
+  holdIds: readonly string[],
+): Promise<void> {
+  if (holdIds.length === 0) return;
+  await ex.query("DELETE FROM spend_cap_holds WHERE tenant_id = $1 AND hold_id = ANY($2::text[])", [
+    tenantId,
+    [...holdIds],
+  ]);
+}
+
 /**
  * Frees the cap room of a hold that resolved (void, expiry; a settlement frees it through its
  * plan): the counters lose the reservation, and the reservation rows go. `release` false only

@@ -2,8 +2,11 @@ import {
   type Accepted,
   type Authorization,
   applyEffect,
+  type CapEffect,
+  type CapReservation,
   checkPending,
   combine,
+  combineCapEffects,
   type Effect,
   expireDue,
   fail,
@@ -14,14 +17,20 @@ import {
   ok,
   overdraftDeltas,
   periodStart,
-  planAuthorize,
-  planSettle,
   type RateCardContent,
   type Result,
   rateEvent,
   type UsageEvent,
   usageKey,
+  withCapEffect,
 } from "@drawdown/core";
+import {
+  capReservationsOfHolds,
+  dropSettledReservations,
+  loadCapState,
+  writeCapEffect,
+  writeCapReservations,
+} from "./caps.js";
 import {
   type AuthorizeRequest,
   type AutoTopUpAttempt,
@@ -29,12 +38,19 @@ import {
   estimateJson,
   type HoldRecord,
   type Holds,
+  placedHold,
+  planAuthorizeRequest,
+  planSettleRequest,
+  poolStateFrom,
   type SettleEvent,
   type SettleInput,
+  settlementEvents,
   toHold,
+  wantsTopUp,
 } from "./holds.js";
 import { insertEvents, writeUsageCounters } from "./ingest.js";
 import { Metering } from "./metering.js";
+import { OVERAGE_COLUMNS } from "./overage.js";
 import { toGrant } from "./records.js";
 import type { SqlExecutor } from "./sql.js";
 import type { Store } from "./store.js";
@@ -111,6 +127,8 @@ export interface HoldWriterOptions {
 }
 
 const RETRYABLE = new Set(["23505", "40001", "40P01"]);
+/** A request the batch leaves to the one-request path, run after the batch commits (an auto top-up to try). */
+const DEFERRED = Symbol("deferred");
 const EMPTY: Effect = { transactions: [], newGrants: [], statusChanges: [], grantChanges: [] };
 const iso = (t: number): string => new Date(t).toISOString();
 /** Named, not `*`: a statement with fixed columns can be prepared (see sql.ts). */
@@ -268,14 +286,28 @@ export class HoldWriter {
     for (let attempt = 1; this.#batch && attempt <= 3; attempt++) {
       try {
         const answers = await this.store.db.transaction((tx) => this.#process(tx, tenantId, ops));
+        const deferred: Op[] = [];
         ops.forEach((op, i) => {
           const a = answers[i]!;
+          if (a === DEFERRED) {
+            deferred.push(op);
+            return;
+          }
           if (op.kind === "authorize" && a.kind === "fresh" && a.result.ok) {
             const hold = (a.result.value as AuthorizeOutcome).hold;
             if (hold) this.#remember(tenantId, hold);
           }
           op.resolve(a);
         });
+        // Left out of the batch (an auto top-up to try first, and what followed on that customer):
+        // now, in order, each alone through the one-request path, with its key.
+        for (const op of deferred) {
+          try {
+            op.resolve(await this.#alone(tenantId, op));
+          } catch (error) {
+            op.reject(error);
+          }
+        }
         return;
       } catch (error) {
         const code = (error as { code?: string }).code;
@@ -308,12 +340,19 @@ export class HoldWriter {
     return r.kind === "conflict" ? { kind: "conflict" } : { kind: "replayed", outcome: r.outcome };
   }
 
-  /** One tenant's batch in one transaction; an answer per request, in order. */
-  async #process(ex: SqlExecutor, tenantId: string, ops: readonly Op[]): Promise<WriterAnswer<unknown>[]> {
+  /**
+   * One tenant's batch in one transaction; an answer per request, in order, or {@link DEFERRED}
+   * for a request left to the one-request path after the batch commits.
+   */
+  async #process(
+    ex: SqlExecutor,
+    tenantId: string,
+    ops: readonly Op[],
+  ): Promise<(WriterAnswer<unknown> | typeof DEFERRED)[]> {
     const now = this.store.now(tenantId);
     const ctx = { now, newId: this.store.newId };
     const answers: (WriterAnswer<unknown> | null)[] = ops.map(() => null);
-    const results: (Result<unknown> | null)[] = ops.map(() => null);
+    const results: (Result<unknown> | typeof DEFERRED | null)[] = ops.map(() => null);
 
     // 1. Idempotency keys: claimed in this transaction, or answered from their first outcome.
     const keyed = ops.flatMap((op, i) => (op.idem ? [{ i, idem: op.idem }] : []));
@@ -342,7 +381,7 @@ export class HoldWriter {
       }
     }
     const live = ops.flatMap((_op, i) => (answers[i] === null ? [i] : []));
-    const settle = (r: Result<unknown>, i: number) => {
+    const settle = (r: Result<unknown> | typeof DEFERRED, i: number) => {
       results[i] = r;
     };
 
@@ -364,7 +403,7 @@ export class HoldWriter {
     const customerIds = [...new Set(live.map((i) => ops[i]!.customerId))].sort();
     if (customerIds.length === 0) return this.#finish(ex, tenantId, ops, answers, results);
     const locked = await ex.query(
-      `SELECT id, customer_id, member_id, overdraft::text AS overdraft, overage_mode, overage_floor::text AS floor
+      `SELECT id, customer_id, member_id, ${OVERAGE_COLUMNS}
        FROM wallets WHERE tenant_id = $1
          AND (id = ANY($2::text[]) OR (customer_id = ANY($3::text[]) AND (member_id IS NULL OR member_id = ANY($4::text[]))))
        ORDER BY id FOR UPDATE`,
@@ -382,11 +421,10 @@ export class HoldWriter {
     for (const r of locked.rows) {
       if (r.member_id !== null) continue;
       pools.set(String(r.customer_id), String(r.id));
-      overdraft.set(String(r.id), BigInt(String(r.overdraft)));
-      policy.set(String(r.id), {
-        mode: r.overage_mode as OveragePolicy["mode"],
-        floor: BigInt(String(r.floor)),
-      });
+      // The pool's overdraft and full overage policy, as Holds reads them (throttle, floor, mode).
+      const pool = poolStateFrom(r);
+      overdraft.set(String(r.id), pool.overdraft);
+      policy.set(String(r.id), pool.policy);
     }
     // 3. The paying wallet of each authorization (as Holds#payer finds it).
     const payers = new Map<number, string>();
@@ -487,9 +525,31 @@ export class HoldWriter {
       for (const r of rows) used.add(String(r.event_id));
     }
 
+    // 6b. Spend caps of the batch's customers, once (the pools are locked): counters of now's
+    // periods and of the settled holds' periods; the settled holds' reservations.
+    let capState = await loadCapState(ex, tenantId, customerIds, [
+      now,
+      ...[...holdRows.values()].map((h) => h.createdAt),
+    ]);
+    const reservations =
+      capState === null
+        ? new Map<string, readonly CapReservation[]>()
+        : await capReservationsOfHolds(ex, tenantId, [...holdRows.keys()]);
+    const capEffects: CapEffect[] = [];
+    // Wallets with an auto top-up (read at the first denial for lack of credits that could use one).
+    let topUps: ReadonlySet<string> | null = null;
+    // Once a request is left out, every later one is too: they run after it, in order, as they
+    // would one transaction each (its purchase, hold or event ids may change their answers).
+    let deferring = false;
+
     // 7. Plan each request in arrival order, on the state the earlier ones left.
     const txs: JournalTransaction[] = [];
-    const newHolds: { hold: Hold; request: AuthorizeRequest; transactionId: string | null }[] = [];
+    const newHolds: {
+      hold: Hold;
+      request: AuthorizeRequest;
+      transactionId: string | null;
+      capReservations: readonly CapReservation[];
+    }[] = [];
     const resolved: { hold: Hold; transactionId: string | null }[] = [];
     const outcomes: { outcome: Accepted; fingerprint: string; holdId: string }[] = [];
     const usageDeltas = new Map<string, bigint>();
@@ -514,6 +574,10 @@ export class HoldWriter {
     for (const i of live) {
       if (results[i] !== null) continue;
       const op = ops[i]!;
+      if (deferring) {
+        settle(DEFERRED, i);
+        continue;
+      }
       if (op.kind === "authorize") {
         const req = op.request;
         const estimate = rateEstimate(req, now, pricingAt, usage);
@@ -521,42 +585,49 @@ export class HoldWriter {
           settle(estimate, i);
           continue;
         }
-        const planned = planAuthorize(ctx, stateOf(req.customerId, payers.get(i)!), {
-          customerId: req.customerId,
-          walletId: payers.get(i)!,
-          subjectId: req.subjectId,
-          action: req.action,
-          estimate: estimate.value,
-          holdTimeoutSeconds: req.holdTimeoutSeconds,
-        });
+        const payer = payers.get(i)!;
+        const state = stateOf(req.customerId, payer);
+        const planned = planAuthorizeRequest(ctx, state, capState, req, payer, estimate.value);
         if (!planned.ok) {
           settle(planned, i);
           continue;
         }
+        if (wantsTopUp(planned.value.authorization)) {
+          topUps ??= await this.holds.autoTopUpWallets(ex, tenantId, [...wallets.keys()]);
+          if (topUps.has(payer) || topUps.has(state.poolWalletId)) {
+            // Holds.authorize tries the auto top-up (a purchase) first: it runs after this batch.
+            deferring = true;
+            settle(DEFERRED, i);
+            continue;
+          }
+        }
         const tx = planned.value.transaction;
         apply(req.customerId, tx);
+        if (capState !== null) capState = withCapEffect(capState, planned.value.caps);
+        capEffects.push(planned.value.caps);
         const hold = planned.value.authorization.hold;
         const transactionId = tx?.id ?? null;
-        if (hold !== null) newHolds.push({ hold, request: req, transactionId });
+        if (hold !== null) {
+          newHolds.push({
+            hold,
+            request: req,
+            transactionId,
+            capReservations: planned.value.capReservations,
+          });
+          reservations.set(hold.id, planned.value.capReservations);
+        }
         settle(
           ok({
             authorization: planned.value.authorization,
-            hold:
-              hold === null
-                ? null
-                : {
-                    ...hold,
-                    transactionId,
-                    resolveTransactionId: null,
-                    estimate: JSON.parse(estimateJson(req.estimate, hold.amount)) as Record<string, unknown>,
-                  },
+            hold: hold === null ? null : placedHold(hold, transactionId, req.estimate),
             autoTopUp: null,
           } satisfies AuthorizeOutcome),
           i,
         );
       } else {
         const hold = holdRows.get(op.holdId)!;
-        const { events, given } = settleEvents.get(i)!;
+        const built = settleEvents.get(i)!;
+        const { events } = built;
         const pending = checkPending(hold, now);
         if (!pending.ok) {
           settle(pending, i);
@@ -574,7 +645,7 @@ export class HoldWriter {
           );
           continue;
         }
-        const plan = planSettle(
+        const plan = planSettleRequest(
           ctx,
           hold,
           {
@@ -584,7 +655,9 @@ export class HoldWriter {
             costAt,
             usage,
           },
-          events,
+          capState,
+          reservations.get(hold.id) ?? [],
+          built,
         );
         if (!plan.ok) {
           settle(plan, i);
@@ -592,12 +665,13 @@ export class HoldWriter {
         }
         const tx = plan.value.transaction;
         apply(hold.customerId, tx);
+        if (capState !== null) capState = withCapEffect(capState, plan.value.caps);
+        capEffects.push(plan.value.caps);
+        reservations.delete(hold.id);
         const transactionId = tx?.id ?? null;
         resolved.push({ hold: plan.value.hold, transactionId });
         for (const e of events) used.add(e.id);
-        plan.value.outcomes.forEach((outcome, k) => {
-          outcomes.push({ outcome, fingerprint: given[k]!.fingerprint, holdId: hold.id });
-        });
+        for (const o of plan.value.outcomes) outcomes.push({ ...o, holdId: hold.id });
         for (const [key, delta] of plan.value.usageDeltas) {
           usage.set(key, (usage.get(key) ?? 0n) + delta);
           usageDeltas.set(key, (usageDeltas.get(key) ?? 0n) + delta);
@@ -657,6 +731,16 @@ export class HoldWriter {
       );
       if (rowCount !== resolved.length) throw new Error("a hold was resolved twice");
     }
+    // Spend caps, as the one-request path writes them: new holds' reservations, then the settled
+    // holds' reservations dropped (their plans moved the counters), then counters and alerts.
+    for (const n of newHolds) await writeCapReservations(ex, tenantId, n.hold.id, n.capReservations);
+    if (capState !== null)
+      await dropSettledReservations(
+        ex,
+        tenantId,
+        resolved.map((r) => r.hold.id),
+      );
+    await writeCapEffect(ex, this.store, tenantId, combineCapEffects(capEffects));
     await insertEvents(ex, tenantId, outcomes, now);
     await writeUsageCounters(ex, tenantId, usageDeltas, catalog, pricing);
     return this.#finish(ex, tenantId, ops, answers, results);
@@ -668,15 +752,21 @@ export class HoldWriter {
     tenantId: string,
     ops: readonly Op[],
     answers: (WriterAnswer<unknown> | null)[],
-    results: (Result<unknown> | null)[],
-  ): Promise<WriterAnswer<unknown>[]> {
+    results: (Result<unknown> | typeof DEFERRED | null)[],
+  ): Promise<(WriterAnswer<unknown> | typeof DEFERRED)[]> {
     const keys: string[] = [];
     const outcomes: string[] = [];
-    const out = ops.map((op, i): WriterAnswer<unknown> => {
+    const released: string[] = [];
+    const out = ops.map((op, i): WriterAnswer<unknown> | typeof DEFERRED => {
       const answer = answers[i];
       if (answer) return answer;
       const result = results[i];
       if (!result) throw new Error("every request of a batch has a result");
+      if (result === DEFERRED) {
+        // Its key was claimed here: give it back, the one-request path claims it again.
+        if (op.idem) released.push(op.idem.key);
+        return DEFERRED;
+      }
       if (op.idem) {
         keys.push(op.idem.key);
         // JSON has no `undefined`: store it as null, so a committed key always has an outcome.
@@ -691,6 +781,11 @@ export class HoldWriter {
         [tenantId, keys, outcomes],
       );
     }
+    if (released.length > 0)
+      await ex.query("DELETE FROM idempotency_keys WHERE tenant_id = $1 AND key = ANY($2::text[])", [
+        tenantId,
+        released,
+      ]);
     return out;
   }
 }
@@ -714,51 +809,4 @@ function rateEstimate(
     (lineId) => usage.get(usageKey(req.customerId, period, lineId)) ?? 0n,
   );
   return r.ok ? ok(r.value.credits) : r;
-}
-
-/** A settlement's usage events, as Holds.settle builds them: the hold's customer and subject, its action by default. */
-function settlementEvents(
-  hold: HoldRecord,
-  input: SettleInput,
-  now: number,
-): Result<{ events: UsageEvent[]; given: SettleEvent[] }> {
-  const given: SettleEvent[] =
-    "events" in input
-      ? [...input.events]
-      : [
-          {
-            id: `${hold.id}.settle`,
-            action: null,
-            dimensions: input.dimensions ?? {},
-            quantities: input.quantities,
-            time: null,
-            status: input.status ?? "succeeded",
-            runId: null,
-            reportedCost: null,
-            fingerprint: `${hold.id}.settle`,
-          },
-        ];
-  const ids = new Set<string>();
-  for (const e of given) {
-    if (ids.has(e.id))
-      return fail("invalid_argument", `Event id "${e.id}" appears twice in this settlement.`, {
-        event_id: e.id,
-      });
-    ids.add(e.id);
-  }
-  const events = given.map(
-    (e): UsageEvent => ({
-      id: e.id,
-      customerId: hold.customerId,
-      subjectId: hold.subjectId,
-      action: e.action ?? hold.action,
-      dimensions: e.dimensions,
-      quantities: e.quantities,
-      time: e.time ?? now,
-      status: e.status,
-      runId: e.runId,
-      reportedCost: e.reportedCost,
-    }),
-  );
-  return ok({ events, given });
 }

@@ -1,7 +1,10 @@
 import {
+  type Accepted,
   type Authorization,
   type CapEffect,
   type CapReservation,
+  type CapState,
+  type Context,
   checkPending,
   type Effect,
   fail,
@@ -11,6 +14,7 @@ import {
   type HoldState,
   type HoldStatus,
   invariant,
+  type JournalTransaction,
   type OveragePolicy,
   ok,
   periodStart,
@@ -20,6 +24,7 @@ import {
   type RateCardContent,
   type Result,
   rateEvent,
+  type SettleState,
   type UsageEvent,
   usageKey,
 } from "@drawdown/core";
@@ -70,10 +75,14 @@ export interface AutoTopUpAttempt {
   readonly reason: string | null;
 }
 
-/** An authorization planned under the wallet locks, before its spend-cap changes are written. */
-interface Decided {
+/**
+ * An authorization planned under the wallet locks, before anything is written: the answer, its
+ * journal, and its spend-cap changes. {@link Holds.authorize} and the group-commit writer
+ * (hold-writer.ts) both plan with {@link planAuthorizeRequest} and write what this says.
+ */
+export interface PlannedAuthorization {
   readonly authorization: Authorization;
-  readonly transactionId: string | null;
+  readonly transaction: JournalTransaction | null;
   readonly poolWalletId: string;
   readonly caps: CapEffect;
   readonly capReservations: readonly CapReservation[];
@@ -168,6 +177,145 @@ export const estimateJson = (e: Estimate, credits: bigint): string =>
         },
   );
 
+/** A pool wallet's overdraft and overage policy, from a wallets row selected with {@link OVERAGE_COLUMNS}. */
+export const poolStateFrom = (r: Row): { overdraft: bigint; policy: OveragePolicy } => ({
+  overdraft: BigInt(String(r.overdraft)),
+  policy: overagePolicyFrom(r),
+});
+
+/**
+ * Plans one authorization on the locked chain (`state`, with the pool's overdraft and policy)
+ * and the customer's spend caps (null: none). The one step both the one-request path and the
+ * group-commit writer take: the throttle answer, cap narrowing and reservations come from here.
+ */
+export function planAuthorizeRequest(
+  ctx: Context,
+  state: HoldState,
+  caps: CapState | null,
+  request: AuthorizeRequest,
+  payer: string,
+  estimate: bigint,
+): Result<PlannedAuthorization> {
+  const planned = planAuthorize(ctx, caps ? { ...state, caps } : state, {
+    customerId: request.customerId,
+    walletId: payer,
+    subjectId: request.subjectId,
+    action: request.action,
+    estimate,
+    holdTimeoutSeconds: request.holdTimeoutSeconds,
+  });
+  if (!planned.ok) return planned;
+  return ok({
+    authorization: planned.value.authorization,
+    transaction: planned.value.transaction,
+    poolWalletId: state.poolWalletId,
+    caps: planned.value.caps,
+    capReservations: planned.value.capReservations,
+  });
+}
+
+/**
+ * Whether authorize tries an auto top-up before answering this (a denial for lack of credits).
+ * The group-commit writer leaves such requests to {@link Holds.authorize} when the chain has one.
+ */
+export const wantsTopUp = (a: Authorization): boolean =>
+  a.decision === "deny" && a.reason === "insufficient_credits";
+
+/** The hold authorize answers with, as it is stored. */
+export const placedHold = (hold: Hold, transactionId: string | null, estimate: Estimate): HoldRecord => ({
+  ...hold,
+  transactionId,
+  resolveTransactionId: null,
+  estimate: JSON.parse(estimateJson(estimate, hold.amount)) as Record<string, unknown>,
+});
+
+/** A settlement's usage events: the hold's customer and subject, its action by default (both paths). */
+export function settlementEvents(
+  hold: Pick<HoldRecord, "id" | "customerId" | "subjectId" | "action">,
+  input: SettleInput,
+  now: number,
+): Result<{ events: UsageEvent[]; given: SettleEvent[] }> {
+  const given: SettleEvent[] =
+    "events" in input
+      ? [...input.events]
+      : [
+          {
+            id: `${hold.id}.settle`,
+            action: null,
+            dimensions: input.dimensions ?? {},
+            quantities: input.quantities,
+            time: null,
+            status: input.status ?? "succeeded",
+            runId: null,
+            reportedCost: null,
+            fingerprint: `${hold.id}.settle`,
+          },
+        ];
+  const ids = new Set<string>();
+  for (const e of given) {
+    if (ids.has(e.id))
+      return fail("invalid_argument", `Event id "${e.id}" appears twice in this settlement.`, {
+        event_id: e.id,
+      });
+    ids.add(e.id);
+  }
+  const events = given.map(
+    (e): UsageEvent => ({
+      id: e.id,
+      customerId: hold.customerId,
+      subjectId: hold.subjectId,
+      action: e.action ?? hold.action,
+      dimensions: e.dimensions,
+      quantities: e.quantities,
+      time: e.time ?? now,
+      status: e.status,
+      runId: e.runId,
+      reportedCost: e.reportedCost,
+    }),
+  );
+  return ok({ events, given });
+}
+
+/** A settlement planned under the wallet locks, before anything is written (both paths write this). */
+export interface PlannedSettlement {
+  readonly hold: Hold;
+  readonly outcomes: readonly { outcome: Accepted; fingerprint: string }[];
+  readonly usageDeltas: ReadonlyMap<string, bigint>;
+  readonly transaction: JournalTransaction | null;
+  readonly caps: CapEffect;
+}
+
+/**
+ * Plans one settlement on the locked chain, the customer's spend caps (null: none; loaded for
+ * the hold's period) and the cap room the hold reserved: the one step both paths take.
+ */
+export function planSettleRequest(
+  ctx: Context,
+  hold: Hold,
+  state: Omit<SettleState, "caps" | "capReservations">,
+  caps: CapState | null,
+  capReservations: readonly CapReservation[],
+  settlement: { readonly events: readonly UsageEvent[]; readonly given: readonly SettleEvent[] },
+): Result<PlannedSettlement> {
+  const plan = planSettle(
+    ctx,
+    hold,
+    { ...state, ...(caps ? { caps } : {}), capReservations },
+    settlement.events,
+  );
+  if (!plan.ok) return plan;
+  return ok({
+    hold: plan.value.hold,
+    outcomes: plan.value.outcomes.map((outcome, i) => ({
+      outcome,
+      fingerprint: settlement.given[i]!.fingerprint,
+    })),
+    usageDeltas: plan.value.usageDeltas,
+    transaction: plan.value.transaction,
+    caps: plan.value.caps,
+  });
+}
+
 /** Authorize, holds and their timeouts (a scheduler job of the store). */
 export class Holds implements DueJob {
   constructor(
@@ -209,8 +357,25 @@ export class Holds implements DueJob {
       `SELECT ${OVERAGE_COLUMNS} FROM wallets WHERE tenant_id = $1 AND id = $2`,
       [tenantId, poolId],
     );
-    const r = rows[0]!;
-    return { overdraft: BigInt(String(r.overdraft)), policy: overagePolicyFrom(r) };
+    return poolStateFrom(rows[0]!);
+  }
+
+  /**
+   * Which of these wallets have an enabled auto top-up that authorize would try before denying
+   * for lack of credits (none without commerce). The group-commit writer asks, to leave those
+   * requests to {@link authorize}.
+   */
+  async autoTopUpWallets(
+    ex: SqlExecutor,
+    tenantId: string,
+    walletIds: readonly string[],
+  ): Promise<ReadonlySet<string>> {
+    if (!this.commerce || walletIds.length === 0) return new Set();
+    const { rows } = await ex.query(
+      "SELECT wallet_id FROM auto_top_ups WHERE tenant_id = $1 AND wallet_id = ANY($2::text[]) AND enabled",
+      [tenantId, [...walletIds]],
+    );
+    return new Set(rows.map((r) => String(r.wallet_id)));
   }
 
   async #pricing(
@@ -300,11 +465,7 @@ export class Holds implements DueJob {
     // Overage policies: an auto top-up is tried before denying for lack of credits, in this
     // transaction (the wallets stay locked); when it covers the need, the decision is made again.
     let autoTopUp: AutoTopUpAttempt | null = null;
-    if (
-      this.commerce &&
-      a.authorization.decision === "deny" &&
-      a.authorization.reason === "insufficient_credits"
-    ) {
+    if (this.commerce && wantsTopUp(a.authorization)) {
       const chain = [payer.value, ...(a.poolWalletId === payer.value ? [] : [a.poolWalletId])];
       const need = a.authorization.estimate - a.authorization.available;
       const tried = await this.commerce.topUpBeforeDeny(ex, tenantId, chain, need);
@@ -323,6 +484,7 @@ export class Holds implements DueJob {
     await writeCapEffect(ex, this.store, tenantId, a.caps);
     const hold = a.authorization.hold;
     if (hold === null) return ok({ authorization: a.authorization, hold: null, autoTopUp });
+    const transactionId = a.transaction?.id ?? null;
     await writeCapReservations(ex, tenantId, hold.id, a.capReservations);
     await ex.query(
       `INSERT INTO holds (tenant_id, id, customer_id, wallet_id, subject_id, action, amount, draws, estimate, status,
@@ -340,48 +502,32 @@ export class Holds implements DueJob {
         estimateJson(request.estimate, hold.amount),
         iso(hold.createdAt),
         iso(hold.expiresAt),
-        a.transactionId,
+        transactionId,
       ],
     );
-    const record: HoldRecord = {
-      ...hold,
-      transactionId: a.transactionId,
-      resolveTransactionId: null,
-      estimate: JSON.parse(estimateJson(request.estimate, hold.amount)) as Record<string, unknown>,
-    };
-    return ok({ authorization: a.authorization, hold: record, autoTopUp });
+    return ok({
+      authorization: a.authorization,
+      hold: placedHold(hold, transactionId, request.estimate),
+      autoTopUp,
+    });
   }
 
-  /** One locked decision (and hold, when allowed and asked) through the store's write pipeline. */
-  /** One authorization planned under the locks: the answer, its journal and its spend-cap changes. */
+  /** One authorization planned under the locks (one decision, and hold when allowed and asked) through the store's write pipeline. */
   async #decide(
     ex: SqlExecutor,
     tenantId: string,
     request: AuthorizeRequest,
     payer: string,
     estimate: bigint,
-  ): Promise<Result<Decided>> {
-    let answer = null as Decided | null;
+  ): Promise<Result<PlannedAuthorization>> {
+    let answer = null as PlannedAuthorization | null;
     const r = await this.store.mutate(ex, tenantId, payer, [], async (ctx, s) => {
       const state = await this.#holdState(ex, tenantId, s);
       // Spend caps and their counters, read under the pool's lock (caps.ts).
       const caps = await loadCapState(ex, tenantId, [request.customerId], [ctx.now]);
-      const planned = planAuthorize(ctx, caps ? { ...state, caps } : state, {
-        customerId: request.customerId,
-        walletId: payer,
-        subjectId: request.subjectId,
-        action: request.action,
-        estimate,
-        holdTimeoutSeconds: request.holdTimeoutSeconds,
-      });
+      const planned = planAuthorizeRequest(ctx, state, caps, request, payer, estimate);
       if (!planned.ok) return planned;
-      answer = {
-        authorization: planned.value.authorization,
-        transactionId: planned.value.transaction?.id ?? null,
-        poolWalletId: state.poolWalletId,
-        caps: planned.value.caps,
-        capReservations: planned.value.capReservations,
-      };
+      answer = planned.value;
       return ok({ ...EMPTY, transactions: planned.value.transaction ? [planned.value.transaction] : [] });
     });
     if (!r.ok) return r;
@@ -443,42 +589,10 @@ export class Holds implements DueJob {
     const found = await this.getHold(tenantId, holdId, ex);
     if (!found) return fail("not_found", `No hold ${holdId}.`);
     const now = this.store.now(tenantId);
-    const given: SettleEvent[] =
-      "events" in input
-        ? [...input.events]
-        : [
-            {
-              id: `${holdId}.settle`,
-              action: null,
-              dimensions: input.dimensions ?? {},
-              quantities: input.quantities,
-              time: null,
-              status: input.status ?? "succeeded",
-              runId: null,
-              reportedCost: null,
-              fingerprint: `${holdId}.settle`,
-            },
-          ];
-    const ids = new Set<string>();
-    for (const e of given) {
-      if (ids.has(e.id))
-        return fail("invalid_argument", `Event id "${e.id}" appears twice in this settlement.`, {
-          event_id: e.id,
-        });
-      ids.add(e.id);
-    }
-    const events: UsageEvent[] = given.map((e) => ({
-      id: e.id,
-      customerId: found.customerId,
-      subjectId: found.subjectId,
-      action: e.action ?? found.action,
-      dimensions: e.dimensions,
-      quantities: e.quantities,
-      time: e.time ?? now,
-      status: e.status,
-      runId: e.runId,
-      reportedCost: e.reportedCost,
-    }));
+    const built = settlementEvents(found, input, now);
+    if (!built.ok) return built;
+    const { events } = built.value;
+    const ids = new Set(events.map((e) => e.id));
     const { catalog, pricing } = await this.#pricing(ex, tenantId, found.customerId);
     const usage = await this.#usage(
       ex,
@@ -488,13 +602,7 @@ export class Holds implements DueJob {
       catalog,
       pricing,
     );
-    let settled = null as {
-      hold: Hold;
-      outcomes: Parameters<typeof insertEvents>[2];
-      usageDeltas: ReadonlyMap<string, bigint>;
-      transactionId: string | null;
-      caps: CapEffect;
-    } | null;
+    let settled = null as PlannedSettlement | null;
     const grantIds = found.draws.flatMap((d) => (d.grantId === null ? [] : [d.grantId]));
     const r = await this.store.mutate(ex, tenantId, found.walletId, grantIds, async (ctx, s) => {
       // Read again under the lock: the first read may predate a concurrent resolution.
@@ -515,34 +623,28 @@ export class Holds implements DueJob {
       // Caps count a hold's settlement in the period it was placed in (caps.ts).
       const caps = await loadCapState(ex, tenantId, [hold.customerId], [hold.createdAt]);
       const capReservations = caps ? await capReservationsOf(ex, tenantId, hold.id) : [];
-      const plan = planSettle(
+      const plan = planSettleRequest(
         ctx,
         hold,
         {
           ...state,
-          ...(caps ? { caps } : {}),
-          capReservations,
           grants: s.grants as ReadonlyMap<string, Grant>,
           pricingAt: (customerId, time) => Metering.pricingAt(catalog, pricing.get(customerId), time),
           costAt: (time) => Metering.costAt(catalog, time),
           usage,
         },
-        events,
+        caps,
+        capReservations,
+        built.value,
       );
       if (!plan.ok) return plan;
-      settled = {
-        hold: plan.value.hold,
-        outcomes: plan.value.outcomes.map((outcome, i) => ({ outcome, fingerprint: given[i]!.fingerprint })),
-        usageDeltas: plan.value.usageDeltas,
-        transactionId: plan.value.transaction?.id ?? null,
-        caps: plan.value.caps,
-      };
+      settled = plan.value;
       return ok({ ...EMPTY, transactions: plan.value.transaction ? [plan.value.transaction] : [] });
     });
     if (!r.ok) return r;
     const done = settled;
     invariant(done, "a settlement that succeeded was planned");
-    await this.#resolve(ex, tenantId, done.hold, done.transactionId);
+    await this.#resolve(ex, tenantId, done.hold, done.transaction?.id ?? null);
     await insertEvents(ex, tenantId, done.outcomes, this.store.now(tenantId), holdId);
     await writeUsageCounters(ex, tenantId, done.usageDeltas, catalog, pricing);
     await dropCapReservations(ex, tenantId, holdId, false);
