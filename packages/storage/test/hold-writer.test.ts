@@ -1,15 +1,17 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { credits, type Result, UNIT } from "@drawdown/core";
+import { credits, type OveragePolicyInput, type PriceBookInput, type Result, UNIT } from "@drawdown/core";
 import fc from "fast-check";
 import {
   type AuthorizeOutcome,
   type AuthorizeRequest,
+  Commerce,
   type HoldRecord,
   Holds,
   HoldWriter,
   type IdempotencyClaim,
   Metering,
+  SpendCaps,
   type SqlExecutor,
   type Store,
   type WriterAnswer,
@@ -19,6 +21,7 @@ import { backends, POSTGRES_URL, postgresDatabase, type TestDatabase } from "./s
 // The group-commit writer of authorize and settle: batched, it answers exactly what the
 // one-request path (Holds.authorize / Holds.settle, one transaction each) answers for the same
 // requests in the same order, keeps invariants 4 and 6, and claims idempotency keys in its batch.
+// The random scenarios include spend caps, every overage mode and an auto top-up (test provider).
 
 const T0 = Date.UTC(2027, 2, 1, 12);
 
@@ -35,7 +38,10 @@ function fresh<T>(a: WriterAnswer<T>): Result<T> {
 function harness(database: TestDatabase, clock: () => number = () => T0) {
   const store = database.store(clock);
   const metering = new Metering((t) => store.now(t), store.newId);
-  const holds = new Holds(store, metering);
+  const commerce = new Commerce(store);
+  // With commerce: authorize tries an auto top-up before denying for lack of credits.
+  const holds = new Holds(store, metering, commerce);
+  const caps = new SpendCaps(store);
   const writer = new HoldWriter(store, holds, metering);
   const tx = <T>(fn: (ex: SqlExecutor) => Promise<T>) => store.db.transaction(fn);
 
@@ -71,21 +77,123 @@ function harness(database: TestDatabase, clock: () => number = () => T0) {
     okv(
       await tx((ex) =>
         metering.publishRateCardVersion(ex, tenantId, card.id, null, {
-          lines: [{ id: "run", action: "agent.run", quantity: "units", rate: "1" }],
+          lines: [
+            { id: "run", action: "agent.run", quantity: "units", rate: "1" },
+            { id: "cheap", action: "cheap.*", quantity: "units", rate: "1" },
+          ],
         }),
       ),
     );
     return { tenantId, customerId: customer.id, walletId: customer.walletId };
   }
-  const request = (customerId: string, estimate: bigint, hold: boolean): AuthorizeRequest => ({
+
+  /**
+   * {@link setup} plus a scenario: a member with its own wallet (4 credits) and an agent, a
+   * `cheap.*` line, the pool's overage policy, spend caps, and an auto top-up (test provider).
+   */
+  async function setupScenario(sc: Scenario) {
+    const w = await setup(credits(20n));
+    const { tenantId, customerId, walletId } = w;
+    const member = okv(await tx((ex) => store.createSubject(ex, tenantId, { customerId, kind: "member" })));
+    const agent = okv(await tx((ex) => store.createSubject(ex, tenantId, { customerId, kind: "agent" })));
+    const memberWallet = okv(await tx((ex) => store.createMemberWallet(ex, tenantId, customerId, member.id)));
+    okv(
+      await tx((ex) =>
+        store.createGrant(ex, tenantId, { walletId: memberWallet.id, amount: credits(4n), source: "promo" }),
+      ),
+    );
+    const policy = OVERAGE[sc.overage];
+    if (policy) okv(await tx((ex) => metering.setOveragePolicy(ex, tenantId, walletId, policy)));
+    const capIds: string[] = [];
+    for (const c of sc.caps) {
+      const targetId = c.target === "pool" ? walletId : c.target === "member" ? memberWallet.id : agent.id;
+      const made = okv(
+        await tx((ex) =>
+          caps.create(ex, tenantId, {
+            customerId,
+            targetId,
+            period: c.period,
+            limit: credits(BigInt(c.limit)),
+            setBy: "vendor",
+          }),
+        ),
+      );
+      capIds.push(made.id);
+    }
+    if (sc.topUp) {
+      okv(await tx((ex) => commerce.publishPriceBook(ex, tenantId, BOOK)));
+      okv(
+        await tx((ex) =>
+          commerce.setAutoTopUp(ex, tenantId, sc.topUp === "member" ? memberWallet.id : walletId, {
+            threshold: credits(1n),
+            buy: { kind: "pack", packId: "small" },
+            currency: "USD",
+            monthlyCap: 3n * UNIT,
+            provider: "test",
+            paymentMethod: "pm_test_ok",
+          }),
+        ),
+      );
+    }
+    return { ...w, member: member.id, agent: agent.id, memberWallet: memberWallet.id, capIds };
+  }
+  const request = (
+    customerId: string,
+    estimate: bigint,
+    hold: boolean,
+    subjectId: string | null = null,
+    action = "agent.run",
+  ): AuthorizeRequest => ({
     customerId,
-    subjectId: null,
-    action: "agent.run",
+    subjectId,
+    action,
     estimate: { credits: estimate },
     holdTimeoutSeconds: hold ? 300 : null,
   });
-  return { store, metering, holds, writer, tx, setup, request };
+  return { store, metering, holds, caps, writer, tx, setup, setupScenario, request };
 }
+
+/** A pack of 20 credits for 2 USD: an auto top-up capped at 3 USD a month buys one, then fails. */
+const BOOK: PriceBookInput = {
+  currency: "USD",
+  packs: [{ id: "small", name: "Small", credits: credits(20n), price: 2n * UNIT, expiry: { kind: "never" } }],
+  tiers: [{ upTo: null, unitPrice: UNIT / 10n }],
+};
+
+/** The overage policies a scenario picks from (null: the default hard cap). */
+const OVERAGE: Record<string, OveragePolicyInput | null> = {
+  hard_cap: null,
+  soft_cap: { mode: "soft_cap", floor: -credits(5n) },
+  throttle: {
+    mode: "throttle",
+    throttle: { level: credits(10n), allowedActions: ["cheap.*"], fallbackAction: "cheap.mini" },
+  },
+  fair_use: { mode: "fair_use" },
+  carry_deficit: { mode: "carry_deficit", floor: -credits(5n) },
+};
+
+const scenarios = fc.record({
+  overage: fc.constantFrom(...Object.keys(OVERAGE)),
+  // One cap per target and period (a second is refused).
+  caps: fc.uniqueArray(
+    fc.record({
+      target: fc.constantFrom("pool" as const, "member" as const, "agent" as const),
+      period: fc.constantFrom("day" as const, "month" as const),
+      limit: fc.integer({ min: 0, max: 24 }),
+    }),
+    { maxLength: 2, selector: (c) => `${c.target}/${c.period}` },
+  ),
+  topUp: fc.constantFrom(null, "pool" as const, "member" as const),
+});
+type Scenario = {
+  readonly overage: string;
+  readonly caps: readonly {
+    readonly target: "pool" | "member" | "agent";
+    readonly period: "day" | "month";
+    readonly limit: number;
+  }[];
+  readonly topUp: "pool" | "member" | null;
+};
 
 /** What must agree between the two paths: everything but ids. */
 const authorizeShape = (r: Result<AuthorizeOutcome>) =>
@@ -96,6 +204,15 @@ const authorizeShape = (r: Result<AuthorizeOutcome>) =>
         available: r.value.authorization.available,
         held: r.value.hold?.amount ?? null,
         draws: r.value.hold?.draws.map((d) => d.amount) ?? null,
+        allowedActions: r.value.authorization.allowedActions,
+        fallbackAction: r.value.authorization.fallbackAction,
+        autoTopUp: r.value.autoTopUp
+          ? {
+              outcome: r.value.autoTopUp.outcome,
+              purchases: r.value.autoTopUp.purchaseIds.length,
+              reason: r.value.autoTopUp.reason,
+            }
+          : null,
       }
     : { code: r.error.code };
 const settleShape = (r: Result<HoldRecord>) =>
@@ -107,8 +224,10 @@ const steps = fc.array(
   fc.oneof(
     fc.record({
       kind: fc.constant("authorize" as const),
-      estimate: fc.integer({ min: 0, max: 8 }),
+      estimate: fc.integer({ min: 0, max: 12 }),
       hold: fc.boolean(),
+      who: fc.constantFrom("customer" as const, "member" as const, "agent" as const),
+      cheap: fc.boolean(),
     }),
     fc.record({
       kind: fc.constant("settle" as const),
@@ -131,12 +250,14 @@ for (const backend of backends()) {
       await database.close();
     });
 
-    test("batched requests answer what the one-request path answers in the same order, and the ledgers agree", async () => {
+    test("batched requests answer what the one-request path answers in the same order, and the ledgers agree (caps, overage modes, auto top-up)", async () => {
       await fc.assert(
-        fc.asyncProperty(steps, steps, fc.boolean(), async (first, second, soft) => {
-          const a = await h.setup(credits(20n), soft ? credits(5n) : null);
-          const b = await h.setup(credits(20n), soft ? credits(5n) : null);
-          const heldA: string[] = [];
+        fc.asyncProperty(scenarios, steps, steps, async (sc, first, second) => {
+          const a = await h.setupScenario(sc);
+          const b = await h.setupScenario(sc);
+          const subject = (w: typeof a, who: "customer" | "member" | "agent") =>
+            who === "member" ? w.member : who === "agent" ? w.agent : null;
+          const heldA: { id: string; walletId: string }[] = [];
           const heldB: string[] = [];
           // Two rounds: the second settles holds the first placed. Each round is submitted at
           // once (the writer batches it) and run one request at a time on the other customer.
@@ -149,17 +270,27 @@ for (const backend of backends()) {
                   const r = fresh(
                     await h.writer.authorize(
                       a.tenantId,
-                      h.request(a.customerId, credits(BigInt(s.estimate)), s.hold),
+                      h.request(
+                        a.customerId,
+                        credits(BigInt(s.estimate)),
+                        s.hold,
+                        subject(a, s.who),
+                        s.cheap ? "cheap.run" : "agent.run",
+                      ),
                       null,
                     ),
                   );
-                  return { shape: authorizeShape(r), hold: r.ok ? (r.value.hold?.id ?? null) : null };
+                  const hold = r.ok ? r.value.hold : null;
+                  return {
+                    shape: authorizeShape(r),
+                    hold: hold ? { id: hold.id, walletId: hold.walletId } : null,
+                  };
                 }
-                const id = knownA[s.target % Math.max(1, knownA.length)];
-                if (id === undefined) return { shape: null, hold: null };
+                const held = knownA[s.target % Math.max(1, knownA.length)];
+                if (held === undefined) return { shape: null, hold: null };
                 const r = await h.writer.settle(
                   a.tenantId,
-                  { id, customerId: a.customerId, walletId: a.walletId },
+                  { id: held.id, customerId: a.customerId, walletId: held.walletId },
                   { quantities: { units: BigInt(s.units) * UNIT } },
                   null,
                 );
@@ -173,7 +304,13 @@ for (const backend of backends()) {
                   h.holds.authorize(
                     ex,
                     b.tenantId,
-                    h.request(b.customerId, credits(BigInt(s.estimate)), s.hold),
+                    h.request(
+                      b.customerId,
+                      credits(BigInt(s.estimate)),
+                      s.hold,
+                      subject(b, s.who),
+                      s.cheap ? "cheap.run" : "agent.run",
+                    ),
                   ),
                 );
                 single.push(authorizeShape(r));
@@ -198,21 +335,85 @@ for (const backend of backends()) {
             for (const x of batched) if (x.hold !== null) heldA.push(x.hold);
             assert.equal(heldA.length, heldB.length);
           }
-          const [ba, bb] = [
-            await h.store.balance(a.tenantId, a.walletId),
-            await h.store.balance(b.tenantId, b.walletId),
-          ];
-          assert.equal(ba!.available, bb!.available);
-          assert.equal(ba!.held, bb!.held);
-          assert.equal(ba!.total, bb!.total);
-          // Invariant 4: available never below the floor.
-          assert.ok(
-            ba!.available - (await overdraft(h.store, a.tenantId, a.walletId)) >= (soft ? -credits(5n) : 0n),
+          for (const [wa, wb] of [
+            [a.walletId, b.walletId],
+            [a.memberWallet, b.memberWallet],
+          ] as const) {
+            const [ba, bb] = [await h.store.balance(a.tenantId, wa), await h.store.balance(b.tenantId, wb)];
+            assert.equal(ba!.available, bb!.available);
+            assert.equal(ba!.held, bb!.held);
+            assert.equal(ba!.total, bb!.total);
+          }
+          assert.equal(
+            await overdraft(h.store, a.tenantId, a.walletId),
+            await overdraft(h.store, b.tenantId, b.walletId),
           );
+          // The caps' counters, their reservations and the alerts agree too.
+          for (const [k, capId] of a.capIds.entries()) {
+            const [ca, cb] = [
+              (await h.caps.get(a.tenantId, capId))!,
+              (await h.caps.get(b.tenantId, b.capIds[k]!))!,
+            ];
+            assert.deepEqual(ca.status, cb.status);
+          }
+          assert.deepEqual(await sideEffects(h.store, a.tenantId), await sideEffects(h.store, b.tenantId));
           assert.deepEqual((await h.store.reconcile(a.tenantId)).differences, []);
         }),
-        { numRuns: backend.name === "pglite" ? 12 : 8 },
+        { numRuns: backend.name === "pglite" ? 16 : 10 },
       );
+    });
+
+    test("a batch leaves a denial an auto top-up may cover, and what follows it, to the one-request path, with its key", async () => {
+      const sc: Scenario = { overage: "hard_cap", caps: [], topUp: "pool" };
+      const [a, b] = [await h.setupScenario(sc), await h.setupScenario(sc)];
+      const claim = (key: string): IdempotencyClaim => ({
+        key,
+        fingerprint: key,
+        outcome: (r) =>
+          r.ok ? { hold: (r.value as AuthorizeOutcome).hold?.amount.toString() ?? null } : null,
+      });
+      // 20 credits: 12 held; 10 more need the top-up (one pack of 20, the month's cap); 6 follow
+      // it; 40 needs a second pack the cap refuses (auto_top_up_failed, deny).
+      const asks = [12n, 10n, 6n, 40n];
+      const batched = await Promise.all(
+        asks.map(async (n, i) =>
+          authorizeShape(
+            fresh(
+              await h.writer.authorize(
+                a.tenantId,
+                h.request(a.customerId, credits(n), true),
+                claim(`k-${i}`),
+              ),
+            ),
+          ),
+        ),
+      );
+      const single: unknown[] = [];
+      for (const n of asks)
+        single.push(
+          authorizeShape(
+            await h.tx((ex) => h.holds.authorize(ex, b.tenantId, h.request(b.customerId, credits(n), true))),
+          ),
+        );
+      assert.deepEqual(batched, single);
+      assert.deepEqual(
+        batched.map((x) => ("decision" in x ? [x.decision, x.autoTopUp?.outcome ?? null] : x)),
+        [
+          ["allow", null],
+          ["allow", "covered"],
+          ["allow", null],
+          ["deny", "failed"],
+        ],
+      );
+      assert.deepEqual(await sideEffects(h.store, a.tenantId), await sideEffects(h.store, b.tenantId));
+      // The deferred request's key was recorded by the one-request path: a replay answers it.
+      const again = await h.writer.authorize(
+        a.tenantId,
+        h.request(a.customerId, credits(10n), true),
+        claim("k-1"),
+      );
+      assert.deepEqual(again, { kind: "replayed", outcome: { hold: credits(10n).toString() } });
+      assert.deepEqual((await h.store.reconcile(a.tenantId)).differences, []);
     });
 
     test("a hold settled twice in one batch resolves once; the second answers hold_not_pending", async () => {
@@ -300,6 +501,28 @@ for (const backend of backends()) {
       assert.deepEqual(again, { kind: "replayed", outcome: { failed: "not_found" } });
     });
   });
+}
+
+/** Counts of what a tenant's requests left besides balances: alerts by kind, purchases, cap reservations, events. */
+async function sideEffects(store: Store, tenantId: string): Promise<Record<string, string>> {
+  const count = async (sql: string) => {
+    const { rows } = await store.db.query(sql, [tenantId]);
+    return rows.map((r) => Object.values(r).map(String).join(":")).join(",");
+  };
+  return {
+    // Cap and auto top-up alerts. Balance alerts (exhausted, percent_remaining) are left out: a
+    // batch evaluates them on its net change, so a release and a hold in one batch cross nothing.
+    alerts: await count(
+      "SELECT kind, count(*) AS n FROM alerts WHERE tenant_id = $1 AND kind IN ('spend_cap_reached', 'auto_top_up_failed') GROUP BY kind ORDER BY kind",
+    ),
+    purchases: await count(
+      "SELECT status, count(*) AS n, coalesce(sum(credits), 0)::text AS c FROM purchases WHERE tenant_id = $1 GROUP BY status ORDER BY status",
+    ),
+    reservations: await count(
+      "SELECT count(*) AS n, coalesce(sum(amount), 0)::text AS a FROM spend_cap_holds WHERE tenant_id = $1",
+    ),
+    events: await count("SELECT count(*) AS n FROM usage_events WHERE tenant_id = $1"),
+  };
 }
 
 async function overdraft(store: Store, tenantId: string, walletId: string): Promise<bigint> {
