@@ -155,7 +155,11 @@ function laneOf(customerId: string, lanes: number): number {
  * Semantics are those of {@link Holds.authorize} and {@link Holds.settle} run one after the
  * other in arrival order; a batch that fails as a whole (a deadlock, a concurrent writer's
  * event id) is retried, then each request runs alone through those methods. Whatever those
- * methods load under the wallet lock must be loaded here too (the state below).
+ * methods load under the wallet lock is loaded here too (the state below), and each request is
+ * planned by the same step they take (`planAuthorizeRequest`, `planSettleRequest`: overage
+ * policy, throttle, spend caps threaded through the batch). A denial an auto top-up may cover
+ * (a purchase) is left, with everything after it, to {@link Holds.authorize} once the batch
+ * commits.
  */
 export class HoldWriter {
   readonly #queues: Op[][];
