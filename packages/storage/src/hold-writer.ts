@@ -17,9 +17,7 @@ import {
   ok,
   overdraftDeltas,
   periodStart,
-  type RateCardContent,
   type Result,
-  rateEvent,
   type UsageEvent,
   usageKey,
   withCapEffect,
@@ -42,6 +40,7 @@ import {
   planAuthorizeRequest,
   planSettleRequest,
   poolStateFrom,
+  rateEstimateWith,
   type SettleEvent,
   type SettleInput,
   settlementEvents,
@@ -303,7 +302,7 @@ export class HoldWriter {
           }
           op.resolve(a);
         });
-        // Left out of the batch (an auto top-up to try first, and what followed on that customer):
+        // Left out of the batch (an auto top-up to try first, and every request after it):
         // now, in order, each alone through the one-request path, with its key.
         for (const op of deferred) {
           try {
@@ -584,7 +583,7 @@ export class HoldWriter {
       }
       if (op.kind === "authorize") {
         const req = op.request;
-        const estimate = rateEstimate(req, now, pricingAt, usage);
+        const estimate = rateEstimateWith(req, now, pricingAt, usage);
         if (!estimate.ok) {
           settle(estimate, i);
           continue;
@@ -792,25 +791,4 @@ export class HoldWriter {
       ]);
     return out;
   }
-}
-
-/** The estimate in credits: as given, or rated as an event of the action now would be (as Holds#rateEstimate). */
-function rateEstimate(
-  req: AuthorizeRequest,
-  now: number,
-  pricingAt: (customerId: string, time: number) => ReturnType<typeof Metering.pricingAt>,
-  usage: ReadonlyMap<string, bigint>,
-): Result<bigint> {
-  const e = req.estimate;
-  if ("credits" in e) return ok(e.credits);
-  const at = pricingAt(req.customerId, now);
-  if (!at) return fail("no_rate_card", "No rate card version is in force now to rate the estimate.");
-  const period = periodStart(now);
-  const r = rateEvent(
-    at.content as RateCardContent,
-    at.overrides,
-    { action: req.action, dimensions: e.dimensions, quantities: e.quantities, status: "succeeded" },
-    (lineId) => usage.get(usageKey(req.customerId, period, lineId)) ?? 0n,
-  );
-  return r.ok ? ok(r.value.credits) : r;
 }

@@ -276,6 +276,27 @@ export function settlementEvents(
   return ok({ events, given });
 }
 
+/** The estimate in credits: as given, or rated as an event of the action now would be (both paths). */
+export function rateEstimateWith(
+  req: Pick<AuthorizeRequest, "customerId" | "action" | "estimate">,
+  now: number,
+  pricingAt: (customerId: string, time: number) => ReturnType<typeof Metering.pricingAt>,
+  usage: ReadonlyMap<string, bigint>,
+): Result<bigint> {
+  const e = req.estimate;
+  if ("credits" in e) return ok(e.credits);
+  const at = pricingAt(req.customerId, now);
+  if (!at) return fail("no_rate_card", "No rate card version is in force now to rate the estimate.");
+  const period = periodStart(now);
+  const r = rateEvent(
+    at.content as RateCardContent,
+    at.overrides,
+    { action: req.action, dimensions: e.dimensions, quantities: e.quantities, status: "succeeded" },
+    (lineId) => usage.get(usageKey(req.customerId, period, lineId)) ?? 0n,
+  );
+  return r.ok ? ok(r.value.credits) : r;
+}
+
 /** A settlement planned under the wallet locks, before anything is written (both paths write this). */
 export interface PlannedSettlement {
   readonly hold: Hold;
@@ -423,18 +444,13 @@ export class Holds implements DueJob {
     if ("credits" in estimate) return ok(estimate.credits);
     const now = this.store.now(tenantId);
     const { catalog, pricing } = await this.#pricing(ex, tenantId, customerId);
-    const at = Metering.pricingAt(catalog, pricing.get(customerId), now);
-    if (!at) return fail("no_rate_card", "No rate card version is in force now to rate the estimate.");
     const usage = await this.#usage(ex, tenantId, customerId, [now], catalog, pricing);
-    const period = periodStart(now);
-    const r = rateEvent(
-      at.content as RateCardContent,
-      at.overrides,
-      { action, dimensions: estimate.dimensions, quantities: estimate.quantities, status: "succeeded" },
-      (lineId) => usage.get(usageKey(customerId, period, lineId)) ?? 0n,
+    return rateEstimateWith(
+      { customerId, action, estimate },
+      now,
+      (c, t) => Metering.pricingAt(catalog, pricing.get(c), t),
+      usage,
     );
-    if (!r.ok) return r;
-    return ok(r.value.credits);
   }
 
   /**
