@@ -166,6 +166,7 @@ export const otherCustomersOf = (f: Fixtures, kind: Kind): string | null => {
         poc: x.poc2,
         hld: x.hold2,
         cap: x.spendCap2,
+        pur: x.purchase2,
       } as Partial<Record<Kind, string>>
     )[kind] ?? null
   );
