@@ -152,7 +152,13 @@ describe("policies", () => {
   test("the closed list of decision reasons", () => {
     assert.deepEqual(
       [...DECISION_REASONS],
-      ["sufficient_credits", "within_overdraft", "insufficient_credits", "below_throttle_level"],
+      [
+        "sufficient_credits",
+        "within_overdraft",
+        "insufficient_credits",
+        "below_throttle_level",
+        "spend_cap_reached",
+      ],
     );
   });
 });

@@ -20,11 +20,13 @@ import {
   customerInPath,
   ID_CURSOR,
   must,
+  notFound,
   okReply,
   page,
   type Route,
   route,
   timestamp,
+  visible,
 } from "./routes.js";
 import * as S from "./schemas.js";
 import { listView } from "./views.js";
@@ -558,7 +560,8 @@ export const COMMERCE_ROUTES: readonly Route[] = [
     operationId: "listPurchases",
     tag: "Top-ups and the price book",
     summary: "List purchases",
-    access: "secret",
+    description: "A restricted key lists its own customer's purchases only.",
+    access: "read",
     query: S.withPage({
       customer_id: Type.Optional(S.Id("cus", "Only this customer's purchases.")),
       wallet_id: Type.Optional(S.Id("wal", "Only this wallet's purchases.")),
@@ -573,10 +576,12 @@ export const COMMERCE_ROUTES: readonly Route[] = [
     }),
     response: S.ListOf(PurchaseView),
     errors: ["invalid_cursor"],
-    handle: async ({ commerce, tenantId, query }) => {
+    handle: async ({ commerce, tenantId, key, query }) => {
+      if (key.customerId !== null && query.customer_id !== undefined && query.customer_id !== key.customerId)
+        return okReply(listView([], null));
       const r = await commerce.listPurchases(
         tenantId,
-        { customerId: query.customer_id, walletId: query.wallet_id, status: query.status },
+        { customerId: key.customerId ?? query.customer_id, walletId: query.wallet_id, status: query.status },
         page(query, ID_CURSOR),
       );
       return okReply(listView(r.items.map(purchaseView), r.next));
@@ -588,13 +593,14 @@ export const COMMERCE_ROUTES: readonly Route[] = [
     operationId: "getPurchase",
     tag: "Top-ups and the price book",
     summary: "Get a purchase",
-    access: "secret",
+    access: "read",
     params: PurchaseIdParam,
     response: PurchaseView,
     errors: ["not_found"],
-    handle: async ({ commerce, tenantId, params }) => {
+    handle: async ({ commerce, tenantId, key, params }) => {
       const p = await commerce.getPurchase(tenantId, params.id);
       if (!p) throw new ApiError("not_found", `No purchase ${params.id}.`);
+      visible(key, p.customerId, "purchase", params.id);
       return okReply(purchaseView(p));
     },
   }),
@@ -705,11 +711,15 @@ export const COMMERCE_ROUTES: readonly Route[] = [
     operationId: "getAutoTopUp",
     tag: "Top-ups and the price book",
     summary: "Get a wallet's auto top-up",
-    access: "secret",
+    access: "read",
     params: S.IdParam("wal", "wallet"),
     response: AutoTopUpView,
     errors: ["not_found"],
-    handle: async ({ commerce, tenantId, params }) => {
+    handle: async ({ store, commerce, tenantId, key, params }) => {
+      // A restricted key reads its own customer's wallets only; another's looks missing.
+      const w = await store.getWallet(tenantId, params.id);
+      if (!w) throw notFound("wallet", params.id);
+      visible(key, w.customerId, "wallet", params.id);
       const a = await commerce.getAutoTopUp(tenantId, params.id);
       if (!a) throw new ApiError("not_found", `Wallet ${params.id} has no auto top-up.`);
       return okReply(autoTopUpView(a));

@@ -13,7 +13,7 @@ import {
   type StepStatus,
   stepOutcome,
 } from "@drawdown/core";
-import type { Estimate, HoldRecord, Holds, SettleEvent } from "./holds.js";
+import type { Estimate, HoldRecord, Holds, SettleEvent, SettleInput } from "./holds.js";
 import type { Page } from "./records.js";
 import type { Row, SqlExecutor } from "./sql.js";
 import type { Store } from "./store.js";
@@ -98,13 +98,7 @@ export interface StepRequest {
 }
 
 /** What settling a step posts: events (their run_id is the run's), or quantities of the step's action. */
-export type StepSettle =
-  | { readonly events: readonly SettleEvent[] }
-  | {
-      readonly quantities: Readonly<Record<string, bigint>>;
-      readonly dimensions?: Readonly<Record<string, string>>;
-      readonly status?: "succeeded" | "failed";
-    };
+export type StepSettle = SettleInput;
 
 /** A step's answer: the step, its run after it, its hold, and whether it was replayed. */
 export interface StepResult {

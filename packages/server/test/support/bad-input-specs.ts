@@ -166,6 +166,7 @@ export const otherCustomersOf = (f: Fixtures, kind: Kind): string | null => {
         poc: x.poc2,
         hld: x.hold2,
         cap: x.spendCap2,
+        pur: x.purchase2,
       } as Partial<Record<Kind, string>>
     )[kind] ?? null
   );
@@ -1290,7 +1291,9 @@ async function freshRun(
     await client.create(`/v1/runs/${id}/steps`, { ...stepBody(), hold_timeout_seconds: 60 });
   if (state === "settled")
     await client.create(`/v1/runs/${id}/settle_step`, { key: "s1", quantities: { output_tokens: 1 } });
-  if (state === "suspended") await client.create(`/v1/runs/${id}/steps`, stepBody("s1", MAX));
+  // More than the wallet holds but within the fixtures' vendor spend cap (1,000,000): a spend
+  // cap's denial would not suspend the run, only a lack of credits does.
+  if (state === "suspended") await client.create(`/v1/runs/${id}/steps`, stepBody("s1", "900000"));
   if (state === "expired") world!.advance(120_000);
   if (state === "completed") await client.create(`/v1/runs/${id}/complete`, {});
   if (state === "canceled") await client.create(`/v1/runs/${id}/cancel`, {});

@@ -60,6 +60,7 @@ export interface TenantFixtures {
    */
   readonly priceBook: string;
   readonly purchase: string;
+  readonly purchase2: string;
   /** A pending hold of 1 credit (7 days) on the main customer's pool, and one of the second customer. */
   readonly hold: string;
   readonly hold2: string;
@@ -216,12 +217,16 @@ async function tenantFixtures(client: Client, tenantId: string, t: string): Prom
     ],
     commitment_discounts: [{ min_committed: "10000", percent_off: 10 }],
   });
-  const purchase = await client.create("/v1/purchases", {
-    wallet_id: wallet,
-    currency: "USD",
-    pack_id: "starter",
-    provider: "manual",
-  });
+  const buy = (walletId: string) =>
+    client.create("/v1/purchases", {
+      wallet_id: walletId,
+      currency: "USD",
+      pack_id: "starter",
+      provider: "manual",
+    });
+  const purchase = await buy(wallet);
+  // The second customer's purchase and auto top-up: what a restricted key of the first may not see.
+  const purchase2 = await buy(String(c2.wallet_id));
   await client.create(`/v1/customers/${customer}/commitments`, {
     currency: "USD",
     credits: "1000",
@@ -333,6 +338,7 @@ async function tenantFixtures(client: Client, tenantId: string, t: string): Prom
     poc2: await poc(c2.id),
     priceBook: String(priceBook.id),
     purchase: String(purchase.id),
+    purchase2: String(purchase2.id),
     hold: hold1,
     hold2,
     webhookEndpoint: String(endpoint.id),
