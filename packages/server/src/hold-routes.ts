@@ -8,7 +8,7 @@ import {
   QUANTITY_SCALE,
 } from "@drawdown/core";
 import type { HoldRecord, SettleEvent } from "@drawdown/storage";
-import { Type } from "@sinclair/typebox";
+import { type Static, Type } from "@sinclair/typebox";
 import { ApiError } from "./errors.js";
 import { parseEvent } from "./events.js";
 import {
@@ -203,6 +203,61 @@ const SettleBody = Type.Object(
   },
   { ...strict, title: "SettleRequest" },
 );
+
+/** The settle fields both settle routes share (a hold's, a run step's). */
+interface SettleFields {
+  readonly events?: readonly Static<typeof SettleEventWire>[];
+  readonly quantities?: unknown;
+  readonly dimensions?: unknown;
+  readonly status?: unknown;
+}
+
+/** Refuses a settle with both or neither of events and quantities, or dimensions or status beside events. */
+export function checkSettleBody(body: SettleFields): void {
+  if ((body.events === undefined) === (body.quantities === undefined))
+    throw new ApiError("invalid_argument", "Settle with events or with quantities, one of them.", {
+      errors: [{ path: "events", message: "events or quantities" }],
+    });
+  if (body.events !== undefined && (body.dimensions !== undefined || body.status !== undefined))
+    throw new ApiError(
+      "invalid_argument",
+      "dimensions and status go with quantities; events carry their own.",
+      {
+        errors: [{ path: "dimensions", message: "only with quantities" }],
+      },
+    );
+}
+
+/**
+ * A settle's events parsed as usage events of `customerId` (an event without an action takes
+ * `action`, the hold's or the step's); the first bad one fails the request with its index.
+ */
+export function settleEvents(
+  raw: readonly Static<typeof SettleEventWire>[],
+  customerId: string,
+  action: string,
+  now: number,
+): SettleEvent[] {
+  return raw.map((e, i) => {
+    const parsed = parseEvent({ ...e, customer_id: customerId, action: e.action ?? action }, now);
+    if (!parsed.ok)
+      throw new ApiError(parsed.error.code, `events[${i}]: ${parsed.error.message}`, {
+        errors: [{ path: `events/${i}`, message: parsed.error.message }],
+      });
+    const p = parsed.value.event;
+    return {
+      id: p.id,
+      action: p.action,
+      dimensions: p.dimensions,
+      quantities: p.quantities,
+      time: e.time === undefined ? null : p.time,
+      status: p.status,
+      runId: p.runId,
+      reportedCost: p.reportedCost,
+      fingerprint: parsed.value.fingerprint,
+    };
+  });
+}
 
 const ListQuery = S.withPage({
   wallet_id: Type.Optional(S.Id("wal", "Holds paid by this wallet.")),
@@ -401,22 +456,10 @@ export const HOLD_ROUTES: readonly Route[] = [
     groupCommit: true,
     handle: async (ctx) => {
       const { holds, holdWriter, store, tenantId, params, body } = ctx;
-      if ((body.events === undefined) === (body.quantities === undefined))
-        throw new ApiError("invalid_argument", "Settle with events or with quantities, one of them.", {
-          errors: [{ path: "events", message: "events or quantities" }],
-        });
-      if (body.events !== undefined && (body.dimensions !== undefined || body.status !== undefined))
-        throw new ApiError(
-          "invalid_argument",
-          "dimensions and status go with quantities; events carry their own.",
-          {
-            errors: [{ path: "dimensions", message: "only with quantities" }],
-          },
-        );
+      checkSettleBody(body);
       // Its customer and wallet, which never change; the writer reads it again under the wallet's lock.
       const hold = holdWriter.known(tenantId, params.id) ?? (await holds.getHold(tenantId, params.id));
       if (!hold) throw notFound("hold", params.id);
-      const now = store.now(tenantId);
       const raw =
         body.events ??
         ([
@@ -427,28 +470,7 @@ export const HOLD_ROUTES: readonly Route[] = [
             ...(body.status ? { status: body.status } : {}),
           },
         ] as NonNullable<typeof body.events>);
-      const events: SettleEvent[] = raw.map((e, i) => {
-        const parsed = parseEvent(
-          { ...e, customer_id: hold.customerId, action: e.action ?? hold.action },
-          now,
-        );
-        if (!parsed.ok)
-          throw new ApiError(parsed.error.code, `events[${i}]: ${parsed.error.message}`, {
-            errors: [{ path: `events/${i}`, message: parsed.error.message }],
-          });
-        const p = parsed.value.event;
-        return {
-          id: p.id,
-          action: p.action,
-          dimensions: p.dimensions,
-          quantities: p.quantities,
-          time: e.time === undefined ? null : p.time,
-          status: p.status,
-          runId: p.runId,
-          reportedCost: p.reportedCost,
-          fingerprint: parsed.value.fingerprint,
-        };
-      });
+      const events = settleEvents(raw, hold.customerId, hold.action, store.now(tenantId));
       return committed(
         ctx,
         (claim) => holdWriter.settle(tenantId, hold, { events }, claim),

@@ -8,20 +8,17 @@ import {
   RUN_LIMITS,
   type RunStatus,
 } from "@drawdown/core";
-import type {
-  ApiKey,
-  RunRecord,
-  Runs,
-  SettleEvent,
-  SqlExecutor,
-  StepRecord,
-  StepResult,
-  Store,
-} from "@drawdown/storage";
+import type { ApiKey, RunRecord, Runs, SqlExecutor, StepRecord, StepResult, Store } from "@drawdown/storage";
 import { Type } from "@sinclair/typebox";
 import { ApiError } from "./errors.js";
-import { parseEvent } from "./events.js";
-import { AuthorizeBody, HoldView, holdView, SettleEventWire } from "./hold-routes.js";
+import {
+  AuthorizeBody,
+  checkSettleBody,
+  HoldView,
+  holdView,
+  SettleEventWire,
+  settleEvents,
+} from "./hold-routes.js";
 import {
   amount,
   created,
@@ -496,18 +493,7 @@ export const RUN_ROUTES: readonly Route[] = [
     ],
     handle: async ({ store, runs, tx, tenantId, key, params, body }) => {
       const run = await startedRun(runs, tenantId, key, params.id, tx);
-      if ((body.events === undefined) === (body.quantities === undefined))
-        throw new ApiError("invalid_argument", "Settle with events or with quantities, one of them.", {
-          errors: [{ path: "events", message: "events or quantities" }],
-        });
-      if (body.events !== undefined && (body.dimensions !== undefined || body.status !== undefined))
-        throw new ApiError(
-          "invalid_argument",
-          "dimensions and status go with quantities; events carry their own.",
-          {
-            errors: [{ path: "dimensions", message: "only with quantities" }],
-          },
-        );
+      checkSettleBody(body);
       const step = await runs.getStep(tenantId, run.id, body.key, tx);
       if (!step) throw new ApiError("not_found", `Run ${run.id} has no step "${body.key}".`);
       if (body.quantities !== undefined) {
@@ -520,29 +506,7 @@ export const RUN_ROUTES: readonly Route[] = [
         );
         return okReply(stepResultView(settled));
       }
-      const now = store.now(tenantId);
-      const events: SettleEvent[] = body.events!.map((e, i) => {
-        const parsed = parseEvent(
-          { ...e, customer_id: run.customerId, action: e.action ?? step.action },
-          now,
-        );
-        if (!parsed.ok)
-          throw new ApiError(parsed.error.code, `events[${i}]: ${parsed.error.message}`, {
-            errors: [{ path: `events/${i}`, message: parsed.error.message }],
-          });
-        const p = parsed.value.event;
-        return {
-          id: p.id,
-          action: p.action,
-          dimensions: p.dimensions,
-          quantities: p.quantities,
-          time: e.time === undefined ? null : p.time,
-          status: p.status,
-          runId: p.runId,
-          reportedCost: p.reportedCost,
-          fingerprint: parsed.value.fingerprint,
-        };
-      });
+      const events = settleEvents(body.events!, run.customerId, step.action, store.now(tenantId));
       return okReply(stepResultView(must(await runs.settleStep(tx, tenantId, run.id, body.key, { events }))));
     },
   }),
