@@ -124,6 +124,12 @@ export interface Rejected {
 
 export type UsageOutcome = Accepted | Rejected;
 
+/** An accepted outcome while its batch is planned: its transaction id is set at the end. */
+type MutableAccepted = Omit<Accepted, "transactionId"> & { transactionId: string | null };
+
+/** One credit in units (10^SCALE), to turn revenue at double scale back into units. */
+const ONE = 10n ** BigInt(SCALE);
+
 /** A batch's plan: outcomes in order, the journal, and the counters to bump. */
 export interface UsagePlan {
   readonly outcomes: readonly UsageOutcome[];
@@ -207,7 +213,7 @@ export function planUsage(
     grant: Map<string, bigint>;
     overdraft: Map<string, bigint>;
     total: bigint;
-    outcomes: number[];
+    outcomes: MutableAccepted[];
   };
   const charges = new Map<string, Charges>();
   const outcomes: UsageOutcome[] = [];
@@ -260,8 +266,17 @@ export function planUsage(
       }
     };
     const cost = costOf(state, event);
-    const base = {
-      kind: "accepted" as const,
+    // Outcomes are built by one literal (no object spread): this runs once per event.
+    const accept = (
+      drawn: bigint,
+      overdraft: bigint,
+      unpaid: bigint,
+      draws: readonly Draw[],
+      revenue: bigint,
+      revenueCurrency: string | null,
+      reason: string | null,
+    ): MutableAccepted => ({
+      kind: "accepted",
       event,
       versionId: pricing.versionId,
       rating,
@@ -269,37 +284,25 @@ export function planUsage(
       cost: cost?.amount ?? null,
       costCurrency: cost?.currency ?? null,
       costVersionId: cost?.versionId ?? null,
-    };
+      drawn,
+      overdraft,
+      unpaid,
+      draws,
+      revenue,
+      revenueCurrency,
+      reason,
+      transactionId: null,
+    });
     if (rating.credits === 0n) {
       countUsage();
-      outcomes.push({
-        ...base,
-        drawn: 0n,
-        overdraft: 0n,
-        unpaid: 0n,
-        draws: [],
-        revenue: 0n,
-        revenueCurrency: null,
-        reason: rating.reason,
-        transactionId: null,
-      });
+      outcomes.push(accept(0n, 0n, 0n, [], 0n, null, rating.reason));
       continue;
     }
     // Spend caps (caps.ts): a charge beyond the tightest applicable cap's room is refused whole.
     const capRoom = caps.roomFor(walletChain, event.subjectId, ctx.now);
     if (capRoom !== null && rating.credits > capRoom) {
       caps.refuse(walletChain, event.subjectId, ctx.now);
-      outcomes.push({
-        ...base,
-        drawn: 0n,
-        overdraft: 0n,
-        unpaid: rating.credits,
-        draws: [],
-        revenue: 0n,
-        revenueCurrency: null,
-        reason: "spend_cap_reached",
-        transactionId: null,
-      });
+      outcomes.push(accept(0n, 0n, rating.credits, [], 0n, null, "spend_cap_reached"));
       continue;
     }
     const sources = walletChain.map((walletId) => ({
@@ -323,17 +326,7 @@ export function planUsage(
       );
     }
     if (unpaid > 0n) {
-      outcomes.push({
-        ...base,
-        drawn: 0n,
-        overdraft: 0n,
-        unpaid,
-        draws: [],
-        revenue: 0n,
-        revenueCurrency: null,
-        reason: "insufficient_credits",
-        transactionId: null,
-      });
+      outcomes.push(accept(0n, 0n, unpaid, [], 0n, null, "insufficient_credits"));
       continue;
     }
     countUsage();
@@ -358,19 +351,18 @@ export function planUsage(
       c.overdraft.set(pool, (c.overdraft.get(pool) ?? 0n) + toOverdraft);
     }
     c.total += rating.credits;
-    c.outcomes.push(outcomes.length);
-    charges.set(event.customerId, c);
-    outcomes.push({
-      ...base,
-      drawn: rating.credits - toOverdraft,
-      overdraft: toOverdraft,
-      unpaid: 0n,
-      draws: plan.draws,
-      revenue: divRound(revenue, 10n ** BigInt(SCALE)),
+    const outcome = accept(
+      rating.credits - toOverdraft,
+      toOverdraft,
+      0n,
+      plan.draws,
+      divRound(revenue, ONE),
       revenueCurrency,
-      reason: null,
-      transactionId: null,
-    });
+      null,
+    );
+    c.outcomes.push(outcome);
+    charges.set(event.customerId, c);
+    outcomes.push(outcome);
   }
 
   // One balanced transaction per customer carries its charges in this batch.
@@ -383,7 +375,8 @@ export function planUsage(
     entries.push(entry({ kind: "system", name: "consumption" }, c.total));
     const tx = makeTx(ctx, "usage", customerId, entries);
     transactions.push(tx);
-    for (const i of c.outcomes) outcomes[i] = { ...(outcomes[i] as Accepted), transactionId: tx.id };
+    // These outcomes were made by this call and are not yet seen by anyone: set in place.
+    for (const o of c.outcomes) o.transactionId = tx.id;
   }
 
   const overdraftDeltas = new Map<string, bigint>();

@@ -479,6 +479,17 @@ export interface EventDetail {
   readonly received_at: string;
 }
 
+/** `per` as text ("1000" for 3): the same few exponents on every event, computed once each. */
+const PER_TEXT: string[] = [];
+function perText(exponent: number): string {
+  let t = PER_TEXT[exponent];
+  if (t === undefined) {
+    t = (10n ** BigInt(exponent)).toString();
+    PER_TEXT[exponent] = t;
+  }
+  return t;
+}
+
 /** The stored explanation of a charge: every line with its quantity, rates, multiplier and exact credits, and the draws. */
 export function explain(o: Accepted): Record<string, unknown> {
   const r = o.rating;
@@ -488,7 +499,7 @@ export function explain(o: Accepted): Record<string, unknown> {
       line_id: l.lineId,
       quantity: l.quantity,
       amount: formatDecimal(l.amount, QUANTITY_SCALE),
-      per: (10n ** BigInt(l.perExponent)).toString(),
+      per: perText(l.perExponent),
       pieces: l.pieces.map((p) => ({
         quantity: formatDecimal(p.quantity, QUANTITY_SCALE),
         rate: formatDecimal(p.rate, RATE_SCALE),
