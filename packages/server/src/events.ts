@@ -1,8 +1,17 @@
-import { createHash } from "node:crypto";
+import * as crypto from "node:crypto";
 import { ok, parseDecimal, parseTimestamp, QUANTITY_SCALE, type Result } from "@drawdown/core";
 import type { IngestEvent } from "@drawdown/storage";
 import { type Static, Type } from "@sinclair/typebox";
 import { TypeCompiler } from "@sinclair/typebox/compiler";
+
+/**
+ * SHA-256 of a text, base64url. The one-shot `crypto.hash` (Node 20.12 and later) makes no
+ * Hash object: this runs once per ingested event.
+ */
+const sha256: (text: string) => string =
+  typeof crypto.hash === "function"
+    ? (text) => crypto.hash("sha256", text, "base64url")
+    : (text) => crypto.createHash("sha256").update(text).digest("base64url");
 
 /**
  * Usage events on the wire, in the native shape or as CloudEvents 1.0 JSON, checked one by
@@ -193,6 +202,6 @@ export function parseEvent(raw: unknown, now: number): Result<IngestEvent, Event
       runId: n.run_id ?? null,
       reportedCost,
     },
-    fingerprint: createHash("sha256").update(normalized).digest("base64url"),
+    fingerprint: sha256(normalized),
   });
 }
