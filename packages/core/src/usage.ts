@@ -1,5 +1,5 @@
 import { divRound, SCALE } from "./amount.js";
-import { type Draw, planDraws } from "./burndown.js";
+import { type Draw, isDueToExpire, planDraws } from "./burndown.js";
 import { CapBook, type CapEffect, type CapState } from "./caps.js";
 import { entry, grantAccount } from "./journal.js";
 import { expireDueEntries, makeTx } from "./ledger.js";
@@ -189,9 +189,11 @@ export function planUsage(
   const expired: string[] = [];
   const caps = new CapBook(state.caps);
 
-  // Expire what is due first, per customer, so no expired credit is drawn.
+  // Expire what is due first, per customer, so no expired credit is drawn. Only grants due
+  // are grouped (expireDueEntries keeps no other): a batch touches a thousand customers.
   const byCustomer = new Map<string, Grant[]>();
   for (const g of grants.values()) {
+    if (!isDueToExpire(g, ctx.now)) continue;
     const w = state.wallets.get(g.walletId);
     if (!w) continue;
     const list = byCustomer.get(w.customerId);
@@ -211,7 +213,8 @@ export function planUsage(
 
   type Charges = {
     grant: Map<string, bigint>;
-    overdraft: Map<string, bigint>;
+    /** Made when the customer's first charge goes on an overdraft (rare). */
+    overdraft: Map<string, bigint> | null;
     total: bigint;
     outcomes: MutableAccepted[];
   };
@@ -335,7 +338,7 @@ export function planUsage(
     let revenueCurrency: string | null = null;
     const c: Charges = charges.get(event.customerId) ?? {
       grant: new Map(),
-      overdraft: new Map(),
+      overdraft: null,
       total: 0n,
       outcomes: [],
     };
@@ -348,6 +351,7 @@ export function planUsage(
     }
     if (toOverdraft > 0n) {
       overdraft.set(pool, owed + toOverdraft);
+      c.overdraft ??= new Map();
       c.overdraft.set(pool, (c.overdraft.get(pool) ?? 0n) + toOverdraft);
     }
     c.total += rating.credits;
@@ -370,8 +374,9 @@ export function planUsage(
     const entries: Entry[] = [];
     for (const [grantId, amount] of c.grant)
       entries.push(entry(grantAccount(grantId, grants.get(grantId)!.walletId), -amount));
-    for (const [walletId, amount] of c.overdraft)
-      entries.push(entry({ kind: "overdraft", walletId }, -amount));
+    if (c.overdraft)
+      for (const [walletId, amount] of c.overdraft)
+        entries.push(entry({ kind: "overdraft", walletId }, -amount));
     entries.push(entry({ kind: "system", name: "consumption" }, c.total));
     const tx = makeTx(ctx, "usage", customerId, entries);
     transactions.push(tx);
