@@ -344,7 +344,7 @@ export function planUsage(
     };
     for (const d of plan.draws) {
       const g = grants.get(d.grantId)!;
-      grants.set(d.grantId, { ...g, remaining: g.remaining - d.amount });
+      grants.set(d.grantId, withRemaining(g, g.remaining - d.amount));
       c.grant.set(d.grantId, (c.grant.get(d.grantId) ?? 0n) + d.amount);
       revenue += d.amount * g.costBasis;
       if (g.costBasis > 0n) revenueCurrency ??= g.currency;
@@ -388,6 +388,26 @@ export function planUsage(
   for (const [walletId, owed] of overdraft)
     overdraftDeltas.set(walletId, owed - state.wallets.get(walletId)!.overdraft);
   return { outcomes, transactions, expired, overdraftDeltas, usageDeltas, caps: caps.effect() };
+}
+
+/** A copy of a grant with another remainder: one literal, not a spread (once per draw). */
+function withRemaining(g: Grant, remaining: bigint): Grant {
+  return {
+    id: g.id,
+    walletId: g.walletId,
+    amount: g.amount,
+    remaining,
+    source: g.source,
+    costBasis: g.costBasis,
+    currency: g.currency,
+    effectiveAt: g.effectiveAt,
+    expiresAt: g.expiresAt,
+    priority: g.priority,
+    scope: g.scope,
+    metadata: g.metadata,
+    status: g.status,
+    createdAt: g.createdAt,
+  };
 }
 
 /** An event's cost: what it reported, else the cost table in force at its time. */
