@@ -584,6 +584,16 @@ export async function insertEvents(
 ): Promise<void> {
   if (accepted.length === 0) return;
   const receivedAt = new Date(now).toISOString();
+  // Events of a batch mostly share their time (sent without one, they take the clock's).
+  let lastTime = Number.NaN;
+  let lastIso = "";
+  const timeIso = (time: number): string => {
+    if (time !== lastTime) {
+      lastTime = time;
+      lastIso = new Date(time).toISOString();
+    }
+    return lastIso;
+  };
   const rows = accepted.map(({ outcome: o, fingerprint, holdId: own }) => {
     const e = o.event;
     const quantities: Record<string, string> = {};
@@ -613,7 +623,7 @@ export async function insertEvents(
       e.customerId,
       e.action,
       e.dimensions.model ?? null,
-      new Date(e.time).toISOString(),
+      timeIso(e.time),
       e.runId,
       outcomeKind(o),
       o.rating.credits.toString(),
