@@ -1,8 +1,11 @@
 import * as crypto from "node:crypto";
-import { ok, parseDecimal, parseTimestamp, QUANTITY_SCALE, type Result } from "@drawdown/core";
+import { ok, parseDecimal, parseTimestamp, pow10, QUANTITY_SCALE, type Result } from "@drawdown/core";
 import type { IngestEvent } from "@drawdown/storage";
 import { type Static, Type } from "@sinclair/typebox";
 import { TypeCompiler } from "@sinclair/typebox/compiler";
+
+/** One unit of quantity at its scale. */
+const QUANTITY_UNIT = pow10(QUANTITY_SCALE);
 
 /**
  * SHA-256 of a text, base64url. The one-shot `crypto.hash` (Node 20.12 and later) makes no
@@ -153,6 +156,11 @@ export function parseEvent(raw: unknown, now: number): Result<IngestEvent, Event
           message: `quantities.${name}: send large or fractional quantities as strings.`,
         },
       };
+    }
+    // A whole number (the usual token count) needs no text parsing: it is always in range.
+    if (typeof q === "number" && q >= 0) {
+      quantities[name] = BigInt(q) * QUANTITY_UNIT;
+      continue;
     }
     const parsed = parseDecimal(String(q), QUANTITY_SCALE, { allowZero: true });
     if (!parsed.ok)
