@@ -220,6 +220,9 @@ export function planUsage(
   };
   const charges = new Map<string, Charges>();
   const outcomes: UsageOutcome[] = [];
+  // A batch's events mostly share their time, so their period is computed once.
+  let lastTime = Number.NaN;
+  let period = 0;
   for (const event of events) {
     const time = checkEventTime(event.time, ctx.now);
     if (!time.ok) {
@@ -248,12 +251,17 @@ export function planUsage(
       outcomes.push(reject(event, "no_rate_card", "No rate card version is in force at the event's time."));
       continue;
     }
-    const period = periodStart(event.time);
+    if (event.time !== lastTime) {
+      lastTime = event.time;
+      period = periodStart(event.time);
+    }
+    // usageKey(customer, period, line) is this prefix and the line id: built once per event.
+    const keyPrefix = usageKey(event.customerId, period, "");
     const rated = rateEvent(
       pricing.content,
       pricing.overrides,
       event,
-      (lineId) => usage.get(usageKey(event.customerId, period, lineId)) ?? 0n,
+      (lineId) => usage.get(keyPrefix + lineId) ?? 0n,
     );
     if (!rated.ok) {
       outcomes.push(reject(event, "unknown_action", rated.error.message));
@@ -263,7 +271,7 @@ export function planUsage(
     // Volume tiers count what was used and paid for (or free): an unpaid charge does not count.
     const countUsage = () => {
       for (const line of rating.lines) {
-        const key = usageKey(event.customerId, period, line.lineId);
+        const key = keyPrefix + line.lineId;
         usage.set(key, (usage.get(key) ?? 0n) + line.amount);
         usageDeltas.set(key, (usageDeltas.get(key) ?? 0n) + line.amount);
       }
