@@ -67,7 +67,7 @@ export function parseDecimal(text: string, scale: number, rules: AmountRules = {
   if (whole.length > MAX_INTEGER_DIGITS) {
     return fail("invalid_amount", `"${text}" is out of range; at most ${MAX_INTEGER_DIGITS} integer digits.`);
   }
-  const magnitude = BigInt(whole) * 10n ** BigInt(scale) + BigInt(fraction.padEnd(scale, "0") || "0");
+  const magnitude = BigInt(whole) * pow10(scale) + BigInt(fraction.padEnd(scale, "0") || "0");
   const value = sign === "-" ? -magnitude : magnitude;
   if (value === 0n) {
     if (sign === "-") return fail("invalid_amount", `"${text}": write zero as "0".`);
@@ -75,6 +75,21 @@ export function parseDecimal(text: string, scale: number, rules: AmountRules = {
   }
   if (value < 0n && !rules.allowNegative) return fail("invalid_amount", "The amount must not be negative.");
   return ok(value);
+}
+
+const POWERS_OF_TEN: bigint[] = [];
+
+/**
+ * 10 to the power `exponent` (a small non-negative integer), computed once per exponent:
+ * rating and parsing use the same few powers on every event.
+ */
+export function pow10(exponent: number): bigint {
+  let p = POWERS_OF_TEN[exponent];
+  if (p === undefined) {
+    p = 10n ** BigInt(exponent);
+    if (exponent <= 128) POWERS_OF_TEN[exponent] = p;
+  }
+  return p;
 }
 
 /**

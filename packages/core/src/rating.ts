@@ -1,4 +1,4 @@
-import { divRound, formatDecimal, minAmount, parseDecimal, SCALE } from "./amount.js";
+import { divRound, formatDecimal, minAmount, parseDecimal, pow10, SCALE } from "./amount.js";
 import { SCOPE_PATTERN, scopeAdmits } from "./burndown.js";
 import { fail, ok, type Result } from "./result.js";
 
@@ -258,7 +258,7 @@ export function rateEvent(
     }
   }
   const exactScale = EXACT_SCALE + multiplierScale - FACTOR_SCALE;
-  const denominator = 10n ** BigInt(exactScale);
+  const denominator = pow10(exactScale);
   const lines: LineCharge[] = [];
   let total = 0n;
   let allFree = true;
@@ -272,7 +272,7 @@ export function rateEvent(
       : [{ quantity: amount, rate: line.rate }];
     let exact = 0n;
     if (!line.free) {
-      const shift = 10n ** BigInt(MAX_PER_EXPONENT - line.perExponent);
+      const shift = pow10(MAX_PER_EXPONENT - line.perExponent);
       for (const p of pieces) exact += p.quantity * p.rate * multiplier * shift;
     }
     // A minimum applies to an event that used the line's quantity; zero usage costs nothing.

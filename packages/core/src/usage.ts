@@ -1,5 +1,5 @@
 import { divRound, SCALE } from "./amount.js";
-import { type Draw, planDraws } from "./burndown.js";
+import { type Draw, isDueToExpire, planDraws } from "./burndown.js";
 import { CapBook, type CapEffect, type CapState } from "./caps.js";
 import { entry, grantAccount } from "./journal.js";
 import { expireDueEntries, makeTx } from "./ledger.js";
@@ -124,6 +124,12 @@ export interface Rejected {
 
 export type UsageOutcome = Accepted | Rejected;
 
+/** An accepted outcome while its batch is planned: its transaction id is set at the end. */
+type MutableAccepted = Omit<Accepted, "transactionId"> & { transactionId: string | null };
+
+/** One credit in units (10^SCALE), to turn revenue at double scale back into units. */
+const ONE = 10n ** BigInt(SCALE);
+
 /** A batch's plan: outcomes in order, the journal, and the counters to bump. */
 export interface UsagePlan {
   readonly outcomes: readonly UsageOutcome[];
@@ -183,9 +189,11 @@ export function planUsage(
   const expired: string[] = [];
   const caps = new CapBook(state.caps);
 
-  // Expire what is due first, per customer, so no expired credit is drawn.
+  // Expire what is due first, per customer, so no expired credit is drawn. Only grants due
+  // are grouped (expireDueEntries keeps no other): a batch touches a thousand customers.
   const byCustomer = new Map<string, Grant[]>();
   for (const g of grants.values()) {
+    if (!isDueToExpire(g, ctx.now)) continue;
     const w = state.wallets.get(g.walletId);
     if (!w) continue;
     const list = byCustomer.get(w.customerId);
@@ -205,12 +213,16 @@ export function planUsage(
 
   type Charges = {
     grant: Map<string, bigint>;
-    overdraft: Map<string, bigint>;
+    /** Made when the customer's first charge goes on an overdraft (rare). */
+    overdraft: Map<string, bigint> | null;
     total: bigint;
-    outcomes: number[];
+    outcomes: MutableAccepted[];
   };
   const charges = new Map<string, Charges>();
   const outcomes: UsageOutcome[] = [];
+  // A batch's events mostly share their time, so their period is computed once.
+  let lastTime = Number.NaN;
+  let period = 0;
   for (const event of events) {
     const time = checkEventTime(event.time, ctx.now);
     if (!time.ok) {
@@ -239,12 +251,17 @@ export function planUsage(
       outcomes.push(reject(event, "no_rate_card", "No rate card version is in force at the event's time."));
       continue;
     }
-    const period = periodStart(event.time);
+    if (event.time !== lastTime) {
+      lastTime = event.time;
+      period = periodStart(event.time);
+    }
+    // usageKey(customer, period, line) is this prefix and the line id: built once per event.
+    const keyPrefix = usageKey(event.customerId, period, "");
     const rated = rateEvent(
       pricing.content,
       pricing.overrides,
       event,
-      (lineId) => usage.get(usageKey(event.customerId, period, lineId)) ?? 0n,
+      (lineId) => usage.get(keyPrefix + lineId) ?? 0n,
     );
     if (!rated.ok) {
       outcomes.push(reject(event, "unknown_action", rated.error.message));
@@ -254,14 +271,23 @@ export function planUsage(
     // Volume tiers count what was used and paid for (or free): an unpaid charge does not count.
     const countUsage = () => {
       for (const line of rating.lines) {
-        const key = usageKey(event.customerId, period, line.lineId);
+        const key = keyPrefix + line.lineId;
         usage.set(key, (usage.get(key) ?? 0n) + line.amount);
         usageDeltas.set(key, (usageDeltas.get(key) ?? 0n) + line.amount);
       }
     };
     const cost = costOf(state, event);
-    const base = {
-      kind: "accepted" as const,
+    // Outcomes are built by one literal (no object spread): this runs once per event.
+    const accept = (
+      drawn: bigint,
+      overdraft: bigint,
+      unpaid: bigint,
+      draws: readonly Draw[],
+      revenue: bigint,
+      revenueCurrency: string | null,
+      reason: string | null,
+    ): MutableAccepted => ({
+      kind: "accepted",
       event,
       versionId: pricing.versionId,
       rating,
@@ -269,37 +295,25 @@ export function planUsage(
       cost: cost?.amount ?? null,
       costCurrency: cost?.currency ?? null,
       costVersionId: cost?.versionId ?? null,
-    };
+      drawn,
+      overdraft,
+      unpaid,
+      draws,
+      revenue,
+      revenueCurrency,
+      reason,
+      transactionId: null,
+    });
     if (rating.credits === 0n) {
       countUsage();
-      outcomes.push({
-        ...base,
-        drawn: 0n,
-        overdraft: 0n,
-        unpaid: 0n,
-        draws: [],
-        revenue: 0n,
-        revenueCurrency: null,
-        reason: rating.reason,
-        transactionId: null,
-      });
+      outcomes.push(accept(0n, 0n, 0n, [], 0n, null, rating.reason));
       continue;
     }
     // Spend caps (caps.ts): a charge beyond the tightest applicable cap's room is refused whole.
     const capRoom = caps.roomFor(walletChain, event.subjectId, ctx.now);
     if (capRoom !== null && rating.credits > capRoom) {
       caps.refuse(walletChain, event.subjectId, ctx.now);
-      outcomes.push({
-        ...base,
-        drawn: 0n,
-        overdraft: 0n,
-        unpaid: rating.credits,
-        draws: [],
-        revenue: 0n,
-        revenueCurrency: null,
-        reason: "spend_cap_reached",
-        transactionId: null,
-      });
+      outcomes.push(accept(0n, 0n, rating.credits, [], 0n, null, "spend_cap_reached"));
       continue;
     }
     const sources = walletChain.map((walletId) => ({
@@ -323,17 +337,7 @@ export function planUsage(
       );
     }
     if (unpaid > 0n) {
-      outcomes.push({
-        ...base,
-        drawn: 0n,
-        overdraft: 0n,
-        unpaid,
-        draws: [],
-        revenue: 0n,
-        revenueCurrency: null,
-        reason: "insufficient_credits",
-        transactionId: null,
-      });
+      outcomes.push(accept(0n, 0n, unpaid, [], 0n, null, "insufficient_credits"));
       continue;
     }
     countUsage();
@@ -342,35 +346,35 @@ export function planUsage(
     let revenueCurrency: string | null = null;
     const c: Charges = charges.get(event.customerId) ?? {
       grant: new Map(),
-      overdraft: new Map(),
+      overdraft: null,
       total: 0n,
       outcomes: [],
     };
     for (const d of plan.draws) {
       const g = grants.get(d.grantId)!;
-      grants.set(d.grantId, { ...g, remaining: g.remaining - d.amount });
+      grants.set(d.grantId, withRemaining(g, g.remaining - d.amount));
       c.grant.set(d.grantId, (c.grant.get(d.grantId) ?? 0n) + d.amount);
       revenue += d.amount * g.costBasis;
       if (g.costBasis > 0n) revenueCurrency ??= g.currency;
     }
     if (toOverdraft > 0n) {
       overdraft.set(pool, owed + toOverdraft);
+      c.overdraft ??= new Map();
       c.overdraft.set(pool, (c.overdraft.get(pool) ?? 0n) + toOverdraft);
     }
     c.total += rating.credits;
-    c.outcomes.push(outcomes.length);
-    charges.set(event.customerId, c);
-    outcomes.push({
-      ...base,
-      drawn: rating.credits - toOverdraft,
-      overdraft: toOverdraft,
-      unpaid: 0n,
-      draws: plan.draws,
-      revenue: divRound(revenue, 10n ** BigInt(SCALE)),
+    const outcome = accept(
+      rating.credits - toOverdraft,
+      toOverdraft,
+      0n,
+      plan.draws,
+      divRound(revenue, ONE),
       revenueCurrency,
-      reason: null,
-      transactionId: null,
-    });
+      null,
+    );
+    c.outcomes.push(outcome);
+    charges.set(event.customerId, c);
+    outcomes.push(outcome);
   }
 
   // One balanced transaction per customer carries its charges in this batch.
@@ -378,18 +382,40 @@ export function planUsage(
     const entries: Entry[] = [];
     for (const [grantId, amount] of c.grant)
       entries.push(entry(grantAccount(grantId, grants.get(grantId)!.walletId), -amount));
-    for (const [walletId, amount] of c.overdraft)
-      entries.push(entry({ kind: "overdraft", walletId }, -amount));
+    if (c.overdraft)
+      for (const [walletId, amount] of c.overdraft)
+        entries.push(entry({ kind: "overdraft", walletId }, -amount));
     entries.push(entry({ kind: "system", name: "consumption" }, c.total));
     const tx = makeTx(ctx, "usage", customerId, entries);
     transactions.push(tx);
-    for (const i of c.outcomes) outcomes[i] = { ...(outcomes[i] as Accepted), transactionId: tx.id };
+    // These outcomes were made by this call and are not yet seen by anyone: set in place.
+    for (const o of c.outcomes) o.transactionId = tx.id;
   }
 
   const overdraftDeltas = new Map<string, bigint>();
   for (const [walletId, owed] of overdraft)
     overdraftDeltas.set(walletId, owed - state.wallets.get(walletId)!.overdraft);
   return { outcomes, transactions, expired, overdraftDeltas, usageDeltas, caps: caps.effect() };
+}
+
+/** A copy of a grant with another remainder: one literal, not a spread (once per draw). */
+function withRemaining(g: Grant, remaining: bigint): Grant {
+  return {
+    id: g.id,
+    walletId: g.walletId,
+    amount: g.amount,
+    remaining,
+    source: g.source,
+    costBasis: g.costBasis,
+    currency: g.currency,
+    effectiveAt: g.effectiveAt,
+    expiresAt: g.expiresAt,
+    priority: g.priority,
+    scope: g.scope,
+    metadata: g.metadata,
+    status: g.status,
+    createdAt: g.createdAt,
+  };
 }
 
 /** An event's cost: what it reported, else the cost table in force at its time. */

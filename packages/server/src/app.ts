@@ -93,17 +93,25 @@ const NO_QUERY = Type.Object({}, { additionalProperties: false });
  * cannot store in text or jsonb. Iterative, so no input nests deep enough to overflow.
  */
 function nulPath(root: unknown, rootPath: string): string | null {
-  const stack: [unknown, string][] = [[root, rootPath]];
+  // Paths are spelled only for the value found: a batch of events has thousands of values.
+  type At = { readonly value: unknown; readonly parent: At | null; readonly key: string | number };
+  const spell = (at: At): string => {
+    const keys: (string | number)[] = [];
+    for (let a: At | null = at; a !== null && a.parent !== null; a = a.parent) keys.push(a.key);
+    return [rootPath, ...keys.reverse()].join("/");
+  };
+  const stack: At[] = [{ value: root, parent: null, key: "" }];
   while (stack.length > 0) {
-    const [value, path] = stack.pop()!;
+    const at = stack.pop()!;
+    const value = at.value;
     if (typeof value === "string") {
-      if (value.includes("\u0000")) return path;
+      if (value.includes("\u0000")) return spell(at);
     } else if (Array.isArray(value)) {
-      for (const [i, v] of value.entries()) stack.push([v, `${path}/${i}`]);
+      for (let i = 0; i < value.length; i++) stack.push({ value: value[i], parent: at, key: i });
     } else if (value !== null && typeof value === "object") {
-      for (const [k, v] of Object.entries(value)) {
-        if (k.includes("\u0000")) return `${path}/${k}`;
-        stack.push([v, `${path}/${k}`]);
+      for (const k of Object.keys(value)) {
+        if (k.includes("\u0000")) return `${spell(at)}/${k}`;
+        stack.push({ value: (value as Record<string, unknown>)[k], parent: at, key: k });
       }
     }
   }

@@ -1,8 +1,20 @@
-import { createHash } from "node:crypto";
-import { ok, parseDecimal, parseTimestamp, QUANTITY_SCALE, type Result } from "@drawdown/core";
+import * as crypto from "node:crypto";
+import { ok, parseDecimal, parseTimestamp, pow10, QUANTITY_SCALE, type Result } from "@drawdown/core";
 import type { IngestEvent } from "@drawdown/storage";
 import { type Static, Type } from "@sinclair/typebox";
 import { TypeCompiler } from "@sinclair/typebox/compiler";
+
+/** One unit of quantity at its scale. */
+const QUANTITY_UNIT = pow10(QUANTITY_SCALE);
+
+/**
+ * SHA-256 of a text, base64url. The one-shot `crypto.hash` (Node 20.12 and later) makes no
+ * Hash object: this runs once per ingested event.
+ */
+const sha256: (text: string) => string =
+  typeof crypto.hash === "function"
+    ? (text) => crypto.hash("sha256", text, "base64url")
+    : (text) => crypto.createHash("sha256").update(text).digest("base64url");
 
 /**
  * Usage events on the wire, in the native shape or as CloudEvents 1.0 JSON, checked one by
@@ -145,6 +157,11 @@ export function parseEvent(raw: unknown, now: number): Result<IngestEvent, Event
         },
       };
     }
+    // A whole number (the usual token count) needs no text parsing: it is always in range.
+    if (typeof q === "number" && q >= 0) {
+      quantities[name] = BigInt(q) * QUANTITY_UNIT;
+      continue;
+    }
     const parsed = parseDecimal(String(q), QUANTITY_SCALE, { allowZero: true });
     if (!parsed.ok)
       return {
@@ -193,6 +210,6 @@ export function parseEvent(raw: unknown, now: number): Result<IngestEvent, Event
       runId: n.run_id ?? null,
       reportedCost,
     },
-    fingerprint: createHash("sha256").update(normalized).digest("base64url"),
+    fingerprint: sha256(normalized),
   });
 }

@@ -479,6 +479,151 @@ export interface EventDetail {
   readonly received_at: string;
 }
 
+/** What an accepted event's row keeps in `detail`; stored as {@link eventDetailJson}. */
+export function eventDetail(o: Accepted, receivedAt: string): EventDetail {
+  const e = o.event;
+  const quantities: Record<string, string> = {};
+  for (const [k, v] of Object.entries(e.quantities)) quantities[k] = formatDecimal(v, QUANTITY_SCALE);
+  return {
+    subject_id: e.subjectId,
+    dimensions: e.dimensions,
+    quantities,
+    status: e.status,
+    reason: o.reason,
+    wallet_id: o.walletId,
+    rate_card_version_id: o.versionId,
+    transaction_id: o.transactionId,
+    drawn: o.drawn.toString(),
+    overdraft: o.overdraft.toString(),
+    explanation: explain(o),
+    cost_currency: o.costCurrency,
+    cost_version_id: o.costVersionId,
+    reported_cost: e.reportedCost !== null,
+    revenue_currency: o.revenueCurrency,
+    received_at: receivedAt,
+  };
+}
+
+/** A string JSON.stringify writes as it is, between quotes. */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: the control characters are what JSON escapes.
+const PLAIN_JSON = /^[^"\\\u0000-\u001f\ud800-\udfff]*$/;
+const jsonString = (s: string): string => (PLAIN_JSON.test(s) ? `"${s}"` : JSON.stringify(s));
+const jsonStringOrNull = (s: string | null): string => (s === null ? "null" : jsonString(s));
+
+/**
+ * `JSON.stringify(eventDetail(o, receivedAt))`, character for character (a property test
+ * holds them equal), written without building the object and its explanation: on the ingest
+ * path that was a tenth of the writer's CPU. Parts are joined once, so the text is flat.
+ */
+export function eventDetailJson(o: Accepted, receivedAt: string): string {
+  const e = o.event;
+  const r = o.rating;
+  const parts: string[] = ['{"subject_id":', jsonStringOrNull(e.subjectId), ',"dimensions":{'];
+  let first = true;
+  for (const k of Object.keys(e.dimensions)) {
+    parts.push(first ? "" : ",", jsonString(k), ":", jsonString(e.dimensions[k]!));
+    first = false;
+  }
+  parts.push('},"quantities":{');
+  first = true;
+  for (const k of Object.keys(e.quantities)) {
+    parts.push(first ? "" : ",", jsonString(k), ':"', formatDecimal(e.quantities[k]!, QUANTITY_SCALE), '"');
+    first = false;
+  }
+  parts.push(
+    '},"status":',
+    jsonString(e.status),
+    ',"reason":',
+    jsonStringOrNull(o.reason),
+    ',"wallet_id":',
+    jsonString(o.walletId),
+    ',"rate_card_version_id":',
+    jsonString(o.versionId),
+    ',"transaction_id":',
+    jsonStringOrNull(o.transactionId),
+    ',"drawn":"',
+    o.drawn.toString(),
+    '","overdraft":"',
+    o.overdraft.toString(),
+    '","explanation":{"multiplier":"',
+    formatDecimal(r.multiplier, r.multiplierScale),
+    '","lines":[',
+  );
+  for (let i = 0; i < r.lines.length; i++) {
+    const l = r.lines[i]!;
+    parts.push(
+      i > 0 ? ',{"line_id":' : '{"line_id":',
+      jsonString(l.lineId),
+      ',"quantity":',
+      jsonString(l.quantity),
+      ',"amount":"',
+      formatDecimal(l.amount, QUANTITY_SCALE),
+      '","per":"',
+      perText(l.perExponent),
+      '","pieces":[',
+    );
+    for (let j = 0; j < l.pieces.length; j++) {
+      const p = l.pieces[j]!;
+      parts.push(
+        j > 0 ? ',{"quantity":"' : '{"quantity":"',
+        formatDecimal(p.quantity, QUANTITY_SCALE),
+        '","rate":"',
+        formatDecimal(p.rate, RATE_SCALE),
+        '"}',
+      );
+    }
+    parts.push(
+      '],"credits":"',
+      formatExact(l.exact, r.exactScale),
+      '","minimum_applied":',
+      String(l.minimumApplied),
+      ',"free":',
+      String(l.free),
+      ',"override":',
+      String(l.override),
+      "}",
+    );
+  }
+  parts.push('],"rounded":"', formatAmount(r.credits), '","draws":[');
+  for (let i = 0; i < o.draws.length; i++) {
+    const d = o.draws[i]!;
+    parts.push(
+      i > 0 ? ',{"grant_id":' : '{"grant_id":',
+      jsonString(d.grantId),
+      ',"wallet_id":',
+      jsonString(d.walletId),
+      ',"credits":"',
+      formatAmount(d.amount),
+      '"}',
+    );
+  }
+  parts.push(
+    ']},"cost_currency":',
+    jsonStringOrNull(o.costCurrency),
+    ',"cost_version_id":',
+    jsonStringOrNull(o.costVersionId),
+    ',"reported_cost":',
+    String(e.reportedCost !== null),
+    ',"revenue_currency":',
+    jsonStringOrNull(o.revenueCurrency),
+    ',"received_at":',
+    jsonString(receivedAt),
+    "}",
+  );
+  return parts.join("");
+}
+
+/** `per` as text ("1000" for 3): the same few exponents on every event, computed once each. */
+const PER_TEXT: string[] = [];
+function perText(exponent: number): string {
+  let t = PER_TEXT[exponent];
+  if (t === undefined) {
+    t = (10n ** BigInt(exponent)).toString();
+    PER_TEXT[exponent] = t;
+  }
+  return t;
+}
+
 /** The stored explanation of a charge: every line with its quantity, rates, multiplier and exact credits, and the draws. */
 export function explain(o: Accepted): Record<string, unknown> {
   const r = o.rating;
@@ -488,7 +633,7 @@ export function explain(o: Accepted): Record<string, unknown> {
       line_id: l.lineId,
       quantity: l.quantity,
       amount: formatDecimal(l.amount, QUANTITY_SCALE),
-      per: (10n ** BigInt(l.perExponent)).toString(),
+      per: perText(l.perExponent),
       pieces: l.pieces.map((p) => ({
         quantity: formatDecimal(p.quantity, QUANTITY_SCALE),
         rate: formatDecimal(p.rate, RATE_SCALE),
@@ -573,28 +718,18 @@ export async function insertEvents(
 ): Promise<void> {
   if (accepted.length === 0) return;
   const receivedAt = new Date(now).toISOString();
+  // Events of a batch mostly share their time (sent without one, they take the clock's).
+  let lastTime = Number.NaN;
+  let lastIso = "";
+  const timeIso = (time: number): string => {
+    if (time !== lastTime) {
+      lastTime = time;
+      lastIso = new Date(time).toISOString();
+    }
+    return lastIso;
+  };
   const rows = accepted.map(({ outcome: o, fingerprint, holdId: own }) => {
     const e = o.event;
-    const quantities: Record<string, string> = {};
-    for (const [k, v] of Object.entries(e.quantities)) quantities[k] = formatDecimal(v, QUANTITY_SCALE);
-    const detail: EventDetail = {
-      subject_id: e.subjectId,
-      dimensions: e.dimensions,
-      quantities,
-      status: e.status,
-      reason: o.reason,
-      wallet_id: o.walletId,
-      rate_card_version_id: o.versionId,
-      transaction_id: o.transactionId,
-      drawn: o.drawn.toString(),
-      overdraft: o.overdraft.toString(),
-      explanation: explain(o),
-      cost_currency: o.costCurrency,
-      cost_version_id: o.costVersionId,
-      reported_cost: e.reportedCost !== null,
-      revenue_currency: o.revenueCurrency,
-      received_at: receivedAt,
-    };
     return [
       tenantId,
       e.id,
@@ -602,7 +737,7 @@ export async function insertEvents(
       e.customerId,
       e.action,
       e.dimensions.model ?? null,
-      new Date(e.time).toISOString(),
+      timeIso(e.time),
       e.runId,
       outcomeKind(o),
       o.rating.credits.toString(),
@@ -610,7 +745,7 @@ export async function insertEvents(
       o.unpaid.toString(),
       o.cost === null ? null : o.cost.toString(),
       o.revenue.toString(),
-      JSON.stringify(detail),
+      eventDetailJson(o, receivedAt),
       own ?? holdId,
     ];
   });

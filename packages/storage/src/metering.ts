@@ -334,7 +334,9 @@ export class Metering {
     customerIds: readonly string[],
   ): Promise<Map<string, CustomerPricing>> {
     const { rows } = await ex.query(
-      "SELECT * FROM customer_pricing WHERE tenant_id = $1 AND customer_id = ANY($2::text[])",
+      // Named columns, not *, so the statement is prepared (sql.ts): the ingest writer runs it per batch.
+      `SELECT customer_id, rate_card_id, pinned_version_id, overrides, updated_at FROM customer_pricing
+       WHERE tenant_id = $1 AND customer_id = ANY($2::text[])`,
       [tenantId, customerIds],
     );
     return new Map(rows.map((r) => [String(r.customer_id), parseCustomerPricing(r)]));
