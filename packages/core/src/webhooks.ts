@@ -24,6 +24,8 @@ export const EVENT_TYPES = {
     "A step of a run was denied for lack of credits: the run is suspended at that step until credits return.",
   "run.resumable":
     "Credits granted to a suspended run's wallet cover its suspended step again: retry the step (or resume the run). Once per suspension.",
+  "run.completed": "A run was completed: every step settled or voided; no step holds credits.",
+  "run.canceled": "A run was canceled: the steps still holding credits were voided (they cost nothing).",
   "overage.invoiced":
     "A wallet's overage (credits owed under a priced soft cap) was billed: at a period renewal or on demand.",
   "webhook.test": "A test-send: delivered only to the endpoint tested, whatever its filters.",

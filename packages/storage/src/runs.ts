@@ -677,7 +677,17 @@ export class Runs {
       "UPDATE runs SET status = $3, suspended_step = NULL, updated_at = $4, ended_at = $4 WHERE tenant_id = $1 AND id = $2",
       [tenantId, runId, status, now],
     );
-    return (await this.getRun(tenantId, runId, ex))!;
+    const ended = (await this.getRun(tenantId, runId, ex))!;
+    // In the transaction that ends the run, so a receiver learns of every ended run exactly once.
+    await this.store.emit(ex, tenantId, status === "completed" ? "run.completed" : "run.canceled", {
+      run_id: ended.id,
+      customer_id: ended.customerId,
+      subject_id: ended.subjectId,
+      wallet_id: ended.walletId,
+      metadata: ended.metadata,
+      ended_at: now,
+    });
+    return ended;
   }
 
   // ---------------------------------------------------------------- the start minimum

@@ -232,6 +232,18 @@ for (const backend of backends()) {
       assert.equal((await h.runs.getStep(tenantId, run.id, "a"))!.status, "voided");
       assert.equal(code(await h.step(tenantId, run.id, "b", credits(1n))), "run_not_running");
       assert.equal(code(await h.tx((ex) => h.runs.cancel(ex, tenantId, run.id))), "run_not_running");
+      // Ending a run is announced once, in its transaction; a refused end announces nothing.
+      const ended = await h.outbox(tenantId, "run.canceled");
+      assert.equal(ended.length, 1);
+      assert.equal((ended[0] as { run_id: string }).run_id, run.id);
+      const done = okv(await h.start(tenantId, customerId));
+      okv(await h.tx((ex) => h.runs.complete(ex, tenantId, done.id)));
+      assert.equal(code(await h.tx((ex) => h.runs.complete(ex, tenantId, done.id))), "run_not_running");
+      const completed = await h.outbox(tenantId, "run.completed");
+      assert.deepEqual(
+        completed.map((p) => (p as { run_id: string }).run_id),
+        [done.id],
+      );
     });
 
     test("the run start minimum refuses new runs below it; started runs go on to the floor", async () => {
