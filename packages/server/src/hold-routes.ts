@@ -7,7 +7,7 @@ import {
   parseDecimal,
   QUANTITY_SCALE,
 } from "@drawdown/core";
-import type { HoldRecord, SettleEvent } from "@drawdown/storage";
+import type { Estimate, HoldRecord, SettleEvent } from "@drawdown/storage";
 import { type Static, Type } from "@sinclair/typebox";
 import { ApiError } from "./errors.js";
 import { parseEvent } from "./events.js";
@@ -204,6 +204,28 @@ const SettleBody = Type.Object(
   { ...strict, title: "SettleRequest" },
 );
 
+/**
+ * An estimate as given (credits, or quantities with dimensions) parsed for authorize and run
+ * steps: exactly one of the two forms, dimensions only with quantities.
+ */
+export function parseEstimate(e: Static<typeof AuthorizeBody>["estimate"]): Estimate {
+  if ((e.credits === undefined) === (e.quantities === undefined))
+    throw new ApiError(
+      "invalid_argument",
+      "estimate takes credits or quantities (with dimensions), one of them.",
+      {
+        errors: [{ path: "estimate", message: "credits or quantities" }],
+      },
+    );
+  if (e.credits !== undefined && e.dimensions !== undefined)
+    throw new ApiError("invalid_argument", "estimate.dimensions go with quantities, not with credits.", {
+      errors: [{ path: "estimate.dimensions", message: "only with quantities" }],
+    });
+  return e.credits !== undefined
+    ? { credits: amount(e.credits, "estimate.credits", true) }
+    : { quantities: quantities(e.quantities!, "estimate.quantities"), dimensions: e.dimensions ?? {} };
+}
+
 /** The settle fields both settle routes share (a hold's, a run step's). */
 interface SettleFields {
   readonly events?: readonly Static<typeof SettleEventWire>[];
@@ -326,27 +348,11 @@ export const HOLD_ROUTES: readonly Route[] = [
     groupCommit: true,
     handle: async (ctx) => {
       const { holdWriter, tenantId, body } = ctx;
-      const e = body.estimate;
-      if ((e.credits === undefined) === (e.quantities === undefined))
-        throw new ApiError(
-          "invalid_argument",
-          "estimate takes credits or quantities (with dimensions), one of them.",
-          {
-            errors: [{ path: "estimate", message: "credits or quantities" }],
-          },
-        );
-      if (e.credits !== undefined && e.dimensions !== undefined)
-        throw new ApiError("invalid_argument", "estimate.dimensions go with quantities, not with credits.", {
-          errors: [{ path: "estimate.dimensions", message: "only with quantities" }],
-        });
       if (body.hold !== true && body.hold_timeout_seconds !== undefined)
         throw new ApiError("invalid_argument", "hold_timeout_seconds needs hold: true.", {
           errors: [{ path: "hold_timeout_seconds", message: "only with hold: true" }],
         });
-      const estimate =
-        e.credits !== undefined
-          ? { credits: amount(e.credits, "estimate.credits", true) }
-          : { quantities: quantities(e.quantities!, "estimate.quantities"), dimensions: e.dimensions ?? {} };
+      const estimate = parseEstimate(body.estimate);
       const request = {
         customerId: body.customer_id,
         subjectId: body.subject_id ?? null,

@@ -16,6 +16,7 @@ import {
   checkSettleBody,
   HoldView,
   holdView,
+  parseEstimate,
   SettleEventWire,
   settleEvents,
 } from "./hold-routes.js";
@@ -437,23 +438,7 @@ export const RUN_ROUTES: readonly Route[] = [
     errors: [...STEP_ERRORS, "invalid_amount", "invalid_argument", "unknown_action", "no_rate_card"],
     handle: async ({ runs, tx, tenantId, key, params, body }) => {
       await startedRun(runs, tenantId, key, params.id, tx);
-      const e = body.estimate;
-      if ((e.credits === undefined) === (e.quantities === undefined))
-        throw new ApiError(
-          "invalid_argument",
-          "estimate takes credits or quantities (with dimensions), one of them.",
-          {
-            errors: [{ path: "estimate", message: "credits or quantities" }],
-          },
-        );
-      if (e.credits !== undefined && e.dimensions !== undefined)
-        throw new ApiError("invalid_argument", "estimate.dimensions go with quantities, not with credits.", {
-          errors: [{ path: "estimate.dimensions", message: "only with quantities" }],
-        });
-      const estimate =
-        e.credits !== undefined
-          ? { credits: amount(e.credits, "estimate.credits", true) }
-          : { quantities: quantities(e.quantities!, "estimate.quantities"), dimensions: e.dimensions ?? {} };
+      const estimate = parseEstimate(body.estimate);
       const r = must(
         await runs.step(tx, tenantId, params.id, {
           key: body.key,
