@@ -79,6 +79,33 @@ export type EstimateInput =
       dimensions?: Record<string, string>;
     };
 
+/** An estimate on the wire: amounts and quantities as decimal strings. */
+export function wireEstimate(e: EstimateInput): Record<string, unknown> {
+  if (e === null || typeof e !== "object")
+    throw new TypeError("estimate: an object with credits or quantities.");
+  return e.credits !== undefined
+    ? { credits: wireAmount(e.credits, "estimate.credits") }
+    : {
+        quantities: wireQuantities(e.quantities, "estimate.quantities"),
+        ...(e.dimensions !== undefined ? { dimensions: e.dimensions } : {}),
+      };
+}
+
+/** A settle body (a hold's or a run step's) on the wire: quantities, times and costs as strings. */
+export function wireSettle<P extends SettleParams>(params: P): Record<string, unknown> {
+  return {
+    ...params,
+    quantities: params.quantities === undefined ? undefined : wireQuantities(params.quantities, "quantities"),
+    events: params.events?.map((e, i) => ({
+      ...e,
+      quantities: wireQuantities(e.quantities, `events[${i}].quantities`),
+      time: e.time === undefined ? undefined : wireTime(e.time, `events[${i}].time`),
+      reported_cost:
+        e.reported_cost === undefined ? undefined : wireAmount(e.reported_cost, `events[${i}].reported_cost`),
+    })),
+  };
+}
+
 export interface AuthorizeParams {
   customer_id: string;
   /** A member with a wallet pays from it, then the pool. */
@@ -138,24 +165,10 @@ export class Holds extends Resource {
    * if (a.decision !== "allow") throw new Error(`not now: ${a.reason}, ${a.available} available`);
    */
   authorize(params: AuthorizeParams, options?: PostOptions): ApiPromise<Authorization> {
-    return this.postJson(options, () => {
-      const e = params.estimate;
-      if (e === null || typeof e !== "object")
-        throw new TypeError("estimate: an object with credits or quantities.");
-      return {
-        path: "/v1/authorize",
-        body: {
-          ...params,
-          estimate:
-            e.credits !== undefined
-              ? { credits: wireAmount(e.credits, "estimate.credits") }
-              : {
-                  quantities: wireQuantities(e.quantities, "estimate.quantities"),
-                  ...(e.dimensions !== undefined ? { dimensions: e.dimensions } : {}),
-                },
-        },
-      };
-    });
+    return this.postJson(options, () => ({
+      path: "/v1/authorize",
+      body: { ...params, estimate: wireEstimate(params.estimate) },
+    }));
   }
 
   /**
@@ -171,20 +184,7 @@ export class Holds extends Resource {
   settle(holdId: string, params: SettleParams, options?: PostOptions): ApiPromise<Hold> {
     return this.postJson(options, () => ({
       path: `/v1/holds/${seg(holdId)}/settle`,
-      body: {
-        ...params,
-        quantities:
-          params.quantities === undefined ? undefined : wireQuantities(params.quantities, "quantities"),
-        events: params.events?.map((e, i) => ({
-          ...e,
-          quantities: wireQuantities(e.quantities, `events[${i}].quantities`),
-          time: e.time === undefined ? undefined : wireTime(e.time, `events[${i}].time`),
-          reported_cost:
-            e.reported_cost === undefined
-              ? undefined
-              : wireAmount(e.reported_cost, `events[${i}].reported_cost`),
-        })),
-      },
+      body: wireSettle(params),
     }));
   }
 

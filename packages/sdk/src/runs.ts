@@ -1,7 +1,7 @@
-import { wireAmount, wireTime } from "./amounts.js";
-import type { EstimateInput, Hold, SettleEventInput } from "./holds.js";
+import { wireAmount } from "./amounts.js";
+import { type EstimateInput, type Hold, type SettleEventInput, wireEstimate, wireSettle } from "./holds.js";
 import type { ApiPromise } from "./http.js";
-import { pageQuery, Resource, seg, wireQuantities } from "./resources.js";
+import { pageQuery, Resource, seg } from "./resources.js";
 import type { AmountInput, List, PageParams, PostOptions, QuantityInput, RequestOptions } from "./types.js";
 
 /** Where a run is: running; suspended (a step was denied for lack of credits); completed or canceled. */
@@ -174,24 +174,10 @@ export class Runs extends Resource {
    * if (r.step.status !== "held") console.log("suspended until a top-up");
    */
   step(runId: string, params: RunStepParams, options?: PostOptions): ApiPromise<RunStepResult> {
-    return this.postJson(options, () => {
-      const e = params.estimate;
-      if (e === null || typeof e !== "object")
-        throw new TypeError("estimate: an object with credits or quantities.");
-      return {
-        path: `/v1/runs/${seg(runId)}/steps`,
-        body: {
-          ...params,
-          estimate:
-            e.credits !== undefined
-              ? { credits: wireAmount(e.credits, "estimate.credits") }
-              : {
-                  quantities: wireQuantities(e.quantities, "estimate.quantities"),
-                  ...(e.dimensions !== undefined ? { dimensions: e.dimensions } : {}),
-                },
-        },
-      };
-    });
+    return this.postJson(options, () => ({
+      path: `/v1/runs/${seg(runId)}/steps`,
+      body: { ...params, estimate: wireEstimate(params.estimate) },
+    }));
   }
 
   /**
@@ -203,20 +189,7 @@ export class Runs extends Resource {
   settleStep(runId: string, params: RunStepSettleParams, options?: PostOptions): ApiPromise<RunStepResult> {
     return this.postJson(options, () => ({
       path: `/v1/runs/${seg(runId)}/settle_step`,
-      body: {
-        ...params,
-        quantities:
-          params.quantities === undefined ? undefined : wireQuantities(params.quantities, "quantities"),
-        events: params.events?.map((e, i) => ({
-          ...e,
-          quantities: wireQuantities(e.quantities, `events[${i}].quantities`),
-          time: e.time === undefined ? undefined : wireTime(e.time, `events[${i}].time`),
-          reported_cost:
-            e.reported_cost === undefined
-              ? undefined
-              : wireAmount(e.reported_cost, `events[${i}].reported_cost`),
-        })),
-      },
+      body: wireSettle(params),
     }));
   }
 
