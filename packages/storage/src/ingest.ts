@@ -230,14 +230,7 @@ export class IngestWriter {
        ORDER BY id FOR UPDATE`,
       [tenantId, customerIds, subjectIds],
     );
-    const existing = lookUp
-      ? await ex.query(
-          `SELECT event_id, fingerprint, outcome, credits::text AS credits, unpaid::text AS unpaid, detail
-           FROM usage_events WHERE tenant_id = $1 AND event_id = ANY($2::text[])`,
-          [tenantId, [...first.keys()]],
-        )
-      : { rows: [] };
-    const stored = new Map(existing.rows.map((r) => [String(r.event_id), r]));
+    const stored = lookUp ? await storedEvents(ex, tenantId, [...first.keys()]) : new Map();
     const fresh: number[] = [];
     for (const i of first.values()) {
       const item = items[i]!;
@@ -272,13 +265,14 @@ export class IngestWriter {
         for (const r of s.rows)
           subjects.set(String(r.id), { customerId: String(r.customer_id), kind: String(r.kind) });
       }
+      const now = this.store.now(tenantId);
       const loadGrants = async () => {
         const grantRows = await ex.query(
           `SELECT id, wallet_id, customer_id, amount, remaining, source, cost_basis, currency, effective_at, expires_at, priority,
              scope, metadata, status, status_at, created_at
            FROM grants WHERE tenant_id = $1 AND wallet_id = ANY($2::text[]) AND status = 'active'
              AND (remaining > 0 OR expires_at <= $3)`,
-          [tenantId, [...wallets.keys()], new Date(this.store.now(tenantId)).toISOString()],
+          [tenantId, [...wallets.keys()], new Date(now).toISOString()],
         );
         return new Map<string, Grant>(grantRows.rows.map((r) => [String(r.id), toGrant(r)]));
       };
@@ -303,7 +297,6 @@ export class IngestWriter {
           usage.set(usageKey(String(r.customer_id), period, String(r.line_id)), BigInt(String(r.quantity)));
         }
       }
-      const now = this.store.now(tenantId);
       // Spend caps and their counters, read under the pool locks taken above (caps.ts).
       const caps = await loadCapState(ex, tenantId, customerIds, [now]);
       const planBatch = (loaded: Map<string, Grant>) =>
@@ -338,12 +331,11 @@ export class IngestWriter {
       // A refused event may be a late retry of one already recorded (say, past the grace
       // window): its answer is still its first result.
       if (!lookUp && refused.length > 0) {
-        const { rows } = await ex.query(
-          `SELECT event_id, fingerprint, outcome, credits::text AS credits, unpaid::text AS unpaid, detail
-           FROM usage_events WHERE tenant_id = $1 AND event_id = ANY($2::text[])`,
-          [tenantId, refused.map((i) => items[i]!.event.id)],
+        const found = await storedEvents(
+          ex,
+          tenantId,
+          refused.map((i) => items[i]!.event.id),
         );
-        const found = new Map(rows.map((r) => [String(r.event_id), r]));
         for (const i of refused) {
           const row = found.get(items[i]!.event.id);
           if (!row) continue;
@@ -411,6 +403,20 @@ async function topUpUnpaid(
     if (r.purchases.some((p) => p.status === "confirmed")) bought = true;
   }
   return bought;
+}
+
+/** The stored rows of these event ids (what a duplicate answers with), by event id. */
+async function storedEvents(
+  ex: SqlExecutor,
+  tenantId: string,
+  eventIds: readonly string[],
+): Promise<Map<string, Record<string, unknown>>> {
+  const { rows } = await ex.query(
+    `SELECT event_id, fingerprint, outcome, credits::text AS credits, unpaid::text AS unpaid, detail
+     FROM usage_events WHERE tenant_id = $1 AND event_id = ANY($2::text[])`,
+    [tenantId, [...eventIds]],
+  );
+  return new Map(rows.map((r) => [String(r.event_id), r]));
 }
 
 const reused = (id: string): IngestResult => ({
