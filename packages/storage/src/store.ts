@@ -764,14 +764,12 @@ export class Store {
     }
     // Alerts on every wallet whose balance changed, in this transaction (one query).
     const changed = walletDeltas(entries);
-    if (changed.size > 0) {
-      // A wallet that received a grant takes its new available as its 100% (see core alerts).
-      const credited = [...new Set(effect.newGrants.map((g) => g.walletId))].sort();
-      await evaluateWalletAlerts(ex, this, tenantId, [...changed.keys()].sort(), credited);
-    }
-    // Suspended runs these grants may make resumable (one indexed query; none on usage writes).
-    if (effect.newGrants.length > 0)
-      await announceResumableRuns(ex, this, tenantId, [...new Set(effect.newGrants.map((g) => g.walletId))]);
+    // Wallets that received a grant: their new available becomes their alerts' 100% (see core
+    // alerts), and suspended runs they pay for may become resumable.
+    const credited = [...new Set(effect.newGrants.map((g) => g.walletId))].sort();
+    if (changed.size > 0) await evaluateWalletAlerts(ex, this, tenantId, [...changed.keys()].sort(), credited);
+    // One indexed query, only when grants were issued (never on usage writes).
+    if (credited.length > 0) await announceResumableRuns(ex, this, tenantId, credited);
     const left = effect.statusChanges.length > 0 ? grantDeltas(entries) : new Map<string, bigint>();
     for (const c of effect.statusChanges) {
       const { rows, rowCount } = await ex.query(
