@@ -16,10 +16,8 @@ import {
   type OveragePolicy,
   ok,
   overdraftDeltas,
-  periodStart,
   type Result,
   type UsageEvent,
-  usageKey,
   withCapEffect,
 } from "@drawdown/core";
 import {
@@ -44,6 +42,7 @@ import {
   type SettleEvent,
   type SettleInput,
   settlementEvents,
+  tierUsage,
   toHold,
   wantsTopUp,
 } from "./holds.js";
@@ -500,24 +499,14 @@ export class HoldWriter {
       if (!built.ok) settle(built, i);
       else settleEvents.set(i, built.value);
     }
-    const usage = new Map<string, bigint>();
-    const tiered =
-      catalog.tieredLines.size > 0 || [...pricing.values()].some((p) => p.overrideLines.some((l) => l.tiers));
-    if (tiered) {
-      const times = [
-        now,
-        ...[...settleEvents.values()].flatMap((s) => (s ? s.events.map((e) => e.time) : [])),
-      ];
-      const u = await ex.query(
-        `SELECT customer_id, period, line_id, quantity::text AS quantity FROM usage_counters
-         WHERE tenant_id = $1 AND customer_id = ANY($2::text[]) AND period = ANY($3::timestamptz[])`,
-        [tenantId, customerIds, [...new Set(times.map((t) => iso(periodStart(t))))]],
-      );
-      for (const r of u.rows) {
-        const period = r.period instanceof Date ? r.period.getTime() : Date.parse(String(r.period));
-        usage.set(usageKey(String(r.customer_id), period, String(r.line_id)), BigInt(String(r.quantity)));
-      }
-    }
+    const usage = await tierUsage(
+      ex,
+      tenantId,
+      customerIds,
+      [now, ...[...settleEvents.values()].flatMap((s) => (s ? s.events.map((e) => e.time) : []))],
+      catalog,
+      pricing,
+    );
     const used = new Set<string>();
     const eventIds = [...settleEvents.values()].flatMap((s) => (s ? s.events.map((e) => e.id) : []));
     if (eventIds.length > 0) {

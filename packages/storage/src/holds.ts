@@ -297,6 +297,33 @@ export function rateEstimateWith(
   return r.ok ? ok(r.value.credits) : r;
 }
 
+/**
+ * Period usage of these customers' tiered lines at these times (what volume tiers count on);
+ * empty when no line is tiered. One query for both paths (one request, or a writer's batch).
+ */
+export async function tierUsage(
+  ex: SqlExecutor,
+  tenantId: string,
+  customerIds: readonly string[],
+  times: readonly number[],
+  catalog: Catalog,
+  pricing: ReadonlyMap<string, CustomerPricing>,
+): Promise<Map<string, bigint>> {
+  const usage = new Map<string, bigint>();
+  const tiered =
+    catalog.tieredLines.size > 0 || [...pricing.values()].some((p) => p.overrideLines.some((l) => l.tiers));
+  if (!tiered) return usage;
+  const periods = [...new Set(times.map((t) => iso(periodStart(t))))];
+  const u = await ex.query(
+    `SELECT customer_id, period, line_id, quantity::text AS quantity FROM usage_counters
+     WHERE tenant_id = $1 AND customer_id = ANY($2::text[]) AND period = ANY($3::timestamptz[])`,
+    [tenantId, [...customerIds], periods],
+  );
+  for (const r of u.rows)
+    usage.set(usageKey(String(r.customer_id), ms(r.period), String(r.line_id)), BigInt(String(r.quantity)));
+  return usage;
+}
+
 /** A settlement planned under the wallet locks, before anything is written (both paths write this). */
 export interface PlannedSettlement {
   readonly hold: Hold;
@@ -409,30 +436,6 @@ export class Holds implements DueJob {
     return { catalog, pricing };
   }
 
-  /** Period usage of the customer's tiered lines at these times (what volume tiers count on). */
-  async #usage(
-    ex: SqlExecutor,
-    tenantId: string,
-    customerId: string,
-    times: readonly number[],
-    catalog: Catalog,
-    pricing: Map<string, CustomerPricing>,
-  ): Promise<Map<string, bigint>> {
-    const usage = new Map<string, bigint>();
-    const tiered =
-      catalog.tieredLines.size > 0 || [...pricing.values()].some((p) => p.overrideLines.some((l) => l.tiers));
-    if (!tiered) return usage;
-    const periods = [...new Set(times.map((t) => iso(periodStart(t))))];
-    const u = await ex.query(
-      `SELECT customer_id, period, line_id, quantity::text AS quantity FROM usage_counters
-       WHERE tenant_id = $1 AND customer_id = $2 AND period = ANY($3::timestamptz[])`,
-      [tenantId, customerId, periods],
-    );
-    for (const r of u.rows)
-      usage.set(usageKey(String(r.customer_id), ms(r.period), String(r.line_id)), BigInt(String(r.quantity)));
-    return usage;
-  }
-
   /** Rates an estimate given in quantities, as an event of the action now would be rated. */
   async #rateEstimate(
     ex: SqlExecutor,
@@ -444,7 +447,7 @@ export class Holds implements DueJob {
     if ("credits" in estimate) return ok(estimate.credits);
     const now = this.store.now(tenantId);
     const { catalog, pricing } = await this.#pricing(ex, tenantId, customerId);
-    const usage = await this.#usage(ex, tenantId, customerId, [now], catalog, pricing);
+    const usage = await tierUsage(ex, tenantId, [customerId], [now], catalog, pricing);
     return rateEstimateWith(
       { customerId, action, estimate },
       now,
@@ -610,10 +613,10 @@ export class Holds implements DueJob {
     const { events } = built.value;
     const ids = new Set(events.map((e) => e.id));
     const { catalog, pricing } = await this.#pricing(ex, tenantId, found.customerId);
-    const usage = await this.#usage(
+    const usage = await tierUsage(
       ex,
       tenantId,
-      found.customerId,
+      [found.customerId],
       events.map((e) => e.time),
       catalog,
       pricing,
