@@ -1,4 +1,5 @@
 import { formatAmount, inRange, minAmount } from "./amount.js";
+import { monthStart, nextMonthStart } from "./commerce.js";
 import { fail, ok, type Result } from "./result.js";
 
 /**
@@ -76,18 +77,16 @@ export const NO_CAP_EFFECT: CapEffect = { deltas: new Map(), reached: [] };
 
 /** The first millisecond of the UTC day or month `time` falls in. */
 export function capPeriodStart(period: CapPeriod, time: number): number {
+  if (period === "month") return monthStart(time);
   const d = new Date(time);
-  return period === "day"
-    ? Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), d.getUTCDate())
-    : Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), 1);
+  return Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), d.getUTCDate());
 }
 
 /** The first millisecond after the period starting at `start`. */
 export function capPeriodEnd(period: CapPeriod, start: number): number {
+  if (period === "month") return nextMonthStart(start);
   const d = new Date(start);
-  return period === "day"
-    ? Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), d.getUTCDate() + 1)
-    : Date.UTC(d.getUTCFullYear(), d.getUTCMonth() + 1, 1);
+  return Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), d.getUTCDate() + 1);
 }
 
 /** The key of a cap's counters in a period. */

@@ -1,6 +1,7 @@
 import { divRound, SCALE } from "./amount.js";
 import { type Draw, isDueToExpire, planDraws } from "./burndown.js";
 import { CapBook, type CapEffect, type CapState } from "./caps.js";
+import { monthStart } from "./commerce.js";
 import { entry, grantAccount } from "./journal.js";
 import { expireDueEntries, makeTx } from "./ledger.js";
 import type { Entry, Grant, IdGenerator, JournalTransaction } from "./model.js";
@@ -77,10 +78,7 @@ export interface UsageState {
 }
 
 /** The calendar month (UTC) an event's time falls in, as its first millisecond: tiers count per period. */
-export function periodStart(time: number): number {
-  const d = new Date(time);
-  return Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), 1);
-}
+export const periodStart: (time: number) => number = monthStart; // one month rule for tiers, caps and top-ups
 
 /** The key of a customer's period usage of one line. */
 export const usageKey = (customerId: string, period: number, lineId: string): string =>
