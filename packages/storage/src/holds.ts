@@ -574,8 +574,18 @@ export class Holds implements DueJob {
     return toHold(rows[0]);
   }
 
-  /** Marks a pending hold resolved: the guarded update hits exactly one row (invariant 6). */
-  async #resolve(ex: SqlExecutor, tenantId: string, hold: Hold, transactionId: string | null): Promise<void> {
+  /**
+   * Marks a pending hold resolved: the guarded update hits exactly one row (invariant 6). Returns
+   * the row as written (the locked row with the plan's resolution), as the group-commit writer
+   * answers, so it is not read back.
+   */
+  async #resolve(
+    ex: SqlExecutor,
+    tenantId: string,
+    locked: HoldRecord,
+    hold: Hold,
+    transactionId: string | null,
+  ): Promise<HoldRecord> {
     const { rowCount } = await ex.query(
       `UPDATE holds SET status = $3, resolved_at = $4, posted = $5, released = $6, unpaid = $7, resolve_transaction_id = $8
        WHERE tenant_id = $1 AND id = $2 AND status = 'pending'`,
@@ -591,6 +601,7 @@ export class Holds implements DueJob {
       ],
     );
     invariant(rowCount === 1, `hold ${hold.id} resolved twice`);
+    return { ...locked, ...hold, resolveTransactionId: transactionId };
   }
 
   /**
@@ -621,7 +632,7 @@ export class Holds implements DueJob {
       catalog,
       pricing,
     );
-    let settled = null as PlannedSettlement | null;
+    let settled = null as { plan: PlannedSettlement; hold: HoldRecord } | null;
     const grantIds = found.draws.flatMap((d) => (d.grantId === null ? [] : [d.grantId]));
     const r = await this.store.mutate(ex, tenantId, found.walletId, grantIds, async (ctx, s) => {
       // Read again under the lock: the first read may predate a concurrent resolution.
@@ -657,18 +668,24 @@ export class Holds implements DueJob {
         built.value,
       );
       if (!plan.ok) return plan;
-      settled = plan.value;
+      settled = { plan: plan.value, hold };
       return ok({ ...EMPTY, transactions: plan.value.transaction ? [plan.value.transaction] : [] });
     });
     if (!r.ok) return r;
     const done = settled;
     invariant(done, "a settlement that succeeded was planned");
-    await this.#resolve(ex, tenantId, done.hold, done.transaction?.id ?? null);
-    await insertEvents(ex, tenantId, done.outcomes, this.store.now(tenantId), holdId);
-    await writeUsageCounters(ex, tenantId, done.usageDeltas, catalog, pricing);
+    const record = await this.#resolve(
+      ex,
+      tenantId,
+      done.hold,
+      done.plan.hold,
+      done.plan.transaction?.id ?? null,
+    );
+    await insertEvents(ex, tenantId, done.plan.outcomes, this.store.now(tenantId), holdId);
+    await writeUsageCounters(ex, tenantId, done.plan.usageDeltas, catalog, pricing);
     await dropCapReservations(ex, tenantId, holdId, false);
-    await writeCapEffect(ex, this.store, tenantId, done.caps);
-    return ok((await this.getHold(tenantId, holdId, ex))!);
+    await writeCapEffect(ex, this.store, tenantId, done.plan.caps);
+    return ok(record);
   }
 
   /** Voids a pending hold: every held credit goes back; a failed run costs nothing. */
@@ -677,17 +694,18 @@ export class Holds implements DueJob {
     if (!found) return fail("not_found", `No hold ${holdId}.`);
     const r = await this.#release(ex, tenantId, found, "voided");
     if (!r.ok) return r;
-    return ok((await this.getHold(tenantId, holdId, ex))!);
+    invariant(r.value !== null, "a void that succeeded resolved the hold");
+    return ok(r.value);
   }
 
-  /** Releases a hold (void or expiry) under its wallet's lock; `skip` when an expiry finds it already resolved. */
+  /** Releases a hold (void or expiry) under its wallet's lock: the hold as resolved, or null when an expiry finds it already resolved or not yet due. */
   async #release(
     ex: SqlExecutor,
     tenantId: string,
     found: HoldRecord,
     status: "voided" | "expired",
-  ): Promise<Result<"done" | "skip">> {
-    let released = null as { hold: Hold; transactionId: string | null } | null;
+  ): Promise<Result<HoldRecord | null>> {
+    let released = null as { locked: HoldRecord; hold: Hold; transactionId: string | null } | null;
     const grantIds = found.draws.flatMap((d) => (d.grantId === null ? [] : [d.grantId]));
     const r = await this.store.mutate(ex, tenantId, found.walletId, grantIds, async (ctx, s) => {
       const hold = await this.#lockedHold(ex, tenantId, found.id);
@@ -698,16 +716,16 @@ export class Holds implements DueJob {
       }
       const plan = planRelease(ctx, hold, s.grants as ReadonlyMap<string, Grant>, status);
       if (!plan.ok) return plan;
-      released = { hold: plan.value.hold, transactionId: plan.value.transaction?.id ?? null };
+      released = { locked: hold, hold: plan.value.hold, transactionId: plan.value.transaction?.id ?? null };
       return ok({ ...EMPTY, transactions: plan.value.transaction ? [plan.value.transaction] : [] });
     });
     if (!r.ok) return r;
     const done = released;
-    if (done === null) return ok("skip");
-    await this.#resolve(ex, tenantId, done.hold, done.transactionId);
+    if (done === null) return ok(null);
+    const record = await this.#resolve(ex, tenantId, done.locked, done.hold, done.transactionId);
     // The hold's reserved cap room is free again (caps.ts).
     await dropCapReservations(ex, tenantId, found.id, true);
-    return ok("done");
+    return ok(record);
   }
 
   async getHold(tenantId: string, id: string, ex: SqlExecutor = this.store.db): Promise<HoldRecord | null> {
@@ -772,7 +790,7 @@ export class Holds implements DueJob {
         const tenant = String(row.tenant_id);
         await this.store.clockOf(tenant);
         const r = await this.store.db.transaction((tx) => this.#release(tx, tenant, hold, "expired"));
-        if (r.ok && r.value === "done") expired++;
+        if (r.ok && r.value !== null) expired++;
       }
       // Stop at the last page, or when nothing moved (another instance took them, or one is stuck).
       if (rows.length < 100 || expired === before) return expired;

@@ -2,7 +2,14 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { credits, type Result, UNIT } from "@drawdown/core";
 import fc from "fast-check";
-import { Holds, IngestWriter, Metering, type SqlExecutor, type Store } from "../src/index.js";
+import {
+  type HoldRecord,
+  Holds,
+  IngestWriter,
+  Metering,
+  type SqlExecutor,
+  type Store,
+} from "../src/index.js";
 import { backends, POSTGRES_URL, postgresDatabase, type TestDatabase } from "./support/backends.js";
 
 const T0 = Date.UTC(2027, 2, 1, 12);
@@ -58,9 +65,18 @@ function harness(database: TestDatabase, clock: () => number = () => T0) {
         holdTimeoutSeconds: hold,
       }),
     );
-  const settle = (tenantId: string, holdId: string, units: bigint) =>
-    tx((ex) => holds.settle(ex, tenantId, holdId, { quantities: { units: units * UNIT } }));
-  const voidHold = (tenantId: string, holdId: string) => tx((ex) => holds.void(ex, tenantId, holdId));
+  // A settled or voided hold is answered as derived from the plan, not read back: it must equal the stored row.
+  const asStored = async (tenantId: string, r: Result<HoldRecord>) => {
+    if (r.ok) assert.deepEqual(r.value, await holds.getHold(tenantId, r.value.id));
+    return r;
+  };
+  const settle = async (tenantId: string, holdId: string, units: bigint) =>
+    asStored(
+      tenantId,
+      await tx((ex) => holds.settle(ex, tenantId, holdId, { quantities: { units: units * UNIT } })),
+    );
+  const voidHold = async (tenantId: string, holdId: string) =>
+    asStored(tenantId, await tx((ex) => holds.void(ex, tenantId, holdId)));
   const balance = async (tenantId: string, walletId: string) => (await store.balance(tenantId, walletId))!;
   const clean = async (tenantId: string) => {
     const report = await store.reconcile(tenantId);
