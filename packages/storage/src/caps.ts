@@ -174,15 +174,7 @@ export async function capReservationsOf(
   tenantId: string,
   holdId: string,
 ): Promise<CapReservation[]> {
-  const { rows } = await ex.query(
-    "SELECT cap_id, period_start, amount::text AS amount FROM spend_cap_holds WHERE tenant_id = $1 AND hold_id = $2",
-    [tenantId, holdId],
-  );
-  return rows.map((r) => ({
-    capId: String(r.cap_id),
-    periodStart: ms(r.period_start),
-    amount: BigInt(String(r.amount)),
-  }));
+  return (await capReservationsOfHolds(ex, tenantId, [holdId])).get(holdId) ?? [];
 }
 
 /** The cap room each of these holds reserved, by hold id (holds without a reservation are absent). */
