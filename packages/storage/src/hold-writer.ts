@@ -32,6 +32,7 @@ import {
   type AutoTopUpAttempt,
   drawsJson,
   estimateJson,
+  HOLD_COLUMNS,
   type HoldRecord,
   type Holds,
   placedHold,
@@ -130,8 +131,6 @@ const DEFERRED = Symbol("deferred");
 const EMPTY: Effect = { transactions: [], newGrants: [], statusChanges: [], grantChanges: [] };
 const iso = (t: number): string => new Date(t).toISOString();
 /** Named, not `*`: a statement with fixed columns can be prepared (see sql.ts). */
-const HOLD_COLUMNS =
-  "id, customer_id, wallet_id, subject_id, action, amount, draws, estimate, status, created_at, expires_at, resolved_at, posted, released, unpaid, transaction_id, resolve_transaction_id";
 const GRANT_COLUMNS =
   "id, wallet_id, customer_id, amount, remaining, source, cost_basis, currency, effective_at, expires_at, priority, scope, metadata, status, status_at, created_at";
 

@@ -133,6 +133,10 @@ const iso = (t: number): string => new Date(t).toISOString();
 const ms = (v: unknown): number => (v instanceof Date ? v.getTime() : new Date(String(v)).getTime());
 const EMPTY: Effect = { transactions: [], newGrants: [], statusChanges: [], grantChanges: [] };
 
+/** A hold row's columns, named, not `*`: a statement with fixed columns can be prepared (see sql.ts). */
+export const HOLD_COLUMNS =
+  "id, customer_id, wallet_id, subject_id, action, amount, draws, estimate, status, created_at, expires_at, resolved_at, posted, released, unpaid, transaction_id, resolve_transaction_id";
+
 /** A hold row as read from the database (shared with the group-commit writer). */
 export function toHold(r: Row): HoldRecord {
   const draws = (
@@ -566,12 +570,9 @@ export class Holds implements DueJob {
   }
 
   async #lockedHold(ex: SqlExecutor, tenantId: string, holdId: string): Promise<HoldRecord> {
-    const { rows } = await ex.query("SELECT * FROM holds WHERE tenant_id = $1 AND id = $2", [
-      tenantId,
-      holdId,
-    ]);
-    invariant(rows[0], `hold ${holdId} exists`);
-    return toHold(rows[0]);
+    const hold = await this.getHold(tenantId, holdId, ex);
+    invariant(hold, `hold ${holdId} exists`);
+    return hold;
   }
 
   /**
@@ -729,7 +730,10 @@ export class Holds implements DueJob {
   }
 
   async getHold(tenantId: string, id: string, ex: SqlExecutor = this.store.db): Promise<HoldRecord | null> {
-    const { rows } = await ex.query("SELECT * FROM holds WHERE tenant_id = $1 AND id = $2", [tenantId, id]);
+    const { rows } = await ex.query(`SELECT ${HOLD_COLUMNS} FROM holds WHERE tenant_id = $1 AND id = $2`, [
+      tenantId,
+      id,
+    ]);
     return rows[0] ? toHold(rows[0]) : null;
   }
 
