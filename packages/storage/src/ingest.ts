@@ -280,10 +280,7 @@ export class IngestWriter {
       const catalog = await this.metering.catalog(ex, tenantId);
       const pricing = await this.metering.customerPricing(ex, tenantId, customerIds);
       const usage = new Map<string, bigint>();
-      if (
-        catalog.tieredLines.size > 0 ||
-        [...pricing.values()].some((p) => p.overrideLines.some((l) => l.tiers))
-      ) {
+      if (tieredLineIds(catalog, pricing).size > 0) {
         const periods = [
           ...new Set(fresh.map((i) => new Date(periodStart(items[i]!.event.time)).toISOString())),
         ];
@@ -658,9 +655,25 @@ export function explain(o: Accepted): Record<string, unknown> {
   };
 }
 
+/** The ids of the tiered lines: the catalog's, and the batch customers' tiered overrides. */
+export function tieredLineIds(
+  catalog: Catalog,
+  pricing: ReadonlyMap<string, CustomerPricing>,
+): ReadonlySet<string> {
+  let ids: Set<string> | null = null;
+  for (const p of pricing.values())
+    for (const l of p.overrideLines)
+      if (l.tiers && !catalog.tieredLines.has(l.id)) {
+        ids ??= new Set(catalog.tieredLines);
+        ids.add(l.id);
+      }
+  return ids ?? catalog.tieredLines;
+}
+
 /**
  * Adds period usage of tiered lines (what volume tiers count on) to the counters; usage of
- * flat lines is not counted.
+ * flat lines is not counted. The tiered ids are gathered once: a batch has a delta per
+ * customer and line, and a pricing per customer.
  */
 export async function writeUsageCounters(
   ex: SqlExecutor,
@@ -669,13 +682,9 @@ export async function writeUsageCounters(
   catalog: Catalog,
   pricing: ReadonlyMap<string, CustomerPricing>,
 ): Promise<void> {
-  const tiered = [...usageDeltas].filter(([key]) => {
-    const lineId = key.slice(key.lastIndexOf("|") + 1);
-    return (
-      catalog.tieredLines.has(lineId) ||
-      [...pricing.values()].some((p) => p.overrideLines.some((l) => l.id === lineId && l.tiers))
-    );
-  });
+  const tieredIds = tieredLineIds(catalog, pricing);
+  if (tieredIds.size === 0) return;
+  const tiered = [...usageDeltas].filter(([key]) => tieredIds.has(key.slice(key.lastIndexOf("|") + 1)));
   if (tiered.length === 0) return;
   const parts = tiered.map(([key, delta]) => ({ key: key.split("|"), delta }));
   await ex.query(
