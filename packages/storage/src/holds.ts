@@ -625,14 +625,6 @@ export class Holds implements DueJob {
     const { events } = built.value;
     const ids = new Set(events.map((e) => e.id));
     const { catalog, pricing } = await this.#pricing(ex, tenantId, found.customerId);
-    const usage = await tierUsage(
-      ex,
-      tenantId,
-      [found.customerId],
-      events.map((e) => e.time),
-      catalog,
-      pricing,
-    );
     let settled = null as { plan: PlannedSettlement; hold: HoldRecord } | null;
     const grantIds = found.draws.flatMap((d) => (d.grantId === null ? [] : [d.grantId]));
     const r = await this.store.mutate(ex, tenantId, found.walletId, grantIds, async (ctx, s) => {
@@ -651,6 +643,15 @@ export class Holds implements DueJob {
           { event_id: String(used.rows[0].event_id) },
         );
       const state = await this.#holdState(ex, tenantId, s);
+      // Tier usage under the pool's lock, as the writer reads it: a concurrent charge's counters are seen.
+      const usage = await tierUsage(
+        ex,
+        tenantId,
+        [hold.customerId],
+        events.map((e) => e.time),
+        catalog,
+        pricing,
+      );
       // Caps count a hold's settlement in the period it was placed in (caps.ts).
       const caps = await loadCapState(ex, tenantId, [hold.customerId], [hold.createdAt]);
       const capReservations = caps ? await capReservationsOf(ex, tenantId, hold.id) : [];
