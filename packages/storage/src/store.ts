@@ -767,7 +767,8 @@ export class Store {
     // Wallets that received a grant: their new available becomes their alerts' 100% (see core
     // alerts), and suspended runs they pay for may become resumable.
     const credited = [...new Set(effect.newGrants.map((g) => g.walletId))].sort();
-    if (changed.size > 0) await evaluateWalletAlerts(ex, this, tenantId, [...changed.keys()].sort(), credited);
+    if (changed.size > 0)
+      await evaluateWalletAlerts(ex, this, tenantId, [...changed.keys()].sort(), credited);
     // One indexed query, only when grants were issued (never on usage writes).
     if (credited.length > 0) await announceResumableRuns(ex, this, tenantId, credited);
     const left = effect.statusChanges.length > 0 ? grantDeltas(entries) : new Map<string, bigint>();
