@@ -409,6 +409,22 @@ export class Commerce implements DueJob {
     return rows.map(commitmentFrom);
   }
 
+  /** What a wallet's auto top-ups spent (pending or confirmed) in a currency this calendar month. */
+  async #autoTopUpSpent(
+    ex: SqlExecutor,
+    tenantId: string,
+    walletId: string,
+    currency: string,
+    now: number,
+  ): Promise<bigint> {
+    const { rows } = await ex.query<{ total: string }>(
+      `SELECT coalesce(sum(price), 0)::text AS total FROM purchases WHERE tenant_id = $1 AND wallet_id = $2
+         AND origin = 'auto_top_up' AND currency = $3 AND status IN ('pending', 'confirmed') AND created_at >= $4`,
+      [tenantId, walletId, currency, iso(monthStart(now))],
+    );
+    return BigInt(rows[0]!.total);
+  }
+
   /** A customer's committed credits in a currency in force at `at`. */
   async committedAt(
     ex: SqlExecutor,
@@ -878,17 +894,13 @@ export class Commerce implements DueJob {
       if (scheduled && config.cappedUntil !== null && config.cappedUntil > now)
         return ok(outcome ?? { outcome: "not_needed", purchase: null, autoTopUp: config });
       const book = await this.currentPriceBook(tenantId, config.currency, ex);
-      const spent = await ex.query<{ total: string }>(
-        `SELECT coalesce(sum(price), 0)::text AS total FROM purchases WHERE tenant_id = $1 AND wallet_id = $2
-           AND origin = 'auto_top_up' AND currency = $3 AND status IN ('pending', 'confirmed') AND created_at >= $4`,
-        [tenantId, walletId, config.currency, iso(monthStart(now))],
-      );
+      const spent = await this.#autoTopUpSpent(ex, tenantId, walletId, config.currency, now);
       const decided = book
         ? decideTopUp({
             config,
             book,
             balance: wallet.balance,
-            spent: BigInt(spent.rows[0]!.total),
+            spent,
             committed: await this.committedAt(ex, tenantId, wallet.customerId, config.currency, now),
           })
         : fail("no_price_book", `No ${config.currency} price book is published.`, {
@@ -1043,17 +1055,13 @@ export class Commerce implements DueJob {
       const book = await this.currentPriceBook(tenantId, config.currency, ex);
       if (!book) return failed("no_price_book", `No ${config.currency} price book is published.`, null);
       const wallet = (await this.store.getWallet(tenantId, walletId, ex))!;
-      const spent = await ex.query<{ total: string }>(
-        `SELECT coalesce(sum(price), 0)::text AS total FROM purchases WHERE tenant_id = $1 AND wallet_id = $2
-           AND origin = 'auto_top_up' AND currency = $3 AND status IN ('pending', 'confirmed') AND created_at >= $4`,
-        [tenantId, walletId, config.currency, iso(monthStart(now))],
-      );
+      const spent = await this.#autoTopUpSpent(ex, tenantId, walletId, config.currency, now);
       const quote = decideShortfallTopUp({
         config,
         book,
         balance: wallet.balance,
         need: need - bought,
-        spent: BigInt(spent.rows[0]!.total),
+        spent,
         committed: await this.committedAt(ex, tenantId, wallet.customerId, config.currency, now),
       });
       if (!quote.ok) return failed(quote.error.code, quote.error.message, null);
