@@ -409,6 +409,23 @@ export class Commerce implements DueJob {
     return rows.map(commitmentFrom);
   }
 
+  /**
+   * Which of these wallets have an auto top-up enabled, in one query: a writer's batch asks
+   * this before trying {@link topUpBeforeDeny} wallet by wallet.
+   */
+  async enabledAutoTopUps(
+    ex: SqlExecutor,
+    tenantId: string,
+    walletIds: readonly string[],
+  ): Promise<ReadonlySet<string>> {
+    if (walletIds.length === 0) return new Set();
+    const { rows } = await ex.query(
+      "SELECT wallet_id FROM auto_top_ups WHERE tenant_id = $1 AND wallet_id = ANY($2::text[]) AND enabled",
+      [tenantId, [...walletIds]],
+    );
+    return new Set(rows.map((r) => String(r.wallet_id)));
+  }
+
   /** What a wallet's auto top-ups spent (pending or confirmed) in a currency this calendar month. */
   async #autoTopUpSpent(
     ex: SqlExecutor,

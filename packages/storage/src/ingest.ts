@@ -394,9 +394,23 @@ async function topUpUnpaid(
     n.need += o.unpaid;
     needs.set(pool, n);
   }
+  if (needs.size === 0) return false;
+  // Customers out of credits keep sending events: one query finds the few chains with an
+  // auto top-up, instead of a lookup per wallet for every such customer in every batch.
+  const chains = [...needs].map(([pool, n]) => ({
+    pool,
+    need: n.need,
+    chain: [...new Set([...n.payers, pool])],
+  }));
+  const enabled = await commerce.enabledAutoTopUps(
+    ex,
+    tenantId,
+    chains.flatMap((c) => c.chain),
+  );
   let bought = false;
-  for (const [pool, n] of [...needs].sort(([a], [b]) => (a < b ? -1 : 1))) {
-    const r = await commerce.topUpBeforeDeny(ex, tenantId, [...new Set([...n.payers, pool])], n.need);
+  for (const { chain, need } of chains.sort((a, b) => (a.pool < b.pool ? -1 : 1))) {
+    if (!chain.some((w) => enabled.has(w))) continue;
+    const r = await commerce.topUpBeforeDeny(ex, tenantId, chain, need);
     if (r.purchases.some((p) => p.status === "confirmed")) bought = true;
   }
   return bought;
