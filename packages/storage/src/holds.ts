@@ -422,12 +422,7 @@ export class Holds implements DueJob {
     tenantId: string,
     walletIds: readonly string[],
   ): Promise<ReadonlySet<string>> {
-    if (!this.commerce || walletIds.length === 0) return new Set();
-    const { rows } = await ex.query(
-      "SELECT wallet_id FROM auto_top_ups WHERE tenant_id = $1 AND wallet_id = ANY($2::text[]) AND enabled",
-      [tenantId, [...walletIds]],
-    );
-    return new Set(rows.map((r) => String(r.wallet_id)));
+    return this.commerce ? this.commerce.enabledAutoTopUps(ex, tenantId, walletIds) : new Set();
   }
 
   async #pricing(
