@@ -9,7 +9,7 @@
 // concurrency. The last line printed is one JSON object with the figures and their ratios.
 import { spawn } from "node:child_process";
 import { once } from "node:events";
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import http from "node:http";
 import pg from "pg";
 
@@ -25,6 +25,9 @@ const CONCURRENT_BATCHES = Math.max(1, Number(process.env.BENCH_CONCURRENT_BATCH
 const SINGLE_CLIENTS = 50;
 const AUTH_CYCLES = Math.max(1, Math.round(Number(process.env.BENCH_AUTH_CYCLES || 10_000) * SCALE));
 const AUTH_CLIENTS = 50;
+// Server processes sharing the port (DRAWDOWN_WORKERS). One: on 2 cores shared with PostgreSQL
+// and this driver, a second worker halves each writer's batches and costs more CPU per event.
+const WORKERS = Math.max(1, Number(process.env.BENCH_WORKERS || 1));
 
 const log = (...args) => console.error("[bench]", ...args);
 const dbName = `drawdown_bench_${process.pid}`;
@@ -51,7 +54,7 @@ try {
   // BENCH_NODE_FLAGS (e.g. "--cpu-prof") go to the server process, to profile it under load.
   const flags = (process.env.BENCH_NODE_FLAGS || "").split(" ").filter(Boolean);
   server = spawn(process.execPath, [...flags, "packages/cli/dist/src/main.js", "serve"], {
-    env: { ...process.env, DATABASE_URL, PORT: "0", DRAWDOWN_POOL_SIZE: "8" },
+    env: { ...process.env, DATABASE_URL, PORT: "0", DRAWDOWN_POOL_SIZE: "8", DRAWDOWN_WORKERS: String(WORKERS) },
     stdio: ["ignore", "pipe", "inherit"],
   });
   const base = await new Promise((resolve, reject) => {
@@ -275,6 +278,7 @@ try {
       bare_per_s: round(bareRate),
       authorize_vs_bare: Number((authRate / bareRate).toFixed(2)),
       batch_size: BATCH,
+      workers: WORKERS,
       wallets: WALLETS,
     }),
   );
@@ -407,8 +411,20 @@ function cpuMeter(db, dbName, serverPid) {
       await new Promise((r) => setTimeout(r, 100));
     }
   })();
+  // The server is the primary and its worker processes (DRAWDOWN_WORKERS).
+  const serverPids = () => [
+    serverPid,
+    ...readdirSync("/proc").filter((p) => /^[0-9]+$/.test(p) && parentOf(p) === serverPid).map(Number),
+  ];
+  const parentOf = (pid) => {
+    try {
+      return Number(readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ")[1]);
+    } catch {
+      return null;
+    }
+  };
   const read = () => ({
-    server: ticks(serverPid) ?? 0,
+    server: serverPids().reduce((sum, pid) => sum + (ticks(pid) ?? 0), 0),
     db: [...backends.values()].reduce((a, b) => a + b, 0),
   });
   // Commits and statements-worth of work: transactions per operation shows how well requests batch.

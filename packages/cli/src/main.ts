@@ -1,22 +1,8 @@
 #!/usr/bin/env node
-import { join } from "node:path";
 import { parseArgs } from "node:util";
-import {
-  type Config,
-  loadConfig,
-  MigrationsPending,
-  openDatabase,
-  seedDemo,
-  startServer,
-} from "@drawdown/server";
-import {
-  createIdGenerator,
-  migrate,
-  openPglite,
-  openPostgres,
-  type SqlClient,
-  Store,
-} from "@drawdown/storage";
+import { loadConfig, MigrationsPending } from "@drawdown/server";
+import { migrate, openPglite, openPostgres } from "@drawdown/storage";
+import { open, serve } from "./serve.js";
 
 const HELP = `drawdown: the credit ledger for AI products
 
@@ -30,18 +16,13 @@ Usage:
   drawdown keys create --tenant ID [--name N] [--restricted --customer ID]
   drawdown keys revoke --tenant ID --key KEY_ID
 
-Environment: DATABASE_URL, DRAWDOWN_DATA_DIR, HOST, PORT, DRAWDOWN_BODY_LIMIT, DRAWDOWN_POOL_SIZE.
+Environment: DATABASE_URL, DRAWDOWN_DATA_DIR, HOST, PORT, DRAWDOWN_BODY_LIMIT, DRAWDOWN_POOL_SIZE,
+DRAWDOWN_WORKERS (server processes; more than 1 needs DATABASE_URL).
 `;
 
 function fail(message: string): never {
   process.stderr.write(`drawdown: ${message}\n`);
   process.exit(2);
-}
-
-/** Opens the database for an admin command; the embedded one is migrated on open. */
-async function open(config: Config): Promise<{ db: SqlClient; store: Store }> {
-  const db = await openDatabase(config);
-  return { db, store: new Store(db, { newId: createIdGenerator() }) };
 }
 
 async function main(argv: string[]): Promise<number> {
@@ -70,27 +51,9 @@ async function main(argv: string[]): Promise<number> {
   const config = parsed.value;
 
   switch (command) {
-    case "serve": {
-      const server = await startServer(config);
-      const lines = [`Drawdown is listening on ${server.url}`, `  API reference: ${server.url}/reference`];
-      if (values.demo) {
-        const keyFile = join(config.dataDir, "..", "demo-key");
-        const demo = await seedDemo(server.store, keyFile);
-        if (demo.secret) lines.push(`  Demo secret key${demo.created ? " (new)" : ""}: ${demo.secret}`);
-        else lines.push("  Create a key with: drawdown keys create --tenant <id>");
-        lines.push(
-          `  Try: curl -H "Authorization: Bearer ${demo.secret || "<key>"}" ${server.url}/v1/customers`,
-        );
-      }
-      process.stdout.write(lines.join("\n") + "\n");
-      const stop = async () => {
-        await server.close();
-        process.exit(0);
-      };
-      process.once("SIGINT", stop);
-      process.once("SIGTERM", stop);
+    case "serve":
+      await serve(config, { demo: values.demo === true });
       return -1;
-    }
     case "migrate": {
       const db = config.databaseUrl
         ? await openPostgres(config.databaseUrl)

@@ -22,6 +22,11 @@ export interface Config {
   readonly webhookTimeoutMs: number;
   /** How often the webhook deliverer looks for due deliveries, in ms; 0 leaves it to the scheduler. */
   readonly webhookPollMs: number;
+  /**
+   * Server processes sharing the port (`drawdown serve`): one per core uses every core. More
+   * than one needs PostgreSQL (PGlite lives inside one process). Each has its own pool.
+   */
+  readonly workers: number;
 }
 
 const DEFAULTS = {
@@ -36,7 +41,8 @@ type IntegerSetting =
   | "schedulerMs"
   | "writerLanes"
   | "webhookTimeoutMs"
-  | "webhookPollMs";
+  | "webhookPollMs"
+  | "workers";
 
 /** The integer settings: their variable, default and bounds, checked in this order. */
 const INTEGERS: readonly { key: IntegerSetting; env: string; fallback: number; min: number; max: number }[] =
@@ -48,6 +54,7 @@ const INTEGERS: readonly { key: IntegerSetting; env: string; fallback: number; m
     { key: "writerLanes", env: "DRAWDOWN_WRITER_LANES", fallback: 2, min: 1, max: 16 },
     { key: "webhookTimeoutMs", env: "DRAWDOWN_WEBHOOK_TIMEOUT_MS", fallback: 10_000, min: 100, max: 120_000 },
     { key: "webhookPollMs", env: "DRAWDOWN_WEBHOOK_POLL_MS", fallback: 1_000, min: 0, max: 3_600_000 },
+    { key: "workers", env: "DRAWDOWN_WORKERS", fallback: 1, min: 1, max: 64 },
   ];
 
 /**
@@ -64,6 +71,7 @@ const INTEGERS: readonly { key: IntegerSetting; env: string; fallback: number; m
  * - `DRAWDOWN_SCHEDULER_MS`: how often due effects run (default 5000; 0: never, e.g. in tests).
  * - `DRAWDOWN_WEBHOOK_TIMEOUT_MS`: how long one webhook POST may take (default 10000).
  * - `DRAWDOWN_WEBHOOK_POLL_MS`: how often due webhooks are sent (default 1000; 0: only with the scheduler).
+ * - `DRAWDOWN_WORKERS`: server processes sharing the port (default 1; more needs `DATABASE_URL`).
  */
 export function loadConfig(
   env: Readonly<Record<string, string | undefined>>,
@@ -84,6 +92,12 @@ export function loadConfig(
       return fail("invalid_argument", `${name} must be an integer from ${min} to ${max}, not "${text}".`);
     }
     integers[key] = Number(text);
+  }
+  if (integers.workers > 1 && databaseUrl === null) {
+    return fail(
+      "invalid_argument",
+      "DRAWDOWN_WORKERS above 1 needs DATABASE_URL: the embedded database lives inside one process.",
+    );
   }
   return ok({
     databaseUrl,

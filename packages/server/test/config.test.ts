@@ -18,6 +18,7 @@ test("an empty environment gives the documented defaults", () => {
     writerLanes: 2,
     webhookTimeoutMs: 10_000,
     webhookPollMs: 1_000,
+    workers: 1,
     logRequests: false,
   });
 });
@@ -41,6 +42,8 @@ test("integers within their bounds are taken; outside, or not integers, are refu
     ["DRAWDOWN_WRITER_LANES", "1.5"],
     ["DRAWDOWN_WEBHOOK_TIMEOUT_MS", "-1"],
     ["DRAWDOWN_WEBHOOK_POLL_MS", "1e3"],
+    ["DRAWDOWN_WORKERS", "0"],
+    ["DRAWDOWN_WORKERS", "65"],
   ] as const) {
     const r = loadConfig({ [name]: text });
     assert.ok(!r.ok, `${name}=${text}`);
@@ -49,6 +52,16 @@ test("integers within their bounds are taken; outside, or not integers, are refu
   }
   const url = loadConfig({ DATABASE_URL: "mysql://x" });
   assert.ok(!url.ok);
+});
+
+test("several workers need PostgreSQL: the embedded database lives inside one process", () => {
+  const embedded = loadConfig({ DRAWDOWN_WORKERS: "2" });
+  assert.ok(!embedded.ok);
+  assert.equal(embedded.error.code, "invalid_argument");
+  assert.match(embedded.error.message, /^DRAWDOWN_WORKERS above 1 needs DATABASE_URL/);
+  const pg = loadConfig({ DRAWDOWN_WORKERS: "2", DATABASE_URL: "postgres://postgres@127.0.0.1/test" });
+  assert.ok(pg.ok);
+  assert.equal(pg.value.workers, 2);
 });
 
 test("overrides win over the environment", () => {
