@@ -51,6 +51,16 @@ export function overdraftDeltas(entries: readonly Entry[]): Map<string, bigint> 
   return deltas;
 }
 
+/**
+ * Wallets whose grants receive credits in these entries (a hold given back, a reversal): where
+ * drawable credits may have grown, apart from new grants.
+ */
+export function walletsGivenCredits(entries: readonly Entry[]): Set<string> {
+  const wallets = new Set<string>();
+  for (const e of entries) if (e.account.kind === "grant" && e.amount > 0n) wallets.add(e.account.walletId);
+  return wallets;
+}
+
 /** Net change per grant: the sum of the transaction's entries on that grant. */
 export function grantDeltas(entries: readonly Entry[]): Map<string, bigint> {
   const deltas = new Map<string, bigint>();

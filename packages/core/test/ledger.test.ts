@@ -27,6 +27,7 @@ import {
   sumsPerUnit,
   voidGrant,
   walletDeltas,
+  walletsGivenCredits,
 } from "../src/index.js";
 import { ctxAt, makeGrant } from "./support.js";
 
@@ -628,6 +629,15 @@ describe("journal helpers", () => {
     );
     assert.equal(accountName(a), "grant");
     assert.equal(accountName(issuance), "issuance");
+  });
+
+  test("wallets given credits are those with a credit to one of their grants, never a draw or a system account", () => {
+    const hold = { kind: "hold", walletId: "wal_c" } as const;
+    // A settle: the hold account pays consumption and gives the rest back to grt_1 (wal_a);
+    // wal_b's grant is only drawn; wal_c's hold account is no grant.
+    const entries = [entry(hold, -5n), entry(issuance, 2n), entry(a, 3n), entry(b, -1n), entry(issuance, 1n)];
+    assert.deepEqual(walletsGivenCredits(entries), new Set(["wal_a"]));
+    assert.deepEqual(walletsGivenCredits([entry(b, -4n), entry(issuance, 4n)]), new Set());
   });
 
   test("invariant throws InvariantViolation", () => {

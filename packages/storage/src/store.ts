@@ -35,6 +35,7 @@ import {
   validateSourceExpiry,
   voidGrant,
   walletDeltas,
+  walletsGivenCredits,
 } from "@drawdown/core";
 import { evaluateWalletAlerts } from "./alerts.js";
 import { capDebit, writeCapEffect } from "./caps.js";
@@ -765,12 +766,15 @@ export class Store {
     // Alerts on every wallet whose balance changed, in this transaction (one query).
     const changed = walletDeltas(entries);
     // Wallets that received a grant: their new available becomes their alerts' 100% (see core
-    // alerts), and suspended runs they pay for may become resumable.
+    // alerts).
     const credited = [...new Set(effect.newGrants.map((g) => g.walletId))].sort();
     if (changed.size > 0)
       await evaluateWalletAlerts(ex, this, tenantId, [...changed.keys()].sort(), credited);
-    // One indexed query, only when grants were issued (never on usage writes).
-    if (credited.length > 0) await announceResumableRuns(ex, this, tenantId, credited);
+    // Suspended runs may become resumable wherever credits came back to be drawn: a new grant,
+    // or credits given back to a grant (a hold voided, expired or settled below its estimate, a
+    // reversal). One indexed query, and never on usage writes, which only draw.
+    const restored = [...new Set([...credited, ...walletsGivenCredits(entries)])].sort();
+    if (restored.length > 0) await announceResumableRuns(ex, this, tenantId, restored);
     const left = effect.statusChanges.length > 0 ? grantDeltas(entries) : new Map<string, bigint>();
     for (const c of effect.statusChanges) {
       const { rows, rowCount } = await ex.query(

@@ -161,11 +161,9 @@ for (const backend of backends()) {
       okv(await h.step(tenantId, run.id, "b", credits(3n)));
       assert.equal((await h.outbox(tenantId, "run.suspended")).length, 1);
       assert.equal(code(await h.step(tenantId, run.id, "c", credits(1n))), "run_suspended");
-      // The held step of the suspended run can still settle; what it releases is no grant: no webhook.
+      // The held step of the suspended run can still settle: it gives back 2 of its 3 credits,
+      // which covers step b (2 + 2 ≥ 3), so the run is announced resumable, once.
       okv(await h.settle(tenantId, run.id, "a", 1n));
-      assert.equal((await h.outbox(tenantId, "run.resumable")).length, 0);
-      // A grant that covers the step announces it once; a later one does not again.
-      await h.grant(tenantId, walletId, credits(1n));
       assert.equal((await h.outbox(tenantId, "run.resumable")).length, 1);
       await h.grant(tenantId, walletId, credits(1n));
       assert.equal((await h.outbox(tenantId, "run.resumable")).length, 1);
@@ -188,6 +186,27 @@ for (const backend of backends()) {
       await h.grant(tenantId, walletId, credits(10n));
       assert.equal((await h.outbox(tenantId, "run.resumable")).length, 2);
       assert.deepEqual((await h.store.reconcile(tenantId)).differences, []);
+    });
+
+    test("credits given back by a voided or expired hold make a suspended run resumable, once", async () => {
+      for (const giveBack of ["void", "expiry"] as const) {
+        const { tenantId, customerId } = await h.setup(credits(10n));
+        const busy = okv(await h.start(tenantId, customerId));
+        okv(await h.step(tenantId, busy.id, "a", credits(8n)));
+        const waiting = okv(await h.start(tenantId, customerId));
+        assert.equal(okv(await h.step(tenantId, waiting.id, "x", credits(5n))).run.status, "suspended");
+        assert.equal((await h.outbox(tenantId, "run.resumable")).length, 0);
+        if (giveBack === "void") okv(await h.voidStep(tenantId, busy.id, "a"));
+        else okv(await h.store.advanceClock(tenantId, T0 + 2 * 3_600_000));
+        const announced = await h.outbox(tenantId, "run.resumable");
+        assert.equal(announced.length, 1, giveBack);
+        assert.equal(announced[0]!.run_id, waiting.id);
+        assert.equal(announced[0]!.available, "10");
+        const resumed = okv(await h.resume(tenantId, waiting.id)) as StepResult;
+        assert.equal(resumed.step.status, "held");
+        assert.equal((await h.outbox(tenantId, "run.resumable")).length, 1);
+        assert.deepEqual((await h.store.reconcile(tenantId)).differences, []);
+      }
     });
 
     test("a step whose hold timed out cannot settle; retrying it holds again, and it is charged once", async () => {
