@@ -1,32 +1,9 @@
 import assert from "node:assert/strict";
-import { type ChildProcess, spawn } from "node:child_process";
-import { randomBytes } from "node:crypto";
+import type { ChildProcess } from "node:child_process";
 import { once } from "node:events";
 import { describe, test } from "node:test";
-import { fileURLToPath } from "node:url";
-import { credits } from "@drawdown/core";
-import { createIdGenerator, Metering, migrate, openPostgres, Store } from "@drawdown/storage";
 import { POSTGRES_URL } from "@drawdown/storage/testing";
-
-const CLI = fileURLToPath(new URL("../../../cli/dist/src/main.js", import.meta.url));
-
-/** Starts `drawdown serve` on the database and resolves with its base URL. */
-async function serve(databaseUrl: string): Promise<{ url: string; child: ChildProcess }> {
-  const child = spawn(process.execPath, [CLI, "serve"], {
-    env: { ...process.env, DATABASE_URL: databaseUrl, PORT: "0", HOST: "127.0.0.1" },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  const url = await new Promise<string>((resolve, reject) => {
-    let out = "";
-    child.stdout!.on("data", (d) => {
-      out += d;
-      const m = /listening on (http:\/\/\S+)/.exec(out);
-      if (m) resolve(m[1]!);
-    });
-    child.once("exit", (code) => reject(new Error(`server exited with ${code} before listening`)));
-  });
-  return { url, child };
-}
+import { scratchDatabase, seedTenant, serveCli } from "./support/cli.js";
 
 describe("crash: SIGKILL during sustained ingestion (PostgreSQL)", {
   skip: POSTGRES_URL ? false : "set DATABASE_URL to run on PostgreSQL",
@@ -34,42 +11,17 @@ describe("crash: SIGKILL during sustained ingestion (PostgreSQL)", {
   test("every acknowledged event is in the ledger exactly once and reconcile is clean", {
     timeout: 120_000,
   }, async () => {
-    const base = POSTGRES_URL!;
-    const name = `dd_crash_${randomBytes(5).toString("hex")}`;
-    const admin = await openPostgres(base, { max: 1 });
-    await admin.exec(`CREATE DATABASE ${name}`);
-    const url = new URL(base);
-    url.pathname = `/${name}`;
-    const databaseUrl = url.toString();
-    const db = await openPostgres(databaseUrl, { max: 4 });
+    const scratch = await scratchDatabase(POSTGRES_URL!, "dd_crash");
+    const { db, store, databaseUrl } = scratch;
     let server: ChildProcess | null = null;
     try {
-      await migrate(db);
-      const store = new Store(db, { newId: createIdGenerator() });
-      const metering = new Metering(() => store.now(), store.newId);
-      const tenant = await store.createTenant("Crash", "test");
-      const key = await store.createApiKey(tenant.id, { kind: "secret", name: "crash" });
-      assert.ok(key.ok);
-      const customers: string[] = [];
-      await db.transaction(async (tx) => {
-        for (let i = 0; i < 20; i++) {
-          const c = await store.createCustomer(tx, tenant.id, { kind: "organization" });
-          assert.ok(c.ok);
-          await store.createGrant(tx, tenant.id, {
-            walletId: c.value.walletId,
-            amount: credits(1_000_000n),
-            source: "purchase",
-          });
-          customers.push(c.value.id);
-        }
-        const card = await metering.createRateCard(tx, tenant.id, "default");
-        assert.ok(card.ok);
-        await metering.publishRateCardVersion(tx, tenant.id, card.value.id, null, {
-          lines: [{ id: "tokens", action: "chat.completion", quantity: "tokens", rate: "0.001" }],
-        });
+      const { tenantId, secret, customers } = await seedTenant(scratch, {
+        count: 20,
+        amount: 1_000_000n,
+        rate: "0.001",
       });
 
-      const first = await serve(databaseUrl);
+      const first = await serveCli(databaseUrl);
       server = first.child;
       const acknowledged = new Map<string, string>(); // event id -> credits charged, as first answered
       const sent: string[] = [];
@@ -87,7 +39,7 @@ describe("crash: SIGKILL during sustained ingestion (PostgreSQL)", {
       const post = async (target: string, ids: string[]) => {
         const res = await fetch(`${target}/v1/events/batch`, {
           method: "POST",
-          headers: { authorization: `Bearer ${key.value.secret}`, "content-type": "application/json" },
+          headers: { authorization: `Bearer ${secret}`, "content-type": "application/json" },
           body: body(ids),
         });
         assert.equal(res.status, 200);
@@ -122,7 +74,7 @@ describe("crash: SIGKILL during sustained ingestion (PostgreSQL)", {
       // Every acknowledged event is stored once, with the charge it was acknowledged with.
       const { rows } = await db.query<{ event_id: string; credits: string }>(
         "SELECT event_id, credits::text AS credits FROM usage_events WHERE tenant_id = $1",
-        [tenant.id],
+        [tenantId],
       );
       const stored = new Map(rows.map((r) => [r.event_id, r.credits]));
       assert.equal(stored.size, rows.length, "no event is stored twice");
@@ -130,7 +82,7 @@ describe("crash: SIGKILL during sustained ingestion (PostgreSQL)", {
         assert.ok(stored.has(id), `acknowledged event ${id} is in the ledger`);
 
       // After a restart, resending everything changes nothing already recorded.
-      const second = await serve(databaseUrl);
+      const second = await serveCli(databaseUrl);
       server = second.child;
       for (let i = 0; i < sent.length; i += 1000) {
         const r = await post(second.url, sent.slice(i, i + 1000));
@@ -143,16 +95,16 @@ describe("crash: SIGKILL during sustained ingestion (PostgreSQL)", {
       }
       const total = await db.query<{ n: number }>(
         "SELECT count(*)::int AS n FROM usage_events WHERE tenant_id = $1",
-        [tenant.id],
+        [tenantId],
       );
       assert.equal(Number(total.rows[0]!.n), new Set(sent).size, "each sent event is recorded exactly once");
-      const report = await store.reconcile(tenant.id);
+      const report = await store.reconcile(tenantId);
       assert.deepEqual(report.differences, []);
       // The journal's consumption equals the sum of what the events charged.
       const sums = await db.query<{ journal: string; events: string }>(
         `SELECT (SELECT coalesce(sum(amount), 0) FROM journal_entries WHERE tenant_id = $1 AND account = 'consumption')::text AS journal,
                 (SELECT coalesce(sum(charged), 0) FROM usage_events WHERE tenant_id = $1)::text AS events`,
-        [tenant.id],
+        [tenantId],
       );
       assert.equal(sums.rows[0]!.journal, sums.rows[0]!.events);
     } finally {
@@ -160,9 +112,7 @@ describe("crash: SIGKILL during sustained ingestion (PostgreSQL)", {
         server.kill("SIGKILL");
         await once(server, "exit");
       }
-      await db.close();
-      await admin.exec(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-      await admin.close();
+      await scratch.drop();
     }
   });
 });

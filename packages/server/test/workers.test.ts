@@ -1,40 +1,15 @@
 import assert from "node:assert/strict";
-import { type ChildProcess, spawn } from "node:child_process";
-import { randomBytes } from "node:crypto";
+import type { ChildProcess } from "node:child_process";
 import { once } from "node:events";
 import { readdirSync, readFileSync } from "node:fs";
 import { describe, test } from "node:test";
-import { fileURLToPath } from "node:url";
 import { credits } from "@drawdown/core";
-import { createIdGenerator, Metering, migrate, openPostgres, Store } from "@drawdown/storage";
 import { POSTGRES_URL } from "@drawdown/storage/testing";
+import { scratchDatabase, seedTenant, serveCli } from "./support/cli.js";
 
-const CLI = fileURLToPath(new URL("../../../cli/dist/src/main.js", import.meta.url));
-
-/** Starts `drawdown serve` with `workers` processes; resolves with its URL once all listen. */
-async function serve(databaseUrl: string, workers: number): Promise<{ url: string; child: ChildProcess }> {
-  const child = spawn(process.execPath, [CLI, "serve"], {
-    env: {
-      ...process.env,
-      DATABASE_URL: databaseUrl,
-      PORT: "0",
-      HOST: "127.0.0.1",
-      DRAWDOWN_WORKERS: String(workers),
-      DRAWDOWN_POOL_SIZE: "4",
-    },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  const url = await new Promise<string>((resolve, reject) => {
-    let out = "";
-    child.stdout!.on("data", (d) => {
-      out += d;
-      const m = /listening on (http:\/\/\S+)/.exec(out);
-      if (m) resolve(m[1]!);
-    });
-    child.once("exit", (code) => reject(new Error(`server exited with ${code} before listening`)));
-  });
-  return { url, child };
-}
+/** `drawdown serve` with `workers` processes. */
+const serve = (databaseUrl: string, workers: number) =>
+  serveCli(databaseUrl, { DRAWDOWN_WORKERS: String(workers), DRAWDOWN_POOL_SIZE: "4" });
 
 /** The live child processes of `pid` (Linux /proc). */
 function childrenOf(pid: number): number[] {
@@ -76,39 +51,14 @@ describe("serve with several worker processes (PostgreSQL)", {
   test("workers share the port and the ledger; a dead worker is replaced; they stop with the primary", {
     timeout: 120_000,
   }, async () => {
-    const base = POSTGRES_URL!;
-    const name = `dd_workers_${randomBytes(5).toString("hex")}`;
-    const admin = await openPostgres(base, { max: 1 });
-    await admin.exec(`CREATE DATABASE ${name}`);
-    const url = new URL(base);
-    url.pathname = `/${name}`;
-    const databaseUrl = url.toString();
-    const db = await openPostgres(databaseUrl, { max: 2 });
+    const scratch = await scratchDatabase(POSTGRES_URL!, "dd_workers");
+    const { db, store, databaseUrl } = scratch;
     const servers: ChildProcess[] = [];
     try {
-      await migrate(db);
-      const store = new Store(db, { newId: createIdGenerator() });
-      const metering = new Metering(() => store.now(), store.newId);
-      const tenant = await store.createTenant("Workers", "test");
-      const key = await store.createApiKey(tenant.id, { kind: "secret", name: "workers" });
-      assert.ok(key.ok);
-      const customers: string[] = [];
-      await db.transaction(async (tx) => {
-        for (let i = 0; i < 10; i++) {
-          const c = await store.createCustomer(tx, tenant.id, { kind: "organization" });
-          assert.ok(c.ok);
-          await store.createGrant(tx, tenant.id, {
-            walletId: c.value.walletId,
-            amount: credits(1_000n),
-            source: "purchase",
-          });
-          customers.push(c.value.id);
-        }
-        const card = await metering.createRateCard(tx, tenant.id, "default");
-        assert.ok(card.ok);
-        await metering.publishRateCardVersion(tx, tenant.id, card.value.id, null, {
-          lines: [{ id: "tokens", action: "chat.completion", quantity: "tokens", rate: "1" }],
-        });
+      const { tenantId, secret, customers } = await seedTenant(scratch, {
+        count: 10,
+        amount: 1_000n,
+        rate: "1",
       });
 
       const first = await serve(databaseUrl, 2);
@@ -122,7 +72,7 @@ describe("serve with several worker processes (PostgreSQL)", {
       const post = async (events: number) => {
         const res = await fetch(`${first.url}/v1/events/batch`, {
           method: "POST",
-          headers: { authorization: `Bearer ${key.value.secret}`, "content-type": "application/json" },
+          headers: { authorization: `Bearer ${secret}`, "content-type": "application/json" },
           body: JSON.stringify({
             events: Array.from({ length: events }, () => ({
               customer_id: customers[n % customers.length],
@@ -143,10 +93,10 @@ describe("serve with several worker processes (PostgreSQL)", {
       assert.ok(results.every((r) => r.charge!.outcome === "charged"));
       const balances = await db.query<{ balance: string }>(
         "SELECT balance::text AS balance FROM wallets WHERE tenant_id = $1",
-        [tenant.id],
+        [tenantId],
       );
       for (const b of balances.rows) assert.equal(b.balance, credits(700n).toString());
-      assert.deepEqual((await store.reconcile(tenant.id)).differences, []);
+      assert.deepEqual((await store.reconcile(tenantId)).differences, []);
 
       // A worker killed outright is replaced, and the server keeps answering.
       const [victim] = childrenOf(primary);
@@ -178,9 +128,7 @@ describe("serve with several worker processes (PostgreSQL)", {
           s.kill("SIGKILL");
           await once(s, "exit");
         }
-      await db.close();
-      await admin.exec(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-      await admin.close();
+      await scratch.drop();
     }
   });
 });
