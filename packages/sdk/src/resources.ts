@@ -1293,7 +1293,8 @@ const wireMoney = (m: { amount: string | bigint; currency: string }, field: stri
  * Enterprise contracts: committed credits over a term, granted upfront or in installments (each
  * exactly once, at its time) at a negotiated credit price, expiring 12 months after each grant
  * by default; and the rate card terms (a version pinned at signing, or following newer ones,
- * with override lines) that become the customer's pricing when the term starts.
+ * with override lines) that become the customer's pricing when the term starts. The override
+ * lines rate only events timed inside the term; outside it the card prices them.
  */
 export class Contracts extends Resource {
   /**

@@ -1239,7 +1239,10 @@ export interface ContractCreateParams {
   allow_rate_card_upgrades?: boolean;
   /** The card the customer follows from the term's start; null or absent: the default card. */
   rate_card_id?: string | null;
-  /** Override lines that take precedence over the card's, for this customer. */
+  /**
+   * Override lines that take precedence over the card's, for this customer's events timed
+   * inside the term (`[starts_at, ends_at)`, cut short by an early termination).
+   */
   overrides?: RateLineInput[];
 }
 
