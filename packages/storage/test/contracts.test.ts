@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { credits, formatAmount, type Result, UNIT } from "@drawdown/core";
-import { Contracts, MIGRATIONS, Metering, type Store, splitStatements } from "../src/index.js";
+import { Contracts, Metering, MIGRATIONS, type Store, splitStatements } from "../src/index.js";
 import { backends, type TestDatabase } from "./support/backends.js";
 
 const DAY = 86_400_000;
