@@ -47,6 +47,7 @@ import type {
   List,
   MarginReport,
   MarginReportParams,
+  MemberAllocation,
   OverageBill,
   OverageInvoice,
   OverageInvoiceListParams,
@@ -1128,6 +1129,44 @@ export class Subscriptions extends Resource {
    */
   list(customerId: string, options?: RequestOptions): ApiPromise<List<Subscription>> {
     return this.fetchJson(options, () => ({ path: `/v1/customers/${seg(customerId)}/subscriptions` }));
+  }
+
+  /**
+   * One page of a customer's member wallets, in wallet id order, each with its allocation for
+   * the current period of a `per_member` plan: `allocated` (personal + pool share), `personal`,
+   * what `remaining` of it, and the `pool_share` paid into the pool. A restricted key reads its
+   * own customer's only; another customer's id answers `not_found`.
+   *
+   * @example
+   * const { data } = await dd.subscriptions.memberAllocations(acme.id, { limit: 50 });
+   * for (const m of data) console.log(m.member_id, m.allocated, m.remaining, m.pool_share);
+   */
+  memberAllocations(
+    customerId: string,
+    params?: PageParams,
+    options?: RequestOptions,
+  ): ApiPromise<List<MemberAllocation>> {
+    return this.fetchJson(options, () => ({
+      path: `/v1/customers/${seg(customerId)}/member_allocations`,
+      query: pageQuery(params),
+    }));
+  }
+
+  /**
+   * Every member allocation of a customer, following the cursors.
+   *
+   * @example
+   * for await (const m of dd.subscriptions.memberAllocationsAll(acme.id)) console.log(m.wallet_id, m.remaining);
+   */
+  memberAllocationsAll(
+    customerId: string,
+    params?: PageParams,
+    options?: RequestOptions,
+  ): AsyncGenerator<MemberAllocation, void, undefined> {
+    return paginate(
+      (cursor) => this.memberAllocations(customerId, { ...params, cursor }, options),
+      params?.cursor,
+    );
   }
 
   /**
