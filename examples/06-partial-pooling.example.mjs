@@ -67,6 +67,26 @@ export async function run({ dd, assert, log }) {
   const eve = await member("Eve");
   assert.equal(await own(eve), "10");
   assert.equal(await pool(), "2.5");
+  // The member allocations of April: per member, what it was allocated, what remains of its own
+  // part, and its share paid into the pool.
+  const april = new Map();
+  for await (const a of dd.subscriptions.memberAllocationsAll(acme.id)) april.set(a.wallet_id, a);
+  assert.deepEqual(
+    [team[0], team[2], eve].map((m) => {
+      const a = april.get(m.wallet.id);
+      return [a.reason, a.allocated, a.remaining, a.pool_share];
+    }),
+    [
+      ["renewal", "25", "0", "5"],
+      ["renewal", "25", "20", "5"],
+      ["member_added", "12.5", "10", "2.5"],
+    ],
+  );
+  log(
+    "April allocations (Ann, Cid, Eve):",
+    [team[0], team[2], eve].map((m) => april.get(m.wallet.id).remaining).join(", "),
+    "remaining",
+  );
 
   // May: everyone's allocation resets, Eve's included: 20 each, 5 × 5 = 25 pooled.
   await dd.testClock.advance({ to: "2027-05-01T00:00:01Z" });

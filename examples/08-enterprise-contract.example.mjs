@@ -3,7 +3,8 @@
 // 120,000 committed credits granted quarterly at a negotiated $0.006 a credit (list: $0.008),
 // pinned to the rate card version in force at signing with an override for document analysis,
 // each installment expiring 12 months after it is granted. The vendor publishes a newer rate
-// card version: customers on the list price get it, the contract customer does not.
+// card version: customers on the list price get it, the contract customer does not. After the
+// term the override ends: documents are priced by the pinned version again.
 export const title = "an enterprise contract with a proof-of-concept allocation";
 
 export async function run({ dd, assert, log }) {
@@ -121,5 +122,21 @@ export async function run({ dd, assert, log }) {
   // The usage is valued at the negotiated price: 1,040 credits × $0.006.
   const margin = await dd.reports.margin({ group_by: "customer", customer_id: globex.id });
   assert.equal(margin.rows.at(-1).revenue, "6.24");
+
+  // The term is over: the document override no longer applies. The customer stays on its pinned
+  // version, at its list price for documents; the explanation shows the card's line priced it.
+  const late = await dd.events.ingest({
+    id: "globex-3",
+    customer_id: globex.id,
+    action: "docs.analyze",
+    quantities: { pages: 10 },
+  });
+  assert.deepEqual([late.charge.credits, late.charge.rate_card_version_id], ["50", v1.id]);
+  const why = await dd.events.get("globex-3");
+  assert.deepEqual(
+    why.explanation.lines.map((l) => [l.line_id, l.override]),
+    [["docs", false]],
+  );
+  log(`after the term: 10 pages cost ${late.charge.credits} credits (list), not 40`);
   assert.equal((await dd.reconcile()).ok, true);
 }

@@ -55,6 +55,36 @@ export interface PricingAt {
   readonly overrides: readonly RateLine[];
 }
 
+/**
+ * A customer's override lines and when they are in force: `[from, until)`, a null bound open.
+ * A contract's overrides are in force over its term (cut short by an early termination);
+ * overrides set by hand have no window. Storage loads them once per batch with the pricing;
+ * {@link overridesAt} decides per event, so no event costs a query.
+ */
+export interface OverrideTerms {
+  readonly lines: readonly RateLine[];
+  /** The first instant the lines apply; null: since always. */
+  readonly from: number | null;
+  /** The first instant they no longer apply; null: for ever. */
+  readonly until: number | null;
+}
+
+/** Whether `time` falls in the window `[from, until)` (null bounds open). */
+export const inOverrideWindow = (terms: Pick<OverrideTerms, "from" | "until">, time: number): boolean =>
+  (terms.from === null || time >= terms.from) && (terms.until === null || time < terms.until);
+
+const NO_LINES: readonly RateLine[] = [];
+
+/**
+ * The override lines that rate an event at `time`: the customer's lines when `time` is inside
+ * their window, none otherwise (the card, or the pinned version, alone prices the event). An
+ * event is rated by the terms in force at its own time, not at its arrival, like card versions.
+ */
+export function overridesAt(terms: OverrideTerms | undefined, time: number): readonly RateLine[] {
+  if (!terms || terms.lines.length === 0 || !inOverrideWindow(terms, time)) return NO_LINES;
+  return terms.lines;
+}
+
 /** A cost table version: money per unit, priced like rate lines. */
 export interface CostTableAt {
   readonly versionId: string;

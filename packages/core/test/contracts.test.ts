@@ -10,21 +10,30 @@ import {
   credits,
   dueInstallments,
   type Interval,
+  inOverrideWindow,
   installmentKey,
   issueGrant,
+  LATE_GRACE_MS,
   type LedgerErrorCode,
   listValueOf,
   nextInstallmentAt,
+  type OverrideTerms,
+  overridesAt,
+  parseRateCard,
   planInstallment,
   planTermination,
+  planUsage,
   pocGrant,
+  type RateCardContent,
   type Result,
   splitCommitment,
   UNIT,
+  type UsageEvent,
+  type UsageState,
   validateContract,
   validatePoc,
 } from "../src/index.js";
-import { ctxAt } from "./support.js";
+import { counterIds, ctxAt } from "./support.js";
 
 const DAY = 86_400_000;
 const T0 = Date.UTC(2027, 0, 31, 12);
@@ -361,6 +370,111 @@ describe("proof-of-concept allocations", () => {
           assert.equal(listValueOf(p, amount).amount, list);
         },
       ),
+    );
+  });
+});
+
+describe("contract overrides are in force over the term only", () => {
+  const parsed = (lines: Parameters<typeof parseRateCard>[0]["lines"]): RateCardContent => {
+    const r = parseRateCard({ lines });
+    if (!r.ok) assert.fail(r.error.message);
+    return r.value;
+  };
+  // The card prices a call at 5 credits; the contract's override at 2.
+  const CARD = parsed([{ id: "list", action: "call", quantity: "calls", rate: "5" }]);
+  const DEAL = parsed([{ id: "deal", action: "call", quantity: "calls", rate: "2" }]).lines;
+  const NOW = Date.UTC(2027, 5, 10, 12);
+  const SPAN = LATE_GRACE_MS; // events are accepted from NOW - 7 days to NOW
+
+  const arbWindow = fc
+    .record({
+      from: fc.option(fc.integer({ min: NOW - SPAN - DAY, max: NOW + DAY }), { nil: null }),
+      length: fc.integer({ min: 1, max: 2 * SPAN }),
+      open: fc.boolean(),
+    })
+    .map(({ from, length, open }): OverrideTerms => {
+      const start = from ?? NOW - SPAN;
+      return { lines: DEAL, from, until: open ? null : start + length };
+    });
+
+  const event = (i: number, time: number): UsageEvent => ({
+    id: `e${i}`,
+    customerId: "cus_a",
+    subjectId: null,
+    action: "call",
+    dimensions: {},
+    quantities: { calls: 1_000_000_000n },
+    time,
+    status: "succeeded",
+    runId: null,
+    reportedCost: null,
+  });
+
+  test("overridesAt: the lines inside [from, until), none outside; null bounds open", () => {
+    const terms: OverrideTerms = { lines: DEAL, from: T0, until: T0 + DAY };
+    assert.equal(overridesAt(terms, T0 - 1).length, 0);
+    assert.equal(overridesAt(terms, T0), DEAL);
+    assert.equal(overridesAt(terms, T0 + DAY - 1), DEAL);
+    assert.equal(overridesAt(terms, T0 + DAY).length, 0, "the end is exclusive, like the term's");
+    assert.equal(overridesAt({ lines: DEAL, from: null, until: null }, -8.64e15), DEAL);
+    assert.equal(overridesAt(undefined, T0).length, 0);
+  });
+
+  test("property: a batch rates each event by the override exactly when its own time is inside the window", () => {
+    fc.assert(
+      fc.property(
+        arbWindow,
+        fc.array(fc.integer({ min: NOW - SPAN, max: NOW }), { minLength: 1, maxLength: 20 }),
+        (terms, times) => {
+          // The pricing the storage writer loads once per batch: the card and the windowed overrides.
+          const state: UsageState = {
+            wallets: new Map([
+              [
+                "wal_a",
+                {
+                  id: "wal_a",
+                  customerId: "cus_a",
+                  memberId: null,
+                  overdraft: 0n,
+                  policy: { mode: "hard_cap", floor: 0n },
+                },
+              ],
+            ]),
+            grants: new Map(),
+            poolWallet: new Map([["cus_a", "wal_a"]]),
+            memberWallet: new Map(),
+            subjects: new Map(),
+            pricingAt: (_c, time) => ({
+              versionId: "rcv_1",
+              content: CARD,
+              overrides: overridesAt(terms, time),
+            }),
+            costAt: () => null,
+            usage: new Map(),
+          };
+          const plan = planUsage(
+            { now: NOW, newId: counterIds() },
+            state,
+            times.map((t, i) => event(i, t)),
+          );
+          assert.equal(plan.outcomes.length, times.length);
+          for (const [i, o] of plan.outcomes.entries()) {
+            if (o.kind !== "accepted") assert.fail(`event ${i} was rejected`);
+            const t = times[i]!;
+            const inside =
+              (terms.from === null || t >= terms.from) && (terms.until === null || t < terms.until);
+            assert.equal(inOverrideWindow(terms, t), inside);
+            assert.equal(
+              o.rating.lines[0]?.override,
+              inside,
+              `event at ${t}, window ${terms.from}..${terms.until}`,
+            );
+            assert.equal(o.rating.lines[0]?.lineId, inside ? "deal" : "list");
+            assert.equal(o.rating.credits, credits(inside ? 2n : 5n));
+          }
+        },
+      ),
+      { numRuns: 300 },
     );
   });
 });

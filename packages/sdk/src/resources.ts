@@ -47,6 +47,7 @@ import type {
   List,
   MarginReport,
   MarginReportParams,
+  MemberAllocation,
   OverageBill,
   OverageInvoice,
   OverageInvoiceListParams,
@@ -1131,6 +1132,44 @@ export class Subscriptions extends Resource {
   }
 
   /**
+   * One page of a customer's member wallets, in wallet id order, each with its allocation for
+   * the current period of a `per_member` plan: `allocated` (personal + pool share), `personal`,
+   * what `remaining` of it, and the `pool_share` paid into the pool. A restricted key reads its
+   * own customer's only; another customer's id answers `not_found`.
+   *
+   * @example
+   * const { data } = await dd.subscriptions.memberAllocations(acme.id, { limit: 50 });
+   * for (const m of data) console.log(m.member_id, m.allocated, m.remaining, m.pool_share);
+   */
+  memberAllocations(
+    customerId: string,
+    params?: PageParams,
+    options?: RequestOptions,
+  ): ApiPromise<List<MemberAllocation>> {
+    return this.fetchJson(options, () => ({
+      path: `/v1/customers/${seg(customerId)}/member_allocations`,
+      query: pageQuery(params),
+    }));
+  }
+
+  /**
+   * Every member allocation of a customer, following the cursors.
+   *
+   * @example
+   * for await (const m of dd.subscriptions.memberAllocationsAll(acme.id)) console.log(m.wallet_id, m.remaining);
+   */
+  memberAllocationsAll(
+    customerId: string,
+    params?: PageParams,
+    options?: RequestOptions,
+  ): AsyncGenerator<MemberAllocation, void, undefined> {
+    return paginate(
+      (cursor) => this.memberAllocations(customerId, { ...params, cursor }, options),
+      params?.cursor,
+    );
+  }
+
+  /**
    * A subscription by id. `not_found` when there is none (or a restricted key may not see it).
    *
    * @example
@@ -1293,7 +1332,8 @@ const wireMoney = (m: { amount: string | bigint; currency: string }, field: stri
  * Enterprise contracts: committed credits over a term, granted upfront or in installments (each
  * exactly once, at its time) at a negotiated credit price, expiring 12 months after each grant
  * by default; and the rate card terms (a version pinned at signing, or following newer ones,
- * with override lines) that become the customer's pricing when the term starts.
+ * with override lines) that become the customer's pricing when the term starts. The override
+ * lines rate only events timed inside the term; outside it the card prices them.
  */
 export class Contracts extends Resource {
   /**

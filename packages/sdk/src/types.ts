@@ -1074,6 +1074,38 @@ export interface Subscription {
   created_at: string;
 }
 
+/**
+ * One member wallet of a customer with its allocation for the current period (what
+ * `subscriptions.memberAllocations` lists). Amounts are decimal strings.
+ */
+export interface MemberAllocation {
+  object: "member_allocation";
+  /** The member's wallet. */
+  wallet_id: string;
+  /** The member (a subject of the customer). */
+  member_id: string;
+  /** The subscription whose period is current; null when none is (no subscription, or its last period ended). */
+  subscription_id: string | null;
+  /** The current period `[starts_at, ends_at)`; null with no subscription. */
+  period: { index: number; starts_at: string; ends_at: string } | null;
+  /** The plan's pool share; null when the plan does not allocate per member. */
+  pool_share_percent: number | null;
+  /** The member's whole allocation this period (`personal + pool_share`); `"0"` when none. */
+  allocated: string;
+  /** The part granted into the member's own wallet. */
+  personal: string;
+  /** The part paid into the customer's pool, which every member draws after their own. */
+  pool_share: string;
+  /** What is left of the personal part (`"0"` once used up, expired or voided). */
+  remaining: string;
+  /** `renewal` (with the period), `member_added` (prorated, wallet created mid-period); null: none this period. */
+  reason: "renewal" | "member_added" | null;
+  allocated_at: string | null;
+  personal_grant_id: string | null;
+  /** The pool grant holding the share (a renewal's is one grant for every member). */
+  pool_grant_id: string | null;
+}
+
 /** An RFC 9457 problem document, as every error response carries it. */
 export interface Problem {
   type: string;
@@ -1239,7 +1271,10 @@ export interface ContractCreateParams {
   allow_rate_card_upgrades?: boolean;
   /** The card the customer follows from the term's start; null or absent: the default card. */
   rate_card_id?: string | null;
-  /** Override lines that take precedence over the card's, for this customer. */
+  /**
+   * Override lines that take precedence over the card's, for this customer's events timed
+   * inside the term (`[starts_at, ends_at)`, cut short by an early termination).
+   */
   overrides?: RateLineInput[];
 }
 

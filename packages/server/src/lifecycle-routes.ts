@@ -5,7 +5,7 @@ import {
   type RolloverCap,
   type RolloverPolicy,
 } from "@drawdown/core";
-import type { PlanRecord, SubscriptionRecord } from "@drawdown/storage";
+import type { MemberAllocationLine, PlanRecord, SubscriptionRecord } from "@drawdown/storage";
 import { type Static, Type } from "@sinclair/typebox";
 import { ApiError } from "./errors.js";
 import {
@@ -14,8 +14,20 @@ import {
   overageFrom,
   overagePolicyFields,
 } from "./overage-routes.js";
-import { amount, customerInPath, must, notFound, okReply, type Route, route, timestamp } from "./routes.js";
+import {
+  amount,
+  customerInPath,
+  ID_CURSOR,
+  must,
+  notFound,
+  okReply,
+  page,
+  type Route,
+  route,
+  timestamp,
+} from "./routes.js";
 import * as S from "./schemas.js";
+import { listView } from "./views.js";
 
 /**
  * Plans and subscriptions: hybrid pricing (a base fee plus credits per period, per customer or
@@ -174,6 +186,53 @@ export const SubscriptionView = Type.Object(
   { title: "Subscription" },
 );
 
+export const MemberAllocationView = Type.Object(
+  {
+    object: Type.Literal("member_allocation"),
+    wallet_id: Type.String({ description: "The member's wallet." }),
+    member_id: Type.String({ description: "The member (a subject of the customer)." }),
+    subscription_id: Nullable(
+      Type.String({
+        description:
+          "The subscription whose period is current; null when none is (no subscription, or its last period ended).",
+      }),
+    ),
+    period: Nullable(
+      Type.Object(
+        {
+          index: Type.Integer({ description: "0 is the subscription's first period." }),
+          starts_at: Type.String(),
+          ends_at: Type.String(),
+        },
+        { description: "The current period [starts_at, ends_at); null with no subscription." },
+      ),
+    ),
+    pool_share_percent: Nullable(
+      Type.Integer({
+        description: "The plan's pool share; null when the plan does not allocate per member.",
+      }),
+    ),
+    allocated: S.Amount("The member's whole allocation this period (personal + pool_share); 0 when none."),
+    personal: S.Amount("The part granted into the member's own wallet."),
+    pool_share: S.Amount("The part paid into the customer's pool, which every member draws after their own."),
+    remaining: S.Amount("What is left of the personal part (0 once used up, expired or voided)."),
+    reason: Nullable(
+      Type.Union([Type.Literal("renewal"), Type.Literal("member_added")], {
+        description:
+          "renewal: allocated with the period; member_added: prorated when the wallet was created mid-period; null: no allocation this period.",
+      }),
+    ),
+    allocated_at: Nullable(Type.String()),
+    personal_grant_id: Nullable(Type.String()),
+    pool_grant_id: Nullable(
+      Type.String({
+        description: "The pool grant holding the share (a renewal's is one grant for every member).",
+      }),
+    ),
+  },
+  { title: "MemberAllocation" },
+);
+
 export const SubscriptionCreate = Type.Object(
   {
     customer_id: S.Id("cus", "The customer."),
@@ -310,6 +369,25 @@ const subscriptionView = (s: SubscriptionRecord) => ({
   created_at: new Date(s.createdAt).toISOString(),
 });
 
+const iso = (t: number) => new Date(t).toISOString();
+
+const memberAllocationView = (a: MemberAllocationLine): Static<typeof MemberAllocationView> => ({
+  object: "member_allocation",
+  wallet_id: a.walletId,
+  member_id: a.memberId,
+  subscription_id: a.subscriptionId,
+  period: a.period && { index: a.period.index, starts_at: iso(a.period.from), ends_at: iso(a.period.to) },
+  pool_share_percent: a.poolSharePercent,
+  allocated: formatAmount(a.allocated),
+  personal: formatAmount(a.personal),
+  pool_share: formatAmount(a.poolShare),
+  remaining: formatAmount(a.remaining),
+  reason: a.reason,
+  allocated_at: a.allocatedAt === null ? null : iso(a.allocatedAt),
+  personal_grant_id: a.personalGrantId,
+  pool_grant_id: a.poolGrantId,
+});
+
 /** The lifecycle endpoints, appended to the others. */
 export const LIFECYCLE_ROUTES: readonly Route[] = [
   route({
@@ -424,6 +502,25 @@ export const LIFECYCLE_ROUTES: readonly Route[] = [
         data: (await subscriptions.listSubscriptions(tenantId, params.id)).map(subscriptionView),
         next_cursor: null,
       });
+    },
+  }),
+  route({
+    method: "GET",
+    url: "/v1/customers/:id/member_allocations",
+    operationId: "listMemberAllocations",
+    tag: "Plans and subscriptions",
+    summary: "List a customer's member allocations",
+    description:
+      "Every member wallet of the customer, in wallet id order, with its allocation for the current period of the customer's subscription (the active one; a canceled one until its last period ends): what a per_member plan allocated to it, the part in its own wallet and what remains of it, and its share paid into the pool. A member without an allocation this period (its plan allots to the customer, or no subscription is current) answers zeros.",
+    access: "read",
+    params: S.IdParam("cus", "customer"),
+    query: S.Page,
+    response: S.ListOf(MemberAllocationView),
+    errors: ["not_found", "invalid_cursor"],
+    handle: async ({ subscriptions, store, tenantId, key, params, query }) => {
+      await customerInPath(store, tenantId, key, params.id);
+      const r = await subscriptions.memberAllocations(tenantId, params.id, page(query, ID_CURSOR));
+      return okReply(listView(r.items.map(memberAllocationView), r.next));
     },
   }),
   route({

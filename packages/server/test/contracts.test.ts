@@ -265,6 +265,60 @@ for (const backend of backends()) {
       assert.equal(o.charge?.credits, "0.5");
     });
 
+    test("overrides rate only events timed inside the term: before its start and from its end (or termination) the card prices them; the explanation says which", async () => {
+      const { dd, v1 } = await tenant("override window");
+      const deal = {
+        id: "deal",
+        action: "chat.completion",
+        quantity: "output_tokens",
+        rate: "0.25",
+        per: 1000,
+      };
+      const ends = await dd.customers.create({ kind: "organization", name: "Ends" });
+      const stops = await dd.customers.create({ kind: "organization", name: "Stops" });
+      const terms = { commitment: "0", credit_price: { amount: "0.01", currency: "USD" }, overrides: [deal] };
+      await dd.contracts.create({
+        ...terms,
+        customer_id: ends.id,
+        starts_at: iso(T0 + DAY),
+        ends_at: iso(T0 + 4 * DAY),
+      });
+      const s = await dd.contracts.create({
+        ...terms,
+        customer_id: stops.id,
+        starts_at: iso(T0 + DAY),
+        ends_at: iso(T0 + 100 * DAY),
+      });
+      await dd.testClock.advance({ to: iso(T0 + 5 * DAY) });
+      await dd.contracts.terminate(s.id);
+      // Late events (within the 7 days' grace) are rated by the terms in force at their own time.
+      const cases: [Customer, string, number, string, boolean][] = [
+        [ends, "before-start", T0 + DAY - HOUR, "1", false],
+        [ends, "at-start", T0 + DAY, "0.25", true],
+        [ends, "inside", T0 + 4 * DAY - 1, "0.25", true],
+        [ends, "at-end", T0 + 4 * DAY, "1", false],
+        [ends, "after-end", T0 + 4 * DAY + HOUR, "1", false],
+        [stops, "before-termination", T0 + 5 * DAY - HOUR, "0.25", true],
+        [stops, "at-termination", T0 + 5 * DAY, "1", false],
+      ];
+      for (const [c, id, time, credits, override] of cases) {
+        const r = await dd.events.ingest({
+          id,
+          customer_id: c.id,
+          action: "chat.completion",
+          quantities: { output_tokens: 1000 },
+          time: iso(time),
+        });
+        assert.deepEqual([r.charge?.credits, r.charge?.rate_card_version_id], [credits, v1.id], id);
+        const why = await dd.events.get(id);
+        assert.deepEqual(
+          why.explanation.lines.map((l) => [l.line_id, l.override]),
+          [[override ? "deal" : "chat", override]],
+          id,
+        );
+      }
+    });
+
     test("early termination: no installment after it, issued credits kept or forfeited; refusals change nothing", async () => {
       const { dd } = await tenant("terminate");
       const kept = await dd.customers.create({ kind: "organization", name: "Kept" });

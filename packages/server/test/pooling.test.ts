@@ -203,9 +203,112 @@ for (const backend of backends()) {
       assert.deepEqual([await available(dd, late.id), await available(dd, customer.wallet_id)], ["0", "25"]);
     });
 
+    test("member allocations: each member's allocation this period, what remains of it and its pool share; paged; the customer's own restricted key reads them, another's does not", async () => {
+      const { dd, customer, members } = await team(3);
+      const ids = members.map((m) => m.id).sort();
+      const rows = async (client: Drawdown = dd) => {
+        const out = [];
+        for await (const m of client.subscriptions.memberAllocationsAll(customer.id, { limit: 2 }))
+          out.push(m);
+        return out;
+      };
+      // No subscription: every member wallet, nothing allocated.
+      const before = await rows();
+      assert.deepEqual(
+        before.map((m) => [m.wallet_id, m.subscription_id, m.period, m.allocated, m.remaining, m.reason]),
+        ids.map((id) => [id, null, null, "0", "0", null]),
+      );
+      const p = await plan(dd, 20);
+      const sub = await dd.subscriptions.create({ customer_id: customer.id, plan_id: p.id });
+      await dd.adjustments.debit(members[0]!.id, { amount: "8", reason: "usage" });
+      // Pages of two, in wallet id order.
+      const first = await dd.subscriptions.memberAllocations(customer.id, { limit: 2 });
+      assert.equal(first.data.length, 2);
+      assert.notEqual(first.next_cursor, null);
+      const second = await dd.subscriptions.memberAllocations(customer.id, {
+        limit: 2,
+        cursor: first.next_cursor!,
+      });
+      assert.deepEqual([second.data.length, second.next_cursor], [1, null]);
+      const march = [...first.data, ...second.data];
+      assert.deepEqual(
+        march.map((m) => m.wallet_id),
+        ids,
+      );
+      const period = { index: 0, starts_at: "2026-03-01T00:00:00.000Z", ends_at: "2026-04-01T00:00:00.000Z" };
+      for (const m of march) {
+        const spent = m.wallet_id === members[0]!.id;
+        assert.deepEqual(
+          [
+            m.subscription_id,
+            m.period,
+            m.pool_share_percent,
+            m.allocated,
+            m.personal,
+            m.pool_share,
+            m.remaining,
+          ],
+          [sub.id, period, 20, "25", "20", "5", spent ? "12" : "20"],
+        );
+        assert.equal(m.reason, "renewal");
+        assert.equal(m.member_id, members.find((w) => w.id === m.wallet_id)!.member_id);
+        assert.equal((await dd.grants.get(m.personal_grant_id!)).wallet_id, m.wallet_id);
+        assert.equal((await dd.grants.get(m.pool_grant_id!)).wallet_id, customer.wallet_id);
+      }
+      // A member joining mid-period: its allocation prorated to the 16 of 31 days left, split 80/20.
+      await dd.testClock.advance({ to: "2026-03-16T00:00:00.000Z" });
+      const late = await member(dd, customer);
+      const joined = (await rows()).find((m) => m.wallet_id === late.id)!;
+      assert.deepEqual(
+        [joined.reason, joined.allocated, joined.personal, joined.pool_share, joined.remaining],
+        ["member_added", "12.903225806", "10.322580645", "2.580645161", "10.322580645"],
+      );
+      // April: a new period, every member's allocation renewed whole.
+      await dd.testClock.advance({ to: APR });
+      const april = await rows();
+      assert.equal(april.length, 4);
+      for (const m of april)
+        assert.deepEqual(
+          [m.period?.index, m.reason, m.allocated, m.remaining],
+          [1, "renewal", "25", "20"],
+          m.wallet_id,
+        );
+      // The customer's own restricted key reads them; another customer's key finds no such customer.
+      const mine = connect(
+        (await dd.apiKeys.create({ kind: "restricted", name: "team page", customer_id: customer.id }))
+          .secret!,
+      );
+      assert.deepEqual(await rows(mine), april);
+      const stranger = await dd.customers.create({ kind: "organization", name: "Stranger" });
+      const theirs = connect(
+        (await dd.apiKeys.create({ kind: "restricted", name: "stranger", customer_id: stranger.id })).secret!,
+      );
+      await fails(theirs.subscriptions.memberAllocations(customer.id), "not_found", 404);
+      await fails(dd.subscriptions.memberAllocations("cus_00000000000000000000000000"), "not_found", 404);
+      await fails(
+        dd.subscriptions.memberAllocations(customer.id, { cursor: "bm9wZQ" }),
+        "invalid_cursor",
+        400,
+      );
+      // A customer plan allocates nothing per member.
+      const other = await team(1);
+      const flat = await other.dd.plans.create({
+        name: "Customer plan",
+        base_fee: { amount: "0", currency: "USD" },
+        interval: { unit: "month", count: 1 },
+        allotment: "25",
+      });
+      const s = await other.dd.subscriptions.create({ customer_id: other.customer.id, plan_id: flat.id });
+      const [only] = (await other.dd.subscriptions.memberAllocations(other.customer.id)).data;
+      assert.deepEqual(
+        [only?.subscription_id, only?.pool_share_percent, only?.allocated, only?.reason],
+        [s.id, null, "0", null],
+      );
+    });
+
     test("every response matched its documented schema (plans with allocations, balances with the pool)", () => {
       assert.deepEqual(log.violations, []);
-      for (const op of ["createPlan", "getPlan", "getBalance", "createWallet"])
+      for (const op of ["createPlan", "getPlan", "getBalance", "createWallet", "listMemberAllocations"])
         assert.ok(
           (log.seen.get(op) ?? []).some((s) => s < 300),
           op,

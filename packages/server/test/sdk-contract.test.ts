@@ -132,6 +132,14 @@ check<Equal<keyof Sdk.ExpiryPolicy, keyof Static<typeof L.ExpiryWire>>>();
 check<Assignable<Sdk.ExpiryPolicy, Static<typeof L.ExpiryWire>>>();
 check<Equal<keyof Sdk.Subscription, keyof Static<typeof L.SubscriptionView>>>();
 check<Assignable<Sdk.Subscription, Static<typeof L.SubscriptionView>>>();
+check<Equal<keyof Sdk.MemberAllocation, keyof Static<typeof L.MemberAllocationView>>>();
+check<Assignable<Sdk.MemberAllocation, Static<typeof L.MemberAllocationView>>>();
+check<
+  Equal<
+    keyof NonNullable<Sdk.MemberAllocation["period"]>,
+    keyof NonNullable<Static<typeof L.MemberAllocationView>["period"]>
+  >
+>();
 check<Equal<keyof Sdk.PlanCreateParams, keyof Static<typeof L.PlanCreate>>>();
 check<Assignable<Static<typeof L.PlanCreate>, Sdk.PlanCreateParams>>();
 check<Equal<keyof Sdk.RolloverPolicyInput, keyof Static<typeof L.RolloverWire>>>();
@@ -586,6 +594,7 @@ test("the SDK calls every route, sending exactly the documented query parameters
     dd.plans.get("pln_1"),
     dd.subscriptions.create(subscription),
     dd.subscriptions.list("cus_1"),
+    dd.subscriptions.memberAllocations("cus_1", page),
     dd.subscriptions.get("sbs_1"),
     dd.subscriptions.changeSeats("sbs_1", { seats: 3 }),
     dd.subscriptions.changePlan("sbs_1", { plan_id: "pln_2" }),

@@ -461,6 +461,22 @@ for (const backend of backends()) {
           [again.id, "active"],
         ],
       );
+      // Member allocations read the active subscription's period (this plan allots to the
+      // customer: a member gets nothing of its own); the portal reads its customer's only.
+      const ann = await dd.subjects.create(acme.id, { kind: "member", name: "Ann" });
+      const wallet = await dd.wallets.create({ customer_id: acme.id, member_id: ann.id });
+      const { data: allocations } = await portal.subscriptions.memberAllocations(acme.id);
+      assert.deepEqual(
+        allocations.map((a) => [
+          a.wallet_id,
+          a.subscription_id,
+          a.period?.index,
+          a.pool_share_percent,
+          a.allocated,
+        ]),
+        [[wallet.id, again.id, 0, null, "0"]],
+      );
+      await fails(portal.subscriptions.memberAllocations(beta.id), "not_found", 404);
       assert.equal((await dd.reconcile()).ok, true);
     });
 

@@ -145,7 +145,8 @@ export type ContractCreate = Omit<ContractInput, "id"> & {
  * each is granted exactly once (its key is a primary key), in order, under the contract's row
  * lock, catching up after downtime; the store's scheduler and test clock run them. When its
  * term starts, a contract's rate card terms become the customer's pricing (the same
- * `customer_pricing` every event is rated by).
+ * `customer_pricing` every event is rated by); its overrides rate only events timed inside
+ * the term.
  */
 export class Contracts implements DueJob {
   constructor(
@@ -257,7 +258,9 @@ export class Contracts implements DueJob {
    * Terminates a contract early: installments due from now on are never granted. Installments
    * already due are issued first (the scheduler may lag). The credits already issued are kept
    * (`keep`, the default: they last to their own expiry) or voided now (`forfeit`). The
-   * customer's pricing is left as it is. `invalid_argument` once terminated or after the term.
+   * customer's card and pinned version are left as they are; the contract's overrides end now
+   * (events timed from now on are rated by the card). `invalid_argument` once terminated or
+   * after the term.
    */
   async terminate(
     ex: SqlExecutor,
@@ -314,6 +317,12 @@ export class Contracts implements DueJob {
       `UPDATE contracts SET status = 'terminated', terminated_at = $3, on_terminate = $4, next_installment_at = NULL
        WHERE tenant_id = $1 AND id = $2`,
       [tenantId, id, iso(planned.value.terminatedAt), onTerminate],
+    );
+    // The term ends now: so do its overrides, if the customer's pricing is still this contract's.
+    await ex.query(
+      `UPDATE customer_pricing SET overrides_until = $4
+       WHERE tenant_id = $1 AND customer_id = $2 AND contract_id = $3`,
+      [tenantId, c.customerId, id, iso(planned.value.terminatedAt)],
     );
     return ok(null);
   }
@@ -517,6 +526,8 @@ export class Contracts implements DueJob {
             rateCardId: c.rateCardId,
             pinnedVersionId: c.pinnedVersionId,
             overrides: c.overrides,
+            // The overrides rate only events whose own time is inside the term.
+            window: { contractId: c.id, from: c.startsAt, until: c.endsAt },
           });
           if (!pricing.ok) return pricing;
         }

@@ -4,7 +4,9 @@ import {
   type IdGenerator,
   type OveragePolicy,
   type OveragePolicyInput,
+  type OverrideTerms,
   ok,
+  overridesAt,
   type PricingAt,
   parseRateCard,
   type RateCardContent,
@@ -57,7 +59,21 @@ export interface CustomerPricing {
   readonly pinnedVersionId: string | null;
   readonly overrides: readonly RateLineInput[];
   readonly overrideLines: readonly RateLine[];
+  /** The override lines and their window, as rating reads them (see {@link overridesAt}). */
+  readonly overrideTerms: OverrideTerms;
+  /** The contract that set this pricing; null: set by hand. */
+  readonly contractId: string | null;
+  /** When the overrides are in force, `[from, until)`; null bounds open (pricing set by hand). */
+  readonly overridesFrom: number | null;
+  readonly overridesUntil: number | null;
   readonly updatedAt: number;
+}
+
+/** Where a customer's override lines apply: a contract's term, or (null) always. */
+export interface OverrideWindow {
+  readonly contractId: string;
+  readonly from: number;
+  readonly until: number;
 }
 
 /** Everything about a tenant's pricing that changes only by publishing: cached, revalidated by a stamp. */
@@ -83,12 +99,19 @@ const STAMP = `SELECT
 function parseCustomerPricing(row: Record<string, unknown>): CustomerPricing {
   const overrides = row.overrides ? (JSON.parse(String(row.overrides)) as RateLineInput[]) : [];
   const parsed = parseRateCard({ lines: overrides });
+  const overrideLines = parsed.ok ? parsed.value.lines : [];
+  const from = row.overrides_from == null ? null : ms(row.overrides_from);
+  const until = row.overrides_until == null ? null : ms(row.overrides_until);
   return {
     customerId: String(row.customer_id),
     rateCardId: row.rate_card_id === null ? null : String(row.rate_card_id),
     pinnedVersionId: row.pinned_version_id === null ? null : String(row.pinned_version_id),
     overrides,
-    overrideLines: parsed.ok ? parsed.value.lines : [],
+    overrideLines,
+    overrideTerms: { lines: overrideLines, from, until },
+    contractId: row.contract_id == null ? null : String(row.contract_id),
+    overridesFrom: from,
+    overridesUntil: until,
     updatedAt: ms(row.updated_at),
   };
 }
@@ -281,12 +304,20 @@ export class Metering {
     return ok({ id, version, effectiveAt: at, currency, input, lines: parsed.value.lines, createdAt: now });
   }
 
-  /** Sets a customer's contract pricing: its card, a pinned version, and override lines. */
+  /**
+   * Sets a customer's contract pricing: its card, a pinned version, and override lines, in
+   * force over `window` (a contract's term) or, without one, always.
+   */
   async setCustomerPricing(
     ex: SqlExecutor,
     tenantId: string,
     customerId: string,
-    input: { rateCardId: string | null; pinnedVersionId: string | null; overrides: readonly RateLineInput[] },
+    input: {
+      rateCardId: string | null;
+      pinnedVersionId: string | null;
+      overrides: readonly RateLineInput[];
+      window?: OverrideWindow | null;
+    },
   ): Promise<Result<CustomerPricing>> {
     const customer = await ex.query("SELECT 1 FROM customers WHERE tenant_id = $1 AND id = $2", [
       tenantId,
@@ -309,11 +340,15 @@ export class Metering {
     const parsed = parseRateCard({ lines: input.overrides });
     if (!parsed.ok) return parsed;
     const now = this.clock(tenantId);
+    const w = input.window ?? null;
     const { rows } = await ex.query(
-      `INSERT INTO customer_pricing (tenant_id, customer_id, rate_card_id, pinned_version_id, overrides, updated_at)
-       VALUES ($1, $2, $3, $4, $5, $6)
+      `INSERT INTO customer_pricing (tenant_id, customer_id, rate_card_id, pinned_version_id, overrides, updated_at,
+         contract_id, overrides_from, overrides_until)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
        ON CONFLICT (tenant_id, customer_id) DO UPDATE SET rate_card_id = EXCLUDED.rate_card_id,
-         pinned_version_id = EXCLUDED.pinned_version_id, overrides = EXCLUDED.overrides, updated_at = EXCLUDED.updated_at
+         pinned_version_id = EXCLUDED.pinned_version_id, overrides = EXCLUDED.overrides, updated_at = EXCLUDED.updated_at,
+         contract_id = EXCLUDED.contract_id, overrides_from = EXCLUDED.overrides_from,
+         overrides_until = EXCLUDED.overrides_until
        RETURNING *`,
       [
         tenantId,
@@ -322,6 +357,9 @@ export class Metering {
         input.pinnedVersionId,
         JSON.stringify(input.overrides),
         iso(now),
+        w?.contractId ?? null,
+        w === null ? null : iso(w.from),
+        w === null ? null : iso(w.until),
       ],
     );
     return ok(parseCustomerPricing(rows[0]!));
@@ -335,14 +373,18 @@ export class Metering {
   ): Promise<Map<string, CustomerPricing>> {
     const { rows } = await ex.query(
       // Named columns, not *, so the statement is prepared (sql.ts): the ingest writer runs it per batch.
-      `SELECT customer_id, rate_card_id, pinned_version_id, overrides, updated_at FROM customer_pricing
+      `SELECT customer_id, rate_card_id, pinned_version_id, overrides, updated_at, contract_id, overrides_from,
+         overrides_until FROM customer_pricing
        WHERE tenant_id = $1 AND customer_id = ANY($2::text[])`,
       [tenantId, customerIds],
     );
     return new Map(rows.map((r) => [String(r.customer_id), parseCustomerPricing(r)]));
   }
 
-  /** Resolves what rates a customer's event at `time`: pinned version, else the one in force. */
+  /**
+   * Resolves what rates a customer's event at `time`: pinned version, else the one in force;
+   * and the override lines when `time` is inside their window (the core's {@link overridesAt}).
+   */
   static pricingAt(
     catalog: Catalog,
     pricing: CustomerPricing | undefined,
@@ -359,7 +401,7 @@ export class Metering {
     return {
       versionId: version.id,
       content: version.content,
-      overrides: pricing?.overrideLines ?? [],
+      overrides: overridesAt(pricing?.overrideTerms, time),
       version,
     };
   }

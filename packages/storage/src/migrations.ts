@@ -959,6 +959,31 @@ CREATE TABLE run_settings (
 );
 `,
   },
+  {
+    version: 18,
+    name: "contract pricing window",
+    sql: /* sql */ `
+-- When a customer's override lines are in force, [overrides_from, overrides_until); null
+-- bounds are open (pricing set by hand). A contract's overrides are in force over its term,
+-- cut short by an early termination; contract_id names the contract that set them.
+ALTER TABLE customer_pricing ADD COLUMN contract_id text;
+ALTER TABLE customer_pricing ADD COLUMN overrides_from timestamptz;
+ALTER TABLE customer_pricing ADD COLUMN overrides_until timestamptz;
+-- Pricing a contract applied before this migration (with its first installment, and not set
+-- again since) gets the window of the customer's latest started contract; pricing set by hand
+-- keeps none.
+UPDATE customer_pricing p SET contract_id = c.id, overrides_from = c.starts_at,
+  overrides_until = least(c.ends_at, coalesce(c.terminated_at, c.ends_at))
+FROM (
+  SELECT DISTINCT ON (c.tenant_id, c.customer_id) c.*, i.issued_at FROM contracts c
+  JOIN contract_installments i ON i.tenant_id = c.tenant_id AND i.contract_id = c.id AND i.installment_index = 0
+  ORDER BY c.tenant_id, c.customer_id, c.starts_at DESC
+) c
+WHERE c.tenant_id = p.tenant_id AND c.customer_id = p.customer_id AND p.updated_at <= c.issued_at
+  AND c.overrides = p.overrides AND c.rate_card_id IS NOT DISTINCT FROM p.rate_card_id
+  AND c.pinned_version_id IS NOT DISTINCT FROM p.pinned_version_id;
+`,
+  },
 ];
 
 /** Thrown when the database's schema is newer than this build knows. */

@@ -29,7 +29,7 @@ import {
   voidGrant,
 } from "@drawdown/core";
 import { applyPlanOverage, insertInvoice, type PlannedInvoice, planRenewalOverage } from "./overage.js";
-import type { WalletRecord } from "./records.js";
+import type { Page, WalletRecord } from "./records.js";
 import type { Row, SqlExecutor } from "./sql.js";
 import type { DueJob, Store } from "./store.js";
 
@@ -83,6 +83,34 @@ export interface MemberAllocationRecord {
   readonly personalGrantId: string | null;
   readonly poolGrantId: string | null;
   readonly allocatedAt: number;
+}
+
+/**
+ * One member wallet of a customer and its allocation for the current period: what the
+ * customer's per-member plan gave it, what is left of its own part, and its share in the pool.
+ */
+export interface MemberAllocationLine {
+  readonly walletId: string;
+  readonly memberId: string;
+  /** The subscription whose period is current; null when none is (no subscription, or its last period ended). */
+  readonly subscriptionId: string | null;
+  /** The current period `[from, to)` and its index; null with no subscription. */
+  readonly period: { readonly index: number; readonly from: number; readonly to: number } | null;
+  /** The plan's pool share; null when the plan does not allocate per member. */
+  readonly poolSharePercent: number | null;
+  /** The member's whole allocation this period: `personal + poolShare` (0 when none). */
+  readonly allocated: bigint;
+  /** The part granted into the member's own wallet. */
+  readonly personal: bigint;
+  /** The part paid into the customer's pool (shared by every member). */
+  readonly poolShare: bigint;
+  /** What is left of the personal part: its grant's remaining while active, else 0. */
+  readonly remaining: bigint;
+  /** `renewal` (with the period) or `member_added` (prorated, when the wallet was created); null when none. */
+  readonly reason: "renewal" | "member_added" | null;
+  readonly allocatedAt: number | null;
+  readonly personalGrantId: string | null;
+  readonly poolGrantId: string | null;
 }
 
 const allocationFrom = (r: Row): MemberAllocationRecord => ({
@@ -141,6 +169,99 @@ export class Subscriptions implements DueJob {
       [tenantId, subscriptionId],
     );
     return rows.map(allocationFrom);
+  }
+
+  /**
+   * A customer's member wallets, in id order from `page.after`, each with its allocation for the
+   * current period: the period of the customer's subscription (the active one first) that
+   * contains now. One query for the subscriptions and one for the page (wallets, allocations
+   * and personal grants joined).
+   */
+  async memberAllocations(
+    tenantId: string,
+    customerId: string,
+    page: { after?: string | null; limit: number },
+    ex: SqlExecutor = this.store.db,
+  ): Promise<Page<MemberAllocationLine>> {
+    const current = await this.#currentPeriod(ex, tenantId, customerId);
+    const { rows } = await ex.query(
+      `SELECT w.id AS wallet_id, w.member_id, a.reason, a.personal::text AS personal, a.pool::text AS pool,
+         a.personal_grant_id, a.pool_grant_id, a.allocated_at,
+         CASE WHEN g.status = 'active' THEN g.remaining ELSE 0 END::text AS remaining
+       FROM wallets w
+       LEFT JOIN member_allocations a ON a.tenant_id = w.tenant_id AND a.wallet_id = w.id
+         AND a.subscription_id = $5 AND a.period_index = $6
+       LEFT JOIN grants g ON g.tenant_id = a.tenant_id AND g.id = a.personal_grant_id
+       WHERE w.tenant_id = $1 AND w.customer_id = $2 AND w.member_id IS NOT NULL AND ($3::text IS NULL OR w.id > $3)
+       ORDER BY w.id LIMIT $4`,
+      [
+        tenantId,
+        customerId,
+        page.after ?? null,
+        page.limit + 1,
+        current?.subscriptionId ?? null,
+        current?.period.index ?? null,
+      ],
+    );
+    const lines = rows.map((r): MemberAllocationLine => {
+      const allocated = r.reason !== null && r.reason !== undefined;
+      const personal = allocated ? BigInt(String(r.personal)) : 0n;
+      const pool = allocated ? BigInt(String(r.pool)) : 0n;
+      return {
+        walletId: String(r.wallet_id),
+        memberId: String(r.member_id),
+        subscriptionId: current?.subscriptionId ?? null,
+        period: current?.period ?? null,
+        poolSharePercent: current?.poolSharePercent ?? null,
+        allocated: personal + pool,
+        personal,
+        poolShare: pool,
+        remaining: allocated ? BigInt(String(r.remaining)) : 0n,
+        reason: allocated ? (r.reason as MemberAllocationRecord["reason"]) : null,
+        allocatedAt: allocated ? ms(r.allocated_at) : null,
+        personalGrantId: r.personal_grant_id == null ? null : String(r.personal_grant_id),
+        poolGrantId: r.pool_grant_id == null ? null : String(r.pool_grant_id),
+      };
+    });
+    const items = lines.slice(0, page.limit);
+    const last = items[items.length - 1];
+    return { items, next: lines.length > page.limit && last ? last.walletId : null };
+  }
+
+  /**
+   * The customer's current period: of its subscriptions that renewed at least once (the active
+   * one first, then the newest), the first whose last renewed period contains now. A canceled
+   * subscription's last period still counts until it ends.
+   */
+  async #currentPeriod(
+    ex: SqlExecutor,
+    tenantId: string,
+    customerId: string,
+  ): Promise<{
+    subscriptionId: string;
+    period: { index: number; from: number; to: number };
+    poolSharePercent: number | null;
+  } | null> {
+    const { rows } = await ex.query(
+      `SELECT s.*, p.definition, p.created_at AS plan_created_at FROM subscriptions s
+       JOIN plans p ON p.tenant_id = s.tenant_id AND p.id = s.plan_id
+       WHERE s.tenant_id = $1 AND s.customer_id = $2 AND s.renewed_through >= 0
+       ORDER BY (s.status = 'active') DESC, s.created_at DESC, s.id DESC`,
+      [tenantId, customerId],
+    );
+    const now = this.store.now(tenantId);
+    for (const r of rows) {
+      const sub = subscriptionFrom(r);
+      const plan = planFrom({ definition: r.definition, created_at: r.plan_created_at });
+      const { index, from, to } = periodAt(sub.startedAt, plan.interval, sub.renewedThrough);
+      if (now < from || now >= to) continue;
+      return {
+        subscriptionId: sub.id,
+        period: { index, from, to },
+        poolSharePercent: plan.allocation.mode === "per_member" ? plan.allocation.poolSharePercent : null,
+      };
+    }
+    return null;
   }
 
   /** Creates a plan (validated by the core: policies, limits, defaults). */

@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { credits, formatAmount, type Result, UNIT } from "@drawdown/core";
-import { Contracts, Metering, type Store } from "../src/index.js";
+import { Contracts, Metering, MIGRATIONS, type Store, splitStatements } from "../src/index.js";
 import { backends, type TestDatabase } from "./support/backends.js";
 
 const DAY = 86_400_000;
@@ -197,6 +197,99 @@ for (const backend of backends()) {
         }),
       );
       assert.equal(r.ok ? "ok" : r.error.code, "no_rate_card");
+    });
+
+    test("a contract's overrides are in force over its term only, cut short by a termination; pricing set by hand has no window", async () => {
+      const { tenantId, customer } = await setup();
+      const other = okv(
+        await store.db.transaction((tx) => store.createCustomer(tx, tenantId, { kind: "organization" })),
+      );
+      const card = okv(await store.db.transaction((tx) => metering.createRateCard(tx, tenantId, "List")));
+      okv(
+        await store.db.transaction((tx) =>
+          metering.publishRateCardVersion(tx, tenantId, card.id, null, {
+            lines: [{ id: "list", action: "chat", quantity: "tokens", rate: "1" }],
+          }),
+        ),
+      );
+      const overrides = [{ id: "deal", action: "chat", quantity: "tokens", rate: "0.5" }];
+      const start = T0 + DAY;
+      const end = T0 + 30 * DAY;
+      const ends = okv(
+        await store.db.transaction((tx) =>
+          contracts.create(tx, tenantId, {
+            ...quarterly(customer.id),
+            schedule: { kind: "upfront" },
+            startsAt: start,
+            endsAt: end,
+            overrides,
+          }),
+        ),
+      );
+      const stops = okv(
+        await store.db.transaction((tx) =>
+          contracts.create(tx, tenantId, { ...quarterly(other.id), startsAt: start, overrides }),
+        ),
+      );
+      okv(await store.advanceClock(tenantId, T0 + 10 * DAY));
+      okv(await store.db.transaction((tx) => contracts.terminate(tx, tenantId, stops.id)));
+      const catalog = await metering.catalog(store.db, tenantId);
+      const pricing = await metering.customerPricing(store.db, tenantId, [customer.id, other.id]);
+      const p = pricing.get(customer.id)!;
+      assert.deepEqual([p.contractId, p.overridesFrom, p.overridesUntil], [ends.id, start, end]);
+      assert.equal(
+        pricing.get(other.id)?.overridesUntil,
+        T0 + 10 * DAY,
+        "the termination ends the overrides",
+      );
+      const lineAt = (customerId: string, t: number) =>
+        Metering.pricingAt(catalog, pricing.get(customerId), t)?.overrides.map((l) => l.id);
+      assert.deepEqual(
+        [start - 1, start, end - 1, end, end + DAY].map((t) => lineAt(customer.id, t)),
+        [[], ["deal"], ["deal"], [], []],
+      );
+      assert.deepEqual(
+        [start, T0 + 10 * DAY - 1, T0 + 10 * DAY].map((t) => lineAt(other.id, t)),
+        [["deal"], ["deal"], []],
+      );
+      // Pricing the vendor sets by hand replaces the contract's, and its overrides have no window.
+      const byHand = okv(
+        await store.db.transaction((tx) =>
+          metering.setCustomerPricing(tx, tenantId, customer.id, {
+            rateCardId: null,
+            pinnedVersionId: null,
+            overrides,
+          }),
+        ),
+      );
+      assert.deepEqual([byHand.contractId, byHand.overridesFrom, byHand.overridesUntil], [null, null, null]);
+      assert.deepEqual(
+        Metering.pricingAt(catalog, byHand, end + DAY)?.overrides.map((l) => l.id),
+        ["deal"],
+      );
+
+      // Migration 18 gives pricing a contract applied before it the contract's window, and none
+      // to pricing set by hand since.
+      await store.db.query(
+        "UPDATE customer_pricing SET contract_id = NULL, overrides_from = NULL, overrides_until = NULL WHERE tenant_id = $1",
+        [tenantId],
+      );
+      const backfill = splitStatements(MIGRATIONS.find((m) => m.version === 18)!.sql).filter((q) =>
+        q.startsWith("UPDATE"),
+      );
+      assert.equal(backfill.length, 1);
+      await store.db.query(backfill[0]!);
+      const again = await metering.customerPricing(store.db, tenantId, [customer.id, other.id]);
+      assert.deepEqual(
+        [customer.id, other.id].map((c) => {
+          const x = again.get(c)!;
+          return [x.contractId, x.overridesFrom, x.overridesUntil];
+        }),
+        [
+          [null, null, null],
+          [stops.id, start, T0 + 10 * DAY],
+        ],
+      );
     });
 
     test("a contract starting later applies its pricing and first installment at its start, not at signing", async () => {

@@ -1086,6 +1086,7 @@ const LIFECYCLE_SPECS: Readonly<Record<string, Spec>> = {
     ],
   },
   "GET /v1/customers/:id/subscriptions": {},
+  "GET /v1/customers/:id/member_allocations": {},
   "GET /v1/subscriptions/:id": {},
   "POST /v1/subscriptions/:id/seats": {
     setup: async ({ client }) => {
