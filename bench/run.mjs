@@ -54,7 +54,13 @@ try {
   // BENCH_NODE_FLAGS (e.g. "--cpu-prof") go to the server process, to profile it under load.
   const flags = (process.env.BENCH_NODE_FLAGS || "").split(" ").filter(Boolean);
   server = spawn(process.execPath, [...flags, "packages/cli/dist/src/main.js", "serve"], {
-    env: { ...process.env, DATABASE_URL, PORT: "0", DRAWDOWN_POOL_SIZE: "8", DRAWDOWN_WORKERS: String(WORKERS) },
+    env: {
+      ...process.env,
+      DATABASE_URL,
+      PORT: "0",
+      DRAWDOWN_POOL_SIZE: "8",
+      DRAWDOWN_WORKERS: String(WORKERS),
+    },
     stdio: ["ignore", "pipe", "inherit"],
   });
   const base = await new Promise((resolve, reject) => {
@@ -414,7 +420,9 @@ function cpuMeter(db, dbName, serverPid) {
   // The server is the primary and its worker processes (DRAWDOWN_WORKERS).
   const serverPids = () => [
     serverPid,
-    ...readdirSync("/proc").filter((p) => /^[0-9]+$/.test(p) && parentOf(p) === serverPid).map(Number),
+    ...readdirSync("/proc")
+      .filter((p) => /^[0-9]+$/.test(p) && parentOf(p) === serverPid)
+      .map(Number),
   ];
   const parentOf = (pid) => {
     try {
