@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from "node:crypto";
+import { createHash } from "node:crypto";
 import {
   Alerts,
   type ApiKey,
@@ -10,6 +10,7 @@ import {
   IngestWriter,
   Metering,
   Runs,
+  randomHex,
   type Store,
   Subscriptions,
   Webhooks,
@@ -195,7 +196,8 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   const app = Fastify({
     bodyLimit: config.bodyLimit,
     logger: config.logRequests ? { level: "info" } : false,
-    genReqId: () => `req_${randomBytes(12).toString("hex")}`,
+    // 12 random bytes from a pooled buffer: randomBytes(12) made a system call per request.
+    genReqId: () => `req_${randomHex(12)}`,
     requestIdHeader: false,
     ajv: {
       // Strict: no silent coercion, no silently dropped fields, no defaults filled in.
