@@ -1,0 +1,171 @@
+// CPU per authorize-with-hold + settle cycle of the hold writer alone (no HTTP), at fixed batch
+// sizes, on PostgreSQL: `node bench/micro-authz.mjs` (after `npm run build`). The full bench's
+// batch sizes follow the machine's load (0.15 to 0.9 commits per cycle), and so does its CPU
+// per cycle; here each round submits K authorizations at once, then their K settlements, so
+// the batches are the same from run to run (the writer takes the first request alone, then
+// the K-1 that queued behind it). Prints, per K, the CPU of this process and of the database's
+// backends per cycle, and the statements per batch.
+
+import { readFileSync } from "node:fs";
+import {
+  createIdGenerator,
+  Holds,
+  HoldWriter,
+  Metering,
+  migrate,
+  openPostgres,
+  Store,
+} from "@drawdown/storage";
+import pg from "pg";
+
+const BASE_URL = process.env.DATABASE_URL || "postgres://postgres@127.0.0.1:5432/test";
+const CUSTOMERS = 2000;
+const SIZES = (process.env.MICRO_SIZES || "2,16").split(",").map(Number);
+const CYCLES = Number(process.env.MICRO_CYCLES || 3000);
+
+const admin = new pg.Client({ connectionString: BASE_URL });
+await admin.connect();
+const dbName = `drawdown_micro_${process.pid}`;
+await admin.query(`CREATE DATABASE ${dbName}`);
+const url = new URL(BASE_URL);
+url.pathname = `/${dbName}`;
+const db = await openPostgres(url.toString(), { max: 8 });
+/** CPU ms of a process: user and system. */
+const ticks = (pid) => {
+  try {
+    const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
+    return [Number(f[11]) * 10, Number(f[12]) * 10];
+  } catch {
+    return [0, 0];
+  }
+};
+try {
+  await migrate(db);
+  const now = new Date().toISOString();
+  const tenantId = "ten_micro";
+  const amount = "1000000000000000";
+  await db.query("INSERT INTO tenants (id, name, environment, created_at) VALUES ($1, 'M', 'test', $2)", [
+    tenantId,
+    now,
+  ]);
+  await db.query(
+    "INSERT INTO customers (tenant_id, id, kind, created_at) SELECT $1, 'cus_' || g, 'organization', $2 FROM generate_series(1, $3) g",
+    [tenantId, now, CUSTOMERS],
+  );
+  await db.query(
+    "INSERT INTO wallets (tenant_id, id, customer_id, balance, created_at) SELECT $1, 'wal_' || g, 'cus_' || g, $2, $3 FROM generate_series(1, $4) g",
+    [tenantId, amount, now, CUSTOMERS],
+  );
+  await db.query(
+    `INSERT INTO grants (tenant_id, id, wallet_id, customer_id, amount, remaining, source, cost_basis, currency, effective_at, priority, status, created_at)
+     SELECT $1, 'grt_' || g, 'wal_' || g, 'cus_' || g, $2, $2, 'purchase', 10000000, 'USD', $3, 50, 'active', $3 FROM generate_series(1, $4) g`,
+    [tenantId, amount, now, CUSTOMERS],
+  );
+  const store = new Store(db, { newId: createIdGenerator() });
+  const metering = new Metering((t) => store.now(t), store.newId);
+  await db.transaction(async (tx) => {
+    const card = await metering.createRateCard(tx, tenantId, "default");
+    await metering.publishRateCardVersion(tx, tenantId, card.value.id, null, {
+      lines: [
+        {
+          id: "in",
+          action: "chat.completion",
+          match: { model: "gpt-4o" },
+          quantity: "input_tokens",
+          rate: "0.0025",
+          per: "1000",
+        },
+        {
+          id: "out",
+          action: "chat.completion",
+          match: { model: "gpt-4o" },
+          quantity: "output_tokens",
+          rate: "0.01",
+          per: "1000",
+        },
+      ],
+    });
+  });
+  await db.query("ANALYZE");
+  const holds = new Holds(store, metering);
+  const writer = new HoldWriter(store, holds, metering);
+  const backends = async () =>
+    (await admin.query("SELECT pid FROM pg_stat_activity WHERE datname = $1", [dbName])).rows.map(
+      (r) => r.pid,
+    );
+  const commits = async () =>
+    Number(
+      (await admin.query("SELECT xact_commit FROM pg_stat_database WHERE datname = $1", [dbName])).rows[0]
+        .xact_commit,
+    );
+  let seq = 0;
+  const round = async (k) => {
+    const picked = Array.from({ length: k }, () => `cus_${1 + Math.floor(Math.random() * CUSTOMERS)}`);
+    const answers = await Promise.all(
+      picked.map((customerId) =>
+        writer.authorize(
+          tenantId,
+          {
+            customerId,
+            subjectId: null,
+            action: "chat.completion",
+            estimate: {
+              quantities: { input_tokens: 1200n * 10n ** 9n, output_tokens: 300n * 10n ** 9n },
+              dimensions: { model: "gpt-4o" },
+            },
+            holdTimeoutSeconds: 60,
+          },
+          null,
+        ),
+      ),
+    );
+    await Promise.all(
+      answers.map((a) => {
+        const hold = a.result.value.hold;
+        if (!hold) throw new Error(`no hold: ${JSON.stringify(a.result)}`);
+        return writer.settle(
+          tenantId,
+          hold,
+          {
+            events: [
+              {
+                id: `${hold.id}.settle`,
+                action: "chat.completion",
+                dimensions: { model: "gpt-4o" },
+                quantities: { input_tokens: 1000n * 10n ** 9n, output_tokens: 250n * 10n ** 9n },
+                time: null,
+                status: "succeeded",
+                runId: null,
+                reportedCost: null,
+                fingerprint: `f${++seq}`,
+              },
+            ],
+          },
+          null,
+        );
+      }),
+    );
+  };
+  for (const k of SIZES) {
+    for (let i = 0; i < 200 / k; i++) await round(k); // warm up
+    const pids = await backends();
+    const before = pids.map(ticks);
+    const c0 = await commits();
+    const cpu0 = process.cpuUsage();
+    const rounds = Math.ceil(CYCLES / k);
+    for (let i = 0; i < rounds; i++) await round(k);
+    const cpu = process.cpuUsage(cpu0);
+    const after = pids.map(ticks);
+    const db_user = after.reduce((a, t, i) => a + t[0] - before[i][0], 0);
+    const db_sys = after.reduce((a, t, i) => a + t[1] - before[i][1], 0);
+    await new Promise((r) => setTimeout(r, 1100));
+    const cycles = rounds * k;
+    console.log(
+      `K=${k}: ${cycles} cycles; CPU per cycle: node ${((cpu.user + cpu.system) / 1000 / cycles).toFixed(3)} ms (system ${(cpu.system / 1000 / cycles).toFixed(3)}), PostgreSQL ${((db_user + db_sys) / cycles).toFixed(3)} ms (system ${(db_sys / cycles).toFixed(3)}); ${(((await commits()) - c0) / cycles).toFixed(3)} commits per cycle`,
+    );
+  }
+} finally {
+  await db.close();
+  await admin.query(`DROP DATABASE ${dbName} WITH (FORCE)`);
+  await admin.end();
+}
