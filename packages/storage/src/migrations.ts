@@ -960,7 +960,7 @@ CREATE TABLE run_settings (
 `,
   },
   {
-    version: 18,
+    version: 17,
     name: "contract pricing window",
     sql: /* sql */ `
 -- When a customer's override lines are in force, [overrides_from, overrides_until); null
