@@ -274,9 +274,9 @@ for (const backend of backends()) {
         "UPDATE customer_pricing SET contract_id = NULL, overrides_from = NULL, overrides_until = NULL WHERE tenant_id = $1",
         [tenantId],
       );
-      const backfill = splitStatements(MIGRATIONS.find((m) => m.version === 18)!.sql).filter((q) =>
-        q.startsWith("UPDATE"),
-      );
+      const backfill = splitStatements(
+        MIGRATIONS.find((m) => m.name === "contract pricing window")!.sql,
+      ).filter((q) => q.startsWith("UPDATE"));
       assert.equal(backfill.length, 1);
       await store.db.query(backfill[0]!);
       const again = await metering.customerPricing(store.db, tenantId, [customer.id, other.id]);
