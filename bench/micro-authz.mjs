@@ -17,6 +17,7 @@ import {
   Store,
 } from "@drawdown/storage";
 import pg from "pg";
+import { BENCH_CARD } from "./card.mjs";
 
 const BASE_URL = process.env.DATABASE_URL || "postgres://postgres@127.0.0.1:5432/test";
 const CUSTOMERS = 2000;
@@ -65,26 +66,7 @@ try {
   const metering = new Metering((t) => store.now(t), store.newId);
   await db.transaction(async (tx) => {
     const card = await metering.createRateCard(tx, tenantId, "default");
-    await metering.publishRateCardVersion(tx, tenantId, card.value.id, null, {
-      lines: [
-        {
-          id: "in",
-          action: "chat.completion",
-          match: { model: "gpt-4o" },
-          quantity: "input_tokens",
-          rate: "0.0025",
-          per: "1000",
-        },
-        {
-          id: "out",
-          action: "chat.completion",
-          match: { model: "gpt-4o" },
-          quantity: "output_tokens",
-          rate: "0.01",
-          per: "1000",
-        },
-      ],
-    });
+    await metering.publishRateCardVersion(tx, tenantId, card.value.id, null, BENCH_CARD);
   });
   await db.query("ANALYZE");
   const holds = new Holds(store, metering);

@@ -5,32 +5,14 @@
 import { parseRateCard, planUsage } from "@drawdown/core";
 import { copyText, createIdGenerator, insertEvents, overagePolicyFrom } from "@drawdown/storage";
 import { parseEvent } from "../packages/server/dist/src/events.js";
+import { BENCH_CARD } from "./card.mjs";
 
 const ROUNDS = Number(process.argv[2] || 40);
 const N = 1000;
 const WALLETS = 10000;
 const now = Date.now();
 const newId = createIdGenerator();
-const card = parseRateCard({
-  lines: [
-    {
-      id: "in",
-      action: "chat.completion",
-      match: { model: "gpt-4o" },
-      quantity: "input_tokens",
-      rate: "0.0025",
-      per: "1000",
-    },
-    {
-      id: "out",
-      action: "chat.completion",
-      match: { model: "gpt-4o" },
-      quantity: "output_tokens",
-      rate: "0.01",
-      per: "1000",
-    },
-  ],
-});
+const card = parseRateCard(BENCH_CARD);
 if (!card.ok) throw new Error("card");
 let seq = 0;
 const body = () =>

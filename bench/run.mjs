@@ -12,6 +12,7 @@ import { once } from "node:events";
 import { readdirSync, readFileSync } from "node:fs";
 import http from "node:http";
 import pg from "pg";
+import { BENCH_CARD } from "./card.mjs";
 
 const BASE_URL = process.env.DATABASE_URL || "postgres://postgres@127.0.0.1:5432/test";
 const SCALE = Number(process.env.BENCH_SCALE || "1");
@@ -362,26 +363,7 @@ async function seed(db) {
     const metering = new Metering(() => Date.now(), store.newId);
     await sql.transaction(async (tx) => {
       const card = await metering.createRateCard(tx, tenantId, "default");
-      await metering.publishRateCardVersion(tx, tenantId, card.value.id, null, {
-        lines: [
-          {
-            id: "in",
-            action: "chat.completion",
-            match: { model: "gpt-4o" },
-            quantity: "input_tokens",
-            rate: "0.0025",
-            per: "1000",
-          },
-          {
-            id: "out",
-            action: "chat.completion",
-            match: { model: "gpt-4o" },
-            quantity: "output_tokens",
-            rate: "0.01",
-            per: "1000",
-          },
-        ],
-      });
+      await metering.publishRateCardVersion(tx, tenantId, card.value.id, null, BENCH_CARD);
     });
     await sql.close();
   }
