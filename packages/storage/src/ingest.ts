@@ -499,8 +499,10 @@ export interface EventDetail {
 /** What an accepted event's row keeps in `detail`; stored as {@link eventDetailJson}. */
 export function eventDetail(o: Accepted, receivedAt: string): EventDetail {
   const e = o.event;
-  const quantities: Record<string, string> = {};
-  for (const [k, v] of Object.entries(e.quantities)) quantities[k] = formatDecimal(v, QUANTITY_SCALE);
+  // fromEntries defines own properties, so any name (even "__proto__") is kept as a key.
+  const quantities: Record<string, string> = Object.fromEntries(
+    Object.entries(e.quantities).map(([k, v]) => [k, formatDecimal(v, QUANTITY_SCALE)]),
+  );
   return {
     subject_id: e.subjectId,
     dimensions: e.dimensions,
