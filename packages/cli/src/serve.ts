@@ -57,13 +57,14 @@ async function primary(config: Config, options: { demo: boolean }): Promise<void
     }
   }
   let stopping = false;
-  const fork = (): Promise<string> => {
+  const fork = (replacement = false): Promise<string> => {
     const worker = cluster.fork();
     return new Promise<string>((resolve, reject) => {
       const onMessage = (m: Listening) => {
         if (m?.type !== "drawdown.listening") return;
         worker.off("exit", onEarlyExit);
         worker.once("exit", (code, signal) => replace(worker, code, signal));
+        if (replacement) process.stderr.write(`drawdown: worker ${worker.process.pid} is listening\n`);
         resolve(m.url);
       };
       // A worker that cannot start (say, migrations pending) printed why; the primary gives up.
@@ -78,7 +79,17 @@ async function primary(config: Config, options: { demo: boolean }): Promise<void
     process.stderr.write(
       `drawdown: worker ${worker.process.pid} exited (${signal ?? `code ${code}`}); starting another\n`,
     );
-    fork().catch((error: unknown) => process.stderr.write(`drawdown: ${String(error)}\n`));
+    restart(1);
+  };
+  // A replacement that cannot start (the database away, say) is tried again, waiting twice as
+  // long each time, up to a minute, until one listens.
+  const restart = (attempt: number) => {
+    if (stopping) return;
+    fork(true).catch((error: unknown) => {
+      const waitMs = Math.min(60_000, 500 * 2 ** attempt);
+      process.stderr.write(`drawdown: ${String(error)}; trying again in ${waitMs / 1000} s\n`);
+      setTimeout(() => restart(attempt + 1), waitMs);
+    });
   };
   const stopAll = async () => {
     stopping = true;
@@ -100,7 +111,7 @@ async function primary(config: Config, options: { demo: boolean }): Promise<void
   process.once("SIGTERM", stop);
   let urls: string[];
   try {
-    urls = await Promise.all(Array.from({ length: config.workers }, fork));
+    urls = await Promise.all(Array.from({ length: config.workers }, () => fork()));
   } catch (error) {
     await stopAll();
     throw error;

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import type { ChildProcess } from "node:child_process";
 import { once } from "node:events";
 import { readdirSync, readFileSync } from "node:fs";
+import { request } from "node:http";
 import { describe, test } from "node:test";
 import { credits } from "@drawdown/core";
 import { POSTGRES_URL } from "@drawdown/storage/testing";
@@ -64,27 +65,48 @@ describe("serve with several worker processes (PostgreSQL)", {
       const first = await serve(databaseUrl, 2);
       servers.push(first.child);
       const primary = first.child.pid!;
+      let errors = "";
+      first.child.stderr!.on("data", (d) => {
+        errors += d;
+      });
       await until("two workers run", () => childrenOf(primary).length === 2);
 
       // Many concurrent batches, all on the same ten wallets, through both workers: each event
       // is charged once, no wallet goes below zero, and the ledger reconciles.
       let n = 0;
+      // One connection per request (no keep-alive): a killed worker leaves no dead pooled
+      // connection behind for the next request to fail on.
       const post = async (events: number) => {
-        const res = await fetch(`${first.url}/v1/events/batch`, {
-          method: "POST",
-          headers: { authorization: `Bearer ${secret}`, "content-type": "application/json" },
-          body: JSON.stringify({
-            events: Array.from({ length: events }, () => ({
-              customer_id: customers[n % customers.length],
-              id: `e${n++}`,
-              action: "chat.completion",
-              quantities: { tokens: 3 },
-            })),
-          }),
+        const body = JSON.stringify({
+          events: Array.from({ length: events }, () => ({
+            customer_id: customers[n % customers.length],
+            id: `e${n++}`,
+            action: "chat.completion",
+            quantities: { tokens: 3 },
+          })),
         });
-        assert.equal(res.status, 200);
-        return ((await res.json()) as { results: { status: string; charge?: { outcome: string } }[] })
-          .results;
+        const { status, text } = await new Promise<{ status: number; text: string }>((resolve, reject) => {
+          const req = request(
+            `${first.url}/v1/events/batch`,
+            {
+              method: "POST",
+              agent: false,
+              headers: { authorization: `Bearer ${secret}`, "content-type": "application/json" },
+            },
+            (res) => {
+              let text = "";
+              res.setEncoding("utf8");
+              res.on("data", (d: string) => {
+                text += d;
+              });
+              res.on("end", () => resolve({ status: res.statusCode ?? 0, text }));
+            },
+          );
+          req.on("error", reject);
+          req.end(body);
+        });
+        assert.equal(status, 200, text);
+        return (JSON.parse(text) as { results: { status: string; charge?: { outcome: string } }[] }).results;
       };
       const results = (await Promise.all(Array.from({ length: 40 }, () => post(25)))).flat();
       assert.equal(results.length, 1000);
@@ -101,10 +123,23 @@ describe("serve with several worker processes (PostgreSQL)", {
       // A worker killed outright is replaced, and the server keeps answering.
       const [victim] = childrenOf(primary);
       process.kill(victim!, "SIGKILL");
+      const listening = () => errors.match(/ is listening/g)?.length ?? 0;
       await until("the dead worker is replaced", () => {
         const now = childrenOf(primary);
-        return now.length === 2 && !now.includes(victim!);
+        return now.length === 2 && !now.includes(victim!) && listening() === 1;
       });
+      assert.ok((await post(10)).every((r) => r.status === "accepted"));
+
+      // A replacement that cannot start (here: the schema is newer than this build) is tried
+      // again until one listens.
+      await db.query("INSERT INTO schema_migrations (version, name) VALUES (9999, 'from the future')");
+      const [doomed, survivor] = childrenOf(primary);
+      process.kill(doomed!, "SIGKILL");
+      await until("a replacement failed to start and is tried again", () => /trying again in/.test(errors));
+      assert.ok(alive(survivor!), "the other worker serves on");
+      await db.query("DELETE FROM schema_migrations WHERE version = 9999");
+      await until("the retried worker listens", () => listening() === 2, 20_000);
+      assert.equal(childrenOf(primary).length, 2);
       assert.ok((await post(10)).every((r) => r.status === "accepted"));
 
       // SIGTERM stops the primary and every worker.
