@@ -315,7 +315,8 @@ export async function tierUsage(
 ): Promise<Map<string, bigint>> {
   const usage = new Map<string, bigint>();
   const tiered =
-    catalog.tieredLines.size > 0 || [...pricing.values()].some((p) => p.overrideLines.some((l) => l.tiers));
+    catalog.tieredLines.size > 0 ||
+    [...pricing.values()].some((p) => p.overrideTerms.lines.some((l) => l.tiers));
   if (!tiered) return usage;
   const periods = [...new Set(times.map((t) => iso(periodStart(t))))];
   const u = await ex.query(

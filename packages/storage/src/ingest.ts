@@ -678,7 +678,7 @@ export function tieredLineIds(
 ): ReadonlySet<string> {
   let ids: Set<string> | null = null;
   for (const p of pricing.values())
-    for (const l of p.overrideLines)
+    for (const l of p.overrideTerms.lines)
       if (l.tiers && !catalog.tieredLines.has(l.id)) {
         ids ??= new Set(catalog.tieredLines);
         ids.add(l.id);

@@ -58,14 +58,10 @@ export interface CustomerPricing {
   /** A pinned version, used whatever the event's time; null: the version in force at the event's time. */
   readonly pinnedVersionId: string | null;
   readonly overrides: readonly RateLineInput[];
-  readonly overrideLines: readonly RateLine[];
   /** The override lines and their window, as rating reads them (see {@link overridesAt}). */
   readonly overrideTerms: OverrideTerms;
   /** The contract that set this pricing; null: set by hand. */
   readonly contractId: string | null;
-  /** When the overrides are in force, `[from, until)`; null bounds open (pricing set by hand). */
-  readonly overridesFrom: number | null;
-  readonly overridesUntil: number | null;
   readonly updatedAt: number;
 }
 
@@ -107,11 +103,8 @@ function parseCustomerPricing(row: Record<string, unknown>): CustomerPricing {
     rateCardId: row.rate_card_id === null ? null : String(row.rate_card_id),
     pinnedVersionId: row.pinned_version_id === null ? null : String(row.pinned_version_id),
     overrides,
-    overrideLines,
     overrideTerms: { lines: overrideLines, from, until },
     contractId: row.contract_id == null ? null : String(row.contract_id),
-    overridesFrom: from,
-    overridesUntil: until,
     updatedAt: ms(row.updated_at),
   };
 }

@@ -236,9 +236,9 @@ for (const backend of backends()) {
       const catalog = await metering.catalog(store.db, tenantId);
       const pricing = await metering.customerPricing(store.db, tenantId, [customer.id, other.id]);
       const p = pricing.get(customer.id)!;
-      assert.deepEqual([p.contractId, p.overridesFrom, p.overridesUntil], [ends.id, start, end]);
+      assert.deepEqual([p.contractId, p.overrideTerms.from, p.overrideTerms.until], [ends.id, start, end]);
       assert.equal(
-        pricing.get(other.id)?.overridesUntil,
+        pricing.get(other.id)?.overrideTerms.until,
         T0 + 10 * DAY,
         "the termination ends the overrides",
       );
@@ -262,7 +262,10 @@ for (const backend of backends()) {
           }),
         ),
       );
-      assert.deepEqual([byHand.contractId, byHand.overridesFrom, byHand.overridesUntil], [null, null, null]);
+      assert.deepEqual(
+        [byHand.contractId, byHand.overrideTerms.from, byHand.overrideTerms.until],
+        [null, null, null],
+      );
       assert.deepEqual(
         Metering.pricingAt(catalog, byHand, end + DAY)?.overrides.map((l) => l.id),
         ["deal"],
@@ -283,7 +286,7 @@ for (const backend of backends()) {
       assert.deepEqual(
         [customer.id, other.id].map((c) => {
           const x = again.get(c)!;
-          return [x.contractId, x.overridesFrom, x.overridesUntil];
+          return [x.contractId, x.overrideTerms.from, x.overrideTerms.until];
         }),
         [
           [null, null, null],
