@@ -389,8 +389,10 @@ export class Contracts implements DueJob {
     if (grantIds.length === 0) return out;
     const { rows } = await ex.query(
       `SELECT e.grant_id, t.kind, sum(e.amount)::text AS total
-       FROM journal_entries e JOIN journal_transactions t ON t.tenant_id = e.tenant_id AND t.id = e.tx_id
-       WHERE e.tenant_id = $1 AND e.grant_id = ANY($2::text[]) GROUP BY 1, 2`,
+       FROM grants g
+       JOIN journal_entries e ON e.tenant_id = g.tenant_id AND e.wallet_id = g.wallet_id AND e.grant_id = g.id
+       JOIN journal_transactions t ON t.tenant_id = e.tenant_id AND t.id = e.tx_id
+       WHERE g.tenant_id = $1 AND g.id = ANY($2::text[]) GROUP BY 1, 2`,
       [tenantId, grantIds],
     );
     for (const r of rows) {

@@ -351,14 +351,15 @@ export class Gifts {
   async report(tenantId: string, customerId: string | null = null): Promise<GiftReportRow[]> {
     const { rows } = await this.store.db.query(
       `WITH g AS (
-         SELECT customer_id, id, amount, created_at FROM grants
+         SELECT customer_id, id, wallet_id, amount, created_at FROM grants
          WHERE tenant_id = $1 AND source = 'gift' AND ($2::text IS NULL OR customer_id = $2)
        ), per AS (
          SELECT customer_id, count(*)::int AS gifts, sum(amount) AS given, min(created_at) AS first_at
          FROM g GROUP BY customer_id
        ), drawn AS (
          SELECT g.customer_id, -sum(e.amount) AS used
-         FROM g JOIN journal_entries e ON e.tenant_id = $1 AND e.grant_id = g.id AND e.account = 'grant'
+         FROM g JOIN journal_entries e
+           ON e.tenant_id = $1 AND e.wallet_id = g.wallet_id AND e.grant_id = g.id AND e.account = 'grant'
          JOIN journal_transactions t ON t.tenant_id = $1 AND t.id = e.tx_id
          WHERE t.kind IN ('debit', 'usage', 'adjustment.debit', 'reversal')
          GROUP BY g.customer_id
