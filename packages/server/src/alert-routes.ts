@@ -11,7 +11,6 @@ import { listView } from "./views.js";
  * listed here.
  */
 
-const strict = { additionalProperties: false } as const;
 const Nullable = <T extends Parameters<typeof Type.Union>[0][number]>(t: T) => Type.Union([t, Type.Null()]);
 
 export const AlertRuleWire = Type.Union(
@@ -25,16 +24,16 @@ export const AlertRuleWire = Type.Union(
           description: "Fires when available falls to this percent of the reference or below.",
         }),
       },
-      strict,
+      S.strict,
     ),
     Type.Object(
       {
         kind: Type.Literal("amount_remaining"),
         amount: S.Amount("Fires when available falls to this many credits or below."),
       },
-      strict,
+      S.strict,
     ),
-    Type.Object({ kind: Type.Literal("exhausted") }, strict),
+    Type.Object({ kind: Type.Literal("exhausted") }, S.strict),
     Type.Object(
       {
         kind: Type.Literal("expiring_soon"),
@@ -44,7 +43,7 @@ export const AlertRuleWire = Type.Union(
           description: "Fires once per grant holding credits when its expiry is this many days away.",
         }),
       },
-      strict,
+      S.strict,
     ),
   ],
   { title: "AlertRule" },
@@ -59,7 +58,7 @@ export const AlertRulesSet = Type.Object(
       }),
     ),
   },
-  { ...strict, title: "AlertRulesSet" },
+  { ...S.strict, title: "AlertRulesSet" },
 );
 
 export const AlertRulesView = Type.Object(

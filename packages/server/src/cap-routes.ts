@@ -25,8 +25,6 @@ import { listView } from "./views.js";
  * debit (events, holds, direct debits).
  */
 
-const strict = { additionalProperties: false } as const;
-
 const Period = Type.Union(
   CAP_PERIODS.map((p) => Type.Literal(p)),
   { description: "The UTC calendar period the cap resets on: day or month." },
@@ -44,12 +42,12 @@ export const SpendCapCreate = Type.Object(
     period: Period,
     limit: S.Amount("Credits the target may be charged per period; zero or more."),
   },
-  { ...strict, title: "SpendCapCreate" },
+  { ...S.strict, title: "SpendCapCreate" },
 );
 
 export const SpendCapUpdate = Type.Object(
   { limit: S.Amount("The new limit per period; zero or more. Applies from now on.") },
-  { ...strict, title: "SpendCapUpdate" },
+  { ...S.strict, title: "SpendCapUpdate" },
 );
 
 export const SpendCapView = Type.Object(

@@ -37,7 +37,6 @@ import { listView } from "./views.js";
  * confirmed, then a grant with its cost basis), and each wallet's auto top-up.
  */
 
-const strict = { additionalProperties: false } as const;
 const Nullable = <T extends Parameters<typeof Type.Union>[0][number]>(t: T) => Type.Union([t, Type.Null()]);
 
 const Currency = (description: string) =>
@@ -52,7 +51,7 @@ const PurchaseExpiry = Type.Object(
       Type.Integer({ minimum: 1, maximum: 120, description: "For rolling: months after the payment." }),
     ),
   },
-  { ...strict, title: "PurchaseExpiry" },
+  { ...S.strict, title: "PurchaseExpiry" },
 );
 
 const PackId = Type.String({
@@ -80,7 +79,7 @@ export const PriceBookCreate = Type.Object(
             price: Money("The pack's price."),
             expiry: Type.Optional(PurchaseExpiry),
           },
-          strict,
+          S.strict,
         ),
         { maxItems: COMMERCE_LIMITS.packsMax },
       ),
@@ -92,7 +91,7 @@ export const PriceBookCreate = Type.Object(
             up_to: Nullable(S.Amount("Where the band ends (exclusive); null for the last band.")),
             unit_price: Money("The price of each credit in the band."),
           },
-          strict,
+          S.strict,
         ),
         {
           maxItems: COMMERCE_LIMITS.tiersMax,
@@ -109,13 +108,13 @@ export const PriceBookCreate = Type.Object(
             min_committed: S.Amount("Committed credits from which the discount applies."),
             percent_off: Type.Integer({ minimum: 1, maximum: 99 }),
           },
-          strict,
+          S.strict,
         ),
         { maxItems: COMMERCE_LIMITS.commitmentDiscountsMax },
       ),
     ),
   },
-  { ...strict, title: "PriceBookCreate" },
+  { ...S.strict, title: "PriceBookCreate" },
 );
 
 const ExpiryView = Type.Object({ kind: Type.String(), months: Type.Optional(Type.Integer()) });
@@ -153,7 +152,7 @@ export const CommitmentCreate = Type.Object(
     starts_at: Type.Optional(S.Timestamp("When the commitment starts; default now.")),
     ends_at: S.Timestamp("When it ends (exclusive)."),
   },
-  { ...strict, title: "CommitmentCreate" },
+  { ...S.strict, title: "CommitmentCreate" },
 );
 
 export const CommitmentView = Type.Object(
@@ -192,7 +191,7 @@ export const PurchaseCreate = Type.Object(
     provider: Provider,
     payment_method: Type.Optional(PaymentMethod),
   },
-  { ...strict, title: "PurchaseCreate", description: "Exactly one of `pack_id` and `credits`." },
+  { ...S.strict, title: "PurchaseCreate", description: "Exactly one of `pack_id` and `credits`." },
 );
 
 export const PurchaseView = Type.Object(
@@ -238,7 +237,7 @@ export const PurchaseConfirm = Type.Object(
       }),
     ),
   },
-  { ...strict, title: "PurchaseConfirm" },
+  { ...S.strict, title: "PurchaseConfirm" },
 );
 
 export const PurchaseUnpaid = Type.Object(
@@ -247,7 +246,7 @@ export const PurchaseUnpaid = Type.Object(
       Type.String({ minLength: 1, maxLength: 500, description: "Why, kept with the purchase." }),
     ),
   },
-  { ...strict, title: "PurchaseUnpaid" },
+  { ...S.strict, title: "PurchaseUnpaid" },
 );
 
 export const AutoTopUpSet = Type.Object(
@@ -267,7 +266,7 @@ export const AutoTopUpSet = Type.Object(
     enabled: Type.Optional(Type.Boolean({ description: "Default true." })),
   },
   {
-    ...strict,
+    ...S.strict,
     title: "AutoTopUpSet",
     description: "Exactly one of `amount`, `target_balance` and `pack_id`.",
   },

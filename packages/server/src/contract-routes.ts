@@ -34,7 +34,6 @@ import { grantStatus } from "./views.js";
  * allocations, free and time-bounded, carrying the list value they stand for.
  */
 
-const strict = { additionalProperties: false } as const;
 const Nullable = <T extends Parameters<typeof Type.Union>[0][number]>(t: T) => Type.Union([t, Type.Null()]);
 
 const MoneyWire = (description: string) =>
@@ -43,7 +42,7 @@ const MoneyWire = (description: string) =>
       amount: S.Amount("Money, in `currency`."),
       currency: Type.String({ pattern: "^[A-Z]{3}$", description: "ISO 4217, e.g. USD." }),
     },
-    { ...strict, description },
+    { ...S.strict, description },
   );
 
 const MoneyView = Type.Object({ amount: Type.String(), currency: Type.String() });
@@ -54,7 +53,7 @@ export const ScheduleWire = Type.Object(
     interval: Type.Optional(IntervalWire),
   },
   {
-    ...strict,
+    ...S.strict,
     title: "InstallmentSchedule",
     description:
       "upfront: all committed credits at the term's start. installments: one installment at the start of every interval (required) of the term; the commitment is split evenly, the first installments taking one unit (1e-9 credit) more when it does not divide.",
@@ -91,7 +90,7 @@ export const ContractCreate = Type.Object(
       }),
     ),
   },
-  { ...strict, title: "ContractCreate" },
+  { ...S.strict, title: "ContractCreate" },
 );
 
 export const ContractTerminate = Type.Object(
@@ -103,7 +102,7 @@ export const ContractTerminate = Type.Object(
       }),
     ),
   },
-  { ...strict, title: "ContractTerminate" },
+  { ...S.strict, title: "ContractTerminate" },
 );
 
 const UsageFields = {
@@ -189,7 +188,7 @@ export const PocCreate = Type.Object(
       ),
     ),
   },
-  { ...strict, title: "PocAllocationCreate" },
+  { ...S.strict, title: "PocAllocationCreate" },
 );
 
 export const PocView = Type.Object(

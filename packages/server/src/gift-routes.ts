@@ -10,7 +10,6 @@ import { grantView } from "./views.js";
  * use or N, an end date), or for a referral. Gifted credits carry zero cost basis.
  */
 
-const strict = { additionalProperties: false } as const;
 const Nullable = <T extends Parameters<typeof Type.Union>[0][number]>(t: T) => Type.Union([t, Type.Null()]);
 
 const Scope = Type.Optional(
@@ -53,7 +52,7 @@ export const GiftCodeCreate = Type.Object(
     ),
     ends_at: Type.Optional(Nullable(S.Timestamp("No claim at or after this time; null or absent: no end."))),
   },
-  { ...strict, title: "GiftCodeCreate" },
+  { ...S.strict, title: "GiftCodeCreate" },
 );
 
 export const GiftCodeView = Type.Object(
@@ -77,7 +76,7 @@ export const GiftCodeClaim = Type.Object(
     code: Type.String({ minLength: 1, maxLength: 64, description: "The gift code." }),
     customer_id: S.Id("cus", "The customer claiming it."),
   },
-  { ...strict, title: "GiftCodeClaim" },
+  { ...S.strict, title: "GiftCodeClaim" },
 );
 
 export const GiftClaimView = Type.Object(
@@ -107,7 +106,7 @@ export const GiftCreate = Type.Object(
       }),
     ),
   },
-  { ...strict, title: "GiftCreate" },
+  { ...S.strict, title: "GiftCreate" },
 );
 
 export const ReferralCreate = Type.Object(
@@ -122,7 +121,7 @@ export const ReferralCreate = Type.Object(
       ),
     ),
   },
-  { ...strict, title: "ReferralCreate" },
+  { ...S.strict, title: "ReferralCreate" },
 );
 
 export const ReferralView = Type.Object(
@@ -322,7 +321,7 @@ export const GIFT_ROUTES: readonly Route[] = [
     description:
       "Per customer: gift grants received, credits given, credits used from them (debits and usage drawn from those grants, net of reversals), and whether a purchase or top-up grant followed the first gift.",
     access: "secret",
-    query: Type.Object({ customer_id: Type.Optional(S.Id("cus", "Only this customer.")) }, strict),
+    query: Type.Object({ customer_id: Type.Optional(S.Id("cus", "Only this customer.")) }, S.strict),
     response: GiftReport,
     errors: [],
     handle: async ({ gifts, tenantId, query }) => {

@@ -32,7 +32,6 @@ import { listView } from "./views.js";
  * usage, void it, or let it expire. Plus `GET /v1/ping`, the bare endpoint benchmarks compare with.
  */
 
-const strict = { additionalProperties: false } as const;
 const Name = /^[a-z][a-z0-9_]{0,63}$/.source;
 
 const Quantities = Type.Record(
@@ -74,7 +73,7 @@ export const AuthorizeBody = Type.Object(
         dimensions: Type.Optional(Dimensions),
       },
       {
-        ...strict,
+        ...S.strict,
         description:
           "Credits, or quantities (with dimensions) rated by the customer's rate card as an event of the action now would be.",
       },
@@ -90,7 +89,7 @@ export const AuthorizeBody = Type.Object(
       }),
     ),
   },
-  { ...strict, title: "AuthorizeRequest" },
+  { ...S.strict, title: "AuthorizeRequest" },
 );
 
 export const HoldView = Type.Object(
@@ -184,7 +183,7 @@ export const SettleEventWire = Type.Object(
     run_id: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
     reported_cost: Type.Optional(Type.String({ maxLength: 40 })),
   },
-  { ...strict, title: "SettleEvent" },
+  { ...S.strict, title: "SettleEvent" },
 );
 
 const SettleBody = Type.Object(
@@ -201,7 +200,7 @@ const SettleBody = Type.Object(
     dimensions: Type.Optional(Dimensions),
     status: Type.Optional(Type.Union([Type.Literal("succeeded"), Type.Literal("failed")])),
   },
-  { ...strict, title: "SettleRequest" },
+  { ...S.strict, title: "SettleRequest" },
 );
 
 /**
@@ -494,7 +493,7 @@ export const HOLD_ROUTES: readonly Route[] = [
       "Releases every held credit: a failed run costs nothing. Voiding a posted or voided hold is `hold_not_pending`; an expired one, `hold_expired`.",
     access: "secret",
     params: S.IdParam("hld", "hold"),
-    body: Type.Object({}, { ...strict, title: "VoidHold" }),
+    body: Type.Object({}, { ...S.strict, title: "VoidHold" }),
     response: HoldView,
     errors: ["not_found", "hold_not_pending", "hold_expired"],
     handle: async ({ holds, tx, tenantId, params }) =>

@@ -34,7 +34,6 @@ import { listView } from "./views.js";
  * per seat), renewed each period exactly once, with rollover and expiry policies.
  */
 
-const strict = { additionalProperties: false } as const;
 const Nullable = <T extends Parameters<typeof Type.Union>[0][number]>(t: T) => Type.Union([t, Type.Null()]);
 
 export const IntervalWire = Type.Object(
@@ -51,7 +50,7 @@ export const IntervalWire = Type.Object(
       description: "How many units a period lasts (1 month, 3 months…).",
     }),
   },
-  { ...strict, title: "Interval" },
+  { ...S.strict, title: "Interval" },
 );
 
 export const RolloverWire = Type.Object(
@@ -71,7 +70,7 @@ export const RolloverWire = Type.Object(
             S.Amount('At most this multiple of the period\'s allotment, e.g. "3".'),
           ),
         },
-        { ...strict, description: "For capped: exactly one of the three." },
+        { ...S.strict, description: "For capped: exactly one of the three." },
       ),
     ),
     max_periods: Type.Optional(
@@ -85,7 +84,7 @@ export const RolloverWire = Type.Object(
       }),
     ),
   },
-  { ...strict, title: "RolloverPolicy" },
+  { ...S.strict, title: "RolloverPolicy" },
 );
 
 export const ExpiryWire = Type.Object(
@@ -95,7 +94,7 @@ export const ExpiryWire = Type.Object(
       Type.Integer({ minimum: 1, maximum: 120, description: "For rolling: months after the grant." }),
     ),
   },
-  { ...strict, title: "ExpiryPolicy" },
+  { ...S.strict, title: "ExpiryPolicy" },
 );
 
 export const AllocationWire = Type.Object(
@@ -113,7 +112,7 @@ export const AllocationWire = Type.Object(
       }),
     ),
   },
-  { ...strict, title: "Allocation" },
+  { ...S.strict, title: "Allocation" },
 );
 
 export const PlanCreate = Type.Object(
@@ -121,7 +120,7 @@ export const PlanCreate = Type.Object(
     name: Type.String({ minLength: 1, maxLength: 100 }),
     base_fee: Type.Object(
       { amount: S.Amount("The fee per period, in money."), currency: Type.String({ pattern: "^[A-Z]{3}$" }) },
-      strict,
+      S.strict,
     ),
     interval: IntervalWire,
     allotment: S.Amount("Credits included per period (per seat when per_seat)."),
@@ -137,7 +136,7 @@ export const PlanCreate = Type.Object(
     allocation: Type.Optional(AllocationWire),
     overage: Type.Optional(OveragePolicyWire),
   },
-  { ...strict, title: "PlanCreate" },
+  { ...S.strict, title: "PlanCreate" },
 );
 
 export const PlanView = Type.Object(
@@ -242,17 +241,17 @@ export const SubscriptionCreate = Type.Object(
     ),
     start_at: Type.Optional(S.Timestamp("When the first period starts; default now.")),
   },
-  { ...strict, title: "SubscriptionCreate" },
+  { ...S.strict, title: "SubscriptionCreate" },
 );
 
 export const SeatChange = Type.Object(
   { seats: Type.Integer({ minimum: 0, maximum: 1_000_000 }) },
-  { ...strict, title: "SeatChange" },
+  { ...S.strict, title: "SeatChange" },
 );
 
 export const PlanChange = Type.Object(
   { plan_id: S.Id("pln", "The plan to change to (same interval).") },
-  { ...strict, title: "PlanChange" },
+  { ...S.strict, title: "PlanChange" },
 );
 
 function rolloverFrom(w: Static<typeof RolloverWire> | undefined): RolloverPolicy | undefined {

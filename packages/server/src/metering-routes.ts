@@ -12,7 +12,6 @@ import * as S from "./schemas.js";
  * margin reports. (Overage policies: overage-routes.ts.)
  */
 
-const strict = { additionalProperties: false } as const;
 const Match = Type.Record(
   Type.String({ pattern: "^[a-z][a-z0-9_]{0,63}$" }),
   Type.String({ minLength: 1, maxLength: 100 }),
@@ -46,7 +45,7 @@ export const RateLineWire = Type.Object(
             up_to: Type.Union([Decimal("Cumulative quantity in the period"), Type.Null()]),
             rate: Decimal("Rate"),
           },
-          strict,
+          S.strict,
         ),
         {
           maxItems: 20,
@@ -60,7 +59,7 @@ export const RateLineWire = Type.Object(
     ),
     free: Type.Optional(Type.Boolean({ description: "A free action: rated and recorded at zero." })),
   },
-  { ...strict, title: "RateLine" },
+  { ...S.strict, title: "RateLine" },
 );
 
 const RateCardContentWire = {
@@ -73,7 +72,7 @@ const RateCardContentWire = {
           value: Type.String({ maxLength: 100 }),
           factor: Decimal('e.g. "6" or "1.5"'),
         },
-        strict,
+        S.strict,
       ),
       {
         maxItems: 50,
@@ -89,7 +88,7 @@ const RateCardContentWire = {
           match: Type.Optional(Match),
           reason: Type.String({ minLength: 1, maxLength: 200 }),
         },
-        strict,
+        S.strict,
       ),
       {
         maxItems: 100,
@@ -104,7 +103,7 @@ export const RateCardVersionCreate = Type.Object(
     effective_at: Type.Optional(S.Timestamp("When it takes effect: now (default) or later.")),
     ...RateCardContentWire,
   },
-  { ...strict, title: "RateCardVersionCreate" },
+  { ...S.strict, title: "RateCardVersionCreate" },
 );
 
 export const ChargeView = Type.Object(
@@ -345,7 +344,7 @@ export const METERING_ROUTES: readonly Route[] = [
     description:
       "The event as recorded and why it cost what it cost: the rate card version, each line with its quantity, tier pieces and rates, the multiplier, exact credits before the one rounding, the grants drawn, its cost and the revenue value of the credits.",
     access: "read",
-    params: Type.Object({ id: Type.String({ minLength: 1, maxLength: 200 }) }, strict),
+    params: Type.Object({ id: Type.String({ minLength: 1, maxLength: 200 }) }, S.strict),
     response: Type.Object(
       { object: Type.Literal("event") },
       { additionalProperties: true, title: "EventExplanation" },
@@ -411,7 +410,7 @@ export const METERING_ROUTES: readonly Route[] = [
     access: "secret",
     body: Type.Object(
       { name: Type.String({ minLength: 1, maxLength: 100 }) },
-      { ...strict, title: "RateCardCreate" },
+      { ...S.strict, title: "RateCardCreate" },
     ),
     response: CardView,
     status: 201,
@@ -499,7 +498,7 @@ export const METERING_ROUTES: readonly Route[] = [
         pinned_version_id: Type.Optional(Type.Union([S.Id("rcv", "A version to pin."), Type.Null()])),
         overrides: Type.Optional(Type.Array(RateLineWire, { maxItems: 200 })),
       },
-      { ...strict, title: "CustomerPricing" },
+      { ...S.strict, title: "CustomerPricing" },
     ),
     response: Type.Object({ object: Type.Literal("customer_pricing") }, { additionalProperties: true }),
     errors: ["not_found", "invalid_rate_card"],
@@ -535,7 +534,7 @@ export const METERING_ROUTES: readonly Route[] = [
         currency: Type.String({ pattern: "^[A-Z]{3}$" }),
         lines: Type.Array(RateLineWire, { maxItems: 1000 }),
       },
-      { ...strict, title: "CostTableCreate" },
+      { ...S.strict, title: "CostTableCreate" },
     ),
     response: Type.Object({ object: Type.Literal("cost_table_version") }, { additionalProperties: true }),
     status: 201,
@@ -579,7 +578,7 @@ export const METERING_ROUTES: readonly Route[] = [
         to: Type.Optional(S.Timestamp("Events before.")),
         customer_id: Type.Optional(S.Id("cus", "Only this customer.")),
       },
-      strict,
+      S.strict,
     ),
     response: Type.Object({
       object: Type.Literal("margin_report"),

@@ -28,7 +28,6 @@ import { listView } from "./views.js";
  * (lifecycle-routes.ts); a wallet's own policy overrides its plan's.
  */
 
-const strict = { additionalProperties: false } as const;
 const Decimal = (description: string) => Type.String({ maxLength: 40, description });
 
 /** A policy as the API takes it (on a wallet and on a plan). */
@@ -50,7 +49,7 @@ export const OveragePolicyWire = Type.Object(
           amount: Decimal('Money per credit, above 0, up to 9 decimals, e.g. "0.02".'),
           currency: Type.String({ pattern: "^[A-Z]{3}$", description: "ISO 4217." }),
         },
-        { ...strict, description: "soft_cap only: the price the overage is billed at." },
+        { ...S.strict, description: "soft_cap only: the price the overage is billed at." },
       ),
     ),
     throttle: Type.Optional(
@@ -67,11 +66,11 @@ export const OveragePolicyWire = Type.Object(
             Type.String({ minLength: 1, maxLength: 100, description: "The cheaper action to suggest." }),
           ),
         },
-        { ...strict, description: "throttle only (required there)." },
+        { ...S.strict, description: "throttle only (required there)." },
       ),
     ),
   },
-  { ...strict, title: "OveragePolicy" },
+  { ...S.strict, title: "OveragePolicy" },
 );
 
 const money = (text: string, field: string, allowNegative: boolean): bigint => {
@@ -241,7 +240,7 @@ export const OVERAGE_ROUTES: readonly Route[] = [
       "The wallet takes its active subscription's plan's policy again, else the default hard_cap. Its floor never cuts below what it owes.",
     access: "secret",
     params: S.IdParam("wal", "wallet"),
-    body: Type.Object({}, { ...strict, title: "ClearOveragePolicy" }),
+    body: Type.Object({}, { ...S.strict, title: "ClearOveragePolicy" }),
     response: OverageView,
     errors: ["not_found", "invalid_argument"],
     handle: async ({ tx, tenantId, params }) =>
@@ -257,7 +256,7 @@ export const OVERAGE_ROUTES: readonly Route[] = [
       "Under a soft_cap with a price: what the wallet owes moves to overage_receivable in one balanced `overage.bill` transaction and an overage invoice is recorded (credits, price, money amount, currency); the wallet owes nothing more. Credits its pending holds took from the overdraft are billed once settled. `invoice` is null when nothing is owed. Renewals bill the same way at each period's end.",
     access: "secret",
     params: S.IdParam("wal", "wallet"),
-    body: Type.Object({}, { ...strict, title: "BillOverage" }),
+    body: Type.Object({}, { ...S.strict, title: "BillOverage" }),
     response: Type.Object({
       object: Type.Literal("overage_bill"),
       wallet_id: Type.String(),

@@ -42,8 +42,6 @@ import { listView } from "./views.js";
  * (`run.resumable`); retrying the step (or resuming the run) continues it.
  */
 
-const strict = { additionalProperties: false } as const;
-
 const RunId = Type.String({
   minLength: 1,
   maxLength: RUN_LIMITS.idMax,
@@ -60,7 +58,7 @@ const StepKey = Type.String({
 /** A run id in a path: any id events may name (GET), or a started run's. */
 const RunParam = Type.Object(
   { id: Type.String({ minLength: 1, maxLength: RUN_LIMITS.idMax, description: "The run's id." }) },
-  strict,
+  S.strict,
 );
 
 const RUN_STATUSES = ["running", "suspended", "completed", "canceled"] as const;
@@ -75,7 +73,7 @@ export const RunStart = Type.Object(
     ),
     metadata: Type.Optional(S.Metadata),
   },
-  { ...strict, title: "RunStart" },
+  { ...S.strict, title: "RunStart" },
 );
 
 const Estimate = AuthorizeBody.properties.estimate;
@@ -93,7 +91,7 @@ export const StepBody = Type.Object(
       }),
     ),
   },
-  { ...strict, title: "RunStepRequest" },
+  { ...S.strict, title: "RunStepRequest" },
 );
 
 export const StepSettleBody = Type.Object(
@@ -131,10 +129,10 @@ export const StepSettleBody = Type.Object(
     ),
     status: Type.Optional(Type.Union([Type.Literal("succeeded"), Type.Literal("failed")])),
   },
-  { ...strict, title: "RunStepSettle" },
+  { ...S.strict, title: "RunStepSettle" },
 );
 
-export const StepVoidBody = Type.Object({ key: StepKey }, { ...strict, title: "RunStepVoid" });
+export const StepVoidBody = Type.Object({ key: StepKey }, { ...S.strict, title: "RunStepVoid" });
 
 export const RunSettingsBody = Type.Object(
   {
@@ -143,7 +141,7 @@ export const RunSettingsBody = Type.Object(
       Type.Null(),
     ]),
   },
-  { ...strict, title: "RunSettingsUpdate" },
+  { ...S.strict, title: "RunSettingsUpdate" },
 );
 
 export const RunStepView = Type.Object(
@@ -523,7 +521,7 @@ export const RUN_ROUTES: readonly Route[] = [
       "Authorizes the step the run is suspended at again, with the body it was sent with (as retrying it would). When allowed, the run is `running` again and the step `held`; when still not covered, it stays `suspended`. A running run is returned as it is; a finished one is `run_not_running`.",
     access: "secret",
     params: RunParam,
-    body: Type.Object({}, { ...strict, title: "RunResume" }),
+    body: Type.Object({}, { ...S.strict, title: "RunResume" }),
     response: RunView,
     // The suspended step is rated again: a rate card changed since can refuse it.
     errors: ["not_found", "run_not_running", "unknown_action", "no_rate_card"],
@@ -543,7 +541,7 @@ export const RUN_ROUTES: readonly Route[] = [
       "Marks the run completed. Refused while a step still holds credits (`run_steps_pending`): settle or void it first. A finished run is `run_not_running`.",
     access: "secret",
     params: RunParam,
-    body: Type.Object({}, { ...strict, title: "RunComplete" }),
+    body: Type.Object({}, { ...S.strict, title: "RunComplete" }),
     response: RunView,
     errors: ["not_found", "run_not_running", "run_steps_pending"],
     handle: async ({ store, runs, tx, tenantId, key, params }) => {
@@ -562,7 +560,7 @@ export const RUN_ROUTES: readonly Route[] = [
       "Cancels the run (running or suspended): every step still holding credits is voided, so it costs nothing more. A finished run is `run_not_running`.",
     access: "secret",
     params: RunParam,
-    body: Type.Object({}, { ...strict, title: "RunCancel" }),
+    body: Type.Object({}, { ...S.strict, title: "RunCancel" }),
     response: RunView,
     errors: ["not_found", "run_not_running"],
     handle: async ({ store, runs, tx, tenantId, key, params }) => {

@@ -49,7 +49,8 @@ const ActionName = Type.String({
   maxLength: 100,
 });
 
-const strict = { additionalProperties: false } as const;
+/** Request bodies refuse unknown fields. */
+export const strict = { additionalProperties: false } as const;
 
 // ------------------------------------------------------------------ requests
 

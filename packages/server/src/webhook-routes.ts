@@ -11,7 +11,6 @@ import { listView } from "./views.js";
  * Standard Webhooks spec and retried with exponential backoff.
  */
 
-const strict = { additionalProperties: false } as const;
 const Nullable = <T extends Parameters<typeof Type.Union>[0][number]>(t: T) => Type.Union([t, Type.Null()]);
 const time = (t: number | null) => (t === null ? null : new Date(t).toISOString());
 
@@ -39,7 +38,7 @@ export const WebhookEndpointCreate = Type.Object(
     description: Type.Optional(Description),
     enabled: Type.Optional(Type.Boolean({ description: "Default true." })),
   },
-  { ...strict, title: "WebhookEndpointCreate" },
+  { ...S.strict, title: "WebhookEndpointCreate" },
 );
 
 export const WebhookEndpointUpdate = Type.Object(
@@ -54,7 +53,7 @@ export const WebhookEndpointUpdate = Type.Object(
       }),
     ),
   },
-  { ...strict, title: "WebhookEndpointUpdate" },
+  { ...S.strict, title: "WebhookEndpointUpdate" },
 );
 
 export const WebhookEndpointView = Type.Object(
