@@ -312,7 +312,11 @@ export const holdView = (h: HoldRecord) => ({
   resolve_transaction_id: h.resolveTransactionId,
 });
 
-function quantities(raw: Readonly<Record<string, string | number>>, field: string): Record<string, bigint> {
+/** Quantities from the wire (integers or decimal strings) as units; `field` names them in errors. */
+export function quantities(
+  raw: Readonly<Record<string, string | number>>,
+  field: string,
+): Record<string, bigint> {
   const out: Record<string, bigint> = {};
   for (const [name, q] of Object.entries(raw)) {
     const path = `${field}.${name}`;

@@ -2,8 +2,6 @@ import {
   formatAmount,
   formatTimestamp,
   HOLD_LIMITS,
-  parseDecimal,
-  QUANTITY_SCALE,
   RUN_ID_PATTERN,
   RUN_LIMITS,
   type RunStatus,
@@ -17,6 +15,7 @@ import {
   HoldView,
   holdView,
   parseEstimate,
+  quantities,
   SettleEventWire,
   settleEvents,
 } from "./hold-routes.js";
@@ -317,24 +316,6 @@ async function runView(
 }
 
 const RUN_CURSOR = /^r[1-9][0-9]{0,18}$/;
-
-function quantities(raw: Readonly<Record<string, string | number>>, field: string): Record<string, bigint> {
-  const out: Record<string, bigint> = {};
-  for (const [name, q] of Object.entries(raw)) {
-    const path = `${field}.${name}`;
-    if (typeof q === "number" && !Number.isSafeInteger(q))
-      throw new ApiError("invalid_amount", `${path}: send large or fractional quantities as strings.`, {
-        errors: [{ path, message: "send as a string" }],
-      });
-    const r = parseDecimal(String(q), QUANTITY_SCALE, { allowZero: true });
-    if (!r.ok)
-      throw new ApiError("invalid_amount", `${path}: ${r.error.message}`, {
-        errors: [{ path, message: r.error.message }],
-      });
-    out[name] = r.value;
-  }
-  return out;
-}
 
 /** A started run this key may see, or `not_found` either way. */
 async function startedRun(

@@ -380,13 +380,17 @@ export class Holds implements DueJob {
     store.addDueJob(this);
   }
 
-  /** The paying wallet of a customer's subject (its member wallet) or of the customer (its pool). */
-  async #payer(
+  /**
+   * The paying chain of a customer's subject: the wallet that pays first (the subject's member
+   * wallet, else the pool) and the customer's pool. `not_found` for an unknown customer, or a
+   * subject of another customer.
+   */
+  async payingChain(
     ex: SqlExecutor,
     tenantId: string,
     customerId: string,
     subjectId: string | null,
-  ): Promise<Result<string>> {
+  ): Promise<Result<{ walletId: string; poolWalletId: string }>> {
     const { rows } = await ex.query(
       `SELECT w.id, w.member_id, (SELECT s.customer_id FROM subjects s WHERE s.tenant_id = $1 AND s.id = $3) AS subject_customer
        FROM wallets w WHERE w.tenant_id = $1 AND w.customer_id = $2 AND (w.member_id IS NULL OR w.member_id = $3)`,
@@ -397,7 +401,7 @@ export class Holds implements DueJob {
     if (subjectId !== null && String(pool.subject_customer) !== customerId)
       return fail("not_found", `Customer ${customerId} has no subject ${subjectId}.`);
     const own = rows.find((r) => r.member_id !== null);
-    return ok(String((own ?? pool).id));
+    return ok({ walletId: String((own ?? pool).id), poolWalletId: String(pool.id) });
   }
 
   /** The pool's overdraft and policy, read under the lock. */
@@ -468,8 +472,9 @@ export class Holds implements DueJob {
   ): Promise<
     Result<{ authorization: Authorization; hold: HoldRecord | null; autoTopUp: AutoTopUpAttempt | null }>
   > {
-    const payer = await this.#payer(ex, tenantId, request.customerId, request.subjectId);
-    if (!payer.ok) return payer;
+    const chain = await this.payingChain(ex, tenantId, request.customerId, request.subjectId);
+    if (!chain.ok) return chain;
+    const payer = chain.value.walletId;
     const estimate = await this.#rateEstimate(
       ex,
       tenantId,
@@ -478,14 +483,14 @@ export class Holds implements DueJob {
       request.estimate,
     );
     if (!estimate.ok) return estimate;
-    const first = await this.#decide(ex, tenantId, request, payer.value, estimate.value);
+    const first = await this.#decide(ex, tenantId, request, payer, estimate.value);
     if (!first.ok) return first;
     let a = first.value;
     // Overage policies: an auto top-up is tried before denying for lack of credits, in this
     // transaction (the wallets stay locked); when it covers the need, the decision is made again.
     let autoTopUp: AutoTopUpAttempt | null = null;
     if (this.commerce && wantsTopUp(a.authorization)) {
-      const chain = [payer.value, ...(a.poolWalletId === payer.value ? [] : [a.poolWalletId])];
+      const chain = [payer, ...(a.poolWalletId === payer ? [] : [a.poolWalletId])];
       const need = a.authorization.estimate - a.authorization.available;
       const tried = await this.commerce.topUpBeforeDeny(ex, tenantId, chain, need);
       if (tried.outcome !== "none" || tried.purchases.length > 0)
@@ -495,7 +500,7 @@ export class Holds implements DueJob {
           reason: tried.reason,
         };
       if (tried.outcome === "covered") {
-        const again = await this.#decide(ex, tenantId, request, payer.value, estimate.value);
+        const again = await this.#decide(ex, tenantId, request, payer, estimate.value);
         if (!again.ok) return again;
         a = again.value;
       }

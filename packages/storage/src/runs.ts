@@ -225,33 +225,13 @@ export class Runs {
     private readonly holds: Holds,
   ) {}
 
-  /** The paying wallet (the subject's member wallet, else the pool) and the pool of a customer's subject. */
-  async #chain(
-    ex: SqlExecutor,
-    tenantId: string,
-    customerId: string,
-    subjectId: string | null,
-  ): Promise<Result<{ walletId: string; poolWalletId: string }>> {
-    const { rows } = await ex.query(
-      `SELECT w.id, w.member_id, (SELECT s.customer_id FROM subjects s WHERE s.tenant_id = $1 AND s.id = $3) AS subject_customer
-       FROM wallets w WHERE w.tenant_id = $1 AND w.customer_id = $2 AND (w.member_id IS NULL OR w.member_id = $3)`,
-      [tenantId, customerId, subjectId],
-    );
-    const pool = rows.find((r) => r.member_id === null);
-    if (!pool) return fail("not_found", `No customer ${customerId}.`);
-    if (subjectId !== null && String(pool.subject_customer) !== customerId)
-      return fail("not_found", `Customer ${customerId} has no subject ${subjectId}.`);
-    const own = rows.find((r) => r.member_id !== null);
-    return ok({ walletId: String((own ?? pool).id), poolWalletId: String(pool.id) });
-  }
-
   /**
    * Starts a run. Refused with `run_start_below_minimum` when a wallet of its paying chain has
    * a run start minimum and what the chain has available is below it (the low-balance soft
    * cap: started runs keep going down to the normal floor). `already_exists` for an id in use.
    */
   async start(ex: SqlExecutor, tenantId: string, input: RunStart): Promise<Result<RunRecord>> {
-    const chain = await this.#chain(ex, tenantId, input.customerId, input.subjectId);
+    const chain = await this.holds.payingChain(ex, tenantId, input.customerId, input.subjectId);
     if (!chain.ok) return chain;
     const id = input.id ?? this.store.newId("run");
     const taken = await ex.query("SELECT 1 FROM runs WHERE tenant_id = $1 AND id = $2", [tenantId, id]);
