@@ -1,7 +1,7 @@
 import { ALERT_KINDS, ALERT_RULE_LIMITS, type AlertRule, alertRuleWire } from "@drawdown/core";
 import type { AlertRecord, WalletAlertRules } from "@drawdown/storage";
 import { type Static, Type } from "@sinclair/typebox";
-import { amount, ID_CURSOR, must, notFound, okReply, page, type Route, route, visible } from "./routes.js";
+import { amount, ID_CURSOR, must, okReply, page, type Route, route, walletInPath } from "./routes.js";
 import * as S from "./schemas.js";
 import { listView } from "./views.js";
 
@@ -152,9 +152,7 @@ export const ALERT_ROUTES: readonly Route[] = [
     response: AlertRulesView,
     errors: ["not_found"],
     handle: async ({ alerts, store, tenantId, key, params }) => {
-      const w = await store.getWallet(tenantId, params.id);
-      if (!w) throw notFound("wallet", params.id);
-      visible(key, w.customerId, "wallet", params.id);
+      await walletInPath(store, tenantId, key, params.id);
       return okReply(rulesView((await alerts.rules(tenantId, params.id))!));
     },
   }),

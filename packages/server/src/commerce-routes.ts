@@ -20,13 +20,13 @@ import {
   customerInPath,
   ID_CURSOR,
   must,
-  notFound,
   okReply,
   page,
   type Route,
   route,
   timestamp,
   visible,
+  walletInPath,
 } from "./routes.js";
 import * as S from "./schemas.js";
 import { listView } from "./views.js";
@@ -715,10 +715,7 @@ export const COMMERCE_ROUTES: readonly Route[] = [
     response: AutoTopUpView,
     errors: ["not_found"],
     handle: async ({ store, commerce, tenantId, key, params }) => {
-      // A restricted key reads its own customer's wallets only; another's looks missing.
-      const w = await store.getWallet(tenantId, params.id);
-      if (!w) throw notFound("wallet", params.id);
-      visible(key, w.customerId, "wallet", params.id);
+      await walletInPath(store, tenantId, key, params.id);
       const a = await commerce.getAutoTopUp(tenantId, params.id);
       if (!a) throw new ApiError("not_found", `Wallet ${params.id} has no auto top-up.`);
       return okReply(autoTopUpView(a));

@@ -17,7 +17,7 @@ import {
 } from "@drawdown/storage";
 import { type Static, Type } from "@sinclair/typebox";
 import { ApiError } from "./errors.js";
-import { ID_CURSOR, must, notFound, okReply, page, type Route, route, visible } from "./routes.js";
+import { ID_CURSOR, must, okReply, page, type Route, route, walletInPath } from "./routes.js";
 import * as S from "./schemas.js";
 import { listView } from "./views.js";
 
@@ -224,9 +224,7 @@ export const OVERAGE_ROUTES: readonly Route[] = [
     response: OverageView,
     errors: ["not_found", "invalid_argument"],
     handle: async ({ store, tenantId, key, params }) => {
-      const w = await store.getWallet(tenantId, params.id);
-      if (!w) throw notFound("wallet", params.id);
-      visible(key, w.customerId, "wallet", params.id);
+      await walletInPath(store, tenantId, key, params.id);
       return okReply(overageView(must(await getOverage(store.db, tenantId, params.id))));
     },
   }),

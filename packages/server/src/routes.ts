@@ -21,6 +21,7 @@ import type {
   SqlExecutor,
   Store,
   Subscriptions,
+  WalletRecord,
   Webhooks,
   WriterAnswer,
 } from "@drawdown/storage";
@@ -244,6 +245,19 @@ export async function customerInPath(store: Store, tenantId: string, key: ApiKey
   if (!(await store.getCustomer(tenantId, id))) throw notFound("customer", id);
 }
 
+/** A wallet named in the path that this key may see, or `not_found` either way. */
+export async function walletInPath(
+  store: Store,
+  tenantId: string,
+  key: ApiKey,
+  id: string,
+): Promise<WalletRecord> {
+  const w = await store.getWallet(tenantId, id);
+  if (!w) throw notFound("wallet", id);
+  visible(key, w.customerId, "wallet", id);
+  return w;
+}
+
 function secretOnly(key: ApiKey): void {
   if (key.kind !== "secret")
     throw new ApiError("forbidden", "This needs a secret key; restricted keys only read.");
@@ -434,9 +448,7 @@ export const ROUTES: readonly Route[] = [
     response: S.WalletView,
     errors: ["not_found"],
     handle: async ({ store, tenantId, key, params }) => {
-      const w = await store.getWallet(tenantId, params.id);
-      if (!w) throw notFound("wallet", params.id);
-      visible(key, w.customerId, "wallet", params.id);
+      const w = await walletInPath(store, tenantId, key, params.id);
       return okReply(walletView(w));
     },
   }),

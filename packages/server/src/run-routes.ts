@@ -30,6 +30,7 @@ import {
   type Route,
   route,
   visible,
+  walletInPath,
 } from "./routes.js";
 import * as S from "./schemas.js";
 import { listView } from "./views.js";
@@ -561,9 +562,7 @@ export const RUN_ROUTES: readonly Route[] = [
     response: RunSettingsView,
     errors: ["not_found"],
     handle: async ({ store, runs, tenantId, key, params }) => {
-      const w = await store.getWallet(tenantId, params.id);
-      if (!w) throw notFound("wallet", params.id);
-      visible(key, w.customerId, "wallet", params.id);
+      await walletInPath(store, tenantId, key, params.id);
       const s = (await runs.getSettings(tenantId, params.id))!;
       return okReply(settingsView(s.walletId, s.runStartMinimum));
     },
