@@ -15,7 +15,7 @@ import {
   type Result,
   validateAlertRules,
 } from "@drawdown/core";
-import type { Page } from "./records.js";
+import { type Page, paginate } from "./records.js";
 import type { Row, SqlExecutor } from "./sql.js";
 import type { DueJob, Store } from "./store.js";
 
@@ -350,9 +350,7 @@ export class Alerts implements DueJob {
         page.limit + 1,
       ],
     );
-    const items = rows.slice(0, page.limit).map(toAlert);
-    const last = items[items.length - 1];
-    return { items, next: rows.length > page.limit && last ? last.id : null };
+    return paginate(rows.map(toAlert), page.limit, (x) => x.id);
   }
 
   // ------------------------------------------------------------------ expiring soon (scheduled)

@@ -18,7 +18,7 @@ import {
   type SpendCap,
 } from "@drawdown/core";
 import { fireAlert } from "./alerts.js";
-import type { Page } from "./records.js";
+import { type Page, paginate } from "./records.js";
 import type { Row, SqlExecutor } from "./sql.js";
 import type { Store } from "./store.js";
 
@@ -356,9 +356,8 @@ export class SpendCaps {
        ORDER BY id LIMIT $4`,
       [tenantId, customerId, page.after ?? null, page.limit + 1],
     );
-    const items = await this.#view(this.store.db, tenantId, rows.slice(0, page.limit).map(toCap));
-    const last = items[items.length - 1];
-    return { items, next: rows.length > page.limit && last ? last.id : null };
+    const listed = paginate(rows.map(toCap), page.limit, (c) => c.id);
+    return { ...listed, items: await this.#view(this.store.db, tenantId, listed.items) };
   }
 
   /** A cap, locked with its customer's pool; `forbidden` when `actor` may not change it. */

@@ -20,7 +20,7 @@ import {
   validatePriceBook,
 } from "@drawdown/core";
 import { fireAlert, rearmAlert } from "./alerts.js";
-import type { Page } from "./records.js";
+import { type Page, paginate } from "./records.js";
 import type { Row, SqlExecutor } from "./sql.js";
 import type { DueJob, Store } from "./store.js";
 
@@ -643,9 +643,7 @@ export class Commerce implements DueJob {
         page.limit + 1,
       ],
     );
-    const items = rows.slice(0, page.limit).map(purchaseFrom);
-    const last = items[items.length - 1];
-    return { items, next: rows.length > page.limit && last ? last.id : null };
+    return paginate(rows.map(purchaseFrom), page.limit, (x) => x.id);
   }
 
   async #lockPurchase(ex: SqlExecutor, tenantId: string, id: string): Promise<PurchaseRecord | null> {

@@ -39,7 +39,7 @@ import type { Commerce } from "./commerce.js";
 import { insertEvents, writeUsageCounters } from "./ingest.js";
 import { type Catalog, type CustomerPricing, Metering } from "./metering.js";
 import { OVERAGE_COLUMNS, overagePolicyFrom } from "./overage.js";
-import type { Page } from "./records.js";
+import { type Page, paginate } from "./records.js";
 import type { Row, SqlExecutor } from "./sql.js";
 import type { DueJob, Store } from "./store.js";
 
@@ -758,9 +758,7 @@ export class Holds implements DueJob {
         page.limit + 1,
       ],
     );
-    const items = rows.slice(0, page.limit).map(toHold);
-    const last = items[items.length - 1];
-    return { items, next: rows.length > page.limit && last ? last.id : null };
+    return paginate(rows.map(toHold), page.limit, (x) => x.id);
   }
 
   // ---------------------------------------------------------------- the timeout job

@@ -19,7 +19,7 @@ import {
   type ThrottleRule,
   validateOveragePolicy,
 } from "@drawdown/core";
-import type { Page } from "./records.js";
+import { type Page, paginate } from "./records.js";
 import type { Row, SqlExecutor } from "./sql.js";
 import type { Store } from "./store.js";
 
@@ -474,9 +474,7 @@ export async function listOverageInvoices(
      AND ($3::text IS NULL OR customer_id = $3) AND ($4::text IS NULL OR id > $4) ORDER BY id LIMIT $5`,
     [tenantId, filter.walletId ?? null, filter.customerId ?? null, page.after ?? null, page.limit + 1],
   );
-  const items = rows.slice(0, page.limit).map(invoiceFrom);
-  const last = items[items.length - 1];
-  return { items, next: rows.length > page.limit && last ? last.id : null };
+  return paginate(rows.map(invoiceFrom), page.limit, (x) => x.id);
 }
 
 const EMPTY = { transactions: [], newGrants: [], statusChanges: [], grantChanges: [] };

@@ -79,6 +79,13 @@ export interface Page<T> {
   readonly next: string | null;
 }
 
+/** A page of a list read with `LIMIT limit + 1`: the first `limit` rows, and a cursor when more follow. */
+export function paginate<T>(rows: T[], limit: number, cursorOf: (item: T) => string): Page<T> {
+  const items = rows.slice(0, limit);
+  const last = items[items.length - 1];
+  return { items, next: rows.length > limit && last !== undefined ? cursorOf(last) : null };
+}
+
 const ms = (v: unknown): number => (v instanceof Date ? v.getTime() : new Date(String(v)).getTime());
 const msOrNull = (v: unknown): number | null => (v === null || v === undefined ? null : ms(v));
 const str = (v: unknown): string => String(v);

@@ -14,7 +14,7 @@ import {
   stepOutcome,
 } from "@drawdown/core";
 import type { Estimate, HoldRecord, Holds, SettleEvent, SettleInput } from "./holds.js";
-import type { Page } from "./records.js";
+import { type Page, paginate } from "./records.js";
 import type { Row, SqlExecutor } from "./sql.js";
 import type { Store } from "./store.js";
 
@@ -339,9 +339,7 @@ export class Runs {
        AND ($4::bigint IS NULL OR r.seq > $4::bigint) ORDER BY r.seq LIMIT $5`,
       [tenantId, filter.customerId, filter.status ?? null, page.after ?? null, page.limit + 1],
     );
-    const items = rows.slice(0, page.limit).map(toRun);
-    const last = items[items.length - 1];
-    return { items, next: rows.length > page.limit && last ? last.seq : null };
+    return paginate(rows.map(toRun), page.limit, (x) => x.seq);
   }
 
   /**

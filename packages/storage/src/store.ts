@@ -47,6 +47,7 @@ import {
   type GrantRecord,
   type Metadata,
   type Page,
+  paginate,
   type Subject,
   type Tenant,
   type TransactionRecord,
@@ -1438,10 +1439,4 @@ export class Store {
       differences,
     };
   }
-}
-
-function paginate<T>(rows: T[], limit: number, cursorOf: (item: T) => string): Page<T> {
-  const items = rows.slice(0, limit);
-  const last = items[items.length - 1];
-  return { items, next: rows.length > limit && last !== undefined ? cursorOf(last) : null };
 }

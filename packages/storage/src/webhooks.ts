@@ -10,7 +10,7 @@ import {
   WEBHOOK_RETRY,
 } from "@drawdown/core";
 import { eventBody, insertEvent, type OutboxEvent } from "./outbox.js";
-import type { Page } from "./records.js";
+import { type Page, paginate } from "./records.js";
 import type { Row, SqlExecutor } from "./sql.js";
 import type { DueJob, Store } from "./store.js";
 
@@ -383,9 +383,7 @@ export class Webhooks implements DueJob {
        AND ($4::text IS NULL OR id < $4) ORDER BY id DESC LIMIT $5`,
       [tenantId, endpointId, filter.status ?? null, page.after ?? null, page.limit + 1],
     );
-    const items = rows.slice(0, page.limit).map(toDelivery);
-    const last = items[items.length - 1];
-    return { items, next: rows.length > page.limit && last ? last.id : null };
+    return paginate(rows.map(toDelivery), page.limit, (x) => x.id);
   }
 
   /** A delivery with its event and every attempt; null when unknown (or its endpoint deleted). */
