@@ -1,7 +1,6 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { Drawdown } from "@drawdown/sdk";
-import { contractFetch, newContractLog } from "./support/contract.js";
+import { contractClient, newContractLog } from "./support/contract.js";
 import { backends, startTestServer, type TestServer } from "./support/harness.js";
 import { fails } from "./support/sdk.js";
 
@@ -30,7 +29,7 @@ for (const backend of backends()) {
     /** A fresh test tenant at T0 with a USD price book and one customer. */
     async function shop() {
       const { key } = await server.newTenant("Shop");
-      const dd = new Drawdown({ apiKey: key, baseUrl: server.url, fetch: contractFetch(log), maxRetries: 0 });
+      const dd = contractClient(server.url, key, log);
       await dd.testClock.advance({ to: T0 });
       const book = await dd.priceBooks.publish({
         currency: "USD",

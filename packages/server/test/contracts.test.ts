@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { type Customer, Drawdown } from "@drawdown/sdk";
+import type { Customer, Drawdown } from "@drawdown/sdk";
 import { CONTRACT_ROUTES } from "../src/contract-routes.js";
-import { contractFetch, newContractLog } from "./support/contract.js";
+import { contractClient, newContractLog } from "./support/contract.js";
 import { backends, startTestServer, type TestServer } from "./support/harness.js";
 import { fails } from "./support/sdk.js";
 
@@ -26,8 +26,7 @@ for (const backend of backends()) {
   describe(`contracts through the SDK (${backend.name})`, () => {
     const log = newContractLog();
     let server: TestServer;
-    const connect = (apiKey: string) =>
-      new Drawdown({ apiKey, baseUrl: server.url, fetch: contractFetch(log), maxRetries: 0 });
+    const connect = (apiKey: string) => contractClient(server.url, apiKey, log);
 
     before(async () => {
       // The server's own clock never moves: only each tenant's test clock makes time pass.

@@ -12,7 +12,7 @@ import {
   type Wallet,
 } from "@drawdown/sdk";
 import { ROUTES } from "../src/routes.js";
-import { contractFetch, newContractLog } from "./support/contract.js";
+import { contractClient, contractFetch, newContractLog } from "./support/contract.js";
 import { backends, startTestServer, type TestServer } from "./support/harness.js";
 import { fails, sum } from "./support/sdk.js";
 
@@ -45,8 +45,7 @@ for (const backend of backends()) {
     const log = newContractLog();
     let server: TestServer;
     let dd: Drawdown;
-    const connect = (apiKey: string) =>
-      new Drawdown({ apiKey, baseUrl: server.url, fetch: contractFetch(log), maxRetries: 0 });
+    const connect = (apiKey: string) => contractClient(server.url, apiKey, log);
 
     let acme: Customer;
     let ann: Subject;

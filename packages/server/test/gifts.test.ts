@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { type Customer, Drawdown, type DrawdownError, type DrawdownErrorCode } from "@drawdown/sdk";
+import type { Customer, Drawdown, DrawdownError, DrawdownErrorCode } from "@drawdown/sdk";
 import { GIFT_ROUTES } from "../src/gift-routes.js";
-import { contractFetch, newContractLog } from "./support/contract.js";
+import { contractClient, newContractLog } from "./support/contract.js";
 import { backends, startTestServer, type TestServer } from "./support/harness.js";
 import { snapshot } from "./support/http.js";
 import { fails } from "./support/sdk.js";
@@ -28,12 +28,7 @@ for (const backend of backends()) {
 
     before(async () => {
       server = await startTestServer({ backend: backend.name, clock: () => now });
-      dd = new Drawdown({
-        apiKey: server.key,
-        baseUrl: server.url,
-        fetch: contractFetch(log),
-        maxRetries: 0,
-      });
+      dd = contractClient(server.url, server.key, log);
     });
     after(async () => {
       await server?.close();

@@ -3,7 +3,7 @@ import { after, before, describe, test } from "node:test";
 import {
   type CloudEventInput,
   type Customer,
-  Drawdown,
+  type Drawdown,
   type EventResult,
   publicRateCard,
   type RateCard,
@@ -18,7 +18,7 @@ import {
 import { type TSchema, Type } from "@sinclair/typebox";
 import { Value } from "@sinclair/typebox/value";
 import { METERING_ROUTES } from "../src/metering-routes.js";
-import { contractFetch, newContractLog } from "./support/contract.js";
+import { contractClient, newContractLog } from "./support/contract.js";
 import { backends, startTestServer, type TestServer } from "./support/harness.js";
 import { fails, sum } from "./support/sdk.js";
 
@@ -216,8 +216,7 @@ for (const backend of backends()) {
     const log = newContractLog();
     let server: TestServer;
     let dd: Drawdown;
-    const connect = (apiKey: string) =>
-      new Drawdown({ apiKey, baseUrl: server.url, fetch: contractFetch(log), maxRetries: 0 });
+    const connect = (apiKey: string) => contractClient(server.url, apiKey, log);
 
     let card: RateCard;
     let v1: RateCardVersion;

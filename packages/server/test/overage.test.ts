@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { Drawdown } from "@drawdown/sdk";
-import { contractFetch, newContractLog } from "./support/contract.js";
+import type { Drawdown } from "@drawdown/sdk";
+import { contractClient, newContractLog } from "./support/contract.js";
 import { backends, startTestServer, type TestServer } from "./support/harness.js";
 import { fails } from "./support/sdk.js";
 
@@ -23,12 +23,7 @@ for (const backend of backends()) {
 
     before(async () => {
       server = await startTestServer({ backend: backend.name, clock: () => T0 });
-      dd = new Drawdown({
-        apiKey: server.key,
-        baseUrl: server.url,
-        fetch: contractFetch(log),
-        maxRetries: 0,
-      });
+      dd = contractClient(server.url, server.key, log);
       await dd.testClock.advance({ to: new Date(T0) });
       const card = await dd.rateCards.create({ name: "Units" });
       await dd.rateCards.publishVersion(card.id, {

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { type Customer, Drawdown, type Wallet } from "@drawdown/sdk";
-import { contractFetch, newContractLog } from "./support/contract.js";
+import type { Customer, Drawdown, Wallet } from "@drawdown/sdk";
+import { contractClient, newContractLog } from "./support/contract.js";
 import { backends, startTestServer, type TestServer } from "./support/harness.js";
 import { fails } from "./support/sdk.js";
 
@@ -22,8 +22,7 @@ for (const backend of backends()) {
   describe(`pooling through the SDK (${backend.name})`, () => {
     const log = newContractLog();
     let server: TestServer;
-    const connect = (apiKey: string) =>
-      new Drawdown({ apiKey, baseUrl: server.url, fetch: contractFetch(log), maxRetries: 0 });
+    const connect = (apiKey: string) => contractClient(server.url, apiKey, log);
 
     before(async () => {
       server = await startTestServer({ backend: backend.name, clock: () => T0 });

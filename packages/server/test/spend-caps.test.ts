@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { type Customer, Drawdown, type Subject } from "@drawdown/sdk";
-import { contractFetch, newContractLog } from "./support/contract.js";
+import type { Customer, Drawdown, Subject } from "@drawdown/sdk";
+import { contractClient, newContractLog } from "./support/contract.js";
 import { backends, startTestServer, type TestServer } from "./support/harness.js";
 import { snapshot } from "./support/http.js";
 import { fails } from "./support/sdk.js";
@@ -30,8 +30,7 @@ for (const backend of backends()) {
 
     before(async () => {
       server = await startTestServer({ backend: backend.name, clock: () => T0 });
-      const sdk = (apiKey: string) =>
-        new Drawdown({ apiKey, baseUrl: server.url, fetch: contractFetch(log), maxRetries: 0 });
+      const sdk = (apiKey: string) => contractClient(server.url, apiKey, log);
       dd = sdk(server.key);
       await dd.testClock.advance({ to: new Date(T0) });
       const card = await dd.rateCards.create({ name: "Agents" });

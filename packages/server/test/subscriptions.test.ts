@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { type Customer, Drawdown, type Plan, type PlanCreateParams, type Subscription } from "@drawdown/sdk";
+import type { Customer, Drawdown, Plan, PlanCreateParams, Subscription } from "@drawdown/sdk";
 import { LIFECYCLE_ROUTES } from "../src/lifecycle-routes.js";
-import { contractFetch, newContractLog } from "./support/contract.js";
+import { contractClient, newContractLog } from "./support/contract.js";
 import { backends, startTestServer, type TestServer } from "./support/harness.js";
 import { fails } from "./support/sdk.js";
 
@@ -64,8 +64,7 @@ for (const backend of backends()) {
     const log = newContractLog();
     let server: TestServer;
     let dd: Drawdown;
-    const connect = (apiKey: string) =>
-      new Drawdown({ apiKey, baseUrl: server.url, fetch: contractFetch(log), maxRetries: 0 });
+    const connect = (apiKey: string) => contractClient(server.url, apiKey, log);
 
     before(async () => {
       server = await startTestServer({ backend: backend.name, clock: () => now });

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { type Customer, Drawdown, type Grant, type Transaction } from "@drawdown/sdk";
-import { contractFetch, newContractLog } from "./support/contract.js";
+import type { Customer, Drawdown, Grant, Transaction } from "@drawdown/sdk";
+import { contractClient, newContractLog } from "./support/contract.js";
 import { backends, startTestServer, type TestServer } from "./support/harness.js";
 import { fails } from "./support/sdk.js";
 
@@ -24,8 +24,7 @@ for (const backend of backends()) {
     const log = newContractLog();
     let server: TestServer;
     let dd: Drawdown;
-    const connect = (apiKey: string) =>
-      new Drawdown({ apiKey, baseUrl: server.url, fetch: contractFetch(log), maxRetries: 0 });
+    const connect = (apiKey: string) => contractClient(server.url, apiKey, log);
 
     let acme: Customer;
     /** Expiring at T0 + 1, 3 and 10 days; and one that never expires. */

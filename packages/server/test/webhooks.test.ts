@@ -2,9 +2,9 @@ import assert from "node:assert/strict";
 import { createServer, type IncomingMessage, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { after, before, describe, test } from "node:test";
-import { Drawdown, type DrawdownErrorCode, type WebhookEndpoint } from "@drawdown/sdk";
+import type { Drawdown, DrawdownErrorCode, WebhookEndpoint } from "@drawdown/sdk";
 import { Webhook } from "standardwebhooks";
-import { contractFetch, newContractLog } from "./support/contract.js";
+import { contractClient, newContractLog } from "./support/contract.js";
 import { backends, startTestServer, type TestServer } from "./support/harness.js";
 import { snapshot } from "./support/http.js";
 import { fails } from "./support/sdk.js";
@@ -105,12 +105,7 @@ for (const backend of backends()) {
 
     before(async () => {
       server = await startTestServer({ backend: backend.name });
-      dd = new Drawdown({
-        apiKey: server.key,
-        baseUrl: server.url,
-        fetch: contractFetch(log),
-        maxRetries: 0,
-      });
+      dd = contractClient(server.url, server.key, log);
       await receiver.start();
       // A frozen test clock: only an advance moves time (and runs what falls due).
       await dd.testClock.advance({ seconds: 60 });

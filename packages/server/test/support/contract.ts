@@ -1,3 +1,4 @@
+import { Drawdown } from "@drawdown/sdk";
 import { Value } from "@sinclair/typebox/value";
 import { API_ROUTES } from "../../src/app.js";
 import type { ApiErrorCode } from "../../src/errors.js";
@@ -105,4 +106,9 @@ export function contractFetch(log: ContractLog): typeof globalThis.fetch {
     }
     return response;
   };
+}
+
+/** An SDK client for `baseUrl` whose every response is checked against the route table into `log` (no retries). */
+export function contractClient(baseUrl: string, apiKey: string, log: ContractLog): Drawdown {
+  return new Drawdown({ apiKey, baseUrl, fetch: contractFetch(log), maxRetries: 0 });
 }
