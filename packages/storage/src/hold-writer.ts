@@ -48,7 +48,7 @@ import {
   wantsTopUp,
 } from "./holds.js";
 import { insertEvents, writeUsageCounters } from "./ingest.js";
-import { Metering } from "./metering.js";
+import { CATALOG_STAMP_COLUMN, Metering, stampOf } from "./metering.js";
 import { OVERAGE_COLUMNS } from "./overage.js";
 import { toGrant } from "./records.js";
 import type { SqlExecutor } from "./sql.js";
@@ -404,7 +404,7 @@ export class HoldWriter {
     const customerIds = [...new Set(live.map((i) => ops[i]!.customerId))].sort();
     if (customerIds.length === 0) return this.#finish(ex, tenantId, ops, answers, results);
     const locked = await ex.query(
-      `SELECT id, customer_id, member_id, ${OVERAGE_COLUMNS}
+      `SELECT id, customer_id, member_id, ${OVERAGE_COLUMNS}, ${CATALOG_STAMP_COLUMN}
        FROM wallets WHERE tenant_id = $1
          AND (id = ANY($2::text[]) OR (customer_id = ANY($3::text[]) AND (member_id IS NULL OR member_id = ANY($4::text[]))))
        ORDER BY id FOR UPDATE`,
@@ -481,7 +481,7 @@ export class HoldWriter {
     }
 
     // 6. Pricing (once), tier usage of the periods concerned, and the settlements' used event ids.
-    const catalog = await this.metering.catalog(ex, tenantId);
+    const catalog = await this.metering.catalog(ex, tenantId, stampOf(locked.rows));
     const pricing = await this.metering.customerPricing(ex, tenantId, customerIds);
     const pricingAt = (customerId: string, time: number) =>
       Metering.pricingAt(catalog, pricing.get(customerId), time);

@@ -17,7 +17,7 @@ import {
 } from "@drawdown/core";
 import { loadCapState, writeCapEffect } from "./caps.js";
 import type { Commerce } from "./commerce.js";
-import { type Catalog, type CustomerPricing, Metering } from "./metering.js";
+import { CATALOG_STAMP_COLUMN, type Catalog, type CustomerPricing, Metering, stampOf } from "./metering.js";
 import { OVERAGE_COLUMNS, overagePolicyFrom } from "./overage.js";
 import { toGrant } from "./records.js";
 import type { SqlExecutor } from "./sql.js";
@@ -225,7 +225,7 @@ export class IngestWriter {
     ].sort();
     // Lock every wallet the batch may draw from, in id order (the order every writer uses).
     const locked = await ex.query(
-      `SELECT id, customer_id, member_id, ${OVERAGE_COLUMNS}
+      `SELECT id, customer_id, member_id, ${OVERAGE_COLUMNS}, ${CATALOG_STAMP_COLUMN}
        FROM wallets WHERE tenant_id = $1 AND customer_id = ANY($2::text[]) AND (member_id IS NULL OR member_id = ANY($3::text[]))
        ORDER BY id FOR UPDATE`,
       [tenantId, customerIds, subjectIds],
@@ -277,7 +277,7 @@ export class IngestWriter {
         return new Map<string, Grant>(grantRows.rows.map((r) => [String(r.id), toGrant(r)]));
       };
       const grants = await loadGrants();
-      const catalog = await this.metering.catalog(ex, tenantId);
+      const catalog = await this.metering.catalog(ex, tenantId, stampOf(locked.rows));
       const pricing = await this.metering.customerPricing(ex, tenantId, customerIds);
       const usage = new Map<string, bigint>();
       if (tieredLineIds(catalog, pricing).size > 0) {
