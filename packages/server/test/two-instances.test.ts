@@ -407,4 +407,76 @@ if (POSTGRES_URL) {
       assert.equal((await t.B.customers.list({ limit: 100 })).data.length, before);
     });
   });
+
+  /**
+   * Revocations heard across instances: with a key cache that would trust a key for ten
+   * minutes, a key revoked on one instance is refused by another that had cached it, as soon
+   * as the notification arrives; and again after the other's listening connection was cut
+   * (it reconnects, and empties its cache, since it may have missed one).
+   */
+  describe("a revocation reaches an instance that had cached the key", () => {
+    const TEN_MINUTES = 600_000;
+    let database: TestDatabase;
+    let a: TestServer;
+    let b: TestServer;
+
+    before(async () => {
+      database = await postgresDatabase(url, { max: 2 });
+      a = await startTestServer({ database, clock: () => T0, keyCacheMs: TEN_MINUTES });
+      b = await startTestServer({ database, clock: () => T0, keyCacheMs: TEN_MINUTES });
+    });
+    after(async () => {
+      await a?.close();
+      await b?.close();
+      await database?.close();
+    });
+
+    /** Polls until `request` fails with `unauthorized`; only a heard revocation can end it (the cache would trust the key for ten minutes). */
+    async function refusedSoon(request: () => Promise<unknown>): Promise<void> {
+      for (let i = 0; i < 1_000; i++) {
+        try {
+          await request();
+        } catch (error) {
+          assert.ok(error instanceof DrawdownError);
+          assert.equal(error.code, "unauthorized");
+          return;
+        }
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      assert.fail("the revoked key was still served from the cache");
+    }
+
+    test("refused by the instance that cached it, once the revocation is heard", async () => {
+      const t = await a.newTenant("Revocations");
+      const admin = new Drawdown({ apiKey: t.key, baseUrl: a.url, maxRetries: 0 });
+      const other = await admin.apiKeys.create({ kind: "secret", name: "cached on B" });
+      const viaB = new Drawdown({ apiKey: other.secret!, baseUrl: b.url, maxRetries: 0 });
+      await viaB.customers.list(); // cached on B
+      await admin.apiKeys.revoke(other.id);
+      await refusedSoon(() => viaB.customers.list());
+      // From then on it writes nothing.
+      await fails(viaB.customers.create({ kind: "individual" }), "unauthorized", 401);
+      assert.equal((await admin.customers.list({ limit: 100 })).data.length, 0);
+    });
+
+    test("after its listening connection is cut, the instance listens again", async () => {
+      const t = await a.newTenant("Revocations after a cut");
+      const admin = new Drawdown({ apiKey: t.key, baseUrl: a.url, maxRetries: 0 });
+      const other = await admin.apiKeys.create({ kind: "secret", name: "cached on B" });
+      const viaB = new Drawdown({ apiKey: other.secret!, baseUrl: b.url, maxRetries: 0 });
+      await viaB.customers.list();
+      const cut = await database.db.query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND query = 'LISTEN drawdown_key_revoked'",
+      );
+      assert.ok(cut.rowCount >= 2, "both instances' listeners were cut");
+      await admin.apiKeys.revoke(other.id);
+      await refusedSoon(() => viaB.customers.list());
+      // Listening again: a key cached after the reconnection is refused once revoked.
+      const later = await admin.apiKeys.create({ kind: "secret", name: "cached after the cut" });
+      const laterViaB = new Drawdown({ apiKey: later.secret!, baseUrl: b.url, maxRetries: 0 });
+      await laterViaB.customers.list();
+      await admin.apiKeys.revoke(later.id);
+      await refusedSoon(() => laterViaB.customers.list());
+    });
+  });
 }

@@ -60,7 +60,29 @@ export interface SqlClient extends SqlExecutor {
   transaction<T>(fn: (tx: SqlExecutor) => Promise<T>): Promise<T>;
   /** Runs a script of several statements (migrations). */
   exec(script: string): Promise<void>;
+  /**
+   * Listens to a notification channel (`NOTIFY`, or `pg_notify` in a transaction, delivered on
+   * commit) until the returned listener is closed. On PostgreSQL it holds one connection of its
+   * own, outside the pool, and reconnects after losing it; `onConnect` runs at every
+   * (re)connection, since notifications sent while it was down are lost:
+   *
+   *     const listener = await db.listen("drawdown_key_revoked", (keyId) => forget(keyId), () => forgetAll());
+   *     await listener.close();
+   */
+  listen(channel: string, onNotify: (payload: string) => void, onConnect?: () => void): Promise<Listener>;
   close(): Promise<void>;
+}
+
+/** A channel being listened to (see {@link SqlClient.listen}). */
+export interface Listener {
+  close(): Promise<void>;
+}
+
+/** A channel name as LISTEN takes it: an identifier, not a parameter. */
+const CHANNEL = /^[a-z_][a-z0-9_]{0,62}$/;
+
+function checkChannel(channel: string): void {
+  if (!CHANNEL.test(channel)) throw new Error(`not a channel name: ${channel}`);
 }
 
 /**
@@ -98,6 +120,13 @@ export async function openPglite(dataDir?: string): Promise<SqlClient> {
       ),
     exec: async (script) => {
       await db.exec(script);
+    },
+    // One process holds the database, so it hears every notification: nothing to reconnect.
+    listen: async (channel, onNotify, onConnect) => {
+      checkChannel(channel);
+      const unlisten = await db.listen(channel, onNotify);
+      onConnect?.();
+      return { close: () => unlisten() };
     },
     close: () => db.close(),
   };
@@ -212,6 +241,71 @@ export async function openPostgres(url: string, options: PostgresOptions = {}): 
     exec: async (script) => {
       await pool.query(script);
     },
+    listen: (channel, onNotify, onConnect) => listenPostgres(url, channel, onNotify, onConnect),
     close: () => pool.end(),
+  };
+}
+
+/** Longest wait between two attempts to reconnect a lost listener. */
+const LISTEN_RETRY_MAX_MS = 10_000;
+
+/**
+ * A PostgreSQL listener on its own connection. Connecting the first time must succeed (a
+ * misconfigured server fails at start); afterwards a lost connection is retried with backoff,
+ * and each new connection runs `onConnect` once it listens again.
+ */
+async function listenPostgres(
+  url: string,
+  channel: string,
+  onNotify: (payload: string) => void,
+  onConnect?: () => void,
+): Promise<Listener> {
+  checkChannel(channel);
+  let closed = false;
+  let client: pg.Client | null = null;
+  let retry: NodeJS.Timeout | null = null;
+  let delay = 100;
+  const connect = async (): Promise<void> => {
+    const c = new pg.Client({ connectionString: url });
+    c.on("notification", (m) => {
+      if (m.channel === channel) onNotify(m.payload ?? "");
+    });
+    const lost = () => {
+      if (client !== c) return;
+      client = null;
+      c.end().catch(() => undefined);
+      if (!closed) schedule();
+    };
+    c.on("error", lost);
+    c.on("end", lost);
+    await c.connect();
+    await c.query(`LISTEN ${channel}`);
+    if (closed) {
+      await c.end();
+      return;
+    }
+    client = c;
+    delay = 100;
+    onConnect?.();
+  };
+  const schedule = () => {
+    retry = setTimeout(() => {
+      retry = null;
+      connect().catch(() => {
+        if (!closed) schedule();
+      });
+    }, delay);
+    retry.unref();
+    delay = Math.min(delay * 2, LISTEN_RETRY_MAX_MS);
+  };
+  await connect();
+  return {
+    close: async () => {
+      closed = true;
+      if (retry) clearTimeout(retry);
+      const c = client;
+      client = null;
+      await c?.end().catch(() => undefined);
+    },
   };
 }

@@ -62,12 +62,14 @@ import {
   type WalletRecord,
 } from "./records.js";
 import { announceResumableRuns } from "./run-resume.js";
-import type { Row, SqlClient, SqlExecutor } from "./sql.js";
+import type { Listener, Row, SqlClient, SqlExecutor } from "./sql.js";
 
 /** The clock and id generator the store gives the core. Injected so tests control time. */
 export interface StoreOptions {
   readonly clock?: () => number;
   readonly newId: IdGenerator;
+  /** How long an authenticated key is cached; default {@link KEY_CACHE_MS}. */
+  readonly keyCacheMs?: number;
 }
 
 /** What an idempotent write returns: its outcome, and whether it is a replay of the first. */
@@ -145,9 +147,14 @@ const iso = (ms: number | null): string | null => (ms === null ? null : new Date
 
 /**
  * How long an authenticated key is trusted without asking the database again. A revocation is
- * immediate on the instance that made it and takes at most this long on the others.
+ * immediate on the instance that made it, and on the others as soon as they hear of it
+ * ({@link Store.watchKeyRevocations}); this is the bound when they cannot hear (not watching,
+ * or their listening connection is down).
  */
 export const KEY_CACHE_MS = 2_000;
+
+/** The channel on which a revocation is announced to every instance: the key id as payload. */
+const KEY_REVOKED_CHANNEL = "drawdown_key_revoked";
 
 /**
  * The storage layer: tenancy, keys, customers, wallets and the ledger's writes on
@@ -164,6 +171,7 @@ export class Store {
   /** Authenticated keys by hash, for a few seconds: a key lookup per request would cost more than the request. */
   readonly #keys = new Map<string, { found: { key: ApiKey; tenant: Tenant }; until: number }>();
   readonly #revoked = new Set<string>();
+  readonly #keyCacheMs: number;
   /** Test tenants whose time is set by their test clock. */
   readonly #tenantClocks = new Map<string, number>();
   readonly #jobs: DueJob[] = [];
@@ -175,6 +183,26 @@ export class Store {
   ) {
     this.#clock = options.clock ?? Date.now;
     this.#newId = options.newId;
+    this.#keyCacheMs = options.keyCacheMs ?? KEY_CACHE_MS;
+  }
+
+  /**
+   * Hears revocations made by other instances and stops serving those keys from the cache at
+   * once, instead of after up to the key cache's lifetime. While the listening connection is
+   * down, the lifetime bounds it again; on every (re)connection the cache is emptied, as a
+   * revocation may have been missed. Servers call it at start and close the listener at stop.
+   */
+  async watchKeyRevocations(): Promise<Listener> {
+    return this.db.listen(
+      KEY_REVOKED_CHANNEL,
+      (keyId) => this.#forgetKey(keyId),
+      () => this.#keys.clear(),
+    );
+  }
+
+  #forgetKey(keyId: string): void {
+    this.#revoked.add(keyId);
+    for (const [hash, entry] of this.#keys) if (entry.found.key.id === keyId) this.#keys.delete(hash);
   }
 
   /** The injected id generator (for the storage layer's other writers). */
@@ -322,7 +350,7 @@ export class Store {
     const found = await this.#lookUpKey(hash);
     if (found && !this.#revoked.has(found.key.id)) {
       if (this.#keys.size >= 10_000) this.#keys.clear();
-      this.#keys.set(hash, { found, until: Date.now() + KEY_CACHE_MS });
+      this.#keys.set(hash, { found, until: Date.now() + this.#keyCacheMs });
     }
     return found;
   }
@@ -470,13 +498,17 @@ export class Store {
 
   /** Revokes a key; it stops working at once. Revoking twice is harmless. */
   async revokeApiKey(tenantId: string, keyId: string, ex: SqlExecutor = this.db): Promise<Result<ApiKey>> {
-    // Never again served from this instance's cache; other instances drop it within KEY_CACHE_MS.
-    this.#revoked.add(keyId);
+    // Never again served from this instance's cache; other instances hear it at commit (see
+    // watchKeyRevocations), or drop it within the key cache's lifetime.
+    // Only once it is known to be this tenant's: another tenant's key id changes nothing.
     const { rows } = await ex.query(
       "UPDATE api_keys SET revoked_at = coalesce(revoked_at, $3) WHERE tenant_id = $1 AND id = $2 RETURNING *",
       [tenantId, keyId, iso(this.now(tenantId))],
     );
-    return rows[0] ? ok(toApiKey(rows[0])) : fail("not_found", `No API key ${keyId}.`);
+    if (!rows[0]) return fail("not_found", `No API key ${keyId}.`);
+    this.#forgetKey(keyId);
+    await ex.query("SELECT pg_notify($1, $2)", [KEY_REVOKED_CHANNEL, keyId]);
+    return ok(toApiKey(rows[0]));
   }
 
   // ---------------------------------------------------------------- customers, subjects, wallets

@@ -33,6 +33,8 @@ export async function startTestServer(
     clock?: () => number;
     database?: TestDatabase;
     schedulerMs?: number;
+    /** How long the instance caches an authenticated key (the store's default when absent). */
+    keyCacheMs?: number;
   } = {},
 ): Promise<TestServer> {
   let database = options.database;
@@ -46,11 +48,17 @@ export async function startTestServer(
   // Sharing a database: a client of its own, as another process of the deployment.
   const own: SqlClient | null = options.database ? await db.connect() : null;
   const store = own
-    ? new Store(own, { clock: options.clock, newId: createIdGenerator(options.clock) })
+    ? new Store(own, {
+        clock: options.clock,
+        newId: createIdGenerator(options.clock),
+        ...(options.keyCacheMs === undefined ? {} : { keyCacheMs: options.keyCacheMs }),
+      })
     : db.store(options.clock);
   const app = await buildApp({ store, config: { bodyLimit: 1024 * 1024, logRequests: false } });
   const url = await app.listen({ host: "127.0.0.1", port: 0 });
   const scheduler = startScheduler(store, options.schedulerMs ?? 0);
+  // As the real server does: revocations made by another instance are heard at once.
+  const revocations = await store.watchKeyRevocations();
   const newTenant = async (name = "Test") => {
     const tenant = await store.createTenant(name, "test");
     const key = await store.createApiKey(tenant.id, { kind: "secret", name: "test" });
@@ -67,6 +75,7 @@ export async function startTestServer(
     newTenant,
     close: async () => {
       await scheduler.stop();
+      await revocations.close();
       await app.close();
       if (own) await own.close();
       else await db.close();
