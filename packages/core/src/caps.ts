@@ -17,7 +17,8 @@ import { fail, ok, type Result } from "./result.js";
  * Which charges a cap applies to: a wallet cap, every charge its wallet chain pays (a member
  * wallet's chain is [member wallet, pool]; a pool's cap therefore counts the whole customer);
  * a subject cap, every charge attributed to that member or agent. A hold and its settlement
- * count in the period the hold was placed in. A cap counts from its creation on.
+ * count in the period the hold was placed in. A cap counts from its creation on. Reversing a
+ * direct debit gives back what it counted, in the period it counted in (never below zero).
  */
 
 /** The calendar periods a cap resets on (UTC). */
@@ -53,6 +54,16 @@ export interface CapState {
 
 /** Cap room a pending hold reserves, in the period it was placed in. */
 export interface CapReservation {
+  readonly capId: string;
+  readonly periodStart: number;
+  readonly amount: bigint;
+}
+
+/**
+ * What one charge counted on one cap, in the period it counted in (a direct debit keeps these,
+ * so reversing it gives exactly that room back).
+ */
+export interface CapCharge {
   readonly capId: string;
   readonly periodStart: number;
   readonly amount: bigint;
@@ -138,6 +149,14 @@ export class CapBook {
     return this.#caps.filter((c) => capApplies(c, chain, subjectId));
   }
 
+  /** Each applicable cap's room at `at`, in the order the caps were loaded. */
+  rooms(chain: readonly string[], subjectId: string | null, at: number): { room: bigint; cap: SpendCap }[] {
+    return this.applicable(chain, subjectId).map((cap) => ({
+      cap,
+      room: capRoom(cap, this.#counters.get(capCounterKey(cap.id, capPeriodStart(cap.period, at)))),
+    }));
+  }
+
   /** The tightest applicable cap's room at `at`, with that cap; null when no cap applies. */
   room(
     chain: readonly string[],
@@ -145,10 +164,7 @@ export class CapBook {
     at: number,
   ): { room: bigint; cap: SpendCap } | null {
     let best: { room: bigint; cap: SpendCap } | null = null;
-    for (const cap of this.applicable(chain, subjectId)) {
-      const room = capRoom(cap, this.#counters.get(capCounterKey(cap.id, capPeriodStart(cap.period, at))));
-      if (best === null || room < best.room) best = { room, cap };
-    }
+    for (const r of this.rooms(chain, subjectId, at)) if (best === null || r.room < best.room) best = r;
     return best;
   }
 
@@ -178,10 +194,27 @@ export class CapBook {
       });
   }
 
-  /** Records a charge of `amount` on every applicable cap. */
-  charge(chain: readonly string[], subjectId: string | null, at: number, amount: bigint): void {
-    if (amount === 0n) return;
-    for (const cap of this.applicable(chain, subjectId)) this.#add(cap, at, amount, 0n, chain);
+  /** Records a charge of `amount` on every applicable cap; returns what it counted where. */
+  charge(chain: readonly string[], subjectId: string | null, at: number, amount: bigint): CapCharge[] {
+    if (amount === 0n) return [];
+    return this.applicable(chain, subjectId).map((cap) => {
+      this.#add(cap, at, amount, 0n, chain);
+      return { capId: cap.id, periodStart: capPeriodStart(cap.period, at), amount };
+    });
+  }
+
+  /**
+   * Gives back what charges counted (a reversed debit), each in the period it counted in, never
+   * taking `spent` below zero; charges of caps deleted since are skipped.
+   */
+  refund(charges: readonly CapCharge[]): void {
+    for (const c of charges) {
+      const cap = this.#caps.find((x) => x.id === c.capId);
+      if (!cap) continue;
+      const spent = this.#counters.get(capCounterKey(cap.id, c.periodStart))?.spent ?? 0n;
+      const back = minAmount(c.amount, spent);
+      if (back > 0n) this.#add(cap, c.periodStart, -back, 0n, []);
+    }
   }
 
   /** Reserves `amount` of room on every applicable cap for a pending hold; returns the reservations. */

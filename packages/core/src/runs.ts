@@ -1,3 +1,5 @@
+import { CapBook, capPeriodEnd, capPeriodStart, narrowByCap, type SpendCap } from "./caps.js";
+import { availableFor, type HoldState } from "./holds.js";
 import { fail, ok, type Result } from "./result.js";
 
 /**
@@ -12,7 +14,10 @@ import { fail, ok, type Result } from "./result.js";
  * the first result, and a different body under a used key is refused (`step_key_reused`).
  */
 
-/** Where a run is: running; suspended (a step was denied for lack of credits); then completed or canceled. */
+/**
+ * Where a run is: running; suspended (a step was denied for lack of credits or by a spend cap);
+ * then completed or canceled.
+ */
 export type RunStatus = "running" | "suspended" | "completed" | "canceled";
 
 /**
@@ -81,7 +86,7 @@ export function planStepRequest(
   if (run.status === "suspended" && run.suspendedStep !== key)
     return fail(
       "run_suspended",
-      `Run ${run.id} is suspended at step "${run.suspendedStep}" for lack of credits; retry that step (or resume the run) after a top-up.`,
+      `Run ${run.id} is suspended at step "${run.suspendedStep}" (denied for lack of credits or by a spend cap); retry that step (or resume the run) once it can be paid: run.resumable announces it.`,
       { step: run.suspendedStep ?? "" },
     );
   return ok("authorize");
@@ -98,11 +103,19 @@ export interface StepOutcome {
 }
 
 /**
- * The run after a step's authorization. A denial for lack of credits suspends the run at that
- * step; a new suspension starts (and is announced) when the run was running, or when the
- * suspension was already announced resumable and the retry is denied again (someone spent the
- * credits first). Allowing the suspended step resumes the run. Other denials (a spend cap, a
- * throttle) leave the run as it is: the client decides.
+ * Denial reasons that suspend a run: the agent cannot go on until credits return or a spend
+ * cap has room again (its period rolls over, its limit is raised, it is deleted), and each of
+ * those is announced (`run.resumable`). A throttle is not among them: it names the cheaper
+ * actions still allowed, so the client decides.
+ */
+export const SUSPENDING_REASONS: readonly string[] = ["insufficient_credits", "spend_cap_reached"];
+
+/**
+ * The run after a step's authorization. A denial for lack of credits or by a spend cap
+ * ({@link SUSPENDING_REASONS}) suspends the run at that step; a new suspension starts (and is
+ * announced) when the run was running, or when the suspension was already announced resumable
+ * and the retry is denied again (someone spent the credits or the cap room first). Allowing the
+ * suspended step resumes the run. A throttle leaves the run as it is: the client decides.
  */
 export function stepOutcome(
   run: RunState,
@@ -119,10 +132,67 @@ export function stepOutcome(
       resumed,
     };
   }
-  if (reason !== "insufficient_credits")
+  if (!SUSPENDING_REASONS.includes(reason))
     return { status: run.status, suspendedStep: run.suspendedStep, suspended: false, resumed: false };
   const fresh = run.status === "running" || run.resumableAt !== null;
   return { status: "suspended", suspendedStep: key, suspended: fresh, resumed: false };
+}
+
+/** Whether a suspended step could be paid now, and when to look again. */
+export interface SuspensionCheck {
+  /**
+   * What the chain could pay for the step's action now, as authorize computes it: eligible
+   * grants plus overdraft room, narrowed by the room of the spend caps that apply.
+   */
+  readonly available: bigint;
+  /** `available` covers the estimate: authorizing the step now would allow it. */
+  readonly payable: boolean;
+  /** The tightest applicable cap, when its room is short of the estimate; null otherwise. */
+  readonly capId: string | null;
+  /** When that cap's current period ends (it starts fresh then); null with no `capId`. */
+  readonly capPeriodEnd: number | null;
+  /**
+   * When every cap short of room has started a new period, so the step may be payable then
+   * (the scheduler looks again). Null when it is payable, when credits are short too (a grant
+   * announces it), or when a short cap's limit is below the estimate (a new period never
+   * helps; raising or deleting the cap does, and announces it).
+   */
+  readonly retryAt: number | null;
+}
+
+/**
+ * Checks a suspended step (its action and estimate, charged to `subjectId` on the locked
+ * chain) against what the chain and the spend caps allow now. Pure; the storage layer asks it
+ * whenever credits come back or cap room grows, and when a short cap's period rolls over.
+ */
+export function checkSuspension(
+  state: HoldState,
+  step: { readonly subjectId: string | null; readonly action: string; readonly estimate: bigint },
+  now: number,
+): SuspensionCheck {
+  const book = new CapBook(state.caps);
+  const chain = state.sources.map((s) => s.walletId);
+  const credits = availableFor(state, step.action, now);
+  const rooms = book.rooms(chain, step.subjectId, now);
+  const tightest = book.room(chain, step.subjectId, now);
+  const available = narrowByCap(credits, tightest?.room ?? null);
+  const payable = step.estimate <= available;
+  const refusing = tightest !== null && tightest.room < step.estimate ? tightest.cap : null;
+  const periodEnd = (cap: SpendCap) => capPeriodEnd(cap.period, capPeriodStart(cap.period, now));
+  const short = rooms.filter((r) => r.room < step.estimate);
+  let retryAt: number | null = null;
+  if (!payable && credits >= step.estimate && short.every((r) => r.cap.limit >= step.estimate))
+    for (const { cap } of short) {
+      const end = periodEnd(cap);
+      if (retryAt === null || end > retryAt) retryAt = end;
+    }
+  return {
+    available,
+    payable,
+    capId: refusing?.id ?? null,
+    capPeriodEnd: refusing === null ? null : periodEnd(refusing),
+    retryAt,
+  };
 }
 
 /**

@@ -21,9 +21,9 @@ export const EVENT_TYPES = {
   "alert.triggered":
     "An alert rule fired: percent or amount remaining, exhausted, expiring soon, spend cap reached, auto top-up failed.",
   "run.suspended":
-    "A step of a run was denied for lack of credits: the run is suspended at that step until credits return.",
+    "A step of a run was denied for lack of credits or by a spend cap: the run is suspended at that step until it can be paid.",
   "run.resumable":
-    "Credits granted to a suspended run's wallet cover its suspended step again: retry the step (or resume the run). Once per suspension.",
+    "A suspended run's step can be paid again (credits came back; a spend cap's next period, raised limit or deletion): retry the step (or resume the run). Once per suspension.",
   "run.completed": "A run was completed: every step settled or voided; no step holds credits.",
   "run.canceled": "A run was canceled: the steps still holding credits were voided (they cost nothing).",
   "overage.invoiced":

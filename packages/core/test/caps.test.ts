@@ -7,6 +7,7 @@ import {
   type CapEffect,
   type CapPeriod,
   type CapReservation,
+  type CapState,
   capApplies,
   capCounterKey,
   capPeriodEnd,
@@ -28,6 +29,7 @@ import {
   planUsage,
   type SpendCap,
   type UsageEvent,
+  withCapEffect,
 } from "../src/index.js";
 import { counterIds, makeGrant } from "./support.js";
 
@@ -369,6 +371,114 @@ describe("spend caps under random interleavings (property)", () => {
       ),
       { numRuns: 300 },
     );
+  });
+
+  test("reversing debits gives back exactly what each counted, in its period: spent is the sum of the debits not reversed, never below zero", () => {
+    type DebitOp =
+      | { kind: "debit"; subject: number; amount: number }
+      | { kind: "reverse"; which: number }
+      | { kind: "advance"; hours: number };
+    const debitOp: fc.Arbitrary<DebitOp> = fc.oneof(
+      fc.record({
+        kind: fc.constant("debit" as const),
+        subject: fc.nat(2),
+        amount: fc.integer({ min: 1, max: 6 }),
+      }),
+      fc.record({ kind: fc.constant("reverse" as const), which: fc.nat(30) }),
+      fc.record({ kind: fc.constant("advance" as const), hours: fc.integer({ min: 1, max: 40 }) }),
+    );
+    fc.assert(
+      fc.property(
+        fc.array(capArb, { minLength: 1, maxLength: 4 }),
+        fc.array(debitOp, { maxLength: 40 }),
+        (capSpecs, ops) => {
+          const caps: SpendCap[] = capSpecs.map((c, i) => ({
+            id: `cap_${i}`,
+            customerId: CUSTOMER,
+            targetKind: c.target.startsWith("wal_") ? "wallet" : "subject",
+            targetId: c.target,
+            period: c.period,
+            limit: cr(c.limit),
+            setBy: c.setBy,
+          }));
+          let state: CapState = { caps, counters: new Map() };
+          let now = Date.parse("2026-03-30T20:00:00Z");
+          /** Every debit allowed: when, who paid, what it counted where, and whether it was reversed. */
+          const debits: {
+            at: number;
+            chain: string[];
+            subject: SubjectId;
+            amount: bigint;
+            charges: ReturnType<CapBook["charge"]>;
+            reversed: boolean;
+          }[] = [];
+          for (const op of ops) {
+            if (op.kind === "advance") {
+              now += op.hours * HOUR;
+              continue;
+            }
+            const book = new CapBook(state);
+            if (op.kind === "debit") {
+              const subject = SUBJECTS[op.subject]!;
+              const chain = chainOf(subject);
+              const amount = cr(op.amount);
+              const room = book.roomFor(chain, subject, now);
+              if (room !== null && amount > room) continue; // refused whole, as capDebit does
+              const charges = book.charge(chain, subject, now, amount);
+              debits.push({ at: now, chain, subject, amount, charges, reversed: false });
+            } else {
+              const d = debits[op.which % Math.max(1, debits.length)];
+              if (!d || d.reversed) continue;
+              book.refund(d.charges);
+              d.reversed = true;
+            }
+            state = withCapEffect(state, book.effect());
+            // Against an independent model: per cap and period, the debits it applies to, not reversed.
+            for (const cap of caps)
+              for (const start of new Set(debits.map((x) => capPeriodStart(cap.period, x.at)))) {
+                const expected = debits
+                  .filter(
+                    (x) =>
+                      !x.reversed &&
+                      capPeriodStart(cap.period, x.at) === start &&
+                      capApplies(cap, x.chain, x.subject),
+                  )
+                  .reduce((sum, x) => sum + x.amount, 0n);
+                const c = state.counters.get(capCounterKey(cap.id, start));
+                assert.equal(c?.spent ?? 0n, expected, `cap ${cap.id} spent in the period`);
+                assert.ok(expected >= 0n && expected <= cap.limit);
+              }
+          }
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+
+  test("a refund never takes spent below zero, and skips deleted caps", () => {
+    const cap: SpendCap = {
+      id: "cap_1",
+      customerId: CUSTOMER,
+      targetKind: "wallet",
+      targetId: POOL,
+      period: "day",
+      limit: cr(10),
+      setBy: "vendor",
+    };
+    const start = capPeriodStart("day", 0);
+    const book = new CapBook({
+      caps: [cap],
+      counters: new Map([[capCounterKey(cap.id, start), { spent: cr(3), held: cr(1) }]]),
+    });
+    book.refund([
+      { capId: cap.id, periodStart: start, amount: cr(5) },
+      { capId: "cap_gone", periodStart: start, amount: cr(5) },
+    ]);
+    assert.deepEqual(
+      [...book.effect().deltas],
+      [[capCounterKey(cap.id, start), { spent: -cr(3), held: 0n }]],
+    );
+    assert.equal(book.roomFor([POOL], null, 0), cr(9));
   });
 
   test("a CapBook without caps costs nothing and changes nothing", () => {

@@ -2,10 +2,19 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import fc from "fast-check";
 import {
+  CapBook,
+  type CapPeriod,
+  capCounterKey,
+  capPeriodEnd,
+  capPeriodStart,
+  checkSuspension,
+  credits,
+  type HoldState,
   planSettleRequest,
   planStepRequest,
   type RunState,
   type RunStatus,
+  type SpendCap,
   type StepState,
   type StepStatus,
   stepOutcome,
@@ -63,20 +72,25 @@ describe("a step request", () => {
 });
 
 describe("a step's outcome on its run", () => {
-  test("a denial for lack of credits suspends, announced once per suspension; allowing the suspended step resumes", () => {
+  test("a denial for lack of credits or by a spend cap suspends, announced once per suspension; allowing the suspended step resumes", () => {
     fc.assert(
       fc.property(
         runArb,
         fc.constantFrom("a", "b"),
         fc.constantFrom("allow", "deny", "throttle") as fc.Arbitrary<"allow" | "deny" | "throttle">,
-        fc.constantFrom("sufficient_credits", "insufficient_credits", "spend_cap"),
+        fc.constantFrom(
+          "sufficient_credits",
+          "insufficient_credits",
+          "spend_cap_reached",
+          "below_throttle_level",
+        ),
         (run, key, decision, reason) => {
           const o = stepOutcome(run, key, decision, reason);
           if (decision === "allow") {
             assert.equal(o.suspended, false);
             assert.equal(o.resumed, run.status === "suspended" && run.suspendedStep === key);
             if (o.resumed) assert.deepEqual([o.status, o.suspendedStep], ["running", null]);
-          } else if (reason === "insufficient_credits") {
+          } else if (reason === "insufficient_credits" || reason === "spend_cap_reached") {
             assert.deepEqual([o.status, o.suspendedStep], ["suspended", key]);
             // A new suspension: from running, or after the last one was announced resumable.
             assert.equal(o.suspended, run.status === "running" || run.resumableAt !== null);
@@ -103,6 +117,116 @@ describe("a settle request", () => {
         else if (step.status !== "held") assert.equal(!r.ok && r.error.code, "step_not_held");
         else assert.deepEqual(r, { ok: true, value: "settle" });
       }),
+    );
+  });
+});
+
+describe("a suspended step's check", () => {
+  const POOL = "wal_p";
+  const HARD_CAP = { mode: "hard_cap", floor: 0n, price: null, throttle: null } as const;
+  const capArb = fc.record({
+    period: fc.constantFrom<CapPeriod>("day", "month"),
+    limit: fc.nat(12),
+    used: fc.nat(12),
+  });
+
+  test("payable exactly when credits and every cap's room cover the estimate; a new period of the short caps makes it payable", () => {
+    fc.assert(
+      fc.property(
+        fc.nat(12),
+        fc.array(capArb, { maxLength: 3 }),
+        fc.integer({ min: 1, max: 12 }),
+        fc.integer({ min: 0, max: 400 * 86_400_000 }),
+        (balance, specs, est, offset) => {
+          const now = Date.UTC(2026, 0, 1) + offset;
+          const caps: SpendCap[] = specs.map((c, i) => ({
+            id: `cap_${i}`,
+            customerId: "cus_1",
+            targetKind: "wallet",
+            targetId: POOL,
+            period: c.period,
+            limit: credits(BigInt(c.limit)),
+            setBy: "vendor",
+          }));
+          const counters = new Map(
+            specs.map((c, i) => [
+              capCounterKey(`cap_${i}`, capPeriodStart(c.period, now)),
+              { spent: credits(BigInt(c.used)), held: 0n },
+            ]),
+          );
+          const state = (at: Map<string, { spent: bigint; held: bigint }>): HoldState => ({
+            sources: [
+              {
+                walletId: POOL,
+                grants: [
+                  {
+                    id: "grt_1",
+                    walletId: POOL,
+                    amount: credits(BigInt(balance)),
+                    remaining: credits(BigInt(balance)),
+                    source: "top_up",
+                    costBasis: 0n,
+                    currency: null,
+                    effectiveAt: 0,
+                    expiresAt: null,
+                    priority: 0,
+                    scope: null,
+                    metadata: {},
+                    status: "active",
+                    createdAt: 0,
+                  },
+                ],
+              },
+            ],
+            poolWalletId: POOL,
+            overdraft: 0n,
+            policy: HARD_CAP,
+            caps: { caps, counters: at },
+          });
+          const estimate = credits(BigInt(est));
+          const step = { subjectId: null, action: "agent.step", estimate };
+          const c = checkSuspension(state(counters), step, now);
+          // Independently: the rooms, the tightest, and what a new period would do.
+          const rooms = specs.map((x) => {
+            const room = credits(BigInt(x.limit - x.used));
+            return room > 0n ? room : 0n;
+          });
+          const wallet = credits(BigInt(balance));
+          const available = rooms.reduce((m, r) => (r < m ? r : m), wallet);
+          assert.equal(c.available, available);
+          assert.equal(c.payable, estimate <= available);
+          const tightest = new CapBook({ caps, counters }).room([POOL], null, now);
+          assert.equal(c.capId, tightest && tightest.room < estimate ? tightest.cap.id : null);
+          assert.equal(
+            c.capPeriodEnd,
+            c.capId === null
+              ? null
+              : capPeriodEnd(tightest!.cap.period, capPeriodStart(tightest!.cap.period, now)),
+          );
+          const short = specs.filter((_, i) => rooms[i]! < estimate);
+          const helps =
+            !c.payable && wallet >= estimate && short.every((x) => credits(BigInt(x.limit)) >= estimate);
+          assert.equal(c.retryAt !== null, helps);
+          if (c.retryAt !== null) {
+            assert.ok(c.retryAt > now);
+            // At retryAt every short cap is in a new period; with nothing counted there yet, the step is payable.
+            const fresh = new Map(
+              specs.flatMap((x, i) =>
+                rooms[i]! < estimate
+                  ? []
+                  : [
+                      [
+                        capCounterKey(`cap_${i}`, capPeriodStart(x.period, c.retryAt!)),
+                        counters.get(capCounterKey(`cap_${i}`, capPeriodStart(x.period, now)))!,
+                      ] as const,
+                    ],
+              ),
+            );
+            assert.equal(checkSuspension(state(fresh), step, c.retryAt).payable, true);
+          }
+        },
+      ),
+      { numRuns: 500 },
     );
   });
 });

@@ -4,7 +4,7 @@ import type { ApiPromise } from "./http.js";
 import { pageQuery, Resource, seg } from "./resources.js";
 import type { AmountInput, List, PageParams, PostOptions, QuantityInput, RequestOptions } from "./types.js";
 
-/** Where a run is: running; suspended (a step was denied for lack of credits); completed or canceled. */
+/** Where a run is: running; suspended (a step was denied for lack of credits or by a spend cap); completed or canceled. */
 export type RunStatus = "running" | "suspended" | "completed" | "canceled";
 
 /** Where a step is: held (its hold pending), denied, settled, voided, or expired (its hold timed out). */
@@ -45,7 +45,7 @@ export interface Run {
   metadata: Record<string, string>;
   /** The step the run is suspended at. */
   suspended_step: string | null;
-  /** Suspended, and credits granted since cover the suspended step. */
+  /** Suspended, and the suspended step can be paid again (credits came back, or a spend cap has room), as `run.resumable` announced. */
   resumable: boolean;
   created_at: string | null;
   /** When it was completed or canceled. */
@@ -124,8 +124,9 @@ export interface RunListParams extends PageParams {
 /**
  * Durable runs of agent workflows: start a run, then authorize each step with a hold and
  * settle (or void) it under the step's own key. A retry or a resume with the same key never
- * charges a step twice. A step denied for lack of credits suspends the run (`run.suspended`
- * webhook); after a top-up (`run.resumable`), retry the step or `resume` the run.
+ * charges a step twice. A step denied for lack of credits or by a spend cap suspends the run
+ * (`run.suspended` webhook); once it can be paid again (`run.resumable`: a top-up, the cap's next
+ * period, a raised or deleted cap), retry the step or `resume` the run.
  */
 export class Runs extends Resource {
   /**
@@ -165,9 +166,9 @@ export class Runs extends Resource {
   }
 
   /**
-   * Authorizes a step, holding its estimate. A denial for lack of credits is an answer
-   * (`step.status` "denied", `run_status` "suspended"), not an error; retry the same call after
-   * a top-up.
+   * Authorizes a step, holding its estimate. A denial for lack of credits or by a spend cap is
+   * an answer (`step.status` "denied", `run_status` "suspended"), not an error; retry the same
+   * call after `run.resumable` (a top-up, or the cap has room again).
    *
    * @example
    * const r = await dd.runs.step(run.id, { key: "search-1", action: "tool.call", estimate: { credits: "5" } });

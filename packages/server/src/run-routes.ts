@@ -38,8 +38,9 @@ import { listView } from "./views.js";
 /**
  * Durable runs: an agent workflow's steps, each authorized with a hold and settled under its
  * own key, so a retry or a resume never charges a step twice. A step denied for lack of
- * credits suspends the run (`run.suspended`); a grant that covers the step again announces it
- * (`run.resumable`); retrying the step (or resuming the run) continues it.
+ * credits or by a spend cap suspends the run (`run.suspended`); when the step can be paid again
+ * (a grant, credits given back, the cap's next period, a raised or deleted cap) that is
+ * announced (`run.resumable`); retrying the step (or resuming the run) continues it.
  */
 
 const RunId = Type.String({
@@ -183,12 +184,13 @@ export const RunView = Type.Object(
     wallet_id: Type.Union([Type.String(), Type.Null()], { description: "The wallet its steps pay from." }),
     status: Type.Union([...RUN_STATUSES.map((s) => Type.Literal(s)), Type.Null()], {
       description:
-        "running, suspended (a step was denied for lack of credits), completed or canceled; null for a run known only from its events' run_id.",
+        "running, suspended (a step was denied for lack of credits or by a spend cap), completed or canceled; null for a run known only from its events' run_id.",
     }),
     metadata: Type.Record(Type.String(), Type.String()),
     suspended_step: Nullable(Type.String({ description: "The step the run is suspended at." })),
     resumable: Type.Boolean({
-      description: "Suspended, and credits granted since cover the suspended step.",
+      description:
+        "Suspended, and the suspended step can be paid again (credits came back, or a spend cap has room: its next period, a raised limit, deleted), as announced by run.resumable.",
     }),
     created_at: Nullable(Type.String()),
     finished_at: Nullable(Type.String({ description: "When it was completed or canceled." })),
@@ -410,7 +412,7 @@ export const RUN_ROUTES: readonly Route[] = [
     tag: "Runs",
     summary: "Authorize a step of a run, holding its estimate",
     description:
-      "Authorizes one step under its `key` and, when allowed, holds the estimate (as `POST /v1/authorize` with `hold: true`). The same key with the same body returns the stored step and changes nothing, so a retry or a resume never holds or charges a step twice; the same key with another body is `step_key_reused`. A step denied for lack of credits is an answer (200, step `denied`): the run becomes `suspended` and `run.suspended` is emitted. Retrying that step (same key and body) after a top-up authorizes it again and the run continues. While suspended, other new steps are refused (`run_suspended`).",
+      "Authorizes one step under its `key` and, when allowed, holds the estimate (as `POST /v1/authorize` with `hold: true`). The same key with the same body returns the stored step and changes nothing, so a retry or a resume never holds or charges a step twice; the same key with another body is `step_key_reused`. A step denied for lack of credits or by a spend cap (`reason` `insufficient_credits` or `spend_cap_reached`) is an answer (200, step `denied`): the run becomes `suspended` and `run.suspended` is emitted (with `cap_id` and `cap_period_end` for a cap). Retrying that step (same key and body) once `run.resumable` says it can be paid (a top-up; the cap's next period, a raised limit or a deleted cap) authorizes it again and the run continues. A throttle denial does not suspend. While suspended, other new steps are refused (`run_suspended`).",
     access: "secret",
     params: RunParam,
     body: StepBody,

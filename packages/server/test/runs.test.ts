@@ -9,8 +9,9 @@ import { fails } from "./support/sdk.js";
 /**
  * Durable runs through the SDK over HTTP, on every backend: each step authorizes with a hold
  * and settles under its own key; retries and resumes charge nothing twice; a step denied for
- * lack of credits suspends the run and writes `run.suspended` to the outbox in the same
- * transaction; a top-up that covers the step writes `run.resumable` once; the run start
+ * lack of credits or by a spend cap suspends the run and writes `run.suspended` to the outbox in
+ * the same transaction; a top-up that covers the step, or the cap's next period or a raised
+ * limit, writes `run.resumable` once; the run start
  * minimum refuses new runs while started ones continue. Every refusal changes nothing; every
  * response matches its documented schema.
  */
@@ -251,6 +252,67 @@ for (const backend of backends()) {
         "forbidden",
         403,
       );
+    });
+
+    // Last: it moves the tenant's clock a day on.
+    test("a step refused by a spend cap suspends the run with a webhook naming the cap; the cap's next day, or a raised limit, announces it once; each step is charged once", async () => {
+      const c = await dd.customers.create({ kind: "organization", name: "Umbrella" });
+      await dd.grants.create({ wallet_id: c.wallet_id, amount: "100", source: "purchase" });
+      const cap = await dd.spendCaps.create(c.id, { target_id: c.wallet_id, period: "day", limit: "5" });
+      const run = await dd.runs.start({ customer_id: c.id });
+      await step(run.id, "a", "3");
+      await dd.runs.settleStep(run.id, { key: "a", quantities: { output_tokens: 3000 } });
+      const denied = await step(run.id, "b", "4");
+      assert.deepEqual(
+        [denied.step.status, denied.step.reason, denied.run_status],
+        ["denied", "spend_cap_reached", "suspended"],
+      );
+      const suspended = (await outbox("run.suspended")).filter((e) => e.run_id === run.id);
+      assert.equal(suspended.length, 1);
+      assert.deepEqual(
+        [suspended[0]!.reason, suspended[0]!.cap_id, suspended[0]!.cap_period_end, suspended[0]!.available],
+        ["spend_cap_reached", cap.id, "2026-03-02T00:00:00.000Z", "2"],
+      );
+      await refused(() => step(run.id, "c", "1"), "run_suspended");
+      const resumable = async () => (await outbox("run.resumable")).filter((e) => e.run_id === run.id);
+      // Within the day nothing changes; the cap's next day announces it, once.
+      await dd.testClock.advance({ seconds: 3600 });
+      assert.equal((await resumable()).length, 0);
+      assert.equal((await dd.runs.get(run.id)).resumable, false);
+      await dd.testClock.advance({ to: "2026-03-02T01:00:00Z" });
+      await dd.testClock.advance({ seconds: 60 });
+      assert.equal((await resumable()).length, 1);
+      assert.deepEqual([(await resumable())[0]!.step, (await resumable())[0]!.available], ["b", "5"]);
+      assert.equal((await dd.runs.get(run.id)).resumable, true);
+      const resumed = await dd.runs.resume(run.id);
+      assert.equal(resumed.status, "running");
+      assert.equal(resumed.steps.find((s) => s.key === "b")?.status, "held");
+      await dd.runs.settleStep(run.id, { key: "b", quantities: { output_tokens: 4000 } });
+      // The agent replays its plan: nothing is held or charged again.
+      assert.equal((await step(run.id, "a", "3")).replayed, true);
+      assert.equal((await step(run.id, "b", "4")).replayed, true);
+      // The same day, the cap (4 of 5 spent) refuses a 2-credit step; raising its limit announces it, once.
+      assert.equal((await step(run.id, "c", "2")).run_status, "suspended");
+      assert.equal((await outbox("run.suspended")).filter((e) => e.run_id === run.id).length, 2);
+      await dd.spendCaps.update(cap.id, { limit: "5.5" });
+      assert.equal((await resumable()).length, 1);
+      await dd.spendCaps.update(cap.id, { limit: "6" });
+      await dd.spendCaps.update(cap.id, { limit: "20" });
+      assert.equal((await resumable()).length, 2, "once per suspension");
+      assert.equal((await dd.runs.resume(run.id)).status, "running");
+      await dd.runs.voidStep(run.id, "c");
+      const done = await dd.runs.complete(run.id);
+      assert.deepEqual(
+        done.steps.map((s) => [s.key, s.status, s.charged]),
+        [
+          ["a", "settled", "3"],
+          ["b", "settled", "4"],
+          ["c", "voided", "0"],
+        ],
+      );
+      assert.equal(done.credits, "7");
+      assert.equal((await dd.wallets.balance(c.wallet_id)).available, "93");
+      assert.deepEqual((await server.store.reconcile(server.tenantId)).differences, []);
     });
 
     test("every response matched its documented schema", () => {

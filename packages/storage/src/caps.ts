@@ -1,5 +1,6 @@
 import {
   CapBook,
+  type CapCharge,
   type CapCounter,
   type CapEffect,
   type CapPeriod,
@@ -59,12 +60,40 @@ const toCap = (r: Row): SpendCapRecord => ({
   updatedAt: ms(r.updated_at),
 });
 
-/** Locks the customer's pool wallet (the lock every charge of the customer holds). */
-async function lockPool(ex: SqlExecutor, tenantId: string, customerId: string): Promise<void> {
-  await ex.query(
+/** Locks the customer's pool wallet (the lock every charge of the customer holds); returns its id. */
+async function lockPool(ex: SqlExecutor, tenantId: string, customerId: string): Promise<string> {
+  const { rows } = await ex.query(
     "SELECT id FROM wallets WHERE tenant_id = $1 AND customer_id = $2 AND member_id IS NULL FOR UPDATE",
     [tenantId, customerId],
   );
+  return String(rows[0]!.id);
+}
+
+/**
+ * Cap room grew (a hold resolved below its reservation, a reversal, a limit changed): the
+ * suspended runs of these caps' customers may be payable again, so they are checked now
+ * (run-resume.ts), in the caller's transaction, which holds the customers' pool locks. Every
+ * suspension has a row for its pool wallet, so the pools find them all.
+ */
+async function announceCapRoom(
+  ex: SqlExecutor,
+  store: Store,
+  tenantId: string,
+  capIds: readonly string[],
+): Promise<void> {
+  if (capIds.length === 0) return;
+  const { rows } = await ex.query(
+    `SELECT DISTINCT w.id FROM spend_caps c JOIN wallets w
+       ON w.tenant_id = c.tenant_id AND w.customer_id = c.customer_id AND w.member_id IS NULL
+     WHERE c.tenant_id = $1 AND c.id = ANY($2::text[])`,
+    [tenantId, [...new Set(capIds)]],
+  );
+  if (rows.length > 0)
+    await store.announceResumableRuns(
+      ex,
+      tenantId,
+      rows.map((r) => String(r.id)),
+    );
 }
 
 /**
@@ -109,7 +138,8 @@ export async function loadCapState(
 
 /**
  * Writes a plan's cap effect in the caller's transaction: counter deltas (set-based), then a
- * `spend_cap_reached` alert for each cap reached, once per cap and period.
+ * `spend_cap_reached` alert for each cap reached, once per cap and period. When a counter went
+ * down (room given back), the customers' suspended runs are checked again.
  */
 export async function writeCapEffect(
   ex: SqlExecutor,
@@ -135,6 +165,8 @@ export async function writeCapEffect(
         entries.map((e) => e.d.held.toString()),
       ],
     );
+    const freed = entries.filter((e) => e.d.spent + e.d.held < 0n).map((e) => e.capId);
+    await announceCapRoom(ex, store, tenantId, freed);
   }
   for (const r of effect.reached) {
     await fireAlert(ex, store, {
@@ -212,11 +244,13 @@ export async function dropSettledReservations(
 
 /**
  * Frees the cap room of a hold that resolved (void, expiry; a settlement frees it through its
- * plan): the counters lose the reservation, and the reservation rows go. `release` false only
- * drops the rows (the settlement's plan already moved the counters).
+ * plan): the counters lose the reservation, and the reservation rows go; the customer's
+ * suspended runs are checked against the room freed. `release` false only drops the rows (the
+ * settlement's plan already moved the counters).
  */
 export async function dropCapReservations(
   ex: SqlExecutor,
+  store: Store,
   tenantId: string,
   holdId: string,
   release: boolean,
@@ -237,6 +271,68 @@ export async function dropCapReservations(
       rows.map((r) => String(r.amount)),
     ],
   );
+  await announceCapRoom(
+    ex,
+    store,
+    tenantId,
+    rows.map((r) => String(r.cap_id)),
+  );
+}
+
+/** Records what a direct debit (transaction `txId`) counted on each cap, so a reversal gives it back. */
+export async function writeCapDebits(
+  ex: SqlExecutor,
+  tenantId: string,
+  txId: string,
+  charges: readonly CapCharge[],
+): Promise<void> {
+  if (charges.length === 0) return;
+  await ex.query(
+    `INSERT INTO spend_cap_debits (tenant_id, transaction_id, cap_id, period_start, amount)
+     SELECT $1, $2, * FROM unnest($3::text[], $4::timestamptz[], $5::numeric[])`,
+    [
+      tenantId,
+      txId,
+      charges.map((c) => c.capId),
+      charges.map((c) => iso(c.periodStart)),
+      charges.map((c) => c.amount.toString()),
+    ],
+  );
+}
+
+/**
+ * Gives back the cap room a reversed debit counted: each cap's `spent`, in the period the debit
+ * counted in (never below zero), in the reversal's transaction, under the pool lock it holds.
+ * Its records go, so this happens once. Debits of caps deleted since give nothing back; so do
+ * debits recorded before caps kept these records (migration 19).
+ */
+export async function refundCapDebit(
+  ex: SqlExecutor,
+  store: Store,
+  tenantId: string,
+  customerId: string,
+  txId: string,
+): Promise<void> {
+  const { rows } = await ex.query(
+    `DELETE FROM spend_cap_debits WHERE tenant_id = $1 AND transaction_id = $2
+     RETURNING cap_id, period_start, amount::text AS amount`,
+    [tenantId, txId],
+  );
+  if (rows.length === 0) return;
+  const charges: CapCharge[] = rows.map((r) => ({
+    capId: String(r.cap_id),
+    periodStart: ms(r.period_start),
+    amount: BigInt(String(r.amount)),
+  }));
+  const state = await loadCapState(
+    ex,
+    tenantId,
+    [customerId],
+    charges.map((c) => c.periodStart),
+  );
+  const book = new CapBook(state);
+  book.refund(charges);
+  await writeCapEffect(ex, store, tenantId, book.effect());
 }
 
 /** What a cap is set on, and by whom. */
@@ -360,13 +456,13 @@ export class SpendCaps {
     return { ...listed, items: await this.#view(this.store.db, tenantId, listed.items) };
   }
 
-  /** A cap, locked with its customer's pool; `forbidden` when `actor` may not change it. */
+  /** A cap, locked with its customer's pool (its id returned too); `forbidden` when `actor` may not change it. */
   async #forChange(
     ex: SqlExecutor,
     tenantId: string,
     id: string,
     actor: CapSetter,
-  ): Promise<Result<SpendCapRecord>> {
+  ): Promise<Result<{ cap: SpendCapRecord; poolWalletId: string }>> {
     const found = await this.get(tenantId, id, ex);
     if (!found) return fail("not_found", `No spend cap ${id}.`);
     if (actor === "customer" && found.setBy === "vendor")
@@ -375,11 +471,14 @@ export class SpendCaps {
         `Spend cap ${id} was set by the vendor; a restricted key may add a tighter cap of its own but never change or remove the vendor's.`,
         { cap_id: id },
       );
-    await lockPool(ex, tenantId, found.customerId);
-    return ok(found);
+    const poolWalletId = await lockPool(ex, tenantId, found.customerId);
+    return ok({ cap: found, poolWalletId });
   }
 
-  /** Changes a cap's limit (from now on; what was charged stays). */
+  /**
+   * Changes a cap's limit (from now on; what was charged stays). The customer's suspended runs
+   * are checked against the new limit in this transaction: a raise may announce them resumable.
+   */
   async update(
     ex: SqlExecutor,
     tenantId: string,
@@ -395,10 +494,14 @@ export class SpendCaps {
       "UPDATE spend_caps SET limit_amount = $3, updated_at = $4 WHERE tenant_id = $1 AND id = $2",
       [tenantId, id, checked.value.toString(), iso(this.store.now(tenantId))],
     );
+    await this.store.announceResumableRuns(ex, tenantId, [found.value.poolWalletId]);
     return ok((await this.get(tenantId, id, ex))!);
   }
 
-  /** Deletes a cap with its counters and reservations; returns it as it was. */
+  /**
+   * Deletes a cap with its counters, reservations and debit records; returns it as it was. The
+   * customer's suspended runs are checked without it in this transaction.
+   */
   async delete(
     ex: SqlExecutor,
     tenantId: string,
@@ -410,7 +513,9 @@ export class SpendCaps {
     const before = (await this.get(tenantId, id, ex))!;
     await ex.query("DELETE FROM spend_cap_holds WHERE tenant_id = $1 AND cap_id = $2", [tenantId, id]);
     await ex.query("DELETE FROM spend_cap_counters WHERE tenant_id = $1 AND cap_id = $2", [tenantId, id]);
+    await ex.query("DELETE FROM spend_cap_debits WHERE tenant_id = $1 AND cap_id = $2", [tenantId, id]);
     await ex.query("DELETE FROM spend_caps WHERE tenant_id = $1 AND id = $2", [tenantId, id]);
+    await this.store.announceResumableRuns(ex, tenantId, [found.value.poolWalletId]);
     return ok(before);
   }
 }
@@ -419,7 +524,7 @@ export class SpendCaps {
  * The spend cap check of a direct debit (usage or a manual debit: both charge the wallet), in
  * the debit's plan under its wallet locks: the charge beyond the tightest applicable cap's room
  * is refused with `spend_cap_reached`. Returns the effect to write either way (a refusal
- * fires the cap's alert).
+ * fires the cap's alert), and what an allowed debit counted where (for {@link writeCapDebits}).
  */
 export async function capDebit(
   ex: SqlExecutor,
@@ -428,15 +533,15 @@ export async function capDebit(
   chain: readonly string[],
   at: number,
   amount: bigint,
-): Promise<{ ok: boolean; effect: CapEffect; room: bigint | null }> {
+): Promise<{ ok: boolean; effect: CapEffect; room: bigint | null; charges: CapCharge[] }> {
   const state = await loadCapState(ex, tenantId, [customerId], [at]);
   const book = new CapBook(state);
-  if (book.empty) return { ok: true, effect: book.effect(), room: null };
+  if (book.empty) return { ok: true, effect: book.effect(), room: null, charges: [] };
   const room = book.roomFor(chain, null, at);
   if (room !== null && amount > room) {
     book.refuse(chain, null, at);
-    return { ok: false, effect: book.effect(), room };
+    return { ok: false, effect: book.effect(), room, charges: [] };
   }
-  book.charge(chain, null, at, amount);
-  return { ok: true, effect: book.effect(), room };
+  const charges = book.charge(chain, null, at, amount);
+  return { ok: true, effect: book.effect(), room, charges };
 }

@@ -686,7 +686,7 @@ export class Holds implements DueJob {
     );
     await insertEvents(ex, tenantId, done.plan.outcomes, this.store.now(tenantId), holdId);
     await writeUsageCounters(ex, tenantId, done.plan.usageDeltas, catalog, pricing);
-    await dropCapReservations(ex, tenantId, holdId, false);
+    await dropCapReservations(ex, this.store, tenantId, holdId, false);
     await writeCapEffect(ex, this.store, tenantId, done.plan.caps);
     return ok(record);
   }
@@ -727,7 +727,7 @@ export class Holds implements DueJob {
     if (done === null) return ok(null);
     const record = await this.#resolve(ex, tenantId, done.locked, done.hold, done.transactionId);
     // The hold's reserved cap room is free again (caps.ts).
-    await dropCapReservations(ex, tenantId, found.id, true);
+    await dropCapReservations(ex, this.store, tenantId, found.id, true);
     return ok(record);
   }
 

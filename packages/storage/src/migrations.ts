@@ -997,6 +997,29 @@ DROP INDEX journal_entries_wallet;
 CREATE INDEX journal_entries_wallet ON journal_entries (tenant_id, wallet_id, grant_id) WHERE wallet_id IS NOT NULL;
 `,
   },
+  {
+    version: 19,
+    name: "spend caps with runs and reversals",
+    sql: /* sql */ `
+-- A run suspended by a spend cap waits for the cap's next period: when the caps short of room
+-- start their next period, the scheduler checks the suspension again (null: a new period alone
+-- cannot make the step payable; a grant, a raised or deleted cap, or freed room announces it).
+ALTER TABLE run_suspensions ADD COLUMN retry_at timestamptz;
+CREATE INDEX run_suspensions_retry ON run_suspensions (retry_at) WHERE resumable_at IS NULL AND retry_at IS NOT NULL;
+
+-- What a direct debit counted on each spend cap, and in which period: reversing the debit
+-- gives exactly that back (once: the rows go with the reversal, or with their cap).
+CREATE TABLE spend_cap_debits (
+  tenant_id text NOT NULL,
+  transaction_id text NOT NULL,
+  cap_id text NOT NULL,
+  period_start timestamptz NOT NULL,
+  amount numeric NOT NULL CHECK (amount > 0),
+  PRIMARY KEY (tenant_id, transaction_id, cap_id)
+);
+CREATE INDEX spend_cap_debits_by_cap ON spend_cap_debits (tenant_id, cap_id);
+`,
+  },
 ];
 
 /** Thrown when the database's schema is newer than this build knows. */

@@ -15,6 +15,7 @@ import {
 } from "@drawdown/core";
 import type { Estimate, HoldRecord, Holds, SettleEvent, SettleInput } from "./holds.js";
 import { type Page, paginate } from "./records.js";
+import { assessSuspension, CapPeriodResumes } from "./run-resume.js";
 import type { Row, SqlExecutor } from "./sql.js";
 import type { Store } from "./store.js";
 
@@ -25,10 +26,11 @@ import type { Store } from "./store.js";
  * (core/runs.ts) what a request does. Every write first locks the run's row, so the steps of
  * one run are serialized; the wallet locks the holds API takes come after it.
  *
- * A step denied for lack of credits suspends the run in the same transaction, writes one
- * suspension row per wallet of the paying chain (the member's wallet and the pool) and emits
- * `run.suspended`. The write pipeline's hook (run-resume.ts) emits `run.resumable` when a grant
- * makes the step payable again. Resuming is retrying the step (or {@link Runs.resume}).
+ * A step denied for lack of credits or by a spend cap suspends the run in the same
+ * transaction, writes one suspension row per wallet of the paying chain (the member's wallet and
+ * the pool) and emits `run.suspended`. run-resume.ts emits `run.resumable` when the step can be
+ * paid again: credits came back, cap room grew, or a cap's period rolled over (a scheduler job
+ * registered here). Resuming is retrying the step (or {@link Runs.resume}).
  */
 
 /** A run as stored. */
@@ -223,7 +225,10 @@ export class Runs {
   constructor(
     private readonly store: Store,
     private readonly holds: Holds,
-  ) {}
+  ) {
+    // Suspensions by a spend cap are checked again when its period rolls over.
+    new CapPeriodResumes(store);
+  }
 
   /**
    * Starts a run. Refused with `run_start_below_minimum` when a wallet of its paying chain has
@@ -345,9 +350,9 @@ export class Runs {
   /**
    * Authorizes a step with a hold, under its key. The same key and body again returns the
    * stored step and changes nothing (a held, settled or voided step is never authorized twice);
-   * a denied or expired step is authorized again (the resume). A denial for lack of credits
-   * suspends the run and emits `run.suspended`, in this transaction; allowing the step the run
-   * is suspended at resumes it.
+   * a denied or expired step is authorized again (the resume). A denial for lack of credits or
+   * by a spend cap suspends the run and emits `run.suspended`, in this transaction; allowing the
+   * step the run is suspended at resumes it.
    */
   async step(
     ex: SqlExecutor,
@@ -432,10 +437,17 @@ export class Runs {
     if (outcome.resumed)
       await ex.query("DELETE FROM run_suspensions WHERE tenant_id = $1 AND run_id = $2", [tenantId, run.id]);
     if (outcome.suspended) {
+      // Under the wallet locks authorize took: which cap refuses the step, and when a new
+      // period of the caps short of room may let it through (the scheduler looks again then).
+      const check = await assessSuspension(ex, this.store, tenantId, run, {
+        action: request.action,
+        estimate: a.estimate,
+      });
+      const capEnd = check.capPeriodEnd === null ? null : iso(check.capPeriodEnd);
       await ex.query("DELETE FROM run_suspensions WHERE tenant_id = $1 AND run_id = $2", [tenantId, run.id]);
       await ex.query(
-        `INSERT INTO run_suspensions (tenant_id, run_id, wallet_id, step_key, action, estimate, suspended_at)
-         SELECT $1, $2, w, $4, $5, $6, $7 FROM unnest($3::text[]) AS w`,
+        `INSERT INTO run_suspensions (tenant_id, run_id, wallet_id, step_key, action, estimate, suspended_at, retry_at)
+         SELECT $1, $2, w, $4, $5, $6, $7, $8 FROM unnest($3::text[]) AS w`,
         [
           tenantId,
           run.id,
@@ -444,6 +456,7 @@ export class Runs {
           request.action,
           a.estimate.toString(),
           now,
+          check.retryAt === null ? null : iso(check.retryAt),
         ],
       );
       await this.store.emit(ex, tenantId, "run.suspended", {
@@ -456,6 +469,9 @@ export class Runs {
         estimate: formatAmount(a.estimate),
         available: formatAmount(a.available),
         reason: a.reason,
+        // On `spend_cap_reached`: the cap that refuses it, and when its period ends (it starts fresh then).
+        cap_id: check.capId,
+        cap_period_end: capEnd,
         suspended_at: now,
       });
     }

@@ -38,7 +38,7 @@ import {
   walletsGivenCredits,
 } from "@drawdown/core";
 import { evaluateWalletAlerts } from "./alerts.js";
-import { capDebit, writeCapEffect } from "./caps.js";
+import { capDebit, refundCapDebit, writeCapDebits, writeCapEffect } from "./caps.js";
 import { hashKey, newKeySecret } from "./ids.js";
 import { type EventPayload, insertEvent } from "./outbox.js";
 import {
@@ -749,6 +749,15 @@ export class Store {
   }
 
   /**
+   * Announces `run.resumable` for the suspended runs these wallets pay for whose step can now be
+   * paid (run-resume.ts); the caller holds the wallets' pool locks. Storage-internal: spend caps
+   * call it when their room grows.
+   */
+  announceResumableRuns(ex: SqlExecutor, tenantId: string, walletIds: readonly string[]): Promise<void> {
+    return announceResumableRuns(ex, this, tenantId, walletIds);
+  }
+
+  /**
    * Writes an effect with set-based SQL. Grant remainders, wallet balances and overdrafts
    * change only by journal entries, so they cannot disagree with the journal. The caller
    * holds the locks of every wallet the effect touches (storage-internal).
@@ -1130,10 +1139,16 @@ export class Store {
     if (capped) await writeCapEffect(ex, this, tenantId, capped.effect);
     if (!r.ok) return r;
     const tx = r.value.transactions[r.value.transactions.length - 1]!;
+    // What it counted on each cap, and in which period: a reversal gives exactly that back.
+    if (capped) await writeCapDebits(ex, tenantId, tx.id, capped.charges);
     return ok((await this.getTransaction(tenantId, tx.id, ex))!);
   }
 
-  /** Reverses a debit with a new, negating transaction; the original stays. */
+  /**
+   * Reverses a debit with a new, negating transaction; the original stays. What the debit
+   * counted on spend caps is given back in the same transaction, in the period it counted in
+   * (caps.ts), before the write pipeline checks suspended runs against the credits returned.
+   */
   async reverseTransaction(
     ex: SqlExecutor,
     tenantId: string,
@@ -1155,7 +1170,9 @@ export class Store {
         "SELECT 1 FROM journal_transactions WHERE tenant_id = $1 AND reverses_id = $2",
         [tenantId, txId],
       );
-      return reverse(ctx, original, s.grants, done.rowCount > 0, reason);
+      const reversed = reverse(ctx, original, s.grants, done.rowCount > 0, reason);
+      if (reversed.ok) await refundCapDebit(ex, this, tenantId, original.customerId, txId);
+      return reversed;
     });
     if (!r.ok) return r;
     const tx = r.value.transactions[r.value.transactions.length - 1]!;

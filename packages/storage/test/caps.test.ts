@@ -279,6 +279,66 @@ for (const backend of backends()) {
       assert.equal(okv(await h.authorize(w, w.agent, 10n, null)).authorization.decision, "allow");
       await h.clean(w);
     });
+
+    test("reversing a debit gives back what it counted on each cap, in the period it counted in, once", async () => {
+      const w = await h.setup();
+      const day = okv(await h.cap(w, w.pool, "day", 10n));
+      const month = okv(await h.cap(w, w.pool, "month", 50n));
+      const own = okv(await h.cap(w, w.memberWallet, "day", 8n));
+      const debit = async (walletId: string, amount: bigint) =>
+        okv(
+          await h.tx((ex) =>
+            h.store.debitWallet(ex, w.tenantId, walletId, {
+              amount: credits(amount),
+              action: null,
+              kind: "debit",
+            }),
+          ),
+        );
+      const reverse = (txId: string) =>
+        h.tx((ex) => h.store.reverseTransaction(ex, w.tenantId, txId, "charged in error"));
+      const spentIn = async (capId: string, periodStart: string) => {
+        const { rows } = await h.store.db.query(
+          "SELECT spent::text AS spent FROM spend_cap_counters WHERE tenant_id = $1 AND cap_id = $2 AND period_start = $3",
+          [w.tenantId, capId, periodStart],
+        );
+        return rows[0] ? BigInt(String(rows[0].spent)) / UNIT : null;
+      };
+      // A member's debit counts on its own wallet's cap and the pool's (its chain).
+      const first = await debit(w.memberWallet, 6n);
+      assert.deepEqual(await h.status(w, own.id), [6n, 0n, 2n]);
+      assert.deepEqual(await h.status(w, day.id), [6n, 0n, 4n]);
+      assert.deepEqual(await h.status(w, month.id), [6n, 0n, 44n]);
+      // A new day and month: a debit counts in the new periods.
+      okv(await h.store.advanceClock(w.tenantId, Date.UTC(2027, 3, 1, 1)));
+      const second = await debit(w.pool, 4n);
+      assert.deepEqual(await h.status(w, day.id), [4n, 0n, 6n]);
+      // Reversing the first debit gives back its own periods' room only.
+      okv(await reverse(first.id));
+      assert.deepEqual(await h.status(w, day.id), [4n, 0n, 6n]);
+      assert.deepEqual(await h.status(w, month.id), [4n, 0n, 46n]);
+      for (const c of [own, day])
+        assert.equal(await spentIn(c.id, "2027-03-31T00:00:00.000Z"), 0n, "the day it counted in");
+      assert.equal(await spentIn(month.id, "2027-03-01T00:00:00.000Z"), 0n, "the month it counted in");
+      // Once: a second reversal is refused and changes nothing.
+      const again = await reverse(first.id);
+      assert.equal(again.ok ? "ok" : again.error.code, "transaction_already_reversed");
+      assert.equal(await spentIn(day.id, "2027-03-31T00:00:00.000Z"), 0n);
+      okv(await reverse(second.id));
+      assert.deepEqual(await h.status(w, day.id), [0n, 0n, 10n]);
+      assert.deepEqual(await h.status(w, month.id), [0n, 0n, 50n]);
+      // A cap deleted since: the reversal goes through, the other caps get their room back.
+      const third = await debit(w.pool, 7n);
+      okv(await h.tx((ex) => h.caps.delete(ex, w.tenantId, day.id, "vendor")));
+      okv(await reverse(third.id));
+      assert.deepEqual(await h.status(w, month.id), [0n, 0n, 50n]);
+      const left = await h.store.db.query(
+        "SELECT count(*)::int AS n FROM spend_cap_debits WHERE tenant_id = $1",
+        [w.tenantId],
+      );
+      assert.equal(Number(left.rows[0]!.n), 0, "every record went with its reversal or its cap");
+      await h.clean(w);
+    });
   });
 }
 

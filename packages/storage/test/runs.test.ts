@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { credits, type Result, UNIT } from "@drawdown/core";
 import fc from "fast-check";
-import { Holds, Metering, Runs, type SqlExecutor, type StepResult } from "../src/index.js";
+import { Holds, Metering, Runs, SpendCaps, type SqlExecutor, type StepResult } from "../src/index.js";
 import { backends, POSTGRES_URL, postgresDatabase, type TestDatabase } from "./support/backends.js";
 
 const T0 = Date.UTC(2027, 2, 1, 12);
@@ -23,6 +23,7 @@ function harness(database: TestDatabase) {
   const metering = new Metering((t) => store.now(t), store.newId);
   const holds = new Holds(store, metering);
   const runs = new Runs(store, holds);
+  const caps = new SpendCaps(store);
   const tx = <T>(fn: (ex: SqlExecutor) => Promise<T>) => store.db.transaction(fn);
 
   async function setup(amount: bigint) {
@@ -59,6 +60,24 @@ function harness(database: TestDatabase) {
   const voidStep = (tenantId: string, runId: string, key: string) =>
     tx((ex) => runs.voidStep(ex, tenantId, runId, key));
   const resume = (tenantId: string, runId: string) => tx((ex) => runs.resume(ex, tenantId, runId));
+  /** A vendor's spend cap on a wallet of the customer. */
+  const capOn = (
+    tenantId: string,
+    customerId: string,
+    targetId: string,
+    period: "day" | "month",
+    limit: bigint,
+  ) => tx((ex) => caps.create(ex, tenantId, { customerId, targetId, period, limit, setBy: "vendor" }));
+  const setCap = (tenantId: string, capId: string, limit: bigint) =>
+    tx((ex) => caps.update(ex, tenantId, capId, limit, "vendor"));
+  /** When the scheduler looks at a suspended run again (null: it does not), per suspension row. */
+  const retryAt = async (tenantId: string, runId: string) =>
+    (
+      await store.db.query<{ retry_at: unknown }>(
+        "SELECT retry_at FROM run_suspensions WHERE tenant_id = $1 AND run_id = $2 ORDER BY wallet_id",
+        [tenantId, runId],
+      )
+    ).rows.map((r) => (r.retry_at === null ? null : new Date(r.retry_at as string).toISOString()));
   const outbox = async (tenantId: string, type: string) =>
     (
       await store.db.query<{ payload: unknown }>(
@@ -102,6 +121,10 @@ function harness(database: TestDatabase) {
     settle,
     voidStep,
     resume,
+    caps,
+    capOn,
+    setCap,
+    retryAt,
     outbox,
     runTotal,
     snapshot,
@@ -279,6 +302,144 @@ for (const backend of backends()) {
       okv(await h.start(tenantId, customerId));
     });
 
+    test("a step refused by a spend cap suspends the run; the cap's next period announces it once; resuming charges no step twice", async () => {
+      const { tenantId, customerId, walletId } = await h.setup(credits(100n));
+      const cap = okv(await h.capOn(tenantId, customerId, walletId, "day", credits(5n)));
+      const run = okv(await h.start(tenantId, customerId));
+      okv(await h.step(tenantId, run.id, "a", credits(3n)));
+      okv(await h.settle(tenantId, run.id, "a", 3n));
+      const denied = okv(await h.step(tenantId, run.id, "b", credits(4n)));
+      assert.deepEqual(
+        [denied.step.status, denied.step.reason, denied.run.status, denied.run.suspendedStep],
+        ["denied", "spend_cap_reached", "suspended", "b"],
+      );
+      const suspended = await h.outbox(tenantId, "run.suspended");
+      assert.equal(suspended.length, 1);
+      const e = suspended[0]!;
+      assert.deepEqual(
+        [e.reason, e.cap_id, e.cap_period_end, e.available, e.estimate],
+        ["spend_cap_reached", cap.id, "2027-03-02T00:00:00.000Z", "2", "4"],
+      );
+      assert.deepEqual(await h.retryAt(tenantId, run.id), ["2027-03-02T00:00:00.000Z"]);
+      assert.equal(code(await h.step(tenantId, run.id, "c", credits(1n))), "run_suspended");
+      // Retried while the cap is still full: still suspended, nothing new announced.
+      assert.equal(okv(await h.step(tenantId, run.id, "b", credits(4n))).run.status, "suspended");
+      assert.equal((await h.outbox(tenantId, "run.suspended")).length, 1);
+      // Credits are not what is short: a grant announces nothing; nor does time within the day.
+      await h.grant(tenantId, walletId, credits(5n));
+      okv(await h.store.advanceClock(tenantId, T0 + 6 * 3_600_000));
+      assert.equal((await h.outbox(tenantId, "run.resumable")).length, 0);
+      // The next day: announced once, whatever the number of scheduler passes.
+      okv(await h.store.advanceClock(tenantId, Date.UTC(2027, 2, 2, 0, 30)));
+      await h.store.runDue(tenantId);
+      await h.store.runDue();
+      const resumable = await h.outbox(tenantId, "run.resumable");
+      assert.equal(resumable.length, 1);
+      assert.deepEqual(
+        [resumable[0]!.run_id, resumable[0]!.step, resumable[0]!.available],
+        [run.id, "b", "5"],
+      );
+      assert.notEqual((await h.runs.getRun(tenantId, run.id))!.resumableAt, null);
+      const resumed = okv(await h.resume(tenantId, run.id)) as StepResult;
+      assert.deepEqual([resumed.run.status, resumed.step.status], ["running", "held"]);
+      okv(await h.settle(tenantId, run.id, "b", 4n));
+      // A resumed agent replays its plan: nothing is held or charged again.
+      assert.equal(okv(await h.step(tenantId, run.id, "a", credits(3n))).replayed, true);
+      assert.equal(okv(await h.step(tenantId, run.id, "b", credits(4n))).replayed, true);
+      assert.deepEqual(await h.runTotal(tenantId, run.id), { events: 2, charged: credits(7n) });
+      assert.equal((await h.store.balance(tenantId, walletId))!.total, credits(98n));
+      assert.equal((await h.outbox(tenantId, "run.resumable")).length, 1);
+      assert.deepEqual((await h.store.reconcile(tenantId)).differences, []);
+    });
+
+    test("raising a cap's limit, or deleting the cap, announces the runs it suspended once; lowering it, or a new period that cannot help, does not", async () => {
+      const { tenantId, customerId, walletId } = await h.setup(credits(100n));
+      const cap = okv(await h.capOn(tenantId, customerId, walletId, "day", credits(5n)));
+      const busy = okv(await h.start(tenantId, customerId));
+      okv(await h.step(tenantId, busy.id, "a", credits(5n)));
+      const run = okv(await h.start(tenantId, customerId));
+      assert.equal(okv(await h.step(tenantId, run.id, "x", credits(1n))).step.reason, "spend_cap_reached");
+      const announced = async (id: string) =>
+        (await h.outbox(tenantId, "run.resumable")).filter((e) => e.run_id === id).length;
+      okv(await h.setCap(tenantId, cap.id, credits(4n)));
+      okv(await h.setCap(tenantId, cap.id, credits(5n) + 500_000_000n)); // 5.5: room 0.5 < 1
+      assert.equal(await announced(run.id), 0);
+      okv(await h.setCap(tenantId, cap.id, credits(6n)));
+      assert.equal(await announced(run.id), 1);
+      assert.equal((await h.outbox(tenantId, "run.resumable"))[0]!.available, "1");
+      okv(await h.setCap(tenantId, cap.id, credits(10n)));
+      assert.equal(await announced(run.id), 1, "once per suspension");
+      assert.equal((okv(await h.resume(tenantId, run.id)) as StepResult).step.status, "held");
+      // A step beyond the limit itself: no new period can help (no retry_at); deleting the cap does.
+      const big = okv(await h.start(tenantId, customerId));
+      assert.equal(okv(await h.step(tenantId, big.id, "y", credits(20n))).run.status, "suspended");
+      assert.deepEqual(await h.retryAt(tenantId, big.id), [null]);
+      okv(await h.store.advanceClock(tenantId, Date.UTC(2027, 2, 3)));
+      assert.equal(await announced(big.id), 0);
+      okv(await h.tx((ex) => h.caps.delete(ex, tenantId, cap.id, "vendor")));
+      assert.equal(await announced(big.id), 1);
+      assert.equal((okv(await h.resume(tenantId, big.id)) as StepResult).step.status, "held");
+      assert.deepEqual((await h.store.reconcile(tenantId)).differences, []);
+    });
+
+    test("cap room given back by a voided step, a settlement below its estimate or a reversed debit announces a run the cap suspended", async () => {
+      for (const giveBack of ["void", "settle", "reverse"] as const) {
+        const { tenantId, customerId, walletId } = await h.setup(credits(100n));
+        okv(await h.capOn(tenantId, customerId, walletId, "day", credits(6n)));
+        const busy = okv(await h.start(tenantId, customerId));
+        // 5 of the cap's 6 are taken: by a held step, or by a direct debit.
+        let debitId = "";
+        if (giveBack !== "reverse") okv(await h.step(tenantId, busy.id, "a", credits(5n)));
+        else
+          debitId = okv(
+            await h.tx((ex) =>
+              h.store.debitWallet(ex, tenantId, walletId, {
+                amount: credits(5n),
+                action: null,
+                kind: "debit",
+              }),
+            ),
+          ).id;
+        const waiting = okv(await h.start(tenantId, customerId));
+        const denied = okv(await h.step(tenantId, waiting.id, "x", credits(3n)));
+        assert.deepEqual(
+          [denied.step.reason, denied.run.status],
+          ["spend_cap_reached", "suspended"],
+          giveBack,
+        );
+        assert.equal((await h.outbox(tenantId, "run.resumable")).length, 0);
+        if (giveBack === "void") okv(await h.voidStep(tenantId, busy.id, "a"));
+        else if (giveBack === "settle") okv(await h.settle(tenantId, busy.id, "a", 2n));
+        else okv(await h.tx((ex) => h.store.reverseTransaction(ex, tenantId, debitId, "charged in error")));
+        const announced = await h.outbox(tenantId, "run.resumable");
+        assert.equal(announced.length, 1, giveBack);
+        assert.equal(announced[0]!.available, giveBack === "settle" ? "4" : "6", giveBack);
+        assert.equal((okv(await h.resume(tenantId, waiting.id)) as StepResult).step.status, "held");
+        assert.deepEqual((await h.store.reconcile(tenantId)).differences, []);
+      }
+    });
+
+    test("credits back while the cap is still full announce nothing until the cap's next period; credits and cap both short wait for both", async () => {
+      const { tenantId, customerId, walletId } = await h.setup(credits(2n));
+      okv(await h.capOn(tenantId, customerId, walletId, "day", credits(3n)));
+      const run = okv(await h.start(tenantId, customerId));
+      okv(await h.step(tenantId, run.id, "a", credits(2n)));
+      okv(await h.settle(tenantId, run.id, "a", 2n));
+      // Both short (0 credits, cap room 1): suspended by the cap, but a new period alone cannot help.
+      const denied = okv(await h.step(tenantId, run.id, "b", credits(3n)));
+      assert.deepEqual([denied.step.reason, denied.run.status], ["spend_cap_reached", "suspended"]);
+      assert.deepEqual(await h.retryAt(tenantId, run.id), [null]);
+      // Credits come back; the cap is still short: not announced, the next period is noted.
+      await h.grant(tenantId, walletId, credits(10n));
+      assert.equal((await h.outbox(tenantId, "run.resumable")).length, 0);
+      assert.deepEqual(await h.retryAt(tenantId, run.id), ["2027-03-02T00:00:00.000Z"]);
+      okv(await h.store.advanceClock(tenantId, Date.UTC(2027, 2, 2, 8)));
+      assert.equal((await h.outbox(tenantId, "run.resumable")).length, 1);
+      assert.deepEqual(await h.retryAt(tenantId, run.id), [null]);
+      assert.equal((okv(await h.resume(tenantId, run.id)) as StepResult).step.status, "held");
+      assert.deepEqual(await h.retryAt(tenantId, run.id), []);
+    });
+
     test("property: random steps, retries, denials, top-ups and resumes charge each settled step exactly once", async () => {
       const Op = fc.oneof(
         fc.record({
@@ -409,6 +570,74 @@ if (POSTGRES_URL) {
       for (const r of runs) assert.equal((await h.runs.getRun(poor.tenantId, okv(r).id))!.status, "running");
       assert.deepEqual((await h.store.reconcile(poor.tenantId)).differences, []);
       assert.ok(walletId);
+    });
+
+    test("two instances' schedulers at a cap's new period announce each suspended run once", async () => {
+      let now = Date.UTC(2027, 2, 1, 22);
+      const instance = () => {
+        const store = database.store(() => now);
+        const metering = new Metering((t) => store.now(t), store.newId);
+        const holds = new Holds(store, metering);
+        return { store, metering, runs: new Runs(store, holds), caps: new SpendCaps(store) };
+      };
+      const a = instance();
+      const b = instance();
+      const tenant = await a.store.createTenant("Cap race", "live");
+      const tenantId = tenant.id;
+      const customer = okv(
+        await a.store.db.transaction((ex) => a.store.createCustomer(ex, tenantId, { kind: "organization" })),
+      );
+      okv(
+        await a.store.db.transaction((ex) =>
+          a.store.createGrant(ex, tenantId, {
+            walletId: customer.walletId,
+            amount: credits(100n),
+            source: "top_up",
+          }),
+        ),
+      );
+      okv(
+        await a.store.db.transaction((ex) =>
+          a.caps.create(ex, tenantId, {
+            customerId: customer.id,
+            targetId: customer.walletId,
+            period: "day",
+            limit: credits(5n),
+            setBy: "vendor",
+          }),
+        ),
+      );
+      const ids: string[] = [];
+      for (let i = 0; i < 6; i++) {
+        const run = okv(
+          await a.store.db.transaction((ex) =>
+            a.runs.start(ex, tenantId, { id: null, customerId: customer.id, subjectId: null, metadata: {} }),
+          ),
+        );
+        const r = okv(
+          await a.store.db.transaction((ex) =>
+            a.runs.step(ex, tenantId, run.id, {
+              key: "s",
+              action: "agent.step",
+              estimate: { credits: credits(i === 0 ? 5n : 2n) },
+              holdTimeoutSeconds: 600,
+            }),
+          ),
+        );
+        assert.equal(r.run.status, i === 0 ? "running" : "suspended");
+        if (i > 0) ids.push(run.id);
+      }
+      now = Date.UTC(2027, 2, 2, 0, 0, 1);
+      await Promise.all([a.store.runDue(), b.store.runDue(), a.store.runDue(), b.store.runDue()]);
+      const { rows } = await a.store.db.query<{ run_id: string; n: number }>(
+        `SELECT payload->>'run_id' AS run_id, count(*)::int AS n FROM outbox_events
+         WHERE tenant_id = $1 AND type = 'run.resumable' GROUP BY 1 ORDER BY 1`,
+        [tenantId],
+      );
+      assert.deepEqual(
+        rows.map((r) => `${r.run_id}:${Number(r.n)}`).sort(),
+        ids.map((id) => `${id}:1`).sort(),
+      );
     });
   });
 }
