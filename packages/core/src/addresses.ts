@@ -169,15 +169,22 @@ export function nonPublicRange(address: IpAddress): string | null {
 }
 
 /**
- * Why a resolved address is not a destination webhooks may connect to ("127.0.0.1 is a
- * not a public address: loopback"), or null when it is public. Text that is not an IP address is refused:
- * an answer we cannot judge is not connected to.
+ * Why a resolved address is not a destination webhooks may connect to: the name of its range
+ * ("loopback", "IPv4-mapped private"), or null when it is public. Text that is not an IP
+ * address is refused ("not an IP address"): an answer we cannot judge is not connected to.
+ */
+export function addressRange(address: string): string | null {
+  const parsed = parseIpAddress(address);
+  return parsed === null ? "not an IP address" : nonPublicRange(parsed);
+}
+
+/**
+ * {@link addressRange} as a sentence ("127.0.0.1 is not a public address (loopback)"), or null
+ * when the address is public.
  */
 export function addressRefusal(address: string): string | null {
-  const parsed = parseIpAddress(address);
-  if (parsed === null) return `${address.slice(0, 100)} is not an IP address`;
-  const name = nonPublicRange(parsed);
-  return name === null ? null : `${address} is not a public address: ${name}`;
+  const range = addressRange(address);
+  return range === null ? null : `${address.slice(0, 100)} is not a public address (${range})`;
 }
 
 /**

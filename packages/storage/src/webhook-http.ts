@@ -2,7 +2,7 @@ import { lookup as dnsLookup } from "node:dns/promises";
 import http from "node:http";
 import https from "node:https";
 import { isIP, type LookupFunction } from "node:net";
-import { addressRefusal, type PrivateNetworkPolicy } from "@drawdown/core";
+import { addressRange, addressRefusal, type PrivateNetworkPolicy } from "@drawdown/core";
 
 /**
  * The webhook deliverer's HTTP client: node:http and node:https, with the SSRF check on the
@@ -84,6 +84,7 @@ export class WebhookHttp {
         settle(() => reject(e));
         req.destroy(e);
       };
+      const timer = setTimeout(() => onDeadline(), options.timeoutMs);
       const settle = (f: () => void) => {
         if (settled) return;
         settled = true;
@@ -125,7 +126,6 @@ export class WebhookHttp {
           res.on("close", done);
         },
       );
-      const timer = setTimeout(() => onDeadline(), options.timeoutMs);
       req.on("error", (error) => settle(() => reject(error)));
       req.end(body);
     });
@@ -150,9 +150,11 @@ function checkedLookup(policy: PrivateNetworkPolicy, resolve: Resolver): LookupF
       (all) => {
         if (policy === "deny") {
           for (const a of all) {
-            const why = addressRefusal(a.address);
-            if (why !== null)
-              return callback(new DestinationRefused(refusedText(`${hostname} resolves to ${why}`)), "", 0);
+            const range = addressRange(a.address);
+            if (range !== null) {
+              const why = `${hostname} resolves to ${a.address}, which is not a public address (${range})`;
+              return callback(new DestinationRefused(refusedText(why)), "", 0);
+            }
           }
         }
         const wanted = familyOf(options.family);

@@ -282,7 +282,7 @@ for (const backend of backends()) {
         assert.equal(d.lastStatusCode, null);
         assert.match(
           d.lastError ?? "",
-          /^refused: hooks\.example\.test resolves to 127\.0\.0\.1 is not a public address: loopback/,
+          /^refused: hooks\.example\.test resolves to 127\.0\.0\.1, which is not a public address \(loopback\)/,
         );
         assert.equal(d.attemptLog[0]?.error, d.lastError);
         assert.ok(d.nextAttemptAt !== null);
@@ -336,10 +336,58 @@ for (const backend of backends()) {
         const hooks = new Webhooks(database.store(), { resolve });
         const d = okv(await hooks.sendTest(t.id, e.id));
         assert.equal(d.status, "pending");
-        assert.match(d.lastError ?? "", /^refused: 127\.0\.0\.1 is not a public address: loopback/);
+        assert.match(d.lastError ?? "", /^refused: 127\.0\.0\.1 is not a public address \(loopback\)/);
         assert.equal(r.connections(), 0);
       } finally {
         await r.close();
+      }
+    });
+
+    test("the deliverer's HTTP: redirects are not followed, the answer's start is kept, silence times out", async () => {
+      let hits = 0;
+      let silent = 0;
+      const server = createServer((req, res) => {
+        req.resume();
+        req.on("end", () => {
+          if (req.url === "/moved") return res.writeHead(302, { location: "/target" }).end("moved");
+          if (req.url === "/target") hits++;
+          if (req.url === "/big") return res.end("x".repeat(100_000));
+          if (req.url === "/silent") return void silent++; // never answers
+          res.writeHead(204).end();
+        });
+      });
+      await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+      const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+      try {
+        const t = await store.createTenant("HTTP", "test");
+        const hooks = new Webhooks(database.store(), { privateNetworks: "allow", timeoutMs: 200 });
+        const send = async (path: string) => {
+          const e = okv(
+            await store.db.transaction((tx) =>
+              hooks.createEndpoint(tx, t.id, { url: base + path, eventTypes: ["*"] }),
+            ),
+          ).endpoint;
+          return okv(await hooks.sendTest(t.id, e.id));
+        };
+        const moved = await send("/moved");
+        assert.equal(moved.lastError, "HTTP 302");
+        assert.equal(moved.attemptLog[0]?.response, "moved");
+        assert.equal(hits, 0, "the redirect was not followed");
+        const big = await send("/big");
+        assert.equal(big.status, "succeeded");
+        assert.equal(big.attemptLog[0]?.response, "x".repeat(1000));
+        const empty = await send("/empty");
+        assert.equal(empty.status, "succeeded");
+        assert.equal(empty.attemptLog[0]?.statusCode, 204);
+        assert.equal(empty.attemptLog[0]?.response, null);
+        // The receiver never answers: whatever the machine's speed, the attempt times out.
+        const quiet = await send("/silent");
+        assert.equal(quiet.status, "pending");
+        assert.equal(quiet.lastError, "timed out after 200 ms");
+        assert.equal(silent, 1);
+      } finally {
+        server.closeAllConnections();
+        await new Promise<void>((resolve) => server.close(() => resolve()));
       }
     });
 
