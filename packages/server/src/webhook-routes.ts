@@ -311,7 +311,7 @@ export const WEBHOOK_ROUTES: readonly Route[] = [
     tag: "Webhooks",
     summary: "Send a test event",
     description:
-      "POSTs a `webhook.test` event to the endpoint now (even disabled, whatever its event types) and answers the delivery with the attempt's result; a failed one is retried like any other. Not keyed by Idempotency-Key: each call sends a new test event.",
+      "POSTs a `webhook.test` event to the endpoint now (even disabled, whatever its event types) and answers the delivery with the attempt's result; a failed one (a destination refused as a private address included: `refused: ...`, nothing connected to) is retried like any other. Not keyed by Idempotency-Key: each call sends a new test event.",
     access: "secret",
     params: S.IdParam("whe", "webhook endpoint"),
     body: S.Empty,
