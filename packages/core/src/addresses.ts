@@ -7,6 +7,8 @@
  * No I/O.
  */
 
+import { invariant } from "./result.js";
+
 /** Whether webhooks may go to private, loopback, link-local and other non-public destinations. */
 export type PrivateNetworkPolicy = "allow" | "deny";
 
@@ -91,7 +93,7 @@ interface Range {
 const range = (family: 4 | 6, cidr: string, name: string): Range => {
   const [base, bits] = cidr.split("/") as [string, string];
   const parsed = parseIpAddress(base);
-  if (parsed === null || parsed.family !== family) throw new Error(`bad range ${cidr}`);
+  invariant(parsed !== null && parsed.family === family, `bad range ${cidr}`);
   return { base: parsed.value, bits: Number(bits), name };
 };
 
