@@ -9,7 +9,13 @@ import { Drawdown } from "@drawdown/sdk";
 import { loadConfig, startServer } from "@drawdown/server";
 
 const dir = mkdtempSync(join(tmpdir(), "drawdown-examples-"));
-const config = loadConfig({ DRAWDOWN_DATA_DIR: join(dir, "data"), PORT: "0", DRAWDOWN_SCHEDULER_MS: "0" });
+// The webhook examples run their receivers on this machine: private networks are allowed.
+const config = loadConfig({
+  DRAWDOWN_DATA_DIR: join(dir, "data"),
+  PORT: "0",
+  DRAWDOWN_SCHEDULER_MS: "0",
+  DRAWDOWN_WEBHOOK_PRIVATE_NETWORKS: "allow",
+});
 if (!config.ok) throw new Error(config.error.message);
 const server = await startServer(config.value);
 const only = process.argv[2];

@@ -17,7 +17,9 @@ Usage:
   drawdown keys revoke --tenant ID --key KEY_ID
 
 Environment: DATABASE_URL, DRAWDOWN_DATA_DIR, HOST, PORT, DRAWDOWN_BODY_LIMIT, DRAWDOWN_POOL_SIZE,
-DRAWDOWN_WORKERS (server processes; more than 1 needs DATABASE_URL).
+DRAWDOWN_WORKERS (server processes; more than 1 needs DATABASE_URL),
+DRAWDOWN_WEBHOOK_PRIVATE_NETWORKS (deny: webhooks never go to private, loopback or link-local
+addresses; allow: they may. Default deny; allow with serve --demo).
 `;
 
 function fail(message: string): never {
@@ -45,8 +47,9 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(HELP);
     return command ? 0 : 2;
   }
-  // The one place that reads the process environment.
-  const parsed = loadConfig(process.env);
+  // The one place that reads the process environment. The demo's webhooks may reach receivers
+  // on this machine unless DRAWDOWN_WEBHOOK_PRIVATE_NETWORKS says otherwise.
+  const parsed = loadConfig(process.env, {}, { demo: command === "serve" && values.demo === true });
   if (!parsed.ok) fail(parsed.error.message);
   const config = parsed.value;
 

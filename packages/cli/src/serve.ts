@@ -43,7 +43,7 @@ export async function serve(config: Config, options: { demo: boolean }): Promise
     return;
   }
   const demo = options.demo ? await seedDemo(server.store, demoKeyFile(config)) : null;
-  process.stdout.write(banner(server.url, demo));
+  process.stdout.write(banner(server.url, demo, config));
 }
 
 async function primary(config: Config, options: { demo: boolean }): Promise<void> {
@@ -116,18 +116,28 @@ async function primary(config: Config, options: { demo: boolean }): Promise<void
     await stopAll();
     throw error;
   }
-  process.stdout.write(banner(urls[0]!, demo, config.workers));
+  process.stdout.write(banner(urls[0]!, demo, config));
 }
 
 function demoKeyFile(config: Config): string {
   return join(config.dataDir, "..", "demo-key");
 }
 
-function banner(url: string, demo: { secret: string; created: boolean } | null, workers = 1): string {
+function banner(
+  url: string,
+  demo: { secret: string; created: boolean } | null,
+  config: Pick<Config, "workers" | "webhookPrivateNetworks">,
+): string {
+  const workers = config.workers;
   const lines = [
     `Drawdown is listening on ${url}${workers > 1 ? ` (${workers} worker processes)` : ""}`,
     `  API reference: ${url}/reference`,
   ];
+  // Said out loud: allowing private networks is for a trusted network, not an exposed one.
+  if (config.webhookPrivateNetworks === "allow")
+    lines.push(
+      "  Webhooks may go to private and loopback addresses (DRAWDOWN_WEBHOOK_PRIVATE_NETWORKS=allow)",
+    );
   if (demo) {
     if (demo.secret) lines.push(`  Demo secret key${demo.created ? " (new)" : ""}: ${demo.secret}`);
     else lines.push("  Create a key with: drawdown keys create --tenant <id>");

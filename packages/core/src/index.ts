@@ -2,6 +2,7 @@
  * @drawdown/core: the pure ledger. No I/O and no runtime dependencies; the clock and the
  * id generator are passed in, so every function here is deterministic and property-tested.
  */
+export * from "./addresses.js";
 export * from "./alerts.js";
 export * from "./amount.js";
 export * from "./burndown.js";

@@ -34,6 +34,7 @@ export type LedgerErrorCode =
   | "hold_not_pending"
   | "hold_expired"
   | "invalid_webhook_url"
+  | "webhook_url_not_allowed"
   | "step_key_reused"
   | "step_not_held"
   | "run_not_running"

@@ -1,3 +1,4 @@
+import { hostRefusal, type PrivateNetworkPolicy } from "./addresses.js";
 import { fail, ok, type Result } from "./result.js";
 
 /**
@@ -90,9 +91,14 @@ export const WEBHOOK_URL_MAX = 2048;
 
 /**
  * Checks an endpoint URL: absolute `http:` or `https:` with a host, no user name or password
- * (they would be shown wherever the URL is), no fragment. Returns it normalized.
+ * (they would be shown wherever the URL is), no fragment (`invalid_webhook_url` otherwise).
+ * Under the `deny` policy, also a host that is a non-public IP address (private, loopback,
+ * link-local, unspecified, multicast, reserved; IPv4-mapped IPv6 judged as its IPv4; any IPv4
+ * spelling, since URL parsing normalizes `0x7f.1` and `2130706433` to `127.0.0.1`) or a name
+ * such as `localhost` (`webhook_url_not_allowed`). A name that resolves to a private address
+ * passes here and is refused at delivery. Returns the URL normalized.
  */
-export function validateWebhookUrl(text: string): Result<string> {
+export function validateWebhookUrl(text: string, privateNetworks: PrivateNetworkPolicy): Result<string> {
   const refuse = (why: string) =>
     fail("invalid_webhook_url", `url: ${why}`, {
       field: "url",
@@ -113,6 +119,15 @@ export function validateWebhookUrl(text: string): Result<string> {
   if (url.username !== "" || url.password !== "")
     return refuse("must not carry a user name or password; authenticate by the signature.");
   if (url.hash !== "") return refuse("must not have a fragment (#...).");
+  if (privateNetworks === "deny") {
+    const why = hostRefusal(url.hostname);
+    if (why !== null)
+      return fail(
+        "webhook_url_not_allowed",
+        `url: ${why}; webhooks are only sent to public addresses, never to private, loopback or link-local networks.`,
+        { field: "url" },
+      );
+  }
   return ok(url.href);
 }
 

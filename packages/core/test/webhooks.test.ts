@@ -101,11 +101,22 @@ describe("event filters", () => {
 
 describe("webhook URLs", () => {
   test("http and https with a host, normalized", () => {
-    assert.deepEqual(validateWebhookUrl("https://Example.com/hooks?x=1"), {
-      ok: true,
-      value: "https://example.com/hooks?x=1",
-    });
-    assert.ok(validateWebhookUrl("http://127.0.0.1:8080/").ok);
+    for (const policy of ["allow", "deny"] as const)
+      assert.deepEqual(validateWebhookUrl("https://Example.com/hooks?x=1", policy), {
+        ok: true,
+        value: "https://example.com/hooks?x=1",
+      });
+  });
+
+  test("a private host: webhook_url_not_allowed under deny, accepted under allow", () => {
+    assert.ok(validateWebhookUrl("http://127.0.0.1:8080/", "allow").ok);
+    const r = validateWebhookUrl("http://127.0.0.1:8080/", "deny");
+    assert.ok(!r.ok && r.error.code === "webhook_url_not_allowed");
+    assert.match(r.error.message, /127\.0\.0\.1 is not a public address \(loopback\)/);
+    assert.deepEqual(r.error.details, { field: "url" });
+    // Structure is checked first: a bad URL is invalid_webhook_url whatever its host.
+    const bad = validateWebhookUrl("ftp://127.0.0.1/", "deny");
+    assert.ok(!bad.ok && bad.error.code === "invalid_webhook_url");
   });
 
   test("anything else is invalid_webhook_url", () => {
@@ -123,8 +134,10 @@ describe("webhook URLs", () => {
       `https://example.com/${"x".repeat(2048)}`,
       "",
     ]) {
-      const r = validateWebhookUrl(bad);
-      assert.ok(!r.ok && r.error.code === "invalid_webhook_url", bad);
+      for (const policy of ["allow", "deny"] as const) {
+        const r = validateWebhookUrl(bad, policy);
+        assert.ok(!r.ok && r.error.code === "invalid_webhook_url", bad);
+      }
     }
   });
 });

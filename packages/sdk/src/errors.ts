@@ -38,6 +38,7 @@ export const API_ERROR_STATUS: Readonly<Record<ApiErrorCode, number>> = {
   invalid_cursor: 400,
   invalid_idempotency_key: 400,
   invalid_webhook_url: 400,
+  webhook_url_not_allowed: 422,
   wallet_mismatch: 400,
   unknown_action: 400,
   invalid_rate_card: 400,

@@ -1574,7 +1574,11 @@ export interface WebhookEndpoint {
 
 /** Body of `webhooks.create`. */
 export interface WebhookEndpointCreateParams {
-  /** An absolute http(s) URL; `invalid_webhook_url` otherwise. */
+  /**
+   * An absolute http(s) URL; `invalid_webhook_url` otherwise. `webhook_url_not_allowed` (422)
+   * when its host is a private, loopback or link-local address or `localhost` and the server
+   * refuses private networks (its default).
+   */
   url: string;
   /** What it receives: `"*"`, types such as `"grant.created"`, or `"grant.*"`. */
   event_types: string[];

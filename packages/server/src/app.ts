@@ -80,7 +80,8 @@ export interface AppOptions {
   readonly holds?: Holds;
   /** Webhook endpoints and the deliverer (a scheduler job of the store); built over the store when absent. */
   readonly webhooks?: Webhooks;
-  readonly config: Pick<Config, "bodyLimit" | "logRequests"> &
+  /** `webhookPrivateNetworks` is required: each caller says whether webhooks may reach private networks. */
+  readonly config: Pick<Config, "bodyLimit" | "logRequests" | "webhookPrivateNetworks"> &
     Partial<Pick<Config, "writerLanes" | "webhookTimeoutMs">>;
 }
 
@@ -266,7 +267,12 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     holds,
     runs: new Runs(store, holds),
     holdWriter: new HoldWriter(store, holds, metering),
-    webhooks: options.webhooks ?? new Webhooks(store, { timeoutMs: config.webhookTimeoutMs ?? 10_000 }),
+    webhooks:
+      options.webhooks ??
+      new Webhooks(store, {
+        timeoutMs: config.webhookTimeoutMs ?? 10_000,
+        privateNetworks: config.webhookPrivateNetworks,
+      }),
     alerts: new Alerts(store),
   };
   // The machine-readable and the human-readable reference, both public.

@@ -1,4 +1,4 @@
-import { fail, ok, type Result } from "@drawdown/core";
+import { fail, ok, PRIVATE_NETWORK_POLICIES, type PrivateNetworkPolicy, type Result } from "@drawdown/core";
 
 /** The server's configuration, parsed and validated once at start. */
 export interface Config {
@@ -22,6 +22,12 @@ export interface Config {
   readonly webhookTimeoutMs: number;
   /** How often the webhook deliverer looks for due deliveries, in ms; 0 leaves it to the scheduler. */
   readonly webhookPollMs: number;
+  /**
+   * Whether webhooks may go to private, loopback, link-local and other non-public addresses
+   * (server-side request forgery protection): `deny` refuses them when an endpoint's URL is
+   * set and again at every connection.
+   */
+  readonly webhookPrivateNetworks: PrivateNetworkPolicy;
   /**
    * Server processes sharing the port (`drawdown serve`): one per core uses every core. More
    * than one needs PostgreSQL (PGlite lives inside one process). Each has its own pool.
@@ -71,11 +77,15 @@ const INTEGERS: readonly { key: IntegerSetting; env: string; fallback: number; m
  * - `DRAWDOWN_SCHEDULER_MS`: how often due effects run (default 5000; 0: never, e.g. in tests).
  * - `DRAWDOWN_WEBHOOK_TIMEOUT_MS`: how long one webhook POST may take (default 10000).
  * - `DRAWDOWN_WEBHOOK_POLL_MS`: how often due webhooks are sent (default 1000; 0: only with the scheduler).
+ * - `DRAWDOWN_WEBHOOK_PRIVATE_NETWORKS`: `deny` (the default) or `allow` webhooks to private,
+ *   loopback and link-local addresses. The demo (`context.demo`, `drawdown serve --demo`)
+ *   defaults to `allow`: a playground whose receivers run on the same machine.
  * - `DRAWDOWN_WORKERS`: server processes sharing the port (default 1; more needs `DATABASE_URL`).
  */
 export function loadConfig(
   env: Readonly<Record<string, string | undefined>>,
   overrides: Partial<Config> = {},
+  context: { readonly demo?: boolean } = {},
 ): Result<Config> {
   const databaseUrl = env.DATABASE_URL?.trim() || null;
   if (databaseUrl !== null && !/^postgres(ql)?:\/\//.test(databaseUrl)) {
@@ -99,12 +109,23 @@ export function loadConfig(
       "DRAWDOWN_WORKERS above 1 needs DATABASE_URL: the embedded database lives inside one process.",
     );
   }
+  const privateNetworks = env.DRAWDOWN_WEBHOOK_PRIVATE_NETWORKS;
+  let webhookPrivateNetworks: PrivateNetworkPolicy = context.demo === true ? "allow" : "deny";
+  if (privateNetworks !== undefined && privateNetworks !== "") {
+    if (!(PRIVATE_NETWORK_POLICIES as readonly string[]).includes(privateNetworks))
+      return fail(
+        "invalid_argument",
+        `DRAWDOWN_WEBHOOK_PRIVATE_NETWORKS must be allow or deny, not "${privateNetworks.slice(0, 50)}".`,
+      );
+    webhookPrivateNetworks = privateNetworks as PrivateNetworkPolicy;
+  }
   return ok({
     databaseUrl,
     dataDir: env.DRAWDOWN_DATA_DIR || DEFAULTS.dataDir,
     host: env.HOST || DEFAULTS.host,
     ...integers,
     logRequests: env.DRAWDOWN_LOG_REQUESTS === "1",
+    webhookPrivateNetworks,
     ...overrides,
   });
 }

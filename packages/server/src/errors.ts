@@ -21,7 +21,8 @@ export type ApiErrorCode =
 /**
  * The one mapping from error code to HTTP status, with the title each problem carries.
  * 400: the request itself is wrong. 402: not enough credits. 404: no such thing for this key.
- * 409: the request conflicts with the current state. 5xx: our fault.
+ * 409: the request conflicts with the current state. 422: well formed, but refused by the
+ * server's policy (a webhook URL to a private network). 5xx: our fault.
  */
 export const ERRORS: Readonly<Record<ApiErrorCode, { status: number; title: string }>> = {
   invalid_amount: { status: 400, title: "Invalid amount" },
@@ -68,6 +69,7 @@ export const ERRORS: Readonly<Record<ApiErrorCode, { status: number; title: stri
   run_steps_pending: { status: 409, title: "Run has steps pending" },
   idempotency_key_reused: { status: 409, title: "Idempotency key reused" },
   payload_too_large: { status: 413, title: "Payload too large" },
+  webhook_url_not_allowed: { status: 422, title: "Webhook URL not allowed" },
   unsupported_media_type: { status: 415, title: "Unsupported media type" },
   internal_error: { status: 500, title: "Internal error" },
 };

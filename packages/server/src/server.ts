@@ -59,7 +59,10 @@ export async function startServer(
   const db = await openDatabase(config);
   const clock = options.clock ?? Date.now;
   const store = new Store(db, { clock, newId: createIdGenerator(clock) });
-  const webhooks = new Webhooks(store, { timeoutMs: config.webhookTimeoutMs });
+  const webhooks = new Webhooks(store, {
+    timeoutMs: config.webhookTimeoutMs,
+    privateNetworks: config.webhookPrivateNetworks,
+  });
   const app = await buildApp({ store, config, webhooks });
   const address = await app.listen({ host: config.host, port: config.port });
   const scheduler = startScheduler(store, config.schedulerMs);

@@ -190,12 +190,12 @@ export const WEBHOOK_ROUTES: readonly Route[] = [
     tag: "Webhooks",
     summary: "Create a webhook endpoint",
     description:
-      "Events of the types it asks for are POSTed to it from now on, signed per the Standard Webhooks spec with its secret, which this answer shows once (a retry with the same Idempotency-Key answers without it). `invalid_webhook_url` for a URL that is not http(s).",
+      "Events of the types it asks for are POSTed to it from now on, signed per the Standard Webhooks spec with its secret, which this answer shows once (a retry with the same Idempotency-Key answers without it). `invalid_webhook_url` for a URL that is not http(s); `webhook_url_not_allowed` (422) for one whose host is a private, loopback or link-local address or `localhost`, unless the server allows private networks.",
     access: "secret",
     body: WebhookEndpointCreate,
     response: WebhookEndpointView,
     status: 201,
-    errors: ["invalid_webhook_url", "invalid_argument"],
+    errors: ["invalid_webhook_url", "webhook_url_not_allowed", "invalid_argument"],
     handle: async ({ webhooks, tx, tenantId, body }) => {
       const r = must(
         await webhooks.createEndpoint(tx, tenantId, {
@@ -249,12 +249,12 @@ export const WEBHOOK_ROUTES: readonly Route[] = [
     tag: "Webhooks",
     summary: "Update a webhook endpoint",
     description:
-      "Changes what is given: URL, event types, description, enabled. A disabled endpoint gets no new events; its pending deliveries wait until it is enabled.",
+      "Changes what is given: URL (checked as on create), event types, description, enabled. A disabled endpoint gets no new events; its pending deliveries wait until it is enabled.",
     access: "secret",
     params: S.IdParam("whe", "webhook endpoint"),
     body: WebhookEndpointUpdate,
     response: WebhookEndpointView,
-    errors: ["not_found", "invalid_webhook_url", "invalid_argument"],
+    errors: ["not_found", "invalid_webhook_url", "webhook_url_not_allowed", "invalid_argument"],
     handle: async ({ webhooks, tx, tenantId, params, body }) =>
       okReply(
         endpointView(
@@ -311,7 +311,7 @@ export const WEBHOOK_ROUTES: readonly Route[] = [
     tag: "Webhooks",
     summary: "Send a test event",
     description:
-      "POSTs a `webhook.test` event to the endpoint now (even disabled, whatever its event types) and answers the delivery with the attempt's result; a failed one is retried like any other. Not keyed by Idempotency-Key: each call sends a new test event.",
+      "POSTs a `webhook.test` event to the endpoint now (even disabled, whatever its event types) and answers the delivery with the attempt's result; a failed one (a destination refused as a private address included: `refused: ...`, nothing connected to) is retried like any other. Not keyed by Idempotency-Key: each call sends a new test event.",
     access: "secret",
     params: S.IdParam("whe", "webhook endpoint"),
     body: S.Empty,

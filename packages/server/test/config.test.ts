@@ -20,7 +20,30 @@ test("an empty environment gives the documented defaults", () => {
     webhookPollMs: 1_000,
     workers: 1,
     logRequests: false,
+    webhookPrivateNetworks: "deny",
   });
+});
+
+test("webhooks to private networks: deny by default, allow by default for the demo; the variable wins", () => {
+  const pick = (env: Record<string, string>, demo?: boolean) => {
+    const c = loadConfig(env, {}, demo === undefined ? {} : { demo });
+    assert.ok(c.ok, JSON.stringify(env));
+    return c.value.webhookPrivateNetworks;
+  };
+  assert.equal(pick({}), "deny");
+  assert.equal(pick({ DRAWDOWN_WEBHOOK_PRIVATE_NETWORKS: "" }), "deny");
+  assert.equal(pick({}, false), "deny");
+  // PostgreSQL or not makes no difference: only the variable and the demo do.
+  assert.equal(pick({ DATABASE_URL: "postgres://postgres@127.0.0.1/test" }), "deny");
+  assert.equal(pick({ DRAWDOWN_WEBHOOK_PRIVATE_NETWORKS: "allow" }), "allow");
+  assert.equal(pick({}, true), "allow");
+  assert.equal(pick({ DRAWDOWN_WEBHOOK_PRIVATE_NETWORKS: "deny" }, true), "deny");
+  for (const text of ["ALLOW", "yes", "1", "allow "]) {
+    const r = loadConfig({ DRAWDOWN_WEBHOOK_PRIVATE_NETWORKS: text });
+    assert.ok(!r.ok, text);
+    assert.equal(r.error.code, "invalid_argument");
+    assert.match(r.error.message, /^DRAWDOWN_WEBHOOK_PRIVATE_NETWORKS must be allow or deny/);
+  }
 });
 
 test("integers within their bounds are taken; outside, or not integers, are refused by name", () => {

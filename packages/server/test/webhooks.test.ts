@@ -14,6 +14,10 @@ import { fails } from "./support/sdk.js";
  * every signature with a Standard Webhooks library (`standardwebhooks`); it goes down for a
  * while, the test clock moves through the retries, it comes back, and every event arrives,
  * each exactly once by webhook-id. Alerts fire once per crossing and arrive as webhooks.
+ * That server allows private networks (its receiver is on loopback); another refuses them, as
+ * a production server does: a private URL answers 422 and stores nothing, and a name that
+ * resolves to loopback (an injected resolver, no real DNS) is refused at delivery, never
+ * reaching the receiver.
  */
 
 interface Received {
@@ -27,6 +31,8 @@ interface Received {
 class Receiver {
   readonly received: Received[] = [];
   readonly rejected: string[] = [];
+  /** Connections accepted, webhook or not. */
+  connections = 0;
   /** The status answered to a valid webhook. */
   status = 200;
   secrets: string[] = [];
@@ -44,6 +50,7 @@ class Receiver {
         res.end(code === 200 ? "ok" : "no");
       });
     });
+    server.on("connection", () => this.connections++);
     await new Promise<void>((resolve) => server.listen(this.port, "127.0.0.1", resolve));
     this.port = (server.address() as AddressInfo).port;
     this.#server = server;
@@ -104,7 +111,8 @@ for (const backend of backends()) {
     const receiver = new Receiver();
 
     before(async () => {
-      server = await startTestServer({ backend: backend.name });
+      // The receiver is on loopback: private networks allowed, explicitly.
+      server = await startTestServer({ backend: backend.name, webhookPrivateNetworks: "allow" });
       dd = contractClient(server.url, server.key, log);
       await receiver.start();
       // A frozen test clock: only an advance moves time (and runs what falls due).
@@ -403,6 +411,96 @@ for (const backend of backends()) {
         () => dd.alerts.setRules(c.wallet_id, { rules: [{ kind: "amount_remaining", amount: "0" }] }),
         "invalid_amount",
       );
+    });
+
+    test("every response matched its documented schema", () => {
+      assert.deepEqual(log.violations, []);
+    });
+  });
+
+  describe(`webhooks to private networks, refused by default (${backend.name})`, () => {
+    const log = newContractLog();
+    let server: TestServer;
+    let dd: Drawdown;
+    const receiver = new Receiver();
+    const asked: string[] = [];
+
+    before(async () => {
+      await receiver.start();
+      server = await startTestServer({
+        backend: backend.name,
+        // hooks.example.test resolves to loopback, as a rebinding attacker's name would.
+        webhookResolver: async (hostname) => {
+          asked.push(hostname);
+          if (hostname === "hooks.example.test") return [{ address: "127.0.0.1", family: 4 }];
+          throw Object.assign(new Error(`getaddrinfo ENOTFOUND ${hostname}`), { code: "ENOTFOUND" });
+        },
+      });
+      dd = contractClient(server.url, server.key, log);
+      await dd.testClock.advance({ seconds: 60 });
+    });
+    after(async () => {
+      await receiver.stop();
+      await server?.close();
+    });
+
+    test("a private URL answers 422 webhook_url_not_allowed, on create and on update, storing nothing", async () => {
+      /** Every table but the idempotency record (the SDK's key keeps a refusal, to replay it). */
+      const state = async () => {
+        const { idempotency_keys: _, ...tables } = await snapshot(server.store);
+        return tables;
+      };
+      const refused = async (call: () => Promise<unknown>) => {
+        const before = await state();
+        const e = await fails(call(), "webhook_url_not_allowed", 422);
+        assert.match(e.message, /not a public address|names this machine/);
+        assert.deepEqual(await state(), before, "a refused URL changed the database");
+      };
+      for (const url of [
+        receiver.url,
+        "http://0x7f.1/hooks",
+        "http://2130706433/hooks",
+        "http://[::1]:8080/hooks",
+        "http://[::ffff:127.0.0.1]/hooks",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://10.0.0.8/hooks",
+        "http://192.168.0.1/hooks",
+        "http://[fd00::1]/hooks",
+        "http://[fe80::1]/hooks",
+        "http://0.0.0.0:4020/hooks",
+        "http://localhost./hooks",
+        "http://admin.localhost/hooks",
+      ])
+        await refused(() => dd.webhooks.create({ url, event_types: ["*"] }));
+      assert.deepEqual((await dd.webhooks.list()).data, []);
+      const endpoint = await dd.webhooks.create({ url: "https://example.com/hooks", event_types: ["*"] });
+      await refused(() => dd.webhooks.update(endpoint.id, { url: "http://127.0.0.1:9/hooks" }));
+      assert.equal((await dd.webhooks.get(endpoint.id)).url, "https://example.com/hooks");
+      await dd.webhooks.delete(endpoint.id);
+    });
+
+    test("a name that resolves to loopback is refused at delivery: logged, retried, never connected", async () => {
+      const endpoint = await dd.webhooks.create({
+        url: `http://hooks.example.test:${receiver.port}/hooks`,
+        event_types: ["*"],
+      });
+      receiver.secrets = [endpoint.secret!];
+      const sent = await dd.webhooks.test(endpoint.id);
+      assert.equal(sent.status, "pending");
+      assert.equal(sent.last_status_code, null);
+      assert.match(
+        sent.last_error ?? "",
+        /^refused: hooks\.example\.test resolves to 127\.0\.0\.1, which is not a public address \(loopback\)/,
+      );
+      assert.ok(sent.next_attempt_at !== null, "retried like any failure");
+      // The retries meet the same refusal.
+      await dd.testClock.advance({ seconds: 3600 });
+      const d = await dd.webhooks.delivery(sent.id);
+      assert.ok(d.attempts >= 5, `attempts: ${d.attempts}`);
+      assert.ok(d.attempt_log.every((a) => a.error?.startsWith("refused: ")));
+      assert.ok(asked.length >= d.attempts && asked.every((h) => h === "hooks.example.test"));
+      assert.equal(receiver.connections, 0, "the receiver was never connected to");
+      assert.deepEqual(receiver.received, []);
     });
 
     test("every response matched its documented schema", () => {

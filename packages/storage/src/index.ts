@@ -22,4 +22,5 @@ export * from "./runs.js";
 export * from "./sql.js";
 export * from "./store.js";
 export * from "./subscriptions.js";
+export * from "./webhook-http.js";
 export * from "./webhooks.js";

@@ -2,6 +2,7 @@ import { createHmac, randomBytes, randomUUID } from "node:crypto";
 import {
   fail,
   ok,
+  type PrivateNetworkPolicy,
   type Result,
   type RetryPolicy,
   retryDelay,
@@ -13,6 +14,7 @@ import { eventBody, insertEvent, type OutboxEvent } from "./outbox.js";
 import { type Page, paginate } from "./records.js";
 import type { Row, SqlExecutor } from "./sql.js";
 import type { DueJob, Store } from "./store.js";
+import { DestinationRefused, type Resolver, WebhookHttp } from "./webhook-http.js";
 
 /**
  * Webhook endpoints and delivery: each outbox event is POSTed to every endpoint subscribed to
@@ -25,6 +27,10 @@ import type { DueJob, Store } from "./store.js";
  * once, and a deliverer that dies mid-way is replaced when its lease runs out (the one case
  * where a receiver may see a webhook twice: dedupe by `webhook-id`). Due times follow the
  * tenant's clock, so a test clock drives retries.
+ *
+ * Under the `deny` private-network policy (the default), endpoint URLs whose host is a
+ * non-public address or `localhost` are refused when set, and every delivery checks the
+ * addresses it connects to (see webhook-http.ts): a refused one is a failed attempt, retried.
  */
 
 // ------------------------------------------------------------------ signing (Standard Webhooks)
@@ -128,8 +134,13 @@ export interface WebhookOptions {
   readonly random?: () => number;
   /** Deliveries POSTed at once by one deliverer; default 16. */
   readonly concurrency?: number;
-  /** The fetch to POST with; default the global one. */
-  readonly fetch?: typeof globalThis.fetch;
+  /**
+   * Whether endpoints may be on private, loopback, link-local and other non-public addresses;
+   * default `deny`, checked when a URL is set and again on every connection.
+   */
+  readonly privateNetworks?: PrivateNetworkPolicy;
+  /** How host names are resolved for delivery; default the system's (`dns.lookup`). */
+  readonly resolve?: Resolver;
 }
 
 const RESPONSE_MAX = 1000;
@@ -204,7 +215,8 @@ export class Webhooks implements DueJob {
   readonly #retry: RetryPolicy;
   readonly #random: () => number;
   readonly #concurrency: number;
-  readonly #fetch: typeof globalThis.fetch;
+  readonly #privateNetworks: PrivateNetworkPolicy;
+  readonly #http: WebhookHttp;
 
   constructor(
     private readonly store: Store,
@@ -214,7 +226,8 @@ export class Webhooks implements DueJob {
     this.#retry = options.retry ?? WEBHOOK_RETRY;
     this.#random = options.random ?? Math.random;
     this.#concurrency = Math.max(1, options.concurrency ?? 16);
-    this.#fetch = options.fetch ?? ((input, init) => globalThis.fetch(input, init));
+    this.#privateNetworks = options.privateNetworks ?? "deny";
+    this.#http = new WebhookHttp(this.#privateNetworks, options.resolve);
     store.addDueJob(this);
   }
 
@@ -226,7 +239,7 @@ export class Webhooks implements DueJob {
     tenantId: string,
     input: { url: string; eventTypes: readonly string[]; description?: string | null; enabled?: boolean },
   ): Promise<Result<{ endpoint: WebhookEndpointRecord; secret: string }>> {
-    const url = validateWebhookUrl(input.url);
+    const url = validateWebhookUrl(input.url, this.#privateNetworks);
     if (!url.ok) return url;
     const types = validateEventFilters(input.eventTypes);
     if (!types.ok) return types;
@@ -286,7 +299,7 @@ export class Webhooks implements DueJob {
     if (!current) return fail("not_found", `No webhook endpoint ${id}.`);
     let url = current.url;
     if (patch.url !== undefined) {
-      const checked = validateWebhookUrl(patch.url);
+      const checked = validateWebhookUrl(patch.url, this.#privateNetworks);
       if (!checked.ok) return checked;
       url = checked.value;
     }
@@ -572,21 +585,25 @@ export class Webhooks implements DueJob {
     const timestamp = Math.floor(this.store.now() / 1000);
     const started = performance.now();
     try {
-      const res = await this.#fetch(c.url, {
-        method: "POST",
-        headers: {
+      // Redirects are not followed: a 3xx is a failure like any other non-2xx.
+      const res = await this.#http.post(
+        c.url,
+        {
           "content-type": "application/json",
           "user-agent": "Drawdown-Webhooks/0.1",
           ...webhookHeaders(c.secrets, c.event.id, timestamp, body),
         },
         body,
-        redirect: "manual",
-        signal: AbortSignal.timeout(this.#timeoutMs),
-      });
-      const response = await excerpt(res);
+        { timeoutMs: this.#timeoutMs, maxChars: RESPONSE_MAX },
+      );
       const durationMs = Math.round(performance.now() - started);
       const ok2xx = res.status >= 200 && res.status < 300;
-      return { statusCode: res.status, error: ok2xx ? null : `HTTP ${res.status}`, response, durationMs };
+      return {
+        statusCode: res.status,
+        error: ok2xx ? null : `HTTP ${res.status}`,
+        response: res.body,
+        durationMs,
+      };
     } catch (error) {
       const durationMs = Math.round(performance.now() - started);
       return { statusCode: null, error: describeFailure(error, this.#timeoutMs), response: null, durationMs };
@@ -628,31 +645,15 @@ function checkDescription(text: string | null | undefined): Result<string | null
   return ok(text);
 }
 
-/** The start of a response body, read no further than needed. */
-async function excerpt(res: Response): Promise<string | null> {
-  if (!res.body) return null;
-  const reader = res.body.getReader();
-  const decoder = new TextDecoder();
-  let out = "";
-  try {
-    while (out.length < RESPONSE_MAX) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      out += decoder.decode(value, { stream: true });
-    }
-  } catch {
-    // A body cut short still tells what it began with.
-  } finally {
-    await reader.cancel().catch(() => undefined);
-  }
-  return out.slice(0, RESPONSE_MAX).replaceAll("\u0000", "");
-}
-
-/** A failed POST in words: a refused connection, a timeout, a name that does not resolve. */
+/**
+ * A failed POST in words: a destination the private-network policy refused (`refused: ...`,
+ * nothing was connected to), a timeout, a refused connection or a name that does not resolve
+ * (`no answer: ECONNREFUSED`).
+ */
 function describeFailure(error: unknown, timeoutMs: number): string {
-  const e = error as { name?: string; message?: string; cause?: { code?: string; message?: string } };
+  if (error instanceof DestinationRefused) return `refused: ${error.message}`.slice(0, 500);
+  const e = error as { name?: string; message?: string; code?: string };
   if (e?.name === "TimeoutError" || e?.name === "AbortError") return `timed out after ${timeoutMs} ms`;
-  const cause = e?.cause;
-  const text = cause?.code ?? cause?.message ?? e?.message ?? String(error);
+  const text = e?.code ?? e?.message ?? String(error);
   return `no answer: ${text}`.slice(0, 500);
 }

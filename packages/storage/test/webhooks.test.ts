@@ -2,7 +2,9 @@
  * The outbox, the webhook deliverer and alerts, on PGlite and (when DATABASE_URL is set)
  * PostgreSQL: signatures match the Standard Webhooks spec's reference; events exist exactly
  * when their cause commits; two deliverers at once deliver each event once per endpoint;
- * alerts fire once per crossing and re-arm, against a model over random debits and credits.
+ * alerts fire once per crossing and re-arm, against a model over random debits and credits;
+ * under the `deny` private-network policy, private URLs are refused when set and private
+ * addresses at delivery (a resolver is injected: no real DNS), without connecting.
  * Time is the injected clock or a tenant's test clock: nothing sleeps but the receiver.
  */
 import assert from "node:assert/strict";
@@ -22,6 +24,7 @@ import fc from "fast-check";
 import {
   Alerts,
   fireAlert,
+  type Resolver,
   rearmAlert,
   type Store,
   signWebhook,
@@ -81,11 +84,16 @@ describe("Standard Webhooks signatures", () => {
   });
 });
 
-/** A receiver counting each (path, webhook-id), answering after `delayMs`. */
-async function receiver(
-  delayMs: number,
-): Promise<{ url: string; seen: Map<string, number>; close(): Promise<void> }> {
+/** A receiver counting each (path, webhook-id) and each connection, answering after `delayMs`. */
+async function receiver(delayMs: number): Promise<{
+  url: string;
+  port: number;
+  seen: Map<string, number>;
+  connections(): number;
+  close(): Promise<void>;
+}> {
   const seen = new Map<string, number>();
+  let connections = 0;
   const server: Server = createServer((req, res) => {
     req.resume();
     req.on("end", () => {
@@ -94,11 +102,14 @@ async function receiver(
       setTimeout(() => res.end("ok"), delayMs);
     });
   });
+  server.on("connection", () => connections++);
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   const port = (server.address() as AddressInfo).port;
   return {
     url: `http://127.0.0.1:${port}`,
+    port,
     seen,
+    connections: () => connections,
     close: () =>
       new Promise<void>((resolve) => {
         server.closeAllConnections();
@@ -169,9 +180,10 @@ for (const backend of backends()) {
       const r = await receiver(15);
       try {
         const w = await wallet();
-        const a = new Webhooks(store, { timeoutMs: 5000 });
+        // The receiver is on loopback: private networks allowed, explicitly.
+        const a = new Webhooks(store, { timeoutMs: 5000, privateNetworks: "allow" });
         const other = database.store();
-        const b = new Webhooks(other, { timeoutMs: 5000 });
+        const b = new Webhooks(other, { timeoutMs: 5000, privateNetworks: "allow" });
         for (const path of ["/one", "/two"])
           okv(
             await store.db.transaction((tx) =>
@@ -200,6 +212,182 @@ for (const backend of backends()) {
         assert.equal(await a.run(null), 0, "nothing left to deliver");
       } finally {
         await r.close();
+      }
+    });
+
+    test("deny (the default): a private URL is refused when set, and nothing is stored or changed", async () => {
+      const t = await store.createTenant("SSRF at create", "test");
+      const hooks = new Webhooks(database.store());
+      const create = (url: string) =>
+        store.db.transaction((tx) => hooks.createEndpoint(tx, t.id, { url, eventTypes: ["*"] }));
+      for (const url of [
+        "http://127.0.0.1:8080/hooks",
+        "http://0x7f.1/",
+        "http://[::1]/",
+        "http://[::ffff:127.0.0.1]/",
+        "http://169.254.169.254/latest/meta-data/",
+        "https://10.0.0.5/",
+        "http://localhost:3000/",
+      ]) {
+        const r = await create(url);
+        assert.ok(!r.ok && r.error.code === "webhook_url_not_allowed", url);
+      }
+      const count = async () =>
+        (
+          await store.db.query<{ n: number }>(
+            "SELECT count(*)::int AS n FROM webhook_endpoints WHERE tenant_id = $1",
+            [t.id],
+          )
+        ).rows[0]?.n;
+      assert.equal(await count(), 0);
+      const e = okv(await create("https://hooks.example.test/in")).endpoint;
+      const moved = await store.db.transaction((tx) =>
+        hooks.updateEndpoint(tx, t.id, e.id, { url: "http://192.168.1.10/" }),
+      );
+      assert.ok(!moved.ok && moved.error.code === "webhook_url_not_allowed");
+      assert.equal((await hooks.getEndpoint(t.id, e.id))?.url, "https://hooks.example.test/in");
+      // Allowed, the same URL is stored.
+      const open = new Webhooks(database.store(), { privateNetworks: "allow" });
+      okv(
+        await store.db.transaction((tx) =>
+          open.updateEndpoint(tx, t.id, e.id, { url: "http://192.168.1.10/" }),
+        ),
+      );
+      assert.equal(await count(), 1);
+    });
+
+    test("deny: a name resolving to a private address is refused at delivery without connecting, logged and retried", async () => {
+      const r = await receiver(0);
+      try {
+        const t = await store.createTenant("SSRF at delivery", "test");
+        const asked: string[] = [];
+        let answer: { address: string; family: 4 | 6 }[] = [{ address: "127.0.0.1", family: 4 }];
+        const resolve: Resolver = async (hostname) => {
+          asked.push(hostname);
+          return answer;
+        };
+        const hooks = new Webhooks(database.store(), { resolve });
+        // A name passes when set: only what it resolves to says where it goes.
+        const e = okv(
+          await store.db.transaction((tx) =>
+            hooks.createEndpoint(tx, t.id, {
+              url: `http://hooks.example.test:${r.port}/in`,
+              eventTypes: ["*"],
+            }),
+          ),
+        ).endpoint;
+        const d = okv(await hooks.sendTest(t.id, e.id));
+        assert.equal(d.status, "pending", "a refusal is a failed attempt, retried like any other");
+        assert.equal(d.attempts, 1);
+        assert.equal(d.lastStatusCode, null);
+        assert.match(
+          d.lastError ?? "",
+          /^refused: hooks\.example\.test resolves to 127\.0\.0\.1, which is not a public address \(loopback\)/,
+        );
+        assert.equal(d.attemptLog[0]?.error, d.lastError);
+        assert.ok(d.nextAttemptAt !== null);
+        assert.deepEqual(asked, ["hooks.example.test"], "resolved once, for the connection itself");
+        assert.equal(r.connections(), 0, "nothing connected to the receiver");
+
+        // One private address among public ones refuses the whole name; so does IPv4-mapped IPv6.
+        for (const mixed of [
+          [
+            { address: "93.184.216.34", family: 4 as const },
+            { address: "10.0.0.7", family: 4 as const },
+          ],
+          [{ address: "::ffff:127.0.0.1", family: 6 as const }],
+          [{ address: "fd00::1", family: 6 as const }],
+          [{ address: "169.254.169.254", family: 4 as const }],
+        ]) {
+          answer = mixed;
+          const again = okv(await hooks.redeliver(t.id, d.id));
+          assert.match(
+            again.lastError ?? "",
+            /^refused: hooks\.example\.test resolves to /,
+            JSON.stringify(mixed),
+          );
+        }
+        assert.equal(r.connections(), 0);
+
+        // Allowed, the same name and answer deliver: the socket goes to the address resolved.
+        answer = [{ address: "127.0.0.1", family: 4 }];
+        const open = new Webhooks(database.store(), { privateNetworks: "allow", resolve });
+        const sent = okv(await open.redeliver(t.id, d.id));
+        assert.equal(sent.status, "succeeded");
+        assert.equal(sent.attemptLog.at(-1)?.statusCode, 200);
+        assert.equal(r.seen.get(`/in ${d.eventId}`), 1);
+      } finally {
+        await r.close();
+      }
+    });
+
+    test("deny: an endpoint stored with a literal private address is refused at delivery too", async () => {
+      const r = await receiver(0);
+      try {
+        const t = await store.createTenant("SSRF literal", "test");
+        // Set while private networks were allowed (or before this check existed).
+        const open = new Webhooks(database.store(), { privateNetworks: "allow" });
+        const e = okv(
+          await store.db.transaction((tx) =>
+            open.createEndpoint(tx, t.id, { url: `${r.url}/in`, eventTypes: ["*"] }),
+          ),
+        ).endpoint;
+        const resolve: Resolver = async () => assert.fail("a literal address is not resolved");
+        const hooks = new Webhooks(database.store(), { resolve });
+        const d = okv(await hooks.sendTest(t.id, e.id));
+        assert.equal(d.status, "pending");
+        assert.match(d.lastError ?? "", /^refused: 127\.0\.0\.1 is not a public address \(loopback\)/);
+        assert.equal(r.connections(), 0);
+      } finally {
+        await r.close();
+      }
+    });
+
+    test("the deliverer's HTTP: redirects are not followed, the answer's start is kept, silence times out", async () => {
+      let hits = 0;
+      let silent = 0;
+      const server = createServer((req, res) => {
+        req.resume();
+        req.on("end", () => {
+          if (req.url === "/moved") return res.writeHead(302, { location: "/target" }).end("moved");
+          if (req.url === "/target") hits++;
+          if (req.url === "/big") return res.end("x".repeat(100_000));
+          if (req.url === "/silent") return void silent++; // never answers
+          res.writeHead(204).end();
+        });
+      });
+      await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+      const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+      try {
+        const t = await store.createTenant("HTTP", "test");
+        const hooks = new Webhooks(database.store(), { privateNetworks: "allow", timeoutMs: 200 });
+        const send = async (path: string) => {
+          const e = okv(
+            await store.db.transaction((tx) =>
+              hooks.createEndpoint(tx, t.id, { url: base + path, eventTypes: ["*"] }),
+            ),
+          ).endpoint;
+          return okv(await hooks.sendTest(t.id, e.id));
+        };
+        const moved = await send("/moved");
+        assert.equal(moved.lastError, "HTTP 302");
+        assert.equal(moved.attemptLog[0]?.response, "moved");
+        assert.equal(hits, 0, "the redirect was not followed");
+        const big = await send("/big");
+        assert.equal(big.status, "succeeded");
+        assert.equal(big.attemptLog[0]?.response, "x".repeat(1000));
+        const empty = await send("/empty");
+        assert.equal(empty.status, "succeeded");
+        assert.equal(empty.attemptLog[0]?.statusCode, 204);
+        assert.equal(empty.attemptLog[0]?.response, null);
+        // The receiver never answers: whatever the machine's speed, the attempt times out.
+        const quiet = await send("/silent");
+        assert.equal(quiet.status, "pending");
+        assert.equal(quiet.lastError, "timed out after 200 ms");
+        assert.equal(silent, 1);
+      } finally {
+        server.closeAllConnections();
+        await new Promise<void>((resolve) => server.close(() => resolve()));
       }
     });
 

@@ -1224,6 +1224,32 @@ const urlCases = (body: (f: Fixtures, v: Vars) => Json): Variant[] => [
     code: "invalid_webhook_url",
     body: (f, v) => ({ ...body(f, v), url: "https://example.com/hooks#x" }),
   },
+  // The server refuses private networks (the default): each of these names one.
+  ...[
+    "http://127.0.0.1:9/hooks",
+    "http://0x7f.1/hooks",
+    "http://2130706433/hooks",
+    "http://[::1]/hooks",
+    "http://[::ffff:127.0.0.1]/hooks",
+    "http://169.254.169.254/latest/meta-data/",
+    "https://10.1.2.3/hooks",
+    "https://172.16.0.1/hooks",
+    "https://192.168.1.1/hooks",
+    "https://[fc00::1]/hooks",
+    "https://[fe80::1]/hooks",
+    "http://0.0.0.0/hooks",
+    "http://224.0.0.1/hooks",
+    "http://localhost:3000/hooks",
+    "http://localhost./hooks",
+    "http://api.localhost/hooks",
+  ].map(
+    (url): Variant => ({
+      name: `a private url ${url}`,
+      code: "webhook_url_not_allowed",
+      field: "url",
+      body: (f, v) => ({ ...body(f, v), url }),
+    }),
+  ),
   {
     name: "a url over 2048 characters",
     code: "validation_failed",

@@ -64,7 +64,7 @@ export interface TenantFixtures {
   /** A pending hold of 1 credit (7 days) on the main customer's pool, and one of the second customer. */
   readonly hold: string;
   readonly hold2: string;
-  /** A webhook endpoint (to a closed port) and its test-send's delivery, pending a retry. */
+  /** A webhook endpoint (to a name resolving to loopback) and its test-send's delivery, refused, pending a retry. */
   readonly webhookEndpoint: string;
   readonly webhookDelivery: string;
   /** A vendor's monthly spend cap on the main pool (1,000,000 credits: never reached here), and one on the second customer's pool. */
@@ -285,9 +285,10 @@ async function tenantFixtures(client: Client, tenantId: string, t: string): Prom
   };
   await overageInvoice(customer, wallet, 1);
   await overageInvoice(String(c2.id), String(c2.wallet_id), 2);
-  // Port 9 (discard) has no listener on loopback: the test-send fails at once and waits to retry.
+  // The world's resolver gives this name a loopback address, which the server refuses to
+  // connect to: the test-send fails at once, connecting nowhere, and waits to retry.
   const endpoint = await client.create("/v1/webhook_endpoints", {
-    url: "http://127.0.0.1:9/hooks",
+    url: "http://hooks.example.test/hooks",
     event_types: ["*"],
   });
   const delivery = await client.create(`/v1/webhook_endpoints/${endpoint.id}/test`);
@@ -348,10 +349,20 @@ async function tenantFixtures(client: Client, tenantId: string, t: string): Prom
   };
 }
 
-/** Starts a server on PGlite with a movable clock and builds both tenants' fixtures over HTTP. */
+/**
+ * Starts a server on PGlite with a movable clock and builds both tenants' fixtures over HTTP.
+ * Webhooks refuse private networks, as in production; names resolve by a table, never by DNS
+ * (`hooks.example.test` to loopback; any other name is not found).
+ */
 export async function startWorld(): Promise<World> {
   let offset = 0;
-  const server = await startTestServer({ clock: () => Date.now() + offset });
+  const server = await startTestServer({
+    clock: () => Date.now() + offset,
+    webhookResolver: async (hostname) => {
+      if (hostname === "hooks.example.test") return [{ address: "127.0.0.1", family: 4 }];
+      throw Object.assign(new Error(`getaddrinfo ENOTFOUND ${hostname}`), { code: "ENOTFOUND" });
+    },
+  });
   const client = new Client(server.url, server.key);
   const a = await tenantFixtures(client, server.tenantId, "a");
   const other = await server.newTenant("Other");

@@ -1,4 +1,5 @@
-import { createIdGenerator, type SqlClient, Store } from "@drawdown/storage";
+import type { PrivateNetworkPolicy } from "@drawdown/core";
+import { createIdGenerator, type Resolver, type SqlClient, Store, Webhooks } from "@drawdown/storage";
 import { backends, type TestDatabase } from "@drawdown/storage/testing";
 import { buildApp } from "../../src/app.js";
 import { startScheduler } from "../../src/server.js";
@@ -25,7 +26,9 @@ export interface TestServer {
  * server runs on that one, through a connection pool of its own, instead of a fresh one, and
  * leaves it open on close: several servers on one database are several instances of one
  * deployment. With `schedulerMs`, it runs the
- * scheduler as the real server does (none by default).
+ * scheduler as the real server does (none by default). Webhooks refuse private networks, as
+ * in production, unless `webhookPrivateNetworks` is `allow` (a test with a local receiver);
+ * `webhookResolver` resolves their host names instead of DNS.
  */
 export async function startTestServer(
   options: {
@@ -35,6 +38,8 @@ export async function startTestServer(
     schedulerMs?: number;
     /** How long the instance caches an authenticated key (the store's default when absent). */
     keyCacheMs?: number;
+    webhookPrivateNetworks?: PrivateNetworkPolicy;
+    webhookResolver?: Resolver;
   } = {},
 ): Promise<TestServer> {
   let database = options.database;
@@ -54,7 +59,14 @@ export async function startTestServer(
         ...(options.keyCacheMs === undefined ? {} : { keyCacheMs: options.keyCacheMs }),
       })
     : db.store(options.clock);
-  const app = await buildApp({ store, config: { bodyLimit: 1024 * 1024, logRequests: false } });
+  const privateNetworks = options.webhookPrivateNetworks ?? "deny";
+  const app = await buildApp({
+    store,
+    config: { bodyLimit: 1024 * 1024, logRequests: false, webhookPrivateNetworks: privateNetworks },
+    ...(options.webhookResolver
+      ? { webhooks: new Webhooks(store, { privateNetworks, resolve: options.webhookResolver }) }
+      : {}),
+  });
   const url = await app.listen({ host: "127.0.0.1", port: 0 });
   const scheduler = startScheduler(store, options.schedulerMs ?? 0);
   // As the real server does: revocations made by another instance are heard at once.
