@@ -21,6 +21,7 @@ import {
   costOf,
   type PricingAt,
   periodStart,
+  sourceOfOverrides,
   type UsageEvent,
   usageKey,
 } from "./usage.js";
@@ -422,7 +423,12 @@ export function planSettle(
   if (!pending.ok) return pending;
   const usage = new Map(state.usage);
   const usageDeltas = new Map<string, bigint>();
-  const rated: { event: UsageEvent; versionId: string; rating: Accepted["rating"] }[] = [];
+  const rated: {
+    event: UsageEvent;
+    versionId: string;
+    rating: Accepted["rating"];
+    overrideSource: string | null;
+  }[] = [];
   for (const [i, event] of events.entries()) {
     const time = checkEventTime(event.time, ctx.now);
     if (!time.ok) return fail(time.error.code, `events[${i}]: ${time.error.message}`, { index: String(i) });
@@ -442,7 +448,12 @@ export function planSettle(
       usage.set(key, (usage.get(key) ?? 0n) + line.amount);
       usageDeltas.set(key, (usageDeltas.get(key) ?? 0n) + line.amount);
     }
-    rated.push({ event, versionId: pricing.versionId, rating: r.value });
+    rated.push({
+      event,
+      versionId: pricing.versionId,
+      rating: r.value,
+      overrideSource: sourceOfOverrides(pricing, r.value),
+    });
   }
   const total = rated.reduce((s, r) => s + r.rating.credits, 0n);
   if (!inRange(total)) return fail("invalid_amount", "The events' charges add up beyond the amount range.");
@@ -521,6 +532,7 @@ export function planSettle(
                 : "hold_exceeded"
             : null,
       transactionId: null,
+      overrideSource: r.overrideSource,
     });
   }
 

@@ -15,6 +15,7 @@ export * from "./ledger.js";
 export * from "./lifecycle.js";
 export * from "./model.js";
 export * from "./overage.js";
+export * from "./override-terms.js";
 export * from "./rating.js";
 export * from "./result.js";
 export * from "./runs.js";

@@ -52,37 +52,10 @@ export interface UsageWallet {
 export interface PricingAt {
   readonly versionId: string;
   readonly content: RateCardContent;
+  /** The override lines in force at the time (see override-terms.ts); none outside every window. */
   readonly overrides: readonly RateLine[];
-}
-
-/**
- * A customer's override lines and when they are in force: `[from, until)`, a null bound open.
- * A contract's overrides are in force over its term (cut short by an early termination);
- * overrides set by hand have no window. Storage loads them once per batch with the pricing;
- * {@link overridesAt} decides per event, so no event costs a query.
- */
-export interface OverrideTerms {
-  readonly lines: readonly RateLine[];
-  /** The first instant the lines apply; null: since always. */
-  readonly from: number | null;
-  /** The first instant they no longer apply; null: for ever. */
-  readonly until: number | null;
-}
-
-/** Whether `time` falls in the window `[from, until)` (null bounds open). */
-export const inOverrideWindow = (terms: Pick<OverrideTerms, "from" | "until">, time: number): boolean =>
-  (terms.from === null || time >= terms.from) && (terms.until === null || time < terms.until);
-
-const NO_LINES: readonly RateLine[] = [];
-
-/**
- * The override lines that rate an event at `time`: the customer's lines when `time` is inside
- * their window, none otherwise (the card, or the pinned version, alone prices the event). An
- * event is rated by the terms in force at its own time, not at its arrival, like card versions.
- */
-export function overridesAt(terms: OverrideTerms | undefined, time: number): readonly RateLine[] {
-  if (!terms || terms.lines.length === 0 || !inOverrideWindow(terms, time)) return NO_LINES;
-  return terms.lines;
+  /** Where those lines come from: a contract id or `manual`; null or absent when none are in force. */
+  readonly overridesSource?: string | null;
 }
 
 /** A cost table version: money per unit, priced like rate lines. */
@@ -140,6 +113,8 @@ export interface Accepted {
   readonly reason: string | null;
   /** The transaction the charge is journaled in; null when nothing moved. */
   readonly transactionId: string | null;
+  /** The source (contract id or `manual`) of the override terms that priced a line; null when none did. */
+  readonly overrideSource: string | null;
 }
 
 /** A rejected event: nothing recorded. */
@@ -305,6 +280,7 @@ export function planUsage(
       }
     };
     const cost = costOf(state, event);
+    const overrideSource = sourceOfOverrides(pricing, rating);
     // Outcomes are built by one literal (no object spread): this runs once per event.
     const accept = (
       drawn: bigint,
@@ -331,6 +307,7 @@ export function planUsage(
       revenueCurrency,
       reason,
       transactionId: null,
+      overrideSource,
     });
     if (rating.credits === 0n) {
       countUsage();
@@ -424,6 +401,17 @@ export function planUsage(
   for (const [walletId, owed] of overdraft)
     overdraftDeltas.set(walletId, owed - state.wallets.get(walletId)!.overdraft);
   return { outcomes, transactions, expired, overdraftDeltas, usageDeltas, caps: caps.effect() };
+}
+
+/**
+ * The source of the override terms that priced at least one line of a rating, for its
+ * explanation; null when the card priced every line (or no terms were in force).
+ */
+export function sourceOfOverrides(pricing: PricingAt, rating: Rating): string | null {
+  const source = pricing.overridesSource ?? null;
+  if (source === null) return null;
+  for (const l of rating.lines) if (l.override) return source;
+  return null;
 }
 
 /** A copy of a grant with another remainder: one literal, not a spread (once per draw). */

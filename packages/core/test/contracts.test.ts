@@ -394,7 +394,7 @@ describe("contract overrides are in force over the term only", () => {
     })
     .map(({ from, length, open }): OverrideTerms => {
       const start = from ?? NOW - SPAN;
-      return { lines: DEAL, from, until: open ? null : start + length };
+      return { lines: DEAL, from, until: open ? null : start + length, source: "ctr_a" };
     });
 
   const event = (i: number, time: number): UsageEvent => ({
@@ -411,13 +411,14 @@ describe("contract overrides are in force over the term only", () => {
   });
 
   test("overridesAt: the lines inside [from, until), none outside; null bounds open", () => {
-    const terms: OverrideTerms = { lines: DEAL, from: T0, until: T0 + DAY };
+    const terms: OverrideTerms[] = [{ lines: DEAL, from: T0, until: T0 + DAY, source: "ctr_a" }];
     assert.equal(overridesAt(terms, T0 - 1).length, 0);
     assert.equal(overridesAt(terms, T0), DEAL);
     assert.equal(overridesAt(terms, T0 + DAY - 1), DEAL);
     assert.equal(overridesAt(terms, T0 + DAY).length, 0, "the end is exclusive, like the term's");
-    assert.equal(overridesAt({ lines: DEAL, from: null, until: null }, -8.64e15), DEAL);
+    assert.equal(overridesAt([{ lines: DEAL, from: null, until: null, source: "manual" }], -8.64e15), DEAL);
     assert.equal(overridesAt(undefined, T0).length, 0);
+    assert.equal(overridesAt([], T0).length, 0);
   });
 
   test("property: a batch rates each event by the override exactly when its own time is inside the window", () => {
@@ -447,7 +448,7 @@ describe("contract overrides are in force over the term only", () => {
             pricingAt: (_c, time) => ({
               versionId: "rcv_1",
               content: CARD,
-              overrides: overridesAt(terms, time),
+              overrides: overridesAt([terms], time),
             }),
             costAt: () => null,
             usage: new Map(),
