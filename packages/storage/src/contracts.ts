@@ -145,8 +145,9 @@ export type ContractCreate = Omit<ContractInput, "id"> & {
  * each is granted exactly once (its key is a primary key), in order, under the contract's row
  * lock, catching up after downtime; the store's scheduler and test clock run them. When its
  * term starts, a contract's rate card terms become the customer's pricing (the same
- * `customer_pricing` every event is rated by); its overrides rate only events timed inside
- * the term.
+ * `customer_pricing` every event is rated by); its overrides join the customer's override
+ * history over its term, so they rate the events timed inside it, late ones included, even
+ * after a later contract's terms were applied.
  */
 export class Contracts implements DueJob {
   constructor(
@@ -300,6 +301,8 @@ export class Contracts implements DueJob {
       c.terminatedAt,
     );
     if (!planned.ok) return planned;
+    // The pricing row's lock before the pool's (the order a term's start takes them in).
+    await this.#endOverrides(ex, tenantId, c.customerId, id, planned.value.terminatedAt);
     if (onTerminate === "forfeit") {
       const pool = await this.#pool(ex, tenantId, c.customerId);
       const r = await this.store.mutate(ex, tenantId, pool, [], (ctx, state) => {
@@ -318,13 +321,42 @@ export class Contracts implements DueJob {
        WHERE tenant_id = $1 AND id = $2`,
       [tenantId, id, iso(planned.value.terminatedAt), onTerminate],
     );
-    // The term ends now: so do its overrides, if the customer's pricing is still this contract's.
+    return ok(null);
+  }
+
+  /**
+   * The term ends at `at`: so do its overrides. Its entries of the customer's override history
+   * end there (one starting later is dropped; the core's `cutTerms`), under the pricing row's
+   * lock, which a change of pricing takes too; the row's own window, if it is still this
+   * contract's, says so.
+   */
+  async #endOverrides(
+    ex: SqlExecutor,
+    tenantId: string,
+    customerId: string,
+    contractId: string,
+    at: number,
+  ): Promise<void> {
+    await ex.query("SELECT 1 FROM customer_pricing WHERE tenant_id = $1 AND customer_id = $2 FOR UPDATE", [
+      tenantId,
+      customerId,
+    ]);
+    const args = [tenantId, customerId, contractId, iso(at)];
     await ex.query(
       `UPDATE customer_pricing SET overrides_until = $4
        WHERE tenant_id = $1 AND customer_id = $2 AND contract_id = $3`,
-      [tenantId, c.customerId, id, iso(planned.value.terminatedAt)],
+      args,
     );
-    return ok(null);
+    await ex.query(
+      `DELETE FROM customer_override_terms
+       WHERE tenant_id = $1 AND customer_id = $2 AND source = $3 AND starts_at >= $4`,
+      args,
+    );
+    await ex.query(
+      `UPDATE customer_override_terms SET ends_at = $4
+       WHERE tenant_id = $1 AND customer_id = $2 AND source = $3 AND (ends_at IS NULL OR ends_at > $4)`,
+      args,
+    );
   }
 
   /** Every installment of a contract with its grant and what became of its credits. */

@@ -482,7 +482,7 @@ export class HoldWriter {
 
     // 6. Pricing (once), tier usage of the periods concerned, and the settlements' used event ids.
     const catalog = await this.metering.catalog(ex, tenantId, stampOf(locked.rows));
-    const pricing = await this.metering.customerPricing(ex, tenantId, customerIds);
+    const pricing = await this.metering.customerPricing(ex, tenantId, customerIds, now);
     const pricingAt = (customerId: string, time: number) =>
       Metering.pricingAt(catalog, pricing.get(customerId), time);
     const costAt = (time: number) => Metering.costAt(catalog, time);

@@ -316,7 +316,7 @@ export async function tierUsage(
   const usage = new Map<string, bigint>();
   const tiered =
     catalog.tieredLines.size > 0 ||
-    [...pricing.values()].some((p) => p.overrideTerms.lines.some((l) => l.tiers));
+    [...pricing.values()].some((p) => p.overrideHistory.some((t) => t.lines.some((l) => l.tiers)));
   if (!tiered) return usage;
   const periods = [...new Set(times.map((t) => iso(periodStart(t))))];
   const u = await ex.query(
@@ -436,7 +436,7 @@ export class Holds implements DueJob {
     customerId: string,
   ): Promise<{ catalog: Catalog; pricing: Map<string, CustomerPricing> }> {
     const catalog = await this.metering.catalog(ex, tenantId);
-    const pricing = await this.metering.customerPricing(ex, tenantId, [customerId]);
+    const pricing = await this.metering.customerPricing(ex, tenantId, [customerId], this.store.now(tenantId));
     return { catalog, pricing };
   }
 

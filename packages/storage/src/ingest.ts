@@ -278,7 +278,7 @@ export class IngestWriter {
       };
       const grants = await loadGrants();
       const catalog = await this.metering.catalog(ex, tenantId, stampOf(locked.rows));
-      const pricing = await this.metering.customerPricing(ex, tenantId, customerIds);
+      const pricing = await this.metering.customerPricing(ex, tenantId, customerIds, now);
       const usage = new Map<string, bigint>();
       if (tieredLineIds(catalog, pricing).size > 0) {
         const periods = [
@@ -603,7 +603,13 @@ export function eventDetailJson(o: Accepted, receivedAt: string): string {
       "}",
     );
   }
-  parts.push('],"rounded":"', formatAmount(r.credits), '","draws":[');
+  parts.push(
+    '],"override_source":',
+    jsonStringOrNull(o.overrideSource),
+    ',"rounded":"',
+    formatAmount(r.credits),
+    '","draws":[',
+  );
   for (let i = 0; i < o.draws.length; i++) {
     const d = o.draws[i]!;
     parts.push(
@@ -662,6 +668,7 @@ export function explain(o: Accepted): Record<string, unknown> {
       free: l.free,
       override: l.override,
     })),
+    override_source: o.overrideSource,
     rounded: formatAmount(r.credits),
     draws: o.draws.map((d) => ({
       grant_id: d.grantId,
@@ -671,18 +678,19 @@ export function explain(o: Accepted): Record<string, unknown> {
   };
 }
 
-/** The ids of the tiered lines: the catalog's, and the batch customers' tiered overrides. */
+/** The ids of the tiered lines: the catalog's, and the batch customers' tiered overrides (any loaded window's). */
 export function tieredLineIds(
   catalog: Catalog,
   pricing: ReadonlyMap<string, CustomerPricing>,
 ): ReadonlySet<string> {
   let ids: Set<string> | null = null;
   for (const p of pricing.values())
-    for (const l of p.overrideTerms.lines)
-      if (l.tiers && !catalog.tieredLines.has(l.id)) {
-        ids ??= new Set(catalog.tieredLines);
-        ids.add(l.id);
-      }
+    for (const t of p.overrideHistory)
+      for (const l of t.lines)
+        if (l.tiers && !catalog.tieredLines.has(l.id)) {
+          ids ??= new Set(catalog.tieredLines);
+          ids.add(l.id);
+        }
   return ids ?? catalog.tieredLines;
 }
 

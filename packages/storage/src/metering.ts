@@ -1,12 +1,14 @@
 import {
   type CostTableAt,
+  checkTermsWindow,
   fail,
   type IdGenerator,
+  LATE_GRACE_MS,
+  MANUAL_SOURCE,
   type OveragePolicy,
   type OveragePolicyInput,
   type OverrideTerms,
   ok,
-  overridesAt,
   type PricingAt,
   parseRateCard,
   type RateCardContent,
@@ -14,6 +16,9 @@ import {
   type RateLine,
   type RateLineInput,
   type Result,
+  spliceTerms,
+  type TermsWindow,
+  termsAt,
   versionAt,
 } from "@drawdown/core";
 import { setWalletOverage } from "./overage.js";
@@ -50,6 +55,14 @@ export interface CostTableVersion {
   readonly createdAt: number;
 }
 
+/** One entry of a customer's override history, as stored (table `customer_override_terms`). */
+export interface OverrideTermsRecord extends OverrideTerms {
+  /** The override lines as sent. */
+  readonly input: readonly RateLineInput[];
+  /** When these terms were set. */
+  readonly setAt: number;
+}
+
 /** A customer's contract terms for rating. */
 export interface CustomerPricing {
   readonly customerId: string;
@@ -57,19 +70,30 @@ export interface CustomerPricing {
   readonly rateCardId: string | null;
   /** A pinned version, used whatever the event's time; null: the version in force at the event's time. */
   readonly pinnedVersionId: string | null;
+  /** The override lines last set, as sent (every window's are in {@link overrideHistory}). */
   readonly overrides: readonly RateLineInput[];
-  /** The override lines and their window, as rating reads them (see {@link overridesAt}). */
-  readonly overrideTerms: OverrideTerms;
-  /** The contract that set this pricing; null: set by hand. */
+  /** The contract that last set this pricing; null: set by hand. */
   readonly contractId: string | null;
+  /** The window the last set overrides were given (null bounds open), cut by a termination. */
+  readonly overridesFrom: number | null;
+  readonly overridesUntil: number | null;
+  /**
+   * The override history rating reads, oldest first, windows apart (see the core's
+   * {@link termsAt}). Loaded for a batch, it holds only the entries that can still rate an
+   * accepted event (see {@link Metering.customerPricing}).
+   */
+  readonly overrideHistory: readonly OverrideTermsRecord[];
   readonly updatedAt: number;
 }
 
-/** Where a customer's override lines apply: a contract's term, or (null) always. */
-export interface OverrideWindow {
-  readonly contractId: string;
-  readonly from: number;
-  readonly until: number;
+/**
+ * When the override lines being set are in force, and over what they replace the history. A
+ * contract's terms replace everything from its start on (after its term the card alone prices,
+ * until new terms are set); terms set by hand replace only their own window.
+ */
+export interface OverrideWindow extends TermsWindow {
+  /** The contract setting its terms; null or absent: set by hand (source `manual`). */
+  readonly contractId?: string | null;
 }
 
 /** Everything about a tenant's pricing that changes only by publishing: cached, revalidated by a stamp. */
@@ -82,6 +106,7 @@ export interface Catalog {
   readonly tieredLines: ReadonlySet<string>;
 }
 
+const NO_LINES: OverrideTerms["lines"] = [];
 const ms = (v: unknown): number => (v instanceof Date ? v.getTime() : new Date(String(v)).getTime());
 const iso = (t: number): string => new Date(t).toISOString();
 
@@ -104,22 +129,55 @@ export const CATALOG_STAMP_COLUMN = `(${STAMP_EXPRESSION}) AS catalog_stamp`;
 export const stampOf = (rows: readonly Record<string, unknown>[]): string | undefined =>
   rows.length === 0 ? undefined : String(rows[0]!.catalog_stamp);
 
-function parseCustomerPricing(row: Record<string, unknown>): CustomerPricing {
-  const overrides = row.overrides ? (JSON.parse(String(row.overrides)) as RateLineInput[]) : [];
-  const parsed = parseRateCard({ lines: overrides });
-  const overrideLines = parsed.ok ? parsed.value.lines : [];
-  const from = row.overrides_from == null ? null : ms(row.overrides_from);
-  const until = row.overrides_until == null ? null : ms(row.overrides_until);
+/** Parses stored override lines; validated when set, so a failure never happens (no lines then). */
+function parseLines(text: unknown): { input: RateLineInput[]; lines: OverrideTerms["lines"] } {
+  const input = text ? (JSON.parse(String(text)) as RateLineInput[]) : [];
+  const parsed = parseRateCard({ lines: input });
+  return { input, lines: parsed.ok ? parsed.value.lines : [] };
+}
+
+function parseTermsRow(row: Record<string, unknown>): OverrideTermsRecord {
+  const { input, lines } = parseLines(row.terms_lines);
+  return {
+    lines,
+    input,
+    source: String(row.terms_source),
+    from: row.terms_from == null ? null : ms(row.terms_from),
+    until: row.terms_until == null ? null : ms(row.terms_until),
+    setAt: ms(row.terms_set_at),
+  };
+}
+
+const byFrom = (a: OverrideTerms, b: OverrideTerms): number =>
+  a.from === b.from ? 0 : a.from === null ? -1 : b.from === null ? 1 : a.from - b.from;
+
+function parseCustomerPricing(
+  row: Record<string, unknown>,
+  history: readonly OverrideTermsRecord[],
+): CustomerPricing {
   return {
     customerId: String(row.customer_id),
     rateCardId: row.rate_card_id === null ? null : String(row.rate_card_id),
     pinnedVersionId: row.pinned_version_id === null ? null : String(row.pinned_version_id),
-    overrides,
-    overrideTerms: { lines: overrideLines, from, until },
+    overrides: row.overrides ? (JSON.parse(String(row.overrides)) as RateLineInput[]) : [],
     contractId: row.contract_id == null ? null : String(row.contract_id),
+    overridesFrom: row.overrides_from == null ? null : ms(row.overrides_from),
+    overridesUntil: row.overrides_until == null ? null : ms(row.overrides_until),
+    overrideHistory: history,
     updatedAt: ms(row.updated_at),
   };
 }
+
+// Named columns, not *, so the statement is prepared (sql.ts): the ingest writer runs it per
+// batch. One row per history entry (or one without, for a customer with none), in one query.
+const PRICING_WITH_HISTORY = `SELECT p.customer_id, p.rate_card_id, p.pinned_version_id, p.overrides, p.updated_at,
+    p.contract_id, p.overrides_from, p.overrides_until,
+    t.source AS terms_source, t.lines AS terms_lines, t.starts_at AS terms_from, t.ends_at AS terms_until,
+    t.set_at AS terms_set_at
+  FROM customer_pricing p
+  LEFT JOIN customer_override_terms t ON t.tenant_id = p.tenant_id AND t.customer_id = p.customer_id
+    AND ($3::timestamptz IS NULL OR t.ends_at IS NULL OR t.ends_at > $3::timestamptz)
+  WHERE p.tenant_id = $1 AND p.customer_id = ANY($2::text[])`;
 
 /**
  * Rate cards, cost tables and customer pricing: published as immutable, effective-dated
@@ -316,8 +374,11 @@ export class Metering {
   }
 
   /**
-   * Sets a customer's contract pricing: its card, a pinned version, and override lines, in
-   * force over `window` (a contract's term) or, without one, always.
+   * Sets a customer's contract pricing: its card and pinned version (current, not windowed),
+   * and override lines in force over `window` (open bounds when absent). The override history
+   * keeps every earlier entry outside what the new terms replace (see {@link OverrideWindow}):
+   * an event is rated by the entry in force at its own time. `invalid_argument` for a window
+   * that ends before it starts; nothing is written on any failure.
    */
   async setCustomerPricing(
     ex: SqlExecutor,
@@ -350,8 +411,14 @@ export class Metering {
     }
     const parsed = parseRateCard({ lines: input.overrides });
     if (!parsed.ok) return parsed;
+    const from = input.window?.from ?? null;
+    const until = input.window?.until ?? null;
+    const contractId = input.window?.contractId ?? null;
+    const checked = checkTermsWindow({ from, until });
+    if (!checked.ok) return checked;
     const now = this.clock(tenantId);
-    const w = input.window ?? null;
+    // The upsert takes the pricing row's lock first: the history below is read and rewritten
+    // by one writer at a time (a termination takes the same lock).
     const { rows } = await ex.query(
       `INSERT INTO customer_pricing (tenant_id, customer_id, rate_card_id, pinned_version_id, overrides, updated_at,
          contract_id, overrides_from, overrides_until)
@@ -368,33 +435,97 @@ export class Metering {
         input.pinnedVersionId,
         JSON.stringify(input.overrides),
         iso(now),
-        w?.contractId ?? null,
-        w === null ? null : iso(w.from),
-        w === null ? null : iso(w.until),
+        contractId,
+        from === null ? null : iso(from),
+        until === null ? null : iso(until),
       ],
     );
-    return ok(parseCustomerPricing(rows[0]!));
+    const history = await this.#history(ex, tenantId, customerId);
+    const entry: OverrideTermsRecord = {
+      lines: parsed.value.lines,
+      input: input.overrides,
+      source: contractId ?? MANUAL_SOURCE,
+      from,
+      until,
+      setAt: now,
+    };
+    // A contract's terms replace the history from its start on; terms set by hand, their window.
+    const replace = contractId !== null && from !== null ? { from, until: null } : { from, until };
+    const next = spliceTerms(history, replace, entry);
+    await ex.query("DELETE FROM customer_override_terms WHERE tenant_id = $1 AND customer_id = $2", [
+      tenantId,
+      customerId,
+    ]);
+    if (next.length > 0) {
+      await ex.query(
+        `INSERT INTO customer_override_terms (tenant_id, customer_id, seq, source, lines, starts_at, ends_at, set_at)
+         SELECT $1, $2, * FROM unnest($3::int[], $4::text[], $5::text[], $6::timestamptz[], $7::timestamptz[],
+           $8::timestamptz[])`,
+        [
+          tenantId,
+          customerId,
+          next.map((_, i) => i),
+          next.map((e) => e.source),
+          next.map((e) => JSON.stringify(e.input)),
+          next.map((e) => (e.from === null ? null : iso(e.from))),
+          next.map((e) => (e.until === null ? null : iso(e.until))),
+          next.map((e) => iso(e.setAt)),
+        ],
+      );
+    }
+    return ok(parseCustomerPricing(rows[0]!, next));
   }
 
-  /** A customer's pricing terms, or the defaults when none were set. */
+  /** A customer's whole override history, oldest first. */
+  async #history(ex: SqlExecutor, tenantId: string, customerId: string): Promise<OverrideTermsRecord[]> {
+    const { rows } = await ex.query(
+      `SELECT source AS terms_source, lines AS terms_lines, starts_at AS terms_from, ends_at AS terms_until,
+         set_at AS terms_set_at
+       FROM customer_override_terms WHERE tenant_id = $1 AND customer_id = $2`,
+      [tenantId, customerId],
+    );
+    return rows.map(parseTermsRow).sort(byFrom);
+  }
+
+  /**
+   * Customers' pricing terms with their override history, in one query (the ingest and
+   * authorize writers run it once per batch); a customer without any is absent (the defaults).
+   * Given the batch's `now`, entries that ended before the late-event grace window are left
+   * out: an event older than that is refused before it is rated, so they could rate none.
+   */
   async customerPricing(
     ex: SqlExecutor,
     tenantId: string,
     customerIds: readonly string[],
+    now: number | null = null,
   ): Promise<Map<string, CustomerPricing>> {
-    const { rows } = await ex.query(
-      // Named columns, not *, so the statement is prepared (sql.ts): the ingest writer runs it per batch.
-      `SELECT customer_id, rate_card_id, pinned_version_id, overrides, updated_at, contract_id, overrides_from,
-         overrides_until FROM customer_pricing
-       WHERE tenant_id = $1 AND customer_id = ANY($2::text[])`,
-      [tenantId, customerIds],
-    );
-    return new Map(rows.map((r) => [String(r.customer_id), parseCustomerPricing(r)]));
+    const { rows } = await ex.query(PRICING_WITH_HISTORY, [
+      tenantId,
+      customerIds,
+      now === null ? null : iso(now - LATE_GRACE_MS),
+    ]);
+    const byCustomer = new Map<string, { row: Record<string, unknown>; history: OverrideTermsRecord[] }>();
+    for (const r of rows) {
+      const id = String(r.customer_id);
+      let c = byCustomer.get(id);
+      if (!c) {
+        c = { row: r, history: [] };
+        byCustomer.set(id, c);
+      }
+      if (r.terms_source != null) c.history.push(parseTermsRow(r));
+    }
+    const out = new Map<string, CustomerPricing>();
+    for (const [id, c] of byCustomer) {
+      if (c.history.length > 1) c.history.sort(byFrom);
+      out.set(id, parseCustomerPricing(c.row, c.history));
+    }
+    return out;
   }
 
   /**
    * Resolves what rates a customer's event at `time`: pinned version, else the one in force;
-   * and the override lines when `time` is inside their window (the core's {@link overridesAt}).
+   * and the override lines of the history entry whose window holds `time` (the core's
+   * {@link termsAt}), none when no window does.
    */
   static pricingAt(
     catalog: Catalog,
@@ -409,10 +540,12 @@ export class Metering {
         ? card.versions.find((v) => v.id === pricing.pinnedVersionId)
         : versionAt(card.versions, time);
     if (!version) return null;
+    const terms = termsAt(pricing?.overrideHistory, time);
     return {
       versionId: version.id,
       content: version.content,
-      overrides: overridesAt(pricing?.overrideTerms, time),
+      overrides: terms?.lines ?? NO_LINES,
+      overridesSource: terms?.source ?? null,
       version,
     };
   }

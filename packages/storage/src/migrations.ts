@@ -1020,6 +1020,63 @@ CREATE TABLE spend_cap_debits (
 CREATE INDEX spend_cap_debits_by_cap ON spend_cap_debits (tenant_id, cap_id);
 `,
   },
+  {
+    version: 21,
+    name: "customer override history",
+    sql: /* sql */ `
+-- A customer's override history: the override lines in force over each window
+-- [starts_at, ends_at) (null bounds open), set by a contract (source: its id) or by hand
+-- (source 'manual'). One customer's windows never overlap: the code keeps them apart under the
+-- customer's customer_pricing row lock. Rating reads this table, not customer_pricing.overrides
+-- (which keeps the terms last set, as set), so an event is rated by the overrides in force at
+-- its own time even when it arrives after newer terms were set. seq only names a row.
+CREATE TABLE customer_override_terms (
+  tenant_id text NOT NULL,
+  customer_id text NOT NULL,
+  seq integer NOT NULL,
+  source text NOT NULL,
+  lines text NOT NULL,
+  starts_at timestamptz,
+  ends_at timestamptz,
+  set_at timestamptz NOT NULL,
+  PRIMARY KEY (tenant_id, customer_id, seq),
+  FOREIGN KEY (tenant_id, customer_id) REFERENCES customers (tenant_id, id),
+  CHECK (starts_at IS NULL OR ends_at IS NULL OR starts_at < ends_at)
+);
+-- Backfill, first: each customer's current terms become its history's latest entry, with the
+-- window they had (migration 17), so every event is rated as before. Terms without lines, or
+-- whose window a termination emptied, rate nothing and leave no entry.
+INSERT INTO customer_override_terms (tenant_id, customer_id, seq, source, lines, starts_at, ends_at, set_at)
+SELECT tenant_id, customer_id, 0, coalesce(contract_id, 'manual'), overrides, overrides_from, overrides_until, updated_at
+FROM customer_pricing
+WHERE overrides IS NOT NULL AND overrides <> '[]'
+  AND (overrides_from IS NULL OR overrides_until IS NULL OR overrides_from < overrides_until);
+-- Then the contracts applied before the current one, when that is sound: the current terms are
+-- a contract's (terms set by hand replaced every window, so nothing older can be trusted), the
+-- earlier contract's pricing was applied (its first installment) before them, and its window
+-- (its term, cut by a termination) ends by the current terms' start and overlaps no other
+-- candidate's. A late event timed in such a window is then rated by that contract's overrides.
+INSERT INTO customer_override_terms (tenant_id, customer_id, seq, source, lines, starts_at, ends_at, set_at)
+SELECT c.tenant_id, c.customer_id,
+  row_number() OVER (PARTITION BY c.tenant_id, c.customer_id ORDER BY c.starts_at, c.id),
+  c.id, c.overrides, c.starts_at, c.window_end, c.issued_at
+FROM (
+  SELECT x.*, least(x.ends_at, coalesce(x.terminated_at, x.ends_at)) AS window_end, i.issued_at
+  FROM contracts x
+  JOIN contract_installments i ON i.tenant_id = x.tenant_id AND i.contract_id = x.id AND i.installment_index = 0
+) c
+JOIN customer_pricing p ON p.tenant_id = c.tenant_id AND p.customer_id = c.customer_id
+WHERE p.contract_id IS NOT NULL AND p.overrides_from IS NOT NULL AND c.id <> p.contract_id
+  AND c.overrides <> '[]' AND c.starts_at < c.window_end AND c.window_end <= p.overrides_from
+  AND c.issued_at <= p.updated_at
+  AND NOT EXISTS (
+    SELECT 1 FROM contracts o
+    JOIN contract_installments oi ON oi.tenant_id = o.tenant_id AND oi.contract_id = o.id AND oi.installment_index = 0
+    WHERE o.tenant_id = c.tenant_id AND o.customer_id = c.customer_id AND o.id <> c.id
+      AND o.starts_at < c.window_end AND least(o.ends_at, coalesce(o.terminated_at, o.ends_at)) > c.starts_at
+  );
+`,
+  },
 ];
 
 /** Thrown when the database's schema is newer than this build knows. */

@@ -8,7 +8,14 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { credits, formatAmount, type Result, UNIT } from "@drawdown/core";
-import { Contracts, Metering, MIGRATIONS, type Store, splitStatements } from "../src/index.js";
+import {
+  Contracts,
+  type CustomerPricing,
+  Metering,
+  MIGRATIONS,
+  type Store,
+  splitStatements,
+} from "../src/index.js";
 import { backends, type TestDatabase } from "./support/backends.js";
 
 const DAY = 86_400_000;
@@ -236,12 +243,12 @@ for (const backend of backends()) {
       const catalog = await metering.catalog(store.db, tenantId);
       const pricing = await metering.customerPricing(store.db, tenantId, [customer.id, other.id]);
       const p = pricing.get(customer.id)!;
-      assert.deepEqual([p.contractId, p.overrideTerms.from, p.overrideTerms.until], [ends.id, start, end]);
-      assert.equal(
-        pricing.get(other.id)?.overrideTerms.until,
-        T0 + 10 * DAY,
-        "the termination ends the overrides",
-      );
+      const windows = (x: CustomerPricing | undefined) =>
+        x?.overrideHistory.map((t) => [t.source, t.from, t.until]);
+      assert.deepEqual([p.contractId, p.overridesFrom, p.overridesUntil], [ends.id, start, end]);
+      assert.deepEqual(windows(p), [[ends.id, start, end]]);
+      assert.equal(pricing.get(other.id)?.overridesUntil, T0 + 10 * DAY, "the termination ends the overrides");
+      assert.deepEqual(windows(pricing.get(other.id)), [[stops.id, start, T0 + 10 * DAY]]);
       const lineAt = (customerId: string, t: number) =>
         Metering.pricingAt(catalog, pricing.get(customerId), t)?.overrides.map((l) => l.id);
       assert.deepEqual(
@@ -263,15 +270,16 @@ for (const backend of backends()) {
         ),
       );
       assert.deepEqual(
-        [byHand.contractId, byHand.overrideTerms.from, byHand.overrideTerms.until],
+        [byHand.contractId, byHand.overridesFrom, byHand.overridesUntil],
         [null, null, null],
       );
+      assert.deepEqual(windows(byHand), [["manual", null, null]], "without a window: the whole history");
       assert.deepEqual(
         Metering.pricingAt(catalog, byHand, end + DAY)?.overrides.map((l) => l.id),
         ["deal"],
       );
 
-      // Migration 18 gives pricing a contract applied before it the contract's window, and none
+      // Migration 17 gives pricing a contract applied before it the contract's window, and none
       // to pricing set by hand since.
       await store.db.query(
         "UPDATE customer_pricing SET contract_id = NULL, overrides_from = NULL, overrides_until = NULL WHERE tenant_id = $1",
@@ -286,7 +294,7 @@ for (const backend of backends()) {
       assert.deepEqual(
         [customer.id, other.id].map((c) => {
           const x = again.get(c)!;
-          return [x.contractId, x.overrideTerms.from, x.overrideTerms.until];
+          return [x.contractId, x.overridesFrom, x.overridesUntil];
         }),
         [
           [null, null, null],

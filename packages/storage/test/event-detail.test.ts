@@ -81,6 +81,7 @@ const accepted: fc.Arbitrary<Accepted> = fc
     costVersionId: nullable,
     reason: nullable,
     transactionId: nullable,
+    overrideSource: nullable,
   })
   .map((o) => ({ kind: "accepted" as const, ...o }));
 

@@ -344,6 +344,7 @@ for (const backend of backends()) {
             override: false,
           },
         ],
+        override_source: null,
         rounded: "7.5",
         draws: [{ grant_id: plan.id, wallet_id: w.acme.walletId, credits: "7.5" }],
       });
@@ -875,6 +876,7 @@ for (const backend of backends()) {
           ["acme-out", true],
         ],
       );
+      assert.equal(row.detail.explanation.override_source, "manual", "set by hand");
       const counters = (await snapshot(store.db, w.tenantId)).counters;
       assert.deepEqual(
         counters.map((r) => [r.line_id, r.quantity]),
