@@ -7,18 +7,21 @@
  */
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { credits, formatAmount, type Result, UNIT } from "@drawdown/core";
+import { credits, formatAmount, type Result, rateEvent, UNIT } from "@drawdown/core";
 import {
   Contracts,
   type CustomerPricing,
+  IngestWriter,
   Metering,
   MIGRATIONS,
+  type SqlExecutor,
   type Store,
   splitStatements,
 } from "../src/index.js";
 import { backends, type TestDatabase } from "./support/backends.js";
 
 const DAY = 86_400_000;
+const HOUR = 3_600_000;
 const T0 = Date.UTC(2027, 0, 15);
 const YEAR_END = Date.UTC(2028, 0, 15);
 const QUARTERS = [T0, Date.UTC(2027, 3, 15), Date.UTC(2027, 6, 15), Date.UTC(2027, 9, 15)];
@@ -36,11 +39,13 @@ for (const backend of backends()) {
     let store: Store;
     let metering: Metering;
     let contracts: Contracts;
+    let writer: IngestWriter;
     before(async () => {
       database = await backend.open();
       store = database.store(() => now);
       metering = new Metering((t) => store.now(t), store.newId);
       contracts = new Contracts(store, metering);
+      writer = new IngestWriter(store, metering);
     });
     after(async () => {
       await database?.close();
@@ -247,7 +252,11 @@ for (const backend of backends()) {
         x?.overrideHistory.map((t) => [t.source, t.from, t.until]);
       assert.deepEqual([p.contractId, p.overridesFrom, p.overridesUntil], [ends.id, start, end]);
       assert.deepEqual(windows(p), [[ends.id, start, end]]);
-      assert.equal(pricing.get(other.id)?.overridesUntil, T0 + 10 * DAY, "the termination ends the overrides");
+      assert.equal(
+        pricing.get(other.id)?.overridesUntil,
+        T0 + 10 * DAY,
+        "the termination ends the overrides",
+      );
       assert.deepEqual(windows(pricing.get(other.id)), [[stops.id, start, T0 + 10 * DAY]]);
       const lineAt = (customerId: string, t: number) =>
         Metering.pricingAt(catalog, pricing.get(customerId), t)?.overrides.map((l) => l.id);
@@ -269,10 +278,7 @@ for (const backend of backends()) {
           }),
         ),
       );
-      assert.deepEqual(
-        [byHand.contractId, byHand.overridesFrom, byHand.overridesUntil],
-        [null, null, null],
-      );
+      assert.deepEqual([byHand.contractId, byHand.overridesFrom, byHand.overridesUntil], [null, null, null]);
       assert.deepEqual(windows(byHand), [["manual", null, null]], "without a window: the whole history");
       assert.deepEqual(
         Metering.pricingAt(catalog, byHand, end + DAY)?.overrides.map((l) => l.id),
@@ -301,6 +307,381 @@ for (const backend of backends()) {
           [stops.id, start, T0 + 10 * DAY],
         ],
       );
+    });
+
+    /** Ingests one event of `tokens` at `time` and returns its charge and explanation. */
+    async function rate(tenantId: string, customerId: string, id: string, time: number, tokens = 1n) {
+      const event = {
+        id,
+        customerId,
+        subjectId: null,
+        action: "chat",
+        dimensions: {},
+        quantities: { tokens: tokens * UNIT },
+        time,
+        status: "succeeded" as const,
+        runId: null,
+        reportedCost: null,
+      };
+      const [r] = await writer.submit(tenantId, [{ event, fingerprint: id }]);
+      if (r?.status !== "accepted") assert.fail(`${id}: ${JSON.stringify(r, (_k, v) => String(v))}`);
+      const { rows } = await store.db.query(
+        "SELECT detail FROM usage_events WHERE tenant_id = $1 AND event_id = $2",
+        [tenantId, id],
+      );
+      const detail = (
+        typeof rows[0]!.detail === "string" ? JSON.parse(rows[0]!.detail) : rows[0]!.detail
+      ) as {
+        explanation: { lines: { line_id: string }[]; override_source: string | null };
+      };
+      return [
+        formatAmount(r.charge.credits),
+        detail.explanation.lines[0]?.line_id,
+        detail.explanation.override_source,
+      ];
+    }
+
+    /** A tenant with a card pricing chat at 1 credit a token, a customer with credits to spend. */
+    async function pricedWorld() {
+      const { tenantId, customer } = await setup();
+      const card = okv(await store.db.transaction((tx) => metering.createRateCard(tx, tenantId, "List")));
+      okv(
+        await store.db.transaction((tx) =>
+          metering.publishRateCardVersion(tx, tenantId, card.id, null, {
+            lines: [{ id: "list", action: "chat", quantity: "tokens", rate: "1" }],
+          }),
+        ),
+      );
+      okv(
+        await store.db.transaction((tx) =>
+          store.createGrant(tx, tenantId, {
+            walletId: customer.walletId,
+            amount: credits(1_000n),
+            source: "promo",
+          }),
+        ),
+      );
+      return { tenantId, customer };
+    }
+
+    const deal = (id: string, rate: string) => [{ id, action: "chat", quantity: "tokens", rate }];
+    /** A pricing-only contract (no commitment) over [from, until) with its own override line. */
+    const pricingContract = (customerId: string, from: number, until: number, line: string, rate: string) =>
+      ({
+        customerId,
+        startsAt: from,
+        endsAt: until,
+        commitment: 0n,
+        schedule: { kind: "upfront" as const },
+        creditPrice: { amount: 8_000_000n, currency: "USD" },
+        overrides: deal(line, rate),
+      }) as const;
+
+    const windowsOf = async (tenantId: string, customerId: string, ex: SqlExecutor = store.db) =>
+      (await metering.customerPricing(ex, tenantId, [customerId]))
+        .get(customerId)
+        ?.overrideHistory.map((t) => [t.source, t.from, t.until, t.input.map((l) => l.id)]) ?? [];
+
+    test("the override history: a late event is priced by the earlier contract's overrides, one in the gap between terms by the card; a termination cuts its window", async () => {
+      const { tenantId, customer } = await pricedWorld();
+      const a = okv(
+        await store.db.transaction((tx) =>
+          contracts.create(
+            tx,
+            tenantId,
+            pricingContract(customer.id, T0 + DAY, T0 + 10 * DAY, "a-deal", "0.5"),
+          ),
+        ),
+      );
+      const b = okv(
+        await store.db.transaction((tx) =>
+          contracts.create(
+            tx,
+            tenantId,
+            pricingContract(customer.id, T0 + 12 * DAY, T0 + 60 * DAY, "b-deal", "0.25"),
+          ),
+        ),
+      );
+      okv(await store.advanceClock(tenantId, T0 + 14 * DAY));
+      okv(await store.db.transaction((tx) => contracts.terminate(tx, tenantId, b.id)));
+      okv(await store.advanceClock(tenantId, T0 + 15 * DAY));
+      assert.deepEqual(await windowsOf(tenantId, customer.id), [
+        [a.id, T0 + DAY, T0 + 10 * DAY, ["a-deal"]],
+        [b.id, T0 + 12 * DAY, T0 + 14 * DAY, ["b-deal"]],
+      ]);
+      // B's terms are the current ones; late events (7 days' grace) are rated by their own time's.
+      assert.deepEqual(
+        [
+          await rate(tenantId, customer.id, "in-a", T0 + 9 * DAY),
+          await rate(tenantId, customer.id, "a-last-ms", T0 + 10 * DAY - 1),
+          await rate(tenantId, customer.id, "gap", T0 + 10 * DAY),
+          await rate(tenantId, customer.id, "gap-end", T0 + 12 * DAY - 1),
+          await rate(tenantId, customer.id, "in-b", T0 + 12 * DAY),
+          await rate(tenantId, customer.id, "b-terminated", T0 + 14 * DAY),
+          await rate(tenantId, customer.id, "now", T0 + 15 * DAY),
+        ],
+        [
+          ["0.5", "a-deal", a.id],
+          ["0.5", "a-deal", a.id],
+          ["1", "list", null],
+          ["1", "list", null],
+          ["0.25", "b-deal", b.id],
+          ["1", "list", null],
+          ["1", "list", null],
+        ],
+      );
+      // A batch loads only the entries that can still rate an accepted event (the grace window).
+      okv(await store.advanceClock(tenantId, T0 + 19 * DAY));
+      const recent = await metering.customerPricing(store.db, tenantId, [customer.id], store.now(tenantId));
+      assert.deepEqual(
+        recent.get(customer.id)?.overrideHistory.map((t) => t.source),
+        [b.id],
+      );
+      assert.deepEqual(await rate(tenantId, customer.id, "late-in-b", T0 + 13 * DAY), [
+        "0.25",
+        "b-deal",
+        b.id,
+      ]);
+      assert.deepEqual((await store.reconcile(tenantId)).differences, []);
+    });
+
+    test("terms set by hand for a window replace that part of the history only; without one, all of it; a bad window changes nothing", async () => {
+      const { tenantId, customer } = await pricedWorld();
+      const a = okv(
+        await store.db.transaction((tx) =>
+          contracts.create(
+            tx,
+            tenantId,
+            pricingContract(customer.id, T0 + DAY, T0 + 10 * DAY, "a-deal", "0.5"),
+          ),
+        ),
+      );
+      const b = okv(
+        await store.db.transaction((tx) =>
+          contracts.create(
+            tx,
+            tenantId,
+            pricingContract(customer.id, T0 + 12 * DAY, T0 + 60 * DAY, "b-deal", "0.25"),
+          ),
+        ),
+      );
+      okv(await store.advanceClock(tenantId, T0 + 14 * DAY));
+      const byHand = (window: { from: number | null; until: number | null } | null, rate = "0.1") =>
+        store.db.transaction((tx) =>
+          metering.setCustomerPricing(tx, tenantId, customer.id, {
+            rateCardId: null,
+            pinnedVersionId: null,
+            overrides: deal("hand", rate),
+            window,
+          }),
+        );
+      const set = okv(await byHand({ from: T0 + 9 * DAY, until: T0 + 13 * DAY }));
+      const expected = [
+        [a.id, T0 + DAY, T0 + 9 * DAY, ["a-deal"]],
+        ["manual", T0 + 9 * DAY, T0 + 13 * DAY, ["hand"]],
+        [b.id, T0 + 13 * DAY, T0 + 60 * DAY, ["b-deal"]],
+      ];
+      assert.deepEqual(
+        set.overrideHistory.map((t) => [t.source, t.from, t.until, t.input.map((l) => l.id)]),
+        expected,
+      );
+      assert.deepEqual(
+        [set.contractId, set.overridesFrom, set.overridesUntil],
+        [null, T0 + 9 * DAY, T0 + 13 * DAY],
+      );
+      assert.deepEqual(await windowsOf(tenantId, customer.id), expected);
+      assert.deepEqual(
+        [
+          await rate(tenantId, customer.id, "a", T0 + 9 * DAY - 1),
+          await rate(tenantId, customer.id, "hand", T0 + 11 * DAY),
+          await rate(tenantId, customer.id, "b", T0 + 13 * DAY),
+        ],
+        [
+          ["0.5", "a-deal", a.id],
+          ["0.1", "hand", "manual"],
+          ["0.25", "b-deal", b.id],
+        ],
+      );
+      // Terminating B cuts its remaining piece; the hand-set window is not B's and stays.
+      okv(await store.db.transaction((tx) => contracts.terminate(tx, tenantId, b.id)));
+      assert.deepEqual(await windowsOf(tenantId, customer.id), [
+        expected[0],
+        expected[1],
+        [b.id, T0 + 13 * DAY, T0 + 14 * DAY, ["b-deal"]],
+      ]);
+      // Refused, changing nothing: a window ending before (or where) it starts.
+      const before = await windowsOf(tenantId, customer.id);
+      for (const w of [
+        { from: T0 + 20 * DAY, until: T0 + 20 * DAY },
+        { from: T0 + 20 * DAY, until: T0 + 19 * DAY },
+      ]) {
+        const r = await byHand(w);
+        assert.equal(r.ok ? "ok" : r.error.code, "invalid_argument");
+      }
+      assert.deepEqual(await windowsOf(tenantId, customer.id), before);
+      // An open-ended start: from then on, whatever was there.
+      okv(await byHand({ from: T0 + 5 * DAY, until: null }, "0.2"));
+      assert.deepEqual(await windowsOf(tenantId, customer.id), [
+        [a.id, T0 + DAY, T0 + 5 * DAY, ["a-deal"]],
+        ["manual", T0 + 5 * DAY, null, ["hand"]],
+      ]);
+      // No window: the whole history, as setting pricing always did.
+      okv(await byHand(null, "0.3"));
+      assert.deepEqual(await windowsOf(tenantId, customer.id), [["manual", null, null, ["hand"]]]);
+      assert.deepEqual(await rate(tenantId, customer.id, "any", T0 + 8 * DAY), ["0.3", "hand", "manual"]);
+      // No lines for a window: a gap, where the card prices.
+      okv(
+        await store.db.transaction((tx) =>
+          metering.setCustomerPricing(tx, tenantId, customer.id, {
+            rateCardId: null,
+            pinnedVersionId: null,
+            overrides: [],
+            window: { from: T0 + 9 * DAY, until: T0 + 10 * DAY },
+          }),
+        ),
+      );
+      assert.deepEqual(await windowsOf(tenantId, customer.id), [
+        ["manual", null, T0 + 9 * DAY, ["hand"]],
+        ["manual", T0 + 10 * DAY, null, ["hand"]],
+      ]);
+      assert.deepEqual(await rate(tenantId, customer.id, "hole", T0 + 9 * DAY), ["1", "list", null]);
+    });
+
+    test("migration 21's backfill rebuilds the history from what exists and keeps every recorded rating", async () => {
+      const { tenantId, customer: chained } = await pricedWorld();
+      const make = async () =>
+        okv(await store.db.transaction((tx) => store.createCustomer(tx, tenantId, { kind: "organization" })));
+      const [emptied, handSet, handFirst] = [await make(), await make(), await make()];
+      const sign = async (customerId: string, from: number, until: number, line: string, rate: string) =>
+        okv(
+          await store.db.transaction((tx) =>
+            contracts.create(tx, tenantId, pricingContract(customerId, from, until, line, rate)),
+          ),
+        );
+      const a = await sign(chained.id, T0 + DAY, T0 + 10 * DAY, "a-deal", "0.5");
+      const b = await sign(chained.id, T0 + 12 * DAY, T0 + 60 * DAY, "b-deal", "0.25");
+      const e = await sign(emptied.id, T0 + DAY, T0 + 60 * DAY, "e-deal", "0.5");
+      await sign(handSet.id, T0 + DAY, T0 + 60 * DAY, "h-deal", "0.5");
+      const handByHand = async (customerId: string) =>
+        okv(
+          await store.db.transaction((tx) =>
+            metering.setCustomerPricing(tx, tenantId, customerId, {
+              rateCardId: null,
+              pinnedVersionId: null,
+              overrides: deal("hand", "0.1"),
+            }),
+          ),
+        );
+      await handByHand(handFirst.id);
+      const f = await sign(handFirst.id, T0 + 5 * DAY, T0 + 60 * DAY, "f-deal", "0.75");
+      // Events recorded as the terms were applied, along the way.
+      const recorded: [string, string, number][] = [];
+      const record = async (customerId: string, id: string, time: number) => {
+        await rate(tenantId, customerId, id, time);
+        recorded.push([customerId, id, time]);
+      };
+      okv(await store.advanceClock(tenantId, T0 + DAY));
+      // Terminated the instant its term started: its window is empty.
+      okv(await store.db.transaction((tx) => contracts.terminate(tx, tenantId, e.id)));
+      okv(await store.advanceClock(tenantId, T0 + 3 * DAY));
+      await record(chained.id, "c1", T0 + 2 * DAY);
+      await record(emptied.id, "e1", T0 + 2 * DAY);
+      await record(handSet.id, "h1", T0 + 2 * DAY);
+      await record(handFirst.id, "f0", T0 + 2 * DAY);
+      await handByHand(handSet.id);
+      okv(await store.advanceClock(tenantId, T0 + 11 * DAY));
+      await record(chained.id, "c2", T0 + 10 * DAY + HOUR);
+      await record(handFirst.id, "f1", T0 + 6 * DAY);
+      okv(await store.advanceClock(tenantId, T0 + 13 * DAY));
+      await record(chained.id, "c3", T0 + 12 * DAY);
+      await record(chained.id, "c4", T0 + 9 * DAY);
+      await record(handSet.id, "h2", T0 + 12 * DAY);
+      const customers = [chained.id, emptied.id, handSet.id, handFirst.id];
+      const live = Object.fromEntries(
+        await Promise.all(customers.map(async (c) => [c, await windowsOf(tenantId, c)])),
+      );
+      assert.deepEqual(live, {
+        [chained.id]: [
+          [a.id, T0 + DAY, T0 + 10 * DAY, ["a-deal"]],
+          [b.id, T0 + 12 * DAY, T0 + 60 * DAY, ["b-deal"]],
+        ],
+        [emptied.id]: [],
+        [handSet.id]: [["manual", null, null, ["hand"]]],
+        [handFirst.id]: [
+          ["manual", null, T0 + 5 * DAY, ["hand"]],
+          [f.id, T0 + 5 * DAY, T0 + 60 * DAY, ["f-deal"]],
+        ],
+      });
+
+      // Before migration 21 there was no history: drop it (in a transaction rolled back at the
+      // end, since the backfill runs over every tenant) and run the backfill's statements.
+      const backfill = splitStatements(MIGRATIONS.find((m) => m.version === 21)!.sql).filter((q) =>
+        q.startsWith("INSERT"),
+      );
+      assert.equal(backfill.length, 2);
+      const ROLLBACK = new Error("rolled back");
+      await assert.rejects(
+        store.db.transaction(async (tx) => {
+          await tx.query("DELETE FROM customer_override_terms");
+          for (const q of backfill) await tx.query(q);
+          const rebuilt = Object.fromEntries(
+            await Promise.all(customers.map(async (c) => [c, await windowsOf(tenantId, c, tx)])),
+          );
+          // Everything the contracts table can tell is rebuilt; pricing set by hand before a
+          // contract was overwritten in customer_pricing and cannot be (the card priced those
+          // late events before this migration, and still does).
+          assert.deepEqual(rebuilt, { ...live, [handFirst.id]: [live[handFirst.id]![1]] });
+          // Existing ratings are unchanged: wherever the terms before the migration (the
+          // customer_pricing row, in force over its window) applied, the history applies the
+          // same lines. Elsewhere it differs only inside an earlier contract's term (the fix).
+          const catalog = await metering.catalog(tx, tenantId);
+          const pricing = await metering.customerPricing(tx, tenantId, customers);
+          const { rows: before } = await tx.query(
+            "SELECT customer_id, overrides, overrides_from, overrides_until FROM customer_pricing WHERE tenant_id = $1",
+            [tenantId],
+          );
+          const ms = (v: unknown) => (v === null ? null : new Date(v as string).getTime());
+          for (const row of before) {
+            const customerId = String(row.customer_id);
+            const lines = (JSON.parse(String(row.overrides)) as { id: string }[]).map((l) => l.id);
+            const [from, until] = [ms(row.overrides_from), ms(row.overrides_until)];
+            for (let t = T0; t <= T0 + 70 * DAY; t += HOUR) {
+              const old = (from === null || t >= from) && (until === null || t < until) ? lines : [];
+              const now = Metering.pricingAt(catalog, pricing.get(customerId), t)!.overrides.map((l) => l.id);
+              if (old.length > 0) assert.deepEqual(now, old, `${customerId} at ${t}`);
+              else if (customerId !== chained.id || t >= T0 + 10 * DAY)
+                assert.deepEqual(now, [], `${customerId} at ${t}`);
+              else assert.deepEqual(now, t >= T0 + DAY ? ["a-deal"] : [], `A's term at ${t}`);
+            }
+          }
+          // The chained customer's events, recorded with the live history (the late one in A's
+          // term too), are rated again by the rebuilt one as they were recorded.
+          for (const [customerId, id, time] of recorded.filter(([c]) => c === chained.id)) {
+            const { rows } = await tx.query(
+              "SELECT credits::text AS credits, detail FROM usage_events WHERE tenant_id = $1 AND event_id = $2",
+              [tenantId, id],
+            );
+            const at = Metering.pricingAt(catalog, pricing.get(customerId), time)!;
+            const again = rateEvent(
+              at.content,
+              at.overrides,
+              { action: "chat", dimensions: {}, quantities: { tokens: UNIT }, status: "succeeded" },
+              () => 0n,
+            );
+            if (!again.ok) assert.fail(again.error.message);
+            const detail =
+              typeof rows[0]!.detail === "string" ? JSON.parse(rows[0]!.detail) : rows[0]!.detail;
+            assert.deepEqual(
+              [again.value.credits.toString(), again.value.lines[0]?.lineId, at.overridesSource],
+              [rows[0]!.credits, detail.explanation.lines[0].line_id, detail.explanation.override_source],
+              id,
+            );
+          }
+          throw ROLLBACK;
+        }),
+        (e) => e === ROLLBACK,
+      );
+      assert.deepEqual(await windowsOf(tenantId, handFirst.id), live[handFirst.id]);
     });
 
     test("a contract starting later applies its pricing and first installment at its start, not at signing", async () => {
