@@ -216,10 +216,13 @@ export class Customers extends Resource {
   }
 
   /**
-   * Sets a customer's contract pricing, replacing what was set before: the card it follows
-   * (absent or null: the tenant's default), a pinned version (used whatever the event's time;
-   * null: the version in force at each event's time) and override lines that take precedence
-   * over the card's. `not_found` for an unknown card or a version of another card.
+   * Sets a customer's contract pricing: the card it follows (absent or null: the tenant's
+   * default), a pinned version (used whatever the event's time; null: the version in force at
+   * each event's time), and override lines that take precedence over the card's for events
+   * whose own time is in `[overrides_from, overrides_until)` (absent or null bounds: open). The
+   * customer's override history keeps its other windows: the new lines replace the part their
+   * window covers (without a window, all of it). `not_found` for an unknown card or a version
+   * of another card; `invalid_argument` for a window that does not end after it starts.
    *
    * @example
    * await dd.customers.setPricing(acme.id, {
@@ -228,6 +231,16 @@ export class Customers extends Resource {
    *   overrides: [{ id: "enterprise-gpt4o", action: "chat.completion", match: { model: "gpt-4o" },
    *                 quantity: "output_tokens", rate: "0.00001" }],
    * });
+   * // A discount for March only; before and after it, the overrides already set still apply.
+   * // The card and the pin are not windowed: each call sets them, so give them again.
+   * const p = await dd.customers.setPricing(acme.id, {
+   *   rate_card_id: card.id,
+   *   pinned_version_id: v1.id,
+   *   overrides: [{ id: "march-promo", action: "chat.completion", quantity: "output_tokens", rate: "0.000005" }],
+   *   overrides_from: "2026-03-01T00:00:00Z",
+   *   overrides_until: "2026-04-01T00:00:00Z",
+   * });
+   * console.log(p.override_history.map((t) => [t.source, t.overrides_from, t.overrides_until]));
    */
   setPricing(
     customerId: string,
@@ -239,6 +252,8 @@ export class Customers extends Resource {
       body: {
         ...params,
         overrides: params.overrides?.map((l, i) => wireLine(l, `overrides[${i}]`)),
+        overrides_from: maybeTime(params.overrides_from, "overrides_from"),
+        overrides_until: maybeTime(params.overrides_until, "overrides_until"),
       },
     }));
   }

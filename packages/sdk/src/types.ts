@@ -347,8 +347,16 @@ export interface CustomerPricingParams {
   rate_card_id?: string | null;
   /** A version to use whatever the event's time; `null` or absent: the version in force at the event's time. */
   pinned_version_id?: string | null;
-  /** Contract lines that take precedence over the card's. */
+  /** Contract lines that take precedence over the card's, for events timed in their window. */
   overrides?: RateLineInput[];
+  /**
+   * The first instant the overrides rate events (by each event's own time); absent or null:
+   * since always. With `overrides_until`, the window replaces exactly that part of the
+   * customer's override history; with neither, the whole history.
+   */
+  overrides_from?: TimeInput | null;
+  /** The first instant they no longer do, after `overrides_from`; absent or null: for ever. */
+  overrides_until?: TimeInput | null;
 }
 
 /** Body of `costTables.publish`. */
@@ -824,6 +832,12 @@ export interface Explanation {
   /** The product of the matching multipliers, e.g. `"6"`. */
   multiplier: string;
   lines: ExplainedLine[];
+  /**
+   * Where the override lines that priced the event came from (the contract's id, or
+   * `"manual"`): the override terms in force at the event's own time. Null when the card priced
+   * every line, and for events recorded before explanations named it.
+   */
+  override_source: string | null;
   /** The event's credits, rounded once (half away from zero) to 9 decimals. */
   rounded: string;
   /** The grants drawn, in burn-down order. */
@@ -898,13 +912,30 @@ export interface RateCard {
   versions: RateCardVersion[];
 }
 
+/** One window of a customer's override history. */
+export interface OverrideTerms {
+  /** The contract that set these terms (its id), or `"manual"`. */
+  source: string;
+  /** The first instant they rate events; null: since always. */
+  overrides_from: string | null;
+  /** The first instant they no longer do; null: for ever. */
+  overrides_until: string | null;
+  overrides: RateLine[];
+}
+
 /** A customer's contract pricing. */
 export interface CustomerPricing {
   object: "customer_pricing";
   customer_id: string;
   rate_card_id: string | null;
   pinned_version_id: string | null;
+  /** The override lines just set, as sent. */
   overrides: RateLine[];
+  /** Their window, as set; null bounds open. */
+  overrides_from: string | null;
+  overrides_until: string | null;
+  /** Every window of the customer's override lines, oldest first; they never overlap. */
+  override_history: OverrideTerms[];
 }
 
 /** A published cost table version. */

@@ -1,9 +1,16 @@
-import { formatAmount, type RateCardInput } from "@drawdown/core";
-import type { ChargeRecord, EventDetail, IngestResult, RateCard, RateCardVersion } from "@drawdown/storage";
-import { Type } from "@sinclair/typebox";
+import { checkTermsWindow, formatAmount, type RateCardInput } from "@drawdown/core";
+import type {
+  ChargeRecord,
+  CustomerPricing,
+  EventDetail,
+  IngestResult,
+  RateCard,
+  RateCardVersion,
+} from "@drawdown/storage";
+import { type Static, Type } from "@sinclair/typebox";
 import { ApiError } from "./errors.js";
 import { MAX_BATCH_EVENTS, parseEvent } from "./events.js";
-import { must, okReply, type Route, route, timestamp } from "./routes.js";
+import { must, okReply, optionalTimestamp, type Route, route, timestamp } from "./routes.js";
 import * as S from "./schemas.js";
 
 /**
@@ -202,6 +209,77 @@ export const CardView = Type.Object(
 const timestampOrNull = (text: string | undefined, field: string): number | null =>
   text === undefined ? null : timestamp(text, field);
 
+export const CustomerPricingSet = Type.Object(
+  {
+    rate_card_id: Type.Optional(Type.Union([S.Id("rcd", "The card to follow."), Type.Null()])),
+    pinned_version_id: Type.Optional(Type.Union([S.Id("rcv", "A version to pin."), Type.Null()])),
+    overrides: Type.Optional(Type.Array(RateLineWire, { maxItems: 200 })),
+    overrides_from: Type.Optional(
+      Type.Union([
+        S.Timestamp(
+          "The first instant the override lines rate events (by each event's own time); absent or null: since always.",
+        ),
+        Type.Null(),
+      ]),
+    ),
+    overrides_until: Type.Optional(
+      Type.Union([
+        S.Timestamp("The first instant they no longer do, after overrides_from; absent or null: for ever."),
+        Type.Null(),
+      ]),
+    ),
+  },
+  { ...S.strict, title: "CustomerPricing" },
+);
+
+const isoOrNull = (t: number | null): string | null => (t === null ? null : new Date(t).toISOString());
+const NullableTime = (description: string) => Type.Union([Type.String({ description }), Type.Null()]);
+
+/** One entry of a customer's override history on the wire. */
+export const OverrideTermsView = Type.Object(
+  {
+    source: Type.String({ description: 'The contract that set these terms (its id), or "manual".' }),
+    overrides_from: NullableTime("The first instant they rate events; null: since always."),
+    overrides_until: NullableTime("The first instant they no longer do; null: for ever."),
+    overrides: Type.Array(RateLineWire),
+  },
+  { title: "OverrideTerms" },
+);
+
+export const CustomerPricingView = Type.Object(
+  {
+    object: Type.Literal("customer_pricing"),
+    customer_id: Type.String(),
+    rate_card_id: Type.Union([Type.String(), Type.Null()]),
+    pinned_version_id: Type.Union([Type.String(), Type.Null()]),
+    overrides: Type.Array(RateLineWire, { description: "The override lines just set, as sent." }),
+    overrides_from: NullableTime("Their window's start, as set; null: open."),
+    overrides_until: NullableTime("Their window's end, as set; null: open."),
+    override_history: Type.Array(OverrideTermsView, {
+      description: "Every window of the customer's override lines, oldest first; they never overlap.",
+    }),
+  },
+  { title: "CustomerPricingView" },
+);
+
+function customerPricingView(p: CustomerPricing): Static<typeof CustomerPricingView> {
+  return {
+    object: "customer_pricing",
+    customer_id: p.customerId,
+    rate_card_id: p.rateCardId,
+    pinned_version_id: p.pinnedVersionId,
+    overrides: p.overrides as Static<typeof RateLineWire>[],
+    overrides_from: isoOrNull(p.overridesFrom),
+    overrides_until: isoOrNull(p.overridesUntil),
+    override_history: p.overrideHistory.map((t) => ({
+      source: t.source,
+      overrides_from: isoOrNull(t.from),
+      overrides_until: isoOrNull(t.until),
+      overrides: t.input as Static<typeof RateLineWire>[],
+    })),
+  };
+}
+
 export const MarginRow = Type.Object({
   day: Type.String(),
   key: Type.Union([Type.String(), Type.Null()]),
@@ -385,7 +463,8 @@ export const METERING_ROUTES: readonly Route[] = [
           rate_card_version_id: d.rate_card_version_id,
           transaction_id: d.transaction_id,
         },
-        explanation: d.explanation,
+        // Events recorded before explanations named the overrides' source have none: null.
+        explanation: { ...d.explanation, override_source: d.explanation.override_source ?? null },
         cost:
           cost === null
             ? null
@@ -489,34 +568,33 @@ export const METERING_ROUTES: readonly Route[] = [
     tag: "Rate cards",
     summary: "Set a customer's contract pricing",
     description:
-      "Which card the customer follows (default: the tenant's default card), a pinned version (used whatever the event's time) or null to follow the version in force, and override lines that take precedence over the card's.",
+      "Which card the customer follows (default: the tenant's default card), a pinned version (used whatever the event's time) or null to follow the version in force, and override lines that take precedence over the card's for events whose own time is in [overrides_from, overrides_until) (absent or null bounds: open). The customer's override history keeps every other window: the new lines replace exactly the part of it their window covers (an entry straddling it is cut short or split around it); without a window they replace it whole. Each event is rated by the entry whose window holds its own time. A window that does not end after it starts, or a bound that is not RFC 3339, is invalid_argument, and nothing changes.",
     access: "secret",
     params: S.IdParam("cus", "customer"),
-    body: Type.Object(
-      {
-        rate_card_id: Type.Optional(Type.Union([S.Id("rcd", "The card to follow."), Type.Null()])),
-        pinned_version_id: Type.Optional(Type.Union([S.Id("rcv", "A version to pin."), Type.Null()])),
-        overrides: Type.Optional(Type.Array(RateLineWire, { maxItems: 200 })),
-      },
-      { ...S.strict, title: "CustomerPricing" },
-    ),
-    response: Type.Object({ object: Type.Literal("customer_pricing") }, { additionalProperties: true }),
-    errors: ["not_found", "invalid_rate_card"],
+    body: CustomerPricingSet,
+    response: CustomerPricingView,
+    errors: ["not_found", "invalid_rate_card", "invalid_argument"],
     handle: async ({ metering, tx, tenantId, params, body }) => {
+      const window = {
+        from: optionalTimestamp(body.overrides_from, "overrides_from") ?? null,
+        until: optionalTimestamp(body.overrides_until, "overrides_until") ?? null,
+      };
+      const checked = checkTermsWindow(window);
+      if (!checked.ok) {
+        const path = String(checked.error.details?.field ?? "overrides_until");
+        throw new ApiError("invalid_argument", checked.error.message, {
+          errors: [{ path, message: checked.error.message }],
+        });
+      }
       const p = must(
         await metering.setCustomerPricing(tx, tenantId, params.id, {
           rateCardId: body.rate_card_id ?? null,
           pinnedVersionId: body.pinned_version_id ?? null,
           overrides: (body.overrides ?? []) as never,
+          window,
         }),
       );
-      return okReply({
-        object: "customer_pricing",
-        customer_id: p.customerId,
-        rate_card_id: p.rateCardId,
-        pinned_version_id: p.pinnedVersionId,
-        overrides: p.overrides,
-      });
+      return okReply(customerPricingView(p));
     },
   }),
   route({

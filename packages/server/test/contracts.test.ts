@@ -318,6 +318,172 @@ for (const backend of backends()) {
       }
     });
 
+    test("the override history: a late event timed in the previous contract's term is priced by its overrides, one in the gap by the card; the explanation names the source", async () => {
+      const { dd, v1 } = await tenant("override history");
+      const line = (id: string, rate: string) => ({
+        id,
+        action: "chat.completion",
+        quantity: "output_tokens",
+        rate,
+        per: 1000,
+      });
+      const acme = await dd.customers.create({ kind: "organization", name: "Acme" });
+      const terms = { commitment: "0", credit_price: { amount: "0.01", currency: "USD" } };
+      const a = await dd.contracts.create({
+        ...terms,
+        customer_id: acme.id,
+        starts_at: iso(T0 + DAY),
+        ends_at: iso(T0 + 4 * DAY),
+        overrides: [line("a-deal", "0.25")],
+      });
+      const b = await dd.contracts.create({
+        ...terms,
+        customer_id: acme.id,
+        starts_at: iso(T0 + 5 * DAY),
+        ends_at: iso(T0 + 100 * DAY),
+        overrides: [line("b-deal", "0.5")],
+      });
+      await dd.testClock.advance({ to: iso(T0 + 6 * DAY) });
+      const rated = async (id: string, time: number) => {
+        const r = await dd.events.ingest({
+          id,
+          customer_id: acme.id,
+          action: "chat.completion",
+          quantities: { output_tokens: 1000 },
+          time: iso(time),
+        });
+        assert.equal(r.charge?.rate_card_version_id, v1.id);
+        const why = await dd.events.get(id);
+        return [r.charge?.credits, why.explanation.lines[0]?.line_id, why.explanation.override_source];
+      };
+      // B is the current contract; A's term is over, but an event of its time arrives late.
+      assert.deepEqual(
+        [
+          await rated("late-in-a", T0 + 4 * DAY - HOUR),
+          await rated("in-gap", T0 + 4 * DAY + HOUR),
+          await rated("in-b", T0 + 5 * DAY + HOUR),
+        ],
+        [
+          ["0.25", "a-deal", a.id],
+          ["1", "chat", null],
+          ["0.5", "b-deal", b.id],
+        ],
+      );
+    });
+
+    test("pricing set by hand for a window: it replaces that part of the history only; a bad window is refused and changes nothing", async () => {
+      const { dd } = await tenant("pricing window");
+      const line = (id: string, rate: string) => ({
+        id,
+        action: "chat.completion",
+        quantity: "output_tokens",
+        rate,
+        per: 1000,
+      });
+      const acme = await dd.customers.create({ kind: "organization", name: "Acme" });
+      const c = await dd.contracts.create({
+        commitment: "0",
+        credit_price: { amount: "0.01", currency: "USD" },
+        customer_id: acme.id,
+        starts_at: iso(T0 + DAY),
+        ends_at: iso(T0 + 100 * DAY),
+        overrides: [line("deal", "0.5")],
+      });
+      await dd.testClock.advance({ to: iso(T0 + 6 * DAY) });
+      const promo = await dd.customers.setPricing(acme.id, {
+        overrides: [line("promo", "0.1")],
+        overrides_from: iso(T0 + 2 * DAY),
+        overrides_until: new Date(T0 + 3 * DAY),
+      });
+      assert.deepEqual([promo.overrides_from, promo.overrides_until], [iso(T0 + 2 * DAY), iso(T0 + 3 * DAY)]);
+      // Lines come back as stored: `per` as the wire's string.
+      const stored = (id: string, rate: string) => ({ ...line(id, rate), per: "1000" });
+      const history = [
+        {
+          source: c.id,
+          overrides_from: iso(T0 + DAY),
+          overrides_until: iso(T0 + 2 * DAY),
+          overrides: [stored("deal", "0.5")],
+        },
+        {
+          source: "manual",
+          overrides_from: iso(T0 + 2 * DAY),
+          overrides_until: iso(T0 + 3 * DAY),
+          overrides: [stored("promo", "0.1")],
+        },
+        {
+          source: c.id,
+          overrides_from: iso(T0 + 3 * DAY),
+          overrides_until: iso(T0 + 100 * DAY),
+          overrides: [stored("deal", "0.5")],
+        },
+      ];
+      assert.deepEqual(promo.override_history, history);
+      const charge = async (id: string, time: number) =>
+        (
+          await dd.events.ingest({
+            id,
+            customer_id: acme.id,
+            action: "chat.completion",
+            quantities: { output_tokens: 1000 },
+            time: iso(time),
+          })
+        ).charge?.credits;
+      assert.deepEqual(
+        [
+          await charge("w1", T0 + 2 * DAY - 1),
+          await charge("w2", T0 + 2 * DAY),
+          await charge("w3", T0 + 3 * DAY),
+        ],
+        ["0.5", "0.1", "0.5"],
+      );
+      // Refused with invalid_argument, naming the field; nothing changes.
+      for (const [body, path] of [
+        [{ overrides_from: iso(T0 + 4 * DAY), overrides_until: iso(T0 + 4 * DAY) }, "overrides_until"],
+        [{ overrides_from: iso(T0 + 4 * DAY), overrides_until: iso(T0 + 3 * DAY) }, "overrides_until"],
+        [{ overrides_from: "2026-03-04" }, "overrides_from"],
+        [{ overrides_until: "2026-02-30T00:00:00Z" }, "overrides_until"],
+        [{ overrides_from: "soon", overrides_until: iso(T0 + 3 * DAY) }, "overrides_from"],
+      ] as const) {
+        const e = await fails(
+          dd.customers.setPricing(acme.id, { overrides: [line("promo", "0.2")], ...body }),
+          "invalid_argument",
+          400,
+        );
+        assert.deepEqual(
+          e.errors?.map((x) => x.path),
+          [path],
+          JSON.stringify(body),
+        );
+      }
+      assert.deepEqual(
+        [await charge("w4", T0 + 2 * DAY + HOUR), await charge("w5", T0 + 5 * DAY)],
+        ["0.1", "0.5"],
+      );
+      // An open end: from then on, whatever was there.
+      const rest = await dd.customers.setPricing(acme.id, {
+        overrides: [line("later", "0.2")],
+        overrides_from: iso(T0 + 5 * DAY),
+        overrides_until: null,
+      });
+      assert.deepEqual(
+        rest.override_history.map((t) => [t.source, t.overrides_from, t.overrides_until]),
+        [
+          [c.id, iso(T0 + DAY), iso(T0 + 2 * DAY)],
+          ["manual", iso(T0 + 2 * DAY), iso(T0 + 3 * DAY)],
+          [c.id, iso(T0 + 3 * DAY), iso(T0 + 5 * DAY)],
+          ["manual", iso(T0 + 5 * DAY), null],
+        ],
+      );
+      // No window: the whole history, as before windows existed.
+      const all = await dd.customers.setPricing(acme.id, { overrides: [line("flat", "0.3")] });
+      assert.deepEqual(
+        all.override_history.map((t) => [t.source, t.overrides_from, t.overrides_until]),
+        [["manual", null, null]],
+      );
+      assert.equal(await charge("w6", T0 + 2 * DAY + HOUR), "0.3");
+    });
+
     test("early termination: no installment after it, issued credits kept or forfeited; refusals change nothing", async () => {
       const { dd } = await tenant("terminate");
       const kept = await dd.customers.create({ kind: "organization", name: "Kept" });

@@ -95,6 +95,7 @@ const ExplainedEvent = Type.Object(
             strict,
           ),
         ),
+        override_source: NullableStr,
         rounded: Str,
         draws: Type.Array(Type.Object({ grant_id: Str, wallet_id: Str, credits: Str }, strict)),
       },
@@ -362,6 +363,16 @@ for (const backend of backends()) {
         rate_card_id: null,
         pinned_version_id: v1.id,
         overrides: [{ id: "beta-search", action: "tool.search", quantity: "calls", rate: "1" }],
+        overrides_from: null,
+        overrides_until: null,
+        override_history: [
+          {
+            source: "manual",
+            overrides_from: null,
+            overrides_until: null,
+            overrides: [{ id: "beta-search", action: "tool.search", quantity: "calls", rate: "1" }],
+          },
+        ],
       });
       await fails(dd.customers.setPricing(beta.id, { rate_card_id: "rcd_nobody" }), "not_found", 404);
       await fails(dd.customers.setPricing("cus_nobody", {}), "not_found", 404);
@@ -642,6 +653,7 @@ for (const backend of backends()) {
             override: false,
           },
         ],
+        override_source: null,
         rounded: "15",
         draws: [
           { grant_id: annGrant, wallet_id: e1.charge.wallet_id, credits: "5" },
@@ -681,6 +693,7 @@ for (const backend of backends()) {
         beta11.explanation.lines.map((l) => [l.line_id, l.override, l.credits]),
         [["beta-search", true, "1"]],
       );
+      assert.equal(beta11.explanation.override_source, "manual", "set by hand");
 
       const paid = await dd.events.get("ce-1");
       assert.deepEqual(paid.revenue, { amount: "0.02", currency: "USD" });

@@ -108,6 +108,11 @@ check<Equal<keyof Sdk.MarginRow, keyof Static<typeof M.MarginRow>>>();
 check<Assignable<Sdk.MarginRow, Static<typeof M.MarginRow>>>();
 check<Equal<keyof Sdk.RateLineInput, keyof Static<typeof M.RateLineWire>>>();
 check<Assignable<Static<typeof M.RateLineWire>, Sdk.RateLineInput>>();
+check<Equal<keyof Sdk.CustomerPricing, keyof Static<typeof M.CustomerPricingView>>>();
+check<Assignable<Sdk.CustomerPricing, Static<typeof M.CustomerPricingView>>>();
+check<Equal<keyof Sdk.OverrideTerms, keyof Static<typeof M.OverrideTermsView>>>();
+check<Equal<keyof Sdk.CustomerPricingParams, keyof Static<typeof M.CustomerPricingSet>>>();
+check<Assignable<Static<typeof M.CustomerPricingSet>, Sdk.CustomerPricingParams>>();
 check<Equal<keyof Sdk.RateCardVersionParams, keyof Static<typeof M.RateCardVersionCreate>>>();
 check<Assignable<Static<typeof M.RateCardVersionCreate>, Sdk.RateCardVersionParams>>();
 check<Equal<keyof Sdk.UsageEventInput, keyof Static<typeof NativeEvent>>>();
@@ -372,6 +377,8 @@ test("the SDK calls every route, sending exactly the documented query parameters
     rate_card_id: "rcd_1",
     pinned_version_id: null,
     overrides: [line],
+    overrides_from: time,
+    overrides_until: null,
   };
   const costTable: Required<Sdk.CostTableParams> = { effective_at: time, currency: "USD", lines: [line] };
   const margin: Required<Sdk.MarginReportParams> = {

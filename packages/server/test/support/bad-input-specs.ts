@@ -620,7 +620,25 @@ const METERING_SPECS: Readonly<Record<string, Spec>> = {
       rate_card_id: { code: "not_found", kind: "rcd" },
       pinned_version_id: { code: "not_found", kind: "rcv" },
     },
-    business: lineCases((f) => ({ rate_card_id: f.a.rateCard }), "overrides"),
+    business: [
+      ...lineCases((f) => ({ rate_card_id: f.a.rateCard }), "overrides"),
+      ...[
+        ["a window ending where it starts", "2030-01-01T00:00:00Z", "2030-01-01T00:00:00Z"],
+        ["a window ending before it starts", "2030-01-02T00:00:00Z", "2030-01-01T00:00:00Z"],
+        [
+          "a window ending before it starts, across offsets",
+          "2030-01-01T00:30:00-01:00",
+          "2030-01-01T01:00:00Z",
+        ],
+      ].map(
+        ([name, from, until]): Variant => ({
+          name: name!,
+          code: "invalid_argument",
+          field: "overrides_until",
+          body: (f) => ({ rate_card_id: f.a.rateCard, overrides_from: from, overrides_until: until }),
+        }),
+      ),
+    ],
   },
   "POST /v1/cost_tables": {
     body: costBody,
