@@ -4,7 +4,8 @@
 // pinned to the rate card version in force at signing with an override for document analysis,
 // each installment expiring 12 months after it is granted. The vendor publishes a newer rate
 // card version: customers on the list price get it, the contract customer does not. After the
-// term the override ends: documents are priced by the pinned version again.
+// term the override ends: documents are priced by the pinned version again. Then a renewal, and
+// a late event of the first term, still priced by the first contract's override.
 export const title = "an enterprise contract with a proof-of-concept allocation";
 
 export async function run({ dd, assert, log }) {
@@ -138,5 +139,41 @@ export async function run({ dd, assert, log }) {
     [["docs", false]],
   );
   log(`after the term: 10 pages cost ${late.charge.credits} credits (list), not 40`);
+
+  // The renewal starts now, with a deeper document discount. An event timed on the last day of
+  // the first term arrives late: it is still priced by the first contract's override (each
+  // window of the customer's override history rates the events of its own time), and the
+  // explanation names the contract whose override priced it.
+  const renewal = await dd.contracts.create({
+    customer_id: globex.id,
+    ends_at: "2029-01-31T00:00:00Z",
+    commitment: "60000",
+    credit_price: { amount: "0.006", currency: "USD" },
+    allow_rate_card_upgrades: false,
+    overrides: [{ id: "docs-renewal", action: "docs.analyze", quantity: "pages", rate: "3" }],
+  });
+  const lastDay = await dd.events.ingest({
+    id: "globex-4",
+    customer_id: globex.id,
+    action: "docs.analyze",
+    quantities: { pages: 10 },
+    time: "2028-01-30T12:00:00Z",
+  });
+  const renewed = await dd.events.ingest({
+    id: "globex-5",
+    customer_id: globex.id,
+    action: "docs.analyze",
+    quantities: { pages: 10 },
+  });
+  assert.deepEqual([lastDay.charge.credits, renewed.charge.credits], ["40", "30"]);
+  const whyLate = await dd.events.get("globex-4");
+  assert.deepEqual(
+    [whyLate.explanation.lines[0].line_id, whyLate.explanation.override_source],
+    ["docs-enterprise", contract.id],
+  );
+  assert.equal((await dd.events.get("globex-5")).explanation.override_source, renewal.id);
+  log(
+    `a late event of the first term: ${lastDay.charge.credits} credits; under the renewal: ${renewed.charge.credits}`,
+  );
   assert.equal((await dd.reconcile()).ok, true);
 }
