@@ -1021,7 +1021,7 @@ CREATE INDEX spend_cap_debits_by_cap ON spend_cap_debits (tenant_id, cap_id);
 `,
   },
   {
-    version: 21,
+    version: 20,
     name: "customer override history",
     sql: /* sql */ `
 -- A customer's override history: the override lines in force over each window

@@ -547,7 +547,7 @@ for (const backend of backends()) {
       assert.deepEqual(await rate(tenantId, customer.id, "hole", T0 + 9 * DAY), ["1", "list", null]);
     });
 
-    test("migration 21's backfill rebuilds the history from what exists and keeps every recorded rating", async () => {
+    test("migration 20's backfill rebuilds the history from what exists and keeps every recorded rating", async () => {
       const { tenantId, customer: chained } = await pricedWorld();
       const make = async () =>
         okv(await store.db.transaction((tx) => store.createCustomer(tx, tenantId, { kind: "organization" })));
@@ -613,7 +613,7 @@ for (const backend of backends()) {
         ],
       });
 
-      // Before migration 21 there was no history: drop it (in a transaction rolled back at the
+      // Before migration 20 there was no history: drop it (in a transaction rolled back at the
       // end, since the backfill runs over every tenant) and run the backfill's statements.
       const backfill = splitStatements(MIGRATIONS.find((m) => m.version === 21)!.sql).filter((q) =>
         q.startsWith("INSERT"),
