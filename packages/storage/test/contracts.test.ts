@@ -615,7 +615,7 @@ for (const backend of backends()) {
 
       // Before migration 20 there was no history: drop it (in a transaction rolled back at the
       // end, since the backfill runs over every tenant) and run the backfill's statements.
-      const backfill = splitStatements(MIGRATIONS.find((m) => m.version === 21)!.sql).filter((q) =>
+      const backfill = splitStatements(MIGRATIONS.find((m) => m.version === 20)!.sql).filter((q) =>
         q.startsWith("INSERT"),
       );
       assert.equal(backfill.length, 2);
