@@ -66,7 +66,7 @@ export async function startServer(
   const app = await buildApp({ store, config, webhooks });
   const address = await app.listen({ host: config.host, port: config.port });
   const scheduler = startScheduler(store, config.schedulerMs);
-  const revocations = await store.watchKeyRevocations();
+  const instances = await store.listenToOtherInstances();
   // Webhooks go out sooner than the scheduler's tick; both are safe together (leases).
   const deliverer = startLoop("drawdown webhooks", () => webhooks.run(null), config.webhookPollMs);
   return {
@@ -76,7 +76,7 @@ export async function startServer(
     close: async () => {
       await scheduler.stop();
       await deliverer.stop();
-      await revocations.close();
+      await instances.close();
       await app.close();
       await db.close();
     },

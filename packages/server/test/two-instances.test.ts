@@ -459,6 +459,22 @@ if (POSTGRES_URL) {
       assert.equal((await admin.customers.list({ limit: 100 })).data.length, 0);
     });
 
+    test("a test clock's first advance on one instance is the other's time once heard", async () => {
+      const t = await a.newTenant("First advance");
+      const A = new Drawdown({ apiKey: t.key, baseUrl: a.url, maxRetries: 0 });
+      const B = new Drawdown({ apiKey: t.key, baseUrl: b.url, maxRetries: 0 });
+      const c = await A.customers.create({ kind: "individual" });
+      // B serves the tenant in real time (its instance clock, T0), with the key cached.
+      assert.equal((await B.wallets.balance(c.wallet_id)).as_of, iso(T0));
+      const to = iso(T0 + DAY);
+      await A.testClock.advance({ to });
+      for (let i = 0; i < 1_000; i++) {
+        if ((await B.wallets.balance(c.wallet_id)).as_of === to) return;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      assert.fail("B still served the tenant at its own time");
+    });
+
     test("after its listening connection is cut, the instance listens again", async () => {
       const t = await a.newTenant("Revocations after a cut");
       const admin = new Drawdown({ apiKey: t.key, baseUrl: a.url, maxRetries: 0 });
@@ -466,7 +482,7 @@ if (POSTGRES_URL) {
       const viaB = new Drawdown({ apiKey: other.secret!, baseUrl: b.url, maxRetries: 0 });
       await viaB.customers.list();
       const cut = await database.db.query(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND query = 'LISTEN drawdown_key_revoked'",
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND query = 'LISTEN drawdown_instances'",
       );
       assert.ok(cut.rowCount >= 2, "both instances' listeners were cut");
       await admin.apiKeys.revoke(other.id);

@@ -66,7 +66,7 @@ export interface SqlClient extends SqlExecutor {
    * own, outside the pool, and reconnects after losing it; `onConnect` runs at every
    * (re)connection, since notifications sent while it was down are lost:
    *
-   *     const listener = await db.listen("drawdown_key_revoked", (keyId) => forget(keyId), () => forgetAll());
+   *     const listener = await db.listen("drawdown_instances", (payload) => forget(payload), () => forgetAll());
    *     await listener.close();
    */
   listen(channel: string, onNotify: (payload: string) => void, onConnect?: () => void): Promise<Listener>;

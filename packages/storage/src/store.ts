@@ -148,13 +148,16 @@ const iso = (ms: number | null): string | null => (ms === null ? null : new Date
 /**
  * How long an authenticated key is trusted without asking the database again. A revocation is
  * immediate on the instance that made it, and on the others as soon as they hear of it
- * ({@link Store.watchKeyRevocations}); this is the bound when they cannot hear (not watching,
- * or their listening connection is down).
+ * ({@link Store.listenToOtherInstances}); this is the bound when they cannot hear (not
+ * listening, or their listening connection is down).
  */
 export const KEY_CACHE_MS = 2_000;
 
-/** The channel on which a revocation is announced to every instance: the key id as payload. */
-const KEY_REVOKED_CHANNEL = "drawdown_key_revoked";
+/**
+ * The channel on which an instance tells the others what their caches must drop, at commit:
+ * `key_revoked <key id>`, or `clock <tenant id> <ms>` (a test clock moved).
+ */
+const INSTANCES_CHANNEL = "drawdown_instances";
 
 /**
  * The storage layer: tenancy, keys, customers, wallets and the ledger's writes on
@@ -187,15 +190,25 @@ export class Store {
   }
 
   /**
-   * Hears revocations made by other instances and stops serving those keys from the cache at
-   * once, instead of after up to the key cache's lifetime. While the listening connection is
-   * down, the lifetime bounds it again; on every (re)connection the cache is emptied, as a
-   * revocation may have been missed. Servers call it at start and close the listener at stop.
+   * Hears what other instances announce: a revoked key stops being served from the cache at
+   * once, instead of after up to the key cache's lifetime; a test clock moved elsewhere is this
+   * instance's time for the tenant at once (before, only from its next key lookup). While the
+   * listening connection is down, the key cache's lifetime bounds both again; on every
+   * (re)connection the cache is emptied, as news may have been missed. Servers call it at
+   * start and close the listener at stop.
    */
-  async watchKeyRevocations(): Promise<Listener> {
+  async listenToOtherInstances(): Promise<Listener> {
     return this.db.listen(
-      KEY_REVOKED_CHANNEL,
-      (keyId) => this.#forgetKey(keyId),
+      INSTANCES_CHANNEL,
+      (payload) => {
+        const [kind, id, at] = payload.split(" ");
+        if (kind === "key_revoked" && id) this.#forgetKey(id);
+        else if (kind === "clock" && id && at) {
+          const ms = Number(at);
+          const known = this.#tenantClocks.get(id);
+          if (Number.isFinite(ms) && (known === undefined || ms > known)) this.rememberClock(id, ms);
+        }
+      },
       () => this.#keys.clear(),
     );
   }
@@ -218,8 +231,9 @@ export class Store {
   /**
    * Sets (or, with null, clears) a test tenant's clock as this instance knows it. The database
    * holds the truth (`tenants.clock_at`); other instances read it at each request of a tenant
-   * whose clock they know to be frozen, and learn of a tenant's first advance when they next
-   * look its key up (within the key cache's two seconds).
+   * whose clock they know to be frozen, and hear of every move, the first included, when it
+   * commits ({@link Store.listenToOtherInstances}); without that, of the first one when they
+   * next look its key up (within the key cache's two seconds).
    */
   rememberClock(tenantId: string, at: number | null): void {
     if (at === null) this.#tenantClocks.delete(tenantId);
@@ -437,9 +451,11 @@ export class Store {
 
   /** Moves a test tenant's clock to `at`, or leaves it where a concurrent advance took it further. */
   async #setClock(tenantId: string, at: number): Promise<void> {
+    // The update and its announcement commit together (one statement).
     const { rows } = await this.db.query<{ clock_at: unknown }>(
-      "UPDATE tenants SET clock_at = greatest(clock_at, $2::timestamptz) WHERE id = $1 RETURNING clock_at",
-      [tenantId, iso(at)],
+      `WITH t AS (UPDATE tenants SET clock_at = greatest(clock_at, $2::timestamptz) WHERE id = $1 RETURNING clock_at)
+       SELECT clock_at, pg_notify($3, 'clock ' || $1 || ' ' || (extract(epoch FROM clock_at) * 1000)::bigint) FROM t`,
+      [tenantId, iso(at), INSTANCES_CHANNEL],
     );
     this.rememberClock(tenantId, new Date(rows[0]!.clock_at as string).getTime());
   }
@@ -499,7 +515,7 @@ export class Store {
   /** Revokes a key; it stops working at once. Revoking twice is harmless. */
   async revokeApiKey(tenantId: string, keyId: string, ex: SqlExecutor = this.db): Promise<Result<ApiKey>> {
     // Never again served from this instance's cache; other instances hear it at commit (see
-    // watchKeyRevocations), or drop it within the key cache's lifetime.
+    // listenToOtherInstances), or drop it within the key cache's lifetime.
     // Only once it is known to be this tenant's: another tenant's key id changes nothing.
     const { rows } = await ex.query(
       "UPDATE api_keys SET revoked_at = coalesce(revoked_at, $3) WHERE tenant_id = $1 AND id = $2 RETURNING *",
@@ -507,7 +523,7 @@ export class Store {
     );
     if (!rows[0]) return fail("not_found", `No API key ${keyId}.`);
     this.#forgetKey(keyId);
-    await ex.query("SELECT pg_notify($1, $2)", [KEY_REVOKED_CHANNEL, keyId]);
+    await ex.query("SELECT pg_notify($1, $2)", [INSTANCES_CHANNEL, `key_revoked ${keyId}`]);
     return ok(toApiKey(rows[0]));
   }
 

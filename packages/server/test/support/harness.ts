@@ -69,8 +69,8 @@ export async function startTestServer(
   });
   const url = await app.listen({ host: "127.0.0.1", port: 0 });
   const scheduler = startScheduler(store, options.schedulerMs ?? 0);
-  // As the real server does: revocations made by another instance are heard at once.
-  const revocations = await store.watchKeyRevocations();
+  // As the real server does: revocations and clock moves made by another instance are heard at once.
+  const instances = await store.listenToOtherInstances();
   const newTenant = async (name = "Test") => {
     const tenant = await store.createTenant(name, "test");
     const key = await store.createApiKey(tenant.id, { kind: "secret", name: "test" });
@@ -87,7 +87,7 @@ export async function startTestServer(
     newTenant,
     close: async () => {
       await scheduler.stop();
-      await revocations.close();
+      await instances.close();
       await app.close();
       if (own) await own.close();
       else await db.close();
