@@ -179,26 +179,41 @@ export async function writeCapEffect(
   }
 }
 
+/**
+ * Records amounts per cap and period owned by one hold (`spend_cap_holds`, what it reserved) or
+ * one direct debit (`spend_cap_debits`, what it counted), in one statement.
+ */
+async function writeCapAmounts(
+  ex: SqlExecutor,
+  into:
+    | { readonly table: "spend_cap_holds"; readonly owner: "hold_id" }
+    | { readonly table: "spend_cap_debits"; readonly owner: "transaction_id" },
+  tenantId: string,
+  ownerId: string,
+  amounts: readonly (CapReservation | CapCharge)[],
+): Promise<void> {
+  if (amounts.length === 0) return;
+  await ex.query(
+    `INSERT INTO ${into.table} (tenant_id, ${into.owner}, cap_id, period_start, amount)
+     SELECT $1, $2, * FROM unnest($3::text[], $4::timestamptz[], $5::numeric[])`,
+    [
+      tenantId,
+      ownerId,
+      amounts.map((r) => r.capId),
+      amounts.map((r) => iso(r.periodStart)),
+      amounts.map((r) => r.amount.toString()),
+    ],
+  );
+}
+
 /** Records the cap room a new hold reserved. */
-export async function writeCapReservations(
+export const writeCapReservations = (
   ex: SqlExecutor,
   tenantId: string,
   holdId: string,
   reservations: readonly CapReservation[],
-): Promise<void> {
-  if (reservations.length === 0) return;
-  await ex.query(
-    `INSERT INTO spend_cap_holds (tenant_id, hold_id, cap_id, period_start, amount)
-     SELECT $1, $2, * FROM unnest($3::text[], $4::timestamptz[], $5::numeric[])`,
-    [
-      tenantId,
-      holdId,
-      reservations.map((r) => r.capId),
-      reservations.map((r) => iso(r.periodStart)),
-      reservations.map((r) => r.amount.toString()),
-    ],
-  );
-}
+): Promise<void> =>
+  writeCapAmounts(ex, { table: "spend_cap_holds", owner: "hold_id" }, tenantId, holdId, reservations);
 
 /** The cap room a hold reserved (empty when no cap applied, or it resolved). */
 export async function capReservationsOf(
@@ -280,25 +295,13 @@ export async function dropCapReservations(
 }
 
 /** Records what a direct debit (transaction `txId`) counted on each cap, so a reversal gives it back. */
-export async function writeCapDebits(
+export const writeCapDebits = (
   ex: SqlExecutor,
   tenantId: string,
   txId: string,
   charges: readonly CapCharge[],
-): Promise<void> {
-  if (charges.length === 0) return;
-  await ex.query(
-    `INSERT INTO spend_cap_debits (tenant_id, transaction_id, cap_id, period_start, amount)
-     SELECT $1, $2, * FROM unnest($3::text[], $4::timestamptz[], $5::numeric[])`,
-    [
-      tenantId,
-      txId,
-      charges.map((c) => c.capId),
-      charges.map((c) => iso(c.periodStart)),
-      charges.map((c) => c.amount.toString()),
-    ],
-  );
-}
+): Promise<void> =>
+  writeCapAmounts(ex, { table: "spend_cap_debits", owner: "transaction_id" }, tenantId, txId, charges);
 
 /**
  * Gives back the cap room a reversed debit counted: each cap's `spent`, in the period the debit
