@@ -1055,6 +1055,176 @@ for (const backend of backends()) {
       assert.deepEqual(await windowsOf(tenantId, handFirst.id), live[handFirst.id]);
     });
 
+    test("migration 22's backfill gives each entry the card and pin it was set with where known, and keeps every recorded rating", async () => {
+      const { tenantId, customer: p, list, other, v1, o1, publishV2, funded } = await twoCards();
+      const [m, g] = [await funded(), await funded()];
+      const line = (id: string, rate: string) => [{ id, action: "docs", quantity: "pages", rate }];
+      const setBy = async (customerId: string, input: Parameters<Metering["setCustomerPricing"]>[3]) =>
+        okv(await store.db.transaction((tx) => metering.setCustomerPricing(tx, tenantId, customerId, input)));
+      const sign = async (input: Parameters<Contracts["create"]>[2]) =>
+        okv(await store.db.transaction((tx) => contracts.create(tx, tenantId, input)));
+      const term = (customerId: string, from: number, until: number) => ({
+        customerId,
+        startsAt: from,
+        endsAt: until,
+        commitment: 0n,
+        schedule: { kind: "upfront" as const },
+        creditPrice: { amount: 8_000_000n, currency: "USD" },
+      });
+      const recorded: [string, string, number, "chat" | "docs"][] = [];
+      const record = async (customerId: string, id: string, time: number, action: "chat" | "docs") => {
+        const [r] = await writer.submit(tenantId, [
+          { event: usageEvent(customerId, id, time, action), fingerprint: id },
+        ]);
+        assert.equal(r?.status, "accepted", id);
+        recorded.push([customerId, id, time, action]);
+      };
+      okv(await store.advanceClock(tenantId, T0 + 2 * HOUR));
+      // P: pricing set by hand (List pinned at v1), then contract A (pins v1), then B (pins v2).
+      await setBy(p.id, { rateCardId: list.id, pinnedVersionId: v1.id, overrides: line("hand", "2") });
+      await record(p.id, "p0", T0 + HOUR, "docs");
+      // M: Other by hand, and a promotion for a window, on the same card.
+      await setBy(m.id, { rateCardId: other.id, pinnedVersionId: null, overrides: line("m-deal", "6") });
+      const a = await sign({
+        ...term(p.id, T0 + DAY, T0 + 10 * DAY),
+        allowRateCardUpgrades: false,
+        overrides: line("a-deal", "4"),
+      });
+      // G: a contract on Other without overrides (before migration 22 it left no entry).
+      await sign({ ...term(g.id, T0 + DAY, T0 + 3 * DAY), rateCardId: other.id });
+      okv(await store.advanceClock(tenantId, T0 + 2 * DAY));
+      await record(p.id, "p1", T0 + 2 * DAY, "docs");
+      await record(p.id, "p1c", T0 + 2 * DAY, "chat");
+      await record(g.id, "g1", T0 + 2 * DAY, "chat");
+      await setBy(m.id, {
+        rateCardId: other.id,
+        pinnedVersionId: null,
+        overrides: line("promo", "1"),
+        window: { from: T0 + 2 * DAY, until: T0 + 4 * DAY },
+      });
+      okv(await store.advanceClock(tenantId, T0 + 3 * DAY));
+      await record(m.id, "m1", T0 + 2 * DAY + 12 * HOUR, "docs");
+      okv(await store.advanceClock(tenantId, T0 + 5 * DAY));
+      const v2 = okv(await publishV2());
+      await record(m.id, "m2", T0 + 5 * DAY, "docs");
+      const b = await sign({
+        ...term(p.id, T0 + 10 * DAY, T0 + 60 * DAY),
+        allowRateCardUpgrades: false,
+        overrides: line("b-deal", "3"),
+      });
+      okv(await store.advanceClock(tenantId, T0 + 11 * DAY));
+      await record(p.id, "p2", T0 + 11 * DAY, "docs");
+      await record(p.id, "p3", T0 + 9 * DAY, "docs");
+      await record(p.id, "p4", T0 + 9 * DAY, "chat");
+      const customers = [p.id, m.id, g.id];
+      const historyOf = async (ex: SqlExecutor) => {
+        const pricing = await metering.customerPricing(ex, tenantId, customers);
+        return customers.map((c) =>
+          pricing
+            .get(c)!
+            .overrideHistory.map((t) => [
+              t.source,
+              t.from,
+              t.until,
+              t.rateCardId,
+              t.pinnedVersionId,
+              t.input.map((l) => l.id),
+            ]),
+        );
+      };
+      const live = await historyOf(store.db);
+      assert.deepEqual(live, [
+        [
+          ["manual", null, T0 + DAY, list.id, v1.id, ["hand"]],
+          [a.id, T0 + DAY, T0 + 10 * DAY, list.id, v1.id, ["a-deal"]],
+          [b.id, T0 + 10 * DAY, T0 + 60 * DAY, list.id, v2.id, ["b-deal"]],
+        ],
+        [
+          ["manual", null, T0 + 2 * DAY, other.id, null, ["m-deal"]],
+          ["manual", T0 + 2 * DAY, T0 + 4 * DAY, other.id, null, ["promo"]],
+          ["manual", T0 + 4 * DAY, null, other.id, null, ["m-deal"]],
+        ],
+        [
+          ["manual", null, T0 + DAY, null, null, []],
+          [(await contracts.list(tenantId, g.id))[0]!.id, T0 + DAY, T0 + 3 * DAY, other.id, null, []],
+        ],
+      ]);
+
+      const usageRows = (ex: SqlExecutor) =>
+        ex.query("SELECT * FROM usage_events WHERE tenant_id = $1 ORDER BY event_id", [tenantId]);
+      const migration = splitStatements(MIGRATIONS.find((x) => x.version === 22)!.sql);
+      const ROLLBACK = new Error("rolled back");
+      await assert.rejects(
+        store.db.transaction(async (tx) => {
+          // The state before migration 22 (rolled back at the end: the backfill runs over every
+          // tenant): entries had no card or pin, and a window without lines was a gap.
+          const events = (await usageRows(tx)).rows;
+          await tx.query("DELETE FROM customer_override_terms WHERE lines = '[]'");
+          await tx.query("ALTER TABLE customer_override_terms DROP COLUMN rate_card_id");
+          await tx.query("ALTER TABLE customer_override_terms DROP COLUMN pinned_version_id");
+          for (const q of migration) await tx.query(q);
+          assert.deepEqual((await usageRows(tx)).rows, events, "no recorded event is touched");
+          const rebuilt = await historyOf(tx);
+          // A contract's entries get its own card and pin; entries set by hand, the current base
+          // (P's was set before A and B moved the base: the v1 it was set with is not known, so it
+          // gets B's v2, what rated late events there before the migration); no entry without lines.
+          assert.deepEqual(rebuilt, [
+            [["manual", null, T0 + DAY, list.id, v2.id, ["hand"]], live[0]![1], live[0]![2]],
+            live[1],
+            [],
+          ]);
+          // Every recorded event, rated again by the backfilled history, is rated as recorded,
+          // except P's event in the window set by hand before the contracts (its version only:
+          // the lines set by hand priced it, and still do).
+          const catalog = await metering.catalog(tx, tenantId);
+          const pricing = await metering.customerPricing(tx, tenantId, customers);
+          for (const [customerId, id, time, action] of recorded) {
+            const at = Metering.pricingAt(catalog, pricing.get(customerId), time)!;
+            const again = rateEvent(
+              at.content,
+              at.overrides,
+              {
+                action,
+                dimensions: {},
+                quantities: { [action === "chat" ? "tokens" : "pages"]: UNIT },
+                status: "succeeded",
+              },
+              () => 0n,
+            );
+            if (!again.ok) assert.fail(again.error.message);
+            const { rows } = await tx.query(
+              "SELECT credits::text AS credits, detail FROM usage_events WHERE tenant_id = $1 AND event_id = $2",
+              [tenantId, id],
+            );
+            const detail =
+              typeof rows[0]!.detail === "string" ? JSON.parse(rows[0]!.detail) : rows[0]!.detail;
+            const was = [
+              rows[0]!.credits,
+              detail.rate_card_version_id,
+              detail.explanation.lines[0].line_id,
+              detail.explanation.override_source,
+            ];
+            // The explanation names the overrides' source when one of its lines priced the event.
+            const source = again.value.lines.some((l) => l.override) ? at.overridesSource : null;
+            const now = [again.value.credits.toString(), at.versionId, again.value.lines[0]?.lineId, source];
+            if (id === "p0") {
+              assert.deepEqual(was, [credits(2n).toString(), v1.id, "hand", "manual"]);
+              assert.deepEqual(now, [credits(2n).toString(), v2.id, "hand", "manual"]);
+            } else assert.deepEqual(now, was, id);
+          }
+          // What each recorded event was priced by, for the record.
+          assert.deepEqual(
+            recorded.map(([, id]) => id),
+            ["p0", "p1", "p1c", "g1", "m1", "m2", "p2", "p3", "p4"],
+          );
+          assert.equal(Metering.pricingAt(catalog, pricing.get(g.id), T0 + 2 * DAY)?.versionId, o1.id);
+          throw ROLLBACK;
+        }),
+        (e) => e === ROLLBACK,
+      );
+      assert.deepEqual(await historyOf(store.db), live);
+    });
+
     test("a contract starting later applies its pricing and first installment at its start, not at signing", async () => {
       const { tenantId, customer } = await setup();
       const start = T0 + 10 * DAY;
