@@ -343,16 +343,17 @@ export interface RateCardVersionParams {
 
 /** Body of `customers.setPricing`. */
 export interface CustomerPricingParams {
-  /** The card the customer follows; `null` or absent: the tenant's default card. */
+  /** The card that prices the window's events; `null` or absent: the tenant's default card. */
   rate_card_id?: string | null;
   /** A version to use whatever the event's time; `null` or absent: the version in force at the event's time. */
   pinned_version_id?: string | null;
   /** Contract lines that take precedence over the card's, for events timed in their window. */
   overrides?: RateLineInput[];
   /**
-   * The first instant the overrides rate events (by each event's own time); absent or null:
-   * since always. With `overrides_until`, the window replaces exactly that part of the
-   * customer's override history; with neither, the whole history.
+   * The first instant the card, pin and overrides rate events (by each event's own time);
+   * absent or null: since always. With `overrides_until`, the window replaces exactly that part
+   * of the customer's pricing history and leaves the base; with neither, the whole history, and
+   * the terms become the base.
    */
   overrides_from?: TimeInput | null;
   /** The first instant they no longer do, after `overrides_from`; absent or null: for ever. */

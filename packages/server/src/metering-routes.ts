@@ -211,13 +211,13 @@ const timestampOrNull = (text: string | undefined, field: string): number | null
 
 export const CustomerPricingSet = Type.Object(
   {
-    rate_card_id: Type.Optional(Type.Union([S.Id("rcd", "The card to follow."), Type.Null()])),
+    rate_card_id: Type.Optional(Type.Union([S.Id("rcd", "The card that prices the window."), Type.Null()])),
     pinned_version_id: Type.Optional(Type.Union([S.Id("rcv", "A version to pin."), Type.Null()])),
     overrides: Type.Optional(Type.Array(RateLineWire, { maxItems: 200 })),
     overrides_from: Type.Optional(
       Type.Union([
         S.Timestamp(
-          "The first instant the override lines rate events (by each event's own time); absent or null: since always.",
+          "The first instant the card, pin and override lines rate events (by each event's own time); absent or null: since always.",
         ),
         Type.Null(),
       ]),

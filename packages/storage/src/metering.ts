@@ -539,7 +539,7 @@ export class Metering {
   }
 
   /**
-   * Customers' pricing terms with their override history, in one query (the ingest and
+   * Customers' pricing terms with their pricing history, in one query (the ingest and
    * authorize writers run it once per batch); a customer without any is absent (the defaults).
    * Given the batch's `now`, entries that ended before the late-event grace window are left
    * out: an event older than that is refused before it is rated, so they could rate none.
