@@ -4,8 +4,9 @@
 // pinned to the rate card version in force at signing with an override for document analysis,
 // each installment expiring 12 months after it is granted. The vendor publishes a newer rate
 // card version: customers on the list price get it, the contract customer does not. After the
-// term the override ends: documents are priced by the pinned version again. Then a renewal, and
-// a late event of the first term, still priced by the first contract's override.
+// term the override ends: documents are priced by the pinned version again. Then a renewal pinned
+// to the newer version, and late events of the first term, still priced by the first contract's
+// whole pricing: its pinned version and its override.
 export const title = "an enterprise contract with a proof-of-concept allocation";
 
 export async function run({ dd, assert, log }) {
@@ -140,10 +141,11 @@ export async function run({ dd, assert, log }) {
   );
   log(`after the term: 10 pages cost ${late.charge.credits} credits (list), not 40`);
 
-  // The renewal starts now, with a deeper document discount. An event timed on the last day of
-  // the first term arrives late: it is still priced by the first contract's override (each
-  // window of the customer's override history rates the events of its own time), and the
-  // explanation names the contract whose override priced it.
+  // The renewal starts now, pinned to the version in force at its signing (v2), with a deeper
+  // document discount. Events timed on the last day of the first term arrive late: they are
+  // still priced by the first contract's pricing, its pinned v1 and its override (each window of
+  // the customer's pricing history rates the events of its own time with its card, pin and
+  // lines), and the explanation names the contract whose override priced them.
   const renewal = await dd.contracts.create({
     customer_id: globex.id,
     ends_at: "2029-01-31T00:00:00Z",
@@ -165,7 +167,31 @@ export async function run({ dd, assert, log }) {
     action: "docs.analyze",
     quantities: { pages: 10 },
   });
+  assert.equal(renewal.pinned_version_id, v2.id);
   assert.deepEqual([lastDay.charge.credits, renewed.charge.credits], ["40", "30"]);
+  assert.deepEqual(
+    [lastDay.charge.rate_card_version_id, renewed.charge.rate_card_version_id],
+    [v1.id, v2.id],
+  );
+  // Chat, which no override prices: the first term's pinned v1 (1 credit per 1,000 tokens) for
+  // the late event, the renewal's v2 (1.5) for one of now.
+  const lateChat = await dd.events.ingest({
+    id: "globex-6",
+    customer_id: globex.id,
+    action: "chat.completion",
+    quantities: { output_tokens: 1_000_000 },
+    time: "2028-01-30T12:00:00Z",
+  });
+  const nowChat = await dd.events.ingest({
+    id: "globex-7",
+    customer_id: globex.id,
+    action: "chat.completion",
+    quantities: { output_tokens: 1_000_000 },
+  });
+  assert.deepEqual(
+    [lateChat.charge.credits, lateChat.charge.rate_card_version_id, nowChat.charge.credits],
+    ["1000", v1.id, "1500"],
+  );
   const whyLate = await dd.events.get("globex-4");
   assert.deepEqual(
     [whyLate.explanation.lines[0].line_id, whyLate.explanation.override_source],
@@ -173,7 +199,7 @@ export async function run({ dd, assert, log }) {
   );
   assert.equal((await dd.events.get("globex-5")).explanation.override_source, renewal.id);
   log(
-    `a late event of the first term: ${lastDay.charge.credits} credits; under the renewal: ${renewed.charge.credits}`,
+    `late events of the first term: ${lastDay.charge.credits} and ${lateChat.charge.credits} credits; under the renewal: ${renewed.charge.credits} and ${nowChat.charge.credits}`,
   );
   assert.equal((await dd.reconcile()).ok, true);
 }

@@ -2,11 +2,12 @@ import type { RateLine } from "./rating.js";
 import { fail, invariant, ok, type Result } from "./result.js";
 
 /**
- * A customer's override history: effective-dated terms, each a set of override lines in force
- * over its own window, from its source (a contract, or pricing set by hand). Windows never
- * overlap, so at any time at most one entry is in force; an event is rated by the entry whose
- * window contains its own time (like card versions), not the one current at its arrival.
- * Storage loads the history once per batch; {@link termsAt} decides per event, with no query.
+ * A customer's pricing history: effective-dated terms, each the whole pricing in force over its
+ * own window (the card, a pinned version, the override lines), from its source (a contract, or
+ * pricing set by hand). Windows never overlap, so at any time at most one entry is in force; an
+ * event is rated by the entry whose window contains its own time (like card versions), not the
+ * one current at its arrival, and by the customer's base pricing when no window does. Storage
+ * loads the history once per batch; {@link pricingTermsAt} decides per event, with no query.
  */
 
 /** Where terms come from when no contract set them. */
@@ -20,12 +21,40 @@ export interface TermsWindow {
   readonly until: number | null;
 }
 
-/** One entry of a customer's override history: lines in force over `[from, until)`. */
-export interface OverrideTerms extends TermsWindow {
+/** A customer's whole pricing: which card, which version of it, which override lines. */
+export interface PricingTerms {
+  /** The card followed; null: the tenant's default card. */
+  readonly rateCardId: string | null;
+  /** A version of that card used whatever the event's time; null: the version in force at it. */
+  readonly pinnedVersionId: string | null;
+  /** Lines that take precedence over the card's; may be none. */
   readonly lines: readonly RateLine[];
+}
+
+/** One entry of a customer's pricing history: its pricing in force over `[from, until)`. */
+export interface OverrideTerms extends TermsWindow, PricingTerms {
   /** The contract that set them, or {@link MANUAL_SOURCE}. */
   readonly source: string;
 }
+
+/** The pricing in force at a time: an entry's, or the base's (source null). */
+export interface TermsInForce extends PricingTerms {
+  /** The entry's source; null for the base pricing. */
+  readonly source: string | null;
+}
+
+const NO_LINES: readonly RateLine[] = [];
+
+/**
+ * The base pricing as terms in force: the card and pin the customer's pricing names now, no
+ * override lines (lines in force at every time are an entry with open bounds).
+ */
+export const baseTerms = (rateCardId: string | null, pinnedVersionId: string | null): TermsInForce => ({
+  rateCardId,
+  pinnedVersionId,
+  lines: NO_LINES,
+  source: null,
+});
 
 /** Whether `time` falls in the window `[from, until)` (null bounds open). */
 export const inOverrideWindow = (w: TermsWindow, time: number): boolean =>
@@ -49,7 +78,7 @@ export function checkTermsWindow(w: TermsWindow): Result<null> {
 }
 
 /**
- * The entry in force at `time`: the one whose window contains it, or null (the card alone
+ * The entry in force at `time`: the one whose window contains it, or null (the base pricing
  * prices the event). Looks from the latest entry back, since most events are recent; a history
  * has a handful of entries.
  */
@@ -62,7 +91,17 @@ export function termsAt<T extends OverrideTerms>(history: readonly T[] | undefin
   return null;
 }
 
-const NO_LINES: readonly RateLine[] = [];
+/**
+ * The whole pricing that rates an event at `time`: the entry whose window holds it, else
+ * `base` (see {@link baseTerms}). Card, pin and lines always come from one place.
+ */
+export function pricingTermsAt(
+  history: readonly OverrideTerms[] | undefined,
+  base: TermsInForce,
+  time: number,
+): TermsInForce {
+  return termsAt(history, time) ?? base;
+}
 
 /** The override lines that rate an event at `time`: those of the entry in force, else none. */
 export function overridesAt(
@@ -102,8 +141,8 @@ export function isValidHistory(history: readonly TermsWindow[]): boolean {
 /**
  * The history after new terms are set over `replace`: every other entry loses what it had
  * inside `replace` (cut short, started later, split in two around it, or dropped when wholly
- * inside), then `entry`, when it has lines, goes in (its window must lie within `replace`; an
- * entry without lines leaves a gap, where the card alone prices events). Deterministic: the
+ * inside), then `entry` goes in, with or without lines (its window must lie within `replace`;
+ * null leaves a gap, where the base pricing prices events). Deterministic: the
  * newest terms win over the part they cover, and nothing outside `replace` changes. Pieces of
  * a split entry are copies with their other fields kept.
  */
@@ -126,7 +165,7 @@ export function spliceTerms<T extends OverrideTerms>(
       out.push(from === e.from ? e : { ...e, from });
     }
   }
-  if (entry && entry.lines.length > 0) out.push(entry);
+  if (entry) out.push(entry);
   return out.sort(byFrom);
 }
 
@@ -144,4 +183,35 @@ export function cutTerms<T extends OverrideTerms>(history: readonly T[], source:
     else out.push(e);
   }
   return out;
+}
+
+/**
+ * The history with the parts of `window` that no entry covers filled by entries `make` builds
+ * (one per uncovered stretch, in order); the rest untouched. Storage calls it before pricing
+ * that moves the customer's base (a contract's start): the uncovered past keeps the base it had.
+ */
+export function fillGaps<T extends OverrideTerms>(
+  history: readonly T[],
+  window: TermsWindow,
+  make: (gap: TermsWindow) => T,
+): T[] {
+  const out: T[] = [...history];
+  if (window.from !== null && window.until !== null && window.from >= window.until) return out;
+  // Walk the entries overlapping the window in order; `cursor` is the start of what is left.
+  let cursor = window.from;
+  let open = true; // false once the window is covered to its end
+  for (const e of [...history].sort(byFrom)) {
+    if (!open) break;
+    const overlaps =
+      (window.until === null || e.from === null || e.from < window.until) &&
+      (cursor === null || e.until === null || e.until > cursor);
+    if (!overlaps) continue;
+    if (e.from !== null && (cursor === null || e.from > cursor))
+      out.push(make({ from: cursor, until: e.from }));
+    if (e.until === null) open = false;
+    else cursor = cursor === null || e.until > cursor ? e.until : cursor;
+  }
+  if (open && (cursor === null || window.until === null || cursor < window.until))
+    out.push(make({ from: cursor, until: window.until }));
+  return out.sort(byFrom);
 }

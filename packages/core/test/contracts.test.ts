@@ -385,6 +385,8 @@ describe("contract overrides are in force over the term only", () => {
   const DEAL = parsed([{ id: "deal", action: "call", quantity: "calls", rate: "2" }]).lines;
   const NOW = Date.UTC(2027, 5, 10, 12);
   const SPAN = LATE_GRACE_MS; // events are accepted from NOW - 7 days to NOW
+  // The window's card and pin: the default card, following (these tests are about the lines).
+  const NO_CARD = { rateCardId: null, pinnedVersionId: null };
 
   const arbWindow = fc
     .record({
@@ -394,7 +396,7 @@ describe("contract overrides are in force over the term only", () => {
     })
     .map(({ from, length, open }): OverrideTerms => {
       const start = from ?? NOW - SPAN;
-      return { lines: DEAL, from, until: open ? null : start + length, source: "ctr_a" };
+      return { ...NO_CARD, lines: DEAL, from, until: open ? null : start + length, source: "ctr_a" };
     });
 
   const event = (i: number, time: number): UsageEvent => ({
@@ -411,12 +413,15 @@ describe("contract overrides are in force over the term only", () => {
   });
 
   test("overridesAt: the lines inside [from, until), none outside; null bounds open", () => {
-    const terms: OverrideTerms[] = [{ lines: DEAL, from: T0, until: T0 + DAY, source: "ctr_a" }];
+    const terms: OverrideTerms[] = [{ ...NO_CARD, lines: DEAL, from: T0, until: T0 + DAY, source: "ctr_a" }];
     assert.equal(overridesAt(terms, T0 - 1).length, 0);
     assert.equal(overridesAt(terms, T0), DEAL);
     assert.equal(overridesAt(terms, T0 + DAY - 1), DEAL);
     assert.equal(overridesAt(terms, T0 + DAY).length, 0, "the end is exclusive, like the term's");
-    assert.equal(overridesAt([{ lines: DEAL, from: null, until: null, source: "manual" }], -8.64e15), DEAL);
+    assert.equal(
+      overridesAt([{ ...NO_CARD, lines: DEAL, from: null, until: null, source: "manual" }], -8.64e15),
+      DEAL,
+    );
     assert.equal(overridesAt(undefined, T0).length, 0);
     assert.equal(overridesAt([], T0).length, 0);
   });

@@ -216,13 +216,14 @@ export class Customers extends Resource {
   }
 
   /**
-   * Sets a customer's contract pricing: the card it follows (absent or null: the tenant's
-   * default), a pinned version (used whatever the event's time; null: the version in force at
-   * each event's time), and override lines that take precedence over the card's for events
-   * whose own time is in `[overrides_from, overrides_until)` (absent or null bounds: open). The
-   * customer's override history keeps its other windows: the new lines replace the part their
-   * window covers (without a window, all of it). `not_found` for an unknown card or a version
-   * of another card; `invalid_argument` for a window that does not end after it starts.
+   * Sets a customer's contract pricing for events whose own time is in
+   * `[overrides_from, overrides_until)` (absent or null bounds: open): the card (absent or null:
+   * the tenant's default), a pinned version (used whatever the event's time; null: the version
+   * in force at each event's time), and override lines that take precedence over the card's.
+   * The customer's pricing history keeps its other windows: the new terms replace the part
+   * their window covers. Without a window they replace all of it and become the base, which
+   * prices events outside every window. `not_found` for an unknown card or a version of another
+   * card; `invalid_argument` for a window that does not end after it starts.
    *
    * @example
    * await dd.customers.setPricing(acme.id, {
@@ -231,8 +232,8 @@ export class Customers extends Resource {
    *   overrides: [{ id: "enterprise-gpt4o", action: "chat.completion", match: { model: "gpt-4o" },
    *                 quantity: "output_tokens", rate: "0.00001" }],
    * });
-   * // A discount for March only; before and after it, the overrides already set still apply.
-   * // The card and the pin are not windowed: each call sets them, so give them again.
+   * // A discount for March only; before and after it, the pricing already set still applies.
+   * // Inside the window the call's card and pin price too (absent: the default card), so give them.
    * const p = await dd.customers.setPricing(acme.id, {
    *   rate_card_id: card.id,
    *   pinned_version_id: v1.id,

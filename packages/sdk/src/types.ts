@@ -343,16 +343,17 @@ export interface RateCardVersionParams {
 
 /** Body of `customers.setPricing`. */
 export interface CustomerPricingParams {
-  /** The card the customer follows; `null` or absent: the tenant's default card. */
+  /** The card that prices the window's events; `null` or absent: the tenant's default card. */
   rate_card_id?: string | null;
   /** A version to use whatever the event's time; `null` or absent: the version in force at the event's time. */
   pinned_version_id?: string | null;
   /** Contract lines that take precedence over the card's, for events timed in their window. */
   overrides?: RateLineInput[];
   /**
-   * The first instant the overrides rate events (by each event's own time); absent or null:
-   * since always. With `overrides_until`, the window replaces exactly that part of the
-   * customer's override history; with neither, the whole history.
+   * The first instant the card, pin and overrides rate events (by each event's own time);
+   * absent or null: since always. With `overrides_until`, the window replaces exactly that part
+   * of the customer's pricing history and leaves the base; with neither, the whole history, and
+   * the terms become the base.
    */
   overrides_from?: TimeInput | null;
   /** The first instant they no longer do, after `overrides_from`; absent or null: for ever. */
@@ -912,7 +913,7 @@ export interface RateCard {
   versions: RateCardVersion[];
 }
 
-/** One window of a customer's override history. */
+/** One window of a customer's pricing history: the card, pin and override lines in force over it. */
 export interface OverrideTerms {
   /** The contract that set these terms (its id), or `"manual"`. */
   source: string;
@@ -920,21 +921,38 @@ export interface OverrideTerms {
   overrides_from: string | null;
   /** The first instant they no longer do; null: for ever. */
   overrides_until: string | null;
+  /** The card that prices events of this window; null: the tenant's default card. */
+  rate_card_id: string | null;
+  /** The version of that card pinned for this window; null: the version in force at each event's time. */
+  pinned_version_id: string | null;
+  /** The window's override lines; may be none. */
   overrides: RateLine[];
+}
+
+/** What prices a customer's events timed outside every window of its pricing history. */
+export interface BasePricing {
+  /** Null: the tenant's default card. */
+  rate_card_id: string | null;
+  /** Null: the version in force at each event's time. */
+  pinned_version_id: string | null;
 }
 
 /** A customer's contract pricing. */
 export interface CustomerPricing {
   object: "customer_pricing";
   customer_id: string;
+  /** The card just set, as set (for its window). */
   rate_card_id: string | null;
+  /** The version just pinned, as set (for its window). */
   pinned_version_id: string | null;
   /** The override lines just set, as sent. */
   overrides: RateLine[];
   /** Their window, as set; null bounds open. */
   overrides_from: string | null;
   overrides_until: string | null;
-  /** Every window of the customer's override lines, oldest first; they never overlap. */
+  /** The base pricing after the change (a window set by hand leaves it as it was). */
+  base: BasePricing;
+  /** The customer's pricing history, oldest first; windows never overlap. */
   override_history: OverrideTerms[];
 }
 

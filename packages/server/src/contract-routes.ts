@@ -302,7 +302,7 @@ export const CONTRACT_ROUTES: readonly Route[] = [
     tag: "Contracts",
     summary: "Sign a contract",
     description:
-      "Committed credits over a term, granted into the customer's pool wallet upfront or in installments (each exactly once, at its time, by the scheduler or the test clock), at the negotiated credit price (each grant's cost basis), expiring by the expiry policy (default: rolling 12 months from each grant). When the term starts the contract's rate card terms become the customer's pricing: the card, the version in force at signing pinned when allow_rate_card_upgrades is false (no_rate_card when none is), and the override lines, which rate only events whose own time is inside the term (before its start and from its end, or an early termination, the card prices them). Refused, changing nothing, when the term overlaps another contract of the customer (already_exists), starts in the past, ends before it starts, or the installment interval is longer than the term (invalid_argument).",
+      "Committed credits over a term, granted into the customer's pool wallet upfront or in installments (each exactly once, at its time, by the scheduler or the test clock), at the negotiated credit price (each grant's cost basis), expiring by the expiry policy (default: rolling 12 months from each grant). When the term starts the contract's rate card terms become the customer's pricing over the term: the card, the version in force at signing pinned when allow_rate_card_upgrades is false (no_rate_card when none is), and the override lines, which together rate the events whose own time is inside the term, late ones included, even after a renewal changed the card or pin; the card and pin also become the customer's base pricing, which prices events after the term (without the override lines). Refused, changing nothing, when the term overlaps another contract of the customer (already_exists), starts in the past, ends before it starts, or the installment interval is longer than the term (invalid_argument).",
     access: "secret",
     body: ContractCreate,
     response: ContractView,
@@ -385,7 +385,7 @@ export const CONTRACT_ROUTES: readonly Route[] = [
     tag: "Contracts",
     summary: "Terminate a contract early",
     description:
-      "No installment due from now on is granted (installments already due are granted first). The credits already issued are kept to their own expiry (credits: keep, the default) or voided now (forfeit). The customer's card and pinned version are left as they are; the contract's override lines stop rating events timed from now on. invalid_argument once terminated or after the term's end.",
+      "No installment due from now on is granted (installments already due are granted first). The credits already issued are kept to their own expiry (credits: keep, the default) or voided now (forfeit). The customer's base card and pinned version are left as they are; the contract's terms stop rating events timed from now on, which the base prices. invalid_argument once terminated or after the term's end.",
     access: "secret",
     params: S.IdParam("ctr", "contract"),
     body: ContractTerminate,

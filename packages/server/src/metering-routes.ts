@@ -211,13 +211,13 @@ const timestampOrNull = (text: string | undefined, field: string): number | null
 
 export const CustomerPricingSet = Type.Object(
   {
-    rate_card_id: Type.Optional(Type.Union([S.Id("rcd", "The card to follow."), Type.Null()])),
+    rate_card_id: Type.Optional(Type.Union([S.Id("rcd", "The card that prices the window."), Type.Null()])),
     pinned_version_id: Type.Optional(Type.Union([S.Id("rcv", "A version to pin."), Type.Null()])),
     overrides: Type.Optional(Type.Array(RateLineWire, { maxItems: 200 })),
     overrides_from: Type.Optional(
       Type.Union([
         S.Timestamp(
-          "The first instant the override lines rate events (by each event's own time); absent or null: since always.",
+          "The first instant the card, pin and override lines rate events (by each event's own time); absent or null: since always.",
         ),
         Type.Null(),
       ]),
@@ -235,46 +235,75 @@ export const CustomerPricingSet = Type.Object(
 const isoOrNull = (t: number | null): string | null => (t === null ? null : new Date(t).toISOString());
 const NullableTime = (description: string) => Type.Union([Type.String({ description }), Type.Null()]);
 
-/** One entry of a customer's override history on the wire. */
+const NullableId = (description: string) => Type.Union([Type.String({ description }), Type.Null()]);
+
+/** One entry of a customer's pricing history on the wire. */
 export const OverrideTermsView = Type.Object(
   {
     source: Type.String({ description: 'The contract that set these terms (its id), or "manual".' }),
     overrides_from: NullableTime("The first instant they rate events; null: since always."),
     overrides_until: NullableTime("The first instant they no longer do; null: for ever."),
-    overrides: Type.Array(RateLineWire),
+    rate_card_id: NullableId("The card that prices events of this window; null: the tenant's default card."),
+    pinned_version_id: NullableId(
+      "The version of that card pinned for this window; null: the version in force at each event's time.",
+    ),
+    overrides: Type.Array(RateLineWire, { description: "The window's override lines; may be none." }),
   },
   { title: "OverrideTerms" },
+);
+
+/** What prices events timed outside every window of the history. */
+export const BasePricingView = Type.Object(
+  {
+    rate_card_id: NullableId("The card; null: the tenant's default card."),
+    pinned_version_id: NullableId("A pinned version of it; null: the version in force at each event's time."),
+  },
+  { title: "BasePricing" },
 );
 
 export const CustomerPricingView = Type.Object(
   {
     object: Type.Literal("customer_pricing"),
     customer_id: Type.String(),
-    rate_card_id: Type.Union([Type.String(), Type.Null()]),
-    pinned_version_id: Type.Union([Type.String(), Type.Null()]),
+    rate_card_id: NullableId("The card just set, as set; null: the default card."),
+    pinned_version_id: NullableId("The version just pinned, as set; null: following."),
     overrides: Type.Array(RateLineWire, { description: "The override lines just set, as sent." }),
     overrides_from: NullableTime("Their window's start, as set; null: open."),
     overrides_until: NullableTime("Their window's end, as set; null: open."),
+    base: BasePricingView,
     override_history: Type.Array(OverrideTermsView, {
-      description: "Every window of the customer's override lines, oldest first; they never overlap.",
+      description:
+        "The customer's pricing history, oldest first: every window's card, pin and override lines; windows never overlap.",
     }),
   },
   { title: "CustomerPricingView" },
 );
 
-function customerPricingView(p: CustomerPricing): Static<typeof CustomerPricingView> {
+/** The terms a request set, echoed as set. */
+interface PricingSet {
+  readonly rateCardId: string | null;
+  readonly pinnedVersionId: string | null;
+  readonly overrides: readonly unknown[];
+  readonly from: number | null;
+  readonly until: number | null;
+}
+
+function customerPricingView(p: CustomerPricing, set: PricingSet): Static<typeof CustomerPricingView> {
   return {
     object: "customer_pricing",
     customer_id: p.customerId,
-    rate_card_id: p.rateCardId,
-    pinned_version_id: p.pinnedVersionId,
-    overrides: p.overrides as Static<typeof RateLineWire>[],
-    overrides_from: isoOrNull(p.overridesFrom),
-    overrides_until: isoOrNull(p.overridesUntil),
+    rate_card_id: set.rateCardId,
+    pinned_version_id: set.pinnedVersionId,
+    overrides: set.overrides as Static<typeof RateLineWire>[],
+    overrides_from: isoOrNull(set.from),
+    overrides_until: isoOrNull(set.until),
+    base: { rate_card_id: p.rateCardId, pinned_version_id: p.pinnedVersionId },
     override_history: p.overrideHistory.map((t) => ({
       source: t.source,
       overrides_from: isoOrNull(t.from),
       overrides_until: isoOrNull(t.until),
+      rate_card_id: t.rateCardId,
+      pinned_version_id: t.pinnedVersionId,
       overrides: t.input as Static<typeof RateLineWire>[],
     })),
   };
@@ -568,7 +597,7 @@ export const METERING_ROUTES: readonly Route[] = [
     tag: "Rate cards",
     summary: "Set a customer's contract pricing",
     description:
-      "Which card the customer follows (default: the tenant's default card), a pinned version (used whatever the event's time) or null to follow the version in force, and override lines that take precedence over the card's for events whose own time is in [overrides_from, overrides_until) (absent or null bounds: open). The customer's override history keeps every other window: the new lines replace exactly the part of it their window covers (an entry straddling it is cut short or split around it); without a window they replace it whole. Each event is rated by the entry whose window holds its own time. A window that does not end after it starts, or a bound that is not RFC 3339, is invalid_argument, and nothing changes.",
+      "The customer's pricing for events whose own time is in [overrides_from, overrides_until) (absent or null bounds: open): which card prices them (default: the tenant's default card), a pinned version of it (used whatever the event's time) or null to follow the version in force, and override lines that take precedence over the card's. The customer's pricing history keeps every other window: the new terms replace exactly the part of it their window covers (an entry straddling it is cut short or split around it); without a window they replace it whole and also become the base, which prices events outside every window. Each event is rated by the card, pin and lines of the entry whose window holds its own time, else by the base. A window that does not end after it starts, or a bound that is not RFC 3339, is invalid_argument; an unknown card, or a version not of the card, is not_found; either way nothing changes.",
     access: "secret",
     params: S.IdParam("cus", "customer"),
     body: CustomerPricingSet,
@@ -586,15 +615,13 @@ export const METERING_ROUTES: readonly Route[] = [
           errors: [{ path, message: checked.error.message }],
         });
       }
-      const p = must(
-        await metering.setCustomerPricing(tx, tenantId, params.id, {
-          rateCardId: body.rate_card_id ?? null,
-          pinnedVersionId: body.pinned_version_id ?? null,
-          overrides: (body.overrides ?? []) as never,
-          window,
-        }),
-      );
-      return okReply(customerPricingView(p));
+      const set = {
+        rateCardId: body.rate_card_id ?? null,
+        pinnedVersionId: body.pinned_version_id ?? null,
+        overrides: (body.overrides ?? []) as never,
+      };
+      const p = must(await metering.setCustomerPricing(tx, tenantId, params.id, { ...set, window }));
+      return okReply(customerPricingView(p, { ...set, ...window }));
     },
   }),
   route({

@@ -371,6 +371,166 @@ for (const backend of backends()) {
       );
     });
 
+    test("the pricing history: a late event of the previous term is rated by its pinned version and overrides after a renewal pinned another; a window set by hand prices with its own card; bad input changes nothing", async () => {
+      const { dd, card, v1 } = await tenant("pricing history");
+      const large = (id: string, rate: string) => ({
+        id,
+        action: "chat.completion",
+        match: { model: "large" },
+        quantity: "output_tokens",
+        rate,
+        per: 1000,
+      });
+      const acme = await dd.customers.create({ kind: "organization", name: "Acme" });
+      const terms = { commitment: "0", credit_price: { amount: "0.01", currency: "USD" } };
+      // A pins v1, in force at its signing.
+      const a = await dd.contracts.create({
+        ...terms,
+        customer_id: acme.id,
+        starts_at: iso(T0 + DAY),
+        ends_at: iso(T0 + 4 * DAY),
+        allow_rate_card_upgrades: false,
+        overrides: [large("a-deal", "0.25")],
+      });
+      assert.equal(a.pinned_version_id, v1.id);
+      const v2 = await dd.rateCards.publishVersion(card.id, {
+        effective_at: iso(T0 + DAY),
+        lines: [{ id: "chat", action: "chat.completion", quantity: "output_tokens", rate: "2", per: 1000 }],
+      });
+      await dd.testClock.advance({ to: iso(T0 + 2 * DAY) });
+      // The renewal, signed once v2 is in force, pins v2; it starts where A ends.
+      const b = await dd.contracts.create({
+        ...terms,
+        customer_id: acme.id,
+        starts_at: iso(T0 + 4 * DAY),
+        ends_at: iso(T0 + 100 * DAY),
+        allow_rate_card_upgrades: false,
+        overrides: [large("b-deal", "0.5")],
+      });
+      assert.equal(b.pinned_version_id, v2.id);
+      await dd.testClock.advance({ to: iso(T0 + 5 * DAY) });
+      const rated = async (id: string, time: number, model: string) => {
+        const r = await dd.events.ingest({
+          id,
+          customer_id: acme.id,
+          action: "chat.completion",
+          dimensions: { model },
+          quantities: { output_tokens: 1000 },
+          time: iso(time),
+        });
+        const why = await dd.events.get(id);
+        return [
+          r.charge?.credits,
+          r.charge?.rate_card_version_id,
+          why.explanation.lines[0]?.line_id,
+          why.explanation.override_source,
+        ];
+      };
+      // B is current; events of A's term arrive late (within the 7 days' grace).
+      assert.deepEqual(
+        [
+          await rated("late-a", T0 + 4 * DAY - HOUR, "small"),
+          await rated("late-a-large", T0 + 4 * DAY - HOUR, "large"),
+          await rated("in-b", T0 + 4 * DAY + HOUR, "small"),
+          await rated("in-b-large", T0 + 4 * DAY + HOUR, "large"),
+        ],
+        [
+          ["1", v1.id, "chat", null],
+          ["0.25", v1.id, "a-deal", a.id],
+          ["2", v2.id, "chat", null],
+          ["0.5", v2.id, "b-deal", b.id],
+        ],
+      );
+
+      // Six hours of B's term priced by hand on another card: that window only; the base stays B's.
+      const other = await dd.rateCards.create({ name: "Other" });
+      const o1 = await dd.rateCards.publishVersion(other.id, {
+        lines: [
+          { id: "other-chat", action: "chat.completion", quantity: "output_tokens", rate: "7", per: 1000 },
+        ],
+      });
+      const from = T0 + 4 * DAY + 12 * HOUR;
+      const until = T0 + 4 * DAY + 18 * HOUR;
+      // Other's only version takes effect now, after the window: pinned, it prices the window.
+      const set = await dd.customers.setPricing(acme.id, {
+        rate_card_id: other.id,
+        pinned_version_id: o1.id,
+        overrides_from: iso(from),
+        overrides_until: iso(until),
+      });
+      assert.deepEqual(
+        [set.rate_card_id, set.pinned_version_id, set.overrides, set.overrides_from, set.overrides_until],
+        [other.id, o1.id, [], iso(from), iso(until)],
+      );
+      assert.deepEqual(set.base, { rate_card_id: card.id, pinned_version_id: v2.id });
+      const windows = (history: typeof set.override_history) =>
+        history.map((t) => [
+          t.source,
+          t.overrides_from,
+          t.overrides_until,
+          t.rate_card_id,
+          t.pinned_version_id,
+          t.overrides.map((l) => l.id),
+        ]);
+      const expected = [
+        // Before A, the default card, followed: the base A's start moved.
+        ["manual", null, iso(T0 + DAY), null, null, []],
+        [a.id, iso(T0 + DAY), iso(T0 + 4 * DAY), card.id, v1.id, ["a-deal"]],
+        [b.id, iso(T0 + 4 * DAY), iso(from), card.id, v2.id, ["b-deal"]],
+        ["manual", iso(from), iso(until), other.id, o1.id, []],
+        [b.id, iso(until), iso(T0 + 100 * DAY), card.id, v2.id, ["b-deal"]],
+      ];
+      assert.deepEqual(windows(set.override_history), expected);
+      assert.deepEqual(
+        [
+          await rated("by-hand", from + HOUR, "large"),
+          await rated("after-hand", until, "large"),
+          await rated("late-a-again", T0 + 4 * DAY - 2 * HOUR, "small"),
+        ],
+        [
+          ["7", o1.id, "other-chat", null],
+          ["0.5", v2.id, "b-deal", b.id],
+          ["1", v1.id, "chat", null],
+        ],
+      );
+
+      // Refused, changing nothing: a version of another card, an unknown card or version.
+      for (const body of [
+        { rate_card_id: card.id, pinned_version_id: o1.id },
+        { pinned_version_id: o1.id, overrides_from: iso(from), overrides_until: iso(until) },
+        { rate_card_id: other.id, pinned_version_id: v1.id, overrides_from: iso(from) },
+        { rate_card_id: "rcd_nobody", overrides_from: iso(from), overrides_until: iso(until) },
+        { rate_card_id: card.id, pinned_version_id: "rcv_nobody", overrides_until: iso(until) },
+      ]) {
+        await fails(
+          dd.customers.setPricing(acme.id, { ...body, overrides: [large("x", "0.01")] }),
+          "not_found",
+          404,
+        );
+      }
+      assert.deepEqual(
+        [
+          await rated("by-hand-again", from + 2 * HOUR, "large"),
+          await rated("b-again", until + HOUR, "small"),
+        ],
+        [
+          ["7", o1.id, "other-chat", null],
+          ["2", v2.id, "chat", null],
+        ],
+      );
+      // The next change shows the history as it was, with only its own window added.
+      const far = await dd.customers.setPricing(acme.id, {
+        rate_card_id: card.id,
+        pinned_version_id: v2.id,
+        overrides_from: iso(T0 + 200 * DAY),
+      });
+      assert.deepEqual(far.base, { rate_card_id: card.id, pinned_version_id: v2.id });
+      assert.deepEqual(windows(far.override_history), [
+        ...expected,
+        ["manual", iso(T0 + 200 * DAY), null, card.id, v2.id, []],
+      ]);
+    });
+
     test("pricing set by hand for a window: it replaces that part of the history only; a bad window is refused and changes nothing", async () => {
       const { dd } = await tenant("pricing window");
       const line = (id: string, rate: string) => ({
@@ -398,23 +558,28 @@ for (const backend of backends()) {
       assert.deepEqual([promo.overrides_from, promo.overrides_until], [iso(T0 + 2 * DAY), iso(T0 + 3 * DAY)]);
       // Lines come back as stored: `per` as the wire's string.
       const stored = (id: string, rate: string) => ({ ...line(id, rate), per: "1000" });
+      // Every window's card and pin: here the default card, followed, throughout.
+      const card = { rate_card_id: null, pinned_version_id: null };
       const history = [
         {
           source: c.id,
           overrides_from: iso(T0 + DAY),
           overrides_until: iso(T0 + 2 * DAY),
+          ...card,
           overrides: [stored("deal", "0.5")],
         },
         {
           source: "manual",
           overrides_from: iso(T0 + 2 * DAY),
           overrides_until: iso(T0 + 3 * DAY),
+          ...card,
           overrides: [stored("promo", "0.1")],
         },
         {
           source: c.id,
           overrides_from: iso(T0 + 3 * DAY),
           overrides_until: iso(T0 + 100 * DAY),
+          ...card,
           overrides: [stored("deal", "0.5")],
         },
       ];

@@ -365,11 +365,14 @@ for (const backend of backends()) {
         overrides: [{ id: "beta-search", action: "tool.search", quantity: "calls", rate: "1" }],
         overrides_from: null,
         overrides_until: null,
+        base: { rate_card_id: null, pinned_version_id: v1.id },
         override_history: [
           {
             source: "manual",
             overrides_from: null,
             overrides_until: null,
+            rate_card_id: null,
+            pinned_version_id: v1.id,
             overrides: [{ id: "beta-search", action: "tool.search", quantity: "calls", rate: "1" }],
           },
         ],

@@ -111,6 +111,7 @@ check<Assignable<Static<typeof M.RateLineWire>, Sdk.RateLineInput>>();
 check<Equal<keyof Sdk.CustomerPricing, keyof Static<typeof M.CustomerPricingView>>>();
 check<Assignable<Sdk.CustomerPricing, Static<typeof M.CustomerPricingView>>>();
 check<Equal<keyof Sdk.OverrideTerms, keyof Static<typeof M.OverrideTermsView>>>();
+check<Equal<keyof Sdk.BasePricing, keyof Static<typeof M.BasePricingView>>>();
 check<Equal<keyof Sdk.CustomerPricingParams, keyof Static<typeof M.CustomerPricingSet>>>();
 check<Assignable<Static<typeof M.CustomerPricingSet>, Sdk.CustomerPricingParams>>();
 check<Equal<keyof Sdk.RateCardVersionParams, keyof Static<typeof M.RateCardVersionCreate>>>();

@@ -144,10 +144,10 @@ export type ContractCreate = Omit<ContractInput, "id"> & {
  * Contracts and proof-of-concept allocations. A contract's installments are a scheduler job:
  * each is granted exactly once (its key is a primary key), in order, under the contract's row
  * lock, catching up after downtime; the store's scheduler and test clock run them. When its
- * term starts, a contract's rate card terms become the customer's pricing (the same
- * `customer_pricing` every event is rated by); its overrides join the customer's override
- * history over its term, so they rate the events timed inside it, late ones included, even
- * after a later contract's terms were applied.
+ * term starts, a contract's card, pinned version and overrides join the customer's pricing
+ * history over its term, so together they rate the events timed inside it, late ones included,
+ * even after a later contract's terms were applied; its card and pin also become the customer's
+ * base pricing (`customer_pricing`), which prices events after the term.
  */
 export class Contracts implements DueJob {
   constructor(
@@ -259,9 +259,9 @@ export class Contracts implements DueJob {
    * Terminates a contract early: installments due from now on are never granted. Installments
    * already due are issued first (the scheduler may lag). The credits already issued are kept
    * (`keep`, the default: they last to their own expiry) or voided now (`forfeit`). The
-   * customer's card and pinned version are left as they are; the contract's overrides end now
-   * (events timed from now on are rated by the card). `invalid_argument` once terminated or
-   * after the term.
+   * customer's base card and pin are left as they are; the contract's entries of the pricing
+   * history end now (events timed from now on are rated by the base: its card and pin while
+   * still the base, without its overrides). `invalid_argument` once terminated or after the term.
    */
   async terminate(
     ex: SqlExecutor,
@@ -325,10 +325,10 @@ export class Contracts implements DueJob {
   }
 
   /**
-   * The term ends at `at`: so do its overrides. Its entries of the customer's override history
-   * end there (one starting later is dropped; the core's `cutTerms`), under the pricing row's
-   * lock, which a change of pricing takes too; the row's own window, if it is still this
-   * contract's, says so.
+   * The term ends at `at`: so do its terms. Its entries of the customer's pricing history
+   * (card, pin and overrides) end there (one starting later is dropped; the core's `cutTerms`),
+   * under the pricing row's lock, which a change of pricing takes too; the row's own window, if
+   * it is still this contract's, says so.
    */
   async #endOverrides(
     ex: SqlExecutor,
@@ -560,7 +560,7 @@ export class Contracts implements DueJob {
             rateCardId: c.rateCardId,
             pinnedVersionId: c.pinnedVersionId,
             overrides: c.overrides,
-            // The overrides rate only events whose own time is inside the term.
+            // Its card, pin and overrides rate the events whose own time is inside the term.
             window: { contractId: c.id, from: c.startsAt, until: c.endsAt },
           });
           if (!pricing.ok) return pricing;

@@ -1,7 +1,9 @@
 import {
+  baseTerms,
   type CostTableAt,
   checkTermsWindow,
   fail,
+  fillGaps,
   type IdGenerator,
   LATE_GRACE_MS,
   MANUAL_SOURCE,
@@ -11,6 +13,7 @@ import {
   ok,
   type PricingAt,
   parseRateCard,
+  pricingTermsAt,
   type RateCardContent,
   type RateCardInput,
   type RateLine,
@@ -18,7 +21,6 @@ import {
   type Result,
   spliceTerms,
   type TermsWindow,
-  termsAt,
   versionAt,
 } from "@drawdown/core";
 import { setWalletOverage } from "./overage.js";
@@ -55,7 +57,10 @@ export interface CostTableVersion {
   readonly createdAt: number;
 }
 
-/** One entry of a customer's override history, as stored (table `customer_override_terms`). */
+/**
+ * One entry of a customer's pricing history, as stored (table `customer_override_terms`): the
+ * card, pinned version and override lines in force over its window.
+ */
 export interface OverrideTermsRecord extends OverrideTerms {
   /** The override lines as sent. */
   readonly input: readonly RateLineInput[];
@@ -63,23 +68,30 @@ export interface OverrideTermsRecord extends OverrideTerms {
   readonly setAt: number;
 }
 
-/** A customer's contract terms for rating. */
+/**
+ * A customer's pricing for rating: its base (the card and pin of table `customer_pricing`, with
+ * the terms that last set them) and its pricing history. An event is rated by the history's
+ * entry whose window holds its own time, else by the base (the core's `pricingTermsAt`).
+ */
 export interface CustomerPricing {
   readonly customerId: string;
-  /** The card followed; null: the tenant's default card. */
+  /** The base card, for times outside every window; null: the tenant's default card. */
   readonly rateCardId: string | null;
-  /** A pinned version, used whatever the event's time; null: the version in force at the event's time. */
+  /** The base pin, used whatever the event's time; null: the version in force at the event's time. */
   readonly pinnedVersionId: string | null;
-  /** The override lines last set, as sent (every window's are in {@link overrideHistory}). */
+  /**
+   * The override lines of the terms that last set the base (a contract's start, or pricing set
+   * by hand without a window), as sent; every window's lines are in {@link overrideHistory}.
+   */
   readonly overrides: readonly RateLineInput[];
-  /** The contract that last set this pricing; null: set by hand. */
+  /** The contract that last set the base; null: set by hand. */
   readonly contractId: string | null;
-  /** The window the last set overrides were given (null bounds open), cut by a termination. */
+  /** The window those overrides were given (null bounds open), cut by a termination. */
   readonly overridesFrom: number | null;
   readonly overridesUntil: number | null;
   /**
-   * The override history rating reads, oldest first, windows apart (see the core's
-   * {@link termsAt}). Loaded for a batch, it holds only the entries that can still rate an
+   * The pricing history rating reads, oldest first, windows apart (see the core's
+   * `pricingTermsAt`). Loaded for a batch, it holds only the entries that can still rate an
    * accepted event (see {@link Metering.customerPricing}).
    */
   readonly overrideHistory: readonly OverrideTermsRecord[];
@@ -87,9 +99,10 @@ export interface CustomerPricing {
 }
 
 /**
- * When the override lines being set are in force, and over what they replace the history. A
- * contract's terms replace everything from its start on (after its term the card alone prices,
- * until new terms are set); terms set by hand replace only their own window.
+ * When the pricing being set is in force, and over what it replaces the history. A contract's
+ * terms replace everything from its start on and become the base (after its term its card and
+ * pin price, without its lines, until new terms are set); terms set by hand replace only their
+ * own window, and become the base when it is open at both ends.
  */
 export interface OverrideWindow extends TermsWindow {
   /** The contract setting its terms; null or absent: set by hand (source `manual`). */
@@ -106,7 +119,7 @@ export interface Catalog {
   readonly tieredLines: ReadonlySet<string>;
 }
 
-const NO_LINES: OverrideTerms["lines"] = [];
+const DEFAULT_BASE = baseTerms(null, null);
 const ms = (v: unknown): number => (v instanceof Date ? v.getTime() : new Date(String(v)).getTime());
 const iso = (t: number): string => new Date(t).toISOString();
 
@@ -139,6 +152,8 @@ function parseLines(text: unknown): { input: RateLineInput[]; lines: OverrideTer
 function parseTermsRow(row: Record<string, unknown>): OverrideTermsRecord {
   const { input, lines } = parseLines(row.terms_lines);
   return {
+    rateCardId: row.terms_card == null ? null : String(row.terms_card),
+    pinnedVersionId: row.terms_pin == null ? null : String(row.terms_pin),
     lines,
     input,
     source: String(row.terms_source),
@@ -173,7 +188,7 @@ function parseCustomerPricing(
 const PRICING_WITH_HISTORY = `SELECT p.customer_id, p.rate_card_id, p.pinned_version_id, p.overrides, p.updated_at,
     p.contract_id, p.overrides_from, p.overrides_until,
     t.source AS terms_source, t.lines AS terms_lines, t.starts_at AS terms_from, t.ends_at AS terms_until,
-    t.set_at AS terms_set_at
+    t.set_at AS terms_set_at, t.rate_card_id AS terms_card, t.pinned_version_id AS terms_pin
   FROM customer_pricing p
   LEFT JOIN customer_override_terms t ON t.tenant_id = p.tenant_id AND t.customer_id = p.customer_id
     AND ($3::timestamptz IS NULL OR t.ends_at IS NULL OR t.ends_at > $3::timestamptz)
@@ -374,11 +389,15 @@ export class Metering {
   }
 
   /**
-   * Sets a customer's contract pricing: its card and pinned version (current, not windowed),
-   * and override lines in force over `window` (open bounds when absent). The override history
-   * keeps every earlier entry outside what the new terms replace (see {@link OverrideWindow}):
-   * an event is rated by the entry in force at its own time. `invalid_argument` for a window
-   * that ends before it starts; nothing is written on any failure.
+   * Sets a customer's pricing over `window` (open bounds when absent): its card, pinned version
+   * and override lines, in force there together. The pricing history keeps every earlier entry
+   * outside what the new terms replace (see {@link OverrideWindow}): an event is rated by the
+   * entry in force at its own time, else by the base. A contract's terms (and terms set by hand
+   * without a window) also become the base; before a contract's start, times no entry covered
+   * keep the base they had, as entries of it (the core's `fillGaps`), so a late event timed
+   * there is rated as it would have been. `not_found` for an unknown card or a version of
+   * another card, `invalid_argument` for a window that ends before it starts; nothing is written
+   * on any failure.
    */
   async setCustomerPricing(
     ex: SqlExecutor,
@@ -417,31 +436,63 @@ export class Metering {
     const checked = checkTermsWindow({ from, until });
     if (!checked.ok) return checked;
     const now = this.clock(tenantId);
-    // The upsert takes the pricing row's lock first: the history below is read and rewritten
-    // by one writer at a time (a termination takes the same lock).
-    const { rows } = await ex.query(
-      `INSERT INTO customer_pricing (tenant_id, customer_id, rate_card_id, pinned_version_id, overrides, updated_at,
-         contract_id, overrides_from, overrides_until)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-       ON CONFLICT (tenant_id, customer_id) DO UPDATE SET rate_card_id = EXCLUDED.rate_card_id,
-         pinned_version_id = EXCLUDED.pinned_version_id, overrides = EXCLUDED.overrides, updated_at = EXCLUDED.updated_at,
-         contract_id = EXCLUDED.contract_id, overrides_from = EXCLUDED.overrides_from,
-         overrides_until = EXCLUDED.overrides_until
-       RETURNING *`,
-      [
-        tenantId,
-        customerId,
-        input.rateCardId,
-        input.pinnedVersionId,
-        JSON.stringify(input.overrides),
-        iso(now),
-        contractId,
-        from === null ? null : iso(from),
-        until === null ? null : iso(until),
-      ],
+    // The pricing row's lock first: the history below is read and rewritten by one writer at a
+    // time (a termination takes the same lock). A missing row is created as the defaults (the
+    // default card, following), which price exactly as no row does.
+    await ex.query(
+      `INSERT INTO customer_pricing (tenant_id, customer_id, rate_card_id, pinned_version_id, overrides, updated_at)
+       VALUES ($1, $2, NULL, NULL, '[]', $3) ON CONFLICT (tenant_id, customer_id) DO NOTHING`,
+      [tenantId, customerId, iso(now)],
     );
-    const history = await this.#history(ex, tenantId, customerId);
+    const locked = await ex.query(
+      "SELECT * FROM customer_pricing WHERE tenant_id = $1 AND customer_id = $2 FOR UPDATE",
+      [tenantId, customerId],
+    );
+    let row = locked.rows[0]!;
+    const old = parseCustomerPricing(row, []);
+    // A contract's terms, and terms set by hand for all time, become the base; a window set by
+    // hand leaves the base as it is (its card and pin price that window only).
+    const setsBase = contractId !== null || (from === null && until === null);
+    if (setsBase) {
+      const { rows } = await ex.query(
+        `UPDATE customer_pricing SET rate_card_id = $3, pinned_version_id = $4, overrides = $5, updated_at = $6,
+           contract_id = $7, overrides_from = $8, overrides_until = $9
+         WHERE tenant_id = $1 AND customer_id = $2 RETURNING *`,
+        [
+          tenantId,
+          customerId,
+          input.rateCardId,
+          input.pinnedVersionId,
+          JSON.stringify(input.overrides),
+          iso(now),
+          contractId,
+          from === null ? null : iso(from),
+          until === null ? null : iso(until),
+        ],
+      );
+      row = rows[0]!;
+    }
+    let history = await this.#history(ex, tenantId, customerId);
+    const replace = contractId !== null && from !== null ? { from, until: null } : { from, until };
+    if (
+      contractId !== null &&
+      from !== null &&
+      (old.rateCardId !== input.rateCardId || old.pinnedVersionId !== input.pinnedVersionId)
+    ) {
+      // The base moves at the contract's start: what it priced before then stays priced by it.
+      history = fillGaps(history, { from: null, until: from }, (gap) => ({
+        ...gap,
+        rateCardId: old.rateCardId,
+        pinnedVersionId: old.pinnedVersionId,
+        lines: [],
+        input: [],
+        source: old.contractId ?? MANUAL_SOURCE,
+        setAt: now,
+      }));
+    }
     const entry: OverrideTermsRecord = {
+      rateCardId: input.rateCardId,
+      pinnedVersionId: input.pinnedVersionId,
       lines: parsed.value.lines,
       input: input.overrides,
       source: contractId ?? MANUAL_SOURCE,
@@ -450,37 +501,37 @@ export class Metering {
       setAt: now,
     };
     // A contract's terms replace the history from its start on; terms set by hand, their window.
-    const replace = contractId !== null && from !== null ? { from, until: null } : { from, until };
     const next = spliceTerms(history, replace, entry);
     await ex.query("DELETE FROM customer_override_terms WHERE tenant_id = $1 AND customer_id = $2", [
       tenantId,
       customerId,
     ]);
-    if (next.length > 0) {
-      await ex.query(
-        `INSERT INTO customer_override_terms (tenant_id, customer_id, seq, source, lines, starts_at, ends_at, set_at)
-         SELECT $1, $2, * FROM unnest($3::int[], $4::text[], $5::text[], $6::timestamptz[], $7::timestamptz[],
-           $8::timestamptz[])`,
-        [
-          tenantId,
-          customerId,
-          next.map((_, i) => i),
-          next.map((e) => e.source),
-          next.map((e) => JSON.stringify(e.input)),
-          next.map((e) => (e.from === null ? null : iso(e.from))),
-          next.map((e) => (e.until === null ? null : iso(e.until))),
-          next.map((e) => iso(e.setAt)),
-        ],
-      );
-    }
-    return ok(parseCustomerPricing(rows[0]!, next));
+    await ex.query(
+      `INSERT INTO customer_override_terms (tenant_id, customer_id, seq, source, lines, starts_at, ends_at, set_at,
+         rate_card_id, pinned_version_id)
+       SELECT $1, $2, * FROM unnest($3::int[], $4::text[], $5::text[], $6::timestamptz[], $7::timestamptz[],
+         $8::timestamptz[], $9::text[], $10::text[])`,
+      [
+        tenantId,
+        customerId,
+        next.map((_, i) => i),
+        next.map((e) => e.source),
+        next.map((e) => JSON.stringify(e.input)),
+        next.map((e) => (e.from === null ? null : iso(e.from))),
+        next.map((e) => (e.until === null ? null : iso(e.until))),
+        next.map((e) => iso(e.setAt)),
+        next.map((e) => e.rateCardId),
+        next.map((e) => e.pinnedVersionId),
+      ],
+    );
+    return ok(parseCustomerPricing(row, next));
   }
 
-  /** A customer's whole override history, oldest first. */
+  /** A customer's whole pricing history, oldest first. */
   async #history(ex: SqlExecutor, tenantId: string, customerId: string): Promise<OverrideTermsRecord[]> {
     const { rows } = await ex.query(
       `SELECT source AS terms_source, lines AS terms_lines, starts_at AS terms_from, ends_at AS terms_until,
-         set_at AS terms_set_at
+         set_at AS terms_set_at, rate_card_id AS terms_card, pinned_version_id AS terms_pin
        FROM customer_override_terms WHERE tenant_id = $1 AND customer_id = $2`,
       [tenantId, customerId],
     );
@@ -488,7 +539,7 @@ export class Metering {
   }
 
   /**
-   * Customers' pricing terms with their override history, in one query (the ingest and
+   * Customers' pricing terms with their pricing history, in one query (the ingest and
    * authorize writers run it once per batch); a customer without any is absent (the defaults).
    * Given the batch's `now`, entries that ended before the late-event grace window are left
    * out: an event older than that is refused before it is rated, so they could rate none.
@@ -523,29 +574,31 @@ export class Metering {
   }
 
   /**
-   * Resolves what rates a customer's event at `time`: pinned version, else the one in force;
-   * and the override lines of the history entry whose window holds `time` (the core's
-   * {@link termsAt}), none when no window does.
+   * Resolves what rates a customer's event at `time`: the pricing in force at that time (the
+   * history entry whose window holds it, else the base: the core's `pricingTermsAt`), then, of
+   * its card (null: the default), its pinned version, else the version in force at `time`; and
+   * its override lines. Pure: the history was loaded with the batch.
    */
   static pricingAt(
     catalog: Catalog,
     pricing: CustomerPricing | undefined,
     time: number,
   ): (PricingAt & { version: RateCardVersion }) | null {
-    const cardId = pricing?.rateCardId ?? catalog.defaultCardId;
+    const base = pricing ? baseTerms(pricing.rateCardId, pricing.pinnedVersionId) : DEFAULT_BASE;
+    const terms = pricingTermsAt(pricing?.overrideHistory, base, time);
+    const cardId = terms.rateCardId ?? catalog.defaultCardId;
     const card = cardId === null ? undefined : catalog.cards.get(cardId);
     if (!card) return null;
     const version =
-      pricing?.pinnedVersionId != null
-        ? card.versions.find((v) => v.id === pricing.pinnedVersionId)
+      terms.pinnedVersionId !== null
+        ? card.versions.find((v) => v.id === terms.pinnedVersionId)
         : versionAt(card.versions, time);
     if (!version) return null;
-    const terms = termsAt(pricing?.overrideHistory, time);
     return {
       versionId: version.id,
       content: version.content,
-      overrides: terms?.lines ?? NO_LINES,
-      overridesSource: terms?.source ?? null,
+      overrides: terms.lines,
+      overridesSource: terms.source,
       version,
     };
   }

@@ -1077,6 +1077,32 @@ WHERE p.contract_id IS NOT NULL AND p.overrides_from IS NOT NULL AND c.id <> p.c
   );
 `,
   },
+  {
+    version: 22,
+    name: "customer pricing history",
+    sql: /* sql */ `
+-- The override history becomes the pricing history: each entry of customer_override_terms is the
+-- customer's whole pricing over its window, the card (null: the tenant's default) and the pinned
+-- version (null: the version in force at the event's time) with the override lines (which may now
+-- be '[]'), so an event arriving late is rated by the card, pin and lines of its own time.
+-- customer_pricing's card and pin are the base: they price times outside every window.
+ALTER TABLE customer_override_terms ADD COLUMN rate_card_id text;
+ALTER TABLE customer_override_terms ADD COLUMN pinned_version_id text;
+ALTER TABLE customer_override_terms ADD FOREIGN KEY (tenant_id, rate_card_id) REFERENCES rate_cards (tenant_id, id);
+ALTER TABLE customer_override_terms ADD FOREIGN KEY (tenant_id, pinned_version_id) REFERENCES rate_card_versions (tenant_id, id);
+-- Backfill. A contract's entries get the contract's own card and pin: what its term's start set,
+-- so the events recorded during its term were rated by them.
+UPDATE customer_override_terms t SET rate_card_id = c.rate_card_id, pinned_version_id = c.pinned_version_id
+FROM contracts c
+WHERE c.tenant_id = t.tenant_id AND c.customer_id = t.customer_id AND c.id = t.source;
+-- Entries set by hand get the customer's current card and pin: each request set them, but only
+-- the last one's are kept, so an earlier request's are lost. The current ones are what rated
+-- events in those windows until now, so nothing rates differently there.
+UPDATE customer_override_terms t SET rate_card_id = p.rate_card_id, pinned_version_id = p.pinned_version_id
+FROM customer_pricing p
+WHERE p.tenant_id = t.tenant_id AND p.customer_id = t.customer_id AND t.source = 'manual';
+`,
+  },
 ];
 
 /** Thrown when the database's schema is newer than this build knows. */

@@ -7,10 +7,12 @@
  */
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { credits, formatAmount, type Result, rateEvent, UNIT } from "@drawdown/core";
+import { credits, formatAmount, type Result, rateEvent, UNIT, type UsageEvent } from "@drawdown/core";
 import {
   Contracts,
   type CustomerPricing,
+  Holds,
+  HoldWriter,
   IngestWriter,
   Metering,
   MIGRATIONS,
@@ -485,9 +487,10 @@ for (const backend of backends()) {
         set.overrideHistory.map((t) => [t.source, t.from, t.until, t.input.map((l) => l.id)]),
         expected,
       );
+      // A window set by hand leaves the base (B's, set at its start) as it was.
       assert.deepEqual(
         [set.contractId, set.overridesFrom, set.overridesUntil],
-        [null, T0 + 9 * DAY, T0 + 13 * DAY],
+        [b.id, T0 + 12 * DAY, T0 + 60 * DAY],
       );
       assert.deepEqual(await windowsOf(tenantId, customer.id), expected);
       assert.deepEqual(
@@ -529,7 +532,7 @@ for (const backend of backends()) {
       okv(await byHand(null, "0.3"));
       assert.deepEqual(await windowsOf(tenantId, customer.id), [["manual", null, null, ["hand"]]]);
       assert.deepEqual(await rate(tenantId, customer.id, "any", T0 + 8 * DAY), ["0.3", "hand", "manual"]);
-      // No lines for a window: a gap, where the card prices.
+      // No lines for a window: its card and pin alone (here the default card) price it.
       okv(
         await store.db.transaction((tx) =>
           metering.setCustomerPricing(tx, tenantId, customer.id, {
@@ -542,9 +545,377 @@ for (const backend of backends()) {
       );
       assert.deepEqual(await windowsOf(tenantId, customer.id), [
         ["manual", null, T0 + 9 * DAY, ["hand"]],
+        ["manual", T0 + 9 * DAY, T0 + 10 * DAY, []],
         ["manual", T0 + 10 * DAY, null, ["hand"]],
       ]);
       assert.deepEqual(await rate(tenantId, customer.id, "hole", T0 + 9 * DAY), ["1", "list", null]);
+    });
+
+    /** Counts the batches' pricing loads: the writers must load it once per batch, never per event. */
+    class CountingMetering extends Metering {
+      loads = 0;
+      override customerPricing(...args: Parameters<Metering["customerPricing"]>) {
+        this.loads++;
+        return super.customerPricing(...args);
+      }
+    }
+
+    /** The rated form of an event's row: credits, version, the line that priced it, its overrides' source. */
+    async function ratedRow(tenantId: string, id: string) {
+      const { rows } = await store.db.query(
+        "SELECT credits::text AS credits, detail FROM usage_events WHERE tenant_id = $1 AND event_id = $2",
+        [tenantId, id],
+      );
+      const detail = (
+        typeof rows[0]!.detail === "string" ? JSON.parse(rows[0]!.detail) : rows[0]!.detail
+      ) as {
+        rate_card_version_id: string;
+        explanation: { lines: { line_id: string }[]; override_source: string | null };
+      };
+      return [
+        formatAmount(BigInt(String(rows[0]!.credits))),
+        detail.rate_card_version_id,
+        detail.explanation.lines[0]?.line_id,
+        detail.explanation.override_source,
+      ];
+    }
+
+    /**
+     * A tenant with two cards: List (the default; chat 1 credit a token, docs 5 a page) and Other
+     * (chat 7, docs 9); a customer with credits. List's v2 (chat 2) is published later.
+     */
+    async function twoCards() {
+      const { tenantId, customer } = await setup();
+      const lines = (chat: string, docs: string) => [
+        { id: "chat", action: "chat", quantity: "tokens", rate: chat },
+        { id: "docs", action: "docs", quantity: "pages", rate: docs },
+      ];
+      const list = okv(await store.db.transaction((tx) => metering.createRateCard(tx, tenantId, "List")));
+      const other = okv(await store.db.transaction((tx) => metering.createRateCard(tx, tenantId, "Other")));
+      const v1 = okv(
+        await store.db.transaction((tx) =>
+          metering.publishRateCardVersion(tx, tenantId, list.id, null, { lines: lines("1", "5") }),
+        ),
+      );
+      const o1 = okv(
+        await store.db.transaction((tx) =>
+          metering.publishRateCardVersion(tx, tenantId, other.id, null, { lines: lines("7", "9") }),
+        ),
+      );
+      const publishV2 = () =>
+        store.db.transaction((tx) =>
+          metering.publishRateCardVersion(tx, tenantId, list.id, null, { lines: lines("2", "5") }),
+        );
+      const funded = async () => {
+        const c = okv(
+          await store.db.transaction((tx) => store.createCustomer(tx, tenantId, { kind: "organization" })),
+        );
+        okv(
+          await store.db.transaction((tx) =>
+            store.createGrant(tx, tenantId, {
+              walletId: c.walletId,
+              amount: credits(1_000n),
+              source: "promo",
+            }),
+          ),
+        );
+        return c;
+      };
+      okv(
+        await store.db.transaction((tx) =>
+          store.createGrant(tx, tenantId, {
+            walletId: customer.walletId,
+            amount: credits(1_000n),
+            source: "promo",
+          }),
+        ),
+      );
+      return { tenantId, customer, list, other, v1, o1, publishV2, funded };
+    }
+
+    const usageEvent = (
+      customerId: string,
+      id: string,
+      time: number,
+      action: "chat" | "docs",
+    ): UsageEvent => ({
+      id,
+      customerId,
+      subjectId: null,
+      action,
+      dimensions: {},
+      quantities: { [action === "chat" ? "tokens" : "pages"]: UNIT },
+      time,
+      status: "succeeded" as const,
+      runId: null,
+      reportedCost: null,
+    });
+
+    test("the pricing history: a late event of a previous term is rated by that term's pinned version and overrides after a renewal pinned another; a gap keeps the base it had; after a termination the base prices; one pricing load per batch", async () => {
+      const { tenantId, customer, list, other, v1, o1, publishV2, funded } = await twoCards();
+      const switcher = await funded();
+      const docsDeal = (id: string, rate: string) => [{ id, action: "docs", quantity: "pages", rate }];
+      const term = (customerId: string, from: number, until: number) => ({
+        customerId,
+        startsAt: from,
+        endsAt: until,
+        commitment: 0n,
+        schedule: { kind: "upfront" as const },
+        creditPrice: { amount: 8_000_000n, currency: "USD" },
+      });
+      const sign = async (input: Parameters<Contracts["create"]>[2]) =>
+        okv(await store.db.transaction((tx) => contracts.create(tx, tenantId, input)));
+      // A pins v1 (in force at its signing), with a document discount.
+      const a = await sign({
+        ...term(customer.id, T0 + DAY, T0 + 10 * DAY),
+        allowRateCardUpgrades: false,
+        overrides: docsDeal("a-deal", "4"),
+      });
+      assert.deepEqual([a.rateCardId, a.pinnedVersionId], [list.id, v1.id]);
+      // The switcher follows List, then Other.
+      const a2 = await sign({ ...term(switcher.id, T0 + DAY, T0 + 10 * DAY), rateCardId: list.id });
+      okv(await store.advanceClock(tenantId, T0 + 5 * DAY));
+      const v2 = okv(await publishV2());
+      // The renewal, signed once v2 is in force, pins v2, with a deeper discount; after a gap.
+      const b = await sign({
+        ...term(customer.id, T0 + 12 * DAY, T0 + 60 * DAY),
+        allowRateCardUpgrades: false,
+        overrides: docsDeal("b-deal", "3"),
+      });
+      assert.equal(b.pinnedVersionId, v2.id);
+      const b2 = await sign({ ...term(switcher.id, T0 + 12 * DAY, T0 + 60 * DAY), rateCardId: other.id });
+      okv(await store.advanceClock(tenantId, T0 + 13 * DAY));
+      const pricing = (await metering.customerPricing(store.db, tenantId, [customer.id, switcher.id]))!;
+      // The base is the renewal's; the history keeps each term's card, pin and lines, and the
+      // base each had before a start moved it (the default card before A, A's in the gap).
+      const shape = (p: CustomerPricing) => ({
+        base: [p.rateCardId, p.pinnedVersionId],
+        history: p.overrideHistory.map((t) => [
+          t.source,
+          t.from,
+          t.until,
+          t.rateCardId,
+          t.pinnedVersionId,
+          t.input.map((l) => l.id),
+        ]),
+      });
+      assert.deepEqual(shape(pricing.get(customer.id)!), {
+        base: [list.id, v2.id],
+        history: [
+          ["manual", null, T0 + DAY, null, null, []],
+          [a.id, T0 + DAY, T0 + 10 * DAY, list.id, v1.id, ["a-deal"]],
+          [a.id, T0 + 10 * DAY, T0 + 12 * DAY, list.id, v1.id, []],
+          [b.id, T0 + 12 * DAY, T0 + 60 * DAY, list.id, v2.id, ["b-deal"]],
+        ],
+      });
+      assert.deepEqual(shape(pricing.get(switcher.id)!), {
+        base: [other.id, null],
+        history: [
+          ["manual", null, T0 + DAY, null, null, []],
+          [a2.id, T0 + DAY, T0 + 10 * DAY, list.id, null, []],
+          [a2.id, T0 + 10 * DAY, T0 + 12 * DAY, list.id, null, []],
+          [b2.id, T0 + 12 * DAY, T0 + 60 * DAY, other.id, null, []],
+        ],
+      });
+
+      // One ingest batch of late events from both terms and the gap, for both customers.
+      const counting = new CountingMetering((t) => store.now(t), store.newId);
+      const batchWriter = new IngestWriter(store, counting, { lanes: 1 });
+      const events = [
+        usageEvent(customer.id, "a-chat", T0 + 9 * DAY, "chat"),
+        usageEvent(customer.id, "a-docs", T0 + 9 * DAY, "docs"),
+        usageEvent(customer.id, "gap-chat", T0 + 11 * DAY, "chat"),
+        usageEvent(customer.id, "gap-docs", T0 + 11 * DAY, "docs"),
+        usageEvent(customer.id, "b-chat", T0 + 12 * DAY, "chat"),
+        usageEvent(customer.id, "b-docs", T0 + 12 * DAY + HOUR, "docs"),
+        usageEvent(switcher.id, "s-a", T0 + 9 * DAY, "chat"),
+        usageEvent(switcher.id, "s-gap", T0 + 11 * DAY, "chat"),
+        usageEvent(switcher.id, "s-b", T0 + 12 * DAY, "chat"),
+      ];
+      const results = await batchWriter.submit(
+        tenantId,
+        events.map((event) => ({ event, fingerprint: event.id })),
+      );
+      assert.deepEqual(
+        results.map((r) => r.status),
+        events.map(() => "accepted"),
+      );
+      assert.equal(counting.loads, 1, "the batch loaded the pricing once");
+      const rows = async (ids: string[]) => Promise.all(ids.map((id) => ratedRow(tenantId, id)));
+      assert.deepEqual(await rows(events.map((e) => e.id)), [
+        ["1", v1.id, "chat", null],
+        ["4", v1.id, "a-deal", a.id],
+        ["1", v1.id, "chat", null],
+        ["5", v1.id, "docs", null],
+        ["2", v2.id, "chat", null],
+        ["3", v2.id, "b-deal", b.id],
+        // The switcher followed List in A's term (v2 in force from T0 + 5 days) and in the gap.
+        ["2", v2.id, "chat", null],
+        ["2", v2.id, "chat", null],
+        ["7", o1.id, "chat", null],
+      ]);
+
+      // B is terminated: from then on the base (B's card and pin) prices, without its lines.
+      okv(await store.advanceClock(tenantId, T0 + 14 * DAY));
+      okv(await store.db.transaction((tx) => contracts.terminate(tx, tenantId, b.id)));
+      okv(await store.advanceClock(tenantId, T0 + 15 * DAY));
+      await batchWriter.submit(
+        tenantId,
+        [
+          usageEvent(customer.id, "after-docs", T0 + 14 * DAY + HOUR, "docs"),
+          usageEvent(customer.id, "late-b-docs", T0 + 13 * DAY, "docs"),
+        ].map((event) => ({ event, fingerprint: event.id })),
+      );
+      assert.equal(counting.loads, 2);
+      assert.deepEqual(await rows(["after-docs", "late-b-docs"]), [
+        ["5", v2.id, "docs", null],
+        ["3", v2.id, "b-deal", b.id],
+      ]);
+
+      // The hold writer's settle batch rates its events the same way, with one load.
+      const holds = new Holds(store, counting);
+      const holdWriter = new HoldWriter(store, holds, counting);
+      const placed = okv(
+        (
+          (await holdWriter.authorize(
+            tenantId,
+            {
+              customerId: customer.id,
+              subjectId: null,
+              action: "docs",
+              estimate: { credits: credits(20n) },
+              holdTimeoutSeconds: 300,
+            },
+            null,
+          )) as { result: Result<{ hold: { id: string; walletId: string } | null }> }
+        ).result,
+      );
+      const loads = counting.loads;
+      const settleEvent = (id: string, time: number) => ({
+        id,
+        action: "docs",
+        dimensions: {},
+        quantities: { pages: UNIT },
+        time,
+        status: "succeeded" as const,
+        runId: null,
+        reportedCost: null,
+        fingerprint: id,
+      });
+      await holdWriter.settle(
+        tenantId,
+        { id: placed.hold!.id, customerId: customer.id, walletId: placed.hold!.walletId },
+        { events: [settleEvent("held-a", T0 + 9 * DAY), settleEvent("held-b", T0 + 13 * DAY)] },
+        null,
+      );
+      assert.equal(counting.loads, loads + 1, "the settle batch loaded the pricing once");
+      assert.deepEqual(await rows(["held-a", "held-b"]), [
+        ["4", v1.id, "a-deal", a.id],
+        ["3", v2.id, "b-deal", b.id],
+      ]);
+      assert.deepEqual((await store.reconcile(tenantId)).differences, []);
+    });
+
+    test("pricing set by hand for a window prices it with its own card and pin and leaves the base; bad input is refused with nothing changed", async () => {
+      const { tenantId, customer, list, other, v1, o1, publishV2 } = await twoCards();
+      okv(await store.advanceClock(tenantId, T0 + DAY));
+      const v2 = okv(await publishV2());
+      okv(await store.advanceClock(tenantId, T0 + 10 * DAY));
+      const set = (input: Parameters<Metering["setCustomerPricing"]>[3]) =>
+        store.db.transaction((tx) => metering.setCustomerPricing(tx, tenantId, customer.id, input));
+      // The base: Other, for all time.
+      okv(await set({ rateCardId: other.id, pinnedVersionId: null, overrides: [] }));
+      // List pinned at v1 for three days in the past, with a chat discount on its last day.
+      const w = okv(
+        await set({
+          rateCardId: list.id,
+          pinnedVersionId: v1.id,
+          overrides: [],
+          window: { from: T0 + 5 * DAY, until: T0 + 8 * DAY },
+        }),
+      );
+      okv(
+        await set({
+          rateCardId: list.id,
+          pinnedVersionId: v1.id,
+          overrides: [{ id: "promo", action: "chat", quantity: "tokens", rate: "0.5" }],
+          window: { from: T0 + 7 * DAY, until: T0 + 8 * DAY },
+        }),
+      );
+      assert.deepEqual([w.rateCardId, w.pinnedVersionId], [other.id, null], "the base is left as it was");
+      const snapshot = async () => {
+        const p = (await metering.customerPricing(store.db, tenantId, [customer.id])).get(customer.id)!;
+        return {
+          base: [p.rateCardId, p.pinnedVersionId, p.contractId, p.overridesFrom, p.overridesUntil],
+          history: p.overrideHistory.map((t) => [
+            t.source,
+            t.from,
+            t.until,
+            t.rateCardId,
+            t.pinnedVersionId,
+            t.input,
+          ]),
+        };
+      };
+      const before = await snapshot();
+      assert.deepEqual(
+        before.history.map((h) => h.slice(0, 5)),
+        [
+          ["manual", null, T0 + 5 * DAY, other.id, null],
+          ["manual", T0 + 5 * DAY, T0 + 7 * DAY, list.id, v1.id],
+          ["manual", T0 + 7 * DAY, T0 + 8 * DAY, list.id, v1.id],
+          ["manual", T0 + 8 * DAY, null, other.id, null],
+        ],
+      );
+      for (const [id, time] of [
+        ["before", T0 + 4 * DAY],
+        ["pinned", T0 + 6 * DAY],
+        ["promo", T0 + 7 * DAY],
+        ["after", T0 + 9 * DAY],
+      ] as const) {
+        const [r] = await writer.submit(tenantId, [
+          { event: usageEvent(customer.id, id, time, "chat"), fingerprint: id },
+        ]);
+        assert.equal(r?.status, "accepted", id);
+      }
+      assert.deepEqual(
+        await Promise.all(["before", "pinned", "promo", "after"].map((id) => ratedRow(tenantId, id))),
+        [
+          ["7", o1.id, "chat", null],
+          ["1", v1.id, "chat", null],
+          ["0.5", v1.id, "promo", "manual"],
+          ["7", o1.id, "chat", null],
+        ],
+      );
+      // Refused, changing nothing: a version of another card (with or without a window, or as
+      // the default card's), an unknown card, an unknown customer.
+      const window = { from: T0 + 6 * DAY, until: T0 + 9 * DAY };
+      const code = (r: Result<unknown>) => (r.ok ? "ok" : r.error.code);
+      for (const input of [
+        { rateCardId: other.id, pinnedVersionId: v2.id, overrides: [], window },
+        { rateCardId: list.id, pinnedVersionId: o1.id, overrides: [], window: null },
+        { rateCardId: null, pinnedVersionId: o1.id, overrides: [], window },
+        { rateCardId: "rcd_nobody", pinnedVersionId: null, overrides: [], window },
+        { rateCardId: "rcd_nobody", pinnedVersionId: null, overrides: [] },
+        { rateCardId: list.id, pinnedVersionId: "rcv_nobody", overrides: [], window },
+      ]) {
+        assert.equal(code(await set(input)), "not_found", JSON.stringify(input));
+        assert.deepEqual(await snapshot(), before, JSON.stringify(input));
+      }
+      const nobody = await store.db.transaction((tx) =>
+        metering.setCustomerPricing(tx, tenantId, "cus_nobody", {
+          rateCardId: null,
+          pinnedVersionId: null,
+          overrides: [],
+          window,
+        }),
+      );
+      assert.equal(code(nobody), "not_found");
+      const { rows } = await store.db.query(
+        "SELECT count(*)::int AS n FROM customer_pricing WHERE tenant_id = $1 AND customer_id = 'cus_nobody'",
+        [tenantId],
+      );
+      assert.equal(Number(rows[0]!.n), 0);
     });
 
     test("migration 20's backfill rebuilds the history from what exists and keeps every recorded rating", async () => {
@@ -682,6 +1053,176 @@ for (const backend of backends()) {
         (e) => e === ROLLBACK,
       );
       assert.deepEqual(await windowsOf(tenantId, handFirst.id), live[handFirst.id]);
+    });
+
+    test("migration 22's backfill gives each entry the card and pin it was set with where known, and keeps every recorded rating", async () => {
+      const { tenantId, customer: p, list, other, v1, o1, publishV2, funded } = await twoCards();
+      const [m, g] = [await funded(), await funded()];
+      const line = (id: string, rate: string) => [{ id, action: "docs", quantity: "pages", rate }];
+      const setBy = async (customerId: string, input: Parameters<Metering["setCustomerPricing"]>[3]) =>
+        okv(await store.db.transaction((tx) => metering.setCustomerPricing(tx, tenantId, customerId, input)));
+      const sign = async (input: Parameters<Contracts["create"]>[2]) =>
+        okv(await store.db.transaction((tx) => contracts.create(tx, tenantId, input)));
+      const term = (customerId: string, from: number, until: number) => ({
+        customerId,
+        startsAt: from,
+        endsAt: until,
+        commitment: 0n,
+        schedule: { kind: "upfront" as const },
+        creditPrice: { amount: 8_000_000n, currency: "USD" },
+      });
+      const recorded: [string, string, number, "chat" | "docs"][] = [];
+      const record = async (customerId: string, id: string, time: number, action: "chat" | "docs") => {
+        const [r] = await writer.submit(tenantId, [
+          { event: usageEvent(customerId, id, time, action), fingerprint: id },
+        ]);
+        assert.equal(r?.status, "accepted", id);
+        recorded.push([customerId, id, time, action]);
+      };
+      okv(await store.advanceClock(tenantId, T0 + 2 * HOUR));
+      // P: pricing set by hand (List pinned at v1), then contract A (pins v1), then B (pins v2).
+      await setBy(p.id, { rateCardId: list.id, pinnedVersionId: v1.id, overrides: line("hand", "2") });
+      await record(p.id, "p0", T0 + HOUR, "docs");
+      // M: Other by hand, and a promotion for a window, on the same card.
+      await setBy(m.id, { rateCardId: other.id, pinnedVersionId: null, overrides: line("m-deal", "6") });
+      const a = await sign({
+        ...term(p.id, T0 + DAY, T0 + 10 * DAY),
+        allowRateCardUpgrades: false,
+        overrides: line("a-deal", "4"),
+      });
+      // G: a contract on Other without overrides (before migration 22 it left no entry).
+      await sign({ ...term(g.id, T0 + DAY, T0 + 3 * DAY), rateCardId: other.id });
+      okv(await store.advanceClock(tenantId, T0 + 2 * DAY));
+      await record(p.id, "p1", T0 + 2 * DAY, "docs");
+      await record(p.id, "p1c", T0 + 2 * DAY, "chat");
+      await record(g.id, "g1", T0 + 2 * DAY, "chat");
+      await setBy(m.id, {
+        rateCardId: other.id,
+        pinnedVersionId: null,
+        overrides: line("promo", "1"),
+        window: { from: T0 + 2 * DAY, until: T0 + 4 * DAY },
+      });
+      okv(await store.advanceClock(tenantId, T0 + 3 * DAY));
+      await record(m.id, "m1", T0 + 2 * DAY + 12 * HOUR, "docs");
+      okv(await store.advanceClock(tenantId, T0 + 5 * DAY));
+      const v2 = okv(await publishV2());
+      await record(m.id, "m2", T0 + 5 * DAY, "docs");
+      const b = await sign({
+        ...term(p.id, T0 + 10 * DAY, T0 + 60 * DAY),
+        allowRateCardUpgrades: false,
+        overrides: line("b-deal", "3"),
+      });
+      okv(await store.advanceClock(tenantId, T0 + 11 * DAY));
+      await record(p.id, "p2", T0 + 11 * DAY, "docs");
+      await record(p.id, "p3", T0 + 9 * DAY, "docs");
+      await record(p.id, "p4", T0 + 9 * DAY, "chat");
+      const customers = [p.id, m.id, g.id];
+      const historyOf = async (ex: SqlExecutor) => {
+        const pricing = await metering.customerPricing(ex, tenantId, customers);
+        return customers.map((c) =>
+          pricing
+            .get(c)!
+            .overrideHistory.map((t) => [
+              t.source,
+              t.from,
+              t.until,
+              t.rateCardId,
+              t.pinnedVersionId,
+              t.input.map((l) => l.id),
+            ]),
+        );
+      };
+      const live = await historyOf(store.db);
+      assert.deepEqual(live, [
+        [
+          ["manual", null, T0 + DAY, list.id, v1.id, ["hand"]],
+          [a.id, T0 + DAY, T0 + 10 * DAY, list.id, v1.id, ["a-deal"]],
+          [b.id, T0 + 10 * DAY, T0 + 60 * DAY, list.id, v2.id, ["b-deal"]],
+        ],
+        [
+          ["manual", null, T0 + 2 * DAY, other.id, null, ["m-deal"]],
+          ["manual", T0 + 2 * DAY, T0 + 4 * DAY, other.id, null, ["promo"]],
+          ["manual", T0 + 4 * DAY, null, other.id, null, ["m-deal"]],
+        ],
+        [
+          ["manual", null, T0 + DAY, null, null, []],
+          [(await contracts.list(tenantId, g.id))[0]!.id, T0 + DAY, T0 + 3 * DAY, other.id, null, []],
+        ],
+      ]);
+
+      const usageRows = (ex: SqlExecutor) =>
+        ex.query("SELECT * FROM usage_events WHERE tenant_id = $1 ORDER BY event_id", [tenantId]);
+      const migration = splitStatements(MIGRATIONS.find((x) => x.version === 22)!.sql);
+      const ROLLBACK = new Error("rolled back");
+      await assert.rejects(
+        store.db.transaction(async (tx) => {
+          // The state before migration 22 (rolled back at the end: the backfill runs over every
+          // tenant): entries had no card or pin, and a window without lines was a gap.
+          const events = (await usageRows(tx)).rows;
+          await tx.query("DELETE FROM customer_override_terms WHERE lines = '[]'");
+          await tx.query("ALTER TABLE customer_override_terms DROP COLUMN rate_card_id");
+          await tx.query("ALTER TABLE customer_override_terms DROP COLUMN pinned_version_id");
+          for (const q of migration) await tx.query(q);
+          assert.deepEqual((await usageRows(tx)).rows, events, "no recorded event is touched");
+          const rebuilt = await historyOf(tx);
+          // A contract's entries get its own card and pin; entries set by hand, the current base
+          // (P's was set before A and B moved the base: the v1 it was set with is not known, so it
+          // gets B's v2, what rated late events there before the migration); no entry without lines.
+          assert.deepEqual(rebuilt, [
+            [["manual", null, T0 + DAY, list.id, v2.id, ["hand"]], live[0]![1], live[0]![2]],
+            live[1],
+            [],
+          ]);
+          // Every recorded event, rated again by the backfilled history, is rated as recorded,
+          // except P's event in the window set by hand before the contracts (its version only:
+          // the lines set by hand priced it, and still do).
+          const catalog = await metering.catalog(tx, tenantId);
+          const pricing = await metering.customerPricing(tx, tenantId, customers);
+          for (const [customerId, id, time, action] of recorded) {
+            const at = Metering.pricingAt(catalog, pricing.get(customerId), time)!;
+            const again = rateEvent(
+              at.content,
+              at.overrides,
+              {
+                action,
+                dimensions: {},
+                quantities: { [action === "chat" ? "tokens" : "pages"]: UNIT },
+                status: "succeeded",
+              },
+              () => 0n,
+            );
+            if (!again.ok) assert.fail(again.error.message);
+            const { rows } = await tx.query(
+              "SELECT credits::text AS credits, detail FROM usage_events WHERE tenant_id = $1 AND event_id = $2",
+              [tenantId, id],
+            );
+            const detail =
+              typeof rows[0]!.detail === "string" ? JSON.parse(rows[0]!.detail) : rows[0]!.detail;
+            const was = [
+              rows[0]!.credits,
+              detail.rate_card_version_id,
+              detail.explanation.lines[0].line_id,
+              detail.explanation.override_source,
+            ];
+            // The explanation names the overrides' source when one of its lines priced the event.
+            const source = again.value.lines.some((l) => l.override) ? at.overridesSource : null;
+            const now = [again.value.credits.toString(), at.versionId, again.value.lines[0]?.lineId, source];
+            if (id === "p0") {
+              assert.deepEqual(was, [credits(2n).toString(), v1.id, "hand", "manual"]);
+              assert.deepEqual(now, [credits(2n).toString(), v2.id, "hand", "manual"]);
+            } else assert.deepEqual(now, was, id);
+          }
+          // What each recorded event was priced by, for the record.
+          assert.deepEqual(
+            recorded.map(([, id]) => id),
+            ["p0", "p1", "p1c", "g1", "m1", "m2", "p2", "p3", "p4"],
+          );
+          assert.equal(Metering.pricingAt(catalog, pricing.get(g.id), T0 + 2 * DAY)?.versionId, o1.id);
+          throw ROLLBACK;
+        }),
+        (e) => e === ROLLBACK,
+      );
+      assert.deepEqual(await historyOf(store.db), live);
     });
 
     test("a contract starting later applies its pricing and first installment at its start, not at signing", async () => {
