@@ -1078,7 +1078,7 @@ WHERE p.contract_id IS NOT NULL AND p.overrides_from IS NOT NULL AND c.id <> p.c
 `,
   },
   {
-    version: 22,
+    version: 21,
     name: "customer pricing history",
     sql: /* sql */ `
 -- The override history becomes the pricing history: each entry of customer_override_terms is the

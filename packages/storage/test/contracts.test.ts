@@ -1055,7 +1055,7 @@ for (const backend of backends()) {
       assert.deepEqual(await windowsOf(tenantId, handFirst.id), live[handFirst.id]);
     });
 
-    test("migration 22's backfill gives each entry the card and pin it was set with where known, and keeps every recorded rating", async () => {
+    test("migration 21's backfill gives each entry the card and pin it was set with where known, and keeps every recorded rating", async () => {
       const { tenantId, customer: p, list, other, v1, o1, publishV2, funded } = await twoCards();
       const [m, g] = [await funded(), await funded()];
       const line = (id: string, rate: string) => [{ id, action: "docs", quantity: "pages", rate }];
@@ -1090,7 +1090,7 @@ for (const backend of backends()) {
         allowRateCardUpgrades: false,
         overrides: line("a-deal", "4"),
       });
-      // G: a contract on Other without overrides (before migration 22 it left no entry).
+      // G: a contract on Other without overrides (before migration 21 it left no entry).
       await sign({ ...term(g.id, T0 + DAY, T0 + 3 * DAY), rateCardId: other.id });
       okv(await store.advanceClock(tenantId, T0 + 2 * DAY));
       await record(p.id, "p1", T0 + 2 * DAY, "docs");
@@ -1152,11 +1152,11 @@ for (const backend of backends()) {
 
       const usageRows = (ex: SqlExecutor) =>
         ex.query("SELECT * FROM usage_events WHERE tenant_id = $1 ORDER BY event_id", [tenantId]);
-      const migration = splitStatements(MIGRATIONS.find((x) => x.version === 22)!.sql);
+      const migration = splitStatements(MIGRATIONS.find((x) => x.version === 21)!.sql);
       const ROLLBACK = new Error("rolled back");
       await assert.rejects(
         store.db.transaction(async (tx) => {
-          // The state before migration 22 (rolled back at the end: the backfill runs over every
+          // The state before migration 21 (rolled back at the end: the backfill runs over every
           // tenant): entries had no card or pin, and a window without lines was a gap.
           const events = (await usageRows(tx)).rows;
           await tx.query("DELETE FROM customer_override_terms WHERE lines = '[]'");
