@@ -242,8 +242,10 @@ try {
       const stmts = await readStatements();
       if (name === "BIG")
         for (const s of stmts) {
-          const o = observed.get(s.query) ?? { query: s.query, calls: 0, blocks: 0 };
-          observed.set(s.query, { query: s.query, calls: o.calls + s.calls, blocks: o.blocks + s.blocks });
+          // One entry per statement text (pg_stat_statements may keep several, e.g. per top level).
+          const text = s.query.replace(/\s+/g, " ").trim();
+          const o = observed.get(text) ?? { query: text, calls: 0, blocks: 0 };
+          observed.set(text, { query: text, calls: o.calls + s.calls, blocks: o.blocks + s.blocks });
         }
       const calls = stmts.reduce((a, s) => a + s.calls, 0);
       const blocks = stmts.reduce((a, s) => a + s.blocks, 0);
