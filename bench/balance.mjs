@@ -38,7 +38,7 @@ const WORKERS = Math.max(1, Number(process.env.BENCH_WORKERS || 1));
 const TENANT = "ten_balance";
 // Other customers of the tenant (a pool wallet and one grant each), so that the wallets and
 // grants tables have a live tenant's size and the reads are planned as they would be there.
-const OTHERS = Math.max(0, Number(process.env.BENCH_BALANCE_OTHERS || 10_000));
+const OTHERS = Math.max(0, Number(process.env.BENCH_BALANCE_OTHERS ?? 10_000));
 // Usage transactions per seeding statement (two entries each); two statements run at a time.
 const CHUNK = 1_000_000;
 // Credits are stored in units of 10^-9 credit. One usage transaction draws 0.006 credits: 1,200
