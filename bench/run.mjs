@@ -7,14 +7,19 @@
 // PostgreSQL; then authorize-with-hold followed by settle at 50 concurrent clients, and the
 // bare endpoint of the same server (GET /v1/ping: authenticates, does nothing else) at the same
 // concurrency. The last line printed is one JSON object with the figures and their ratios.
-import { spawn } from "node:child_process";
-import { once } from "node:events";
-import { readdirSync, readFileSync } from "node:fs";
-import http from "node:http";
 import pg from "pg";
 import { BENCH_CARD } from "./card.mjs";
+import {
+  cli,
+  cpuMeter,
+  createDatabase,
+  createKey,
+  httpClient,
+  percentile,
+  publishRateCard,
+  startServer,
+} from "./harness.mjs";
 
-const BASE_URL = process.env.DATABASE_URL || "postgres://postgres@127.0.0.1:5432/test";
 const SCALE = Number(process.env.BENCH_SCALE || "1");
 const WALLETS = 10_000;
 const BATCH = 1000;
@@ -31,18 +36,13 @@ const AUTH_CLIENTS = 50;
 const WORKERS = Math.max(1, Number(process.env.BENCH_WORKERS || 1));
 
 const log = (...args) => console.error("[bench]", ...args);
-const dbName = `drawdown_bench_${process.pid}`;
-const admin = new pg.Client({ connectionString: BASE_URL });
-await admin.connect();
-await admin.query(`CREATE DATABASE ${dbName}`);
-const url = new URL(BASE_URL);
-url.pathname = `/${dbName}`;
-const DATABASE_URL = url.toString();
+const database = await createDatabase("drawdown_bench", log);
+const { dbName, DATABASE_URL } = database;
 
-let server;
+let serving;
 try {
   // ---- schema and seed (through the CLI's migrate, then bulk SQL that keeps the journal balanced)
-  await run("node", ["packages/cli/dist/src/main.js", "migrate"], { DATABASE_URL });
+  await cli(["migrate"], DATABASE_URL);
   const db = new pg.Pool({ connectionString: DATABASE_URL, max: 16 });
   const { key, customers, hot } = await seed(db);
   // Fresh statistics, as a live database has (autovacuum analyzes within a minute): without
@@ -52,77 +52,10 @@ try {
   log(`seeded ${WALLETS} wallets`);
 
   // ---- the server, in its own process
-  // BENCH_NODE_FLAGS (e.g. "--cpu-prof") go to the server process, to profile it under load.
-  const flags = (process.env.BENCH_NODE_FLAGS || "").split(" ").filter(Boolean);
-  server = spawn(process.execPath, [...flags, "packages/cli/dist/src/main.js", "serve"], {
-    env: {
-      ...process.env,
-      DATABASE_URL,
-      PORT: "0",
-      DRAWDOWN_POOL_SIZE: "8",
-      DRAWDOWN_WORKERS: String(WORKERS),
-    },
-    stdio: ["ignore", "pipe", "inherit"],
-  });
-  const base = await new Promise((resolve, reject) => {
-    let out = "";
-    server.stdout.on("data", (d) => {
-      out += d;
-      const m = /listening on (http:\/\/\S+)/.exec(out);
-      if (m) resolve(m[1]);
-    });
-    server.on("exit", (code) => reject(new Error(`server exited ${code}`)));
-  });
-  const { hostname, port } = new URL(base);
-  const meter = cpuMeter(db, dbName, server.pid);
+  serving = await startServer({ DATABASE_URL, DRAWDOWN_POOL_SIZE: "8", DRAWDOWN_WORKERS: String(WORKERS) });
+  const meter = cpuMeter(db, dbName, serving.server.pid);
   const costs = {};
-  const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
-  const post = (path, body) =>
-    new Promise((resolve, reject) => {
-      const req = http.request(
-        {
-          hostname,
-          port,
-          path,
-          method: "POST",
-          agent,
-          headers: {
-            authorization: `Bearer ${key}`,
-            "content-type": "application/json",
-            "content-length": Buffer.byteLength(body),
-          },
-        },
-        (res) => {
-          const chunks = [];
-          res.on("data", (c) => chunks.push(c));
-          res.on("end", () =>
-            res.statusCode < 300
-              ? resolve(Buffer.concat(chunks))
-              : reject(new Error(`${res.statusCode} ${Buffer.concat(chunks)}`)),
-          );
-        },
-      );
-      req.on("error", reject);
-      req.end(body);
-    });
-
-  const get = (path) =>
-    new Promise((resolve, reject) => {
-      const req = http.request(
-        { hostname, port, path, method: "GET", agent, headers: { authorization: `Bearer ${key}` } },
-        (res) => {
-          const chunks = [];
-          res.on("data", (c) => chunks.push(c));
-          res.on("end", () =>
-            res.statusCode < 300
-              ? resolve(Buffer.concat(chunks))
-              : reject(new Error(`${res.statusCode} ${Buffer.concat(chunks)}`)),
-          );
-        },
-      );
-      req.on("error", reject);
-      req.end();
-    });
+  const { get, post, close } = httpClient(serving.base, key);
 
   let seq = 0;
   const event = (customer) =>
@@ -242,7 +175,7 @@ try {
   const authRate = AUTH_CYCLES / authSeconds;
   const authCpu = await authDone(AUTH_CYCLES);
   latencies.sort((a, b) => a - b);
-  const pct = (p) => latencies[Math.min(latencies.length - 1, Math.floor((p / 100) * latencies.length))];
+  const pct = (p) => percentile(latencies, p);
   log(
     `authorize+hold then settle, ${AUTH_CLIENTS} clients: ${AUTH_CYCLES} in ${authSeconds.toFixed(2)} s; authorize p50 ${pct(50).toFixed(2)} ms, p99 ${pct(99).toFixed(2)} ms; CPU per cycle: server ${authCpu.server_ms} ms, PostgreSQL ${authCpu.db_ms} ms; ${authCpu.commits} commits per cycle`,
   );
@@ -266,10 +199,10 @@ try {
   await meter.stop();
 
   // ---- the ledger must still reconcile
-  const r = await run("node", ["packages/cli/dist/src/main.js", "reconcile"], { DATABASE_URL });
+  const r = await cli(["reconcile"], DATABASE_URL);
   log(r.trim());
   await db.end();
-  agent.destroy();
+  close();
 
   const round = (x) => Math.round(x);
   console.log(
@@ -290,23 +223,8 @@ try {
     }),
   );
 } finally {
-  if (server && server.exitCode === null) {
-    server.kill("SIGTERM");
-    await once(server, "exit").catch(() => undefined);
-  }
-  // BENCH_KEEP_DB=1 keeps the database, to EXPLAIN the hot statements on it afterwards.
-  if (process.env.BENCH_KEEP_DB) log(`kept database ${dbName}`);
-  else await admin.query(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`);
-  await admin.end();
-}
-
-async function run(cmd, args, env) {
-  const child = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "inherit"] });
-  let out = "";
-  child.stdout.on("data", (d) => (out += d));
-  const [code] = await once(child, "exit");
-  if (code !== 0) throw new Error(`${cmd} ${args.join(" ")} exited ${code}`);
-  return out;
+  await serving?.stop();
+  await database.drop();
 }
 
 async function seed(db) {
@@ -316,10 +234,7 @@ async function seed(db) {
     tenantId,
     now,
   ]);
-  const out = await run("node", ["packages/cli/dist/src/main.js", "keys", "create", "--tenant", tenantId], {
-    DATABASE_URL,
-  });
-  const key = out.trim();
+  const key = await createKey(DATABASE_URL, tenantId);
   const amount = "1000000000000000"; // a million credits per wallet
   await db.query(
     "INSERT INTO customers (tenant_id, id, kind, created_at) SELECT $1, 'cus_' || g, 'organization', $2 FROM generate_series(1, $3) g",
@@ -347,107 +262,11 @@ async function seed(db) {
      WHERE t.tenant_id = $1`,
     [tenantId, amount],
   );
-  await publishRateCard();
+  await publishRateCard(DATABASE_URL, tenantId, BENCH_CARD);
   return {
     tenantId,
     key,
     customers: Array.from({ length: WALLETS }, (_, i) => `cus_${i + 1}`),
     hot: "cus_1",
-  };
-
-  async function publishRateCard() {
-    // Through the storage layer, so the card is validated as the API would.
-    const { Store, Metering, openPostgres, createIdGenerator } = await import("@drawdown/storage");
-    const sql = await openPostgres(DATABASE_URL, { max: 1 });
-    const store = new Store(sql, { newId: createIdGenerator() });
-    const metering = new Metering(() => Date.now(), store.newId);
-    await sql.transaction(async (tx) => {
-      const card = await metering.createRateCard(tx, tenantId, "default");
-      await metering.publishRateCardVersion(tx, tenantId, card.value.id, null, BENCH_CARD);
-    });
-    await sql.close();
-  }
-}
-
-/**
- * CPU seconds spent by the server process and by the database's backends (Linux /proc), so a
- * phase's cost per operation can be compared on a machine other work shares: wall-clock rates
- * move with the neighbours' load, CPU per operation much less. Backends are sampled every
- * 100 ms (a backend that exits keeps its last reading).
- */
-function cpuMeter(db, dbName, serverPid) {
-  const ticks = (pid) => {
-    try {
-      const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
-      return (Number(f[11]) + Number(f[12])) / 100;
-    } catch {
-      return null;
-    }
-  };
-  const backends = new Map();
-  let stopped = false;
-  const sample = async () => {
-    const { rows } = await db.query("SELECT pid FROM pg_stat_activity WHERE datname = $1", [dbName]);
-    for (const { pid } of rows) {
-      const t = ticks(pid);
-      if (t !== null) backends.set(pid, t);
-    }
-  };
-  const loop = (async () => {
-    while (!stopped) {
-      await sample().catch(() => undefined);
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  })();
-  // The server is the primary and its worker processes (DRAWDOWN_WORKERS).
-  const serverPids = () => [
-    serverPid,
-    ...readdirSync("/proc")
-      .filter((p) => /^[0-9]+$/.test(p) && parentOf(p) === serverPid)
-      .map(Number),
-  ];
-  const parentOf = (pid) => {
-    try {
-      return Number(readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ")[1]);
-    } catch {
-      return null;
-    }
-  };
-  const read = () => ({
-    server: serverPids().reduce((sum, pid) => sum + (ticks(pid) ?? 0), 0),
-    db: [...backends.values()].reduce((a, b) => a + b, 0),
-  });
-  // Commits and statements-worth of work: transactions per operation shows how well requests batch.
-  const commits = async () =>
-    Number(
-      (await db.query("SELECT xact_commit FROM pg_stat_database WHERE datname = $1", [dbName])).rows[0]
-        .xact_commit,
-    );
-  return {
-    /** Starts a phase: returns a function that ends it and gives CPU ms per operation. */
-    async phase() {
-      await sample();
-      const start = read();
-      const before = new Map(backends);
-      const startCommits = await commits();
-      return async (ops) => {
-        await sample();
-        const end = read();
-        // The statistics reach pg_stat_database within a second of a backend going idle.
-        await new Promise((r) => setTimeout(r, 1100));
-        const txs = (await commits()) - startCommits;
-        let db = 0;
-        for (const [pid, t] of backends) db += t - (before.get(pid) ?? 0);
-        return {
-          server_ms: Number((((end.server - start.server) * 1000) / ops).toFixed(3)),
-          db_ms: Number(((db * 1000) / ops).toFixed(3)),
-          commits: Number((txs / ops).toFixed(3)),
-        };
-      };
-    },
-    async stop() {
-      stopped = true;
-      await loop;
-    },
   };
 }
