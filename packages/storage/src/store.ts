@@ -174,6 +174,8 @@ export class Store {
   /** Authenticated keys by hash, for a few seconds: a key lookup per request would cost more than the request. */
   readonly #keys = new Map<string, { found: { key: ApiKey; tenant: Tenant }; until: number }>();
   readonly #revoked = new Set<string>();
+  /** Key lookups under way, by hash (see `authenticate`). */
+  readonly #lookups = new Map<string, Promise<{ key: ApiKey; tenant: Tenant } | null>>();
   readonly #keyCacheMs: number;
   /** Test tenants whose time is set by their test clock. */
   readonly #tenantClocks = new Map<string, number>();
@@ -361,7 +363,14 @@ export class Store {
       if (this.#tenantClocks.has(tenantId)) await this.clockOf(tenantId);
       return cached.found;
     }
-    const found = await this.#lookUpKey(hash);
+    // One lookup per key at a time: when a hot key's entry lapses, the requests already in
+    // flight share it instead of each asking the database.
+    let pending = this.#lookups.get(hash);
+    if (pending === undefined) {
+      pending = this.#lookUpKey(hash).finally(() => this.#lookups.delete(hash));
+      this.#lookups.set(hash, pending);
+    }
+    const found = await pending;
     if (found && !this.#revoked.has(found.key.id)) {
       if (this.#keys.size >= 10_000) this.#keys.clear();
       this.#keys.set(hash, { found, until: Date.now() + this.#keyCacheMs });

@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { after, before, describe, test } from "node:test";
 import { credits, type GrantInput, type LedgerErrorCode, type Result } from "@drawdown/core";
-import type { SqlExecutor, Store, TransactionRecord } from "../src/index.js";
+import { createIdGenerator, type SqlExecutor, Store, type TransactionRecord } from "../src/index.js";
 import { backends, type TestDatabase } from "./support/backends.js";
 
 const T0 = Date.parse("2026-03-01T00:00:00.000Z");
@@ -158,6 +158,28 @@ for (const backend of backends()) {
         const listed = await store.listApiKeys(tenantId);
         assert.deepEqual(listed, [key]);
         assert.ok(!JSON.stringify(listed).includes(secret));
+      });
+
+      test("concurrent requests with a key not cached share one lookup", async () => {
+        const { tenantId } = await setup();
+        const { key, secret } = okv(await store.createApiKey(tenantId, { kind: "secret", name: "hot" }));
+        // Another instance (a store of its own, cold cache) over a client that counts key lookups.
+        let lookups = 0;
+        const counting = {
+          ...store.db,
+          query: ((text: string, params?: readonly unknown[]) => {
+            if (text.includes("FROM api_keys k JOIN tenants")) lookups++;
+            return store.db.query(text, params);
+          }) as typeof store.db.query,
+        };
+        const other = new Store(counting, { newId: createIdGenerator(() => now), clock: () => now });
+        const found = await Promise.all(Array.from({ length: 50 }, () => other.authenticate(secret)));
+        assert.ok(found.every((f) => f?.key.id === key.id));
+        assert.equal(lookups, 1);
+        // A wrong secret is looked up (once per burst too) and found nowhere.
+        const none = await Promise.all(Array.from({ length: 5 }, () => other.authenticate(`${secret}x`)));
+        assert.ok(none.every((f) => f === null));
+        assert.equal(lookups, 2);
       });
 
       test("authenticate finds a live key and its tenant; revoke stops it at once", async () => {
