@@ -26,6 +26,7 @@ import {
   httpClient,
   percentile,
   publishRateCard,
+  seedPoolWallets,
   startServer,
 } from "./harness.mjs";
 
@@ -476,32 +477,13 @@ async function seedTenant(db) {
 async function seedOthers(db) {
   if (OTHERS === 0) return;
   const at = new Date(Date.now() - 100 * DAY).toISOString();
-  const amount = (100n * CREDIT).toString();
-  await db.query(
-    "INSERT INTO customers (tenant_id, id, kind, created_at) SELECT $1, 'cus_o' || g, 'organization', $2 FROM generate_series(1, $3) g",
-    [TENANT, at, OTHERS],
-  );
-  await db.query(
-    "INSERT INTO wallets (tenant_id, id, customer_id, balance, created_at) SELECT $1, 'wal_o' || g, 'cus_o' || g, $2, $3 FROM generate_series(1, $4) g",
-    [TENANT, amount, at, OTHERS],
-  );
-  await db.query(
-    `INSERT INTO grants (tenant_id, id, wallet_id, customer_id, amount, remaining, source, cost_basis, currency, effective_at, priority, status, created_at)
-     SELECT $1, 'grt_o' || g, 'wal_o' || g, 'cus_o' || g, $2, $2, 'purchase', 10000000, 'USD', $3, 50, 'active', $3 FROM generate_series(1, $4) g`,
-    [TENANT, amount, at, OTHERS],
-  );
-  await db.query(
-    "INSERT INTO journal_transactions (tenant_id, id, customer_id, kind, posted_at) SELECT $1, 'txn_o' || g, 'cus_o' || g, 'grant', $2 FROM generate_series(1, $3) g",
-    [TENANT, at, OTHERS],
-  );
-  await db.query(
-    `INSERT INTO journal_entries (tenant_id, tx_id, idx, account, wallet_id, grant_id, unit, amount)
-     SELECT $1, 'txn_o' || g, e.idx, e.account, e.wallet_id, e.grant_id, 'credit', e.amount
-     FROM generate_series(1, $3) g, LATERAL (VALUES
-       (0, 'issuance', NULL, NULL, -$2::numeric),
-       (1, 'grant', 'wal_o' || g, 'grt_o' || g, $2::numeric)) AS e(idx, account, wallet_id, grant_id, amount)`,
-    [TENANT, amount, OTHERS],
-  );
+  await seedPoolWallets(db, {
+    tenantId: TENANT,
+    prefix: "o",
+    count: OTHERS,
+    amount: (100n * CREDIT).toString(),
+    at,
+  });
 }
 
 async function seedWallet(db, w) {

@@ -238,3 +238,36 @@ export function cpuMeter(db, dbName, serverPid) {
     },
   };
 }
+
+/**
+ * Seeds `count` customers `cus_<prefix><n>`, each with a pool wallet `wal_<prefix><n>` holding
+ * one purchased grant of `amount` units and the balanced journal transaction that issued it
+ * (so reconcile is clean), in five set-based statements.
+ */
+export async function seedPoolWallets(db, { tenantId, prefix = "", count, amount, at }) {
+  await db.query(
+    "INSERT INTO customers (tenant_id, id, kind, created_at) SELECT $1, 'cus_' || $4 || g, 'organization', $2 FROM generate_series(1, $3) g",
+    [tenantId, at, count, prefix],
+  );
+  await db.query(
+    "INSERT INTO wallets (tenant_id, id, customer_id, balance, created_at) SELECT $1, 'wal_' || $5 || g, 'cus_' || $5 || g, $2, $3 FROM generate_series(1, $4) g",
+    [tenantId, amount, at, count, prefix],
+  );
+  await db.query(
+    `INSERT INTO grants (tenant_id, id, wallet_id, customer_id, amount, remaining, source, cost_basis, currency, effective_at, priority, status, created_at)
+     SELECT $1, 'grt_' || $5 || g, 'wal_' || $5 || g, 'cus_' || $5 || g, $2, $2, 'purchase', 10000000, 'USD', $3, 50, 'active', $3 FROM generate_series(1, $4) g`,
+    [tenantId, amount, at, count, prefix],
+  );
+  await db.query(
+    "INSERT INTO journal_transactions (tenant_id, id, customer_id, kind, posted_at) SELECT $1, 'txn_' || $4 || g, 'cus_' || $4 || g, 'grant', $2 FROM generate_series(1, $3) g",
+    [tenantId, at, count, prefix],
+  );
+  await db.query(
+    `INSERT INTO journal_entries (tenant_id, tx_id, idx, account, wallet_id, grant_id, unit, amount)
+     SELECT $1, 'txn_' || $4 || g, e.idx, e.account, e.wallet_id, e.grant_id, 'credit', e.amount
+     FROM generate_series(1, $3) g, LATERAL (VALUES
+       (0, 'issuance', NULL, NULL, -$2::numeric),
+       (1, 'grant', 'wal_' || $4 || g, 'grt_' || $4 || g, $2::numeric)) AS e(idx, account, wallet_id, grant_id, amount)`,
+    [tenantId, amount, count, prefix],
+  );
+}

@@ -17,6 +17,7 @@ import {
   httpClient,
   percentile,
   publishRateCard,
+  seedPoolWallets,
   startServer,
 } from "./harness.mjs";
 
@@ -236,32 +237,7 @@ async function seed(db) {
   ]);
   const key = await createKey(DATABASE_URL, tenantId);
   const amount = "1000000000000000"; // a million credits per wallet
-  await db.query(
-    "INSERT INTO customers (tenant_id, id, kind, created_at) SELECT $1, 'cus_' || g, 'organization', $2 FROM generate_series(1, $3) g",
-    [tenantId, now, WALLETS],
-  );
-  await db.query(
-    "INSERT INTO wallets (tenant_id, id, customer_id, balance, created_at) SELECT $1, 'wal_' || g, 'cus_' || g, $2, $3 FROM generate_series(1, $4) g",
-    [tenantId, amount, now, WALLETS],
-  );
-  await db.query(
-    `INSERT INTO grants (tenant_id, id, wallet_id, customer_id, amount, remaining, source, cost_basis, currency, effective_at, priority, status, created_at)
-     SELECT $1, 'grt_' || g, 'wal_' || g, 'cus_' || g, $2, $2, 'purchase', 10000000, 'USD', $3, 50, 'active', $3 FROM generate_series(1, $4) g`,
-    [tenantId, amount, now, WALLETS],
-  );
-  await db.query(
-    `INSERT INTO journal_transactions (tenant_id, id, customer_id, kind, posted_at) SELECT $1, 'txn_' || g, 'cus_' || g, 'grant', $2 FROM generate_series(1, $3) g`,
-    [tenantId, now, WALLETS],
-  );
-  await db.query(
-    `INSERT INTO journal_entries (tenant_id, tx_id, idx, account, wallet_id, grant_id, unit, amount)
-     SELECT $1, t.id, e.idx, e.account, e.wallet_id, e.grant_id, 'credit', e.amount
-     FROM journal_transactions t, LATERAL (VALUES
-       (0, 'issuance', NULL, NULL, -$2::numeric),
-       (1, 'grant', 'wal_' || substr(t.id, 5), 'grt_' || substr(t.id, 5), $2::numeric)) AS e(idx, account, wallet_id, grant_id, amount)
-     WHERE t.tenant_id = $1`,
-    [tenantId, amount],
-  );
+  await seedPoolWallets(db, { tenantId, count: WALLETS, amount, at: now });
   await publishRateCard(DATABASE_URL, tenantId, BENCH_CARD);
   return {
     tenantId,
