@@ -16,21 +16,15 @@ import {
   openPostgres,
   Store,
 } from "@drawdown/storage";
-import pg from "pg";
 import { BENCH_CARD } from "./card.mjs";
+import { createDatabase, seedPoolWallets } from "./harness.mjs";
 
-const BASE_URL = process.env.DATABASE_URL || "postgres://postgres@127.0.0.1:5432/test";
 const CUSTOMERS = 2000;
 const SIZES = (process.env.MICRO_SIZES || "2,16").split(",").map(Number);
 const CYCLES = Number(process.env.MICRO_CYCLES || 3000);
 
-const admin = new pg.Client({ connectionString: BASE_URL });
-await admin.connect();
-const dbName = `drawdown_micro_${process.pid}`;
-await admin.query(`CREATE DATABASE ${dbName}`);
-const url = new URL(BASE_URL);
-url.pathname = `/${dbName}`;
-const db = await openPostgres(url.toString(), { max: 8 });
+const { dbName, admin, DATABASE_URL, drop } = await createDatabase("drawdown_micro", console.log);
+const db = await openPostgres(DATABASE_URL, { max: 8 });
 /** CPU ms of a process: user and system. */
 const ticks = (pid) => {
   try {
@@ -49,19 +43,7 @@ try {
     tenantId,
     now,
   ]);
-  await db.query(
-    "INSERT INTO customers (tenant_id, id, kind, created_at) SELECT $1, 'cus_' || g, 'organization', $2 FROM generate_series(1, $3) g",
-    [tenantId, now, CUSTOMERS],
-  );
-  await db.query(
-    "INSERT INTO wallets (tenant_id, id, customer_id, balance, created_at) SELECT $1, 'wal_' || g, 'cus_' || g, $2, $3 FROM generate_series(1, $4) g",
-    [tenantId, amount, now, CUSTOMERS],
-  );
-  await db.query(
-    `INSERT INTO grants (tenant_id, id, wallet_id, customer_id, amount, remaining, source, cost_basis, currency, effective_at, priority, status, created_at)
-     SELECT $1, 'grt_' || g, 'wal_' || g, 'cus_' || g, $2, $2, 'purchase', 10000000, 'USD', $3, 50, 'active', $3 FROM generate_series(1, $4) g`,
-    [tenantId, amount, now, CUSTOMERS],
-  );
+  await seedPoolWallets(db, { tenantId, count: CUSTOMERS, amount, at: now });
   const store = new Store(db, { newId: createIdGenerator() });
   const metering = new Metering((t) => store.now(t), store.newId);
   await db.transaction(async (tx) => {
@@ -148,6 +130,5 @@ try {
   }
 } finally {
   await db.close();
-  await admin.query(`DROP DATABASE ${dbName} WITH (FORCE)`);
-  await admin.end();
+  await drop();
 }
