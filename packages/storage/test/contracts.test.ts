@@ -379,6 +379,17 @@ for (const backend of backends()) {
         overrides: deal(line, rate),
       }) as const;
 
+    /** Contract A over days 1 to 10 ("a-deal" at 0.5), then B over days 12 to 60 ("b-deal" at 0.25). */
+    async function twoTerms(tenantId: string, customerId: string) {
+      const create = (from: number, until: number, line: string, rate: string) =>
+        store.db.transaction((tx) =>
+          contracts.create(tx, tenantId, pricingContract(customerId, from, until, line, rate)),
+        );
+      const a = okv(await create(T0 + DAY, T0 + 10 * DAY, "a-deal", "0.5"));
+      const b = okv(await create(T0 + 12 * DAY, T0 + 60 * DAY, "b-deal", "0.25"));
+      return { a, b };
+    }
+
     const windowsOf = async (tenantId: string, customerId: string, ex: SqlExecutor = store.db) =>
       (await metering.customerPricing(ex, tenantId, [customerId]))
         .get(customerId)
@@ -386,24 +397,7 @@ for (const backend of backends()) {
 
     test("the override history: a late event is priced by the earlier contract's overrides, one in the gap between terms by the card; a termination cuts its window", async () => {
       const { tenantId, customer } = await pricedWorld();
-      const a = okv(
-        await store.db.transaction((tx) =>
-          contracts.create(
-            tx,
-            tenantId,
-            pricingContract(customer.id, T0 + DAY, T0 + 10 * DAY, "a-deal", "0.5"),
-          ),
-        ),
-      );
-      const b = okv(
-        await store.db.transaction((tx) =>
-          contracts.create(
-            tx,
-            tenantId,
-            pricingContract(customer.id, T0 + 12 * DAY, T0 + 60 * DAY, "b-deal", "0.25"),
-          ),
-        ),
-      );
+      const { a, b } = await twoTerms(tenantId, customer.id);
       okv(await store.advanceClock(tenantId, T0 + 14 * DAY));
       okv(await store.db.transaction((tx) => contracts.terminate(tx, tenantId, b.id)));
       okv(await store.advanceClock(tenantId, T0 + 15 * DAY));
@@ -449,24 +443,7 @@ for (const backend of backends()) {
 
     test("terms set by hand for a window replace that part of the history only; without one, all of it; a bad window changes nothing", async () => {
       const { tenantId, customer } = await pricedWorld();
-      const a = okv(
-        await store.db.transaction((tx) =>
-          contracts.create(
-            tx,
-            tenantId,
-            pricingContract(customer.id, T0 + DAY, T0 + 10 * DAY, "a-deal", "0.5"),
-          ),
-        ),
-      );
-      const b = okv(
-        await store.db.transaction((tx) =>
-          contracts.create(
-            tx,
-            tenantId,
-            pricingContract(customer.id, T0 + 12 * DAY, T0 + 60 * DAY, "b-deal", "0.25"),
-          ),
-        ),
-      );
+      const { a, b } = await twoTerms(tenantId, customer.id);
       okv(await store.advanceClock(tenantId, T0 + 14 * DAY));
       const byHand = (window: { from: number | null; until: number | null } | null, rate = "0.1") =>
         store.db.transaction((tx) =>
