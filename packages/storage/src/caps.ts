@@ -107,12 +107,33 @@ export async function loadCapState(
   customerIds: readonly string[],
   times: readonly number[],
 ): Promise<CapState | null> {
+  const caps = await loadCaps(ex, tenantId, customerIds);
+  return caps.length === 0 ? null : loadCapCounters(ex, tenantId, caps, times);
+}
+
+/**
+ * The caps of these customers (the first half of {@link loadCapState}, for a writer that sends
+ * it with its other reads, after its lock statement).
+ */
+export async function loadCaps(
+  ex: SqlExecutor,
+  tenantId: string,
+  customerIds: readonly string[],
+): Promise<SpendCap[]> {
   const { rows } = await ex.query(
     `SELECT ${CAP_COLUMNS} FROM spend_caps WHERE tenant_id = $1 AND customer_id = ANY($2::text[])`,
     [tenantId, [...customerIds]],
   );
-  if (rows.length === 0) return null;
-  const caps = rows.map(toCap);
+  return rows.map(toCap);
+}
+
+/** The counters of `caps` in the periods `times` fall in (the second half of {@link loadCapState}). */
+export async function loadCapCounters(
+  ex: SqlExecutor,
+  tenantId: string,
+  caps: readonly SpendCap[],
+  times: readonly number[],
+): Promise<CapState> {
   const ids: string[] = [];
   const starts: string[] = [];
   for (const cap of caps)
@@ -133,7 +154,7 @@ export async function loadCapState(
       spent: BigInt(String(r.spent)),
       held: BigInt(String(r.held)),
     });
-  return { caps, counters };
+  return { caps: [...caps], counters };
 }
 
 /**

@@ -4,6 +4,7 @@ import {
   applyEffect,
   type CapEffect,
   type CapReservation,
+  type CapState,
   checkPending,
   combine,
   combineCapEffects,
@@ -23,7 +24,8 @@ import {
 import {
   capReservationsOfHolds,
   dropSettledReservations,
-  loadCapState,
+  loadCapCounters,
+  loadCaps,
   writeCapEffect,
   writeCapReservations,
 } from "./caps.js";
@@ -51,7 +53,7 @@ import { insertEvents, writeUsageCounters } from "./ingest.js";
 import { CATALOG_STAMP_COLUMN, Metering, stampOf } from "./metering.js";
 import { OVERAGE_COLUMNS } from "./overage.js";
 import { toGrant } from "./records.js";
-import type { SqlExecutor } from "./sql.js";
+import type { Row, SqlExecutor } from "./sql.js";
 import type { Store } from "./store.js";
 
 /**
@@ -355,67 +357,188 @@ export class HoldWriter {
     const answers: (WriterAnswer<unknown> | null)[] = ops.map(() => null);
     const results: (Result<unknown> | typeof DEFERRED | null)[] = ops.map(() => null);
 
-    // 1. Idempotency keys: claimed in this transaction, or answered from their first outcome.
-    const keyed = ops.flatMap((op, i) => (op.idem ? [{ i, idem: op.idem }] : []));
-    if (keyed.length > 0) {
-      const inserted = await ex.query(
-        `INSERT INTO idempotency_keys (tenant_id, key, fingerprint)
-         SELECT $1, k, f FROM unnest($2::text[], $3::text[]) AS x(k, f) ON CONFLICT DO NOTHING RETURNING key`,
-        [tenantId, keyed.map((k) => k.idem.key), keyed.map((k) => k.idem.fingerprint)],
-      );
-      const claimed = new Set(inserted.rows.map((r) => String(r.key)));
-      const taken = keyed.filter((k) => !claimed.has(k.idem.key));
-      if (taken.length > 0) {
-        const { rows } = await ex.query(
-          "SELECT key, fingerprint, outcome FROM idempotency_keys WHERE tenant_id = $1 AND key = ANY($2::text[])",
-          [tenantId, taken.map((k) => k.idem.key)],
-        );
-        const first = new Map(rows.map((r) => [String(r.key), r]));
-        for (const { i, idem } of taken) {
-          const row = first.get(idem.key);
-          if (!row || row.outcome === null) throw new Error("a committed idempotency key has an outcome");
-          answers[i] =
-            row.fingerprint !== idem.fingerprint
-              ? { kind: "conflict" }
-              : { kind: "replayed", outcome: JSON.parse(String(row.outcome)) };
-        }
-      }
-    }
-    const live = ops.flatMap((_op, i) => (answers[i] === null ? [i] : []));
-    const settle = (r: Result<unknown> | typeof DEFERRED, i: number) => {
-      results[i] = r;
-    };
+    // The reads go out in two pipelined rounds (SqlExecutor): what the requests name, sent with
+    // the lock statement and read after it; then what depends on those rows. Each statement
+    // still runs after the lock is granted, so it sees what the lock orders.
+    const authorizeAll = ops.flatMap((op, i) => (op.kind === "authorize" ? [i] : []));
+    const settleAll = ops.flatMap((op, i) => (op.kind === "settle" ? [i] : []));
+    const subjectIds = [
+      ...new Set(
+        authorizeAll.flatMap((i) => {
+          const id = (ops[i] as AuthorizeOp).request.subjectId;
+          return id === null ? [] : [id];
+        }),
+      ),
+    ];
+    const settleWallets = [...new Set(settleAll.map((i) => (ops[i] as SettleOp).walletId))];
+    // Every request's customer: a replayed key's too (its lock costs nothing it would not).
+    const customerIds = [...new Set(ops.map((op) => op.customerId))].sort();
+    const holdIds = [...new Set(settleAll.map((i) => (ops[i] as SettleOp).holdId))];
+    const walletScope = `tenant_id = $1 AND (id = ANY($2::text[])
+      OR (customer_id = ANY($3::text[]) AND (member_id IS NULL OR member_id = ANY($4::text[]))))`;
+    const walletParams = [tenantId, settleWallets, customerIds, subjectIds];
 
-    // 2. Lock, in one statement and in id order, every wallet the batch may pay from: the
-    // settled holds' wallets, and each authorizing customer's pool and named members' wallets.
-    const authorizeAt = live.filter((i) => ops[i]!.kind === "authorize");
-    const settleAt = live.filter((i) => ops[i]!.kind === "settle");
-    const reqs = authorizeAt.map((i) => (ops[i] as AuthorizeOp).request);
-    const subjectIds = [...new Set(reqs.flatMap((r) => (r.subjectId === null ? [] : [r.subjectId])))];
-    const subjects = new Map<string, string>();
-    if (subjectIds.length > 0) {
-      const s = await ex.query(
-        "SELECT id, customer_id FROM subjects WHERE tenant_id = $1 AND id = ANY($2::text[])",
-        [tenantId, subjectIds],
-      );
-      for (const r of s.rows) subjects.set(String(r.id), String(r.customer_id));
-    }
-    const settleWallets = [...new Set(settleAt.map((i) => (ops[i] as SettleOp).walletId))];
-    const customerIds = [...new Set(live.map((i) => ops[i]!.customerId))].sort();
-    if (customerIds.length === 0) return this.#finish(ex, tenantId, ops, answers, results);
-    const locked = await ex.query(
+    // Round 1. The idempotency keys are claimed in this transaction; every wallet the batch may
+    // pay from is locked in one statement, in id order (the settled holds' wallets, and each
+    // customer's pool and named members' wallets); then the subjects, the settled holds, the
+    // locked wallets' drawable grants and those due to expire, the pricing and the caps.
+    const keyed = ops.flatMap((op, i) => (op.idem ? [{ i, idem: op.idem }] : []));
+    const claimedQ =
+      keyed.length > 0
+        ? ex.query(
+            `INSERT INTO idempotency_keys (tenant_id, key, fingerprint)
+             SELECT $1, k, f FROM unnest($2::text[], $3::text[]) AS x(k, f) ON CONFLICT DO NOTHING RETURNING key`,
+            [tenantId, keyed.map((k) => k.idem.key), keyed.map((k) => k.idem.fingerprint)],
+          )
+        : null;
+    const lockedQ = ex.query(
       `SELECT id, customer_id, member_id, ${OVERAGE_COLUMNS}, ${CATALOG_STAMP_COLUMN}
-       FROM wallets WHERE tenant_id = $1
-         AND (id = ANY($2::text[]) OR (customer_id = ANY($3::text[]) AND (member_id IS NULL OR member_id = ANY($4::text[]))))
-       ORDER BY id FOR UPDATE`,
-      [tenantId, settleWallets, customerIds, subjectIds],
+       FROM wallets WHERE ${walletScope} ORDER BY id FOR UPDATE`,
+      walletParams,
     );
+    const subjectsQ =
+      subjectIds.length > 0
+        ? ex.query("SELECT id, customer_id FROM subjects WHERE tenant_id = $1 AND id = ANY($2::text[])", [
+            tenantId,
+            subjectIds,
+          ])
+        : null;
+    const holdsQ =
+      holdIds.length > 0
+        ? ex.query(`SELECT ${HOLD_COLUMNS} FROM holds WHERE tenant_id = $1 AND id = ANY($2::text[])`, [
+            tenantId,
+            holdIds,
+          ])
+        : null;
+    const grantsQ = ex.query(
+      `SELECT ${GRANT_COLUMNS} FROM grants WHERE tenant_id = $1 AND wallet_id = ANY(ARRAY(SELECT id FROM wallets WHERE ${walletScope}))
+       AND status = 'active' AND (remaining > 0 OR expires_at <= $5)`,
+      [...walletParams, iso(now)],
+    );
+    const pricingQ = this.metering.customerPricing(ex, tenantId, customerIds, now);
+    const capsQ = loadCaps(ex, tenantId, customerIds);
+    const [claimed, locked, subjectRows, holdRowsRead, grantRows, pricing, caps] = await Promise.all([
+      claimedQ,
+      lockedQ,
+      subjectsQ,
+      holdsQ,
+      grantsQ,
+      pricingQ,
+      capsQ,
+    ]);
+
+    const claimedKeys = new Set((claimed?.rows ?? []).map((r) => String(r.key)));
+    const taken = keyed.filter((k) => !claimedKeys.has(k.idem.key));
+    const subjects = new Map<string, string>();
+    for (const r of subjectRows?.rows ?? []) subjects.set(String(r.id), String(r.customer_id));
+    const holdRows = new Map<string, HoldRecord>();
+    for (const r of holdRowsRead?.rows ?? []) holdRows.set(String(r.id), toHold(r));
     const wallets = new Map(
       locked.rows.map((r) => [
         String(r.id),
         { customerId: String(r.customer_id), memberId: r.member_id === null ? null : String(r.member_id) },
       ]),
     );
+    const loadedGrants = new Map<string, Grant>();
+    const grantCustomer = new Map<string, string>();
+    const keepGrant = (r: Row) => {
+      loadedGrants.set(String(r.id), toGrant(r));
+      grantCustomer.set(String(r.id), wallets.get(String(r.wallet_id))?.customerId ?? String(r.customer_id));
+    };
+    // A wallet created after the lock statement's snapshot is not locked: its grants are not ours.
+    for (const r of grantRows.rows) if (wallets.has(String(r.wallet_id))) keepGrant(r);
+    // The settled holds' grants that are no longer drawable (depleted, expired) are read in round 2.
+    const missing = [
+      ...new Set(
+        [...holdRows.values()].flatMap((h) =>
+          h.draws.flatMap((d) => (d.grantId === null || loadedGrants.has(d.grantId) ? [] : [d.grantId])),
+        ),
+      ),
+    ];
+
+    // Round 2: first outcomes of keys already taken, those grants, the catalog when something
+    // was published, tier usage, the settlements' used event ids, the caps' counters and the
+    // settled holds' reservations.
+    const catalogQ = this.metering.catalog(ex, tenantId, stampOf(locked.rows));
+    const firstQ =
+      taken.length > 0
+        ? ex.query(
+            "SELECT key, fingerprint, outcome FROM idempotency_keys WHERE tenant_id = $1 AND key = ANY($2::text[])",
+            [tenantId, taken.map((k) => k.idem.key)],
+          )
+        : null;
+    const missingQ =
+      missing.length > 0
+        ? ex.query(`SELECT ${GRANT_COLUMNS} FROM grants WHERE tenant_id = $1 AND id = ANY($2::text[])`, [
+            tenantId,
+            missing,
+          ])
+        : null;
+    const settleEvents = new Map<number, { events: UsageEvent[]; given: SettleEvent[] } | null>();
+    const builtFails = new Map<number, Result<unknown>>();
+    for (const i of settleAll) {
+      const op = ops[i] as SettleOp;
+      const hold = holdRows.get(op.holdId);
+      if (!hold) {
+        builtFails.set(i, fail("not_found", `No hold ${op.holdId}.`));
+        continue;
+      }
+      const built = settlementEvents(hold, op.input, now);
+      if (!built.ok) builtFails.set(i, built);
+      else settleEvents.set(i, built.value);
+    }
+    const eventIds = [...settleEvents.values()].flatMap((s) => (s ? s.events.map((e) => e.id) : []));
+    const usedQ =
+      eventIds.length > 0
+        ? ex.query("SELECT event_id FROM usage_events WHERE tenant_id = $1 AND event_id = ANY($2::text[])", [
+            tenantId,
+            eventIds,
+          ])
+        : null;
+    // Counters of now's periods and of the settled holds' periods; the settled holds' reservations.
+    const countersQ =
+      caps.length > 0
+        ? loadCapCounters(ex, tenantId, caps, [now, ...[...holdRows.values()].map((h) => h.createdAt)])
+        : null;
+    const reservationsQ = caps.length > 0 ? capReservationsOfHolds(ex, tenantId, [...holdRows.keys()]) : null;
+    const catalog = await catalogQ;
+    const usageQ = tierUsage(
+      ex,
+      tenantId,
+      customerIds,
+      [now, ...[...settleEvents.values()].flatMap((s) => (s ? s.events.map((e) => e.time) : []))],
+      catalog,
+      pricing,
+    );
+    const [first, missingRows, usedRows, counters, reservationsRead, usage] = await Promise.all([
+      firstQ,
+      missingQ,
+      usedQ,
+      countersQ,
+      reservationsQ,
+      usageQ,
+    ]);
+
+    if (first !== null) {
+      const byKey = new Map(first.rows.map((r) => [String(r.key), r]));
+      for (const { i, idem } of taken) {
+        const row = byKey.get(idem.key);
+        if (!row || row.outcome === null) throw new Error("a committed idempotency key has an outcome");
+        answers[i] =
+          row.fingerprint !== idem.fingerprint
+            ? { kind: "conflict" }
+            : { kind: "replayed", outcome: JSON.parse(String(row.outcome)) };
+      }
+    }
+    for (const r of missingRows?.rows ?? []) keepGrant(r);
+    const live = ops.flatMap((_op, i) => (answers[i] === null ? [i] : []));
+    const settle = (r: Result<unknown> | typeof DEFERRED, i: number) => {
+      results[i] = r;
+    };
+    const authorizeAt = live.filter((i) => ops[i]!.kind === "authorize");
+    for (const [i, failed] of builtFails) if (answers[i] === null) settle(failed, i);
+    const liveCustomers = [...new Set(live.map((i) => ops[i]!.customerId))].sort();
+
     const pools = new Map<string, string>();
     const overdraft = new Map<string, bigint>();
     const policy = new Map<string, OveragePolicy>();
@@ -427,7 +550,7 @@ export class HoldWriter {
       overdraft.set(String(r.id), pool.overdraft);
       policy.set(String(r.id), pool.policy);
     }
-    // 3. The paying wallet of each authorization (as Holds#payer finds it).
+    // The paying wallet of each authorization (as Holds#payer finds it).
     const payers = new Map<number, string>();
     for (const i of authorizeAt) {
       const req = (ops[i] as AuthorizeOp).request;
@@ -443,89 +566,28 @@ export class HoldWriter {
       }
     }
 
-    // 4. The settled holds, read under their wallets' locks.
-    const holdRows = new Map<string, HoldRecord>();
-    if (settleAt.length > 0) {
-      const { rows } = await ex.query(
-        `SELECT ${HOLD_COLUMNS} FROM holds WHERE tenant_id = $1 AND id = ANY($2::text[])`,
-        [tenantId, [...new Set(settleAt.map((i) => (ops[i] as SettleOp).holdId))]],
-      );
-      for (const r of rows) holdRows.set(String(r.id), toHold(r));
-    }
-
-    // 5. Drawable grants of the locked wallets, grants due to expire, and the settled holds' grants.
-    const extra = [...holdRows.values()].flatMap((h) =>
-      h.draws.flatMap((d) => (d.grantId === null ? [] : [d.grantId])),
-    );
-    const grantRows = await ex.query(
-      `SELECT ${GRANT_COLUMNS} FROM grants WHERE tenant_id = $1 AND wallet_id = ANY($2::text[])
-       AND ((status = 'active' AND (remaining > 0 OR expires_at <= $4)) OR id = ANY($3::text[]))`,
-      [tenantId, [...wallets.keys()], extra, iso(now)],
-    );
+    // Due expiries first, per customer, as the write pipeline does before any plan.
     const loaded = new Map<string, Grant[]>();
-    for (const r of grantRows.rows) {
-      const g = toGrant(r);
-      const customerId = wallets.get(g.walletId)?.customerId ?? String(r.customer_id);
+    for (const g of loadedGrants.values()) {
+      const customerId = grantCustomer.get(g.id)!;
       const list = loaded.get(customerId) ?? [];
       list.push(g);
       loaded.set(customerId, list);
     }
-    // Due expiries first, per customer, as the write pipeline does before any plan.
     const grants = new Map<string, Map<string, Grant>>();
     const effects: Effect[] = [];
-    for (const customerId of customerIds) {
+    for (const customerId of liveCustomers) {
       const list = loaded.get(customerId) ?? [];
       const expiry = expireDue(ctx, customerId, list);
       effects.push(expiry);
       grants.set(customerId, applyEffect(new Map(list.map((g) => [g.id, g])), expiry));
     }
-
-    // 6. Pricing (once), tier usage of the periods concerned, and the settlements' used event ids.
-    const catalog = await this.metering.catalog(ex, tenantId, stampOf(locked.rows));
-    const pricing = await this.metering.customerPricing(ex, tenantId, customerIds, now);
     const pricingAt = (customerId: string, time: number) =>
       Metering.pricingAt(catalog, pricing.get(customerId), time);
     const costAt = (time: number) => Metering.costAt(catalog, time);
-    const settleEvents = new Map<number, { events: UsageEvent[]; given: SettleEvent[] } | null>();
-    for (const i of settleAt) {
-      const op = ops[i] as SettleOp;
-      const hold = holdRows.get(op.holdId);
-      if (!hold) {
-        settle(fail("not_found", `No hold ${op.holdId}.`), i);
-        continue;
-      }
-      const built = settlementEvents(hold, op.input, now);
-      if (!built.ok) settle(built, i);
-      else settleEvents.set(i, built.value);
-    }
-    const usage = await tierUsage(
-      ex,
-      tenantId,
-      customerIds,
-      [now, ...[...settleEvents.values()].flatMap((s) => (s ? s.events.map((e) => e.time) : []))],
-      catalog,
-      pricing,
-    );
-    const used = new Set<string>();
-    const eventIds = [...settleEvents.values()].flatMap((s) => (s ? s.events.map((e) => e.id) : []));
-    if (eventIds.length > 0) {
-      const { rows } = await ex.query(
-        "SELECT event_id FROM usage_events WHERE tenant_id = $1 AND event_id = ANY($2::text[])",
-        [tenantId, eventIds],
-      );
-      for (const r of rows) used.add(String(r.event_id));
-    }
-
-    // 6b. Spend caps of the batch's customers, once (the pools are locked): counters of now's
-    // periods and of the settled holds' periods; the settled holds' reservations.
-    let capState = await loadCapState(ex, tenantId, customerIds, [
-      now,
-      ...[...holdRows.values()].map((h) => h.createdAt),
-    ]);
-    const reservations =
-      capState === null
-        ? new Map<string, readonly CapReservation[]>()
-        : await capReservationsOfHolds(ex, tenantId, [...holdRows.keys()]);
+    const used = new Set<string>((usedRows?.rows ?? []).map((r) => String(r.event_id)));
+    let capState: CapState | null = counters;
+    const reservations = reservationsRead ?? new Map<string, readonly CapReservation[]>();
     const capEffects: CapEffect[] = [];
     // Wallets with an auto top-up (read at the first denial for lack of credits that could use one).
     let topUps: ReadonlySet<string> | null = null;
@@ -674,36 +736,43 @@ export class HoldWriter {
       }
     }
 
-    // 8. Write everything with set-based SQL: the journal and balances, the holds, the events.
-    await this.store.writeEffect(ex, tenantId, "", combine(...effects, { ...EMPTY, transactions: txs }));
+    // 8. Write everything with set-based SQL: the journal and balances, the holds, the events,
+    // the keys' outcomes. The statements go out together (pipelined), the journal first: the holds
+    // name its transactions.
+    const writes: Promise<unknown>[] = [];
+    writes.push(
+      this.store.writeEffect(ex, tenantId, "", combine(...effects, { ...EMPTY, transactions: txs })),
+    );
     if (newHolds.length > 0) {
-      await ex.query(
-        `INSERT INTO holds (tenant_id, id, customer_id, wallet_id, subject_id, action, amount, draws, estimate, status,
+      writes.push(
+        ex.query(
+          `INSERT INTO holds (tenant_id, id, customer_id, wallet_id, subject_id, action, amount, draws, estimate, status,
            created_at, expires_at, transaction_id)
          SELECT $1, x.id, x.customer_id, x.wallet_id, x.subject_id, x.action, x.amount, x.draws, x.estimate,
            'pending', x.created_at, x.expires_at, x.transaction_id
          FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::numeric[], $8::text[], $9::text[],
            $10::timestamptz[], $11::timestamptz[], $12::text[])
            AS x(id, customer_id, wallet_id, subject_id, action, amount, draws, estimate, created_at, expires_at, transaction_id)`,
-        [
-          tenantId,
-          newHolds.map((n) => n.hold.id),
-          newHolds.map((n) => n.hold.customerId),
-          newHolds.map((n) => n.hold.walletId),
-          newHolds.map((n) => n.hold.subjectId),
-          newHolds.map((n) => n.hold.action),
-          newHolds.map((n) => n.hold.amount.toString()),
-          newHolds.map((n) => drawsJson(n.hold.draws)),
-          newHolds.map((n) => estimateJson(n.request.estimate, n.hold.amount)),
-          newHolds.map((n) => iso(n.hold.createdAt)),
-          newHolds.map((n) => iso(n.hold.expiresAt)),
-          newHolds.map((n) => n.transactionId),
-        ],
+          [
+            tenantId,
+            newHolds.map((n) => n.hold.id),
+            newHolds.map((n) => n.hold.customerId),
+            newHolds.map((n) => n.hold.walletId),
+            newHolds.map((n) => n.hold.subjectId),
+            newHolds.map((n) => n.hold.action),
+            newHolds.map((n) => n.hold.amount.toString()),
+            newHolds.map((n) => drawsJson(n.hold.draws)),
+            newHolds.map((n) => estimateJson(n.request.estimate, n.hold.amount)),
+            newHolds.map((n) => iso(n.hold.createdAt)),
+            newHolds.map((n) => iso(n.hold.expiresAt)),
+            newHolds.map((n) => n.transactionId),
+          ],
+        ),
       );
     }
     if (resolved.length > 0) {
       // Guarded as in Holds#resolve: each pending hold leaves `pending` exactly once (invariant 6).
-      const { rowCount } = await ex.query(
+      const update = ex.query(
         `UPDATE holds h SET status = x.status, resolved_at = x.resolved_at, posted = x.posted, released = x.released,
            unpaid = x.unpaid, resolve_transaction_id = x.transaction_id
          FROM unnest($2::text[], $3::text[], $4::timestamptz[], $5::numeric[], $6::numeric[], $7::numeric[], $8::text[])
@@ -720,21 +789,29 @@ export class HoldWriter {
           resolved.map((r) => r.transactionId),
         ],
       );
-      if (rowCount !== resolved.length) throw new Error("a hold was resolved twice");
+      writes.push(
+        update.then(({ rowCount }) => {
+          if (rowCount !== resolved.length) throw new Error("a hold was resolved twice");
+        }),
+      );
     }
     // Spend caps, as the one-request path writes them: new holds' reservations, then the settled
     // holds' reservations dropped (their plans moved the counters), then counters and alerts.
-    for (const n of newHolds) await writeCapReservations(ex, tenantId, n.hold.id, n.capReservations);
+    for (const n of newHolds) writes.push(writeCapReservations(ex, tenantId, n.hold.id, n.capReservations));
     if (capState !== null)
-      await dropSettledReservations(
-        ex,
-        tenantId,
-        resolved.map((r) => r.hold.id),
+      writes.push(
+        dropSettledReservations(
+          ex,
+          tenantId,
+          resolved.map((r) => r.hold.id),
+        ),
       );
-    await writeCapEffect(ex, this.store, tenantId, combineCapEffects(capEffects));
-    await insertEvents(ex, tenantId, outcomes, now);
-    await writeUsageCounters(ex, tenantId, usageDeltas, catalog, pricing);
-    return this.#finish(ex, tenantId, ops, answers, results);
+    writes.push(writeCapEffect(ex, this.store, tenantId, combineCapEffects(capEffects)));
+    writes.push(insertEvents(ex, tenantId, outcomes, now));
+    writes.push(writeUsageCounters(ex, tenantId, usageDeltas, catalog, pricing));
+    const finished = this.#finish(ex, tenantId, ops, answers, results);
+    await Promise.all(writes);
+    return finished;
   }
 
   /** Records the claimed keys' outcomes in the transaction, and gives every request its answer. */
@@ -765,18 +842,21 @@ export class HoldWriter {
       }
       return { kind: "fresh", result };
     });
-    if (keys.length > 0) {
-      await ex.query(
-        `UPDATE idempotency_keys k SET outcome = x.outcome FROM unnest($2::text[], $3::text[]) AS x(key, outcome)
-         WHERE k.tenant_id = $1 AND k.key = x.key`,
-        [tenantId, keys, outcomes],
-      );
-    }
-    if (released.length > 0)
-      await ex.query("DELETE FROM idempotency_keys WHERE tenant_id = $1 AND key = ANY($2::text[])", [
-        tenantId,
-        released,
-      ]);
+    await Promise.all([
+      keys.length > 0
+        ? ex.query(
+            `UPDATE idempotency_keys k SET outcome = x.outcome FROM unnest($2::text[], $3::text[]) AS x(key, outcome)
+             WHERE k.tenant_id = $1 AND k.key = x.key`,
+            [tenantId, keys, outcomes],
+          )
+        : null,
+      released.length > 0
+        ? ex.query("DELETE FROM idempotency_keys WHERE tenant_id = $1 AND key = ANY($2::text[])", [
+            tenantId,
+            released,
+          ])
+        : null,
+    ]);
     return out;
   }
 }

@@ -15,12 +15,12 @@ import {
   type UsageWallet,
   usageKey,
 } from "@drawdown/core";
-import { loadCapState, writeCapEffect } from "./caps.js";
+import { loadCapCounters, loadCaps, writeCapEffect } from "./caps.js";
 import type { Commerce } from "./commerce.js";
 import { CATALOG_STAMP_COLUMN, type Catalog, type CustomerPricing, Metering, stampOf } from "./metering.js";
 import { OVERAGE_COLUMNS, overagePolicyFrom } from "./overage.js";
 import { toGrant } from "./records.js";
-import type { SqlExecutor } from "./sql.js";
+import type { Row, SqlExecutor } from "./sql.js";
 import type { Store } from "./store.js";
 
 /** An event handed to the writer, with the fingerprint of its normalized body. */
@@ -223,14 +223,54 @@ export class IngestWriter {
     const subjectIds = [
       ...new Set(items.flatMap((i) => (i.event.subjectId === null ? [] : [i.event.subjectId]))),
     ].sort();
-    // Lock every wallet the batch may draw from, in id order (the order every writer uses).
-    const locked = await ex.query(
+    // Round 1, pipelined (SqlExecutor): every wallet the batch may draw from is locked in id
+    // order (the order every writer uses); the reads sent with it run once it is granted.
+    const walletScope =
+      "tenant_id = $1 AND customer_id = ANY($2::text[]) AND (member_id IS NULL OR member_id = ANY($3::text[]))";
+    const lockedQ = ex.query(
       `SELECT id, customer_id, member_id, ${OVERAGE_COLUMNS}, ${CATALOG_STAMP_COLUMN}
-       FROM wallets WHERE tenant_id = $1 AND customer_id = ANY($2::text[]) AND (member_id IS NULL OR member_id = ANY($3::text[]))
-       ORDER BY id FOR UPDATE`,
+       FROM wallets WHERE ${walletScope} ORDER BY id FOR UPDATE`,
       [tenantId, customerIds, subjectIds],
     );
-    const stored = lookUp ? await storedEvents(ex, tenantId, [...first.keys()]) : new Map();
+    const storedQ = lookUp ? storedEvents(ex, tenantId, [...first.keys()]) : null;
+    const subjectsQ =
+      subjectIds.length > 0
+        ? ex.query(
+            "SELECT id, customer_id, kind FROM subjects WHERE tenant_id = $1 AND id = ANY($2::text[])",
+            [tenantId, subjectIds],
+          )
+        : null;
+    const now = this.store.now(tenantId);
+    // The drawable grants of the locked wallets, and those due to expire. `ARRAY(…)` keeps the
+    // plan an index scan per wallet, as with a list of ids.
+    const readGrants = () =>
+      ex.query(
+        `SELECT id, wallet_id, customer_id, amount, remaining, source, cost_basis, currency, effective_at, expires_at, priority,
+           scope, metadata, status, status_at, created_at
+         FROM grants WHERE tenant_id = $1 AND wallet_id = ANY(ARRAY(SELECT id FROM wallets WHERE ${walletScope}))
+           AND status = 'active' AND (remaining > 0 OR expires_at <= $4)`,
+        [tenantId, customerIds, subjectIds, new Date(now).toISOString()],
+      );
+    const grantsQ = readGrants();
+    const pricingQ = this.metering.customerPricing(ex, tenantId, customerIds, now);
+    const capsQ = loadCaps(ex, tenantId, customerIds);
+    const [locked, stored, subjectRows, grantRows, pricing, capList] = await Promise.all([
+      lockedQ,
+      storedQ ?? new Map<string, Record<string, unknown>>(),
+      subjectsQ,
+      grantsQ,
+      pricingQ,
+      capsQ,
+    ]);
+    const lockedIds = new Set(locked.rows.map((r) => String(r.id)));
+    // A wallet created after the lock statement's snapshot is not locked: its grants are not ours.
+    const grantsOf = (rows: readonly Row[]) =>
+      new Map<string, Grant>(
+        rows.flatMap((r) =>
+          lockedIds.has(String(r.wallet_id)) ? [[String(r.id), toGrant(r)] as const] : [],
+        ),
+      );
+    const grants = grantsOf(grantRows.rows);
     const fresh: number[] = [];
     for (const i of first.values()) {
       const item = items[i]!;
@@ -257,45 +297,31 @@ export class IngestWriter {
         else memberWallet.set(w.memberId, w.id);
       }
       const subjects = new Map<string, { customerId: string; kind: string }>();
-      if (subjectIds.length > 0) {
-        const s = await ex.query(
-          "SELECT id, customer_id, kind FROM subjects WHERE tenant_id = $1 AND id = ANY($2::text[])",
-          [tenantId, subjectIds],
-        );
-        for (const r of s.rows)
-          subjects.set(String(r.id), { customerId: String(r.customer_id), kind: String(r.kind) });
-      }
-      const now = this.store.now(tenantId);
-      const loadGrants = async () => {
-        const grantRows = await ex.query(
-          `SELECT id, wallet_id, customer_id, amount, remaining, source, cost_basis, currency, effective_at, expires_at, priority,
-             scope, metadata, status, status_at, created_at
-           FROM grants WHERE tenant_id = $1 AND wallet_id = ANY($2::text[]) AND status = 'active'
-             AND (remaining > 0 OR expires_at <= $3)`,
-          [tenantId, [...wallets.keys()], new Date(now).toISOString()],
-        );
-        return new Map<string, Grant>(grantRows.rows.map((r) => [String(r.id), toGrant(r)]));
-      };
-      const grants = await loadGrants();
+      for (const r of subjectRows?.rows ?? [])
+        subjects.set(String(r.id), { customerId: String(r.customer_id), kind: String(r.kind) });
+
+      // Round 2, only when needed: the catalog when something was published, the period usage
+      // of tiered lines, the caps' counters (spend caps, read under the pool locks; caps.ts).
       const catalog = await this.metering.catalog(ex, tenantId, stampOf(locked.rows));
-      const pricing = await this.metering.customerPricing(ex, tenantId, customerIds, now);
       const usage = new Map<string, bigint>();
-      if (tieredLineIds(catalog, pricing).size > 0) {
-        const periods = [
-          ...new Set(fresh.map((i) => new Date(periodStart(items[i]!.event.time)).toISOString())),
-        ];
-        const u = await ex.query(
-          `SELECT customer_id, period, line_id, quantity::text AS quantity FROM usage_counters
-           WHERE tenant_id = $1 AND customer_id = ANY($2::text[]) AND period = ANY($3::timestamptz[])`,
-          [tenantId, customerIds, periods],
-        );
-        for (const r of u.rows) {
-          const period = r.period instanceof Date ? r.period.getTime() : Date.parse(String(r.period));
-          usage.set(usageKey(String(r.customer_id), period, String(r.line_id)), BigInt(String(r.quantity)));
-        }
+      const usageQ =
+        tieredLineIds(catalog, pricing).size > 0
+          ? ex.query(
+              `SELECT customer_id, period, line_id, quantity::text AS quantity FROM usage_counters
+               WHERE tenant_id = $1 AND customer_id = ANY($2::text[]) AND period = ANY($3::timestamptz[])`,
+              [
+                tenantId,
+                customerIds,
+                [...new Set(fresh.map((i) => new Date(periodStart(items[i]!.event.time)).toISOString()))],
+              ],
+            )
+          : null;
+      const capsStateQ = capList.length > 0 ? loadCapCounters(ex, tenantId, capList, [now]) : null;
+      const [u, caps] = await Promise.all([usageQ, capsStateQ]);
+      for (const r of u?.rows ?? []) {
+        const period = r.period instanceof Date ? r.period.getTime() : Date.parse(String(r.period));
+        usage.set(usageKey(String(r.customer_id), period, String(r.line_id)), BigInt(String(r.quantity)));
       }
-      // Spend caps and their counters, read under the pool locks taken above (caps.ts).
-      const caps = await loadCapState(ex, tenantId, customerIds, [now]);
       const planBatch = (loaded: Map<string, Grant>) =>
         planUsage(
           { now, newId: this.store.newId },
@@ -316,7 +342,7 @@ export class IngestWriter {
       // Overage: an auto top-up is tried before charges are recorded unpaid for lack of credits
       // (the wallets are locked); when it bought credits, the batch is planned again with them.
       if (this.#commerce && (await topUpUnpaid(ex, this.#commerce, tenantId, plan.outcomes, poolWallet)))
-        plan = planBatch(await loadGrants());
+        plan = planBatch(grantsOf((await readGrants()).rows));
       const accepted: { outcome: Accepted; fingerprint: string }[] = [];
       const refused: number[] = [];
       plan.outcomes.forEach((o, k) => {
@@ -348,10 +374,13 @@ export class IngestWriter {
         statusChanges: plan.expired.map((grantId) => ({ grantId, status: "expired" as const })),
         grantChanges: [],
       };
-      await this.store.writeEffect(ex, tenantId, "", effect);
-      await insertEvents(ex, tenantId, accepted, now);
-      await writeUsageCounters(ex, tenantId, plan.usageDeltas, catalog, pricing);
-      await writeCapEffect(ex, this.store, tenantId, plan.caps);
+      // The writes go out together (pipelined), the journal first.
+      await Promise.all([
+        this.store.writeEffect(ex, tenantId, "", effect),
+        insertEvents(ex, tenantId, accepted, now),
+        writeUsageCounters(ex, tenantId, plan.usageDeltas, catalog, pricing),
+        writeCapEffect(ex, this.store, tenantId, plan.caps),
+      ]);
     }
 
     for (const i of echoes) {

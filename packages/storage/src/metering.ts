@@ -218,15 +218,10 @@ export class Metering {
     }
     const cached = this.#catalogs.get(tenantId);
     if (cached && cached.stamp === stamp) return cached;
-    const cards = await ex.query("SELECT * FROM rate_cards WHERE tenant_id = $1 ORDER BY created_at, id", [
-      tenantId,
-    ]);
-    const versions = await ex.query(
-      "SELECT * FROM rate_card_versions WHERE tenant_id = $1 ORDER BY version",
-      [tenantId],
-    );
-    const costs = await ex.query("SELECT * FROM cost_table_versions WHERE tenant_id = $1 ORDER BY version", [
-      tenantId,
+    const [cards, versions, costs] = await Promise.all([
+      ex.query("SELECT * FROM rate_cards WHERE tenant_id = $1 ORDER BY created_at, id", [tenantId]),
+      ex.query("SELECT * FROM rate_card_versions WHERE tenant_id = $1 ORDER BY version", [tenantId]),
+      ex.query("SELECT * FROM cost_table_versions WHERE tenant_id = $1 ORDER BY version", [tenantId]),
     ]);
     const tieredLines = new Set<string>();
     const byCard = new Map<string, RateCardVersion[]>();
