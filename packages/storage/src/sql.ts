@@ -140,8 +140,10 @@ export async function openPglite(dataDir?: string): Promise<SqlClient> {
           await tx.settled();
           return result;
         } catch (error) {
-          await tx.settled().catch(() => undefined);
-          throw error;
+          throw await tx.settled().then(
+            () => error,
+            (failure: unknown) => failure,
+          );
         }
       }),
     exec: async (script) => {
@@ -276,9 +278,12 @@ export async function openPostgres(url: string, options: PostgresOptions = {}): 
         if (commit.command !== "COMMIT") throw new Error(`the transaction ended with ${commit.command}`);
         return result;
       } catch (error) {
-        await tx.settled().catch(() => undefined);
+        const cause = await tx.settled().then(
+          () => error,
+          (failure: unknown) => failure,
+        );
         await conn.query("ROLLBACK").catch(() => undefined);
-        throw error;
+        throw cause;
       } finally {
         conn.release();
       }
@@ -296,12 +301,18 @@ export async function openPostgres(url: string, options: PostgresOptions = {}): 
  * that the transaction commits only once all of them have answered, and a statement nobody
  * awaited can neither be lost nor reject unhandled. A COPY waits for the statements issued
  * before it, and statements issued during a COPY wait for it.
+ *
+ * `settled` throws the first failure in the order the statements were issued: after a failed
+ * statement every later one fails with "current transaction is aborted", and which of those
+ * rejections reaches the caller first depends on how deep each sits in its caller's promises.
+ * The transaction reports the cause (a unique violation the ingest writer retries on, say).
  */
 function pipelinedTransaction(
   query: SqlExecutor["query"],
   copy: SqlExecutor["copyFrom"],
 ): { executor: SqlExecutor; track(p: Promise<unknown>): void; settled(): Promise<void> } {
   let issued: Promise<unknown>[] = [];
+  const failures: unknown[] = [];
   let copying: Promise<unknown> | null = null;
   const track = <T>(p: Promise<T>): Promise<T> => {
     // Marked handled here; the caller who awaits it still sees its rejection.
@@ -324,15 +335,13 @@ function pipelinedTransaction(
       },
     },
     track: (p) => void track(p),
-    // The first failure, once every statement issued so far has answered.
     settled: async () => {
       while (issued.length > 0) {
         const batch = issued;
         issued = [];
-        const results = await Promise.allSettled(batch);
-        const failed = results.find((r) => r.status === "rejected");
-        if (failed) throw (failed as PromiseRejectedResult).reason;
+        for (const r of await Promise.allSettled(batch)) if (r.status === "rejected") failures.push(r.reason);
       }
+      if (failures.length > 0) throw failures[0];
     },
   };
 }

@@ -4,6 +4,7 @@
 
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
+import type { SqlExecutor } from "../src/index.js";
 import { backends, type TestDatabase } from "./support/backends.js";
 
 for (const backend of backends()) {
@@ -42,6 +43,36 @@ for (const backend of backends()) {
         }),
       );
       const { rows } = await t.db.query("SELECT id FROM pipe_items WHERE id LIKE 'atomic-%'");
+      assert.deepEqual(rows, []);
+    });
+
+    test("a failed transaction reports its first failed statement, whichever rejection reached the caller first", async () => {
+      await t.db.query("INSERT INTO pipe_items (id, n) VALUES ($1, $2)", ["first-taken", 0]);
+      // A caller that takes its time before passing the failure on (it logs, or cleans up): the
+      // statements after it have failed ("current transaction is aborted") by then.
+      const deep = async (tx: SqlExecutor) => {
+        try {
+          return await tx.query("INSERT INTO pipe_items (id, n) VALUES ($1, $2)", ["first-taken", 1]);
+        } catch (error) {
+          await new Promise((r) => setTimeout(r, 50));
+          throw error;
+        }
+      };
+      const error = await t.db
+        .transaction(async (tx) => {
+          const writes = [
+            deep(tx), // a unique violation, passed on late
+            tx.query("INSERT INTO pipe_items (id, n) VALUES ($1, $2)", ["first-later", 2]), // then aborted
+            tx.query("SELECT 1 AS one"),
+          ];
+          await Promise.all(writes);
+        })
+        .then(
+          () => null,
+          (e: unknown) => e,
+        );
+      assert.equal((error as { code?: string } | null)?.code, "23505");
+      const { rows } = await t.db.query("SELECT id FROM pipe_items WHERE id = 'first-later'");
       assert.deepEqual(rows, []);
     });
 
