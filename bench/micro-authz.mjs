@@ -116,8 +116,10 @@ try {
     const before = pids.map(ticks);
     const c0 = await commits();
     const cpu0 = process.cpuUsage();
+    const wall0 = performance.now();
     const rounds = Math.ceil(CYCLES / k);
     for (let i = 0; i < rounds; i++) await round(k);
+    const wall = performance.now() - wall0;
     const cpu = process.cpuUsage(cpu0);
     const after = pids.map(ticks);
     const db_user = after.reduce((a, t, i) => a + t[0] - before[i][0], 0);
@@ -125,7 +127,7 @@ try {
     await new Promise((r) => setTimeout(r, 1100));
     const cycles = rounds * k;
     console.log(
-      `K=${k}: ${cycles} cycles; CPU per cycle: node ${((cpu.user + cpu.system) / 1000 / cycles).toFixed(3)} ms (system ${(cpu.system / 1000 / cycles).toFixed(3)}), PostgreSQL ${((db_user + db_sys) / cycles).toFixed(3)} ms (system ${(db_sys / cycles).toFixed(3)}); ${(((await commits()) - c0) / cycles).toFixed(3)} commits per cycle`,
+      `K=${k}: ${cycles} cycles; ${((wall * 1000) / rounds).toFixed(0)} µs per round (authorize, then settle); CPU per cycle: node ${((cpu.user + cpu.system) / 1000 / cycles).toFixed(3)} ms (system ${(cpu.system / 1000 / cycles).toFixed(3)}), PostgreSQL ${((db_user + db_sys) / cycles).toFixed(3)} ms (system ${(db_sys / cycles).toFixed(3)}); ${(((await commits()) - c0) / cycles).toFixed(3)} commits per cycle`,
     );
   }
 } finally {
