@@ -142,6 +142,10 @@ function laneOf(customerId: string, lanes: number): number {
   return (h >>> 0) % lanes;
 }
 
+/** A statement over `ids` (`$1` the tenant, `$2` the ids), or none when there are no ids. */
+const whereIds = (ex: SqlExecutor, text: string, tenantId: string, ids: readonly string[]) =>
+  ids.length > 0 ? ex.query(text, [tenantId, ids]) : null;
+
 /**
  * Group commit for authorize and settle (DESIGN.md, Architecture): requests join a queue; a
  * lane's writer takes what is waiting and runs ONE transaction for it: claims the idempotency
@@ -396,20 +400,18 @@ export class HoldWriter {
        FROM wallets WHERE ${walletScope} ORDER BY id FOR UPDATE`,
       walletParams,
     );
-    const subjectsQ =
-      subjectIds.length > 0
-        ? ex.query("SELECT id, customer_id FROM subjects WHERE tenant_id = $1 AND id = ANY($2::text[])", [
-            tenantId,
-            subjectIds,
-          ])
-        : null;
-    const holdsQ =
-      holdIds.length > 0
-        ? ex.query(`SELECT ${HOLD_COLUMNS} FROM holds WHERE tenant_id = $1 AND id = ANY($2::text[])`, [
-            tenantId,
-            holdIds,
-          ])
-        : null;
+    const subjectsQ = whereIds(
+      ex,
+      "SELECT id, customer_id FROM subjects WHERE tenant_id = $1 AND id = ANY($2::text[])",
+      tenantId,
+      subjectIds,
+    );
+    const holdsQ = whereIds(
+      ex,
+      `SELECT ${HOLD_COLUMNS} FROM holds WHERE tenant_id = $1 AND id = ANY($2::text[])`,
+      tenantId,
+      holdIds,
+    );
     const grantsQ = ex.query(
       `SELECT ${GRANT_COLUMNS} FROM grants WHERE tenant_id = $1 AND wallet_id = ANY(ARRAY(SELECT id FROM wallets WHERE ${walletScope}))
        AND status = 'active' AND (remaining > 0 OR expires_at <= $5)`,
@@ -460,20 +462,18 @@ export class HoldWriter {
     // was published, tier usage, the settlements' used event ids, the caps' counters and the
     // settled holds' reservations.
     const catalogQ = this.metering.catalog(ex, tenantId, stampOf(locked.rows));
-    const firstQ =
-      taken.length > 0
-        ? ex.query(
-            "SELECT key, fingerprint, outcome FROM idempotency_keys WHERE tenant_id = $1 AND key = ANY($2::text[])",
-            [tenantId, taken.map((k) => k.idem.key)],
-          )
-        : null;
-    const missingQ =
-      missing.length > 0
-        ? ex.query(`SELECT ${GRANT_COLUMNS} FROM grants WHERE tenant_id = $1 AND id = ANY($2::text[])`, [
-            tenantId,
-            missing,
-          ])
-        : null;
+    const firstQ = whereIds(
+      ex,
+      "SELECT key, fingerprint, outcome FROM idempotency_keys WHERE tenant_id = $1 AND key = ANY($2::text[])",
+      tenantId,
+      taken.map((k) => k.idem.key),
+    );
+    const missingQ = whereIds(
+      ex,
+      `SELECT ${GRANT_COLUMNS} FROM grants WHERE tenant_id = $1 AND id = ANY($2::text[])`,
+      tenantId,
+      missing,
+    );
     const settleEvents = new Map<number, { events: UsageEvent[]; given: SettleEvent[] } | null>();
     const builtFails = new Map<number, Result<unknown>>();
     for (const i of settleAll) {
@@ -488,13 +488,12 @@ export class HoldWriter {
       else settleEvents.set(i, built.value);
     }
     const eventIds = [...settleEvents.values()].flatMap((s) => (s ? s.events.map((e) => e.id) : []));
-    const usedQ =
-      eventIds.length > 0
-        ? ex.query("SELECT event_id FROM usage_events WHERE tenant_id = $1 AND event_id = ANY($2::text[])", [
-            tenantId,
-            eventIds,
-          ])
-        : null;
+    const usedQ = whereIds(
+      ex,
+      "SELECT event_id FROM usage_events WHERE tenant_id = $1 AND event_id = ANY($2::text[])",
+      tenantId,
+      eventIds,
+    );
     // Counters of now's periods and of the settled holds' periods; the settled holds' reservations.
     const countersQ =
       caps.length > 0
