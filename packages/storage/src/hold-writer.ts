@@ -594,7 +594,7 @@ export class HoldWriter {
     // would one transaction each (its purchase, hold or event ids may change their answers).
     let deferring = false;
 
-    // 7. Plan each request in arrival order, on the state the earlier ones left.
+    // Then plan each request in arrival order, on the state the earlier ones left.
     const txs: JournalTransaction[] = [];
     const newHolds: {
       hold: Hold;
@@ -735,7 +735,7 @@ export class HoldWriter {
       }
     }
 
-    // 8. Write everything with set-based SQL: the journal and balances, the holds, the events,
+    // Last, write everything with set-based SQL: the journal and balances, the holds, the events,
     // the keys' outcomes. The statements go out together (pipelined), the journal first: the holds
     // name its transactions.
     const writes: Promise<unknown>[] = [];
