@@ -4,7 +4,9 @@
 // per cycle; here each round submits K authorizations at once, then their K settlements, so
 // the batches are the same from run to run (the writer takes the first request alone, then
 // the K-1 that queued behind it). Prints, per K, the CPU of this process and of the database's
-// backends per cycle, and the statements per batch.
+// backends per cycle, and the statements per batch. With `MICRO_STATEMENTS=1` and
+// `pg_stat_statements` loaded (`track_planning` on for the planning column), it also prints each
+// statement's planning and execution time per call, largest total first.
 
 import { readFileSync } from "node:fs";
 import {
@@ -22,6 +24,7 @@ import { createDatabase, seedPoolWallets } from "./harness.mjs";
 const CUSTOMERS = 2000;
 const SIZES = (process.env.MICRO_SIZES || "2,16").split(",").map(Number);
 const CYCLES = Number(process.env.MICRO_CYCLES || 3000);
+const STATEMENTS = process.env.MICRO_STATEMENTS === "1";
 
 const { dbName, admin, DATABASE_URL, drop } = await createDatabase("drawdown_micro", console.log);
 const db = await openPostgres(DATABASE_URL, { max: 8 });
@@ -112,9 +115,13 @@ try {
   };
   for (const k of SIZES) {
     for (let i = 0; i < 200 / k; i++) await round(k); // warm up
+    // Statistics of the tables the warm-up filled (holds, events), as autovacuum keeps them in a
+    // live database: planned as empty, a hold lookup scans the table.
+    await db.query("ANALYZE");
     const pids = await backends();
     const before = pids.map(ticks);
     const c0 = await commits();
+    if (STATEMENTS) await admin.query("SELECT pg_stat_statements_reset()");
     const cpu0 = process.cpuUsage();
     const wall0 = performance.now();
     const rounds = Math.ceil(CYCLES / k);
@@ -129,8 +136,31 @@ try {
     console.log(
       `K=${k}: ${cycles} cycles; ${((wall * 1000) / rounds).toFixed(0)} µs per round (authorize, then settle); CPU per cycle: node ${((cpu.user + cpu.system) / 1000 / cycles).toFixed(3)} ms (system ${(cpu.system / 1000 / cycles).toFixed(3)}), PostgreSQL ${((db_user + db_sys) / cycles).toFixed(3)} ms (system ${(db_sys / cycles).toFixed(3)}); ${(((await commits()) - c0) / cycles).toFixed(3)} commits per cycle`,
     );
+    if (STATEMENTS) await printStatements(cycles);
   }
 } finally {
   await db.close();
   await drop();
+}
+
+/** Each statement's calls per cycle and its planning and execution µs per call, largest total first. */
+async function printStatements(cycles) {
+  const { rows } = await admin.query(
+    `SELECT s.calls, s.total_plan_time, s.total_exec_time, left(regexp_replace(s.query, '\\s+', ' ', 'g'), 110) AS q
+     FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
+     WHERE d.datname = $1 ORDER BY s.total_plan_time + s.total_exec_time DESC LIMIT 25`,
+    [dbName],
+  );
+  let plan = 0;
+  let exec = 0;
+  for (const r of rows) {
+    plan += r.total_plan_time;
+    exec += r.total_exec_time;
+    const per = (ms) => ((ms * 1000) / Number(r.calls)).toFixed(0).padStart(6);
+    console.log(
+      `${(Number(r.calls) / cycles).toFixed(2).padStart(6)}/cycle plan ${per(r.total_plan_time)} µs exec ${per(r.total_exec_time)} µs  ${r.q}`,
+    );
+  }
+  const us = (ms) => ((ms * 1000) / cycles).toFixed(0);
+  console.log(`per cycle (top 25): planning ${us(plan)} µs, execution ${us(exec)} µs`);
 }

@@ -223,6 +223,7 @@ export async function openPostgres(url: string, options: PostgresOptions = {}): 
     text: string,
     params?: readonly unknown[],
   ) => {
+    if (ex !== pool) corkForTick(ex as pg.PoolClient);
     const name = nameOf(text, params);
     const r =
       name === undefined
@@ -270,6 +271,7 @@ export async function openPostgres(url: string, options: PostgresOptions = {}): 
       try {
         // BEGIN is pipelined with the transaction's first statements; it fails only with the
         // connection, and then so does every statement after it.
+        corkForTick(conn);
         tx.track(conn.query("BEGIN"));
         const result = await fn(tx.executor);
         await tx.settled();
@@ -294,6 +296,30 @@ export async function openPostgres(url: string, options: PostgresOptions = {}): 
     listen: (channel, onNotify, onConnect) => listenPostgres(url, channel, onNotify, onConnect),
     close: () => pool.end(),
   };
+}
+
+/** Connections whose socket is corked until the end of the current tick. */
+const corked = new WeakSet<pg.PoolClient>();
+
+/**
+ * Holds a connection's outgoing bytes until the current tick's work is done, so the statements
+ * a transaction issues together (a pipelined round) leave in one write and reach PostgreSQL in
+ * one wake-up: the driver writes each statement with a system call of its own otherwise, and on
+ * the small-batch paths those calls were the largest item of the server's profile
+ * (docs/benchmarks.md). `process.nextTick` runs once the promise continuations queued now have
+ * run, and before the process waits for I/O, so nothing is held longer than the tick's CPU work.
+ */
+function corkForTick(conn: pg.PoolClient): void {
+  if (corked.has(conn)) return;
+  const stream = (conn as unknown as { connection?: { stream?: { cork?(): void; uncork?(): void } } })
+    .connection?.stream;
+  if (!stream?.cork || !stream.uncork) return;
+  corked.add(conn);
+  stream.cork();
+  process.nextTick(() => {
+    corked.delete(conn);
+    stream.uncork!();
+  });
 }
 
 /**

@@ -3,9 +3,10 @@
 // statements. The writers rely on each of these.
 
 import assert from "node:assert/strict";
+import { Socket } from "node:net";
 import { after, before, describe, test } from "node:test";
 import type { SqlExecutor } from "../src/index.js";
-import { backends, type TestDatabase } from "./support/backends.js";
+import { backends, POSTGRES_URL, type TestDatabase } from "./support/backends.js";
 
 for (const backend of backends()) {
   describe(`pipelined transactions (${backend.name})`, () => {
@@ -113,6 +114,44 @@ for (const backend of backends()) {
     });
 
     if (backend.name === "postgres") {
+      test("statements issued in one tick leave in one socket write, and later ones still go out", async () => {
+        // Every write of a socket to PostgreSQL's port, counted at the stream's own methods.
+        const postgresPort = Number(new URL(POSTGRES_URL ?? "").port || 5432);
+        const proto = Socket.prototype as unknown as Record<
+          "_writev" | "_write",
+          (...a: unknown[]) => unknown
+        >;
+        const original = { _writev: proto._writev, _write: proto._write };
+        let writes = 0;
+        for (const m of ["_writev", "_write"] as const) {
+          proto[m] = function (this: Socket, ...a: unknown[]) {
+            if (this.remotePort === postgresPort) writes++;
+            return original[m].apply(this, a);
+          };
+        }
+        try {
+          const [together, later] = await t.db.transaction(async (tx) => {
+            const reads = Array.from({ length: 8 }, (_, i) => tx.query("SELECT $1::int AS n", [i]));
+            const first = writes;
+            const answers = await Promise.all(reads);
+            const after = writes;
+            // A statement issued after an await (the next tick) is sent, and answers.
+            const last = await tx.query("SELECT $1::int AS n", [8]);
+            return [
+              [first, after, answers.map((r) => Number(r.rows[0]?.n))],
+              Number(last.rows[0]?.n),
+            ] as const;
+          });
+          // Nothing left before the tick ended; BEGIN and the eight statements then left together.
+          assert.equal(together[0], 0);
+          assert.equal(together[1], 1);
+          assert.deepEqual(together[2], [0, 1, 2, 3, 4, 5, 6, 7]);
+          assert.equal(later, 8);
+        } finally {
+          Object.assign(proto, original);
+        }
+      });
+
       test("a read sent right after a row lock sees what was committed before the lock was granted", async () => {
         await t.db.query("INSERT INTO pipe_items (id, n) VALUES ($1, $2)", ["locked", 0]);
         await t.db.exec("CREATE TABLE pipe_side (id text PRIMARY KEY, n integer NOT NULL)");
