@@ -1,5 +1,6 @@
 import { CapBook, capPeriodEnd, capPeriodStart, narrowByCap, type SpendCap } from "./caps.js";
 import { availableFor, type HoldState } from "./holds.js";
+import { throttleCheck } from "./overage.js";
 import { fail, ok, type Result } from "./result.js";
 
 /**
@@ -145,7 +146,10 @@ export interface SuspensionCheck {
    * grants plus overdraft room, narrowed by the room of the spend caps that apply.
    */
   readonly available: bigint;
-  /** `available` covers the estimate: authorizing the step now would allow it. */
+  /**
+   * Authorizing the step now would allow it: `available` covers the estimate, and the throttle
+   * overage policy would not refuse its action (the level is the wallet's, as in authorize).
+   */
   readonly payable: boolean;
   /** The tightest applicable cap, when its room is short of the estimate; null otherwise. */
   readonly capId: string | null;
@@ -153,9 +157,9 @@ export interface SuspensionCheck {
   readonly capPeriodEnd: number | null;
   /**
    * When every cap short of room has started a new period, so the step may be payable then
-   * (the scheduler looks again). Null when it is payable, when credits are short too (a grant
-   * announces it), or when a short cap's limit is below the estimate (a new period never
-   * helps; raising or deleting the cap does, and announces it).
+   * (the scheduler looks again). Null when it is payable, when credits are short too or the
+   * step would be throttled (a grant announces it), or when a short cap's limit is below the
+   * estimate (a new period never helps; raising or deleting the cap does, and announces it).
    */
   readonly retryAt: number | null;
 }
@@ -176,12 +180,15 @@ export function checkSuspension(
   const rooms = book.rooms(chain, step.subjectId, now);
   const tightest = book.room(chain, step.subjectId, now);
   const available = narrowByCap(credits, tightest?.room ?? null);
-  const payable = step.estimate <= available;
+  // Authorize throttles before it allows: a step the throttle refuses is not payable, however
+  // much room the caps have (only more credits lift the wallet above the level).
+  const throttled = throttleCheck(state.policy, step.action, credits, step.estimate) !== null;
+  const payable = step.estimate <= available && !throttled;
   const refusing = tightest !== null && tightest.room < step.estimate ? tightest.cap : null;
   const periodEnd = (cap: SpendCap) => capPeriodEnd(cap.period, capPeriodStart(cap.period, now));
   const short = rooms.filter((r) => r.room < step.estimate);
   let retryAt: number | null = null;
-  if (!payable && credits >= step.estimate && short.every((r) => r.cap.limit >= step.estimate))
+  if (!payable && !throttled && credits >= step.estimate && short.every((r) => r.cap.limit >= step.estimate))
     for (const { cap } of short) {
       const end = periodEnd(cap);
       if (retryAt === null || end > retryAt) retryAt = end;

@@ -10,6 +10,8 @@ import {
   checkSuspension,
   credits,
   type HoldState,
+  type OveragePolicy,
+  planAuthorize,
   planSettleRequest,
   planStepRequest,
   type RunState,
@@ -18,6 +20,7 @@ import {
   type StepState,
   type StepStatus,
   stepOutcome,
+  validateOveragePolicy,
 } from "../src/index.js";
 
 const RUN_STATUSES: RunStatus[] = ["running", "suspended", "completed", "canceled"];
@@ -227,6 +230,116 @@ describe("a suspended step's check", () => {
         },
       ),
       { numRuns: 500 },
+    );
+  });
+
+  test("a suspended step is payable exactly when authorizing it now would allow it (throttle, soft cap and caps included)", () => {
+    const POOL = "wal_pool";
+    const now = Date.UTC(2026, 4, 5, 6);
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 0, max: 50 }),
+        fc.constantFrom("hard_cap", "soft_cap", "throttle", "fair_use") as fc.Arbitrary<
+          OveragePolicy["mode"]
+        >,
+        fc.integer({ min: 0, max: 30 }),
+        fc.integer({ min: 0, max: 20 }),
+        fc.option(
+          fc.record({ limit: fc.integer({ min: 0, max: 60 }), used: fc.integer({ min: 0, max: 60 }) }),
+          {
+            nil: null,
+          },
+        ),
+        fc.constantFrom("agent.step", "cheap.lookup", "cheap.mini"),
+        fc.integer({ min: 0, max: 60 }),
+        (balance, mode, depth, level, cap, action, est) => {
+          const policy = validateOveragePolicy({
+            mode,
+            ...(mode === "soft_cap" ? { floor: -credits(BigInt(depth)) } : {}),
+            ...(mode === "throttle"
+              ? {
+                  throttle: {
+                    level: credits(BigInt(level)),
+                    allowedActions: ["cheap.lookup"],
+                    fallbackAction: "cheap.mini",
+                  },
+                }
+              : {}),
+          });
+          assert.ok(policy.ok);
+          const caps: SpendCap[] =
+            cap === null
+              ? []
+              : [
+                  {
+                    id: "cap_1",
+                    customerId: "cus_1",
+                    targetKind: "wallet",
+                    targetId: POOL,
+                    period: "day",
+                    limit: credits(BigInt(cap.limit)),
+                    setBy: "vendor",
+                  },
+                ];
+          const counters = new Map(
+            cap === null
+              ? []
+              : [
+                  [
+                    capCounterKey("cap_1", capPeriodStart("day", now)),
+                    { spent: credits(BigInt(cap.used)), held: 0n },
+                  ],
+                ],
+          );
+          const state: HoldState = {
+            sources: [
+              {
+                walletId: POOL,
+                grants:
+                  balance === 0
+                    ? []
+                    : [
+                        {
+                          id: "grt_1",
+                          walletId: POOL,
+                          amount: credits(BigInt(balance)),
+                          remaining: credits(BigInt(balance)),
+                          source: "top_up",
+                          costBasis: 0n,
+                          currency: null,
+                          effectiveAt: 0,
+                          expiresAt: null,
+                          priority: 0,
+                          scope: null,
+                          metadata: {},
+                          status: "active",
+                          createdAt: 0,
+                        },
+                      ],
+              },
+            ],
+            poolWalletId: POOL,
+            overdraft: 0n,
+            policy: policy.value,
+            caps: { caps, counters },
+          };
+          const estimate = credits(BigInt(est));
+          const check = checkSuspension(state, { subjectId: null, action, estimate }, now);
+          const asked = planAuthorize({ now, newId: () => "hld_1" }, state, {
+            customerId: "cus_1",
+            walletId: POOL,
+            subjectId: null,
+            action,
+            estimate,
+            holdTimeoutSeconds: null,
+          });
+          assert.ok(asked.ok);
+          assert.equal(check.payable, asked.value.authorization.decision === "allow");
+          // A throttled step waits for credits, not for a cap's next period.
+          if (asked.value.authorization.decision === "throttle") assert.equal(check.retryAt, null);
+        },
+      ),
+      { numRuns: 1000 },
     );
   });
 });

@@ -2,7 +2,15 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { credits, type Result, UNIT } from "@drawdown/core";
 import fc from "fast-check";
-import { Holds, Metering, Runs, SpendCaps, type SqlExecutor, type StepResult } from "../src/index.js";
+import {
+  Holds,
+  Metering,
+  Runs,
+  SpendCaps,
+  type SqlExecutor,
+  type StepResult,
+  setWalletOverage,
+} from "../src/index.js";
 import { backends, POSTGRES_URL, postgresDatabase, type TestDatabase } from "./support/backends.js";
 
 const T0 = Date.UTC(2027, 2, 1, 12);
@@ -230,6 +238,30 @@ for (const backend of backends()) {
         assert.equal((await h.outbox(tenantId, "run.resumable")).length, 1);
         assert.deepEqual((await h.store.reconcile(tenantId)).differences, []);
       }
+    });
+
+    test("under a throttle policy, credits that leave the step throttled announce nothing; enough to clear the level do, once", async () => {
+      const { tenantId, customerId, walletId } = await h.setup(credits(2n));
+      const run = okv(await h.start(tenantId, customerId));
+      assert.equal(okv(await h.step(tenantId, run.id, "a", credits(5n))).run.status, "suspended");
+      // The vendor moves the wallet to throttling while the run waits.
+      okv(
+        await h.tx((ex) =>
+          setWalletOverage(ex, tenantId, walletId, {
+            mode: "throttle",
+            throttle: { level: credits(10n), allowedActions: ["cheap.*"], fallbackAction: "cheap.mini" },
+          }),
+        ),
+      );
+      // 2 + 8 = 10 covers the estimate, but 10 - 5 is below the level: authorize would throttle.
+      await h.grant(tenantId, walletId, credits(8n));
+      assert.equal((await h.outbox(tenantId, "run.resumable")).length, 0);
+      assert.equal(okv(await h.step(tenantId, run.id, "a", credits(5n))).step.decision, "throttle");
+      // 15 - 5 = 10 clears it: announced once, and the retry is allowed.
+      await h.grant(tenantId, walletId, credits(5n));
+      assert.equal((await h.outbox(tenantId, "run.resumable")).length, 1);
+      assert.equal(okv(await h.step(tenantId, run.id, "a", credits(5n))).step.status, "held");
+      assert.deepEqual((await h.store.reconcile(tenantId)).differences, []);
     });
 
     test("a step whose hold timed out cannot settle; retrying it holds again, and it is charged once", async () => {
