@@ -426,9 +426,10 @@ function register(app: FastifyInstance, services: Services, r: Route): void {
         }
         // What this request answers now; the idempotency record may keep less (no secrets).
         let answer: Reply | undefined;
+        const idempotency = key === null ? null : { key, fingerprint: print };
         const result = await store.idempotent(auth.tenantId, key, print, async (tx) => {
           try {
-            answer = await r.handle({ ...base, tx });
+            answer = await r.handle({ ...base, tx, idempotency });
             return r.stored ? { ...answer, body: r.stored(answer.body) } : answer;
           } catch (error) {
             // A business failure is this request's result too: stored, and replayed on retry.

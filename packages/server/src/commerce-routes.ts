@@ -528,13 +528,13 @@ export const COMMERCE_ROUTES: readonly Route[] = [
     tag: "Top-ups and the price book",
     summary: "Buy credits",
     description:
-      "Prices a pack or a custom amount by the currency's book in force (with the customer's committed-use discount) and charges the provider. Paid at once: `confirmed`, with its grant (source purchase, the price's cost basis, the pack's expiry). An invoice: `pending`, no credits until confirmed. Declined: `failed`, no credits.",
+      "Prices a pack or a custom amount by the currency's book in force (with the customer's committed-use discount) and charges the provider. Paid at once: `confirmed`, with its grant (source purchase, the price's cost basis, the pack's expiry). An invoice: `pending`, no credits until confirmed. Declined: `failed`, no credits. Send an `Idempotency-Key`: the provider's own key is derived from it, so a retry after a failure (even one after the provider charged) is charged once.",
     access: "secret",
     body: PurchaseCreate,
     response: PurchaseView,
     status: 201,
     errors: ["not_found", "invalid_amount", "invalid_argument", "no_price_book"],
-    handle: async ({ commerce, tx, tenantId, body }) => {
+    handle: async ({ commerce, tx, tenantId, body, idempotency }) => {
       const credits = body.credits === undefined ? undefined : amount(body.credits, "credits");
       const which = exactlyOne(body, ["pack_id", "credits"]);
       const item = which === "pack_id" ? { packId: body.pack_id! } : { credits: credits! };
@@ -547,6 +547,7 @@ export const COMMERCE_ROUTES: readonly Route[] = [
               item,
               provider: body.provider,
               paymentMethod: body.payment_method ?? null,
+              requestKey: idempotency?.key ?? null,
             }),
           ),
         ),

@@ -74,8 +74,9 @@ export interface RequestContext<P, Q, B> {
   /** The transaction a POST runs in (with its idempotency record); the database for a GET. */
   readonly tx: SqlExecutor;
   /**
-   * For a `groupCommit` route: the request's Idempotency-Key and fingerprint (null without a
-   * key), which the handler hands to its writer so the key commits with the effect.
+   * A POST's Idempotency-Key and fingerprint (null without a key). A `groupCommit` route hands
+   * it to its writer so the key commits with the effect; a purchase derives its payment
+   * provider's key from it, so a retried purchase is charged once.
    */
   readonly idempotency?: { readonly key: string; readonly fingerprint: string } | null;
 }

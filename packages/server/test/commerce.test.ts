@@ -1,5 +1,7 @@
 import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
 import { after, before, describe, test } from "node:test";
+import type { PaymentProvider, PaymentResult } from "@drawdown/storage";
 import { contractClient, newContractLog } from "./support/contract.js";
 import { backends, startTestServer, type TestServer } from "./support/harness.js";
 import { fails } from "./support/sdk.js";
@@ -216,6 +218,79 @@ for (const backend of backends()) {
       assert.equal(off.enabled, false);
       assert.equal(off.disabled_reason, null);
       await fails(dd.autoTopUps.run(c.wallet_id), "auto_top_up_disabled", 409);
+    });
+  });
+}
+
+/**
+ * A card provider that keeps its charges by idempotency key, as Stripe does, and loses its
+ * connection right after its first charge: the request fails after the money moved.
+ */
+function flakyCard() {
+  const keys: string[] = [];
+  const charges = new Map<string, PaymentResult>();
+  let lose = true;
+  const provider: PaymentProvider = {
+    id: "card",
+    testOnly: true,
+    synchronous: true,
+    checkPaymentMethod: () => null,
+    charge: async (r) => {
+      keys.push(r.idempotencyKey);
+      let result = charges.get(r.idempotencyKey);
+      if (!result) {
+        result = { status: "succeeded", reference: `ch_${charges.size + 1}` };
+        charges.set(r.idempotencyKey, result);
+      }
+      if (lose) {
+        lose = false;
+        throw new Error("the connection to the provider was lost after it charged");
+      }
+      return result;
+    },
+  };
+  return { provider, keys, charges };
+}
+
+for (const backend of backends()) {
+  describe(`a purchase retried after its transaction rolled back (${backend.name})`, () => {
+    test("the retry with the same Idempotency-Key reaches the provider with the same key: charged once, granted once", async () => {
+      const card = flakyCard();
+      const server = await startTestServer({ backend: backend.name, paymentProviders: [card.provider] });
+      try {
+        const { tenantId, key } = await server.newTenant("Shop");
+        const dd = contractClient(server.url, key, newContractLog());
+        await dd.priceBooks.publish({
+          currency: "USD",
+          packs: [],
+          tiers: [{ up_to: null, unit_price: "0.1" }],
+        });
+        const c = await dd.customers.create({ kind: "organization" });
+        const body = {
+          wallet_id: c.wallet_id,
+          currency: "USD",
+          credits: "50",
+          provider: "card",
+          payment_method: "pm_card",
+        };
+        // The provider charged, then the request failed: its transaction rolled back.
+        await assert.rejects(dd.purchases.create(body, { idempotencyKey: "buy-50" }));
+        assert.equal((await dd.purchases.list({ wallet_id: c.wallet_id })).data.length, 0);
+        const bought = await dd.purchases.create(body, { idempotencyKey: "buy-50" });
+        assert.equal(bought.status, "confirmed");
+        assert.equal(bought.provider_reference, "ch_1");
+        const expected = `purchase:${createHash("sha256").update(`${tenantId}\n${"buy-50"}`).digest("hex")}`;
+        assert.deepEqual(card.keys, [expected, expected]);
+        assert.equal(card.charges.size, 1);
+        assert.equal((await dd.wallets.balance(c.wallet_id)).available, "50");
+        // Without a key each request is a purchase of its own.
+        await dd.purchases.create(body);
+        await dd.purchases.create(body);
+        assert.equal(card.charges.size, 3);
+        assert.equal((await dd.wallets.balance(c.wallet_id)).available, "150");
+      } finally {
+        await server.close();
+      }
     });
   });
 }

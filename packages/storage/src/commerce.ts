@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import {
   type AutoTopUpConfig,
   decideShortfallTopUp,
@@ -56,8 +57,9 @@ export interface PaymentResult {
 
 /**
  * A way to pay for credits. The store calls `charge` inside the purchase's transaction, with
- * an idempotency key that is the same on every retry, and records the outcome with the
- * purchase: a card provider (Stripe, Adyen) is one more implementation of this interface.
+ * an idempotency key that is the same on every retry (of an auto top-up attempt; of an API
+ * purchase sent with an `Idempotency-Key`), and records the outcome with the purchase: a card
+ * provider (Stripe, Adyen) is one more implementation of this interface.
  */
 export interface PaymentProvider {
   readonly id: string;
@@ -520,6 +522,13 @@ export class Commerce implements DueJob {
       item: PurchaseItem;
       provider: string;
       paymentMethod?: string | null;
+      /**
+       * The request's own idempotency key (the HTTP `Idempotency-Key`), when it has one: the
+       * provider's key is derived from it, so a retry of a request whose transaction rolled back
+       * after the provider was charged (a crash, a lost connection) asks the provider with the
+       * same key and is charged once. Without it, every call is a new purchase.
+       */
+      requestKey?: string | null;
     },
   ): Promise<Result<PurchaseRecord>> {
     const wallet = await this.store.getWallet(tenantId, input.walletId, ex);
@@ -539,7 +548,9 @@ export class Commerce implements DueJob {
       provider: provider.value,
       paymentMethod: input.paymentMethod ?? null,
       origin: "api",
-      idempotencyKey: `purchase:${id}`,
+      idempotencyKey: input.requestKey
+        ? `purchase:${createHash("sha256").update(`${tenantId}\n${input.requestKey}`).digest("hex")}`
+        : `purchase:${id}`,
     });
   }
 

@@ -1,5 +1,15 @@
 import type { PrivateNetworkPolicy } from "@drawdown/core";
-import { createIdGenerator, type Resolver, type SqlClient, Store, Webhooks } from "@drawdown/storage";
+import {
+  Commerce,
+  createIdGenerator,
+  manualProvider,
+  type PaymentProvider,
+  type Resolver,
+  type SqlClient,
+  Store,
+  testProvider,
+  Webhooks,
+} from "@drawdown/storage";
 import { backends, type TestDatabase } from "@drawdown/storage/testing";
 import { buildApp } from "../../src/app.js";
 import { startScheduler } from "../../src/server.js";
@@ -40,6 +50,8 @@ export async function startTestServer(
     keyCacheMs?: number;
     webhookPrivateNetworks?: PrivateNetworkPolicy;
     webhookResolver?: Resolver;
+    /** Payment providers besides `manual` and `test`. */
+    paymentProviders?: readonly PaymentProvider[];
   } = {},
 ): Promise<TestServer> {
   let database = options.database;
@@ -65,6 +77,9 @@ export async function startTestServer(
     config: { bodyLimit: 1024 * 1024, logRequests: false, webhookPrivateNetworks: privateNetworks },
     ...(options.webhookResolver
       ? { webhooks: new Webhooks(store, { privateNetworks, resolve: options.webhookResolver }) }
+      : {}),
+    ...(options.paymentProviders
+      ? { commerce: new Commerce(store, [manualProvider, testProvider, ...options.paymentProviders]) }
       : {}),
   });
   const url = await app.listen({ host: "127.0.0.1", port: 0 });
