@@ -737,7 +737,10 @@ export class HoldWriter {
 
     // Last, write everything with set-based SQL: the journal and balances, the holds, the events,
     // the keys' outcomes. The statements go out together (pipelined), the journal first: the holds
-    // name its transactions.
+    // name its transactions. Every first statement below is issued in this tick, so it runs before
+    // what writeEffect sends after its journal answered (alerts, the resumable-runs check): that
+    // check sees the cap counters and reservations this batch wrote (hold-writer.test.ts, "a run's
+    // resumable check after a batch").
     const writes: Promise<unknown>[] = [];
     writes.push(
       this.store.writeEffect(ex, tenantId, "", combine(...effects, { ...EMPTY, transactions: txs })),

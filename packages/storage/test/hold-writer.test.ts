@@ -11,6 +11,7 @@ import {
   HoldWriter,
   type IdempotencyClaim,
   Metering,
+  Runs,
   SpendCaps,
   type SqlExecutor,
   type Store,
@@ -432,6 +433,87 @@ for (const backend of backends()) {
       const b = (await h.store.balance(tenantId, walletId))!;
       assert.equal(b.available, credits(7n));
       assert.equal(b.held, 0n);
+      assert.deepEqual((await h.store.reconcile(tenantId)).differences, []);
+    });
+
+    test("a run's resumable check after a batch sees the cap room the batch itself took", async () => {
+      // The pool: 7 credits, a daily cap of 10. A member with credits of its own spends under it too.
+      const { tenantId, customerId, walletId } = await h.setup(credits(7n));
+      const member = okv(
+        await h.tx((ex) => h.store.createSubject(ex, tenantId, { customerId, kind: "member" })),
+      );
+      const memberWallet = okv(
+        await h.tx((ex) => h.store.createMemberWallet(ex, tenantId, customerId, member.id)),
+      );
+      okv(
+        await h.tx((ex) =>
+          h.store.createGrant(ex, tenantId, {
+            walletId: memberWallet.id,
+            amount: credits(100n),
+            source: "promo",
+          }),
+        ),
+      );
+      okv(
+        await h.tx((ex) =>
+          h.caps.create(ex, tenantId, {
+            customerId,
+            targetId: walletId,
+            period: "day",
+            limit: credits(10n),
+            setBy: "vendor",
+          }),
+        ),
+      );
+      // A hold of 4 leaves the pool 3: a run's step of 5 is suspended for lack of credits.
+      const placed = okv(
+        fresh(await h.writer.authorize(tenantId, h.request(customerId, credits(4n), true), null)),
+      );
+      const runs = new Runs(h.store, h.holds);
+      const run = okv(
+        await h.tx((ex) => runs.start(ex, tenantId, { id: null, customerId, subjectId: null, metadata: {} })),
+      );
+      const step = () =>
+        h.tx((ex) =>
+          runs.step(ex, tenantId, run.id, {
+            key: "x",
+            action: "agent.run",
+            estimate: { credits: credits(5n) },
+            holdTimeoutSeconds: 300,
+          }),
+        );
+      assert.equal(okv(await step()).run.status, "suspended");
+      // One batch (a first request keeps the writer busy while the two queue behind it): the hold
+      // is voided by a settlement of nothing, giving its 4 credits and 4 of cap room back, and the
+      // member holds 6 under the same cap. Credits would cover the step (7), the cap's room (4)
+      // would not: nothing to announce.
+      const [, settled, held] = await Promise.all([
+        h.writer.authorize(tenantId, h.request(customerId, 0n, false), null),
+        h.writer.settle(
+          tenantId,
+          { id: placed.hold!.id, customerId, walletId },
+          { quantities: { units: 0n } },
+          null,
+        ),
+        h.writer.authorize(tenantId, h.request(customerId, credits(6n), true, member.id), null),
+      ]);
+      assert.equal(okv(fresh(settled)).posted, 0n);
+      assert.equal(okv(fresh(held)).authorization.decision, "allow");
+      const announced = await h.store.db.query(
+        "SELECT count(*)::int AS n FROM outbox_events WHERE tenant_id = $1 AND type = 'run.resumable'",
+        [tenantId],
+      );
+      assert.equal(announced.rows[0]!.n, 0);
+      const retry = await h.store.db.query<{ retry_at: unknown }>(
+        "SELECT retry_at FROM run_suspensions WHERE tenant_id = $1 AND run_id = $2",
+        [tenantId, run.id],
+      );
+      // It waits for the cap's next day instead.
+      assert.deepEqual(
+        retry.rows.map((r) => new Date(r.retry_at as string).toISOString()),
+        retry.rows.map(() => new Date(Date.UTC(2027, 2, 2)).toISOString()),
+      );
+      assert.equal(okv(await step()).step.decision, "deny");
       assert.deepEqual((await h.store.reconcile(tenantId)).differences, []);
     });
 
