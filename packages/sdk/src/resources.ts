@@ -986,11 +986,14 @@ export class CostTables extends Resource {
 export class Reports extends Resource {
   /**
    * Margin per day (UTC) and per customer, action, model or run: events, credits charged,
-   * unpaid charges, revenue (the cost basis of the credits consumed), cost and margin.
+   * unpaid charges, revenue (the cost basis of the credits consumed), cost and margin, per
+   * currency in `amounts` (the single `revenue`, `cost` and `margin` are null when a row has
+   * several currencies).
    *
    * @example
    * const { rows } = await dd.reports.margin({ group_by: "model", from: "2026-03-01T00:00:00Z" });
-   * for (const r of rows) console.log(r.day, r.key, r.revenue, r.cost, r.margin);
+   * for (const r of rows)
+   *   for (const m of r.amounts) console.log(r.day, r.key, m.currency, m.revenue, m.cost, m.margin);
    */
   margin(params: MarginReportParams, options?: RequestOptions): ApiPromise<MarginReport> {
     return this.fetchJson(options, () => ({

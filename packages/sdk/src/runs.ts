@@ -2,7 +2,15 @@ import { wireAmount } from "./amounts.js";
 import { type EstimateInput, type Hold, type SettleEventInput, wireEstimate, wireSettle } from "./holds.js";
 import type { ApiPromise } from "./http.js";
 import { pageQuery, Resource, seg } from "./resources.js";
-import type { AmountInput, List, PageParams, PostOptions, QuantityInput, RequestOptions } from "./types.js";
+import type {
+  AmountInput,
+  List,
+  MoneyTotals,
+  PageParams,
+  PostOptions,
+  QuantityInput,
+  RequestOptions,
+} from "./types.js";
 
 /** Where a run is: running; suspended (a step was denied for lack of credits or by a spend cap); completed or canceled. */
 export type RunStatus = "running" | "suspended" | "completed" | "canceled";
@@ -33,7 +41,7 @@ export interface RunStep {
 }
 
 /** A run: its status and steps (when started through the API), and the totals of its events. */
-export interface Run {
+export interface Run extends MoneyTotals {
   object: "run";
   id: string;
   customer_id: string | null;
@@ -56,9 +64,6 @@ export interface Run {
   failed_events: number;
   credits: string;
   unpaid: string;
-  revenue: string;
-  cost: string;
-  margin: string;
   /** The earliest and latest event time (null: no events yet). */
   started_at: string | null;
   ended_at: string | null;

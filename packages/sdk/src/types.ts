@@ -986,7 +986,7 @@ export interface OveragePolicy extends OveragePolicyFields {
 }
 
 /** One row of the margin report. */
-export interface MarginRow {
+export interface MarginRow extends MoneyTotals {
   /** The day (UTC), `YYYY-MM-DD`. */
   day: string;
   /** The customer, action, model or run id; null for events without one (e.g. no model). */
@@ -996,12 +996,23 @@ export interface MarginRow {
   credits: string;
   /** Charges refused by a cap, recorded unpaid. */
   unpaid: string;
-  /** Money the consumed credits were bought for (their cost basis). */
-  revenue: string;
-  /** Cost of goods sold. */
-  cost: string;
-  /** revenue − cost. */
-  margin: string;
+}
+
+/**
+ * Revenue, cost and margin of usage events. Money is never added across currencies: `amounts`
+ * has one entry per currency, and the single figures are filled only when there is at most one.
+ */
+export interface MoneyTotals {
+  /** The one currency of `revenue` and `cost`; null when there is none (free credits, no cost table) or several. */
+  currency: string | null;
+  /** Money the consumed credits were bought for (their cost basis), in `currency`; null with several currencies. */
+  revenue: string | null;
+  /** Cost of goods sold (unknown costs count as 0), in `currency`; null with several currencies. */
+  cost: string | null;
+  /** revenue − cost; null with several currencies. */
+  margin: string | null;
+  /** Per currency, by currency (`currency` null: a reported cost with no cost table in force). */
+  amounts: { currency: string | null; revenue: string; cost: string; margin: string }[];
 }
 
 export interface MarginReport {

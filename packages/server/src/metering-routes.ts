@@ -6,10 +6,12 @@ import type {
   IngestResult,
   RateCard,
   RateCardVersion,
+  Row,
 } from "@drawdown/storage";
 import { type Static, Type } from "@sinclair/typebox";
 import { ApiError } from "./errors.js";
 import { MAX_BATCH_EVENTS, parseEvent } from "./events.js";
+import { MONEY_JOIN, MONEY_PRESENT, MONEY_SUMS, MoneyFields, moneyView } from "./money.js";
 import { must, okReply, optionalTimestamp, type Route, route, timestamp } from "./routes.js";
 import * as S from "./schemas.js";
 
@@ -315,9 +317,7 @@ export const MarginRow = Type.Object({
   events: Type.Integer(),
   credits: S.Amount("Credits charged (drawn plus overdraft)."),
   unpaid: S.Amount("Charges refused by a cap, recorded unpaid."),
-  revenue: Type.String({ description: "Money the consumed credits were bought for (their cost basis)." }),
-  cost: Type.String({ description: "Cost of goods sold." }),
-  margin: Type.String({ description: "revenue − cost." }),
+  ...MoneyFields,
 });
 
 /** The metering endpoints, appended to the ledger's. */
@@ -674,7 +674,7 @@ export const METERING_ROUTES: readonly Route[] = [
     tag: "Cost and margin",
     summary: "Margin by day",
     description:
-      "Per day (UTC) and per customer, action, model or run: events, credits charged, revenue (the cost basis of the credits consumed), cost and margin. Revenue and cost assume one currency per tenant.",
+      "Per day (UTC) and per customer, action, model or run: events, credits charged, revenue (the cost basis of the credits consumed), cost and margin, per currency (`amounts`), and as single figures when there is one currency.",
     access: "secret",
     query: Type.Object(
       {
@@ -698,36 +698,44 @@ export const METERING_ROUTES: readonly Route[] = [
         model: "model",
         run: "run_id",
       }[query.group_by as "customer" | "action" | "model" | "run"];
-      const { rows } = await store.db.query(
-        `SELECT to_char(date_trunc('day', time AT TIME ZONE 'UTC'), 'YYYY-MM-DD') AS day, ${column} AS key, count(*)::int AS events,
-           sum(charged)::text AS credits, sum(unpaid)::text AS unpaid, sum(revenue)::text AS revenue, coalesce(sum(cost), 0)::text AS cost
-         FROM usage_events WHERE tenant_id = $1 AND ($2::timestamptz IS NULL OR time >= $2) AND ($3::timestamptz IS NULL OR time < $3)
-           AND ($4::text IS NULL OR customer_id = $4)
-         GROUP BY 1, 2 ORDER BY 1, 2`,
-        [
-          tenantId,
-          query.from === undefined ? null : new Date(timestampOrNull(query.from, "from")!).toISOString(),
-          query.to === undefined ? null : new Date(timestampOrNull(query.to, "to")!).toISOString(),
-          query.customer_id ?? null,
-        ],
-      );
+      const day = "to_char(date_trunc('day', e.time AT TIME ZONE 'UTC'), 'YYYY-MM-DD')";
+      const where = `e.tenant_id = $1 AND ($2::timestamptz IS NULL OR e.time >= $2) AND ($3::timestamptz IS NULL OR e.time < $3)
+           AND ($4::text IS NULL OR e.customer_id = $4)`;
+      const params = [
+        tenantId,
+        query.from === undefined ? null : new Date(timestampOrNull(query.from, "from")!).toISOString(),
+        query.to === undefined ? null : new Date(timestampOrNull(query.to, "to")!).toISOString(),
+        query.customer_id ?? null,
+      ];
+      const [counts, money] = await Promise.all([
+        store.db.query(
+          `SELECT ${day} AS day, e.${column} AS key, count(*)::int AS events,
+             sum(e.charged)::text AS credits, sum(e.unpaid)::text AS unpaid
+           FROM usage_events e WHERE ${where} GROUP BY 1, 2 ORDER BY 1, 2`,
+          params,
+        ),
+        store.db.query(
+          `SELECT ${day} AS day, e.${column} AS key, ${MONEY_SUMS}
+           FROM usage_events e ${MONEY_JOIN} WHERE ${where} AND ${MONEY_PRESENT} GROUP BY 1, 2, 3`,
+          params,
+        ),
+      ]);
+      const moneyOf = new Map<string, Row[]>();
+      for (const r of money.rows) {
+        const k = `${r.day}\n${r.key ?? "\u0000"}`;
+        moneyOf.set(k, [...(moneyOf.get(k) ?? []), r]);
+      }
       return okReply({
         object: "margin_report",
         group_by: query.group_by,
-        rows: rows.map((r) => {
-          const revenue = BigInt(String(r.revenue));
-          const cost = BigInt(String(r.cost));
-          return {
-            day: String(r.day),
-            key: r.key === null ? null : String(r.key),
-            events: Number(r.events),
-            credits: formatAmount(BigInt(String(r.credits))),
-            unpaid: formatAmount(BigInt(String(r.unpaid))),
-            revenue: formatAmount(revenue),
-            cost: formatAmount(cost),
-            margin: formatAmount(revenue - cost),
-          };
-        }),
+        rows: counts.rows.map((r) => ({
+          day: String(r.day),
+          key: r.key === null ? null : String(r.key),
+          events: Number(r.events),
+          credits: formatAmount(BigInt(String(r.credits))),
+          unpaid: formatAmount(BigInt(String(r.unpaid))),
+          ...moneyView(moneyOf.get(`${r.day}\n${r.key ?? "\u0000"}`) ?? []),
+        })),
       });
     },
   }),

@@ -19,6 +19,7 @@ import {
   SettleEventWire,
   settleEvents,
 } from "./hold-routes.js";
+import { MONEY_JOIN, MONEY_PRESENT, MONEY_SUMS, MoneyFields, moneyView } from "./money.js";
 import {
   amount,
   created,
@@ -202,9 +203,7 @@ export const RunView = Type.Object(
     failed_events: Type.Integer(),
     credits: S.Amount("Credits its events were charged."),
     unpaid: S.Amount(),
-    revenue: S.Amount(),
-    cost: S.Amount(),
-    margin: S.Amount(),
+    ...MoneyFields,
     started_at: Nullable(Type.String({ description: "The earliest event time (null: no events yet)." })),
     ended_at: Nullable(Type.String({ description: "The latest event time (null: no events yet)." })),
   },
@@ -273,20 +272,25 @@ async function runView(
 ) {
   const run = await runs.getRun(tenantId, id, ex);
   if (run) visible(key, run.customerId, "run", id);
-  const { rows } = await ex.query(
-    // A run belongs to one customer; a restricted key sees only its customer's events.
-    `SELECT CASE WHEN count(DISTINCT customer_id) = 1 THEN min(customer_id) END AS customer_id, count(*)::int AS events,
-       count(*) FILTER (WHERE detail::json->>'status' = 'failed')::int AS failed,
-       coalesce(sum(charged), 0)::text AS credits, coalesce(sum(unpaid), 0)::text AS unpaid,
-       coalesce(sum(revenue), 0)::text AS revenue, coalesce(sum(cost), 0)::text AS cost,
-       min(time) AS started, max(time) AS ended
-     FROM usage_events WHERE tenant_id = $1 AND run_id = $2 AND ($3::text IS NULL OR customer_id = $3)`,
-    [tenantId, id, run ? run.customerId : key.customerId],
-  );
+  // A run belongs to one customer; a restricted key sees only its customer's events.
+  const where = "e.tenant_id = $1 AND e.run_id = $2 AND ($3::text IS NULL OR e.customer_id = $3)";
+  const params = [tenantId, id, run ? run.customerId : key.customerId];
+  const [{ rows }, money] = await Promise.all([
+    ex.query(
+      `SELECT CASE WHEN count(DISTINCT e.customer_id) = 1 THEN min(e.customer_id) END AS customer_id, count(*)::int AS events,
+         count(*) FILTER (WHERE e.detail::json->>'status' = 'failed')::int AS failed,
+         coalesce(sum(e.charged), 0)::text AS credits, coalesce(sum(e.unpaid), 0)::text AS unpaid,
+         min(e.time) AS started, max(e.time) AS ended
+       FROM usage_events e WHERE ${where}`,
+      params,
+    ),
+    ex.query(
+      `SELECT ${MONEY_SUMS} FROM usage_events e ${MONEY_JOIN} WHERE ${where} AND ${MONEY_PRESENT} GROUP BY 1`,
+      params,
+    ),
+  ]);
   const r = rows[0]!;
   if (!run && Number(r.events) === 0) throw notFound("run", id);
-  const revenue = BigInt(String(r.revenue));
-  const cost = BigInt(String(r.cost));
   const steps = run ? await runs.listSteps(tenantId, id, RUN_LIMITS.viewSteps, ex) : [];
   return {
     object: "run" as const,
@@ -310,9 +314,7 @@ async function runView(
     failed_events: Number(r.failed),
     credits: formatAmount(BigInt(String(r.credits))),
     unpaid: formatAmount(BigInt(String(r.unpaid))),
-    revenue: formatAmount(revenue),
-    cost: formatAmount(cost),
-    margin: formatAmount(revenue - cost),
+    ...moneyView(money.rows),
     started_at: r.started === null ? null : new Date(r.started as string).toISOString(),
     ended_at: r.ended === null ? null : new Date(r.ended as string).toISOString(),
   };

@@ -133,9 +133,11 @@ const RunSummary = Type.Object(
     failed_events: Type.Integer(),
     credits: Str,
     unpaid: Str,
+    currency: Str,
     revenue: Str,
     cost: Str,
     margin: Str,
+    amounts: Type.Array(Type.Object({ currency: Str, revenue: Str, cost: Str, margin: Str }, strict)),
     started_at: Str,
     ended_at: Str,
   },
@@ -764,6 +766,36 @@ for (const backend of backends()) {
       assert.equal((await dd.reconcile()).ok, true);
     });
 
+    /** What a report row or a run says of these events' money: per currency, and single figures with one. */
+    const moneyOf = (list: readonly UsageEvent[]) => {
+      const by = new Map<string | null, { revenue: bigint; cost: bigint }>();
+      const add = (currency: string | null, revenue: bigint, cost: bigint) => {
+        const m = by.get(currency) ?? { revenue: 0n, cost: 0n };
+        by.set(currency, { revenue: m.revenue + revenue, cost: m.cost + cost });
+      };
+      for (const e of list) {
+        if (toUnits(e.revenue.amount) !== 0n) add(e.revenue.currency, toUnits(e.revenue.amount), 0n);
+        if (e.cost && toUnits(e.cost.amount) !== 0n) add(e.cost.currency, 0n, toUnits(e.cost.amount));
+      }
+      const amounts = [...by]
+        .sort(([a], [b]) => (a ?? "~").localeCompare(b ?? "~"))
+        .map(([currency, m]) => ({
+          currency,
+          revenue: toCredits(m.revenue),
+          cost: toCredits(m.cost),
+          margin: toCredits(m.revenue - m.cost),
+        }));
+      const one = amounts.length <= 1;
+      const only = amounts[0] ?? { currency: null, revenue: "0", cost: "0", margin: "0" };
+      return {
+        currency: one ? only.currency : null,
+        revenue: one ? only.revenue : null,
+        cost: one ? only.cost : null,
+        margin: one ? only.margin : null,
+        amounts,
+      };
+    };
+
     test("the margin report by customer, action, model and run agrees with the events", async () => {
       const events = await Promise.all(accepted.map((a) => dd.events.get(a.id)));
       const keyOf = {
@@ -779,20 +811,14 @@ for (const backend of backends()) {
         const expected = new Map<string | null, UsageEvent[]>();
         for (const e of events) expected.set(keyOf[group](e), [...(expected.get(keyOf[group](e)) ?? []), e]);
         const rows = [...expected.entries()]
-          .map(([key, list]) => {
-            const revenue = sum(list.map((e) => e.revenue.amount));
-            const cost = sum(list.map((e) => e.cost?.amount ?? "0"));
-            return {
-              day: "2026-03-01",
-              key,
-              events: list.length,
-              credits: sum(list.map((e) => sum([e.charge.drawn, e.charge.overdraft]))),
-              unpaid: sum(list.map((e) => e.charge.unpaid)),
-              revenue,
-              cost,
-              margin: toCredits(toUnits(revenue) - toUnits(cost)),
-            };
-          })
+          .map(([key, list]) => ({
+            day: "2026-03-01",
+            key,
+            events: list.length,
+            credits: sum(list.map((e) => sum([e.charge.drawn, e.charge.overdraft]))),
+            unpaid: sum(list.map((e) => e.charge.unpaid)),
+            ...moneyOf(list),
+          }))
           .sort((a, b) =>
             a.key === b.key ? 0 : a.key === null ? 1 : b.key === null ? -1 : a.key < b.key ? -1 : 1,
           );
@@ -843,9 +869,11 @@ for (const backend of backends()) {
           failed_events: 1,
           credits: "116",
           unpaid: "0",
+          currency: "USD",
           revenue: "0.98",
           cost: "0.0375",
           margin: "0.9425",
+          amounts: [{ currency: "USD", revenue: "0.98", cost: "0.0375", margin: "0.9425" }],
           started_at: "",
           ended_at: "",
         },

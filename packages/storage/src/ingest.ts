@@ -771,7 +771,19 @@ const EVENT_COLUMNS = [
   "revenue",
   "detail",
   "hold_id",
+  "revenue_currency",
+  "cost_currency",
 ] as const;
+
+/**
+ * An event row's revenue currency as a report sums it (the row aliased `e`): the column, or the
+ * detail of a row recorded before migration 22; null when it brought no revenue.
+ */
+export const EVENT_REVENUE_CURRENCY =
+  "CASE WHEN e.revenue = 0 THEN NULL ELSE coalesce(e.revenue_currency, e.detail::json->>'revenue_currency') END";
+/** The same for the event's cost: null when unknown or zero. */
+export const EVENT_COST_CURRENCY =
+  "CASE WHEN coalesce(e.cost, 0) = 0 THEN NULL ELSE coalesce(e.cost_currency, e.detail::json->>'cost_currency') END";
 
 /**
  * Writes the accepted events with COPY: one round trip, no per-row statement. Events posted
@@ -815,6 +827,8 @@ export async function insertEvents(
       o.revenue.toString(),
       eventDetailJson(o, receivedAt),
       own ?? holdId,
+      o.revenueCurrency,
+      o.costCurrency,
     ];
   });
   if (rows.length > SMALL_INSERT_ROWS) {
@@ -826,7 +840,7 @@ export async function insertEvents(
     `INSERT INTO usage_events (${EVENT_COLUMNS.join(", ")})
      SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[],
        $8::text[], $9::text[], $10::numeric[], $11::numeric[], $12::numeric[], $13::numeric[], $14::numeric[],
-       $15::text[], $16::text[])`,
+       $15::text[], $16::text[], $17::text[], $18::text[])`,
     EVENT_COLUMNS.map((_, c) => rows.map((r) => r[c] ?? null)),
   );
 }

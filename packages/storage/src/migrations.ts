@@ -1103,6 +1103,17 @@ FROM customer_pricing p
 WHERE p.tenant_id = t.tenant_id AND p.customer_id = t.customer_id AND t.source = 'manual';
 `,
   },
+  {
+    version: 22,
+    name: "event currencies",
+    sql: /* sql */ `
+-- The currencies of an event's revenue (its first paid grant's) and cost (its cost table's), as
+-- columns, so reports sum money per currency without reading each row's detail. Nullable with
+-- no default: adding them rewrites nothing. Rows recorded before keep them in their detail,
+-- where the reports read them (see EVENT_REVENUE_CURRENCY in ingest.ts).
+ALTER TABLE usage_events ADD COLUMN revenue_currency text, ADD COLUMN cost_currency text;
+`,
+  },
 ];
 
 /** Thrown when the database's schema is newer than this build knows. */
