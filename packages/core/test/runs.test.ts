@@ -9,6 +9,7 @@ import {
   capPeriodStart,
   checkSuspension,
   credits,
+  type Grant,
   type HoldState,
   type OveragePolicy,
   planAuthorize,
@@ -22,6 +23,24 @@ import {
   stepOutcome,
   validateOveragePolicy,
 } from "../src/index.js";
+
+/** A free, never-expiring grant of `balance` whole credits in `walletId`. */
+const topUp = (walletId: string, balance: number): Grant => ({
+  id: "grt_1",
+  walletId,
+  amount: credits(BigInt(balance)),
+  remaining: credits(BigInt(balance)),
+  source: "top_up",
+  costBasis: 0n,
+  currency: null,
+  effectiveAt: 0,
+  expiresAt: null,
+  priority: 0,
+  scope: null,
+  metadata: {},
+  status: "active",
+  createdAt: 0,
+});
 
 const RUN_STATUSES: RunStatus[] = ["running", "suspended", "completed", "canceled"];
 const STEP_STATUSES: StepStatus[] = ["held", "denied", "settled", "voided", "expired"];
@@ -161,24 +180,7 @@ describe("a suspended step's check", () => {
             sources: [
               {
                 walletId: POOL,
-                grants: [
-                  {
-                    id: "grt_1",
-                    walletId: POOL,
-                    amount: credits(BigInt(balance)),
-                    remaining: credits(BigInt(balance)),
-                    source: "top_up",
-                    costBasis: 0n,
-                    currency: null,
-                    effectiveAt: 0,
-                    expiresAt: null,
-                    priority: 0,
-                    scope: null,
-                    metadata: {},
-                    status: "active",
-                    createdAt: 0,
-                  },
-                ],
+                grants: [topUp(POOL, balance)],
               },
             ],
             poolWalletId: POOL,
@@ -295,27 +297,7 @@ describe("a suspended step's check", () => {
             sources: [
               {
                 walletId: POOL,
-                grants:
-                  balance === 0
-                    ? []
-                    : [
-                        {
-                          id: "grt_1",
-                          walletId: POOL,
-                          amount: credits(BigInt(balance)),
-                          remaining: credits(BigInt(balance)),
-                          source: "top_up",
-                          costBasis: 0n,
-                          currency: null,
-                          effectiveAt: 0,
-                          expiresAt: null,
-                          priority: 0,
-                          scope: null,
-                          metadata: {},
-                          status: "active",
-                          createdAt: 0,
-                        },
-                      ],
+                grants: balance === 0 ? [] : [topUp(POOL, balance)],
               },
             ],
             poolWalletId: POOL,
