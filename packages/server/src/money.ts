@@ -61,7 +61,12 @@ export function moneyView(rows: readonly Row[]) {
       const cost = BigInt(String(r.cost));
       return { currency: r.currency === null ? null : String(r.currency), revenue, cost };
     })
-    .sort((a, b) => (a.currency ?? "\uffff").localeCompare(b.currency ?? "\uffff"));
+    // By currency code (ASCII), the one without a currency last.
+    .sort((a, b) => {
+      if (a.currency === b.currency) return 0;
+      if (a.currency === null || b.currency === null) return a.currency === null ? 1 : -1;
+      return a.currency < b.currency ? -1 : 1;
+    });
   const one = amounts.length <= 1;
   const only = amounts[0] ?? { currency: null, revenue: 0n, cost: 0n };
   return {
