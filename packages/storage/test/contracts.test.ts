@@ -327,20 +327,8 @@ for (const backend of backends()) {
       };
       const [r] = await writer.submit(tenantId, [{ event, fingerprint: id }]);
       if (r?.status !== "accepted") assert.fail(`${id}: ${JSON.stringify(r, (_k, v) => String(v))}`);
-      const { rows } = await store.db.query(
-        "SELECT detail FROM usage_events WHERE tenant_id = $1 AND event_id = $2",
-        [tenantId, id],
-      );
-      const detail = (
-        typeof rows[0]!.detail === "string" ? JSON.parse(rows[0]!.detail) : rows[0]!.detail
-      ) as {
-        explanation: { lines: { line_id: string }[]; override_source: string | null };
-      };
-      return [
-        formatAmount(r.charge.credits),
-        detail.explanation.lines[0]?.line_id,
-        detail.explanation.override_source,
-      ];
+      const [, , line, source] = await ratedRow(tenantId, id);
+      return [formatAmount(r.charge.credits), line, source];
     }
 
     /** A tenant with a card pricing chat at 1 credit a token, a customer with credits to spend. */
