@@ -52,7 +52,7 @@ import {
 import { insertEvents, writeUsageCounters } from "./ingest.js";
 import { CATALOG_STAMP_COLUMN, Metering, stampOf } from "./metering.js";
 import { OVERAGE_COLUMNS } from "./overage.js";
-import { toGrant } from "./records.js";
+import { GRANT_COLUMNS, readDrawableGrants, toGrant } from "./records.js";
 import type { Row, SqlExecutor } from "./sql.js";
 import type { Store } from "./store.js";
 
@@ -132,9 +132,6 @@ const RETRYABLE = new Set(["23505", "40001", "40P01"]);
 const DEFERRED = Symbol("deferred");
 const EMPTY: Effect = { transactions: [], newGrants: [], statusChanges: [], grantChanges: [] };
 const iso = (t: number): string => new Date(t).toISOString();
-/** Named, not `*`: a statement with fixed columns can be prepared (see sql.ts). */
-const GRANT_COLUMNS =
-  "id, wallet_id, customer_id, amount, remaining, source, cost_basis, currency, effective_at, expires_at, priority, scope, metadata, status, status_at, created_at";
 
 function laneOf(customerId: string, lanes: number): number {
   let h = 0x811c9dc5;
@@ -412,11 +409,7 @@ export class HoldWriter {
       tenantId,
       holdIds,
     );
-    const grantsQ = ex.query(
-      `SELECT ${GRANT_COLUMNS} FROM grants WHERE tenant_id = $1 AND wallet_id = ANY(ARRAY(SELECT id FROM wallets WHERE ${walletScope}))
-       AND status = 'active' AND (remaining > 0 OR expires_at <= $5)`,
-      [...walletParams, iso(now)],
-    );
+    const grantsQ = readDrawableGrants(ex, walletScope, walletParams, now);
     const pricingQ = this.metering.customerPricing(ex, tenantId, customerIds, now);
     const capsQ = loadCaps(ex, tenantId, customerIds);
     const [claimed, locked, subjectRows, holdRowsRead, grantRows, pricing, caps] = await Promise.all([

@@ -19,7 +19,7 @@ import { loadCapCounters, loadCaps, writeCapEffect } from "./caps.js";
 import type { Commerce } from "./commerce.js";
 import { CATALOG_STAMP_COLUMN, type Catalog, type CustomerPricing, Metering, stampOf } from "./metering.js";
 import { OVERAGE_COLUMNS, overagePolicyFrom } from "./overage.js";
-import { toGrant } from "./records.js";
+import { readDrawableGrants, toGrant } from "./records.js";
 import type { Row, SqlExecutor } from "./sql.js";
 import type { Store } from "./store.js";
 
@@ -241,16 +241,7 @@ export class IngestWriter {
           )
         : null;
     const now = this.store.now(tenantId);
-    // The drawable grants of the locked wallets, and those due to expire. `ARRAY(…)` keeps the
-    // plan an index scan per wallet, as with a list of ids.
-    const readGrants = () =>
-      ex.query(
-        `SELECT id, wallet_id, customer_id, amount, remaining, source, cost_basis, currency, effective_at, expires_at, priority,
-           scope, metadata, status, status_at, created_at
-         FROM grants WHERE tenant_id = $1 AND wallet_id = ANY(ARRAY(SELECT id FROM wallets WHERE ${walletScope}))
-           AND status = 'active' AND (remaining > 0 OR expires_at <= $4)`,
-        [tenantId, customerIds, subjectIds, new Date(now).toISOString()],
-      );
+    const readGrants = () => readDrawableGrants(ex, walletScope, [tenantId, customerIds, subjectIds], now);
     const grantsQ = readGrants();
     const pricingQ = this.metering.customerPricing(ex, tenantId, customerIds, now);
     const capsQ = loadCaps(ex, tenantId, customerIds);

@@ -6,7 +6,7 @@ import type {
   JournalTransaction,
   SystemAccount,
 } from "@drawdown/core";
-import type { Row } from "./sql.js";
+import type { Row, SqlExecutor } from "./sql.js";
 
 /** A tenant: one vendor environment (live or test). */
 export interface Tenant {
@@ -139,6 +139,31 @@ export const toWallet = (r: Row): WalletRecord => ({
   held: r.held === undefined ? 0n : big(r.held),
   createdAt: ms(r.created_at),
 });
+
+/** A grant's columns by name, not `*`: a statement with fixed columns can be prepared (see sql.ts). */
+export const GRANT_COLUMNS =
+  "id, wallet_id, customer_id, amount, remaining, source, cost_basis, currency, effective_at, expires_at, priority, scope, metadata, status, status_at, created_at";
+
+/**
+ * The grants a batch writer draws from, read in the same pipelined round as its wallet lock:
+ * the active grants with something left, and those due to expire at `now`, of the wallets
+ * `walletScope` selects (a predicate over `wallets` whose parameters are `params`, `$1` the
+ * tenant). `ARRAY(…)` keeps the plan an index scan per wallet, as with a list of ids. The lock
+ * statement's snapshot may miss a wallet created since: keep only the rows of wallets the lock
+ * returned.
+ */
+export const readDrawableGrants = (
+  ex: SqlExecutor,
+  walletScope: string,
+  params: readonly unknown[],
+  now: number,
+) =>
+  ex.query(
+    `SELECT ${GRANT_COLUMNS} FROM grants WHERE tenant_id = $1
+       AND wallet_id = ANY(ARRAY(SELECT id FROM wallets WHERE ${walletScope}))
+       AND status = 'active' AND (remaining > 0 OR expires_at <= $${params.length + 1})`,
+    [...params, new Date(now).toISOString()],
+  );
 
 export const toGrant = (r: Row): GrantRecord => ({
   id: str(r.id),
