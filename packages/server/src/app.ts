@@ -13,7 +13,9 @@ import {
   randomHex,
   type Store,
   Subscriptions,
+  TopUpsTried,
   Webhooks,
+  withTopUpsFirst,
 } from "@drawdown/storage";
 import { Type } from "@sinclair/typebox";
 import Fastify, {
@@ -401,6 +403,8 @@ function register(app: FastifyInstance, services: Services, r: Route): void {
         query: (req.query ?? {}) as never,
         body: req.body as never,
         ...services,
+        // Routes outside an Idempotency-Key transaction are not run again: they try no top-up.
+        topUps: TopUpsTried.none(),
       };
       let out: Reply;
       if (r.method === "GET" || r.idempotencyKey === false) {
@@ -427,19 +431,21 @@ function register(app: FastifyInstance, services: Services, r: Route): void {
         // What this request answers now; the idempotency record may keep less (no secrets).
         let answer: Reply | undefined;
         const idempotency = key === null ? null : { key, fingerprint: print };
-        const result = await store.idempotent(auth.tenantId, key, print, async (tx) => {
-          try {
-            answer = await r.handle({ ...base, tx, idempotency });
-            return r.stored ? { ...answer, body: r.stored(answer.body) } : answer;
-          } catch (error) {
-            // A business failure is this request's result too: stored, and replayed on retry.
-            if (error instanceof ApiError) {
-              const p = problem(error.code, error.message, req.id, error.extra);
-              return { status: p.status, body: p, problem: true } satisfies Reply;
+        const result = await withTopUpsFirst(services.commerce, auth.tenantId, (topUps) =>
+          store.idempotent(auth.tenantId, key, print, async (tx) => {
+            try {
+              answer = await r.handle({ ...base, tx, idempotency, topUps });
+              return r.stored ? { ...answer, body: r.stored(answer.body) } : answer;
+            } catch (error) {
+              // A business failure is this request's result too: stored, and replayed on retry.
+              if (error instanceof ApiError) {
+                const p = problem(error.code, error.message, req.id, error.extra);
+                return { status: p.status, body: p, problem: true } satisfies Reply;
+              }
+              throw error;
             }
-            throw error;
-          }
-        });
+          }),
+        );
         if (result.kind === "conflict") throw keyReused();
         if (result.kind === "replayed") reply.header("idempotent-replayed", "true");
         out = result.kind === "fresh" && answer ? answer : result.outcome;

@@ -16,6 +16,7 @@ import { type Static, Type } from "@sinclair/typebox";
 import { ApiError } from "./errors.js";
 import {
   amount,
+  committed,
   created,
   customerInPath,
   ID_CURSOR,
@@ -743,13 +744,19 @@ export const COMMERCE_ROUTES: readonly Route[] = [
     tag: "Top-ups and the price book",
     summary: "Check a wallet's auto top-up now",
     description:
-      "Buys now if the balance is below the threshold (as the scheduler would). Refused, changing nothing, with `auto_top_up_disabled` when it is off and `auto_top_up_cap_reached` when the next top-up does not fit in what is left of this month's cap.",
+      "Buys now if the balance is below the threshold (as the scheduler would), and charges a purchase left awaiting its charge (a crash, a provider that did not answer). Refused, changing nothing, with `auto_top_up_disabled` when it is off and `auto_top_up_cap_reached` when the next top-up does not fit in what is left of this month's cap. Each purchase is written before its provider is charged, and no transaction is open during the charge. With an `Idempotency-Key`, a retry answers the first outcome and checks nothing.",
     access: "secret",
     params: S.IdParam("wal", "wallet"),
     body: S.Empty,
     response: AutoTopUpRunView,
     errors: ["not_found", "auto_top_up_disabled", "auto_top_up_cap_reached", "no_price_book"],
-    handle: async ({ commerce, tx, tenantId, params }) =>
-      okReply(runView(must(await commerce.checkAutoTopUp(tx, tenantId, params.id)))),
+    // Its own transactions, none open during a charge; the key is recorded after (runAutoTopUp).
+    groupCommit: true,
+    handle: async (ctx) =>
+      committed(
+        ctx,
+        (claim) => ctx.commerce.runAutoTopUp(ctx.tenantId, ctx.params.id, claim),
+        (run) => okReply(runView(run)),
+      ),
   }),
 ];

@@ -21,6 +21,7 @@ import type {
   SqlExecutor,
   Store,
   Subscriptions,
+  TopUpsTried,
   WalletRecord,
   Webhooks,
   WriterAnswer,
@@ -79,6 +80,13 @@ export interface RequestContext<P, Q, B> {
    * provider's key from it, so a retried purchase is charged once.
    */
   readonly idempotency?: { readonly key: string; readonly fingerprint: string } | null;
+  /**
+   * The auto top-ups this request has tried before a denial: a handler that authorizes passes
+   * it on (runs). Such a POST throws `TopUpFirst` in its transaction when a top-up is to be
+   * bought; the transaction rolls back, the top-up is bought with no transaction open, and the
+   * handler runs again with what it did (`withTopUpsFirst`).
+   */
+  readonly topUps: TopUpsTried;
 }
 
 /** A handler's answer. */

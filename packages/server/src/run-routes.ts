@@ -352,14 +352,19 @@ export const RUN_ROUTES: readonly Route[] = [
     response: RunView,
     status: 201,
     errors: ["not_found", "already_exists", "run_start_below_minimum"],
-    handle: async ({ store, runs, tx, tenantId, key, body }) => {
+    handle: async ({ store, runs, tx, tenantId, key, body, topUps }) => {
       const run = must(
-        await runs.start(tx, tenantId, {
-          id: body.id ?? null,
-          customerId: body.customer_id,
-          subjectId: body.subject_id ?? null,
-          metadata: body.metadata ?? {},
-        }),
+        await runs.start(
+          tx,
+          tenantId,
+          {
+            id: body.id ?? null,
+            customerId: body.customer_id,
+            subjectId: body.subject_id ?? null,
+            metadata: body.metadata ?? {},
+          },
+          topUps,
+        ),
       );
       return created(await runView(store, runs, tenantId, key, run.id, tx));
     },
@@ -420,16 +425,22 @@ export const RUN_ROUTES: readonly Route[] = [
     body: StepBody,
     response: RunStepResultView,
     errors: [...STEP_ERRORS, "invalid_amount", "invalid_argument", "unknown_action", "no_rate_card"],
-    handle: async ({ runs, tx, tenantId, key, params, body }) => {
+    handle: async ({ runs, tx, tenantId, key, params, body, topUps }) => {
       await startedRun(runs, tenantId, key, params.id, tx);
       const estimate = parseEstimate(body.estimate);
       const r = must(
-        await runs.step(tx, tenantId, params.id, {
-          key: body.key,
-          action: body.action,
-          estimate,
-          holdTimeoutSeconds: body.hold_timeout_seconds ?? HOLD_LIMITS.timeoutDefaultSeconds,
-        }),
+        await runs.step(
+          tx,
+          tenantId,
+          params.id,
+          {
+            key: body.key,
+            action: body.action,
+            estimate,
+            holdTimeoutSeconds: body.hold_timeout_seconds ?? HOLD_LIMITS.timeoutDefaultSeconds,
+          },
+          topUps,
+        ),
       );
       return okReply(stepResultView(r));
     },
@@ -511,9 +522,9 @@ export const RUN_ROUTES: readonly Route[] = [
     response: RunView,
     // The suspended step is rated again: a rate card changed since can refuse it.
     errors: ["not_found", "run_not_running", "unknown_action", "no_rate_card"],
-    handle: async ({ store, runs, tx, tenantId, key, params }) => {
+    handle: async ({ store, runs, tx, tenantId, key, params, topUps }) => {
       await startedRun(runs, tenantId, key, params.id, tx);
-      must(await runs.resume(tx, tenantId, params.id));
+      must(await runs.resume(tx, tenantId, params.id, topUps));
       return okReply(await runView(store, runs, tenantId, key, params.id, tx));
     },
   }),

@@ -182,6 +182,34 @@ for (const backend of backends()) {
       assert.equal((await dd.reconcile()).ok, true);
     });
 
+    test("a run's step buys its auto top-up first (its request runs again), and a retry of the step buys nothing", async () => {
+      await dd.priceBooks.publish({ currency: "USD", tiers: [{ up_to: null, unit_price: "0.1" }] });
+      const c = await dd.customers.create({ kind: "individual" });
+      await dd.autoTopUps.set(c.wallet_id, {
+        threshold: "1",
+        amount: "50",
+        currency: "USD",
+        monthly_cap: "100",
+        provider: "test",
+        payment_method: "pm_test_ok",
+      });
+      const run = await dd.runs.start({ customer_id: c.id });
+      const body = { key: "s1", action: "unit", estimate: { credits: "30" } };
+      const s1 = await dd.runs.step(run.id, body);
+      assert.equal(s1.step.status, "held");
+      assert.equal(s1.hold?.amount, "30");
+      const bought = async () => (await dd.purchases.list({ wallet_id: c.wallet_id })).data;
+      assert.deepEqual(
+        (await bought()).map((p) => [p.origin, p.status, p.credits]),
+        [["auto_top_up", "confirmed", "50"]],
+      );
+      const again = await dd.runs.step(run.id, body);
+      assert.equal(again.replayed, true);
+      assert.equal((await bought()).length, 1);
+      assert.equal((await dd.wallets.balance(c.wallet_id)).available, "20");
+      assert.equal((await dd.reconcile()).ok, true);
+    });
+
     test("bad input: a member's wallet, a policy the debt does not fit", async () => {
       const c = await dd.customers.create({ kind: "organization" });
       await dd.wallets.setOverage(c.wallet_id, { mode: "soft_cap", floor: "-5" });

@@ -6,6 +6,7 @@ import {
   type ExpiryPolicy,
   fail,
   inRange,
+  invariant,
   monthStart,
   nextMonthStart,
   ok,
@@ -21,6 +22,7 @@ import {
   validatePriceBook,
 } from "@drawdown/core";
 import { fireAlert, rearmAlert } from "./alerts.js";
+import type { IdempotencyClaim, WriterAnswer } from "./hold-writer.js";
 import { type Page, paginate } from "./records.js";
 import type { Row, SqlExecutor } from "./sql.js";
 import type { DueJob, Store } from "./store.js";
@@ -56,10 +58,12 @@ export interface PaymentResult {
 }
 
 /**
- * A way to pay for credits. The store calls `charge` inside the purchase's transaction, with
- * an idempotency key that is the same on every retry (of an auto top-up attempt; of an API
- * purchase sent with an `Idempotency-Key`), and records the outcome with the purchase: a card
- * provider (Stripe, Adyen) is one more implementation of this interface.
+ * A way to pay for credits: a card provider (Stripe, Adyen) is one more implementation of this
+ * interface. `charge` gets an idempotency key that is the same on every retry (of an auto top-up
+ * attempt; of an API purchase sent with an `Idempotency-Key`). An auto top-up's charge is made
+ * with no transaction open (its purchase is written first, awaiting the charge, and the answer
+ * is recorded after), so a slow provider never holds a wallet's lock; an API purchase's charge
+ * is made in the request's transaction, which holds no wallet lock.
  */
 export interface PaymentProvider {
   readonly id: string;
@@ -161,6 +165,13 @@ export interface PurchaseRecord {
   readonly origin: "api" | "auto_top_up";
   /** The grant its payment made; set exactly when confirmed. */
   readonly grantId: string | null;
+  /**
+   * An auto top-up written before its charge, whose provider has not answered yet (a pending
+   * purchase either way). The scheduler charges again, with the same key, one left so.
+   */
+  readonly awaitingCharge: boolean;
+  /** The idempotency key its provider is asked with (null on purchases made before it was kept). */
+  readonly providerKey: string | null;
   readonly createdAt: number;
   readonly resolvedAt: number | null;
 }
@@ -187,6 +198,93 @@ export interface TopUpRun {
   readonly outcome: "purchased" | "not_needed" | "pending";
   readonly purchase: PurchaseRecord | null;
   readonly autoTopUp: AutoTopUpRecord;
+}
+
+/** A shortfall an auto top-up may cover: the paying chain (the payers, then their pool, last) and the credits it needs. */
+export interface TopUpNeed {
+  readonly chain: readonly string[];
+  readonly need: bigint;
+}
+
+/** What the auto top-up tried before a denial did (see {@link Commerce.topUpBeforeDeny}). */
+export interface TopUpTry {
+  /** `covered`: the purchases paid for the need; `failed`: `auto_top_up_failed` fired; `none`: nothing bought now. */
+  readonly outcome: "covered" | "failed" | "none";
+  readonly purchases: readonly PurchaseRecord[];
+  readonly reason: string | null;
+}
+
+const NO_TOP_UP: TopUpTry = { outcome: "none", purchases: [], reason: null };
+
+/**
+ * Thrown in an operation's transaction when an auto top-up is to be tried before a denial: the
+ * transaction rolls back, and {@link withTopUpsFirst} buys with no transaction open, then runs
+ * the operation again. A provider's charge never runs under a wallet's lock.
+ */
+export class TopUpFirst extends Error {
+  override name = "TopUpFirst";
+  constructor(readonly needs: readonly TopUpNeed[]) {
+    super("auto top-ups are to be tried before this operation is run again");
+  }
+}
+
+/** The auto top-ups one operation tried, by paying chain (its pool, the chain's last wallet). */
+export class TopUpsTried {
+  readonly #byPool = new Map<string, TopUpTry>();
+  #final = false;
+
+  /** For an operation that is not run again: it tries no auto top-up. */
+  static none(): TopUpsTried {
+    const t = new TopUpsTried();
+    t.finish();
+    return t;
+  }
+
+  /** What was tried for this chain, if anything. */
+  get(need: TopUpNeed): TopUpTry | undefined {
+    return this.#byPool.get(need.chain.at(-1)!);
+  }
+
+  /** The operation's last run: a chain not tried yet is not tried now (a bound on the reruns). */
+  get final(): boolean {
+    return this.#final;
+  }
+
+  /** Fired by {@link withTopUpsFirst} only. */
+  record(need: TopUpNeed, t: TopUpTry): void {
+    this.#byPool.set(need.chain.at(-1)!, t);
+  }
+
+  finish(): void {
+    this.#final = true;
+  }
+}
+
+/**
+ * Runs an operation that opens its own transactions (`run` gets what was tried so far), trying
+ * first the auto top-ups it asks for: when it throws {@link TopUpFirst}, its transaction has
+ * rolled back; the top-ups run with no transaction open ({@link Commerce.topUpOutside}), and
+ * the operation runs again, seeing what they bought. Three runs at most: the last one tries
+ * nothing new. Without commerce, the operation runs once.
+ *
+ *     const r = await withTopUpsFirst(commerce, tenantId, (tried) =>
+ *       store.db.transaction((tx) => holds.authorize(tx, tenantId, request, tried)));
+ */
+export async function withTopUpsFirst<T>(
+  commerce: Commerce | null | undefined,
+  tenantId: string,
+  run: (tried: TopUpsTried) => Promise<T>,
+): Promise<T> {
+  const tried = new TopUpsTried();
+  for (let round = 1; ; round++) {
+    if (round === 3 || !commerce) tried.finish();
+    try {
+      return await run(tried);
+    } catch (error) {
+      if (!(error instanceof TopUpFirst) || !commerce || tried.final) throw error;
+      for (const need of error.needs) tried.record(need, await commerce.topUpOutside(tenantId, need));
+    }
+  }
 }
 
 const iso = (t: number): string => new Date(t).toISOString();
@@ -237,6 +335,8 @@ const purchaseFrom = (r: Row): PurchaseRecord => ({
   failureReason: strOrNull(r.failure_reason),
   origin: r.origin as PurchaseRecord["origin"],
   grantId: strOrNull(r.grant_id),
+  awaitingCharge: r.awaiting_charge === true,
+  providerKey: strOrNull(r.provider_key),
   createdAt: ms(r.created_at),
   resolvedAt: msOrNull(r.resolved_at),
 });
@@ -273,8 +373,28 @@ export const PURCHASE_METADATA_KEY = "purchase_id";
 /** The key `auto_top_up_failed` alerts fire under: once per crossing, re-armed by a paid top-up or a new setting. */
 export const AUTO_TOP_UP_FAILED_KEY = "auto_top_up_failed";
 
+/**
+ * How long the scheduler leaves a purchase awaiting its charge before charging it itself: the
+ * request that wrote it is charging it meanwhile (charging twice would be harmless, the key being
+ * the same, but is a needless call).
+ */
+export const AWAITING_CHARGE_GRACE_MS = 60_000;
+
 /** How many purchases one check of a wallet makes at most (several when one is not enough). */
 const TOP_UPS_PER_CHECK = 20;
+
+/** A purchase about to be written: priced, with its provider and the key the provider is asked with. */
+interface PurchaseToMake {
+  readonly id: string;
+  readonly walletId: string;
+  readonly customerId: string;
+  readonly quote: Quote;
+  readonly bookId: string;
+  readonly provider: PaymentProvider;
+  readonly paymentMethod: string | null;
+  readonly origin: PurchaseRecord["origin"];
+  readonly idempotencyKey: string;
+}
 
 /** What a purchase buys: a pack, or a custom amount of credits. */
 export type PurchaseItem = { readonly packId: string } | { readonly credits: bigint };
@@ -554,43 +674,58 @@ export class Commerce implements DueJob {
     });
   }
 
-  /** Records a purchase, charges it, and confirms it when paid (storage-internal). */
-  async #buy(
-    ex: SqlExecutor,
-    tenantId: string,
-    p: {
-      id: string;
-      walletId: string;
-      customerId: string;
-      quote: Quote;
-      bookId: string;
-      provider: PaymentProvider;
-      paymentMethod: string | null;
-      origin: PurchaseRecord["origin"];
-      idempotencyKey: string;
-    },
-  ): Promise<Result<PurchaseRecord>> {
-    const now = this.store.now(tenantId);
-    const q = p.quote;
-    // A grant that would take the wallet past the largest balance is refused before anything is written.
+  /** Charges a purchase in the caller's transaction, records it, and confirms it when paid (API purchases). */
+  async #buy(ex: SqlExecutor, tenantId: string, p: PurchaseToMake): Promise<Result<PurchaseRecord>> {
+    const fits = await this.#fits(ex, tenantId, p);
+    if (!fits.ok) return fits;
+    return this.#record(ex, tenantId, p, await p.provider.charge(this.#request(tenantId, p)));
+  }
+
+  /**
+   * Writes an auto top-up's purchase before its charge (pending, awaiting the charge, with the
+   * provider's key), for {@link #chargeAwaiting} to charge once this transaction has committed.
+   */
+  async #intend(ex: SqlExecutor, tenantId: string, p: PurchaseToMake): Promise<Result<PurchaseRecord>> {
+    const fits = await this.#fits(ex, tenantId, p);
+    if (!fits.ok) return fits;
+    return this.#record(ex, tenantId, p, null);
+  }
+
+  /** A grant that would take the wallet past the largest balance is refused before anything is written. */
+  async #fits(ex: SqlExecutor, tenantId: string, p: PurchaseToMake): Promise<Result<true>> {
     const wallet = await this.store.getWallet(tenantId, p.walletId, ex);
-    if (!wallet || !inRange(wallet.balance + q.credits))
+    if (!wallet || !inRange(wallet.balance + p.quote.credits))
       return fail("invalid_amount", "This purchase would take the wallet beyond the largest balance.");
-    const result = await p.provider.charge({
+    return ok(true);
+  }
+
+  #request(tenantId: string, p: PurchaseToMake): PaymentRequest {
+    return {
       tenantId,
       purchaseId: p.id,
       customerId: p.customerId,
-      amount: q.price,
-      currency: q.currency,
+      amount: p.quote.price,
+      currency: p.quote.currency,
       paymentMethod: p.paymentMethod,
       idempotencyKey: p.idempotencyKey,
-    });
-    const status = result.status === "failed" ? "failed" : "pending";
+    };
+  }
+
+  /** Inserts a purchase with its charge's answer (null: not charged yet), and confirms it when paid. */
+  async #record(
+    ex: SqlExecutor,
+    tenantId: string,
+    p: PurchaseToMake,
+    result: PaymentResult | null,
+  ): Promise<Result<PurchaseRecord>> {
+    const now = this.store.now(tenantId);
+    const q = p.quote;
+    const status = result?.status === "failed" ? "failed" : "pending";
     await ex.query(
       `INSERT INTO purchases (tenant_id, id, customer_id, wallet_id, currency, credits, pack_id, list_price,
          discount_percent, price, cost_basis, price_book_id, expiry, provider, payment_method, provider_reference,
-         status, failure_reason, origin, created_at, resolved_at)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)`,
+         status, failure_reason, origin, created_at, resolved_at, awaiting_charge, provider_key)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)`,
       [
         tenantId,
         p.id,
@@ -607,20 +742,84 @@ export class Commerce implements DueJob {
         JSON.stringify(q.expiry),
         p.provider.id,
         p.paymentMethod,
-        result.reference,
+        result?.reference ?? null,
         status,
-        status === "failed" ? (result.failureReason ?? "payment failed") : null,
+        status === "failed" ? (result?.failureReason ?? "payment failed") : null,
         p.origin,
         iso(now),
         status === "failed" ? iso(now) : null,
+        result === null,
+        p.idempotencyKey,
       ],
     );
-    if (result.status === "succeeded") {
+    if (result?.status === "succeeded") {
       const confirmed = await this.#confirm(ex, tenantId, p.id, result.reference);
       if (!confirmed.ok) throw new Error(`a paid purchase could not be granted: ${confirmed.error.message}`);
       return confirmed;
     }
     return ok((await this.getPurchase(tenantId, p.id, ex))!);
+  }
+
+  /**
+   * Charges an auto top-up's purchase written by {@link #intend}, with no transaction open, and
+   * records the answer in a transaction of its own under the purchase's row lock: paid, it is
+   * confirmed (its grant); declined, it fails and the auto top-up turns off with
+   * `auto_top_up_failed`; pending, it waits for a confirmation. A provider that throws (a lost
+   * connection) leaves it awaiting its charge: the scheduler asks again with the same key, so
+   * the provider charges once. Recording twice (the scheduler and the request at once) is
+   * harmless: the second finds it recorded and returns it.
+   */
+  async #chargeAwaiting(tenantId: string, purchase: PurchaseRecord): Promise<PurchaseRecord> {
+    if (!purchase.awaitingCharge) return purchase;
+    const provider = this.#providers.get(purchase.provider);
+    let result: PaymentResult;
+    if (!provider) {
+      result = {
+        status: "failed",
+        reference: null,
+        failureReason: `no_provider: this server has no payment provider "${purchase.provider}"`,
+      };
+    } else {
+      invariant(purchase.providerKey !== null, "a purchase awaiting its charge keeps its provider's key");
+      try {
+        result = await provider.charge({
+          tenantId,
+          purchaseId: purchase.id,
+          customerId: purchase.customerId,
+          amount: purchase.price,
+          currency: purchase.currency,
+          paymentMethod: purchase.paymentMethod,
+          idempotencyKey: purchase.providerKey,
+        });
+      } catch {
+        return (await this.getPurchase(tenantId, purchase.id))!;
+      }
+    }
+    return this.store.db.transaction(async (tx) => {
+      const p = await this.#lockPurchase(tx, tenantId, purchase.id);
+      invariant(p, "a purchase awaiting its charge exists");
+      if (!p.awaitingCharge) return p;
+      const now = iso(this.store.now(tenantId));
+      if (result.status === "failed") {
+        const why = result.failureReason ?? "declined";
+        await tx.query(
+          `UPDATE purchases SET status = 'failed', awaiting_charge = false, failure_reason = $3, resolved_at = $4,
+             provider_reference = $5 WHERE tenant_id = $1 AND id = $2`,
+          [tenantId, p.id, why, now, result.reference],
+        );
+        await this.#disable(tx, tenantId, p.walletId, `payment_failed: ${why}`);
+        await this.#failed(tx, tenantId, p.walletId, "payment_failed", why, p.id);
+        return (await this.getPurchase(tenantId, p.id, tx))!;
+      }
+      await tx.query(
+        "UPDATE purchases SET awaiting_charge = false, provider_reference = $3 WHERE tenant_id = $1 AND id = $2",
+        [tenantId, p.id, result.reference],
+      );
+      if (result.status === "pending") return (await this.getPurchase(tenantId, p.id, tx))!;
+      const confirmed = await this.#confirm(tx, tenantId, p.id, result.reference);
+      if (!confirmed.ok) throw new Error(`a paid purchase could not be granted: ${confirmed.error.message}`);
+      return confirmed.value;
+    });
   }
 
   async getPurchase(
@@ -870,21 +1069,80 @@ export class Commerce implements DueJob {
 
   /**
    * Checks a wallet's auto top-up now and buys while its balance is below the threshold
-   * (several purchases when one is not enough, each counted against the cap), under the
-   * auto top-up's row lock, so two instances never buy for the same shortfall.
+   * (several purchases when one is not enough, each counted against the cap). Each purchase is
+   * decided and written under the auto top-up's row lock, so two instances never buy for the
+   * same shortfall, then charged with no transaction open (see {@link PaymentProvider}).
    *
    * Asked through the API (`scheduled` false), it refuses with `auto_top_up_disabled` or
-   * `auto_top_up_cap_reached` and writes nothing. Run by the scheduler, a spent cap is recorded
-   * (`capped_until`: nothing is tried again before the next month) and a top-up that cannot be
-   * priced any more (the book lost its pack) turns the auto top-up off with the reason, so a
-   * due check never stays due forever. A declined payment turns it off either way.
+   * `auto_top_up_cap_reached` and writes nothing, and charges a purchase left awaiting its
+   * charge. Run by the scheduler, a spent cap is recorded (`capped_until`: nothing is tried
+   * again before the next month) and a top-up that cannot be priced any more (the book lost its
+   * pack) turns the auto top-up off with the reason, so a due check never stays due forever. A
+   * declined payment turns it off either way.
    */
-  async checkAutoTopUp(
+  async checkAutoTopUp(tenantId: string, walletId: string, scheduled = false): Promise<Result<TopUpRun>> {
+    let last: PurchaseRecord | null = null;
+    for (let i = 0; i < TOP_UPS_PER_CHECK; i++) {
+      const before = last;
+      const step = await this.store.db.transaction((tx) =>
+        this.#checkStep(tx, tenantId, walletId, scheduled, before),
+      );
+      if (!step.ok) return step;
+      if (step.value.kind === "done") return ok(step.value.run);
+      last = await this.#chargeAwaiting(tenantId, step.value.purchase);
+      if (last.status !== "confirmed") break;
+    }
+    return ok({
+      outcome: "purchased",
+      purchase: last,
+      autoTopUp: (await this.getAutoTopUp(tenantId, walletId))!,
+    });
+  }
+
+  /**
+   * {@link checkAutoTopUp} under a request's Idempotency-Key (`POST .../auto_top_up/run`): a key
+   * already recorded answers its first outcome (or conflicts) and checks nothing; otherwise the
+   * check runs (its own transactions, none open during a charge) and its outcome is recorded
+   * under the key. Two requests with one key at once may both check; a check is safe to repeat
+   * (the second finds the first's purchase, pending or paid), and the key keeps one outcome.
+   */
+  async runAutoTopUp(
+    tenantId: string,
+    walletId: string,
+    claim: IdempotencyClaim | null,
+  ): Promise<WriterAnswer<TopUpRun>> {
+    if (claim) {
+      const { rows } = await this.store.db.query(
+        "SELECT fingerprint, outcome FROM idempotency_keys WHERE tenant_id = $1 AND key = $2",
+        [tenantId, claim.key],
+      );
+      const first = rows[0];
+      if (first)
+        return first.fingerprint === claim.fingerprint
+          ? { kind: "replayed", outcome: JSON.parse(String(first.outcome)) }
+          : { kind: "conflict" };
+    }
+    const result = await this.checkAutoTopUp(tenantId, walletId);
+    if (!claim) return { kind: "fresh", result };
+    const stored = await this.store.idempotent(tenantId, claim.key, claim.fingerprint, async () =>
+      claim.outcome(result),
+    );
+    if (stored.kind === "fresh") return { kind: "fresh", result };
+    return stored.kind === "conflict" ? { kind: "conflict" } : { kind: "replayed", outcome: stored.outcome };
+  }
+
+  /**
+   * One purchase of a check, in its own transaction: what the check answers now (`done`), or
+   * the purchase written awaiting its charge (`charge`). `last`: the check's previous purchase.
+   */
+  async #checkStep(
     ex: SqlExecutor,
     tenantId: string,
     walletId: string,
-    scheduled = false,
-  ): Promise<Result<TopUpRun>> {
+    scheduled: boolean,
+    last: PurchaseRecord | null,
+  ): Promise<Result<{ kind: "done"; run: TopUpRun } | { kind: "charge"; purchase: PurchaseRecord }>> {
+    const done = (run: TopUpRun) => ok({ kind: "done" as const, run });
     // Wallets before the auto top-up's row: the order authorize takes them in (no deadlock).
     await this.#lockChain(ex, tenantId, walletId);
     const { rows } = await ex.query(
@@ -892,135 +1150,128 @@ export class Commerce implements DueJob {
       [tenantId, walletId],
     );
     if (!rows[0]) return fail("not_found", `Wallet ${walletId} has no auto top-up.`);
-    let config = autoTopUpFrom(rows[0]);
-    let last: PurchaseRecord | null = null;
-    for (let i = 0; i < TOP_UPS_PER_CHECK; i++) {
-      const outcome =
-        last === null ? null : ({ outcome: "purchased", purchase: last, autoTopUp: config } as const);
-      if (!config.enabled) {
-        if (outcome) return ok(outcome);
-        return fail(
-          "auto_top_up_disabled",
-          `Wallet ${walletId}'s auto top-up is off${config.disabledReason ? ` (${config.disabledReason})` : ""}; set it again to turn it on.`,
-          config.disabledReason ? { reason: config.disabledReason } : {},
-        );
-      }
-      const now = this.store.now(tenantId);
-      const pending = await ex.query(
-        `SELECT * FROM purchases WHERE tenant_id = $1 AND wallet_id = $2 AND origin = 'auto_top_up' AND status = 'pending'`,
-        [tenantId, walletId],
+    const config = autoTopUpFrom(rows[0]);
+    const outcome =
+      last === null ? null : ({ outcome: "purchased", purchase: last, autoTopUp: config } as const);
+    const stop = async (r: Omit<TopUpRun, "autoTopUp"> & { autoTopUp?: AutoTopUpRecord }) =>
+      done(outcome ?? { autoTopUp: r.autoTopUp ?? (await this.getAutoTopUp(tenantId, walletId, ex))!, ...r });
+    if (!config.enabled) {
+      if (outcome) return done(outcome);
+      return fail(
+        "auto_top_up_disabled",
+        `Wallet ${walletId}'s auto top-up is off${config.disabledReason ? ` (${config.disabledReason})` : ""}; set it again to turn it on.`,
+        config.disabledReason ? { reason: config.disabledReason } : {},
       );
-      if (pending.rows[0])
-        return ok(
-          outcome ?? { outcome: "pending", purchase: purchaseFrom(pending.rows[0]), autoTopUp: config },
-        );
-      const wallet = (await this.store.getWallet(tenantId, walletId, ex))!;
-      if (wallet.balance >= config.threshold)
-        return ok(outcome ?? { outcome: "not_needed", purchase: null, autoTopUp: config });
-      if (scheduled && config.cappedUntil !== null && config.cappedUntil > now)
-        return ok(outcome ?? { outcome: "not_needed", purchase: null, autoTopUp: config });
-      const book = await this.currentPriceBook(tenantId, config.currency, ex);
-      const spent = await this.#autoTopUpSpent(ex, tenantId, walletId, config.currency, now);
-      const decided = book
-        ? decideTopUp({
-            config,
-            book,
-            balance: wallet.balance,
-            spent,
-            committed: await this.committedAt(ex, tenantId, wallet.customerId, config.currency, now),
-          })
-        : fail("no_price_book", `No ${config.currency} price book is published.`, {
-            currency: config.currency,
-          });
-      if (!decided.ok) {
-        if (!scheduled) return outcome ? ok(outcome) : decided;
-        if (decided.error.code === "auto_top_up_cap_reached") {
-          await ex.query(
-            "UPDATE auto_top_ups SET capped_until = $3 WHERE tenant_id = $1 AND wallet_id = $2",
-            [tenantId, walletId, iso(nextMonthStart(now))],
-          );
-        } else {
-          await this.#disable(ex, tenantId, walletId, `${decided.error.code}: ${decided.error.message}`);
-        }
-        await this.#failed(ex, tenantId, walletId, decided.error.code, decided.error.message, null);
-        return ok(
-          outcome ?? {
-            outcome: "not_needed",
-            purchase: null,
-            autoTopUp: (await this.getAutoTopUp(tenantId, walletId, ex))!,
-          },
-        );
-      }
-      if (decided.value.kind === "not_needed")
-        return ok(outcome ?? { outcome: "not_needed", purchase: null, autoTopUp: config });
-      const provider = this.#providers.get(config.provider);
-      if (!provider) {
-        await this.#disable(
-          ex,
+    }
+    const now = this.store.now(tenantId);
+    const pending = await ex.query(
+      `SELECT * FROM purchases WHERE tenant_id = $1 AND wallet_id = $2 AND origin = 'auto_top_up' AND status = 'pending'`,
+      [tenantId, walletId],
+    );
+    if (pending.rows[0]) {
+      const p = purchaseFrom(pending.rows[0]);
+      // Asked by hand, a purchase left awaiting its charge (a crash, a provider that did not answer) is charged now.
+      if (!scheduled && p.awaitingCharge) return ok({ kind: "charge" as const, purchase: p });
+      return stop({ outcome: "pending", purchase: p, autoTopUp: config });
+    }
+    const wallet = (await this.store.getWallet(tenantId, walletId, ex))!;
+    if (wallet.balance >= config.threshold)
+      return stop({ outcome: "not_needed", purchase: null, autoTopUp: config });
+    if (scheduled && config.cappedUntil !== null && config.cappedUntil > now)
+      return stop({ outcome: "not_needed", purchase: null, autoTopUp: config });
+    const book = await this.currentPriceBook(tenantId, config.currency, ex);
+    const spent = await this.#autoTopUpSpent(ex, tenantId, walletId, config.currency, now);
+    const decided = book
+      ? decideTopUp({
+          config,
+          book,
+          balance: wallet.balance,
+          spent,
+          committed: await this.committedAt(ex, tenantId, wallet.customerId, config.currency, now),
+        })
+      : fail("no_price_book", `No ${config.currency} price book is published.`, {
+          currency: config.currency,
+        });
+    if (!decided.ok) {
+      if (!scheduled) return outcome ? done(outcome) : decided;
+      if (decided.error.code === "auto_top_up_cap_reached") {
+        await ex.query("UPDATE auto_top_ups SET capped_until = $3 WHERE tenant_id = $1 AND wallet_id = $2", [
           tenantId,
           walletId,
-          `no_provider: this server has no payment provider "${config.provider}"`,
-        );
-        await this.#failed(
-          ex,
-          tenantId,
-          walletId,
-          "no_provider",
-          `No payment provider "${config.provider}".`,
-          null,
-        );
-        return ok(
-          outcome ?? {
-            outcome: "not_needed",
-            purchase: null,
-            autoTopUp: (await this.getAutoTopUp(tenantId, walletId, ex))!,
-          },
-        );
+          iso(nextMonthStart(now)),
+        ]);
+      } else {
+        await this.#disable(ex, tenantId, walletId, `${decided.error.code}: ${decided.error.message}`);
       }
-      const attempt = config.attempts + 1;
-      const bought = await this.#buy(ex, tenantId, {
-        id: this.store.newId("pur"),
+      await this.#failed(ex, tenantId, walletId, decided.error.code, decided.error.message, null);
+      return stop({ outcome: "not_needed", purchase: null });
+    }
+    if (decided.value.kind === "not_needed")
+      return stop({ outcome: "not_needed", purchase: null, autoTopUp: config });
+    const provider = this.#providers.get(config.provider);
+    if (!provider) {
+      await this.#disable(
+        ex,
+        tenantId,
         walletId,
-        customerId: wallet.customerId,
-        quote: decided.value.quote,
-        bookId: book!.id,
-        provider,
-        paymentMethod: config.paymentMethod,
-        origin: "auto_top_up",
-        idempotencyKey: `auto_top_up:${walletId}:${attempt}`,
-      });
-      if (!bought.ok) {
-        if (!scheduled) return outcome ? ok(outcome) : bought;
-        await this.#disable(ex, tenantId, walletId, `${bought.error.code}: ${bought.error.message}`);
-        await this.#failed(ex, tenantId, walletId, bought.error.code, bought.error.message, null);
-        return ok(
-          outcome ?? {
-            outcome: "not_needed",
-            purchase: null,
-            autoTopUp: (await this.getAutoTopUp(tenantId, walletId, ex))!,
-          },
-        );
-      }
+        `no_provider: this server has no payment provider "${config.provider}"`,
+      );
+      await this.#failed(
+        ex,
+        tenantId,
+        walletId,
+        "no_provider",
+        `No payment provider "${config.provider}".`,
+        null,
+      );
+      return stop({ outcome: "not_needed", purchase: null });
+    }
+    const intended = await this.#intendTopUp(
+      ex,
+      tenantId,
+      config,
+      wallet.customerId,
+      decided.value.quote,
+      book!,
+      provider,
+    );
+    if (!intended.ok) {
+      if (!scheduled) return outcome ? done(outcome) : intended;
+      await this.#disable(ex, tenantId, walletId, `${intended.error.code}: ${intended.error.message}`);
+      await this.#failed(ex, tenantId, walletId, intended.error.code, intended.error.message, null);
+      return stop({ outcome: "not_needed", purchase: null });
+    }
+    return ok({ kind: "charge" as const, purchase: intended.value });
+  }
+
+  /** Writes an auto top-up's next purchase awaiting its charge, and counts the attempt (its provider key). */
+  async #intendTopUp(
+    ex: SqlExecutor,
+    tenantId: string,
+    config: AutoTopUpRecord,
+    customerId: string,
+    quote: Quote,
+    book: PriceBookRecord,
+    provider: PaymentProvider,
+  ): Promise<Result<PurchaseRecord>> {
+    const attempt = config.attempts + 1;
+    const intended = await this.#intend(ex, tenantId, {
+      id: this.store.newId("pur"),
+      walletId: config.walletId,
+      customerId,
+      quote,
+      bookId: book.id,
+      provider,
+      paymentMethod: config.paymentMethod,
+      origin: "auto_top_up",
+      idempotencyKey: `auto_top_up:${config.walletId}:${attempt}`,
+    });
+    if (intended.ok)
       await ex.query(
         "UPDATE auto_top_ups SET attempts = $3, capped_until = NULL WHERE tenant_id = $1 AND wallet_id = $2",
-        [tenantId, walletId, attempt],
+        [tenantId, config.walletId, attempt],
       );
-      last = bought.value;
-      if (last.status === "failed") {
-        await this.#disable(ex, tenantId, walletId, `payment_failed: ${last.failureReason ?? "declined"}`);
-        await this.#failed(
-          ex,
-          tenantId,
-          walletId,
-          "payment_failed",
-          last.failureReason ?? "declined",
-          last.id,
-        );
-      }
-      config = (await this.getAutoTopUp(tenantId, walletId, ex))!;
-      if (last.status !== "confirmed") return ok({ outcome: "purchased", purchase: last, autoTopUp: config });
-    }
-    return ok({ outcome: "purchased", purchase: last, autoTopUp: config });
+    return intended;
   }
 
   /** Locks a wallet and (for a member's) its pool, in id order: what the store's write pipeline locks. */
@@ -1033,95 +1284,153 @@ export class Commerce implements DueJob {
   }
 
   /**
-   * The auto top-up tried before a denial (overage policies, core/overage.ts): `need` more
-   * credits would let a request through. In the caller's transaction, which already holds the
-   * wallets' locks: the first wallet of `walletIds` (the payer, then its pool) with an enabled
-   * auto top-up buys per its configuration until `need` is covered, within its monthly cap,
-   * through a synchronous provider only (an invoice cannot pay now). `covered`: decide again.
-   * `failed` (declined, cap reached, no price book): `auto_top_up_failed` fired. `none`: no
-   * enabled auto top-up, a provider that does not answer at once, or a payment still pending.
+   * The auto top-up tried before a denial (overage policies, core/overage.ts), asked in the
+   * operation's transaction, which holds the wallets' locks: `need.need` more credits would let
+   * it through. The first wallet of the chain (the payer, then its pool) with an enabled auto
+   * top-up would buy per its configuration until the need is covered, within its monthly cap,
+   * through a synchronous provider only (an invoice cannot pay now).
+   *
+   * No provider is called here. What the operation's earlier run tried for this chain is
+   * answered from `tried`; a purchase that could be made is answered `charge`, and the caller
+   * throws {@link TopUpFirst} so that {@link withTopUpsFirst} buys with no transaction open and
+   * runs the operation again. A top-up that cannot be made (cap reached, no price book) fires
+   * `auto_top_up_failed` here and answers `failed`; `none`: no enabled auto top-up, a provider
+   * that does not answer at once, or a purchase already pending.
    */
   async topUpBeforeDeny(
     ex: SqlExecutor,
     tenantId: string,
-    walletIds: readonly string[],
-    need: bigint,
-  ): Promise<{ outcome: "covered" | "failed" | "none"; purchases: PurchaseRecord[]; reason: string | null }> {
-    const none = { outcome: "none" as const, purchases: [], reason: null };
-    if (need <= 0n) return none;
-    let config: AutoTopUpRecord | null = null;
-    for (const walletId of walletIds) {
-      const { rows } = await ex.query(
-        "SELECT * FROM auto_top_ups WHERE tenant_id = $1 AND wallet_id = $2 AND enabled FOR UPDATE",
-        [tenantId, walletId],
-      );
-      if (rows[0]) {
-        config = autoTopUpFrom(rows[0]);
-        break;
-      }
+    need: TopUpNeed,
+    tried: TopUpsTried,
+  ): Promise<TopUpTry | "charge"> {
+    const before = tried.get(need);
+    if (before) return before;
+    if (need.need <= 0n || tried.final) return NO_TOP_UP;
+    const q = await this.#shortfallQuote(ex, tenantId, need, false);
+    if (q.kind === "none") return NO_TOP_UP;
+    if (q.kind === "quote") return "charge";
+    await this.#failed(ex, tenantId, q.walletId, q.code, q.message, null);
+    return { outcome: "failed", purchases: [], reason: `${q.code}: ${q.message}` };
+  }
+
+  /**
+   * Buys for a shortfall with no transaction open (see {@link topUpBeforeDeny}): each purchase
+   * is decided and written under the auto top-up's row lock, charged, then recorded, until the
+   * need is covered. `covered`: run the operation again; `failed` (declined, cap reached, no
+   * price book): `auto_top_up_failed` fired; `none`: nothing bought now.
+   */
+  async topUpOutside(tenantId: string, need: TopUpNeed): Promise<TopUpTry> {
+    const purchases: PurchaseRecord[] = [];
+    let bought = 0n;
+    for (let i = 0; i < TOP_UPS_PER_CHECK && bought < need.need; i++) {
+      const rest = { chain: need.chain, need: need.need - bought };
+      const step = await this.store.db.transaction(async (tx): Promise<PurchaseRecord | TopUpTry> => {
+        const q = await this.#shortfallQuote(tx, tenantId, rest, true);
+        if (q.kind === "none") return { outcome: "none", purchases, reason: null };
+        let failure: { code: string; message: string };
+        if (q.kind === "quote") {
+          const r = await this.#intendTopUp(
+            tx,
+            tenantId,
+            q.config,
+            q.customerId,
+            q.quote,
+            q.book,
+            q.provider,
+          );
+          if (r.ok) return r.value;
+          failure = r.error;
+        } else failure = q;
+        await this.#failed(tx, tenantId, q.walletId, failure.code, failure.message, null);
+        return { outcome: "failed", purchases, reason: `${failure.code}: ${failure.message}` };
+      });
+      if ("outcome" in step) return step;
+      const p = await this.#chargeAwaiting(tenantId, step);
+      purchases.push(p);
+      if (p.status === "failed")
+        return { outcome: "failed", purchases, reason: `payment_failed: ${p.failureReason ?? "declined"}` };
+      // Pending (or its provider did not answer): no credits until it is paid; nothing failed.
+      if (p.status !== "confirmed") return { outcome: "none", purchases, reason: null };
+      bought += p.credits;
     }
-    if (!config) return none;
+    return { outcome: bought >= need.need ? "covered" : "none", purchases, reason: null };
+  }
+
+  /**
+   * What the auto top-up of a chain would buy next for a shortfall; `lock`: under the locks of
+   * its wallet, its pool and its row (to write the purchase), taken for a moment, never during a
+   * charge.
+   */
+  async #shortfallQuote(
+    ex: SqlExecutor,
+    tenantId: string,
+    need: TopUpNeed,
+    lock: boolean,
+  ): Promise<
+    | { kind: "none" }
+    | { kind: "failed"; walletId: string; code: string; message: string }
+    | {
+        kind: "quote";
+        walletId: string;
+        config: AutoTopUpRecord;
+        customerId: string;
+        quote: Quote;
+        book: PriceBookRecord;
+        provider: PaymentProvider;
+      }
+  > {
+    const { rows } = await ex.query(
+      "SELECT * FROM auto_top_ups WHERE tenant_id = $1 AND wallet_id = ANY($2::text[]) AND enabled",
+      [tenantId, [...need.chain]],
+    );
+    let row = need.chain.map((w) => rows.find((r) => r.wallet_id === w)).find((r) => r !== undefined);
+    if (row && lock) {
+      // The wallets, then the auto top-up's row: the order every check takes them in (no deadlock).
+      await this.#lockChain(ex, tenantId, String(row.wallet_id));
+      const locked = await ex.query(
+        "SELECT * FROM auto_top_ups WHERE tenant_id = $1 AND wallet_id = $2 AND enabled FOR UPDATE",
+        [tenantId, row.wallet_id],
+      );
+      row = locked.rows[0];
+    }
+    if (!row) return { kind: "none" };
+    const config = autoTopUpFrom(row);
     const walletId = config.walletId;
     const provider = this.#providers.get(config.provider);
-    if (!provider?.synchronous) return none;
+    if (!provider?.synchronous) return { kind: "none" };
     const pending = await ex.query(
       "SELECT 1 FROM purchases WHERE tenant_id = $1 AND wallet_id = $2 AND origin = 'auto_top_up' AND status = 'pending'",
       [tenantId, walletId],
     );
-    if (pending.rowCount > 0) return none;
-    const purchases: PurchaseRecord[] = [];
-    const failed = async (code: string, message: string, purchaseId: string | null) => {
-      await this.#failed(ex, tenantId, walletId, code, message, purchaseId);
-      return { outcome: "failed" as const, purchases, reason: `${code}: ${message}` };
+    if (pending.rowCount > 0) return { kind: "none" };
+    const now = this.store.now(tenantId);
+    const book = await this.currentPriceBook(tenantId, config.currency, ex);
+    if (!book)
+      return {
+        kind: "failed",
+        walletId,
+        code: "no_price_book",
+        message: `No ${config.currency} price book is published.`,
+      };
+    const wallet = (await this.store.getWallet(tenantId, walletId, ex))!;
+    const quote = decideShortfallTopUp({
+      config,
+      book,
+      balance: wallet.balance,
+      need: need.need,
+      spent: await this.#autoTopUpSpent(ex, tenantId, walletId, config.currency, now),
+      committed: await this.committedAt(ex, tenantId, wallet.customerId, config.currency, now),
+    });
+    if (!quote.ok) return { kind: "failed", walletId, code: quote.error.code, message: quote.error.message };
+    return {
+      kind: "quote",
+      walletId,
+      config,
+      customerId: wallet.customerId,
+      quote: quote.value,
+      book,
+      provider,
     };
-    let bought = 0n;
-    let attempts = config.attempts;
-    for (let i = 0; i < TOP_UPS_PER_CHECK && bought < need; i++) {
-      const now = this.store.now(tenantId);
-      const book = await this.currentPriceBook(tenantId, config.currency, ex);
-      if (!book) return failed("no_price_book", `No ${config.currency} price book is published.`, null);
-      const wallet = (await this.store.getWallet(tenantId, walletId, ex))!;
-      const spent = await this.#autoTopUpSpent(ex, tenantId, walletId, config.currency, now);
-      const quote = decideShortfallTopUp({
-        config,
-        book,
-        balance: wallet.balance,
-        need: need - bought,
-        spent,
-        committed: await this.committedAt(ex, tenantId, wallet.customerId, config.currency, now),
-      });
-      if (!quote.ok) return failed(quote.error.code, quote.error.message, null);
-      attempts++;
-      const r = await this.#buy(ex, tenantId, {
-        id: this.store.newId("pur"),
-        walletId,
-        customerId: wallet.customerId,
-        quote: quote.value,
-        bookId: book.id,
-        provider,
-        paymentMethod: config.paymentMethod,
-        origin: "auto_top_up",
-        idempotencyKey: `auto_top_up:${walletId}:${attempts}`,
-      });
-      await ex.query("UPDATE auto_top_ups SET attempts = $3 WHERE tenant_id = $1 AND wallet_id = $2", [
-        tenantId,
-        walletId,
-        attempts,
-      ]);
-      if (!r.ok) return failed(r.error.code, r.error.message, null);
-      purchases.push(r.value);
-      if (r.value.status === "failed") {
-        const why = r.value.failureReason ?? "declined";
-        await this.#disable(ex, tenantId, walletId, `payment_failed: ${why}`);
-        return failed("payment_failed", why, r.value.id);
-      }
-      // Pending: no credits until it is paid; the request is denied, nothing failed.
-      if (r.value.status !== "confirmed") return { outcome: "none", purchases, reason: null };
-      bought += r.value.credits;
-    }
-    return bought >= need
-      ? { outcome: "covered", purchases, reason: null }
-      : { outcome: "none", purchases, reason: null };
   }
 
   // ------------------------------------------------------------------ the scheduler's job
@@ -1133,23 +1442,43 @@ export class Commerce implements DueJob {
                       AND p.origin = 'auto_top_up' AND p.status = 'pending')`;
 
   /**
-   * A wallet below its threshold is due now; one the cap stopped is due when its month ends.
-   * Only wallets a check would act on are due, so the test clock never waits on one in vain.
+   * A wallet below its threshold is due now; one the cap stopped is due when its month ends; a
+   * purchase left awaiting its charge (a crash between its write and its charge, a provider
+   * that did not answer) is due {@link AWAITING_CHARGE_GRACE_MS} after it was written. Only what
+   * a check would act on is due, so the test clock never waits on one in vain.
    */
   async nextDue(tenantId: string, upTo: number): Promise<number | null> {
     const now = this.store.now(tenantId);
     const { rows } = await this.store.db.query<{ at: unknown }>(
-      `SELECT min(greatest($2::timestamptz, coalesce(a.capped_until, $2::timestamptz))) AS at ${Commerce.#DUE}
-         AND a.tenant_id = $1 AND coalesce(a.capped_until, $2::timestamptz) <= $3`,
-      [tenantId, iso(now), iso(upTo)],
+      `SELECT least(
+         (SELECT min(greatest($2::timestamptz, coalesce(a.capped_until, $2::timestamptz))) ${Commerce.#DUE}
+            AND a.tenant_id = $1 AND coalesce(a.capped_until, $2::timestamptz) <= $3),
+         (SELECT min(greatest($2::timestamptz, created_at + $4 * interval '1 millisecond')) FROM purchases
+            WHERE tenant_id = $1 AND awaiting_charge AND created_at + $4 * interval '1 millisecond' <= $3)) AS at`,
+      [tenantId, iso(now), iso(upTo), AWAITING_CHARGE_GRACE_MS],
     );
     const at = rows[0]?.at;
     return at === null || at === undefined ? null : ms(at);
   }
 
-  /** Checks every due wallet (each tenant by its own clock), each in its own transaction. */
+  /**
+   * Charges the purchases left awaiting their charge past the grace (each tenant by its own
+   * clock), then checks every due wallet, each in transactions of its own.
+   */
   async run(tenantId: string | null): Promise<number> {
     let purchases = 0;
+    const awaiting = await this.store.db.query(
+      `SELECT p.* FROM purchases p WHERE p.awaiting_charge AND ($2::text IS NULL OR p.tenant_id = $2)
+         AND p.created_at + $3 * interval '1 millisecond'
+             <= (SELECT coalesce(t.clock_at, $1::timestamptz) FROM tenants t WHERE t.id = p.tenant_id)
+       ORDER BY p.tenant_id, p.id LIMIT 100`,
+      [iso(this.store.now()), tenantId, AWAITING_CHARGE_GRACE_MS],
+    );
+    for (const r of awaiting.rows) {
+      await this.store.clockOf(String(r.tenant_id));
+      const p = await this.#chargeAwaiting(String(r.tenant_id), purchaseFrom(r));
+      if (p.status === "confirmed") purchases++;
+    }
     const seen = new Set<string>();
     for (;;) {
       const { rows } = await this.store.db.query<{ tenant_id: string; wallet_id: string }>(
@@ -1163,9 +1492,7 @@ export class Commerce implements DueJob {
       for (const r of fresh) {
         seen.add(`${r.tenant_id}/${r.wallet_id}`);
         await this.store.clockOf(r.tenant_id);
-        const done = await this.store.db.transaction((tx) =>
-          this.checkAutoTopUp(tx, r.tenant_id, r.wallet_id, true),
-        );
+        const done = await this.checkAutoTopUp(r.tenant_id, r.wallet_id, true);
         if (done.ok && done.value.outcome === "purchased") purchases++;
       }
       // Each wallet once per run: one that stays due (a pending payment it just made) waits for the next.

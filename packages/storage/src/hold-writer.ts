@@ -29,6 +29,7 @@ import {
   writeCapEffect,
   writeCapReservations,
 } from "./caps.js";
+import { withTopUpsFirst } from "./commerce.js";
 import {
   type AuthorizeRequest,
   type AutoTopUpAttempt,
@@ -328,20 +329,23 @@ export class HoldWriter {
     }
   }
 
+  /** One request through the one-request path, its auto top-up (if any) tried with no transaction open. */
   async #alone(tenantId: string, op: Op): Promise<WriterAnswer<unknown>> {
-    const run = (tx: SqlExecutor): Promise<Result<unknown>> =>
-      op.kind === "authorize"
-        ? this.holds.authorize(tx, tenantId, op.request)
-        : this.holds.settle(tx, tenantId, op.holdId, op.input);
-    const idem = op.idem;
-    if (idem === null) return { kind: "fresh", result: await this.store.db.transaction(run) };
-    let result: Result<unknown> | null = null;
-    const r = await this.store.idempotent(tenantId, idem.key, idem.fingerprint, async (tx) => {
-      result = await run(tx);
-      return idem.outcome(result);
+    return withTopUpsFirst(this.holds.commerce, tenantId, async (tried) => {
+      const run = (tx: SqlExecutor): Promise<Result<unknown>> =>
+        op.kind === "authorize"
+          ? this.holds.authorize(tx, tenantId, op.request, tried)
+          : this.holds.settle(tx, tenantId, op.holdId, op.input);
+      const idem = op.idem;
+      if (idem === null) return { kind: "fresh", result: await this.store.db.transaction(run) };
+      let result: Result<unknown> | null = null;
+      const r = await this.store.idempotent(tenantId, idem.key, idem.fingerprint, async (tx) => {
+        result = await run(tx);
+        return idem.outcome(result);
+      });
+      if (r.kind === "fresh") return { kind: "fresh", result: result! };
+      return r.kind === "conflict" ? { kind: "conflict" } : { kind: "replayed", outcome: r.outcome };
     });
-    if (r.kind === "fresh") return { kind: "fresh", result: result! };
-    return r.kind === "conflict" ? { kind: "conflict" } : { kind: "replayed", outcome: r.outcome };
   }
 
   /**

@@ -35,7 +35,7 @@ import {
   writeCapEffect,
   writeCapReservations,
 } from "./caps.js";
-import type { Commerce } from "./commerce.js";
+import { type Commerce, TopUpFirst, type TopUpNeed, TopUpsTried, type TopUpTry } from "./commerce.js";
 import { insertEvents, writeUsageCounters } from "./ingest.js";
 import { type Catalog, type CustomerPricing, Metering } from "./metering.js";
 import { OVERAGE_COLUMNS, overagePolicyFrom } from "./overage.js";
@@ -369,13 +369,19 @@ export function planSettleRequest(
   });
 }
 
+/** What an answer says of the auto top-up tried: nothing when none was made nor failed. */
+const attemptOf = (t: TopUpTry): AutoTopUpAttempt | null =>
+  t.outcome === "none" && t.purchases.length === 0
+    ? null
+    : { outcome: t.outcome, purchaseIds: t.purchases.map((p) => p.id), reason: t.reason };
+
 /** Authorize, holds and their timeouts (a scheduler job of the store). */
 export class Holds implements DueJob {
   constructor(
     private readonly store: Store,
     private readonly metering: Metering,
     /** Tries a wallet's auto top-up before denying for lack of credits; null: never tried. */
-    private readonly commerce: Commerce | null = null,
+    readonly commerce: Commerce | null = null,
   ) {
     store.addDueJob(this);
   }
@@ -464,11 +470,16 @@ export class Holds implements DueJob {
    * Answers allow or deny for an estimate and, when `holdTimeoutSeconds` is given and the answer
    * is allow, places the hold, in the caller's transaction, under the wallet lock: the check
    * and the reservation are one atomic step (never read, decide, then write).
+   *
+   * Before denying for lack of credits, the chain's auto top-up is tried: this throws
+   * {@link TopUpFirst} when a purchase could cover the need, so run it under
+   * {@link withTopUpsFirst}, which buys with no transaction open and runs it again with `tried`.
    */
   async authorize(
     ex: SqlExecutor,
     tenantId: string,
     request: AuthorizeRequest,
+    tried: TopUpsTried = new TopUpsTried(),
   ): Promise<
     Result<{ authorization: Authorization; hold: HoldRecord | null; autoTopUp: AutoTopUpAttempt | null }>
   > {
@@ -483,27 +494,24 @@ export class Holds implements DueJob {
       request.estimate,
     );
     if (!estimate.ok) return estimate;
-    const first = await this.#decide(ex, tenantId, request, payer, estimate.value);
-    if (!first.ok) return first;
-    let a = first.value;
-    // Overage policies: an auto top-up is tried before denying for lack of credits, in this
-    // transaction (the wallets stay locked); when it covers the need, the decision is made again.
+    const decided = await this.#decide(ex, tenantId, request, payer, estimate.value);
+    if (!decided.ok) return decided;
+    const a = decided.value;
+    // Overage policies: an auto top-up is tried before denying for lack of credits. A purchase
+    // is made with no transaction open (TopUpFirst); this run then sees what it bought.
     let autoTopUp: AutoTopUpAttempt | null = null;
     if (this.commerce && wantsTopUp(a.authorization)) {
-      const chain = [payer, ...(a.poolWalletId === payer ? [] : [a.poolWalletId])];
-      const need = a.authorization.estimate - a.authorization.available;
-      const tried = await this.commerce.topUpBeforeDeny(ex, tenantId, chain, need);
-      if (tried.outcome !== "none" || tried.purchases.length > 0)
-        autoTopUp = {
-          outcome: tried.outcome,
-          purchaseIds: tried.purchases.map((p) => p.id),
-          reason: tried.reason,
-        };
-      if (tried.outcome === "covered") {
-        const again = await this.#decide(ex, tenantId, request, payer, estimate.value);
-        if (!again.ok) return again;
-        a = again.value;
-      }
+      const need: TopUpNeed = {
+        chain: [payer, ...(a.poolWalletId === payer ? [] : [a.poolWalletId])],
+        need: a.authorization.estimate - a.authorization.available,
+      };
+      const t = await this.commerce.topUpBeforeDeny(ex, tenantId, need, tried);
+      if (t === "charge") throw new TopUpFirst([need]);
+      autoTopUp = attemptOf(t);
+    } else {
+      // Allowed after a top-up this operation made: the answer says what it bought.
+      const t = tried.get({ chain: [a.poolWalletId], need: 0n });
+      if (t) autoTopUp = attemptOf(t);
     }
     await writeCapEffect(ex, this.store, tenantId, a.caps);
     const hold = a.authorization.hold;

@@ -16,7 +16,7 @@ import {
   usageKey,
 } from "@drawdown/core";
 import { loadCapCounters, loadCaps, writeCapEffect } from "./caps.js";
-import type { Commerce } from "./commerce.js";
+import { type Commerce, TopUpFirst, type TopUpNeed, type TopUpsTried, withTopUpsFirst } from "./commerce.js";
 import { CATALOG_STAMP_COLUMN, type Catalog, type CustomerPricing, Metering, stampOf } from "./metering.js";
 import { OVERAGE_COLUMNS, overagePolicyFrom } from "./overage.js";
 import { readDrawableGrants, toGrant } from "./records.js";
@@ -178,8 +178,10 @@ export class IngestWriter {
     const items = parts.flatMap((p) => p.events);
     for (let attempt = 1; ; attempt++) {
       try {
-        const results = await this.store.db.transaction((tx) =>
-          this.#process(tx, tenantId, items, attempt > 1),
+        // An auto top-up to try first rolls the batch back: it buys with no transaction open,
+        // and the batch runs again (the lane waits for the provider; no wallet stays locked).
+        const results = await withTopUpsFirst(this.#commerce, tenantId, (tried) =>
+          this.store.db.transaction((tx) => this.#process(tx, tenantId, items, attempt > 1, tried)),
         );
         let at = 0;
         for (const p of parts) {
@@ -209,6 +211,7 @@ export class IngestWriter {
     tenantId: string,
     items: readonly IngestEvent[],
     lookUp: boolean,
+    tried: TopUpsTried,
   ): Promise<IngestResult[]> {
     const results: (IngestResult | null)[] = items.map(() => null);
     // Duplicates inside the batch: the first occurrence is processed, later ones echo it.
@@ -241,8 +244,7 @@ export class IngestWriter {
           )
         : null;
     const now = this.store.now(tenantId);
-    const readGrants = () => readDrawableGrants(ex, walletScope, [tenantId, customerIds, subjectIds], now);
-    const grantsQ = readGrants();
+    const grantsQ = readDrawableGrants(ex, walletScope, [tenantId, customerIds, subjectIds], now);
     const pricingQ = this.metering.customerPricing(ex, tenantId, customerIds, now);
     const capsQ = loadCaps(ex, tenantId, customerIds);
     const [locked, stored, subjectRows, grantRows, pricing, capList] = await Promise.all([
@@ -329,11 +331,10 @@ export class IngestWriter {
           },
           fresh.map((i) => items[i]!.event),
         );
-      let plan = planBatch(grants);
+      const plan = planBatch(grants);
       // Overage: an auto top-up is tried before charges are recorded unpaid for lack of credits
-      // (the wallets are locked); when it bought credits, the batch is planned again with them.
-      if (this.#commerce && (await topUpUnpaid(ex, this.#commerce, tenantId, plan.outcomes, poolWallet)))
-        plan = planBatch(grantsOf((await readGrants()).rows));
+      // (TopUpFirst: the batch runs again after buying, with the credits bought).
+      if (this.#commerce) await topUpUnpaid(ex, this.#commerce, tenantId, plan.outcomes, poolWallet, tried);
       const accepted: { outcome: Accepted; fingerprint: string }[] = [];
       const refused: number[] = [];
       plan.outcomes.forEach((o, k) => {
@@ -395,8 +396,8 @@ export class IngestWriter {
 
 /**
  * The auto top-up tried before usage charges are recorded unpaid for lack of credits: per
- * customer, the paying wallets then the pool, for what the unpaid charges need. True when a
- * purchase was paid (the batch must be planned again).
+ * customer, the paying wallets then the pool, for what the unpaid charges need. Throws
+ * {@link TopUpFirst} with every chain a purchase could cover (see {@link withTopUpsFirst}).
  */
 async function topUpUnpaid(
   ex: SqlExecutor,
@@ -404,7 +405,8 @@ async function topUpUnpaid(
   tenantId: string,
   outcomes: readonly UsageOutcome[],
   poolWallet: ReadonlyMap<string, string>,
-): Promise<boolean> {
+  tried: TopUpsTried,
+): Promise<void> {
   const needs = new Map<string, { payers: Set<string>; need: bigint }>();
   for (const o of outcomes) {
     if (o.kind !== "accepted" || o.unpaid === 0n || o.reason !== "insufficient_credits") continue;
@@ -414,26 +416,25 @@ async function topUpUnpaid(
     n.need += o.unpaid;
     needs.set(pool, n);
   }
-  if (needs.size === 0) return false;
+  if (needs.size === 0) return;
   // Customers out of credits keep sending events: one query finds the few chains with an
   // auto top-up, instead of a lookup per wallet for every such customer in every batch.
-  const chains = [...needs].map(([pool, n]) => ({
-    pool,
+  const chains: TopUpNeed[] = [...needs].map(([pool, n]) => ({
+    // The pool last: it names the chain (TopUpsTried).
+    chain: [...[...n.payers].filter((w) => w !== pool), pool],
     need: n.need,
-    chain: [...new Set([...n.payers, pool])],
   }));
   const enabled = await commerce.enabledAutoTopUps(
     ex,
     tenantId,
     chains.flatMap((c) => c.chain),
   );
-  let bought = false;
-  for (const { chain, need } of chains.sort((a, b) => (a.pool < b.pool ? -1 : 1))) {
-    if (!chain.some((w) => enabled.has(w))) continue;
-    const r = await commerce.topUpBeforeDeny(ex, tenantId, chain, need);
-    if (r.purchases.some((p) => p.status === "confirmed")) bought = true;
+  const charge: TopUpNeed[] = [];
+  for (const need of chains.sort((a, b) => (a.chain.at(-1)! < b.chain.at(-1)! ? -1 : 1))) {
+    if (!need.chain.some((w) => enabled.has(w))) continue;
+    if ((await commerce.topUpBeforeDeny(ex, tenantId, need, tried)) === "charge") charge.push(need);
   }
-  return bought;
+  if (charge.length > 0) throw new TopUpFirst(charge);
 }
 
 /** The stored rows of these event ids (what a duplicate answers with), by event id. */

@@ -1114,6 +1114,22 @@ WHERE p.tenant_id = t.tenant_id AND p.customer_id = t.customer_id AND t.source =
 ALTER TABLE usage_events ADD COLUMN revenue_currency text, ADD COLUMN cost_currency text;
 `,
   },
+  {
+    version: 23,
+    name: "auto top-ups charged outside transactions",
+    sql: /* sql */ `
+-- An auto top-up's purchase is written (pending, awaiting its charge, with the key its provider is
+-- asked with) and committed before the provider is called, so no wallet lock is held during the
+-- call; the answer is recorded in a transaction of its own. One left awaiting (a crash, a provider
+-- that did not answer) is charged again by the scheduler with the same key. Purchases made before
+-- were charged in their own transaction: none awaits.
+ALTER TABLE purchases ADD COLUMN awaiting_charge boolean NOT NULL DEFAULT false;
+ALTER TABLE purchases ADD COLUMN provider_key text;
+ALTER TABLE purchases ADD CONSTRAINT purchases_awaiting_charge
+  CHECK (NOT awaiting_charge OR (status = 'pending' AND provider_key IS NOT NULL));
+CREATE INDEX purchases_awaiting ON purchases (tenant_id, created_at) WHERE awaiting_charge;
+`,
+  },
 ];
 
 /** Thrown when the database's schema is newer than this build knows. */

@@ -13,6 +13,7 @@ import {
   type StepStatus,
   stepOutcome,
 } from "@drawdown/core";
+import { TopUpsTried } from "./commerce.js";
 import type { Estimate, HoldRecord, Holds, SettleEvent, SettleInput } from "./holds.js";
 import { type Page, paginate } from "./records.js";
 import { assessSuspension, CapPeriodResumes } from "./run-resume.js";
@@ -235,7 +236,12 @@ export class Runs {
    * a run start minimum and what the chain has available is below it (the low-balance soft
    * cap: started runs keep going down to the normal floor). `already_exists` for an id in use.
    */
-  async start(ex: SqlExecutor, tenantId: string, input: RunStart): Promise<Result<RunRecord>> {
+  async start(
+    ex: SqlExecutor,
+    tenantId: string,
+    input: RunStart,
+    tried: TopUpsTried = new TopUpsTried(),
+  ): Promise<Result<RunRecord>> {
     const chain = await this.holds.payingChain(ex, tenantId, input.customerId, input.subjectId);
     if (!chain.ok) return chain;
     const id = input.id ?? this.store.newId("run");
@@ -249,13 +255,18 @@ export class Runs {
     if (min !== null) {
       const need = BigInt(min);
       // Asked through authorize (no hold): the same "available" a step would see, under the wallet lock.
-      const a = await this.holds.authorize(ex, tenantId, {
-        customerId: input.customerId,
-        subjectId: input.subjectId,
-        action: RUN_START_ACTION,
-        estimate: { credits: need },
-        holdTimeoutSeconds: null,
-      });
+      const a = await this.holds.authorize(
+        ex,
+        tenantId,
+        {
+          customerId: input.customerId,
+          subjectId: input.subjectId,
+          action: RUN_START_ACTION,
+          estimate: { credits: need },
+          holdTimeoutSeconds: null,
+        },
+        tried,
+      );
       if (!a.ok) return a;
       if (a.value.authorization.available < need)
         return fail(
@@ -352,13 +363,15 @@ export class Runs {
    * stored step and changes nothing (a held, settled or voided step is never authorized twice);
    * a denied or expired step is authorized again (the resume). A denial for lack of credits or
    * by a spend cap suspends the run and emits `run.suspended`, in this transaction; allowing the
-   * step the run is suspended at resumes it.
+   * step the run is suspended at resumes it. Before denying for lack of credits, the chain's
+   * auto top-up is tried (see {@link Holds.authorize}: run it under `withTopUpsFirst`).
    */
   async step(
     ex: SqlExecutor,
     tenantId: string,
     runId: string,
     request: StepRequest,
+    tried: TopUpsTried = new TopUpsTried(),
   ): Promise<Result<StepResult>> {
     const run = await this.#lockRun(ex, tenantId, runId);
     if (!run) return fail("not_found", `No run ${runId}.`);
@@ -371,7 +384,7 @@ export class Runs {
     const plan = planStepRequest(runState(run), existing, request.key, fingerprint);
     if (!plan.ok) return plan;
     if (plan.value === "replay") return ok(await this.#result(ex, tenantId, runId, request.key, true));
-    return this.#authorize(ex, tenantId, run, request, fingerprint, existing);
+    return this.#authorize(ex, tenantId, run, request, fingerprint, existing, tried);
   }
 
   async #authorize(
@@ -381,14 +394,20 @@ export class Runs {
     request: StepRequest,
     fingerprint: string,
     existing: StepRecord | null,
+    tried: TopUpsTried,
   ): Promise<Result<StepResult>> {
-    const r = await this.holds.authorize(ex, tenantId, {
-      customerId: run.customerId,
-      subjectId: run.subjectId,
-      action: request.action,
-      estimate: request.estimate,
-      holdTimeoutSeconds: request.holdTimeoutSeconds,
-    });
+    const r = await this.holds.authorize(
+      ex,
+      tenantId,
+      {
+        customerId: run.customerId,
+        subjectId: run.subjectId,
+        action: request.action,
+        estimate: request.estimate,
+        holdTimeoutSeconds: request.holdTimeoutSeconds,
+      },
+      tried,
+    );
     if (!r.ok) return r;
     const a = r.value.authorization;
     const now = iso(this.store.now(tenantId));
@@ -496,7 +515,12 @@ export class Runs {
    * Resumes a suspended run: authorizes its suspended step again with the body it was sent
    * with (as a retry of that step would). A running run is returned as it is.
    */
-  async resume(ex: SqlExecutor, tenantId: string, runId: string): Promise<Result<StepResult | RunRecord>> {
+  async resume(
+    ex: SqlExecutor,
+    tenantId: string,
+    runId: string,
+    tried: TopUpsTried = new TopUpsTried(),
+  ): Promise<Result<StepResult | RunRecord>> {
     const run = await this.#lockRun(ex, tenantId, runId);
     if (!run) return fail("not_found", `No run ${runId}.`);
     if (run.status === "completed" || run.status === "canceled")
@@ -527,6 +551,7 @@ export class Runs {
       { key: step.key, action: step.action, estimate, holdTimeoutSeconds: step.holdTimeoutSeconds },
       step.fingerprint,
       step,
+      tried,
     );
   }
 

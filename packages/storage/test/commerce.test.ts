@@ -279,7 +279,7 @@ for (const backend of backends()) {
       // Second crossing: $60 of the $100 cap is spent, the next $60 does not fit.
       assert.ok((await spend(credits(500n))).ok);
       const before = await rowsOf(tenantId);
-      const manual = await store.db.transaction((tx) => commerce.checkAutoTopUp(tx, tenantId, walletId));
+      const manual = await commerce.checkAutoTopUp(tenantId, walletId);
       assert.ok(!manual.ok);
       assert.equal(manual.error.code, "auto_top_up_cap_reached");
       assert.deepEqual(await rowsOf(tenantId), before, "a refused manual check writes nothing");
@@ -335,7 +335,7 @@ for (const backend of backends()) {
       assert.equal(await commerce.nextDue(tenantId, T0 + 30 * DAY), null);
       const purchases = await commerce.listPurchases(tenantId, { walletId }, { limit: 10 });
       assert.deepEqual(purchases.items.map((p) => p.status).sort(), ["confirmed", "failed"]);
-      const r = await store.db.transaction((tx) => commerce.checkAutoTopUp(tx, tenantId, walletId));
+      const r = await commerce.checkAutoTopUp(tenantId, walletId);
       assert.ok(!r.ok);
       assert.equal(r.error.code, "auto_top_up_disabled");
     });
@@ -357,7 +357,7 @@ for (const backend of backends()) {
       assert.equal(pending.items.length, 1);
       assert.equal(pending.items[0]!.status, "pending");
       assert.equal(await total(tenantId, walletId), "0");
-      const run = await store.db.transaction((tx) => commerce.checkAutoTopUp(tx, tenantId, walletId));
+      const run = await commerce.checkAutoTopUp(tenantId, walletId);
       assert.ok(run.ok);
       assert.equal(run.value.outcome, "pending");
       const failed = await store.db.transaction((tx) =>

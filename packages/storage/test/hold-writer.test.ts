@@ -16,6 +16,7 @@ import {
   type SqlExecutor,
   type Store,
   type WriterAnswer,
+  withTopUpsFirst,
 } from "../src/index.js";
 import { backends, POSTGRES_URL, postgresDatabase, type TestDatabase } from "./support/backends.js";
 
@@ -45,6 +46,9 @@ function harness(database: TestDatabase, clock: () => number = () => T0) {
   const caps = new SpendCaps(store);
   const writer = new HoldWriter(store, holds, metering);
   const tx = <T>(fn: (ex: SqlExecutor) => Promise<T>) => store.db.transaction(fn);
+  /** The one-request path as the writer runs it alone: an auto top-up bought first, outside. */
+  const authorizeAlone = (tenantId: string, request: AuthorizeRequest) =>
+    withTopUpsFirst(commerce, tenantId, (tried) => tx((ex) => holds.authorize(ex, tenantId, request, tried)));
 
   /** A tenant with one customer holding `amount` credits in two grants, and a card: a `unit` costs 1 credit. */
   async function setup(amount: bigint, softFloor: bigint | null = null) {
@@ -151,7 +155,7 @@ function harness(database: TestDatabase, clock: () => number = () => T0) {
     estimate: { credits: estimate },
     holdTimeoutSeconds: hold ? 300 : null,
   });
-  return { store, metering, holds, caps, writer, tx, setup, setupScenario, request };
+  return { store, metering, holds, caps, writer, tx, authorizeAlone, setup, setupScenario, request };
 }
 
 /** A pack of 20 credits for 2 USD: an auto top-up capped at 3 USD a month buys one, then fails. */
@@ -301,17 +305,14 @@ for (const backend of backends()) {
             const single: unknown[] = [];
             for (const s of round) {
               if (s.kind === "authorize") {
-                const r = await h.tx((ex) =>
-                  h.holds.authorize(
-                    ex,
-                    b.tenantId,
-                    h.request(
-                      b.customerId,
-                      credits(BigInt(s.estimate)),
-                      s.hold,
-                      subject(b, s.who),
-                      s.cheap ? "cheap.run" : "agent.run",
-                    ),
+                const r = await h.authorizeAlone(
+                  b.tenantId,
+                  h.request(
+                    b.customerId,
+                    credits(BigInt(s.estimate)),
+                    s.hold,
+                    subject(b, s.who),
+                    s.cheap ? "cheap.run" : "agent.run",
                   ),
                 );
                 single.push(authorizeShape(r));
@@ -392,9 +393,7 @@ for (const backend of backends()) {
       const single: unknown[] = [];
       for (const n of asks)
         single.push(
-          authorizeShape(
-            await h.tx((ex) => h.holds.authorize(ex, b.tenantId, h.request(b.customerId, credits(n), true))),
-          ),
+          authorizeShape(await h.authorizeAlone(b.tenantId, h.request(b.customerId, credits(n), true))),
         );
       assert.deepEqual(batched, single);
       assert.deepEqual(

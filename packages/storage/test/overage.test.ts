@@ -23,6 +23,7 @@ import {
   type Store,
   Subscriptions,
   setWalletOverage,
+  withTopUpsFirst,
 } from "../src/index.js";
 import { backends, POSTGRES_URL, postgresDatabase, type TestDatabase } from "./support/backends.js";
 
@@ -143,14 +144,22 @@ for (const backend of backends()) {
       estimate: bigint,
       hold = false,
     ) =>
-      write((tx) =>
-        holds.authorize(tx, tenantId, {
-          customerId,
-          subjectId: null,
-          action,
-          estimate: { credits: estimate },
-          holdTimeoutSeconds: hold ? 600 : null,
-        }),
+      // As the server runs it: an auto top-up is bought with no transaction open, then it runs again.
+      withTopUpsFirst(commerce, tenantId, (tried) =>
+        write((tx) =>
+          holds.authorize(
+            tx,
+            tenantId,
+            {
+              customerId,
+              subjectId: null,
+              action,
+              estimate: { credits: estimate },
+              holdTimeoutSeconds: hold ? 600 : null,
+            },
+            tried,
+          ),
+        ),
       );
 
     test("a priced soft cap from the plan: billed at each renewal and on demand, once, to overage_receivable", async () => {
@@ -524,14 +533,21 @@ if (POSTGRES_URL) {
         ),
       );
       const authorizations = Array.from({ length: 30 }, () =>
-        store.db.transaction((tx) =>
-          holds.authorize(tx, tenantId, {
-            customerId: customer.id,
-            subjectId: null,
-            action: "unit",
-            estimate: { credits: cr(10) },
-            holdTimeoutSeconds: 600,
-          }),
+        withTopUpsFirst(commerce, tenantId, (tried) =>
+          store.db.transaction((tx) =>
+            holds.authorize(
+              tx,
+              tenantId,
+              {
+                customerId: customer.id,
+                subjectId: null,
+                action: "unit",
+                estimate: { credits: cr(10) },
+                holdTimeoutSeconds: 600,
+              },
+              tried,
+            ),
+          ),
         ),
       );
       const scheduled = Array.from({ length: 5 }, () => commerce.run(tenantId));
