@@ -407,7 +407,9 @@ export type PurchaseItem = { readonly packId: string } | { readonly credits: big
  * (source `purchase`, or `top_up` for auto top-ups, with the cost basis and currency of the
  * price) in the same transaction as the status change, under the purchase's row lock, so a
  * purchase is confirmed at most once (a second confirmation fails with `purchase_not_pending`
- * and writes nothing). Pending credits do not exist yet: nothing can draw them.
+ * and writes nothing). Pending credits do not exist yet: nothing can draw them. An auto
+ * top-up's purchase is written before its provider is charged, and the charge runs with no
+ * transaction open (see {@link withTopUpsFirst}).
  */
 export class Commerce implements DueJob {
   readonly #providers = new Map<string, PaymentProvider>();

@@ -408,7 +408,7 @@ for (const backend of backends()) {
           }),
         ),
       );
-      // 15 calls, no credits: one pack of 20 is bought in the batch's transaction, and the charge is paid.
+      // 15 calls, no credits: one pack of 20 is bought before the batch runs again, and the charge is paid.
       const paid = await use(tenantId, customer.id, 15);
       assert.deepEqual([paid?.drawn, paid?.unpaid], [cr(15), 0n]);
       assert.equal(await available(tenantId, walletId), "5");
