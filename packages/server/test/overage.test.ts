@@ -141,20 +141,24 @@ for (const backend of backends()) {
       assert.equal((await dd.reconcile()).ok, true);
     });
 
+    /** An auto top-up of 50 credits below 1, through the test card. */
+    const topUpAt50 = (walletId: string, payment_method: string) =>
+      dd.autoTopUps.set(walletId, {
+        threshold: "1",
+        amount: "50",
+        currency: "USD",
+        monthly_cap: "100",
+        provider: "test",
+        payment_method,
+      });
+
     test("auto top-up before a denial: covered, then the card declined fires auto_top_up_failed", async () => {
       await dd.priceBooks.publish({
         currency: "USD",
         tiers: [{ up_to: null, unit_price: "0.1" }],
       });
       const c = await dd.customers.create({ kind: "individual" });
-      await dd.autoTopUps.set(c.wallet_id, {
-        threshold: "1",
-        amount: "50",
-        currency: "USD",
-        monthly_cap: "100",
-        provider: "test",
-        payment_method: "pm_test_ok",
-      });
+      await topUpAt50(c.wallet_id, "pm_test_ok");
       const a = await dd.holds.authorize({
         customer_id: c.id,
         action: "unit",
@@ -164,14 +168,7 @@ for (const backend of backends()) {
       assert.equal(a.decision, "allow");
       assert.equal(a.auto_top_up?.outcome, "covered");
       assert.equal(a.auto_top_up?.purchase_ids.length, 1);
-      await dd.autoTopUps.set(c.wallet_id, {
-        threshold: "1",
-        amount: "50",
-        currency: "USD",
-        monthly_cap: "100",
-        provider: "test",
-        payment_method: "pm_test_declined",
-      });
+      await topUpAt50(c.wallet_id, "pm_test_declined");
       const d = await dd.holds.authorize({ customer_id: c.id, action: "unit", estimate: { credits: "500" } });
       assert.deepEqual(
         [d.decision, d.reason, d.auto_top_up?.outcome],
@@ -185,14 +182,7 @@ for (const backend of backends()) {
     test("a run's step buys its auto top-up first (its request runs again), and a retry of the step buys nothing", async () => {
       await dd.priceBooks.publish({ currency: "USD", tiers: [{ up_to: null, unit_price: "0.1" }] });
       const c = await dd.customers.create({ kind: "individual" });
-      await dd.autoTopUps.set(c.wallet_id, {
-        threshold: "1",
-        amount: "50",
-        currency: "USD",
-        monthly_cap: "100",
-        provider: "test",
-        payment_method: "pm_test_ok",
-      });
+      await topUpAt50(c.wallet_id, "pm_test_ok");
       const run = await dd.runs.start({ customer_id: c.id });
       const body = { key: "s1", action: "unit", estimate: { credits: "30" } };
       const s1 = await dd.runs.step(run.id, body);

@@ -16,9 +16,9 @@ import {
   type SqlExecutor,
   type Store,
   type WriterAnswer,
-  withTopUpsFirst,
 } from "../src/index.js";
 import { backends, POSTGRES_URL, postgresDatabase, type TestDatabase } from "./support/backends.js";
+import { authorizeAlone as authorizeAloneWith } from "./support/helpers.js";
 
 // The group-commit writer of authorize and settle: batched, it answers exactly what the
 // one-request path (Holds.authorize / Holds.settle, one transaction each) answers for the same
@@ -48,7 +48,7 @@ function harness(database: TestDatabase, clock: () => number = () => T0) {
   const tx = <T>(fn: (ex: SqlExecutor) => Promise<T>) => store.db.transaction(fn);
   /** The one-request path as the writer runs it alone: an auto top-up bought first, outside. */
   const authorizeAlone = (tenantId: string, request: AuthorizeRequest) =>
-    withTopUpsFirst(commerce, tenantId, (tried) => tx((ex) => holds.authorize(ex, tenantId, request, tried)));
+    authorizeAloneWith(store, holds, tenantId, request);
 
   /** A tenant with one customer holding `amount` credits in two grants, and a card: a `unit` costs 1 credit. */
   async function setup(amount: bigint, softFloor: bigint | null = null) {

@@ -6,7 +6,6 @@ import {
   type OveragePolicyInput,
   type PlanInput,
   type PriceBookInput,
-  type Result,
   UNIT,
   type UsageEvent,
 } from "@drawdown/core";
@@ -23,9 +22,9 @@ import {
   type Store,
   Subscriptions,
   setWalletOverage,
-  withTopUpsFirst,
 } from "../src/index.js";
 import { backends, POSTGRES_URL, postgresDatabase, type TestDatabase } from "./support/backends.js";
+import { authorizeAlone, okv } from "./support/helpers.js";
 
 /**
  * Overage policies on both databases, with the test clock across renewals: a priced soft cap
@@ -38,11 +37,6 @@ import { backends, POSTGRES_URL, postgresDatabase, type TestDatabase } from "./s
 const T0 = Date.UTC(2027, 0, 10, 12);
 const cr = (n: number | bigint): bigint => credits(BigInt(n));
 const usd = (whole: bigint, cents = 0n): bigint => whole * UNIT + cents * 10_000_000n;
-
-const okv = <T>(r: Result<T>): T => {
-  assert.ok(r.ok, r.ok ? "" : `${r.error.code}: ${r.error.message}`);
-  return r.value;
-};
 
 const BOOK: PriceBookInput = {
   currency: "USD",
@@ -145,22 +139,13 @@ for (const backend of backends()) {
       hold = false,
     ) =>
       // As the server runs it: an auto top-up is bought with no transaction open, then it runs again.
-      withTopUpsFirst(commerce, tenantId, (tried) =>
-        write((tx) =>
-          holds.authorize(
-            tx,
-            tenantId,
-            {
-              customerId,
-              subjectId: null,
-              action,
-              estimate: { credits: estimate },
-              holdTimeoutSeconds: hold ? 600 : null,
-            },
-            tried,
-          ),
-        ),
-      );
+      authorizeAlone(store, holds, tenantId, {
+        customerId,
+        subjectId: null,
+        action,
+        estimate: { credits: estimate },
+        holdTimeoutSeconds: hold ? 600 : null,
+      });
 
     test("a priced soft cap from the plan: billed at each renewal and on demand, once, to overage_receivable", async () => {
       const { tenantId, customer, walletId } = await setup();
@@ -533,22 +518,13 @@ if (POSTGRES_URL) {
         ),
       );
       const authorizations = Array.from({ length: 30 }, () =>
-        withTopUpsFirst(commerce, tenantId, (tried) =>
-          store.db.transaction((tx) =>
-            holds.authorize(
-              tx,
-              tenantId,
-              {
-                customerId: customer.id,
-                subjectId: null,
-                action: "unit",
-                estimate: { credits: cr(10) },
-                holdTimeoutSeconds: 600,
-              },
-              tried,
-            ),
-          ),
-        ),
+        authorizeAlone(store, holds, tenantId, {
+          customerId: customer.id,
+          subjectId: null,
+          action: "unit",
+          estimate: { credits: cr(10) },
+          holdTimeoutSeconds: 600,
+        }),
       );
       const scheduled = Array.from({ length: 5 }, () => commerce.run(tenantId));
       const [results] = await Promise.all([Promise.all(authorizations), Promise.all(scheduled)]);

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { credits, type PriceBookInput, type Result, UNIT, type UsageEvent } from "@drawdown/core";
+import { credits, type PriceBookInput, UNIT, type UsageEvent } from "@drawdown/core";
 import {
   AWAITING_CHARGE_GRACE_MS,
   Commerce,
@@ -11,9 +11,9 @@ import {
   type PaymentRequest,
   type SqlExecutor,
   type Store,
-  withTopUpsFirst,
 } from "../src/index.js";
 import { backends, type TestDatabase } from "./support/backends.js";
+import { authorizeAlone, okv } from "./support/helpers.js";
 
 /**
  * An auto top-up's provider is charged with no transaction open, on both databases: while the
@@ -26,11 +26,6 @@ import { backends, type TestDatabase } from "./support/backends.js";
 const T0 = Date.UTC(2027, 0, 10, 12);
 const cr = (n: number | bigint): bigint => credits(BigInt(n));
 const usd = (whole: bigint): bigint => whole * UNIT;
-
-const okv = <T>(r: Result<T>): T => {
-  assert.ok(r.ok, r.ok ? "" : `${r.error.code}: ${r.error.message}`);
-  return r.value;
-};
 
 const BOOK: PriceBookInput = {
   currency: "USD",
@@ -155,22 +150,13 @@ for (const backend of backends()) {
     }
 
     const authorize = (tenantId: string, customerId: string, estimate: bigint) =>
-      withTopUpsFirst(commerce, tenantId, (tried) =>
-        write((tx) =>
-          holds.authorize(
-            tx,
-            tenantId,
-            {
-              customerId,
-              subjectId: null,
-              action: "unit",
-              estimate: { credits: estimate },
-              holdTimeoutSeconds: 600,
-            },
-            tried,
-          ),
-        ),
-      );
+      authorizeAlone(store, holds, tenantId, {
+        customerId,
+        subjectId: null,
+        action: "unit",
+        estimate: { credits: estimate },
+        holdTimeoutSeconds: 600,
+      });
 
     const event = (tenantId: string, customerId: string, calls: number): UsageEvent => ({
       id: `evt_${++seq}`,
