@@ -202,6 +202,8 @@ export interface TopUpRun {
 
 /** A shortfall an auto top-up may cover: the paying chain (the payers, then their pool, last) and the credits it needs. */
 export interface TopUpNeed {
+  /** The customer whose wallets the chain is. */
+  readonly customerId: string;
   readonly chain: readonly string[];
   readonly need: bigint;
 }
@@ -1325,7 +1327,7 @@ export class Commerce implements DueJob {
     const purchases: PurchaseRecord[] = [];
     let bought = 0n;
     for (let i = 0; i < TOP_UPS_PER_CHECK && bought < need.need; i++) {
-      const rest = { chain: need.chain, need: need.need - bought };
+      const rest = { ...need, need: need.need - bought };
       const step = await this.store.db.transaction(async (tx): Promise<PurchaseRecord | TopUpTry> => {
         const q = await this.#shortfallQuote(tx, tenantId, rest, true);
         if (q.kind === "none") return { outcome: "none", purchases, reason: null };

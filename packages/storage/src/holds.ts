@@ -502,6 +502,7 @@ export class Holds implements DueJob {
     let autoTopUp: AutoTopUpAttempt | null = null;
     if (this.commerce && wantsTopUp(a.authorization)) {
       const need: TopUpNeed = {
+        customerId: request.customerId,
         chain: [payer, ...(a.poolWalletId === payer ? [] : [a.poolWalletId])],
         need: a.authorization.estimate - a.authorization.available,
       };
@@ -510,7 +511,7 @@ export class Holds implements DueJob {
       autoTopUp = attemptOf(t);
     } else {
       // Allowed after a top-up this operation made: the answer says what it bought.
-      const t = tried.get({ chain: [a.poolWalletId], need: 0n });
+      const t = tried.get({ customerId: request.customerId, chain: [a.poolWalletId], need: 0n });
       if (t) autoTopUp = attemptOf(t);
     }
     await writeCapEffect(ex, this.store, tenantId, a.caps);

@@ -16,7 +16,7 @@ import {
   usageKey,
 } from "@drawdown/core";
 import { loadCapCounters, loadCaps, writeCapEffect } from "./caps.js";
-import { type Commerce, TopUpFirst, type TopUpNeed, type TopUpsTried, withTopUpsFirst } from "./commerce.js";
+import { type Commerce, TopUpFirst, type TopUpNeed, TopUpsTried } from "./commerce.js";
 import { CATALOG_STAMP_COLUMN, type Catalog, type CustomerPricing, Metering, stampOf } from "./metering.js";
 import { OVERAGE_COLUMNS, overagePolicyFrom } from "./overage.js";
 import { readDrawableGrants, toGrant } from "./records.js";
@@ -61,6 +61,84 @@ export interface WriterOptions {
   readonly commerce?: Commerce;
 }
 
+/** One event of a batch, with its place among the batch's events. */
+interface Entry {
+  readonly item: IngestEvent;
+  readonly at: number;
+}
+
+const gateKey = (tenantId: string, customerId: string): string => `${tenantId}\n${customerId}`;
+
+/**
+ * The answers to a batch's parts, filled event by event (some commit later, behind a gate):
+ * each part resolves once all its events have results, or rejects with the first failure.
+ */
+class Answers {
+  readonly #results: (IngestResult | undefined)[];
+  readonly #left: number[];
+  readonly #partOf: number[];
+  readonly #start: number[];
+  readonly #done: boolean[];
+
+  constructor(private readonly parts: readonly Pending[]) {
+    this.#partOf = parts.flatMap((p, k) => p.events.map(() => k));
+    this.#results = this.#partOf.map(() => undefined);
+    this.#left = parts.map((p) => p.events.length);
+    this.#done = parts.map(() => false);
+    let at = 0;
+    this.#start = parts.map((p) => {
+      const start = at;
+      at += p.events.length;
+      return start;
+    });
+  }
+
+  set(at: number, result: IngestResult): void {
+    const k = this.#partOf[at]!;
+    invariant(this.#results[at] === undefined, "an event is answered once");
+    this.#results[at] = result;
+    if (--this.#left[k]! === 0 && !this.#done[k]) {
+      this.#done[k] = true;
+      const start = this.#start[k]!;
+      this.parts[k]!.resolve(
+        this.#results.slice(start, start + this.parts[k]!.events.length) as IngestResult[],
+      );
+    }
+  }
+
+  fail(at: number, error: unknown): void {
+    const k = this.#partOf[at]!;
+    if (this.#done[k]) return;
+    this.#done[k] = true;
+    this.parts[k]!.reject(error);
+  }
+}
+
+/**
+ * Work queued per key, run one after another off the caller's path: a customer's events wait
+ * behind its auto top-up. A key is open while work is queued under it.
+ */
+class Gates {
+  readonly #tails = new Map<string, Promise<void>>();
+
+  get size(): number {
+    return this.#tails.size;
+  }
+
+  has(key: string): boolean {
+    return this.#tails.has(key);
+  }
+
+  /** Runs `work` after the work queued under `key` (which handles its own failures). */
+  after(key: string, work: () => Promise<void>): void {
+    const next = (this.#tails.get(key) ?? Promise.resolve()).then(work).catch(() => undefined);
+    this.#tails.set(key, next);
+    void next.then(() => {
+      if (this.#tails.get(key) === next) this.#tails.delete(key);
+    });
+  }
+}
+
 /** Part of one caller's events, for one lane. */
 interface Pending {
   readonly tenantId: string;
@@ -90,6 +168,8 @@ export class IngestWriter {
   readonly #busy: boolean[];
   readonly #maxBatch: number;
   readonly #commerce: Commerce | null;
+  /** Customers whose auto top-up is being bought, and their events waiting for it. */
+  readonly #gates = new Gates();
 
   constructor(
     private readonly store: Store,
@@ -175,28 +255,91 @@ export class IngestWriter {
   }
 
   async #runTenant(tenantId: string, parts: Pending[]): Promise<void> {
-    const items = parts.flatMap((p) => p.events);
-    for (let attempt = 1; ; attempt++) {
+    const answers = new Answers(parts);
+    await this.#commit(
+      tenantId,
+      parts.flatMap((p) => p.events).map((item, at) => ({ item, at })),
+      answers,
+      null,
+      null,
+    );
+  }
+
+  /**
+   * Commits events in one transaction (retried on a stored id or a deadlock) and answers them.
+   *
+   * Auto top-ups before unpaid charges are bought off the lane: the transaction that wants one
+   * (TopUpFirst) rolls back, the events of the customers it names wait behind their customer's
+   * gate, which buys with no transaction open and then commits them, and the rest commit at
+   * once. While a customer's gate is open, its new events queue behind it in arrival order, so
+   * they see the credits bought instead of being recorded unpaid meanwhile. `holder`: the gate
+   * this call runs under (its customer's events are not deferred again); `tried`: the top-ups
+   * its gate bought.
+   */
+  async #commit(
+    tenantId: string,
+    entries: readonly Entry[],
+    answers: Answers,
+    holder: string | null,
+    tried: TopUpsTried | null,
+  ): Promise<void> {
+    let now = this.#deferGated(tenantId, entries, answers, holder);
+    for (let attempt = 1; now.length > 0; attempt++) {
+      const items = now.map((e) => e.item);
       try {
-        // An auto top-up to try first rolls the batch back: it buys with no transaction open,
-        // and the batch runs again (the lane waits for the provider; no wallet stays locked).
-        const results = await withTopUpsFirst(this.#commerce, tenantId, (tried) =>
-          this.store.db.transaction((tx) => this.#process(tx, tenantId, items, attempt > 1, tried)),
+        const results = await this.store.db.transaction((tx) =>
+          this.#process(tx, tenantId, items, attempt > 1, tried ?? new TopUpsTried()),
         );
-        let at = 0;
-        for (const p of parts) {
-          p.resolve(results.slice(at, at + p.events.length));
-          at += p.events.length;
-        }
+        results.forEach((r, k) => {
+          answers.set(now[k]!.at, r);
+        });
         return;
       } catch (error) {
+        if (error instanceof TopUpFirst && this.#commerce && tried === null) {
+          const commerce = this.#commerce;
+          for (const need of error.needs) {
+            const key = gateKey(tenantId, need.customerId);
+            const waiting = now.filter((e) => e.item.event.customerId === need.customerId);
+            this.#gates.after(key, async () => {
+              // What the gate bought is this run's answer: it tries nothing more itself.
+              const bought = new TopUpsTried();
+              try {
+                bought.record(need, await commerce.topUpOutside(tenantId, need));
+                bought.finish();
+              } catch (failure) {
+                for (const e of waiting) answers.fail(e.at, failure);
+                return;
+              }
+              await this.#commit(tenantId, waiting, answers, key, bought);
+            });
+          }
+          const named = new Set(error.needs.map((n) => n.customerId));
+          now = now.filter((e) => !named.has(e.item.event.customerId));
+          attempt = 0;
+          continue;
+        }
         const code = (error as { code?: string }).code;
         // An id already stored (a retry, or a concurrent writer), or a deadlock: retry, looking ids up.
         if (code !== undefined && RETRYABLE.has(code) && attempt < 5) continue;
-        for (const p of parts) p.reject(error);
+        for (const e of now) answers.fail(e.at, error);
         return;
       }
     }
+  }
+
+  /** Queues the events of customers whose gate is open behind it; returns the others. */
+  #deferGated(tenantId: string, entries: readonly Entry[], answers: Answers, holder: string | null): Entry[] {
+    if (this.#gates.size === 0) return [...entries];
+    const now: Entry[] = [];
+    const later = new Map<string, Entry[]>();
+    for (const e of entries) {
+      const key = gateKey(tenantId, e.item.event.customerId);
+      if (key === holder || !this.#gates.has(key)) now.push(e);
+      else later.set(key, [...(later.get(key) ?? []), e]);
+    }
+    for (const [key, waiting] of later)
+      this.#gates.after(key, () => this.#commit(tenantId, waiting, answers, key, null));
+    return now;
   }
 
   /**
@@ -407,11 +550,11 @@ async function topUpUnpaid(
   poolWallet: ReadonlyMap<string, string>,
   tried: TopUpsTried,
 ): Promise<void> {
-  const needs = new Map<string, { payers: Set<string>; need: bigint }>();
+  const needs = new Map<string, { customerId: string; payers: Set<string>; need: bigint }>();
   for (const o of outcomes) {
     if (o.kind !== "accepted" || o.unpaid === 0n || o.reason !== "insufficient_credits") continue;
     const pool = poolWallet.get(o.event.customerId)!;
-    const n = needs.get(pool) ?? { payers: new Set<string>(), need: 0n };
+    const n = needs.get(pool) ?? { customerId: o.event.customerId, payers: new Set<string>(), need: 0n };
     n.payers.add(o.walletId);
     n.need += o.unpaid;
     needs.set(pool, n);
@@ -420,6 +563,7 @@ async function topUpUnpaid(
   // Customers out of credits keep sending events: one query finds the few chains with an
   // auto top-up, instead of a lookup per wallet for every such customer in every batch.
   const chains: TopUpNeed[] = [...needs].map(([pool, n]) => ({
+    customerId: n.customerId,
     // The pool last: it names the chain (TopUpsTried).
     chain: [...[...n.payers].filter((w) => w !== pool), pool],
     need: n.need,

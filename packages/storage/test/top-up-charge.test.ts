@@ -35,13 +35,15 @@ const BOOK: PriceBookInput = {
 
 /**
  * A card that pays at once and keeps its charges by key (as Stripe does), and that, while it
- * is being charged, tries to lock the customer's wallets from elsewhere (`probe`); `fail`
- * charges lose their connection before any answer.
+ * is being charged, tries to lock the customer's wallets from elsewhere (`probe`). `failNext`
+ * charges lose their connection before any answer; `pauseNext` holds the next charge's answer
+ * until released.
  */
 function probingProvider(probe: (r: PaymentRequest) => Promise<void>) {
   const charges = new Map<string, string>();
   const seen: string[] = [];
   let failNext = 0;
+  let paused: { started: () => void; released: Promise<void> } | null = null;
   const provider: PaymentProvider = {
     id: "probe",
     testOnly: true,
@@ -50,6 +52,12 @@ function probingProvider(probe: (r: PaymentRequest) => Promise<void>) {
     charge: async (r) => {
       seen.push(r.idempotencyKey);
       await probe(r);
+      const pause = paused;
+      paused = null;
+      if (pause) {
+        pause.started();
+        await pause.released;
+      }
       if (failNext > 0) {
         failNext--;
         throw new Error("connection reset by the provider");
@@ -65,6 +73,19 @@ function probingProvider(probe: (r: PaymentRequest) => Promise<void>) {
     charges,
     failNext: (n: number) => {
       failNext = n;
+    },
+    /** The next charge waits for `release`; `started` resolves when it is being charged. */
+    pauseNext: () => {
+      let started = () => {};
+      let release = () => {};
+      const startedP = new Promise<void>((r) => {
+        started = r;
+      });
+      const released = new Promise<void>((r) => {
+        release = r;
+      });
+      paused = { started, released };
+      return { started: startedP, release };
     },
   };
 }
@@ -262,6 +283,37 @@ for (const backend of backends()) {
       assert.equal((await store.balance(tenantId, c.walletId))!.available, cr(20));
       // Now the authorization goes through on the credits bought.
       assert.equal(okv(await authorize(tenantId, c.id, cr(15))).authorization.decision, "allow");
+      assert.deepEqual((await store.reconcile(tenantId)).differences, []);
+    });
+
+    test("usage: a customer's top-up is bought off the writer's lane; its later events wait behind it and are paid", async () => {
+      const { tenantId, customers } = await setup(2);
+      const [a, b] = customers as [(typeof customers)[0], (typeof customers)[0]];
+      okv(
+        await write((tx) =>
+          store.createGrant(tx, tenantId, { walletId: b.walletId, amount: cr(50), source: "promo" }),
+        ),
+      );
+      // One lane: without the gate, b's batch would wait for a's provider.
+      const oneLane = new IngestWriter(store, metering, { commerce, lanes: 1 });
+      const submit = (customerId: string, calls: number) => {
+        const e = event(tenantId, customerId, calls);
+        return oneLane.submit(tenantId, [{ event: e, fingerprint: e.id }]);
+      };
+      const charge = card.pauseNext();
+      const first = submit(a.id, 5);
+      await charge.started;
+      // While a's provider is being charged: b's events commit, and a's next events queue.
+      const [other] = await submit(b.id, 3);
+      assert.equal(other?.status === "accepted" ? other.charge.unpaid : null, 0n);
+      const next = submit(a.id, 4);
+      charge.release();
+      for (const [r] of await Promise.all([first, next])) {
+        assert.equal(r?.status, "accepted");
+        assert.equal(r?.status === "accepted" ? r.charge.unpaid : null, 0n, "paid from the pack bought");
+      }
+      assert.equal((await purchases(tenantId)).length, 1, "one pack of 20 pays both of a's events");
+      assert.equal((await store.balance(tenantId, a.walletId))!.available, cr(11));
       assert.deepEqual((await store.reconcile(tenantId)).differences, []);
     });
   });
