@@ -30,6 +30,7 @@ import {
   writeCapReservations,
 } from "./caps.js";
 import { withTopUpsFirst } from "./commerce.js";
+import { Gates, gateKey } from "./gates.js";
 import {
   type AuthorizeRequest,
   type AutoTopUpAttempt,
@@ -169,6 +170,8 @@ export class HoldWriter {
   readonly #batch: boolean;
   /** What never changes about the holds this writer placed (customer, wallet, subject, action): see {@link known}. */
   readonly #placed = new Map<string, KnownHold>();
+  /** Customers whose auto top-up is being bought, and their requests waiting for it. */
+  readonly #gates = new Gates();
 
   constructor(
     private readonly store: Store,
@@ -287,7 +290,12 @@ export class HoldWriter {
     }
   }
 
-  async #runTenant(tenantId: string, ops: Op[]): Promise<void> {
+  async #runTenant(tenantId: string, all: Op[]): Promise<void> {
+    // A customer whose auto top-up is being bought: its requests wait behind it, in order.
+    const gated = (op: Op) => this.#gates.has(gateKey(tenantId, op.customerId));
+    const ops = this.#gates.size === 0 ? all : all.filter((op) => !gated(op));
+    if (ops.length < all.length) this.#behindGates(tenantId, all.filter(gated));
+    if (ops.length === 0) return;
     for (let attempt = 1; this.#batch && attempt <= 3; attempt++) {
       try {
         const answers = await this.store.db.transaction((tx) => this.#process(tx, tenantId, ops));
@@ -304,15 +312,9 @@ export class HoldWriter {
           }
           op.resolve(a);
         });
-        // Left out of the batch (an auto top-up to try first, and every request after it):
-        // now, in order, each alone through the one-request path, with its key.
-        for (const op of deferred) {
-          try {
-            op.resolve(await this.#alone(tenantId, op));
-          } catch (error) {
-            op.reject(error);
-          }
-        }
+        // Left out of the batch (an auto top-up to try first, and its customer's requests after
+        // it): behind the customer's gate, off this lane, each alone with its key, in order.
+        this.#behindGates(tenantId, deferred);
         return;
       } catch (error) {
         const code = (error as { code?: string }).code;
@@ -330,6 +332,26 @@ export class HoldWriter {
   }
 
   /** One request through the one-request path, its auto top-up (if any) tried with no transaction open. */
+  /** Runs requests alone behind their customers' gates, each customer's in order, off the lane. */
+  #behindGates(tenantId: string, ops: readonly Op[]): void {
+    const byCustomer = new Map<string, Op[]>();
+    for (const op of ops) {
+      const group = byCustomer.get(op.customerId);
+      if (group) group.push(op);
+      else byCustomer.set(op.customerId, [op]);
+    }
+    for (const [customerId, group] of byCustomer)
+      this.#gates.after(gateKey(tenantId, customerId), async () => {
+        for (const op of group) {
+          try {
+            op.resolve(await this.#alone(tenantId, op));
+          } catch (error) {
+            op.reject(error);
+          }
+        }
+      });
+  }
+
   async #alone(tenantId: string, op: Op): Promise<WriterAnswer<unknown>> {
     return withTopUpsFirst(this.holds.commerce, tenantId, async (tried) => {
       const run = (tx: SqlExecutor): Promise<Result<unknown>> =>
@@ -587,9 +609,10 @@ export class HoldWriter {
     const capEffects: CapEffect[] = [];
     // Wallets with an auto top-up (read at the first denial for lack of credits that could use one).
     let topUps: ReadonlySet<string> | null = null;
-    // Once a request is left out, every later one is too: they run after it, in order, as they
-    // would one transaction each (its purchase, hold or event ids may change their answers).
-    let deferring = false;
+    // Once a request is left out, every later one of its customer is too: they run after it, in
+    // order, as they would one transaction each (its purchase or hold may change their answers).
+    // Other customers' requests share nothing with it (wallets, caps, tiers) and stay.
+    const deferring = new Set<string>();
 
     // Then plan each request in arrival order, on the state the earlier ones left.
     const txs: JournalTransaction[] = [];
@@ -623,7 +646,7 @@ export class HoldWriter {
     for (const i of live) {
       if (results[i] !== null) continue;
       const op = ops[i]!;
-      if (deferring) {
+      if (deferring.has(op.customerId)) {
         settle(DEFERRED, i);
         continue;
       }
@@ -645,7 +668,7 @@ export class HoldWriter {
           topUps ??= await this.holds.autoTopUpWallets(ex, tenantId, [...wallets.keys()]);
           if (topUps.has(payer) || topUps.has(state.poolWalletId)) {
             // Holds.authorize tries the auto top-up (a purchase) first: it runs after this batch.
-            deferring = true;
+            deferring.add(op.customerId);
             settle(DEFERRED, i);
             continue;
           }

@@ -17,6 +17,7 @@ import {
 } from "@drawdown/core";
 import { loadCapCounters, loadCaps, writeCapEffect } from "./caps.js";
 import { type Commerce, TopUpFirst, type TopUpNeed, TopUpsTried } from "./commerce.js";
+import { Gates, gateKey } from "./gates.js";
 import { CATALOG_STAMP_COLUMN, type Catalog, type CustomerPricing, Metering, stampOf } from "./metering.js";
 import { OVERAGE_COLUMNS, overagePolicyFrom } from "./overage.js";
 import { readDrawableGrants, toGrant } from "./records.js";
@@ -67,8 +68,6 @@ interface Entry {
   readonly at: number;
 }
 
-const gateKey = (tenantId: string, customerId: string): string => `${tenantId}\n${customerId}`;
-
 /**
  * The answers to a batch's parts, filled event by event (some commit later, behind a gate):
  * each part resolves once all its events have results, or rejects with the first failure.
@@ -111,31 +110,6 @@ class Answers {
     if (this.#done[k]) return;
     this.#done[k] = true;
     this.parts[k]!.reject(error);
-  }
-}
-
-/**
- * Work queued per key, run one after another off the caller's path: a customer's events wait
- * behind its auto top-up. A key is open while work is queued under it.
- */
-class Gates {
-  readonly #tails = new Map<string, Promise<void>>();
-
-  get size(): number {
-    return this.#tails.size;
-  }
-
-  has(key: string): boolean {
-    return this.#tails.has(key);
-  }
-
-  /** Runs `work` after the work queued under `key` (which handles its own failures). */
-  after(key: string, work: () => Promise<void>): void {
-    const next = (this.#tails.get(key) ?? Promise.resolve()).then(work).catch(() => undefined);
-    this.#tails.set(key, next);
-    void next.then(() => {
-      if (this.#tails.get(key) === next) this.#tails.delete(key);
-    });
   }
 }
 
@@ -335,7 +309,11 @@ export class IngestWriter {
     for (const e of entries) {
       const key = gateKey(tenantId, e.item.event.customerId);
       if (key === holder || !this.#gates.has(key)) now.push(e);
-      else later.set(key, [...(later.get(key) ?? []), e]);
+      else {
+        const group = later.get(key);
+        if (group) group.push(e);
+        else later.set(key, [e]);
+      }
     }
     for (const [key, waiting] of later)
       this.#gates.after(key, () => this.#commit(tenantId, waiting, answers, key, null));

@@ -5,6 +5,7 @@ import {
   AWAITING_CHARGE_GRACE_MS,
   Commerce,
   Holds,
+  HoldWriter,
   IngestWriter,
   Metering,
   type PaymentProvider,
@@ -313,6 +314,40 @@ for (const backend of backends()) {
         assert.equal(r?.status === "accepted" ? r.charge.unpaid : null, 0n, "paid from the pack bought");
       }
       assert.equal((await purchases(tenantId)).length, 1, "one pack of 20 pays both of a's events");
+      assert.equal((await store.balance(tenantId, a.walletId))!.available, cr(11));
+      assert.deepEqual((await store.reconcile(tenantId)).differences, []);
+    });
+
+    test("authorize: a customer's top-up is bought off the hold writer's lane; its later requests wait behind it", async () => {
+      const { tenantId, customers } = await setup(2);
+      const [a, b] = customers as [(typeof customers)[0], (typeof customers)[0]];
+      okv(
+        await write((tx) =>
+          store.createGrant(tx, tenantId, { walletId: b.walletId, amount: cr(50), source: "promo" }),
+        ),
+      );
+      const holdWriter = new HoldWriter(store, holds, metering);
+      const ask = async (customerId: string, credits: bigint) => {
+        const r = await holdWriter.authorize(
+          tenantId,
+          { customerId, subjectId: null, action: "unit", estimate: { credits }, holdTimeoutSeconds: 600 },
+          null,
+        );
+        assert.equal(r.kind, "fresh");
+        return r.kind === "fresh" ? okv(r.result) : null;
+      };
+      const charge = card.pauseNext();
+      const first = ask(a.id, cr(5));
+      await charge.started;
+      // While a's provider is being charged: b is answered, and a's next request queues.
+      assert.equal((await ask(b.id, cr(3)))?.authorization.decision, "allow");
+      const next = ask(a.id, cr(4));
+      charge.release();
+      const [one, two] = await Promise.all([first, next]);
+      assert.equal(one?.authorization.decision, "allow");
+      assert.equal(one?.autoTopUp?.outcome, "covered");
+      assert.equal(two?.authorization.decision, "allow", "held from the pack bought, not denied meanwhile");
+      assert.equal((await purchases(tenantId)).length, 1);
       assert.equal((await store.balance(tenantId, a.walletId))!.available, cr(11));
       assert.deepEqual((await store.reconcile(tenantId)).differences, []);
     });
