@@ -252,11 +252,12 @@ export class TopUpsTried {
     return this.#final;
   }
 
-  /** Fired by {@link withTopUpsFirst} only. */
+  /** What the top-ups bought for a chain, with no transaction open ({@link withTopUpsFirst}, the writers' gates). */
   record(need: TopUpNeed, t: TopUpTry): void {
     this.#byPool.set(need.chain.at(-1)!, t);
   }
 
+  /** Makes this the last run: chains not tried yet are answered `none`, never `charge`. */
   finish(): void {
     this.#final = true;
   }
@@ -913,7 +914,8 @@ export class Commerce implements DueJob {
     });
     if (!granted.ok) return granted;
     await ex.query(
-      `UPDATE purchases SET status = 'confirmed', grant_id = $3, resolved_at = $4,
+      // Resolved by hand while awaiting its charge: the scheduler no longer charges it.
+      `UPDATE purchases SET status = 'confirmed', grant_id = $3, resolved_at = $4, awaiting_charge = false,
          provider_reference = coalesce($5, provider_reference)
        WHERE tenant_id = $1 AND id = $2 AND status = 'pending'`,
       [tenantId, id, granted.value.grant.id, iso(now), reference],
@@ -941,7 +943,8 @@ export class Commerce implements DueJob {
     const now = this.store.now(tenantId);
     const why = reason ?? (status === "failed" ? "payment failed" : "canceled");
     await ex.query(
-      "UPDATE purchases SET status = $3, failure_reason = $4, resolved_at = $5 WHERE tenant_id = $1 AND id = $2",
+      `UPDATE purchases SET status = $3, failure_reason = $4, resolved_at = $5, awaiting_charge = false
+       WHERE tenant_id = $1 AND id = $2`,
       [tenantId, id, status, why, iso(now)],
     );
     if (status === "failed" && p.origin === "auto_top_up") {

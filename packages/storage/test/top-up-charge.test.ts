@@ -287,6 +287,21 @@ for (const backend of backends()) {
       assert.deepEqual((await store.reconcile(tenantId)).differences, []);
     });
 
+    test("a purchase awaiting its charge confirmed by hand is granted once and never charged by the scheduler", async () => {
+      const { tenantId, customers } = await setup(1, 0n);
+      const c = customers[0]!;
+      card.failNext(1);
+      const denied = okv(await authorize(tenantId, c.id, cr(15)));
+      const purchaseId = denied.autoTopUp!.purchaseIds[0]!;
+      const asked = card.seen.length;
+      const confirmed = okv(await write((tx) => commerce.confirmPurchase(tx, tenantId, purchaseId)));
+      assert.deepEqual([confirmed.status, confirmed.awaitingCharge], ["confirmed", false]);
+      okv(await store.advanceClock(tenantId, T0 + 2 * AWAITING_CHARGE_GRACE_MS));
+      assert.equal(card.seen.length, asked, "the provider is not asked again");
+      assert.equal((await store.balance(tenantId, c.walletId))!.available, cr(20));
+      assert.deepEqual((await store.reconcile(tenantId)).differences, []);
+    });
+
     test("usage: a customer's top-up is bought off the writer's lane; its later events wait behind it and are paid", async () => {
       const { tenantId, customers } = await setup(2);
       const [a, b] = customers as [(typeof customers)[0], (typeof customers)[0]];
