@@ -1547,6 +1547,11 @@ export interface Purchase {
   failure_reason: string | null;
   /** The grant its payment made, once confirmed. */
   grant_id: string | null;
+  /**
+   * A pending auto top-up whose provider has not answered yet: the scheduler charges it again
+   * with the same idempotency key.
+   */
+  awaiting_charge: boolean;
   created_at: string;
   resolved_at: string | null;
 }

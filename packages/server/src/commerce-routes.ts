@@ -222,6 +222,10 @@ export const PurchaseView = Type.Object(
     provider_reference: Nullable(Type.String()),
     failure_reason: Nullable(Type.String()),
     grant_id: Nullable(Type.String({ description: "The grant its payment made; set once confirmed." })),
+    awaiting_charge: Type.Boolean({
+      description:
+        "True for a pending auto top-up whose provider has not answered yet (written before its charge; a crash or a lost connection). The scheduler charges it again with the same idempotency key; confirming, failing or canceling it by hand ends the wait.",
+    }),
     created_at: Type.String(),
     resolved_at: Nullable(Type.String()),
   },
@@ -385,6 +389,7 @@ export const purchaseView = (p: PurchaseRecord) => ({
   provider_reference: p.providerReference,
   failure_reason: p.failureReason,
   grant_id: p.grantId,
+  awaiting_charge: p.awaitingCharge,
   created_at: new Date(p.createdAt).toISOString(),
   resolved_at: time(p.resolvedAt),
 });
