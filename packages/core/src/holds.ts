@@ -21,6 +21,7 @@ import {
   costOf,
   type PricingAt,
   periodStart,
+  revenueOf,
   sourceOfOverrides,
   type UsageEvent,
   usageKey,
@@ -494,15 +495,14 @@ export function planSettle(
     const drawn = split.head.filter((d) => d.grantId !== null).reduce((s, d) => s + d.amount, 0n);
     const owed = split.head.filter((d) => d.grantId === null).reduce((s, d) => s + d.amount, 0n);
     const short = r.rating.credits - drawn - owed;
-    let revenue = 0n;
-    let revenueCurrency: string | null = null;
-    for (const d of split.head) {
-      if (d.grantId === null) continue;
-      const g = state.grants.get(d.grantId);
-      invariant(g, `grant ${d.grantId} of a settlement was not loaded`);
-      revenue += d.amount * g.costBasis;
-      if (g.costBasis > 0n) revenueCurrency ??= g.currency;
-    }
+    const money = revenueOf(
+      split.head.flatMap((d) => (d.grantId === null ? [] : [{ grantId: d.grantId, amount: d.amount }])),
+      (id) => {
+        const g = state.grants.get(id);
+        invariant(g, `grant ${id} of a settlement was not loaded`);
+        return g;
+      },
+    );
     const cost = costOf(state, r.event);
     outcomes.push({
       kind: "accepted",
@@ -516,8 +516,9 @@ export function planSettle(
       draws: split.head.flatMap((d): Draw[] =>
         d.grantId === null ? [] : [{ grantId: d.grantId, walletId: d.walletId, amount: d.amount }],
       ),
-      revenue: divRound(revenue, 10n ** BigInt(SCALE)),
-      revenueCurrency,
+      revenue: money.revenue,
+      revenueCurrency: money.revenueCurrency,
+      extraRevenue: money.extraRevenue,
       cost: cost?.amount ?? null,
       costCurrency: cost?.currency ?? null,
       costVersionId: cost?.versionId ?? null,

@@ -102,9 +102,18 @@ export interface Accepted {
   /** Credits the hard cap or the floor refused: charged to nobody, recorded. */
   readonly unpaid: bigint;
   readonly draws: readonly Draw[];
-  /** The money the drawn credits were bought for (their cost basis), at 9 decimals; null when nothing paid was drawn. */
+  /**
+   * The money the drawn credits were bought for (their cost basis), at 9 decimals, in the
+   * currency of the first paid grant drawn (`revenueCurrency`, null when nothing paid was drawn).
+   */
   readonly revenue: bigint;
   readonly revenueCurrency: string | null;
+  /**
+   * The revenue of paid grants drawn in other currencies, one entry per currency in the order
+   * first drawn; empty (the usual case) when every paid grant drawn had one currency. Money is
+   * never added across currencies; each currency's sum is rounded once.
+   */
+  readonly extraRevenue: readonly CurrencyAmount[];
   /** Cost of goods sold, at 9 decimals, from the report or the cost table; null when unknown. */
   readonly cost: bigint | null;
   readonly costCurrency: string | null;
@@ -132,6 +141,60 @@ type MutableAccepted = Omit<Accepted, "transactionId"> & { transactionId: string
 
 /** One credit in units (10^SCALE), to turn revenue at double scale back into units. */
 const ONE = 10n ** BigInt(SCALE);
+
+/** Money in one currency, at 9 decimals. */
+export interface CurrencyAmount {
+  readonly currency: string;
+  readonly amount: bigint;
+}
+
+/** Revenue of an event's draws (see {@link Accepted.revenue}). */
+export interface EventRevenue {
+  readonly revenue: bigint;
+  readonly revenueCurrency: string | null;
+  readonly extraRevenue: readonly CurrencyAmount[];
+}
+
+const NO_REVENUE: EventRevenue = { revenue: 0n, revenueCurrency: null, extraRevenue: [] };
+
+/**
+ * What drawn credits were bought for: each draw's credits times its grant's cost basis, summed
+ * per currency at double scale and rounded once per currency. The first paid currency drawn is
+ * the event's `revenue`; the others are `extraRevenue`. Free grants (cost basis 0) add nothing.
+ *
+ *     revenueOf([{ grantId: "g1", amount: 2n * UNIT }], (id) => grants.get(id)!)
+ *     // g1 bought at 0.1 EUR a credit: { revenue: 0.2 EUR in units, revenueCurrency: "EUR", extraRevenue: [] }
+ */
+export function revenueOf(
+  draws: Iterable<{ readonly grantId: string; readonly amount: bigint }>,
+  grantOf: (id: string) => Pick<Grant, "costBasis" | "currency">,
+): EventRevenue {
+  let first: string | null = null;
+  let sum = 0n;
+  let others: Map<string, bigint> | null = null;
+  for (const d of draws) {
+    const g = grantOf(d.grantId);
+    if (g.costBasis === 0n) continue;
+    const currency = g.currency;
+    invariant(currency !== null, "a grant with a cost basis has a currency");
+    const money = d.amount * g.costBasis;
+    first ??= currency;
+    if (currency === first) sum += money;
+    else {
+      others ??= new Map();
+      others.set(currency, (others.get(currency) ?? 0n) + money);
+    }
+  }
+  if (first === null) return NO_REVENUE;
+  return {
+    revenue: divRound(sum, ONE),
+    revenueCurrency: first,
+    extraRevenue:
+      others === null
+        ? []
+        : [...others].map(([currency, amount]) => ({ currency, amount: divRound(amount, ONE) })),
+  };
+}
 
 /** A batch's plan: outcomes in order, the journal, and the counters to bump. */
 export interface UsagePlan {
@@ -287,8 +350,7 @@ export function planUsage(
       overdraft: bigint,
       unpaid: bigint,
       draws: readonly Draw[],
-      revenue: bigint,
-      revenueCurrency: string | null,
+      money: EventRevenue,
       reason: string | null,
     ): MutableAccepted => ({
       kind: "accepted",
@@ -303,22 +365,23 @@ export function planUsage(
       overdraft,
       unpaid,
       draws,
-      revenue,
-      revenueCurrency,
+      revenue: money.revenue,
+      revenueCurrency: money.revenueCurrency,
+      extraRevenue: money.extraRevenue,
       reason,
       transactionId: null,
       overrideSource,
     });
     if (rating.credits === 0n) {
       countUsage();
-      outcomes.push(accept(0n, 0n, 0n, [], 0n, null, rating.reason));
+      outcomes.push(accept(0n, 0n, 0n, [], NO_REVENUE, rating.reason));
       continue;
     }
     // Spend caps (caps.ts): a charge beyond the tightest applicable cap's room is refused whole.
     const capRoom = caps.roomFor(walletChain, event.subjectId, ctx.now);
     if (capRoom !== null && rating.credits > capRoom) {
       caps.refuse(walletChain, event.subjectId, ctx.now);
-      outcomes.push(accept(0n, 0n, rating.credits, [], 0n, null, "spend_cap_reached"));
+      outcomes.push(accept(0n, 0n, rating.credits, [], NO_REVENUE, "spend_cap_reached"));
       continue;
     }
     const sources = walletChain.map((walletId) => ({
@@ -342,13 +405,13 @@ export function planUsage(
       );
     }
     if (unpaid > 0n) {
-      outcomes.push(accept(0n, 0n, unpaid, [], 0n, null, "insufficient_credits"));
+      outcomes.push(accept(0n, 0n, unpaid, [], NO_REVENUE, "insufficient_credits"));
       continue;
     }
     countUsage();
     caps.charge(walletChain, event.subjectId, ctx.now, rating.credits);
-    let revenue = 0n;
-    let revenueCurrency: string | null = null;
+    // Before the draws below take the grants' remaining: only cost basis and currency are read.
+    const money = revenueOf(plan.draws, (id) => grants.get(id)!);
     const c: Charges = charges.get(event.customerId) ?? {
       grant: new Map(),
       overdraft: null,
@@ -359,8 +422,6 @@ export function planUsage(
       const g = grants.get(d.grantId)!;
       grants.set(d.grantId, withRemaining(g, g.remaining - d.amount));
       c.grant.set(d.grantId, (c.grant.get(d.grantId) ?? 0n) + d.amount);
-      revenue += d.amount * g.costBasis;
-      if (g.costBasis > 0n) revenueCurrency ??= g.currency;
     }
     if (toOverdraft > 0n) {
       overdraft.set(pool, owed + toOverdraft);
@@ -368,15 +429,7 @@ export function planUsage(
       c.overdraft.set(pool, (c.overdraft.get(pool) ?? 0n) + toOverdraft);
     }
     c.total += rating.credits;
-    const outcome = accept(
-      rating.credits - toOverdraft,
-      toOverdraft,
-      0n,
-      plan.draws,
-      divRound(revenue, ONE),
-      revenueCurrency,
-      null,
-    );
+    const outcome = accept(rating.credits - toOverdraft, toOverdraft, 0n, plan.draws, money, null);
     c.outcomes.push(outcome);
     charges.set(event.customerId, c);
     outcomes.push(outcome);

@@ -473,6 +473,32 @@ describe("planUsage: accepted events", () => {
     );
     assert.equal(o.revenue, 20_000_000n, "2 credits at 0.01 USD");
     assert.equal(o.revenueCurrency, "USD");
+    assert.deepEqual(o.extraRevenue, []);
+    // Paid grants in two currencies: each currency's revenue apart, never added together.
+    const mixed = makeState({
+      grants: [
+        makeGrant({
+          id: "grt_eur",
+          walletId: "wal_pool",
+          amount: cr(2),
+          costBasis: 100_000_000n,
+          currency: "EUR",
+        }),
+        makeGrant({
+          id: "grt_usd",
+          walletId: "wal_pool",
+          amount: cr(10),
+          costBasis: 200_000_000n,
+          currency: "USD",
+        }),
+      ],
+    });
+    const m = accepted(plan(mixed, [event({ quantities: { tokens: qn(4) } })]).outcomes[0]);
+    assert.deepEqual(
+      [m.revenue, m.revenueCurrency, m.extraRevenue],
+      [cr(2) / 10n, "EUR", [{ currency: "USD", amount: (cr(2) * 2n) / 10n }]],
+      "2 credits at 0.1 EUR, then 2 at 0.2 USD",
+    );
     // Free credits only: no revenue, no currency.
     const free = makeState({ grants: [makeGrant({ id: "grt_free", walletId: "wal_pool", amount: cr(9) })] });
     const f = accepted(plan(free, [event()]).outcomes[0]);
@@ -787,7 +813,8 @@ const scenarioArb: fc.Arbitrary<Scenario> = fc
         amount: g.amount,
         remaining: g.amount - (g.amount * BigInt(g.usedPct)) / 100n,
         costBasis: g.costBasis,
-        currency: g.costBasis > 0n ? "USD" : null,
+        // Two currencies, so that one event can draw paid credits in both.
+        currency: g.costBasis > 0n ? (i % 3 === 0 ? "EUR" : "USD") : null,
         expiresAt,
         effectiveAt: g.effectiveAt,
         priority: g.priority,
@@ -903,9 +930,26 @@ describe("planUsage properties", () => {
           } else {
             assert.equal(o.drawn + o.overdraft, credits);
           }
-          // Revenue is the drawn credits times their cost basis, rounded once.
-          const basis = o.draws.reduce((s, d) => s + d.amount * state.grants.get(d.grantId)!.costBasis, 0n);
-          assert.equal(o.revenue, divRound(basis, 10n ** BigInt(SCALE)));
+          // Revenue is the drawn credits times their cost basis, per currency (never added across
+          // currencies), rounded once per currency; the first paid currency drawn is `revenue`.
+          const basis = new Map<string, bigint>();
+          for (const d of o.draws) {
+            const g = state.grants.get(d.grantId)!;
+            if (g.costBasis > 0n)
+              basis.set(g.currency!, (basis.get(g.currency!) ?? 0n) + d.amount * g.costBasis);
+          }
+          const revenue = new Map([
+            ...(o.revenueCurrency === null ? [] : [[o.revenueCurrency, o.revenue] as const]),
+            ...o.extraRevenue.map((m) => [m.currency, m.amount] as const),
+          ]);
+          assert.deepEqual(
+            revenue,
+            new Map([...basis].map(([c, v]) => [c, divRound(v, 10n ** BigInt(SCALE))])),
+          );
+          assert.equal(revenue.size, 1 + o.extraRevenue.length - (o.revenueCurrency === null ? 1 : 0));
+          if (o.revenueCurrency === null) assert.equal(o.revenue, 0n);
+          const firstPaid = o.draws.find((d) => state.grants.get(d.grantId)!.costBasis > 0n);
+          assert.equal(o.revenueCurrency, firstPaid ? state.grants.get(firstPaid.grantId)!.currency : null);
           // Draws come from the payer's chain: its own wallet, then its customer's pool.
           const pool = state.poolWallet.get(o.event.customerId)!;
           for (const d of o.draws) {

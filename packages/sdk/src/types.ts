@@ -868,10 +868,15 @@ export interface UsageEvent {
     reported: boolean;
     cost_table_version_id: string | null;
   } | null;
-  /** The money the drawn credits were bought for (their cost basis). */
+  /**
+   * The money the drawn credits were bought for (their cost basis), in the currency of the
+   * first paid grant drawn; paid grants drawn in other currencies are in `amounts`.
+   */
   revenue: { amount: string; currency: string | null };
-  /** revenue − cost; null when the cost is unknown. */
+  /** revenue − cost; null when the cost is unknown or the money is in several currencies. */
   margin: string | null;
+  /** Revenue, cost and margin per currency, by currency; never added across currencies. */
+  amounts: { currency: string | null; revenue: string; cost: string; margin: string }[];
 }
 
 /** A rate line as stored (the wire form it was published with). */

@@ -1,12 +1,13 @@
 import { checkTermsWindow, formatAmount, type RateCardInput } from "@drawdown/core";
-import type {
-  ChargeRecord,
-  CustomerPricing,
-  EventDetail,
-  IngestResult,
-  RateCard,
-  RateCardVersion,
-  Row,
+import {
+  type ChargeRecord,
+  type CustomerPricing,
+  type EventDetail,
+  extraRevenueFrom,
+  type IngestResult,
+  type RateCard,
+  type RateCardVersion,
+  type Row,
 } from "@drawdown/storage";
 import { type Static, Type } from "@sinclair/typebox";
 import { ApiError } from "./errors.js";
@@ -467,6 +468,7 @@ export const METERING_ROUTES: readonly Route[] = [
         throw new ApiError("not_found", `No event ${params.id}.`);
       const d = (typeof r.detail === "string" ? JSON.parse(r.detail) : r.detail) as EventDetail;
       const units = (v: unknown) => formatAmount(BigInt(String(v)));
+      // Revenue in each currency drawn (the first in `revenue`), cost in its own; never added across them.
       const revenue = BigInt(String(r.revenue));
       const cost = r.cost === null ? null : BigInt(String(r.cost));
       return okReply({
@@ -504,7 +506,7 @@ export const METERING_ROUTES: readonly Route[] = [
                 cost_table_version_id: d.cost_version_id,
               },
         revenue: { amount: formatAmount(revenue), currency: d.revenue_currency },
-        margin: cost === null ? null : formatAmount(revenue - cost),
+        ...eventMoney(r, d, revenue, cost),
       });
     },
   }),
@@ -767,5 +769,27 @@ export function publicRateCard(card: RateCard | undefined, now: number) {
     name: card.name,
     current: current ? describe(current) : null,
     upcoming: next ? describe(next) : null,
+  };
+}
+
+/**
+ * An explained event's money per currency: revenue in each currency of the paid grants drawn,
+ * cost in its table's; `margin` (revenue − cost) only when the cost is known and everything is
+ * in one currency, else null and `amounts` says it per currency.
+ */
+function eventMoney(r: Row, d: EventDetail, revenue: bigint, cost: bigint | null) {
+  const money = new Map<string | null, { revenue: bigint; cost: bigint }>();
+  const add = (currency: string | null, m: { revenue?: bigint; cost?: bigint }) => {
+    const now = money.get(currency) ?? { revenue: 0n, cost: 0n };
+    money.set(currency, { revenue: now.revenue + (m.revenue ?? 0n), cost: now.cost + (m.cost ?? 0n) });
+  };
+  if (revenue !== 0n) add(d.revenue_currency, { revenue });
+  for (const m of extraRevenueFrom(r.revenue_extra)) add(m.currency, { revenue: m.amount });
+  if (cost !== null && cost !== 0n) add(d.cost_currency, { cost });
+  const rows = [...money].map(([currency, m]) => ({ currency, revenue: m.revenue, cost: m.cost }));
+  const view = moneyView(rows);
+  return {
+    margin: cost === null || view.margin === null ? null : view.margin,
+    amounts: view.amounts,
   };
 }

@@ -4,19 +4,24 @@ import { Type } from "@sinclair/typebox";
 
 /**
  * Revenue, cost and margin of usage events, kept apart per currency. An event's revenue is in
- * the currency of the first paid grant it drew, its cost in that of the cost table in force (or
- * of its reported cost); a tenant that sells credits in several currencies, or whose cost tables
- * changed currency, has sums that must not be added across them.
+ * the currencies of the paid grants it drew (each apart), its cost in that of the cost table in
+ * force (or of its reported cost); a tenant that sells credits in several currencies, or whose
+ * cost tables changed currency, has sums that must not be added across them.
  */
 
 /**
- * Joined to `usage_events e`: one row `m(currency, revenue, cost)` for the event's revenue and
- * one for its cost, each in its own currency. Filter with {@link MONEY_PRESENT} and group by
- * `m.currency`.
+ * Joined to `usage_events e`: one row `m(currency, revenue, cost)` for the event's revenue, one
+ * for its cost, each in its own currency, and one per other currency of its revenue (an event
+ * that drew paid credits in several: `revenue_extra`). Filter with {@link MONEY_PRESENT} and
+ * group by `m.currency`.
  */
-export const MONEY_JOIN = `CROSS JOIN LATERAL (VALUES
-    (${EVENT_REVENUE_CURRENCY}, e.revenue, 0::numeric),
-    (${EVENT_COST_CURRENCY}, 0::numeric, coalesce(e.cost, 0))
+export const MONEY_JOIN = `CROSS JOIN LATERAL (
+    SELECT * FROM (VALUES
+      (${EVENT_REVENUE_CURRENCY}, e.revenue, 0::numeric),
+      (${EVENT_COST_CURRENCY}, 0::numeric, coalesce(e.cost, 0))) v
+    UNION ALL
+    SELECT x.currency, x.amount::numeric, 0::numeric
+    FROM json_to_recordset(e.revenue_extra::json) AS x(currency text, amount text)
   ) m(currency, revenue, cost)`;
 /** Keeps the {@link MONEY_JOIN} rows that carry money (a free event adds nothing to any currency). */
 export const MONEY_PRESENT = "(m.revenue <> 0 OR m.cost <> 0)";

@@ -5,8 +5,8 @@ import { backends, startTestServer, type TestServer } from "./support/harness.js
 
 /**
  * Money in several currencies is never added up: credits bought in EUR and in USD, costs priced
- * in USD. The margin report and a run's totals keep one amount per currency, and give single
- * figures only where there is one. Rows written before migration 22 (no currency columns) read
+ * in USD, one event drawing both. The margin report, a run's totals and an event's explanation
+ * keep one amount per currency, and give single figures only where there is one. Rows written before migration 22 (no currency columns) read
  * their currencies from their detail and report the same.
  */
 
@@ -68,9 +68,9 @@ for (const backend of backends()) {
         quantities: { units },
         run_id: "run_mixed",
       });
-      // Euro: 8 from the EUR grant (0.8 EUR); 4 from both grants, 2 × 0.1 + 2 × 0.2 = 0.6, in the
-      // currency of the first paid grant drawn (EUR: within one event amounts are not split, see
-      // concepts.md); 5 from the USD grant (1 USD). Dollar: 3 (0.9 USD). Every step costs 0.01 USD.
+      // Euro: 8 from the EUR grant (0.8 EUR); 4 from both grants, 2 × 0.1 = 0.2 EUR and
+      // 2 × 0.2 = 0.4 USD, each in its own currency; 5 from the USD grant (1 USD). Dollar: 3
+      // (0.9 USD). Every step costs 0.01 USD.
       const res = await dd.events.ingestBatch([
         step("e1", eur.id, 8),
         step("e2", eur.id, 4),
@@ -94,8 +94,8 @@ for (const backend of backends()) {
           cost: null,
           margin: null,
           amounts: [
-            { currency: "EUR", revenue: "1.4", cost: "0", margin: "1.4" },
-            { currency: "USD", revenue: "1", cost: "0.17", margin: "0.83" },
+            { currency: "EUR", revenue: "1", cost: "0", margin: "1" },
+            { currency: "USD", revenue: "1.4", cost: "0.17", margin: "1.23" },
           ],
         },
       );
@@ -110,9 +110,32 @@ for (const backend of backends()) {
           null,
           null,
           [
-            { currency: "EUR", revenue: "1.4", cost: "0", margin: "1.4" },
-            { currency: "USD", revenue: "1.9", cost: "0.2", margin: "1.7" },
+            { currency: "EUR", revenue: "1", cost: "0", margin: "1" },
+            { currency: "USD", revenue: "2.3", cost: "0.2", margin: "2.1" },
           ],
+        ],
+      );
+
+      // One event's money per currency: e2 drew EUR and USD credits and cost USD.
+      const e2 = await dd.events.get("e2");
+      assert.deepEqual(
+        [e2.revenue, e2.margin, e2.amounts],
+        [
+          { amount: "0.2", currency: "EUR" },
+          null,
+          [
+            { currency: "EUR", revenue: "0.2", cost: "0", margin: "0.2" },
+            { currency: "USD", revenue: "0.4", cost: "0.04", margin: "0.36" },
+          ],
+        ],
+      );
+      const e4 = await dd.events.get("e4");
+      assert.deepEqual(
+        [e4.revenue, e4.margin, e4.amounts],
+        [
+          { amount: "0.9", currency: "USD" },
+          "0.87",
+          [{ currency: "USD", revenue: "0.9", cost: "0.03", margin: "0.87" }],
         ],
       );
 

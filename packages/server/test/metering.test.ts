@@ -110,6 +110,7 @@ const ExplainedEvent = Type.Object(
     ]),
     revenue: Type.Object({ amount: Str, currency: NullableStr }, strict),
     margin: NullableStr,
+    amounts: Type.Array(Type.Object({ currency: NullableStr, revenue: Str, cost: Str, margin: Str }, strict)),
   },
   strict,
 );

@@ -1,5 +1,6 @@
 import {
   type Accepted,
+  type CurrencyAmount,
   type Effect,
   formatAmount,
   formatDecimal,
@@ -887,6 +888,7 @@ const EVENT_COLUMNS = [
   "hold_id",
   "revenue_currency",
   "cost_currency",
+  "revenue_extra",
 ] as const;
 
 /**
@@ -943,6 +945,7 @@ export async function insertEvents(
       own ?? holdId,
       o.revenueCurrency,
       o.costCurrency,
+      o.extraRevenue.length === 0 ? null : extraRevenueJson(o.extraRevenue),
     ];
   });
   if (rows.length > SMALL_INSERT_ROWS) {
@@ -954,9 +957,22 @@ export async function insertEvents(
     `INSERT INTO usage_events (${EVENT_COLUMNS.join(", ")})
      SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[],
        $8::text[], $9::text[], $10::numeric[], $11::numeric[], $12::numeric[], $13::numeric[], $14::numeric[],
-       $15::text[], $16::text[], $17::text[], $18::text[])`,
+       $15::text[], $16::text[], $17::text[], $18::text[], $19::text[])`,
     EVENT_COLUMNS.map((_, c) => rows.map((r) => r[c] ?? null)),
   );
+}
+
+/** An event's revenue in currencies after its first, as the `revenue_extra` column keeps it. */
+export const extraRevenueJson = (extra: readonly CurrencyAmount[]): string =>
+  JSON.stringify(extra.map((m) => ({ currency: m.currency, amount: m.amount.toString() })));
+
+/** The `revenue_extra` column read back (null or JSON). */
+export function extraRevenueFrom(v: unknown): CurrencyAmount[] {
+  if (v === null || v === undefined) return [];
+  return (JSON.parse(String(v)) as { currency: string; amount: string }[]).map((m) => ({
+    currency: m.currency,
+    amount: BigInt(m.amount),
+  }));
 }
 
 /** Event rows up to this many are inserted with one statement, more with COPY. */

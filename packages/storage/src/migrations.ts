@@ -1130,6 +1130,17 @@ ALTER TABLE purchases ADD CONSTRAINT purchases_awaiting_charge
 CREATE INDEX purchases_awaiting ON purchases (tenant_id, created_at) WHERE awaiting_charge;
 `,
   },
+  {
+    version: 24,
+    name: "event revenue in several currencies",
+    sql: /* sql */ `
+-- An event that draws paid credits in several currencies keeps each currency's revenue apart:
+-- revenue and revenue_currency are the first paid currency drawn, revenue_extra the others, as
+-- JSON [{"currency": "USD", "amount": "<units>"}]; null (the usual case) when there are none.
+-- Rows recorded before added such revenue into the first currency; they are left as they are.
+ALTER TABLE usage_events ADD COLUMN revenue_extra text;
+`,
+  },
 ];
 
 /** Thrown when the database's schema is newer than this build knows. */

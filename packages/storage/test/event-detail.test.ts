@@ -76,6 +76,7 @@ const accepted: fc.Arbitrary<Accepted> = fc
     draws: fc.array(fc.record({ grantId: text, walletId: text, amount: units }), { maxLength: 3 }),
     revenue: units,
     revenueCurrency: nullable,
+    extraRevenue: fc.array(fc.record({ currency: text, amount: units }), { maxLength: 2 }),
     cost: fc.option(units, { nil: null }),
     costCurrency: nullable,
     costVersionId: nullable,
