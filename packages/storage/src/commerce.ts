@@ -71,7 +71,7 @@ export interface PaymentProvider {
   readonly testOnly: boolean;
   /**
    * Answers a charge at once (paid or declined): only such a provider is tried by an auto
-   * top-up before a denial, inside the request. Absent: false.
+   * top-up before a denial, while the request waits (with no transaction open). Absent: false.
    */
   readonly synchronous?: boolean;
   /** Checks a payment method before anything is written; a message says what is wrong, null when fine. */

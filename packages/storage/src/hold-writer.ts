@@ -160,8 +160,9 @@ const whereIds = (ex: SqlExecutor, text: string, tenantId: string, ids: readonly
  * methods load under the wallet lock is loaded here too (the state below), and each request is
  * planned by the same step they take (`planAuthorizeRequest`, `planSettleRequest`: overage
  * policy, throttle, spend caps threaded through the batch). A denial an auto top-up may cover
- * (a purchase) is left, with everything after it, to {@link Holds.authorize} once the batch
- * commits.
+ * (a purchase) is left, with its customer's requests after it, to {@link Holds.authorize} once
+ * the batch commits: behind the customer's gate, off the lane, the purchase charged with no
+ * transaction open.
  */
 export class HoldWriter {
   readonly #queues: Op[][];
