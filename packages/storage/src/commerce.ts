@@ -244,7 +244,12 @@ export class TopUpsTried {
 
   /** What was tried for this chain, if anything. */
   get(need: TopUpNeed): TopUpTry | undefined {
-    return this.#byPool.get(need.chain.at(-1)!);
+    return this.forPool(need.chain.at(-1)!);
+  }
+
+  /** What was tried for the chain ending at this pool wallet, if anything. */
+  forPool(poolWalletId: string): TopUpTry | undefined {
+    return this.#byPool.get(poolWalletId);
   }
 
   /** The operation's last run: a chain not tried yet is not tried now (a bound on the reruns). */
@@ -385,6 +390,19 @@ export const AWAITING_CHARGE_GRACE_MS = 60_000;
 
 /** How many purchases one check of a wallet makes at most (several when one is not enough). */
 const TOP_UPS_PER_CHECK = 20;
+
+/** What a provider is asked to charge for a purchase, but its idempotency key. */
+const paymentRequest = (
+  tenantId: string,
+  p: Pick<PurchaseRecord, "id" | "customerId" | "price" | "currency" | "paymentMethod">,
+): Omit<PaymentRequest, "idempotencyKey"> => ({
+  tenantId,
+  purchaseId: p.id,
+  customerId: p.customerId,
+  amount: p.price,
+  currency: p.currency,
+  paymentMethod: p.paymentMethod,
+});
 
 /** A purchase about to be written: priced, with its provider and the key the provider is asked with. */
 interface PurchaseToMake {
@@ -683,7 +701,13 @@ export class Commerce implements DueJob {
   async #buy(ex: SqlExecutor, tenantId: string, p: PurchaseToMake): Promise<Result<PurchaseRecord>> {
     const fits = await this.#fits(ex, tenantId, p);
     if (!fits.ok) return fits;
-    return this.#record(ex, tenantId, p, await p.provider.charge(this.#request(tenantId, p)));
+    const request = paymentRequest(tenantId, { ...p, price: p.quote.price, currency: p.quote.currency });
+    return this.#record(
+      ex,
+      tenantId,
+      p,
+      await p.provider.charge({ ...request, idempotencyKey: p.idempotencyKey }),
+    );
   }
 
   /**
@@ -702,18 +726,6 @@ export class Commerce implements DueJob {
     if (!wallet || !inRange(wallet.balance + p.quote.credits))
       return fail("invalid_amount", "This purchase would take the wallet beyond the largest balance.");
     return ok(true);
-  }
-
-  #request(tenantId: string, p: PurchaseToMake): PaymentRequest {
-    return {
-      tenantId,
-      purchaseId: p.id,
-      customerId: p.customerId,
-      amount: p.quote.price,
-      currency: p.quote.currency,
-      paymentMethod: p.paymentMethod,
-      idempotencyKey: p.idempotencyKey,
-    };
   }
 
   /** Inserts a purchase with its charge's answer (null: not charged yet), and confirms it when paid. */
@@ -788,12 +800,7 @@ export class Commerce implements DueJob {
       invariant(purchase.providerKey !== null, "a purchase awaiting its charge keeps its provider's key");
       try {
         result = await provider.charge({
-          tenantId,
-          purchaseId: purchase.id,
-          customerId: purchase.customerId,
-          amount: purchase.price,
-          currency: purchase.currency,
-          paymentMethod: purchase.paymentMethod,
+          ...paymentRequest(tenantId, purchase),
           idempotencyKey: purchase.providerKey,
         });
       } catch {
@@ -812,8 +819,7 @@ export class Commerce implements DueJob {
              provider_reference = $5 WHERE tenant_id = $1 AND id = $2`,
           [tenantId, p.id, why, now, result.reference],
         );
-        await this.#disable(tx, tenantId, p.walletId, `payment_failed: ${why}`);
-        await this.#failed(tx, tenantId, p.walletId, "payment_failed", why, p.id);
+        await this.#turnOff(tx, tenantId, p.walletId, "payment_failed", why, p.id);
         return (await this.getPurchase(tenantId, p.id, tx))!;
       }
       await tx.query(
@@ -948,8 +954,7 @@ export class Commerce implements DueJob {
       [tenantId, id, status, why, iso(now)],
     );
     if (status === "failed" && p.origin === "auto_top_up") {
-      await this.#disable(ex, tenantId, p.walletId, `payment_failed: ${why}`);
-      await this.#failed(ex, tenantId, p.walletId, "payment_failed", why, p.id);
+      await this.#turnOff(ex, tenantId, p.walletId, "payment_failed", why, p.id);
     }
     return ok((await this.getPurchase(tenantId, id, ex))!);
   }
@@ -1065,6 +1070,19 @@ export class Commerce implements DueJob {
     });
   }
 
+  /** Turns the auto top-up off with the reason `code: message`, and fires `auto_top_up_failed`. */
+  async #turnOff(
+    ex: SqlExecutor,
+    tenantId: string,
+    walletId: string,
+    code: string,
+    message: string,
+    purchaseId: string | null,
+  ): Promise<void> {
+    await this.#disable(ex, tenantId, walletId, `${code}: ${message}`);
+    await this.#failed(ex, tenantId, walletId, code, message, purchaseId);
+  }
+
   async #disable(ex: SqlExecutor, tenantId: string, walletId: string, reason: string): Promise<void> {
     const now = iso(this.store.now(tenantId));
     await ex.query(
@@ -1119,15 +1137,8 @@ export class Commerce implements DueJob {
     claim: IdempotencyClaim | null,
   ): Promise<WriterAnswer<TopUpRun>> {
     if (claim) {
-      const { rows } = await this.store.db.query(
-        "SELECT fingerprint, outcome FROM idempotency_keys WHERE tenant_id = $1 AND key = $2",
-        [tenantId, claim.key],
-      );
-      const first = rows[0];
-      if (first)
-        return first.fingerprint === claim.fingerprint
-          ? { kind: "replayed", outcome: JSON.parse(String(first.outcome)) }
-          : { kind: "conflict" };
+      const first = await this.store.recordedOutcome(this.store.db, tenantId, claim.key, claim.fingerprint);
+      if (first) return first;
     }
     const result = await this.checkAutoTopUp(tenantId, walletId);
     if (!claim) return { kind: "fresh", result };
@@ -1244,8 +1255,7 @@ export class Commerce implements DueJob {
     );
     if (!intended.ok) {
       if (!scheduled) return outcome ? done(outcome) : intended;
-      await this.#disable(ex, tenantId, walletId, `${intended.error.code}: ${intended.error.message}`);
-      await this.#failed(ex, tenantId, walletId, intended.error.code, intended.error.message, null);
+      await this.#turnOff(ex, tenantId, walletId, intended.error.code, intended.error.message, null);
       return stop({ outcome: "not_needed", purchase: null });
     }
     return ok({ kind: "charge" as const, purchase: intended.value });

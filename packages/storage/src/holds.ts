@@ -511,7 +511,7 @@ export class Holds implements DueJob {
       autoTopUp = attemptOf(t);
     } else {
       // Allowed after a top-up this operation made: the answer says what it bought.
-      const t = tried.get({ customerId: request.customerId, chain: [a.poolWalletId], need: 0n });
+      const t = tried.forPool(a.poolWalletId);
       if (t) autoTopUp = attemptOf(t);
     }
     await writeCapEffect(ex, this.store, tenantId, a.caps);

@@ -254,6 +254,28 @@ export class Store {
    * outcome and runs nothing; with another fingerprint it is a conflict. Without a key,
    * `fn` just runs in a transaction. `fn` must return failures before writing anything.
    */
+  /**
+   * What a committed Idempotency-Key answers: its first outcome (`replayed`), or `conflict` for
+   * another request under it; null when the key is not recorded. For an operation that claims
+   * its key only after running its own transactions (`Commerce.runAutoTopUp`).
+   */
+  async recordedOutcome<T>(
+    ex: SqlExecutor,
+    tenantId: string,
+    key: string,
+    fingerprint: string,
+  ): Promise<{ kind: "replayed"; outcome: T } | { kind: "conflict" } | null> {
+    const { rows } = await ex.query<{ fingerprint: string; outcome: string | null }>(
+      "SELECT fingerprint, outcome FROM idempotency_keys WHERE tenant_id = $1 AND key = $2",
+      [tenantId, key],
+    );
+    const first = rows[0];
+    if (!first) return null;
+    invariant(first.outcome !== null, "a committed idempotency key has an outcome");
+    if (first.fingerprint !== fingerprint) return { kind: "conflict" };
+    return { kind: "replayed", outcome: JSON.parse(first.outcome) as T };
+  }
+
   async idempotent<T>(
     tenantId: string,
     key: string | null,
@@ -267,14 +289,9 @@ export class Store {
           [tenantId, key, fingerprint],
         );
         if (inserted.rowCount === 0) {
-          const { rows } = await tx.query<{ fingerprint: string; outcome: string | null }>(
-            "SELECT fingerprint, outcome FROM idempotency_keys WHERE tenant_id = $1 AND key = $2",
-            [tenantId, key],
-          );
-          const first = rows[0];
-          invariant(first && first.outcome !== null, "a committed idempotency key has an outcome");
-          if (first.fingerprint !== fingerprint) return { kind: "conflict" as const };
-          return { kind: "replayed" as const, outcome: JSON.parse(first.outcome) as T };
+          const first = await this.recordedOutcome<T>(tx, tenantId, key, fingerprint);
+          invariant(first, "a key that conflicts is recorded");
+          return first;
         }
       }
       const outcome = await fn(tx);
